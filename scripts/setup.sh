@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Makes a fresh Debian machine ready to run kubenft: system packages, npm packages, the native
+# addon and the TypeScript build. Every step is skipped when it is already done, so the README's
+# commands can always run it first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo_if_needed=(); [ "$(id -u)" -eq 0 ] || sudo_if_needed=(sudo)
+  "${sudo_if_needed[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_if_needed[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+addon=build/Release/kubenft_native.node
+if [ ! -f "$addon" ] || [ -n "$(find native binding.gyp -newer "$addon" 2>/dev/null | head -1)" ]; then
+  echo "setup: building the native addon" >&2
+  npx node-gyp rebuild --loglevel=error >/dev/null
+fi
+
+npx tsc -p tsconfig.json

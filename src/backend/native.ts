@@ -1,0 +1,83 @@
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+type AttributeIds = Record<string, number>;
+
+export interface NativeAttributes {
+  table: AttributeIds;
+  chain: AttributeIds;
+  rule: AttributeIds;
+  set: AttributeIds;
+  elem: AttributeIds;
+  expr: Record<string, AttributeIds>;
+}
+
+export interface CommitResult {
+  messages: number;
+  bytes: number;
+  encodeMs: number;
+  kernelMs: number;
+}
+
+export interface KernelFailure {
+  index: number;
+  errno: number;
+  code: string;
+  message: string;
+}
+
+export interface KernelError extends Error {
+  errno?: number;
+  code?: string;
+  index?: number;
+  failures?: KernelFailure[];
+}
+
+export interface DumpedSet {
+  name: string;
+  handle: number;
+  flags: number;
+  keyType: number;
+  keyLen: number;
+  dataType?: number;
+  dataLen?: number;
+  elements: { key: Buffer; data?: Buffer; verdict?: number; chain?: string }[];
+}
+
+export interface Dump {
+  table: { name: string; flags: number; handle: number };
+  chains: { name: string; handle: number; hooknum?: number; prio?: number; policy?: number; type?: string }[];
+  sets: DumpedSet[];
+  rules: { chain: string; handle: number; exprs: string[]; text: string }[];
+}
+
+export interface GenerationEvent {
+  generation?: number;
+  pid?: number;
+  tables?: string[];
+  overrun?: boolean;
+}
+
+export interface NativeAddon {
+  attributes: NativeAttributes;
+  commit(transaction: Buffer): Promise<CommitResult>;
+  dump(family: number, table: string): Promise<Dump | null>;
+  generation(): Promise<number>;
+  monitor(callback: (event: GenerationEvent) => void): { close(): void };
+}
+
+/** The project root: the addon lives in build/ there, whether we run from src/ or dist/src/. */
+export function projectRoot(): string {
+  let directory = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(directory, 'package.json'))) directory = dirname(directory);
+  return directory;
+}
+
+let loaded: NativeAddon | undefined;
+
+export function native(): NativeAddon {
+  loaded ??= createRequire(import.meta.url)(join(projectRoot(), 'build/Release/kubenft_native.node')) as NativeAddon;
+  return loaded;
+}

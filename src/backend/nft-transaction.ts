@@ -1,0 +1,324 @@
+import { DATATYPE_IDS, DATATYPE_LENGTHS, FIELDS, encodeKey, encodePrefix, encodeValue, registerWidth } from '../plan/fields.js';
+import type { Chain, DataType, Field, NamedSet, Rule, SetElement, Statement, TableFamily, Verdict } from '../plan/ruleset.js';
+import type { NativeAttributes } from './native.js';
+import {
+  CONCAT_TYPE_BITS, HOOKS, ICMP_PORT_UNREACH, NFPROTO, NFT_CMP, NFT_DATA_VERDICT, NFT_LOOKUP_F_INV, NFT_META_KEY, NFT_MSG,
+  NFT_NAT_DNAT, NFT_NG_RANDOM, NFT_PAYLOAD_BASE, NFT_REG32_00, NFT_REG_1, NFT_REG_2, NFT_REG_VERDICT,
+  NFT_REJECT_ICMP_UNREACH, NFT_SET, NFT_VERDICT, NF_NAT_RANGE, NF_VERDICT, NLM_F,
+} from './uapi.js';
+import { OBJECT_KIND, type ObjectKind, WireWriter } from './wire.js';
+
+const u32 = (value: number) => {
+  const buffer = Buffer.alloc(4);
+  buffer.writeUInt32LE(value >>> 0);
+  return buffer;
+};
+
+export const setKeyType = (types: DataType[]) =>
+  types.reduce((packed, type) => (packed << CONCAT_TYPE_BITS) | DATATYPE_IDS[type], 0);
+
+export const setKeyLength = (types: DataType[]) =>
+  types.length === 1 ? DATATYPE_LENGTHS[types[0]] : types.reduce((sum, type) => sum + registerWidth(DATATYPE_LENGTHS[type]), 0);
+
+const verdictCode = (verdict: Verdict) =>
+  verdict.kind === 'accept' || verdict.kind === 'drop' ? NF_VERDICT[verdict.kind] : NFT_VERDICT[verdict.kind];
+
+/**
+ * One nftables transaction in the addon's wire format. Every message remembers what it was, so a
+ * kernel error against message N can name the object (and the Kubernetes object behind it).
+ */
+export class NftTransaction {
+  private readonly writer = new WireWriter();
+  private readonly descriptions: string[] = [];
+
+  constructor(private readonly attrs: NativeAttributes) {
+    this.writer.u32(0);
+  }
+
+  get messageCount(): number {
+    return this.descriptions.length;
+  }
+
+  describe(index: number): string {
+    return this.descriptions[index] ?? `message ${index}`;
+  }
+
+  finish(): Buffer {
+    this.writer.patchU32(0, this.descriptions.length);
+    return this.writer.finish();
+  }
+
+  private message(kind: ObjectKind, family: TableFamily, type: number, flags: number, description: string, attrs: () => number): void {
+    const w = this.writer;
+    w.u8(OBJECT_KIND[kind]);
+    w.u8(NFPROTO[family]);
+    w.u16(type);
+    w.u16(flags);
+    w.u16(0);
+    w.counted(attrs);
+    this.descriptions.push(description);
+  }
+
+  addTable(family: TableFamily, name: string): void {
+    this.message('table', family, NFT_MSG.NEWTABLE, NLM_F.CREATE, `table ${family} ${name}`, () => {
+      this.writer.attrString(this.attrs.table.name, name);
+      return 1;
+    });
+  }
+
+  deleteTable(family: TableFamily, name: string): void {
+    this.message('table', family, NFT_MSG.DELTABLE, 0, `delete of table ${family} ${name}`, () => {
+      this.writer.attrString(this.attrs.table.name, name);
+      return 1;
+    });
+  }
+
+  addChain(family: TableFamily, table: string, chain: Chain, origin = ''): void {
+    const a = this.attrs.chain;
+    this.message('chain', family, NFT_MSG.NEWCHAIN, NLM_F.CREATE, `chain ${chain.name}${origin}`, () => {
+      const w = this.writer;
+      w.attrString(a.table, table);
+      w.attrString(a.name, chain.name);
+      if (!chain.base) return 2;
+      w.attrU32(a.hooknum, HOOKS[chain.base.hook]);
+      w.attrU32(a.prio, chain.base.priority);
+      w.attrU32(a.policy, NF_VERDICT[chain.base.policy]);
+      w.attrString(a.type, chain.base.type);
+      return 6;
+    });
+  }
+
+  /** A DELRULE naming only the chain removes every rule in it. */
+  flushChain(family: TableFamily, table: string, chain: string): void {
+    this.message('rule', family, NFT_MSG.DELRULE, 0, `flush of chain ${chain}`, () => this.ruleTarget(table, chain));
+    this.writer.u32(0);
+  }
+
+  deleteChain(family: TableFamily, table: string, chain: string): void {
+    const a = this.attrs.chain;
+    this.message('chain', family, NFT_MSG.DELCHAIN, 0, `delete of chain ${chain}`, () => {
+      this.writer.attrString(a.table, table);
+      this.writer.attrString(a.name, chain);
+      return 2;
+    });
+  }
+
+  private ruleTarget(table: string, chain: string): number {
+    this.writer.attrString(this.attrs.rule.table, table);
+    this.writer.attrString(this.attrs.rule.chain, chain);
+    return 2;
+  }
+
+  addRule(family: TableFamily, table: string, chain: string, rule: Rule, origin = ''): void {
+    this.message('rule', family, NFT_MSG.NEWRULE, NLM_F.CREATE | NLM_F.APPEND, `rule in chain ${chain}${origin}`, () =>
+      this.ruleTarget(table, chain),
+    );
+    this.writer.counted(() => rule.statements.reduce((count, statement) => count + this.statement(family, statement), 0));
+  }
+
+  addSet(family: TableFamily, table: string, set: NamedSet): void {
+    const a = this.attrs.set;
+    this.message('set', family, NFT_MSG.NEWSET, NLM_F.CREATE, `${set.dataType ? 'map' : 'set'} ${set.name}`, () => {
+      const w = this.writer;
+      const concat = set.keyType.length > 1 ? NFT_SET.CONCAT : 0;
+      w.attrString(a.table, table);
+      w.attrString(a.name, set.name);
+      w.attrU32(a.keyType, setKeyType(set.keyType));
+      w.attrU32(a.keyLen, setKeyLength(set.keyType));
+      if (!set.dataType) {
+        w.attrU32(a.flags, concat);
+        return 5;
+      }
+      w.attrU32(a.flags, concat | NFT_SET.MAP);
+      w.attrU32(a.dataType, NFT_DATA_VERDICT);
+      return 6;
+    });
+  }
+
+  addElements(family: TableFamily, table: string, set: NamedSet, elements: SetElement[]): void {
+    this.elements(NFT_MSG.NEWSETELEM, NLM_F.CREATE, `elements of ${set.name}`, family, table, set, elements);
+  }
+
+  deleteElements(family: TableFamily, table: string, set: NamedSet, elements: SetElement[]): void {
+    this.elements(NFT_MSG.DELSETELEM, 0, `removal of elements from ${set.name}`, family, table, set, elements);
+  }
+
+  private elements(type: number, flags: number, description: string, family: TableFamily, table: string, set: NamedSet, elements: SetElement[]): void {
+    const a = this.attrs.set;
+    const e = this.attrs.elem;
+    this.message('setelems', family, type, flags, description, () => {
+      this.writer.attrString(a.table, table);
+      this.writer.attrString(a.name, set.name);
+      return 2;
+    });
+    const w = this.writer;
+    w.u32(elements.length);
+    for (const element of elements) {
+      w.counted(() => {
+        w.attrBytes(e.key, encodeKey(set.keyType, element.key));
+        if (!element.verdict) return 1;
+        w.attrU32(e.verdict, verdictCode(element.verdict));
+        if (element.verdict.kind !== 'jump' && element.verdict.kind !== 'goto') return 2;
+        w.attrString(e.chain, element.verdict.chain);
+        return 3;
+      });
+    }
+  }
+
+  // ---- rule expressions -------------------------------------------------------------------------
+
+  /** Writes one expression; returns 1 so callers can count what they wrote. */
+  private expr(name: string, attrs: (ids: Record<string, number>) => number): number {
+    const w = this.writer;
+    w.u8(name.length);
+    w.bytes(Buffer.from(name));
+    w.counted(() => attrs(this.attrs.expr[name]));
+    return 1;
+  }
+
+  private load(field: Field, register: number): number {
+    const load = FIELDS[field].load;
+    const w = this.writer;
+    if (load.expr === 'payload') {
+      return this.expr('payload', (a) => {
+        w.attrU32(a.dreg, register);
+        w.attrU32(a.base, NFT_PAYLOAD_BASE[load.base]);
+        w.attrU32(a.offset, load.offset);
+        w.attrU32(a.len, load.len);
+        return 4;
+      });
+    }
+    return this.expr('meta', (a) => {
+      w.attrU32(a.key, NFT_META_KEY[load.key]);
+      w.attrU32(a.dreg, register);
+      return 2;
+    });
+  }
+
+  /** Loads fields into consecutive registers: a single field into reg 1, a concatenation from reg32 0. */
+  private loadKey(fields: Field[]): { count: number; register: number } {
+    if (fields.length === 1) return { count: this.load(fields[0], NFT_REG_1), register: NFT_REG_1 };
+    let register = NFT_REG32_00;
+    let count = 0;
+    for (const field of fields) {
+      count += this.load(field, register);
+      register += registerWidth(FIELDS[field].load.len) / 4;
+    }
+    return { count, register: NFT_REG32_00 };
+  }
+
+  private cmp(op: '==' | '!=', register: number, data: Buffer): number {
+    return this.expr('cmp', (a) => {
+      this.writer.attrU32(a.sreg, register);
+      this.writer.attrU32(a.op, NFT_CMP[op]);
+      this.writer.attrBytes(a.data, data);
+      return 3;
+    });
+  }
+
+  private bitwise(register: number, mask: Buffer, xor: Buffer): number {
+    return this.expr('bitwise', (a) => {
+      const w = this.writer;
+      w.attrU32(a.sreg, register);
+      w.attrU32(a.dreg, register);
+      w.attrU32(a.len, mask.length);
+      w.attrBytes(a.mask, mask);
+      w.attrBytes(a.xor, xor);
+      return 5;
+    });
+  }
+
+  private immediate(register: number, data: Buffer): number {
+    return this.expr('immediate', (a) => {
+      this.writer.attrU32(a.dreg, register);
+      this.writer.attrBytes(a.data, data);
+      return 2;
+    });
+  }
+
+  private markUpdate(mask: number, xor: number): number {
+    const w = this.writer;
+    this.load('meta mark', NFT_REG_1);
+    this.bitwise(NFT_REG_1, u32(mask), u32(xor));
+    this.expr('meta', (a) => {
+      w.attrU32(a.key, NFT_META_KEY.mark);
+      w.attrU32(a.sreg, NFT_REG_1);
+      return 2;
+    });
+    return 3;
+  }
+
+  private statement(family: TableFamily, statement: Statement): number {
+    const w = this.writer;
+    switch (statement.kind) {
+      case 'match': {
+        const type = FIELDS[statement.field].type;
+        if (typeof statement.value === 'string' && statement.value.includes('/')) {
+          const { network, mask } = encodePrefix(statement.value);
+          const count = this.load(statement.field, NFT_REG_1) + this.bitwise(NFT_REG_1, mask, Buffer.alloc(mask.length));
+          return count + this.cmp(statement.op, NFT_REG_1, network);
+        }
+        return this.load(statement.field, NFT_REG_1) + this.cmp(statement.op, NFT_REG_1, encodeValue(type, statement.value));
+      }
+      case 'markMatch':
+        return this.load('meta mark', NFT_REG_1) + this.bitwise(NFT_REG_1, u32(statement.mask), u32(0)) +
+          this.cmp(statement.op, NFT_REG_1, u32(statement.value));
+      case 'numgen':
+        return this.expr('numgen', (a) => {
+          w.attrU32(a.dreg, NFT_REG_1);
+          w.attrU32(a.modulus, statement.modulus);
+          w.attrU32(a.type, NFT_NG_RANDOM);
+          w.attrU32(a.offset, 0);
+          return 4;
+        }) + this.cmp('==', NFT_REG_1, u32(statement.equals));
+      case 'lookup':
+      case 'vmap': {
+        const { count, register } = this.loadKey(statement.fields);
+        return count + this.expr('lookup', (a) => {
+          w.attrU32(a.sreg, register);
+          w.attrString(a.set, statement.kind === 'vmap' ? statement.map : statement.set);
+          if (statement.kind === 'vmap') {
+            w.attrU32(a.dreg, NFT_REG_VERDICT);
+            return 3;
+          }
+          w.attrU32(a.flags, statement.op === '!=' ? NFT_LOOKUP_F_INV : 0);
+          return 3;
+        });
+      }
+      case 'markSet':
+        return this.markUpdate(~statement.or, statement.or);
+      case 'markToggle':
+        return this.markUpdate(0xffffffff, statement.xor);
+      case 'dnat':
+        return this.immediate(NFT_REG_1, encodeValue(family === 'ip' ? 'ipv4_addr' : 'ipv6_addr', statement.address)) +
+          this.immediate(NFT_REG_2, encodeValue('inet_service', statement.port)) +
+          this.expr('nat', (a) => {
+            w.attrU32(a.type, NFT_NAT_DNAT);
+            w.attrU32(a.family, NFPROTO[family]);
+            w.attrU32(a.regAddrMin, NFT_REG_1);
+            w.attrU32(a.regProtoMin, NFT_REG_2);
+            w.attrU32(a.flags, NF_NAT_RANGE.MAP_IPS | NF_NAT_RANGE.PROTO_SPECIFIED);
+            return 5;
+          });
+      case 'masquerade':
+        return this.expr('masq', (a) => {
+          w.attrU32(a.flags, NF_NAT_RANGE.PROTO_RANDOM_FULLY);
+          return 1;
+        });
+      case 'reject':
+        return this.expr('reject', (a) => {
+          w.attrU32(a.type, NFT_REJECT_ICMP_UNREACH);
+          w.attrU8(a.code, ICMP_PORT_UNREACH[family]);
+          return 2;
+        });
+      case 'verdict':
+        return this.expr('immediate', (a) => {
+          w.attrU32(a.dreg, NFT_REG_VERDICT);
+          w.attrU32(a.verdict, verdictCode(statement.verdict));
+          if (statement.verdict.kind !== 'jump' && statement.verdict.kind !== 'goto') return 2;
+          w.attrString(a.chain, statement.verdict.chain);
+          return 3;
+        });
+    }
+  }
+}

@@ -1,0 +1,85 @@
+import type { Ruleset, Table, TableFamily } from '../plan/ruleset.js';
+import { type CommitResult, type KernelError, type NativeAddon, native } from './native.js';
+import { NftTransaction } from './nft-transaction.js';
+
+const FAMILIES: TableFamily[] = ['ip', 'ip6'];
+
+/** A kernel rejection, naming the object of the failing message. */
+export class TransactionError extends Error {
+  constructor(
+    message: string,
+    readonly errno: number | undefined,
+    readonly object: string | undefined,
+  ) {
+    super(message);
+  }
+}
+
+export interface SyncTimings extends CommitResult {
+  /** Time to turn the ruleset into the wire format, in TypeScript. */
+  serializeMs: number;
+}
+
+export class NftablesBackend {
+  constructor(
+    readonly tableName = 'kubenft',
+    private readonly addon: NativeAddon = native(),
+  ) {}
+
+  newTransaction(): NftTransaction {
+    return new NftTransaction(this.addon.attributes);
+  }
+
+  /**
+   * Replaces kubenft's tables with the given ruleset in one transaction. Creating then deleting
+   * each table first makes the delete valid whether or not it existed, and since the whole batch
+   * commits atomically, packets never see a moment without rules.
+   */
+  async replace(ruleset: Ruleset): Promise<SyncTimings> {
+    const started = performance.now();
+    const transaction = this.newTransaction();
+    const wanted = new Map(ruleset.tables.map((table) => [table.family, table]));
+    for (const family of FAMILIES) {
+      transaction.addTable(family, this.tableName);
+      transaction.deleteTable(family, this.tableName);
+      const table = wanted.get(family);
+      if (table) writeTable(transaction, table);
+    }
+    return this.commit(transaction, started);
+  }
+
+  /** Removes everything kubenft loaded in this network namespace. */
+  async cleanup(): Promise<void> {
+    const transaction = this.newTransaction();
+    for (const family of FAMILIES) {
+      transaction.addTable(family, this.tableName);
+      transaction.deleteTable(family, this.tableName);
+    }
+    await this.commit(transaction, performance.now());
+  }
+
+  async commit(transaction: NftTransaction, started: number): Promise<SyncTimings> {
+    const buffer = transaction.finish();
+    const serializeMs = performance.now() - started;
+    try {
+      return { ...(await this.addon.commit(buffer)), serializeMs };
+    } catch (error) {
+      const kernel = error as KernelError;
+      if (kernel.index === undefined) throw error;
+      const object = transaction.describe(kernel.index);
+      throw new TransactionError(`kernel rejected the transaction at ${object}: ${kernel.message}`, kernel.errno, object);
+    }
+  }
+}
+
+export function writeTable(transaction: NftTransaction, table: Table): void {
+  const { family, name } = table;
+  transaction.addTable(family, name);
+  for (const set of table.sets) transaction.addSet(family, name, set);
+  for (const chain of table.chains) transaction.addChain(family, name, chain);
+  // Map elements may jump to chains, so they come after every chain exists.
+  for (const set of table.sets) if (set.elements.length > 0) transaction.addElements(family, name, set, set.elements);
+  for (const chain of table.chains) {
+    for (const rule of chain.rules) transaction.addRule(family, name, chain.name, rule);
+  }
+}

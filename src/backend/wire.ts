@@ -1,0 +1,94 @@
+// The binary transaction format the native addon decodes (see native/): a list of messages, each an
+// nftnl object kind, a netlink message type and libnftnl attributes, with rule expressions or set
+// elements as the body. Little-endian; strings carry their trailing NUL.
+
+export const OBJECT_KIND = { table: 0, chain: 1, rule: 2, set: 3, setelems: 4 } as const;
+export type ObjectKind = keyof typeof OBJECT_KIND;
+
+/** A growable byte buffer with the few writes the format needs. */
+export class WireWriter {
+  private buffer = Buffer.allocUnsafe(1 << 16);
+  private length = 0;
+
+  private reserve(bytes: number): void {
+    if (this.length + bytes <= this.buffer.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.buffer.length * 2, this.length + bytes));
+    this.buffer.copy(grown, 0, 0, this.length);
+    this.buffer = grown;
+  }
+
+  get offset(): number {
+    return this.length;
+  }
+
+  u8(value: number): void {
+    this.reserve(1);
+    this.buffer[this.length++] = value;
+  }
+
+  u16(value: number): void {
+    this.reserve(2);
+    this.length = this.buffer.writeUInt16LE(value, this.length);
+  }
+
+  u32(value: number): void {
+    this.reserve(4);
+    this.length = this.buffer.writeUInt32LE(value >>> 0, this.length);
+  }
+
+  bytes(value: Buffer): void {
+    this.reserve(value.length);
+    value.copy(this.buffer, this.length);
+    this.length += value.length;
+  }
+
+  /** Overwrites a u32 written earlier: counts are known only after their items. */
+  patchU32(offset: number, value: number): void {
+    this.buffer.writeUInt32LE(value, offset);
+  }
+
+  attrBytes(id: number, value: Buffer): void {
+    this.u16(id);
+    this.u16(value.length);
+    this.bytes(value);
+  }
+
+  attrU8(id: number, value: number): void {
+    this.u16(id);
+    this.u16(1);
+    this.u8(value);
+  }
+
+  attrU32(id: number, value: number): void {
+    this.u16(id);
+    this.u16(4);
+    this.u32(value);
+  }
+
+  attrU64(id: number, value: bigint): void {
+    this.u16(id);
+    this.u16(8);
+    this.reserve(8);
+    this.length = this.buffer.writeBigUInt64LE(value, this.length);
+  }
+
+  attrString(id: number, value: string): void {
+    const byteLength = Buffer.byteLength(value) + 1;
+    this.u16(id);
+    this.u16(byteLength);
+    this.reserve(byteLength);
+    this.length += this.buffer.write(value, this.length);
+    this.buffer[this.length++] = 0;
+  }
+
+  /** Writes a counted list: a u32 count placeholder, then the items, then the count. */
+  counted(write: () => number): void {
+    const at = this.length;
+    this.u32(0);
+    this.patchU32(at, write());
+  }
+
+  finish(): Buffer {
+    return this.buffer.subarray(0, this.length);
+  }
+}

@@ -1,0 +1,84 @@
+import { FIELDS } from './fields.js';
+import type { Field, NamedSet, Rule, Ruleset, Statement, Table, Value, Verdict } from './ruleset.js';
+
+// Renders a ruleset in the libnftables JSON schema (`nft -j`): objects without a command are "add".
+
+type Json = unknown;
+
+export function verdictJson(verdict: Verdict): Json {
+  return verdict.kind === 'jump' || verdict.kind === 'goto'
+    ? { [verdict.kind]: { target: verdict.chain } }
+    : { [verdict.kind]: null };
+}
+
+const fieldsJson = (fields: Field[]): Json =>
+  fields.length === 1 ? FIELDS[fields[0]].json : { concat: fields.map((field) => FIELDS[field].json) };
+
+function valueJson(value: Value): Json {
+  if (typeof value === 'string' && value.includes('/')) {
+    const [addr, len] = value.split('/');
+    return { prefix: { addr, len: Number(len) } };
+  }
+  return value;
+}
+
+const markJson = { meta: { key: 'mark' } };
+
+export function statementJson(statement: Statement): Json {
+  switch (statement.kind) {
+    case 'match':
+      return { match: { op: statement.op, left: FIELDS[statement.field].json, right: valueJson(statement.value) } };
+    case 'markMatch':
+      return { match: { op: statement.op, left: { '&': [markJson, statement.mask] }, right: statement.value } };
+    case 'numgen':
+      return { match: { op: '==', left: { numgen: { mode: 'random', mod: statement.modulus, offset: 0 } }, right: statement.equals } };
+    case 'lookup':
+      return { match: { op: statement.op, left: fieldsJson(statement.fields), right: `@${statement.set}` } };
+    case 'vmap':
+      return { vmap: { key: fieldsJson(statement.fields), data: `@${statement.map}` } };
+    case 'markSet':
+      return { mangle: { key: markJson, value: { '|': [markJson, statement.or] } } };
+    case 'markToggle':
+      return { mangle: { key: markJson, value: { '^': [markJson, statement.xor] } } };
+    case 'dnat':
+      return { dnat: { addr: statement.address, port: statement.port } };
+    case 'masquerade':
+      return { masquerade: { flags: 'fully-random' } };
+    case 'reject':
+      return { reject: null };
+    case 'verdict':
+      return verdictJson(statement.verdict);
+  }
+}
+
+function setJson(table: Table, set: NamedSet): Json {
+  const type = set.keyType.length === 1 ? set.keyType[0] : set.keyType;
+  const body: Record<string, Json> = { family: table.family, table: table.name, name: set.name, type };
+  if (set.dataType) body.map = set.dataType;
+  return { [set.dataType ? 'map' : 'set']: body };
+}
+
+function elementsJson(table: Table, set: NamedSet): Json {
+  const key = (values: Value[]) => (values.length === 1 ? values[0] : { concat: values });
+  const elem = set.elements.map((element) => (element.verdict ? [key(element.key), verdictJson(element.verdict)] : key(element.key)));
+  return { element: { family: table.family, table: table.name, name: set.name, elem } };
+}
+
+const ruleJson = (table: Table, chain: string, rule: Rule): Json => ({
+  rule: { family: table.family, table: table.name, chain, expr: rule.statements.map(statementJson) },
+});
+
+export function tableJson(table: Table): Json[] {
+  const objects: Json[] = [{ table: { family: table.family, name: table.name } }];
+  for (const set of table.sets) objects.push(setJson(table, set));
+  for (const chain of table.chains) {
+    const base = chain.base ? { type: chain.base.type, hook: chain.base.hook, prio: chain.base.priority, policy: chain.base.policy } : {};
+    objects.push({ chain: { family: table.family, table: table.name, name: chain.name, ...base } });
+  }
+  // Map elements may jump to chains, so they come after every chain exists, as in the netlink batch.
+  for (const set of table.sets) if (set.elements.length > 0) objects.push(elementsJson(table, set));
+  for (const chain of table.chains) for (const rule of chain.rules) objects.push(ruleJson(table, chain.name, rule));
+  return objects;
+}
+
+export const rulesetJson = (ruleset: Ruleset) => ({ nftables: ruleset.tables.flatMap(tableJson) });

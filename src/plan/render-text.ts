@@ -1,0 +1,74 @@
+import type { Chain, NamedSet, Rule, Ruleset, SetElement, Statement, Table, Value, Verdict } from './ruleset.js';
+
+// Renders a ruleset in nft syntax, as `nft list table` prints it, so `nft -f` loads the same ruleset.
+
+const hex = (n: number) => `0x${n.toString(16).padStart(8, '0')}`;
+
+export function verdictText(verdict: Verdict): string {
+  return verdict.kind === 'jump' || verdict.kind === 'goto' ? `${verdict.kind} ${verdict.chain}` : verdict.kind;
+}
+
+const valueText = (value: Value) => String(value);
+
+export function statementText(statement: Statement): string {
+  switch (statement.kind) {
+    case 'match':
+      return `${statement.field} ${statement.op === '!=' ? '!= ' : ''}${valueText(statement.value)}`;
+    case 'markMatch':
+      return `meta mark & ${hex(statement.mask)} ${statement.op} ${hex(statement.value)}`;
+    case 'numgen':
+      return `numgen random mod ${statement.modulus} ${statement.equals}`;
+    case 'lookup':
+      return `${statement.fields.join(' . ')} ${statement.op === '!=' ? '!= ' : ''}@${statement.set}`;
+    case 'vmap':
+      return `${statement.fields.join(' . ')} vmap @${statement.map}`;
+    case 'markSet':
+      return `meta mark set meta mark | ${hex(statement.or)}`;
+    case 'markToggle':
+      return `meta mark set meta mark ^ ${hex(statement.xor)}`;
+    case 'dnat':
+      return `dnat to ${statement.address.includes(':') ? `[${statement.address}]` : statement.address}:${statement.port}`;
+    case 'masquerade':
+      return 'masquerade fully-random';
+    case 'reject':
+      return 'reject';
+    case 'verdict':
+      return verdictText(statement.verdict);
+  }
+}
+
+export const ruleText = (rule: Rule) => rule.statements.map(statementText).join(' ');
+
+function elementText(element: SetElement): string {
+  const key = element.key.map(valueText).join(' . ');
+  return element.verdict ? `${key} : ${verdictText(element.verdict)}` : key;
+}
+
+function setText(set: NamedSet): string[] {
+  const lines = [`\t${set.dataType ? 'map' : 'set'} ${set.name} {`];
+  lines.push(`\t\ttype ${set.keyType.join(' . ')}${set.dataType ? ` : ${set.dataType}` : ''}`);
+  if (set.elements.length > 0) {
+    lines.push(`\t\telements = { ${set.elements.map(elementText).join(',\n\t\t\t     ')} }`);
+  }
+  lines.push('\t}');
+  return lines;
+}
+
+function chainText(chain: Chain): string[] {
+  const lines = [`\tchain ${chain.name} {`];
+  if (chain.base) {
+    const { type, hook, priority, policy } = chain.base;
+    lines.push(`\t\ttype ${type} hook ${hook} priority ${priority}; policy ${policy};`);
+  }
+  for (const rule of chain.rules) lines.push(`\t\t${ruleText(rule)}`);
+  lines.push('\t}');
+  return lines;
+}
+
+export function tableText(table: Table): string {
+  const body = [...table.sets.map(setText), ...table.chains.map(chainText)];
+  const sections = body.map((lines) => lines.join('\n'));
+  return `table ${table.family} ${table.name} {\n${sections.join('\n\n')}\n}\n`;
+}
+
+export const rulesetText = (ruleset: Ruleset) => ruleset.tables.map(tableText).join('\n');

@@ -1,0 +1,75 @@
+// The desired dataplane as typed nftables objects. The planner produces it; render-text, render-json
+// and the netlink encoder consume it, so all three outputs always describe the same ruleset.
+
+export type TableFamily = 'ip' | 'ip6';
+
+/** Packet fields the rules read, each with one meaning in nft text, libnftables JSON and bytecode. */
+export type Field =
+  | 'ip saddr' | 'ip daddr' | 'ip6 saddr' | 'ip6 daddr'
+  | 'meta l4proto' | 'th dport' | 'meta mark';
+
+/** Data types of set keys and map values, named as nft names them. */
+export type DataType = 'ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service' | 'mark' | 'integer';
+
+/** A literal value: an address (v4/v6), a prefix "a/len", a protocol name, a port or integer. */
+export type Value = string | number;
+
+export type Verdict =
+  | { kind: 'accept' } | { kind: 'drop' } | { kind: 'return' }
+  | { kind: 'jump'; chain: string } | { kind: 'goto'; chain: string };
+
+export type Statement =
+  | { kind: 'match'; field: Field; op: '==' | '!='; value: Value }
+  | { kind: 'markMatch'; mask: number; op: '==' | '!='; value: number }
+  | { kind: 'numgen'; modulus: number; equals: number }
+  | { kind: 'lookup'; fields: Field[]; set: string; op: '==' | '!=' }
+  | { kind: 'vmap'; fields: Field[]; map: string }
+  | { kind: 'markSet'; or: number } | { kind: 'markToggle'; xor: number }
+  | { kind: 'dnat'; address: string; port: number }
+  | { kind: 'masquerade' }
+  | { kind: 'reject' }
+  | { kind: 'verdict'; verdict: Verdict };
+
+export interface Rule {
+  statements: Statement[];
+}
+
+export type Hook = 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
+
+export interface BaseChainSpec {
+  type: 'nat' | 'filter';
+  hook: Hook;
+  priority: number;
+  policy: 'accept' | 'drop';
+}
+
+export interface Chain {
+  name: string;
+  base?: BaseChainSpec;
+  rules: Rule[];
+}
+
+export interface SetElement {
+  key: Value[];
+  /** Present in maps: the verdict (verdict maps) or the data values. */
+  verdict?: Verdict;
+}
+
+export interface NamedSet {
+  name: string;
+  keyType: DataType[];
+  /** 'verdict' for verdict maps; absent for plain sets. */
+  dataType?: 'verdict';
+  elements: SetElement[];
+}
+
+export interface Table {
+  family: TableFamily;
+  name: string;
+  sets: NamedSet[];
+  chains: Chain[];
+}
+
+export interface Ruleset {
+  tables: Table[];
+}

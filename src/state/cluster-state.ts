@@ -1,0 +1,114 @@
+import { normalizeEndpointSlice, normalizeNode, normalizeService, endpointsToSlices } from './normalize.js';
+import { type EndpointSliceInfo, type NodeInfo, ObjectError, type ServiceInfo, serviceKey } from './model.js';
+
+// The cluster as the proxy sees it: the last valid version of every Service, EndpointSlice and this
+// Node, plus which services changed since the last sync (the input of a partial sync).
+
+export interface KubeObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: { name?: string; namespace?: string; [key: string]: unknown };
+  [key: string]: unknown;
+}
+
+export class ClusterState {
+  readonly services = new Map<string, ServiceInfo>();
+  /** Slices by service key, then by slice name. */
+  readonly slices = new Map<string, Map<string, EndpointSliceInfo>>();
+  private readonly sliceOwners = new Map<string, string>();
+  node: NodeInfo | undefined;
+  private changed = new Set<string>();
+  private nodeChanged = false;
+
+  constructor(readonly nodeName: string) {}
+
+  /** Applies an added or modified object; throws ObjectError (and keeps the old version) when it is invalid. */
+  apply(object: KubeObject): void {
+    try {
+      this.applyValid(object);
+    } catch (error) {
+      if (error instanceof ObjectError) throw error;
+      // A shape the validators did not foresee must still name the object rather than stop the proxy.
+      const metadata = typeof object === 'object' && object !== null ? object.metadata : undefined;
+      throw new ObjectError(String(object?.kind), metadata?.namespace, metadata?.name, (error as Error).message);
+    }
+  }
+
+  private applyValid(object: KubeObject): void {
+    switch (object.kind) {
+      case 'Service':
+        return this.setService(object, normalizeService(object));
+      case 'EndpointSlice':
+        return this.setSlice(object, normalizeEndpointSlice(object));
+      case 'Endpoints':
+        for (const slice of endpointsToSlices(object)) this.apply(slice as KubeObject);
+        return;
+      case 'Node': {
+        const node = normalizeNode(object);
+        if (node.name !== this.nodeName) return;
+        this.nodeChanged ||= JSON.stringify(node.labels) !== JSON.stringify(this.node?.labels);
+        this.node = node;
+        return;
+      }
+      default:
+        throw new ObjectError(object.kind ?? '<no kind>', object.metadata?.namespace, object.metadata?.name, 'unsupported kind');
+    }
+  }
+
+  delete(object: KubeObject): void {
+    const namespace = object.metadata?.namespace ?? 'default';
+    const name = object.metadata?.name ?? '';
+    if (object.kind === 'Service') {
+      this.services.delete(serviceKey(namespace, name));
+      this.changed.add(serviceKey(namespace, name));
+    } else if (object.kind === 'EndpointSlice') {
+      this.removeSlice(`${namespace}/${name}`);
+    } else if (object.kind === 'Node' && name === this.nodeName) {
+      this.node = undefined;
+      this.nodeChanged = true;
+    }
+  }
+
+  private setService(object: KubeObject, service: ServiceInfo | undefined): void {
+    const key = serviceKey(object.metadata?.namespace ?? 'default', object.metadata?.name ?? '');
+    if (service) this.services.set(key, service);
+    else this.services.delete(key);
+    this.changed.add(key);
+  }
+
+  private setSlice(object: KubeObject, slice: EndpointSliceInfo | undefined): void {
+    const sliceKey = `${object.metadata?.namespace ?? 'default'}/${object.metadata?.name}`;
+    this.removeSlice(sliceKey);
+    if (!slice) return;
+    const owner = serviceKey(slice.namespace, slice.serviceName);
+    let slices = this.slices.get(owner);
+    if (!slices) this.slices.set(owner, (slices = new Map()));
+    slices.set(slice.name, slice);
+    this.sliceOwners.set(sliceKey, owner);
+    this.changed.add(owner);
+  }
+
+  private removeSlice(sliceKey: string): void {
+    const owner = this.sliceOwners.get(sliceKey);
+    if (owner === undefined) return;
+    this.sliceOwners.delete(sliceKey);
+    const slices = this.slices.get(owner);
+    slices?.delete(sliceKey.slice(sliceKey.indexOf('/') + 1));
+    if (slices?.size === 0) this.slices.delete(owner);
+    this.changed.add(owner);
+  }
+
+  /** Service keys changed since the last call, and whether this node's labels changed. */
+  takeChanges(): { services: Set<string>; nodeLabelsChanged: boolean } {
+    const changes = { services: this.changed, nodeLabelsChanged: this.nodeChanged };
+    this.changed = new Set();
+    this.nodeChanged = false;
+    return changes;
+  }
+
+  get endpointCount(): number {
+    let count = 0;
+    for (const slices of this.slices.values()) for (const slice of slices.values()) count += slice.endpoints.length;
+    return count;
+  }
+}

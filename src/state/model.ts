@@ -1,0 +1,80 @@
+// Normalized cluster state: what the planner needs from Services, EndpointSlices and Nodes,
+// validated once at the edge so the planner never sees a malformed value.
+
+export type Protocol = 'TCP' | 'UDP' | 'SCTP';
+export type IPFamily = 4 | 6;
+
+export interface ServicePortInfo {
+  /** '' for the single unnamed port. */
+  name: string;
+  protocol: Protocol;
+  port: number;
+  targetPort: number | string;
+  nodePort?: number;
+}
+
+export interface ServiceInfo {
+  namespace: string;
+  name: string;
+  type: 'ClusterIP' | 'NodePort' | 'LoadBalancer';
+  /** One per family, primary first; empty for headless services. */
+  clusterIPs: string[];
+  ports: ServicePortInfo[];
+  externalIPs: string[];
+  loadBalancerIPs: string[];
+  loadBalancerSourceRanges: string[];
+  /** Seconds of ClientIP session affinity, or undefined for none. */
+  affinityTimeoutSeconds?: number;
+  externalTrafficPolicyLocal: boolean;
+  internalTrafficPolicyLocal: boolean;
+  healthCheckNodePort?: number;
+  trafficDistribution?: string;
+}
+
+export interface EndpointInfo {
+  address: string;
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+  nodeName?: string;
+  zone?: string;
+  hintZones?: string[];
+  hintNodes?: string[];
+}
+
+export interface EndpointSlicePort {
+  name: string;
+  protocol: Protocol;
+  port: number;
+}
+
+export interface EndpointSliceInfo {
+  namespace: string;
+  name: string;
+  serviceName: string;
+  family: IPFamily;
+  ports: EndpointSlicePort[];
+  endpoints: EndpointInfo[];
+}
+
+export interface NodeInfo {
+  name: string;
+  addresses: string[];
+  zone?: string;
+  podCIDRs: string[];
+  labels: Record<string, string>;
+}
+
+/** A rejected input object: kind/namespace/name and why, reported and skipped. */
+export class ObjectError extends Error {
+  constructor(
+    readonly kind: string,
+    readonly namespace: string | undefined,
+    readonly objectName: string | undefined,
+    readonly reason: string,
+  ) {
+    super(`${kind} ${namespace ? `${namespace}/` : ''}${objectName ?? '<unnamed>'}: ${reason}`);
+  }
+}
+
+export const serviceKey = (namespace: string, name: string) => `${namespace}/${name}`;

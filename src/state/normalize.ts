@@ -1,0 +1,272 @@
+import { isIP } from 'node:net';
+import ipaddr from 'ipaddr.js';
+import {
+  type EndpointInfo, type EndpointSliceInfo, type EndpointSlicePort, type IPFamily, type NodeInfo, ObjectError,
+  type Protocol, type ServiceInfo, type ServicePortInfo,
+} from './model.js';
+
+// Validation of Kubernetes objects at the edge. Every reason names the offending field, and an
+// object either normalizes completely or is rejected as a whole: half a Service is worse than none.
+
+type Raw = Record<string, unknown>;
+
+const isObject = (value: unknown): value is Raw => typeof value === 'object' && value !== null && !Array.isArray(value);
+const PROTOCOLS: Protocol[] = ['TCP', 'UDP', 'SCTP'];
+const ZONE_LABEL = 'topology.kubernetes.io/zone';
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+class Reader {
+  constructor(private readonly fail: (reason: string) => never) {}
+
+  object(value: unknown, path: string): Raw {
+    if (!isObject(value)) this.fail(`${path} must be an object`);
+    return value;
+  }
+
+  optionalObject(value: unknown, path: string): Raw {
+    return value === undefined || value === null ? {} : this.object(value, path);
+  }
+
+  list(value: unknown, path: string): unknown[] {
+    if (value === undefined || value === null) return [];
+    if (!Array.isArray(value)) this.fail(`${path} must be a list`);
+    return value;
+  }
+
+  string(value: unknown, path: string): string {
+    if (typeof value !== 'string' || value === '') this.fail(`${path} must be a non-empty string`);
+    return value;
+  }
+
+  optionalString(value: unknown, path: string): string | undefined {
+    return value === undefined || value === null || value === '' ? undefined : this.string(value, path);
+  }
+
+  port(value: unknown, path: string): number {
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 65535) {
+      this.fail(`${path} ${JSON.stringify(value)} is not a port number (1-65535)`);
+    }
+    return value;
+  }
+
+  protocol(value: unknown, path: string): Protocol {
+    if (value === undefined || value === null) return 'TCP';
+    if (!PROTOCOLS.includes(value as Protocol)) this.fail(`${path} ${JSON.stringify(value)} is not TCP, UDP or SCTP`);
+    return value as Protocol;
+  }
+
+  address(value: unknown, path: string, family?: IPFamily): string {
+    const text = this.string(value, path);
+    const version = isIP(text);
+    if (version === 0) this.fail(`${path} ${JSON.stringify(text)} is not an IP address`);
+    if (family !== undefined && version !== family) this.fail(`${path} ${text} is not an IPv${family} address`);
+    if (version === 6 && ipaddr.IPv6.parse(text).isIPv4MappedAddress()) this.fail(`${path} ${text} is an IPv4-mapped IPv6 address`);
+    return ipaddr.parse(text).toString();
+  }
+
+  cidr(value: unknown, path: string): string {
+    const text = this.string(value, path);
+    try {
+      const [address, length] = ipaddr.parseCIDR(text);
+      return `${networkOf(address, length)}/${length}`;
+    } catch {
+      this.fail(`${path} ${JSON.stringify(text)} is not a CIDR`);
+    }
+  }
+
+  boolean(value: unknown, path: string, fallback: boolean): boolean {
+    if (value === undefined || value === null) return fallback;
+    if (typeof value !== 'boolean') this.fail(`${path} must be true or false`);
+    return value;
+  }
+}
+
+function networkOf(address: ipaddr.IPv4 | ipaddr.IPv6, length: number): string {
+  const bytes = address.toByteArray();
+  for (let bit = length; bit < bytes.length * 8; bit++) bytes[bit >> 3] &= ~(0x80 >> (bit & 7));
+  return ipaddr.fromByteArray(bytes).toString();
+}
+
+export const familyOf = (address: string): IPFamily => (isIP(address) === 6 ? 6 : 4);
+
+/** Validates a CIDR given on the command line or in a config file. */
+export function parseCIDR(text: string, what: string): string {
+  return new Reader((reason) => {
+    throw new Error(`${what}: ${reason}`);
+  }).cidr(text, what);
+}
+
+function readerFor(kind: string, raw: unknown): { read: Reader; metadata: { namespace: string; name: string } } {
+  const meta = isObject(raw) && isObject(raw.metadata) ? raw.metadata : {};
+  const namespace = typeof meta.namespace === 'string' && meta.namespace ? meta.namespace : 'default';
+  const name = typeof meta.name === 'string' ? meta.name : undefined;
+  const read = new Reader((reason) => {
+    throw new ObjectError(kind, namespace, name, reason);
+  });
+  if (name === undefined || name === '') read.string(undefined, 'metadata.name');
+  return { read, metadata: { namespace, name: name as string } };
+}
+
+/** Returns undefined for Services kube-proxy does not proxy (ExternalName). */
+export function normalizeService(raw: unknown): ServiceInfo | undefined {
+  const { read, metadata } = readerFor('Service', raw);
+  const spec = read.object((raw as Raw).spec, 'spec');
+  const type = spec.type ?? 'ClusterIP';
+  if (type === 'ExternalName') return undefined;
+  if (type !== 'ClusterIP' && type !== 'NodePort' && type !== 'LoadBalancer') read.string(undefined, `spec.type ${JSON.stringify(type)}: type`);
+
+  const primary = spec.clusterIP;
+  const headless = primary === 'None';
+  const listed = read.list(spec.clusterIPs, 'spec.clusterIPs');
+  const clusterIPsRaw = headless ? [] : listed.length > 0 ? listed : primary === undefined || primary === null || primary === '' ? [] : [primary];
+  const clusterIPs = clusterIPsRaw.map((ip, index) => read.address(ip, `spec.clusterIPs[${index}]`));
+  if (primary && !headless && clusterIPs.length > 0 && read.address(primary, 'spec.clusterIP') !== clusterIPs[0]) {
+    read.string(undefined, `spec.clusterIP ${String(primary)} differs from spec.clusterIPs[0]; spec.clusterIP`);
+  }
+  if (clusterIPs.length === 2 && familyOf(clusterIPs[0]) === familyOf(clusterIPs[1])) {
+    read.string(undefined, 'spec.clusterIPs holds two addresses of one family; spec.clusterIPs');
+  }
+
+  const names = new Set<string>();
+  const ports = read.list(spec.ports, 'spec.ports').map((entry, index): ServicePortInfo => {
+    const path = `spec.ports[${index}]`;
+    const port = read.object(entry, path);
+    const name = read.optionalString(port.name, `${path}.name`) ?? '';
+    if (names.has(name)) read.string(undefined, `${path}.name ${JSON.stringify(name)} is used twice; ${path}.name`);
+    names.add(name);
+    const number = read.port(port.port, `${path}.port`);
+    const target = port.targetPort;
+    const targetPort = target === undefined || target === null || target === 0 ? number
+      : typeof target === 'string' ? read.string(target, `${path}.targetPort`) : read.port(target, `${path}.targetPort`);
+    const nodePort = port.nodePort === undefined || port.nodePort === null || port.nodePort === 0 ? undefined : read.port(port.nodePort, `${path}.nodePort`);
+    return { name, protocol: read.protocol(port.protocol, `${path}.protocol`), port: number, targetPort, nodePort };
+  });
+  if (!headless && clusterIPs.length > 0 && ports.length === 0) read.string(undefined, 'spec.ports');
+
+  const status = read.optionalObject((raw as Raw).status, 'status');
+  const loadBalancer = read.optionalObject(status.loadBalancer, 'status.loadBalancer');
+  const loadBalancerIPs = read.list(loadBalancer.ingress, 'status.loadBalancer.ingress').flatMap((entry, index) => {
+    const ingress = read.object(entry, `status.loadBalancer.ingress[${index}]`);
+    return ingress.ip === undefined ? [] : [read.address(ingress.ip, `status.loadBalancer.ingress[${index}].ip`)];
+  });
+  const affinity = spec.sessionAffinity === 'ClientIP';
+  const affinityConfig = read.optionalObject(read.optionalObject(spec.sessionAffinityConfig, 'spec.sessionAffinityConfig').clientIP, 'spec.sessionAffinityConfig.clientIP');
+  const timeout = affinityConfig.timeoutSeconds ?? 10800;
+  if (affinity && (typeof timeout !== 'number' || !Number.isInteger(timeout) || timeout < 1 || timeout > 86400)) {
+    read.string(undefined, `spec.sessionAffinityConfig.clientIP.timeoutSeconds ${JSON.stringify(timeout)} is not 1-86400; timeout`);
+  }
+
+  return {
+    namespace: metadata.namespace,
+    name: metadata.name,
+    type: type as ServiceInfo['type'],
+    clusterIPs,
+    ports,
+    externalIPs: read.list(spec.externalIPs, 'spec.externalIPs').map((ip, index) => read.address(ip, `spec.externalIPs[${index}]`)),
+    loadBalancerIPs,
+    loadBalancerSourceRanges: read.list(spec.loadBalancerSourceRanges, 'spec.loadBalancerSourceRanges')
+      .map((cidr, index) => read.cidr(String(cidr).trim(), `spec.loadBalancerSourceRanges[${index}]`)),
+    affinityTimeoutSeconds: affinity ? (timeout as number) : undefined,
+    externalTrafficPolicyLocal: spec.externalTrafficPolicy === 'Local',
+    internalTrafficPolicyLocal: spec.internalTrafficPolicy === 'Local',
+    healthCheckNodePort: spec.healthCheckNodePort ? read.port(spec.healthCheckNodePort, 'spec.healthCheckNodePort') : undefined,
+    trafficDistribution: read.optionalString(spec.trafficDistribution, 'spec.trafficDistribution'),
+  };
+}
+
+/** Returns undefined for slices kube-proxy ignores (FQDN, or not owned by a Service). */
+export function normalizeEndpointSlice(raw: unknown): EndpointSliceInfo | undefined {
+  const { read, metadata } = readerFor('EndpointSlice', raw);
+  const labels = read.optionalObject(((raw as Raw).metadata as Raw).labels, 'metadata.labels');
+  const serviceName = labels[SERVICE_NAME_LABEL];
+  const addressType = (raw as Raw).addressType;
+  if (addressType === 'FQDN' || serviceName === undefined) return undefined;
+  if (addressType !== 'IPv4' && addressType !== 'IPv6') read.string(undefined, `addressType ${JSON.stringify(addressType)} is not IPv4 or IPv6; addressType`);
+  const family: IPFamily = addressType === 'IPv6' ? 6 : 4;
+
+  const ports = read.list((raw as Raw).ports, 'ports').flatMap((entry, index): EndpointSlicePort[] => {
+    const port = read.object(entry, `ports[${index}]`);
+    // A slice port without a number means "all ports", which kube-proxy cannot program: skip it as upstream does.
+    if (port.port === undefined || port.port === null) return [];
+    return [{
+      name: read.optionalString(port.name, `ports[${index}].name`) ?? '',
+      protocol: read.protocol(port.protocol, `ports[${index}].protocol`),
+      port: read.port(port.port, `ports[${index}].port`),
+    }];
+  });
+
+  const endpoints = read.list((raw as Raw).endpoints, 'endpoints').map((entry, index): EndpointInfo => {
+    const path = `endpoints[${index}]`;
+    const endpoint = read.object(entry, path);
+    const addresses = read.list(endpoint.addresses, `${path}.addresses`);
+    if (addresses.length === 0) read.string(undefined, `${path}.addresses`);
+    const conditions = read.optionalObject(endpoint.conditions, `${path}.conditions`);
+    const ready = read.boolean(conditions.ready, `${path}.conditions.ready`, true);
+    const hints = read.optionalObject(endpoint.hints, `${path}.hints`);
+    const hintNames = (list: unknown, field: string) =>
+      list === undefined ? undefined : read.list(list, `${path}.hints.${field}`).map((hint, i) => read.string(read.object(hint, `${path}.hints.${field}[${i}]`).name, `${path}.hints.${field}[${i}].name`));
+    return {
+      address: read.address(addresses[0], `${path}.addresses[0]`, family),
+      ready,
+      serving: read.boolean(conditions.serving, `${path}.conditions.serving`, ready),
+      terminating: read.boolean(conditions.terminating, `${path}.conditions.terminating`, false),
+      nodeName: read.optionalString(endpoint.nodeName, `${path}.nodeName`),
+      zone: read.optionalString(endpoint.zone, `${path}.zone`),
+      hintZones: hintNames(hints.forZones, 'forZones'),
+      hintNodes: hintNames(hints.forNodes, 'forNodes'),
+    };
+  });
+
+  return { namespace: metadata.namespace, name: metadata.name, serviceName: read.string(serviceName, `metadata.labels["${SERVICE_NAME_LABEL}"]`), family, ports, endpoints };
+}
+
+export function normalizeNode(raw: unknown): NodeInfo {
+  const { read, metadata } = readerFor('Node', raw);
+  const labels = read.optionalObject(((raw as Raw).metadata as Raw).labels, 'metadata.labels') as Record<string, string>;
+  const spec = read.optionalObject((raw as Raw).spec, 'spec');
+  const status = read.optionalObject((raw as Raw).status, 'status');
+  const podCIDRs = read.list(spec.podCIDRs, 'spec.podCIDRs');
+  return {
+    name: metadata.name,
+    labels,
+    zone: labels[ZONE_LABEL],
+    podCIDRs: (podCIDRs.length > 0 ? podCIDRs : spec.podCIDR ? [spec.podCIDR] : []).map((cidr, index) => read.cidr(cidr, `spec.podCIDRs[${index}]`)),
+    addresses: read.list(status.addresses, 'status.addresses').flatMap((entry, index) => {
+      const address = read.object(entry, `status.addresses[${index}]`);
+      return address.type === 'InternalIP' || address.type === 'ExternalIP' ? [read.address(address.address, `status.addresses[${index}].address`)] : [];
+    }),
+  };
+}
+
+/**
+ * Converts a legacy v1 Endpoints object into the EndpointSlices the EndpointSlice mirroring
+ * controller would make: one per subset and address family, not-ready addresses as not ready.
+ */
+export function endpointsToSlices(raw: unknown): unknown[] {
+  const { read, metadata } = readerFor('Endpoints', raw);
+  return read.list((raw as Raw).subsets, 'subsets').flatMap((entry, subsetIndex) => {
+    const subset = read.object(entry, `subsets[${subsetIndex}]`);
+    const ports = read.list(subset.ports, `subsets[${subsetIndex}].ports`);
+    const addresses = [
+      ...read.list(subset.addresses, `subsets[${subsetIndex}].addresses`).map((address) => ({ address, ready: true })),
+      ...read.list(subset.notReadyAddresses, `subsets[${subsetIndex}].notReadyAddresses`).map((address) => ({ address, ready: false })),
+    ];
+    return (['IPv4', 'IPv6'] as const).flatMap((addressType) => {
+      const family = addressType === 'IPv6' ? 6 : 4;
+      const endpoints = addresses.flatMap(({ address, ready }, index) => {
+        const entryObject = read.object(address, `subsets[${subsetIndex}].addresses[${index}]`);
+        const ip = read.address(entryObject.ip, `subsets[${subsetIndex}].addresses[${index}].ip`);
+        return familyOf(ip) === family ? [{ addresses: [ip], conditions: { ready }, nodeName: entryObject.nodeName }] : [];
+      });
+      if (endpoints.length === 0) return [];
+      return [{
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        metadata: { namespace: metadata.namespace, name: `${metadata.name}-${subsetIndex}-${addressType.toLowerCase()}`, labels: { [SERVICE_NAME_LABEL]: metadata.name } },
+        addressType,
+        ports,
+        endpoints,
+      }];
+    });
+  });
+}

@@ -1,0 +1,53 @@
+import type { ClusterState } from './cluster-state.js';
+import { familyOf } from './normalize.js';
+import { type EndpointInfo, type IPFamily, type ServiceInfo, type ServicePortInfo, serviceKey } from './model.js';
+
+// Joins Services with their EndpointSlices: one entry per service port and address family, with
+// each endpoint's target port resolved through the slice's ports (named ports included).
+
+export interface PortEndpoint extends EndpointInfo {
+  port: number;
+}
+
+export interface ServicePortView {
+  service: ServiceInfo;
+  port: ServicePortInfo;
+  family: IPFamily;
+  clusterIP: string;
+  endpoints: PortEndpoint[];
+}
+
+/** "namespace/name:port-name", kube-proxy's ServicePortName. */
+export const servicePortName = (view: ServicePortView) =>
+  `${view.service.namespace}/${view.service.name}${view.port.name ? `:${view.port.name}` : ''}`;
+
+export function servicePortViews(state: ClusterState, key: string): ServicePortView[] {
+  const service = state.services.get(key);
+  if (!service) return [];
+  const slices = [...(state.slices.get(key)?.values() ?? [])];
+  return service.clusterIPs.flatMap((clusterIP) => {
+    const family = familyOf(clusterIP);
+    return service.ports.map((port) => {
+      const seen = new Set<string>();
+      const endpoints: PortEndpoint[] = [];
+      for (const slice of slices) {
+        if (slice.family !== family) continue;
+        const target = slice.ports.find((candidate) => candidate.name === port.name && candidate.protocol === port.protocol);
+        if (!target) continue;
+        for (const endpoint of slice.endpoints) {
+          // The same address in two slices (e.g. during a slice split) is one endpoint.
+          if (seen.has(endpoint.address)) continue;
+          seen.add(endpoint.address);
+          endpoints.push({ ...endpoint, port: target.port });
+        }
+      }
+      return { service, port, family, clusterIP, endpoints };
+    });
+  });
+}
+
+export function allServicePortViews(state: ClusterState): ServicePortView[] {
+  return [...state.services.keys()].sort().flatMap((key) => servicePortViews(state, key));
+}
+
+export { serviceKey };
