@@ -3,7 +3,8 @@ import { watch } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { NftablesBackend } from './backend/nftables.js';
-import { planRuleset, type PlannerConfig, DEFAULT_PLANNER_CONFIG } from './plan/planner.js';
+import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from './config.js';
+import { planRuleset } from './plan/planner.js';
 import { rulesetJson } from './plan/render-json.js';
 import { rulesetText } from './plan/render-text.js';
 import { readManifests } from './source/manifests.js';
@@ -38,18 +39,19 @@ const OPTIONS = {
 
 type Options = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
-function plannerConfig(options: Options): PlannerConfig {
+function proxyConfig(options: Options): ProxyConfig {
   const cidrs = options['cluster-cidr'] ? options['cluster-cidr'].split(',').map((cidr) => parseCIDR(cidr.trim(), '--cluster-cidr')) : [];
-  return { ...DEFAULT_PLANNER_CONFIG, clusterCIDRs: cidrs };
+  return { ...DEFAULT_PROXY_CONFIG, nodeName: options['hostname-override'] ?? hostname(), localCIDRs: cidrs };
 }
 
 /** Reads the manifests and plans; reports every skipped object on stderr. */
 async function planFromManifests(path: string, options: Options) {
   const manifests = await readManifests(path);
-  const { state, errors } = loadState(manifests.objects, options['hostname-override'] ?? hostname());
+  const config = proxyConfig(options);
+  const { state, errors } = loadState(manifests.objects, config.nodeName);
   for (const problem of manifests.problems) process.stderr.write(`kubenft: skipped part of ${problem.file}: ${problem.reason}\n`);
   for (const error of errors) process.stderr.write(`kubenft: skipped ${error.message}\n`);
-  const ruleset = planRuleset(allServicePortViews(state), plannerConfig(options));
+  const ruleset = planRuleset(allServicePortViews(state), config);
   return { ruleset, state, skipped: manifests.problems.length + errors.length };
 }
 

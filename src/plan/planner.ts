@@ -1,3 +1,4 @@
+import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../config.js';
 import type { PortEndpoint, ServicePortView } from '../state/service-ports.js';
 import type { Chain, Field, NamedSet, Rule, Ruleset, SetElement, Statement, Table, TableFamily } from './ruleset.js';
 
@@ -9,14 +10,6 @@ import type { Chain, Field, NamedSet, Rule, Ruleset, SetElement, Statement, Tabl
 // with the number of services; endpoint choice is a cascade of `numgen random mod k` rules, the
 // iptables `statistic` probabilities 1/n, 1/(n-1), ..., 1, which needs no per-service set.
 
-export interface PlannerConfig {
-  tableName: string;
-  /** Pod network CIDRs; traffic to a service from outside them is masqueraded. */
-  clusterCIDRs: string[];
-  masqueradeBit: number;
-}
-
-export const DEFAULT_PLANNER_CONFIG: PlannerConfig = { tableName: 'kubenft', clusterCIDRs: [], masqueradeBit: 14 };
 
 export const CHAINS = {
   prerouting: 'nat-prerouting',
@@ -50,13 +43,13 @@ export interface ServicePortPlan {
   hairpin: SetElement[];
 }
 
-export function planServicePort(view: ServicePortView, config: PlannerConfig): ServicePortPlan {
+export function planServicePort(view: ServicePortView, config: ProxyConfig): ServicePortPlan {
   const family = tableFamily(view);
   const fields = FAMILY_FIELDS[family];
   const protocol = protocolName(view);
   const markMasquerade: Statement = { kind: 'markSet', or: 1 << config.masqueradeBit };
   const endpoints = usableEndpoints(view);
-  const rules: Rule[] = config.clusterCIDRs
+  const rules: Rule[] = config.localCIDRs
     .filter((cidr) => cidr.includes(':') === (family === 'ip6'))
     .map((cidr) => rule({ kind: 'match', field: fields.saddr, op: '!=', value: cidr }, markMasquerade));
   endpoints.forEach((endpoint, index) => {
@@ -77,7 +70,7 @@ export function planServicePort(view: ServicePortView, config: PlannerConfig): S
 }
 
 /** The fixed part of a table: base chains, dispatch and masquerading, and its sets (empty). */
-export function skeletonTable(family: TableFamily, config: PlannerConfig): Table {
+export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
   const fields = FAMILY_FIELDS[family];
   const mark = 1 << config.masqueradeBit;
   const nat = (hook: 'prerouting' | 'output' | 'postrouting', priority: number, rules: Rule[]): Chain => ({
@@ -111,7 +104,7 @@ export function skeletonTable(family: TableFamily, config: PlannerConfig): Table
 const uniqueByKey = (elements: SetElement[]) => [...new Map(elements.map((element) => [element.key.join(' . '), element])).values()];
 
 /** The whole desired ruleset: one table per family that has services (always the IPv4 one). */
-export function planRuleset(views: ServicePortView[], config: PlannerConfig = DEFAULT_PLANNER_CONFIG): Ruleset {
+export function planRuleset(views: ServicePortView[], config: ProxyConfig = DEFAULT_PROXY_CONFIG): Ruleset {
   const tables = new Map<TableFamily, Table>([['ip', skeletonTable('ip', config)]]);
   for (const view of views) {
     const plan = planServicePort(view, config);

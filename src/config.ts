@@ -1,0 +1,34 @@
+import type { NodeContext } from './state/topology.js';
+
+// Everything the planners need to know about this node and the operator's choices. The CLI and
+// the KubeProxyConfiguration file fill it in; the planners treat it as read-only.
+
+export type LocalDetectMode = 'ClusterCIDR' | 'NodeCIDR';
+
+export interface ProxyConfig extends NodeContext {
+  /** nftables table name / iptables chain prefix owner. */
+  tableName: string;
+  /** Pod network CIDRs (ClusterCIDR mode) or this node's pod CIDRs (NodeCIDR mode). */
+  localCIDRs: string[];
+  detectLocalMode: LocalDetectMode;
+  masqueradeAll: boolean;
+  masqueradeBit: number;
+  /** CIDRs of service ClusterIPs: an unallocated address in them is dropped. */
+  serviceCIDRs: string[];
+  /** Addresses NodePorts answer on (resolved from --nodeport-addresses and the Node object). */
+  nodePortAddresses: string[];
+  /** This node's addresses (from the Node object), used for NodePorts by default. */
+  nodeIPs: string[];
+}
+
+export const DEFAULT_PROXY_CONFIG: ProxyConfig = {
+  nodeName: 'localhost',
+  tableName: 'kubenft',
+  localCIDRs: [],
+  detectLocalMode: 'ClusterCIDR',
+  masqueradeAll: false,
+  masqueradeBit: 14,
+  serviceCIDRs: [],
+  nodePortAddresses: [],
+  nodeIPs: [],
+};
