@@ -2,7 +2,7 @@ import { DATATYPE_IDS, DATATYPE_LENGTHS, FIELDS, encodeKey, encodePrefix, encode
 import type { Chain, DataType, Field, NamedSet, Rule, SetElement, Statement, TableFamily, Verdict } from '../plan/ruleset.js';
 import type { NativeAttributes } from './native.js';
 import {
-  CONCAT_TYPE_BITS, HOOKS, ICMP_PORT_UNREACH, NFPROTO, NFT_CMP, NFT_DATA_VERDICT, NFT_LOOKUP_F_INV, NFT_META_KEY, NFT_MSG,
+  CONCAT_TYPE_BITS, HOOKS, NFTA_FIB_F, NFT_CT_STATE, NFT_DYNSET_OP_UPDATE, NFT_FIB_RESULT_ADDRTYPE, NF_CT_STATE_NEW, RTN_LOCAL, ICMP_PORT_UNREACH, NFPROTO, NFT_CMP, NFT_DATA_VERDICT, NFT_LOOKUP_F_INV, NFT_META_KEY, NFT_MSG,
   NFT_NAT_DNAT, NFT_NG_RANDOM, NFT_PAYLOAD_BASE, NFT_REG32_00, NFT_REG_1, NFT_REG_2, NFT_REG_VERDICT,
   NFT_REJECT_ICMP_UNREACH, NFT_SET, NFT_VERDICT, NF_NAT_RANGE, NF_VERDICT, NLM_F,
 } from './uapi.js';
@@ -125,6 +125,11 @@ export class NftTransaction {
       w.attrString(a.name, set.name);
       w.attrU32(a.keyType, setKeyType(set.keyType));
       w.attrU32(a.keyLen, setKeyLength(set.keyType));
+      if (set.dynamicTimeoutSeconds) {
+        w.attrU32(a.flags, concat | NFT_SET.TIMEOUT | NFT_SET.EVAL);
+        w.attrU64(a.timeout, BigInt(set.dynamicTimeoutSeconds) * 1000n);
+        return 6;
+      }
       if (!set.dataType) {
         w.attrU32(a.flags, concat);
         return 5;
@@ -289,6 +294,26 @@ export class NftTransaction {
         return this.markUpdate(~statement.or, statement.or);
       case 'markToggle':
         return this.markUpdate(0xffffffff, statement.xor);
+      case 'ctStateNew':
+        return this.expr('ct', (a) => {
+          w.attrU32(a.key, NFT_CT_STATE);
+          w.attrU32(a.dreg, NFT_REG_1);
+          return 2;
+        }) + this.bitwise(NFT_REG_1, u32(NF_CT_STATE_NEW), u32(0)) + this.cmp('!=', NFT_REG_1, u32(0));
+      case 'fibLocal':
+        return this.expr('fib', (a) => {
+          w.attrU32(a.dreg, NFT_REG_1);
+          w.attrU32(a.result, NFT_FIB_RESULT_ADDRTYPE);
+          w.attrU32(a.flags, NFTA_FIB_F[statement.address]);
+          return 3;
+        }) + this.cmp(statement.op, NFT_REG_1, u32(RTN_LOCAL));
+      case 'setUpdate':
+        return this.load(statement.field, NFT_REG_1) + this.expr('dynset', (a) => {
+          w.attrU32(a.sregKey, NFT_REG_1);
+          w.attrU32(a.op, NFT_DYNSET_OP_UPDATE);
+          w.attrString(a.setName, statement.set);
+          return 3;
+        });
       case 'dnat':
         return this.immediate(NFT_REG_1, encodeValue(family === 'ip' ? 'ipv4_addr' : 'ipv6_addr', statement.address)) +
           this.immediate(NFT_REG_2, encodeValue('inet_service', statement.port)) +

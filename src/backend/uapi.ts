@@ -31,6 +31,13 @@ export const NF_NAT_RANGE = { MAP_IPS: 1, PROTO_SPECIFIED: 2, PROTO_RANDOM_FULLY
 export const NFT_REJECT_ICMP_UNREACH = 0;
 export const ICMP_PORT_UNREACH = { ip: 3, ip6: 4 } as const;
 
+export const NFT_CT_STATE = 0;
+export const NF_CT_STATE_NEW = 8;
+export const NFT_FIB_RESULT_ADDRTYPE = 3;
+export const NFTA_FIB_F = { saddr: 1, daddr: 2 } as const;
+export const RTN_LOCAL = 2;
+export const NFT_DYNSET_OP_UPDATE = 1;
+
 export const NFT_SET = { MAP: 0x8, TIMEOUT: 0x10, EVAL: 0x20, CONCAT: 0x80 } as const;
 export const NFT_DATA_VERDICT = 0xffffff00;
 

@@ -1,107 +1,289 @@
 import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../config.js';
-import type { PortEndpoint, ServicePortView } from '../state/service-ports.js';
-import type { Chain, Field, NamedSet, Rule, Ruleset, SetElement, Statement, Table, TableFamily } from './ruleset.js';
+import { type PortEndpoint, type ServicePortView, servicePortName } from '../state/service-ports.js';
+import { categorizeEndpoints, externallyAccessible } from '../state/topology.js';
+import ipaddr from 'ipaddr.js';
+import type { Chain, Field, NamedSet, Rule, Ruleset, SetElement, Statement, Table, TableFamily, Verdict } from './ruleset.js';
 
 // The planner: a pure function from the proxied services to the nftables ruleset.
 //
 // Layout (docs/architecture.md explains the kernel costs behind it): per family one table whose
-// per-service objects are only chains, rules and map elements. Dispatch is one lookup in the
-// `service-ips` verdict map, keyed address . protocol . port, so the packet path does not grow
-// with the number of services; endpoint choice is a cascade of `numgen random mod k` rules, the
-// iptables `statistic` probabilities 1/n, 1/(n-1), ..., 1, which needs no per-service set.
-
+// per-service objects are chains, rules and elements of a few shared maps. Dispatch is one lookup
+// in a verdict map keyed address . protocol . port, so the packet path does not grow with the
+// number of services; endpoint choice is a cascade of `numgen random mod k` rules (the iptables
+// `statistic` probabilities 1/n, 1/(n-1), ..., 1), which needs no per-service set. Only services
+// with ClientIP affinity get sets of their own (one per endpoint, as upstream).
 
 export const CHAINS = {
-  prerouting: 'nat-prerouting',
-  output: 'nat-output',
-  postrouting: 'nat-postrouting',
+  natPrerouting: 'nat-prerouting',
+  natOutput: 'nat-output',
+  natPostrouting: 'nat-postrouting',
+  filterPrerouting: 'filter-prerouting',
+  filterInput: 'filter-input',
+  filterForward: 'filter-forward',
+  filterOutput: 'filter-output',
+  filterOutputPostDnat: 'filter-output-post-dnat',
   services: 'services',
+  firewallCheck: 'firewall-check',
+  endpointsCheck: 'service-endpoints-check',
+  clusterIPsCheck: 'cluster-ips-check',
+  reject: 'reject-chain',
 } as const;
 
-export const SETS = { serviceIPs: 'service-ips', hairpin: 'hairpin-endpoints' } as const;
+/** Maps and sets shared by all services; their elements are what a service adds to the table. */
+export const SHARED_SETS = {
+  serviceIPs: 'service-ips',
+  serviceNodePorts: 'service-nodeports',
+  noEndpointServices: 'no-endpoint-services',
+  noEndpointNodePorts: 'no-endpoint-nodeports',
+  firewallIPs: 'firewall-ips',
+  clusterIPs: 'cluster-ips',
+  nodePortIPs: 'nodeport-ips',
+  hairpin: 'hairpin-endpoints',
+} as const;
+export type SharedSet = (typeof SHARED_SETS)[keyof typeof SHARED_SETS];
 
-const FAMILY_FIELDS = {
-  ip: { saddr: 'ip saddr', daddr: 'ip daddr', address: 'ipv4_addr' },
-  ip6: { saddr: 'ip6 saddr', daddr: 'ip6 daddr', address: 'ipv6_addr' },
+const FAMILY = {
+  ip: { saddr: 'ip saddr', daddr: 'ip daddr', address: 'ipv4_addr', version: 4 },
+  ip6: { saddr: 'ip6 saddr', daddr: 'ip6 daddr', address: 'ipv6_addr', version: 6 },
 } as const;
 
-const tableFamily = (view: ServicePortView): TableFamily => (view.family === 4 ? 'ip' : 'ip6');
-const protocolName = (view: ServicePortView) => view.port.protocol.toLowerCase();
 const rule = (...statements: Statement[]): Rule => ({ statements });
+const verdict = (value: Verdict): Statement => ({ kind: 'verdict', verdict: value });
+const goto = (chain: string): Verdict => ({ kind: 'goto', chain });
+const jump = (chain: string): Verdict => ({ kind: 'jump', chain });
+const DROP: Verdict = { kind: 'drop' };
+const ctNew: Statement = { kind: 'ctStateNew' };
 
-/** The chain of one service port; the name is readable and unique per table. */
-export const serviceChainName = (view: ServicePortView) =>
-  `svc/${view.service.namespace}/${view.service.name}/${protocolName(view)}/${view.port.port}`;
+export const familyOfView = (view: ServicePortView): TableFamily => (view.family === 4 ? 'ip' : 'ip6');
+const sameFamily = (family: TableFamily) => (cidrOrAddress: string) => cidrOrAddress.includes(':') === (family === 'ip6');
 
-export const usableEndpoints = (view: ServicePortView): PortEndpoint[] => view.endpoints.filter((endpoint) => endpoint.ready);
-
-/** Everything one service port contributes to its table: its chain and its map elements. */
+/** Everything one service port contributes to its table. */
 export interface ServicePortPlan {
   family: TableFamily;
-  chain: Chain;
-  serviceIPs: SetElement[];
-  hairpin: SetElement[];
+  /** kube-proxy's ServicePortName, for messages. */
+  name: string;
+  chains: Chain[];
+  sets: NamedSet[];
+  elements: Partial<Record<SharedSet, SetElement[]>>;
 }
 
-export function planServicePort(view: ServicePortView, config: ProxyConfig): ServicePortPlan {
-  const family = tableFamily(view);
-  const fields = FAMILY_FIELDS[family];
-  const protocol = protocolName(view);
-  const markMasquerade: Statement = { kind: 'markSet', or: 1 << config.masqueradeBit };
-  const endpoints = usableEndpoints(view);
-  const rules: Rule[] = config.localCIDRs
-    .filter((cidr) => cidr.includes(':') === (family === 'ip6'))
-    .map((cidr) => rule({ kind: 'match', field: fields.saddr, op: '!=', value: cidr }, markMasquerade));
-  endpoints.forEach((endpoint, index) => {
-    const remaining = endpoints.length - index;
-    const dnat: Statement[] = [
-      { kind: 'match', field: 'meta l4proto', op: '==', value: protocol },
-      { kind: 'dnat', address: endpoint.address, port: endpoint.port },
+class ServicePortPlanner {
+  private readonly family: TableFamily;
+  private readonly fields: (typeof FAMILY)[TableFamily];
+  private readonly protocol: string;
+  private readonly base: string;
+  readonly plan: ServicePortPlan;
+
+  constructor(
+    private readonly view: ServicePortView,
+    private readonly config: ProxyConfig,
+  ) {
+    this.family = familyOfView(view);
+    this.fields = FAMILY[this.family];
+    this.protocol = view.port.protocol.toLowerCase();
+    this.base = `${view.service.namespace}/${view.service.name}/${this.protocol}/${view.port.port}`;
+    this.plan = { family: this.family, name: servicePortName(view), chains: [], sets: [], elements: {} };
+    this.build();
+  }
+
+  private add(set: SharedSet, element: SetElement): void {
+    (this.plan.elements[set] ??= []).push(element);
+  }
+
+  private chain(name: string, rules: Rule[]): string {
+    this.plan.chains.push({ name, rules });
+    return name;
+  }
+
+  private get markMasquerade(): Statement {
+    return { kind: 'markSet', or: 1 << this.config.masqueradeBit };
+  }
+
+  private build(): void {
+    const { view, config, family, fields } = this;
+    const { service } = view;
+    const categories = categorizeEndpoints(view, config);
+    const affinity = service.affinityTimeoutSeconds !== undefined;
+    if (affinity) {
+      for (const endpoint of categories.reachable) {
+        this.plan.sets.push({ name: this.affinitySet(endpoint), keyType: [fields.address], dynamicTimeoutSeconds: service.affinityTimeoutSeconds, elements: [] });
+      }
+    }
+    const localCIDRs = config.localCIDRs.filter(sameFamily(family));
+
+    const clusterChain = categories.usesCluster ? this.chain(`svc/${this.base}`, [...this.clusterIPMasquerade(localCIDRs), ...this.selection(categories.cluster)]) : undefined;
+    const localChain = categories.usesLocal ? this.chain(`local/${this.base}`, this.selection(categories.local)) : undefined;
+    const internalEndpoints = service.internalTrafficPolicyLocal ? categories.local : categories.cluster;
+    const externalEndpoints = service.externalTrafficPolicyLocal ? categories.local : categories.cluster;
+    // Traffic that finds no endpoint here although the service has some elsewhere is dropped (a
+    // Local policy chose this); a service with none at all is rejected, so clients fail fast.
+    const noEndpoints: Verdict = categories.hasAny ? DROP : goto(CHAINS.reject);
+
+    const key = (address: string) => [address, this.protocol, view.port.port];
+    const internalEntry = service.internalTrafficPolicyLocal && this.clusterIPMasquerade(localCIDRs).length > 0
+      ? this.chain(`clusterip/${this.base}`, [...this.clusterIPMasquerade(localCIDRs), rule(verdict(goto(localChain!)))])
+      : (service.internalTrafficPolicyLocal ? localChain : clusterChain)!;
+    this.add(SHARED_SETS.clusterIPs, { key: [view.clusterIP] });
+    if (internalEndpoints.length > 0) this.add(SHARED_SETS.serviceIPs, { key: key(view.clusterIP), verdict: goto(internalEntry) });
+    else this.add(SHARED_SETS.noEndpointServices, { key: key(view.clusterIP), verdict: noEndpoints });
+    for (const endpoint of categories.reachable) this.add(SHARED_SETS.hairpin, { key: [endpoint.address, endpoint.address] });
+
+    if (!externallyAccessible(view)) return;
+    const externalChain = this.chain(`external/${this.base}`, this.externalRules(localCIDRs, clusterChain ?? localChain!, localChain, categories.local.length > 0));
+    const externalAddresses = [...service.externalIPs, ...service.loadBalancerIPs].filter(sameFamily(family));
+    for (const address of externalAddresses) {
+      if (categories.hasAny) this.add(SHARED_SETS.serviceIPs, { key: key(address), verdict: goto(externalChain) });
+      if (externalEndpoints.length === 0) this.add(SHARED_SETS.noEndpointServices, { key: key(address), verdict: noEndpoints });
+    }
+    if (view.port.nodePort !== undefined) {
+      const nodePortKey = [this.protocol, view.port.nodePort];
+      if (categories.hasAny) this.add(SHARED_SETS.serviceNodePorts, { key: nodePortKey, verdict: goto(externalChain) });
+      if (externalEndpoints.length === 0) this.add(SHARED_SETS.noEndpointNodePorts, { key: nodePortKey, verdict: noEndpoints });
+    }
+    const loadBalancerIPs = service.loadBalancerIPs.filter(sameFamily(family));
+    if (service.loadBalancerSourceRanges.length > 0 && loadBalancerIPs.length > 0) {
+      const firewall = this.chain(`firewall/${this.base}`, this.firewallRules(loadBalancerIPs));
+      for (const address of loadBalancerIPs) this.add(SHARED_SETS.firewallIPs, { key: key(address), verdict: goto(firewall) });
+    }
+  }
+
+  /** ClusterIP traffic from outside the pod network is masqueraded so replies come back through this node. */
+  private clusterIPMasquerade(localCIDRs: string[]): Rule[] {
+    if (this.config.masqueradeAll) return [rule(this.markMasquerade)];
+    if (localCIDRs.length === 0) return [];
+    return [rule(...localCIDRs.map((cidr): Statement => ({ kind: 'match', field: this.fields.saddr, op: '!=', value: cidr })), this.markMasquerade)];
+  }
+
+  /**
+   * External traffic (external IPs, load balancer IPs, NodePorts). Under the Cluster policy it is
+   * masqueraded; under Local it keeps its source and only reaches this node's endpoints, but
+   * traffic from pods or from the node itself short-circuits to the cluster-wide endpoints.
+   */
+  private externalRules(localCIDRs: string[], clusterWide: string, localChain: string | undefined, hasLocal: boolean): Rule[] {
+    if (!this.view.service.externalTrafficPolicyLocal) return [rule(this.markMasquerade), rule(verdict(goto(clusterWide)))];
+    return [
+      ...localCIDRs.map((cidr) => rule({ kind: 'match', field: this.fields.saddr, op: '==', value: cidr }, verdict(goto(clusterWide)))),
+      rule({ kind: 'fibLocal', address: 'saddr', op: '==' }, this.markMasquerade),
+      rule({ kind: 'fibLocal', address: 'saddr', op: '==' }, verdict(goto(clusterWide))),
+      rule(verdict(hasLocal && localChain ? goto(localChain) : DROP)),
     ];
-    rules.push(rule(...(remaining > 1 ? [{ kind: 'numgen', modulus: remaining, equals: 0 } as Statement] : []), ...dnat));
-  });
-  const chain: Chain = { name: serviceChainName(view), rules };
-  return {
-    family,
-    chain,
-    serviceIPs: endpoints.length === 0 ? [] : [{ key: [view.clusterIP, protocol, view.port.port], verdict: { kind: 'goto', chain: chain.name } }],
-    hairpin: endpoints.map((endpoint) => ({ key: [endpoint.address, endpoint.address] })),
-  };
+  }
+
+  /** loadBalancerSourceRanges: new connections to the LB IPs from elsewhere are dropped. */
+  private firewallRules(loadBalancerIPs: string[]): Rule[] {
+    const ranges = this.view.service.loadBalancerSourceRanges.filter(sameFamily(this.family));
+    const nodeInRange = ranges.some((range) => {
+      const cidr = ipaddr.parseCIDR(range);
+      return this.config.nodeIPs.some((ip) => sameFamily(this.family)(ip) && ipaddr.parse(ip).match(cidr));
+    });
+    // Pods reaching the LB through the node's own address would otherwise be refused (upstream does the same).
+    const allowed = nodeInRange ? [...ranges, ...loadBalancerIPs] : ranges;
+    return [...allowed.map((source) => rule({ kind: 'match', field: this.fields.saddr, op: '==', value: source }, verdict({ kind: 'return' }))), rule(verdict(DROP))];
+  }
+
+  private affinitySet(endpoint: PortEndpoint): string {
+    return `affinity/${this.base}/${endpoint.address.replaceAll(':', '-')}`;
+  }
+
+  private dnat(endpoint: PortEndpoint): Statement[] {
+    return [{ kind: 'match', field: 'meta l4proto', op: '==', value: this.protocol }, { kind: 'dnat', address: endpoint.address, port: endpoint.port }];
+  }
+
+  /** Equal-probability choice among endpoints; with ClientIP affinity, a known client first goes back to its endpoint. */
+  private selection(endpoints: PortEndpoint[]): Rule[] {
+    const affinity = this.view.service.affinityTimeoutSeconds !== undefined;
+    const remember = (endpoint: PortEndpoint): Statement[] =>
+      affinity ? [{ kind: 'setUpdate', field: this.fields.saddr, set: this.affinitySet(endpoint) }] : [];
+    const sticky = affinity
+      ? endpoints.map((endpoint) => rule({ kind: 'lookup', fields: [this.fields.saddr], set: this.affinitySet(endpoint), op: '==' }, ...remember(endpoint), ...this.dnat(endpoint)))
+      : [];
+    const cascade = endpoints.map((endpoint, index) => {
+      const remaining = endpoints.length - index;
+      const choose: Statement[] = remaining > 1 ? [{ kind: 'numgen', modulus: remaining, equals: 0 }] : [];
+      return rule(...choose, ...remember(endpoint), ...this.dnat(endpoint));
+    });
+    return [...sticky, ...cascade];
+  }
 }
 
-/** The fixed part of a table: base chains, dispatch and masquerading, and its sets (empty). */
+export function planServicePort(view: ServicePortView, config: ProxyConfig = DEFAULT_PROXY_CONFIG): ServicePortPlan {
+  return new ServicePortPlanner(view, config).plan;
+}
+
+/** The fixed part of a table: hooks, dispatch, checks, masquerading, and the shared sets (empty). */
 export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
-  const fields = FAMILY_FIELDS[family];
+  const fields = FAMILY[family];
   const mark = 1 << config.masqueradeBit;
-  const nat = (hook: 'prerouting' | 'output' | 'postrouting', priority: number, rules: Rule[]): Chain => ({
-    name: CHAINS[hook],
-    base: { type: 'nat', hook, priority, policy: 'accept' },
-    rules,
-  });
+  const base = (name: string, type: 'nat' | 'filter', hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting', priority: number, rules: Rule[]): Chain =>
+    ({ name, base: { type, hook, priority, policy: 'accept' }, rules });
   const dispatch: Field[] = [fields.daddr, 'meta l4proto', 'th dport'];
+  const nodePortAddresses = config.nodePortAddresses.filter(sameFamily(family));
+  // NodePorts answer on the configured node addresses, or on every local address when none are configured.
+  const onNodePortAddress: Statement = nodePortAddresses.length > 0
+    ? { kind: 'lookup', fields: [fields.daddr], set: SHARED_SETS.nodePortIPs, op: '==' }
+    : { kind: 'fibLocal', address: 'daddr', op: '==' };
+  const toNodePort: Field[] = ['meta l4proto', 'th dport'];
+  const verdictMap = (name: string, keyType: NamedSet['keyType']): NamedSet => ({ name, keyType, dataType: 'verdict', elements: [] });
+  const endpointChecks = [rule(ctNew, verdict(jump(CHAINS.endpointsCheck))), rule(ctNew, verdict(jump(CHAINS.clusterIPsCheck)))];
   return {
     family,
     name: config.tableName,
     sets: [
-      { name: SETS.serviceIPs, keyType: [fields.address, 'inet_proto', 'inet_service'], dataType: 'verdict', elements: [] },
-      { name: SETS.hairpin, keyType: [fields.address, fields.address], elements: [] },
+      verdictMap(SHARED_SETS.serviceIPs, [fields.address, 'inet_proto', 'inet_service']),
+      verdictMap(SHARED_SETS.serviceNodePorts, ['inet_proto', 'inet_service']),
+      verdictMap(SHARED_SETS.noEndpointServices, [fields.address, 'inet_proto', 'inet_service']),
+      verdictMap(SHARED_SETS.noEndpointNodePorts, ['inet_proto', 'inet_service']),
+      verdictMap(SHARED_SETS.firewallIPs, [fields.address, 'inet_proto', 'inet_service']),
+      { name: SHARED_SETS.clusterIPs, keyType: [fields.address], elements: [] },
+      { name: SHARED_SETS.nodePortIPs, keyType: [fields.address], elements: nodePortAddresses.map((address) => ({ key: [address] })) },
+      { name: SHARED_SETS.hairpin, keyType: [fields.address, fields.address], elements: [] },
     ],
     chains: [
-      nat('prerouting', -100, [rule({ kind: 'verdict', verdict: { kind: 'jump', chain: CHAINS.services } })]),
-      nat('output', -100, [rule({ kind: 'verdict', verdict: { kind: 'jump', chain: CHAINS.services } })]),
-      nat('postrouting', 100, [
+      base(CHAINS.natPrerouting, 'nat', 'prerouting', -100, [rule(verdict(jump(CHAINS.services)))]),
+      base(CHAINS.natOutput, 'nat', 'output', -100, [rule(verdict(jump(CHAINS.services)))]),
+      base(CHAINS.natPostrouting, 'nat', 'postrouting', 100, [
         // An endpoint reaching its own service would see its own address as the source and answer
         // itself directly, bypassing the reverse NAT: masquerade it (hairpin).
-        rule({ kind: 'lookup', fields: [fields.saddr, fields.daddr], set: SETS.hairpin, op: '==' }, { kind: 'markSet', or: mark }),
-        rule({ kind: 'markMatch', mask: mark, op: '==', value: 0 }, { kind: 'verdict', verdict: { kind: 'return' } }),
+        rule({ kind: 'lookup', fields: [fields.saddr, fields.daddr], set: SHARED_SETS.hairpin, op: '==' }, { kind: 'markSet', or: mark }),
+        rule({ kind: 'markMatch', mask: mark, op: '==', value: 0 }, verdict({ kind: 'return' })),
         rule({ kind: 'markToggle', xor: mark }, { kind: 'masquerade' }),
       ]),
-      { name: CHAINS.services, rules: [rule({ kind: 'vmap', fields: dispatch, map: SETS.serviceIPs })] },
+      // Source-range firewalls must see the load balancer address, so they run before DNAT ...
+      base(CHAINS.filterPrerouting, 'filter', 'prerouting', -110, [rule(ctNew, verdict(jump(CHAINS.firewallCheck)))]),
+      base(CHAINS.filterOutput, 'filter', 'output', -110, [rule(ctNew, verdict(jump(CHAINS.firewallCheck)))]),
+      // ... while no-endpoint and unknown-port checks run after it, so that short-circuited
+      // (already translated) traffic is not mistaken for traffic without endpoints.
+      base(CHAINS.filterInput, 'filter', 'input', 0, [rule(ctNew, verdict(jump(CHAINS.endpointsCheck)))]),
+      base(CHAINS.filterForward, 'filter', 'forward', 0, endpointChecks),
+      base(CHAINS.filterOutputPostDnat, 'filter', 'output', -90, endpointChecks),
+      { name: CHAINS.services, rules: [
+        rule({ kind: 'vmap', fields: dispatch, map: SHARED_SETS.serviceIPs }),
+        rule(onNodePortAddress, { kind: 'vmap', fields: toNodePort, map: SHARED_SETS.serviceNodePorts }),
+      ] },
+      { name: CHAINS.firewallCheck, rules: [rule({ kind: 'vmap', fields: dispatch, map: SHARED_SETS.firewallIPs })] },
+      { name: CHAINS.endpointsCheck, rules: [
+        rule({ kind: 'vmap', fields: dispatch, map: SHARED_SETS.noEndpointServices }),
+        rule(onNodePortAddress, { kind: 'vmap', fields: toNodePort, map: SHARED_SETS.noEndpointNodePorts }),
+      ] },
+      { name: CHAINS.clusterIPsCheck, rules: [
+        // A ClusterIP on a port the service does not define: refuse, so connect() fails fast.
+        rule({ kind: 'lookup', fields: [fields.daddr], set: SHARED_SETS.clusterIPs, op: '==' }, { kind: 'reject' }),
+        // An address of the service range that no service holds: nothing could ever answer.
+        ...config.serviceCIDRs.filter(sameFamily(family)).map((cidr) => rule({ kind: 'match', field: fields.daddr, op: '==', value: cidr }, verdict(DROP))),
+      ] },
+      { name: CHAINS.reject, rules: [rule({ kind: 'reject' })] },
     ],
   };
 }
 
-const uniqueByKey = (elements: SetElement[]) => [...new Map(elements.map((element) => [element.key.join(' . '), element])).values()];
+const elementKey = (element: SetElement) => element.key.join(' . ');
+
+/** Adds a service port's objects to its table. */
+export function addToTable(table: Table, plan: ServicePortPlan): void {
+  table.chains.push(...plan.chains);
+  table.sets.push(...plan.sets);
+  for (const [name, elements] of Object.entries(plan.elements)) setNamed(table, name).elements.push(...elements);
+}
 
 /** The whole desired ruleset: one table per family that has services (always the IPv4 one). */
 export function planRuleset(views: ServicePortView[], config: ProxyConfig = DEFAULT_PROXY_CONFIG): Ruleset {
@@ -110,13 +292,11 @@ export function planRuleset(views: ServicePortView[], config: ProxyConfig = DEFA
     const plan = planServicePort(view, config);
     let table = tables.get(plan.family);
     if (!table) tables.set(plan.family, (table = skeletonTable(plan.family, config)));
-    table.chains.push(plan.chain);
-    setNamed(table, SETS.serviceIPs).elements.push(...plan.serviceIPs);
-    setNamed(table, SETS.hairpin).elements.push(...plan.hairpin);
+    addToTable(table, plan);
   }
+  // Several services may share an endpoint or a ClusterIP; the kernel wants each element once.
   for (const table of tables.values()) {
-    const hairpin = setNamed(table, SETS.hairpin);
-    hairpin.elements = uniqueByKey(hairpin.elements);
+    for (const set of table.sets) set.elements = [...new Map(set.elements.map((element) => [elementKey(element), element])).values()];
   }
   return { tables: [...tables.values()] };
 }

@@ -40,6 +40,12 @@ export function statementJson(statement: Statement): Json {
       return { mangle: { key: markJson, value: { '|': [markJson, statement.or] } } };
     case 'markToggle':
       return { mangle: { key: markJson, value: { '^': [markJson, statement.xor] } } };
+    case 'ctStateNew':
+      return { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } };
+    case 'fibLocal':
+      return { match: { op: statement.op, left: { fib: { result: 'type', flags: [statement.address] } }, right: 'local' } };
+    case 'setUpdate':
+      return { set: { op: 'update', elem: FIELDS[statement.field].json, set: `@${statement.set}` } };
     case 'dnat':
       return { dnat: { addr: statement.address, port: statement.port } };
     case 'masquerade':
@@ -55,6 +61,7 @@ function setJson(table: Table, set: NamedSet): Json {
   const type = set.keyType.length === 1 ? set.keyType[0] : set.keyType;
   const body: Record<string, Json> = { family: table.family, table: table.name, name: set.name, type };
   if (set.dataType) body.map = set.dataType;
+  if (set.dynamicTimeoutSeconds) Object.assign(body, { flags: ['timeout', 'dynamic'], timeout: set.dynamicTimeoutSeconds });
   return { [set.dataType ? 'map' : 'set']: body };
 }
 

@@ -26,6 +26,12 @@ export function statementText(statement: Statement): string {
       return `meta mark set meta mark | ${hex(statement.or)}`;
     case 'markToggle':
       return `meta mark set meta mark ^ ${hex(statement.xor)}`;
+    case 'ctStateNew':
+      return 'ct state new';
+    case 'fibLocal':
+      return `fib ${statement.address} type ${statement.op === '!=' ? '!= ' : ''}local`;
+    case 'setUpdate':
+      return `update @${statement.set} { ${statement.field} }`;
     case 'dnat':
       return `dnat to ${statement.address.includes(':') ? `[${statement.address}]` : statement.address}:${statement.port}`;
     case 'masquerade':
@@ -47,6 +53,7 @@ function elementText(element: SetElement): string {
 function setText(set: NamedSet): string[] {
   const lines = [`\t${set.dataType ? 'map' : 'set'} ${set.name} {`];
   lines.push(`\t\ttype ${set.keyType.join(' . ')}${set.dataType ? ` : ${set.dataType}` : ''}`);
+  if (set.dynamicTimeoutSeconds) lines.push('\t\tflags dynamic,timeout', `\t\ttimeout ${set.dynamicTimeoutSeconds}s`);
   if (set.elements.length > 0) {
     lines.push(`\t\telements = { ${set.elements.map(elementText).join(',\n\t\t\t     ')} }`);
   }

@@ -25,6 +25,9 @@ export type Statement =
   | { kind: 'lookup'; fields: Field[]; set: string; op: '==' | '!=' }
   | { kind: 'vmap'; fields: Field[]; map: string }
   | { kind: 'markSet'; or: number } | { kind: 'markToggle'; xor: number }
+  | { kind: 'ctStateNew' }
+  | { kind: 'fibLocal'; address: 'saddr' | 'daddr'; op: '==' | '!=' }
+  | { kind: 'setUpdate'; field: Field; set: string }
   | { kind: 'dnat'; address: string; port: number }
   | { kind: 'masquerade' }
   | { kind: 'reject' }
@@ -60,6 +63,8 @@ export interface NamedSet {
   keyType: DataType[];
   /** 'verdict' for verdict maps; absent for plain sets. */
   dataType?: 'verdict';
+  /** Elements added from the packet path (`update @set`) that expire after this many seconds. */
+  dynamicTimeoutSeconds?: number;
   elements: SetElement[];
 }
 

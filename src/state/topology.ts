@@ -17,6 +17,8 @@ export interface EndpointCategories {
   reachable: PortEndpoint[];
   usesCluster: boolean;
   usesLocal: boolean;
+  /** Some endpoint could serve, here or elsewhere: decides drop (policy found none here) vs reject. */
+  hasAny: boolean;
 }
 
 export const externallyAccessible = (view: ServicePortView) =>
@@ -66,5 +68,6 @@ export function categorizeEndpoints(view: ServicePortView, node: NodeContext): E
   }
   const local = usesLocal ? readyOrTerminating(view.endpoints, (endpoint) => endpoint.nodeName === node.nodeName) : [];
   const reachable = !usesLocal ? cluster : !usesCluster ? local : [...cluster, ...local.filter((endpoint) => !cluster.includes(endpoint))];
-  return { cluster, local, reachable, usesCluster, usesLocal };
+  const hasAny = view.endpoints.some((endpoint) => endpoint.ready || (endpoint.serving && endpoint.terminating));
+  return { cluster, local, reachable, usesCluster, usesLocal, hasAny };
 }
