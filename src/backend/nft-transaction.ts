@@ -2,9 +2,10 @@ import { DATATYPE_IDS, DATATYPE_LENGTHS, FIELDS, encodeKey, encodePrefix, encode
 import type { Chain, DataType, Field, NamedSet, Rule, SetElement, Statement, TableFamily, Verdict } from '../plan/ruleset.js';
 import type { NativeAttributes } from './native.js';
 import {
-  CONCAT_TYPE_BITS, HOOKS, NFTA_FIB_F, NFT_CT_STATE, NFT_DYNSET_OP_UPDATE, NFT_FIB_RESULT_ADDRTYPE, NF_CT_STATE_NEW, RTN_LOCAL, ICMP_PORT_UNREACH, NFPROTO, NFT_CMP, NFT_DATA_VERDICT, NFT_LOOKUP_F_INV, NFT_META_KEY, NFT_MSG,
-  NFT_NAT_DNAT, NFT_NG_RANDOM, NFT_PAYLOAD_BASE, NFT_REG32_00, NFT_REG_1, NFT_REG_2, NFT_REG_VERDICT,
-  NFT_REJECT_ICMP_UNREACH, NFT_SET, NFT_VERDICT, NF_NAT_RANGE, NF_VERDICT, NLM_F,
+  CONCAT_TYPE_BITS, HOOKS, ICMP_PORT_UNREACH, NFPROTO, NFTA_FIB_F, NFT_CMP, NFT_CT_STATE, NFT_DATA_VERDICT, NFT_DYNSET_OP_UPDATE,
+  NFT_FIB_RESULT_ADDRTYPE, NFT_LOOKUP_F_INV, NFT_META_KEY, NFT_MSG, NFT_NAT_DNAT, NFT_NG_RANDOM, NFT_PAYLOAD_BASE, NFT_REG32_00,
+  NFT_REG_1, NFT_REG_2, NFT_REG_VERDICT, NFT_REJECT_ICMP_UNREACH, NFT_SET, NFT_VERDICT, NF_CT_STATE_NEW, NF_NAT_RANGE, NF_VERDICT,
+  NLM_F, RTN_LOCAL,
 } from './uapi.js';
 import { OBJECT_KIND, type ObjectKind, WireWriter } from './wire.js';
 
@@ -23,6 +24,8 @@ export const setKeyLength = (types: DataType[]) =>
 const verdictCode = (verdict: Verdict) =>
   verdict.kind === 'accept' || verdict.kind === 'drop' ? NF_VERDICT[verdict.kind] : NFT_VERDICT[verdict.kind];
 
+const chainOf = (verdict: Verdict) => (verdict.kind === 'jump' || verdict.kind === 'goto' ? verdict.chain : undefined);
+
 /**
  * One nftables transaction in the addon's wire format. Every message remembers what it was, so a
  * kernel error against message N can name the object (and the Kubernetes object behind it).
@@ -30,6 +33,8 @@ const verdictCode = (verdict: Verdict) =>
 export class NftTransaction {
   private readonly writer = new WireWriter();
   private readonly descriptions: string[] = [];
+  /** The kernel requires every new set to carry a transaction-unique id (NFTA_SET_ID). */
+  private nextSetId = 1;
 
   constructor(private readonly attrs: NativeAttributes) {
     this.writer.u32(0);
@@ -48,50 +53,37 @@ export class NftTransaction {
     return this.writer.finish();
   }
 
-  private message(kind: ObjectKind, family: TableFamily, type: number, flags: number, description: string, attrs: () => number): void {
+  private message(kind: ObjectKind, family: TableFamily, type: number, flags: number, description: string, attrs: () => void): void {
     const w = this.writer;
     w.u8(OBJECT_KIND[kind]);
     w.u8(NFPROTO[family]);
     w.u16(type);
     w.u16(flags);
     w.u16(0);
-    w.counted(attrs);
+    w.list(attrs);
     this.descriptions.push(description);
   }
 
   addTable(family: TableFamily, name: string): void {
-    this.message('table', family, NFT_MSG.NEWTABLE, NLM_F.CREATE, `table ${family} ${name}`, () => {
-      this.writer.attrString(this.attrs.table.name, name);
-      return 1;
-    });
+    this.message('table', family, NFT_MSG.NEWTABLE, NLM_F.CREATE, `table ${family} ${name}`, () => this.writer.attrString(this.attrs.table.name, name));
   }
 
   deleteTable(family: TableFamily, name: string): void {
-    this.message('table', family, NFT_MSG.DELTABLE, 0, `delete of table ${family} ${name}`, () => {
-      this.writer.attrString(this.attrs.table.name, name);
-      return 1;
-    });
+    this.message('table', family, NFT_MSG.DELTABLE, 0, `delete of table ${family} ${name}`, () => this.writer.attrString(this.attrs.table.name, name));
   }
 
   addChain(family: TableFamily, table: string, chain: Chain, origin = ''): void {
     const a = this.attrs.chain;
+    const w = this.writer;
     this.message('chain', family, NFT_MSG.NEWCHAIN, NLM_F.CREATE, `chain ${chain.name}${origin}`, () => {
-      const w = this.writer;
       w.attrString(a.table, table);
       w.attrString(a.name, chain.name);
-      if (!chain.base) return 2;
+      if (!chain.base) return;
       w.attrU32(a.hooknum, HOOKS[chain.base.hook]);
       w.attrU32(a.prio, chain.base.priority);
       w.attrU32(a.policy, NF_VERDICT[chain.base.policy]);
       w.attrString(a.type, chain.base.type);
-      return 6;
     });
-  }
-
-  /** A DELRULE naming only the chain removes every rule in it. */
-  flushChain(family: TableFamily, table: string, chain: string): void {
-    this.message('rule', family, NFT_MSG.DELRULE, 0, `flush of chain ${chain}`, () => this.ruleTarget(table, chain));
-    this.writer.u32(0);
   }
 
   deleteChain(family: TableFamily, table: string, chain: string): void {
@@ -99,44 +91,55 @@ export class NftTransaction {
     this.message('chain', family, NFT_MSG.DELCHAIN, 0, `delete of chain ${chain}`, () => {
       this.writer.attrString(a.table, table);
       this.writer.attrString(a.name, chain);
-      return 2;
     });
   }
 
-  private ruleTarget(table: string, chain: string): number {
+  private ruleTarget(table: string, chain: string): void {
     this.writer.attrString(this.attrs.rule.table, table);
     this.writer.attrString(this.attrs.rule.chain, chain);
-    return 2;
+  }
+
+  /** A DELRULE naming only the chain removes every rule in it. */
+  flushChain(family: TableFamily, table: string, chain: string): void {
+    this.message('rule', family, NFT_MSG.DELRULE, 0, `flush of chain ${chain}`, () => this.ruleTarget(table, chain));
+    this.writer.list(() => undefined);
   }
 
   addRule(family: TableFamily, table: string, chain: string, rule: Rule, origin = ''): void {
-    this.message('rule', family, NFT_MSG.NEWRULE, NLM_F.CREATE | NLM_F.APPEND, `rule in chain ${chain}${origin}`, () =>
-      this.ruleTarget(table, chain),
-    );
-    this.writer.counted(() => rule.statements.reduce((count, statement) => count + this.statement(family, statement), 0));
+    this.message('rule', family, NFT_MSG.NEWRULE, NLM_F.CREATE | NLM_F.APPEND, `rule in chain ${chain}${origin}`, () => this.ruleTarget(table, chain));
+    this.writer.list(() => {
+      for (const statement of rule.statements) this.statement(family, statement);
+    });
   }
 
   addSet(family: TableFamily, table: string, set: NamedSet): void {
     const a = this.attrs.set;
+    const w = this.writer;
     this.message('set', family, NFT_MSG.NEWSET, NLM_F.CREATE, `${set.dataType ? 'map' : 'set'} ${set.name}`, () => {
-      const w = this.writer;
-      const concat = set.keyType.length > 1 ? NFT_SET.CONCAT : 0;
       w.attrString(a.table, table);
       w.attrString(a.name, set.name);
+      w.attrU32(a.id, this.nextSetId++);
       w.attrU32(a.keyType, setKeyType(set.keyType));
       w.attrU32(a.keyLen, setKeyLength(set.keyType));
+      // No NFT_SET_CONCAT even for concatenated keys: it selects the pipapo backend, made for
+      // interval concatenations; without it the kernel picks a hash, which exact keys want.
       if (set.dynamicTimeoutSeconds) {
-        w.attrU32(a.flags, concat | NFT_SET.TIMEOUT | NFT_SET.EVAL);
+        w.attrU32(a.flags, NFT_SET.TIMEOUT | NFT_SET.EVAL);
         w.attrU64(a.timeout, BigInt(set.dynamicTimeoutSeconds) * 1000n);
-        return 6;
+      } else if (set.dataType) {
+        w.attrU32(a.flags, NFT_SET.MAP);
+        w.attrU32(a.dataType, NFT_DATA_VERDICT);
+      } else {
+        w.attrU32(a.flags, 0);
       }
-      if (!set.dataType) {
-        w.attrU32(a.flags, concat);
-        return 5;
-      }
-      w.attrU32(a.flags, concat | NFT_SET.MAP);
-      w.attrU32(a.dataType, NFT_DATA_VERDICT);
-      return 6;
+    });
+  }
+
+  deleteSet(family: TableFamily, table: string, name: string): void {
+    const a = this.attrs.set;
+    this.message('set', family, NFT_MSG.DELSET, 0, `delete of set ${name}`, () => {
+      this.writer.attrString(a.table, table);
+      this.writer.attrString(a.name, name);
     });
   }
 
@@ -151,199 +154,202 @@ export class NftTransaction {
   private elements(type: number, flags: number, description: string, family: TableFamily, table: string, set: NamedSet, elements: SetElement[]): void {
     const a = this.attrs.set;
     const e = this.attrs.elem;
-    this.message('setelems', family, type, flags, description, () => {
-      this.writer.attrString(a.table, table);
-      this.writer.attrString(a.name, set.name);
-      return 2;
-    });
     const w = this.writer;
-    w.u32(elements.length);
-    for (const element of elements) {
-      w.counted(() => {
-        w.attrBytes(e.key, encodeKey(set.keyType, element.key));
-        if (!element.verdict) return 1;
-        w.attrU32(e.verdict, verdictCode(element.verdict));
-        if (element.verdict.kind !== 'jump' && element.verdict.kind !== 'goto') return 2;
-        w.attrString(e.chain, element.verdict.chain);
-        return 3;
-      });
-    }
+    this.message('setelems', family, type, flags, description, () => {
+      w.attrString(a.table, table);
+      w.attrString(a.name, set.name);
+    });
+    w.list(() => {
+      for (const element of elements) {
+        w.item();
+        w.list(() => {
+          w.attrBytes(e.key, encodeKey(set.keyType, element.key));
+          if (!element.verdict) return;
+          w.attrU32(e.verdict, verdictCode(element.verdict));
+          const chain = chainOf(element.verdict);
+          if (chain !== undefined) w.attrString(e.chain, chain);
+        });
+      }
+    });
   }
 
   // ---- rule expressions -------------------------------------------------------------------------
 
-  /** Writes one expression; returns 1 so callers can count what they wrote. */
-  private expr(name: string, attrs: (ids: Record<string, number>) => number): number {
+  private expr(name: string, attrs: (ids: Record<string, number>) => void): void {
     const w = this.writer;
+    w.item();
     w.u8(name.length);
     w.bytes(Buffer.from(name));
-    w.counted(() => attrs(this.attrs.expr[name]));
-    return 1;
+    w.list(() => attrs(this.attrs.expr[name]));
   }
 
-  private load(field: Field, register: number): number {
+  private load(field: Field, register: number): void {
     const load = FIELDS[field].load;
     const w = this.writer;
     if (load.expr === 'payload') {
-      return this.expr('payload', (a) => {
+      this.expr('payload', (a) => {
         w.attrU32(a.dreg, register);
         w.attrU32(a.base, NFT_PAYLOAD_BASE[load.base]);
         w.attrU32(a.offset, load.offset);
         w.attrU32(a.len, load.len);
-        return 4;
       });
+      return;
     }
-    return this.expr('meta', (a) => {
+    this.expr('meta', (a) => {
       w.attrU32(a.key, NFT_META_KEY[load.key]);
       w.attrU32(a.dreg, register);
-      return 2;
     });
   }
 
-  /** Loads fields into consecutive registers: a single field into reg 1, a concatenation from reg32 0. */
-  private loadKey(fields: Field[]): { count: number; register: number } {
-    if (fields.length === 1) return { count: this.load(fields[0], NFT_REG_1), register: NFT_REG_1 };
+  /** Loads a key into registers: a single field into reg 1, a concatenation into consecutive 32-bit registers. */
+  private loadKey(fields: Field[]): number {
+    if (fields.length === 1) {
+      this.load(fields[0], NFT_REG_1);
+      return NFT_REG_1;
+    }
     let register = NFT_REG32_00;
-    let count = 0;
     for (const field of fields) {
-      count += this.load(field, register);
+      this.load(field, register);
       register += registerWidth(FIELDS[field].load.len) / 4;
     }
-    return { count, register: NFT_REG32_00 };
+    return NFT_REG32_00;
   }
 
-  private cmp(op: '==' | '!=', register: number, data: Buffer): number {
-    return this.expr('cmp', (a) => {
+  private cmp(op: '==' | '!=', register: number, data: Buffer): void {
+    this.expr('cmp', (a) => {
       this.writer.attrU32(a.sreg, register);
       this.writer.attrU32(a.op, NFT_CMP[op]);
       this.writer.attrBytes(a.data, data);
-      return 3;
     });
   }
 
-  private bitwise(register: number, mask: Buffer, xor: Buffer): number {
-    return this.expr('bitwise', (a) => {
+  private bitwise(register: number, mask: Buffer, xor: Buffer): void {
+    this.expr('bitwise', (a) => {
       const w = this.writer;
       w.attrU32(a.sreg, register);
       w.attrU32(a.dreg, register);
       w.attrU32(a.len, mask.length);
       w.attrBytes(a.mask, mask);
       w.attrBytes(a.xor, xor);
-      return 5;
     });
   }
 
-  private immediate(register: number, data: Buffer): number {
-    return this.expr('immediate', (a) => {
+  private immediate(register: number, data: Buffer): void {
+    this.expr('immediate', (a) => {
       this.writer.attrU32(a.dreg, register);
       this.writer.attrBytes(a.data, data);
-      return 2;
     });
   }
 
-  private markUpdate(mask: number, xor: number): number {
-    const w = this.writer;
+  /** meta mark set (meta mark & mask) ^ xor */
+  private markUpdate(mask: number, xor: number): void {
     this.load('meta mark', NFT_REG_1);
     this.bitwise(NFT_REG_1, u32(mask), u32(xor));
     this.expr('meta', (a) => {
-      w.attrU32(a.key, NFT_META_KEY.mark);
-      w.attrU32(a.sreg, NFT_REG_1);
-      return 2;
+      this.writer.attrU32(a.key, NFT_META_KEY.mark);
+      this.writer.attrU32(a.sreg, NFT_REG_1);
     });
-    return 3;
   }
 
-  private statement(family: TableFamily, statement: Statement): number {
+  private statement(family: TableFamily, statement: Statement): void {
     const w = this.writer;
     switch (statement.kind) {
       case 'match': {
-        const type = FIELDS[statement.field].type;
+        this.load(statement.field, NFT_REG_1);
         if (typeof statement.value === 'string' && statement.value.includes('/')) {
           const { network, mask } = encodePrefix(statement.value);
-          const count = this.load(statement.field, NFT_REG_1) + this.bitwise(NFT_REG_1, mask, Buffer.alloc(mask.length));
-          return count + this.cmp(statement.op, NFT_REG_1, network);
+          this.bitwise(NFT_REG_1, mask, Buffer.alloc(mask.length));
+          this.cmp(statement.op, NFT_REG_1, network);
+        } else {
+          this.cmp(statement.op, NFT_REG_1, encodeValue(FIELDS[statement.field].type, statement.value));
         }
-        return this.load(statement.field, NFT_REG_1) + this.cmp(statement.op, NFT_REG_1, encodeValue(type, statement.value));
+        return;
       }
       case 'markMatch':
-        return this.load('meta mark', NFT_REG_1) + this.bitwise(NFT_REG_1, u32(statement.mask), u32(0)) +
-          this.cmp(statement.op, NFT_REG_1, u32(statement.value));
+        this.load('meta mark', NFT_REG_1);
+        this.bitwise(NFT_REG_1, u32(statement.mask), u32(0));
+        this.cmp(statement.op, NFT_REG_1, u32(statement.value));
+        return;
       case 'numgen':
-        return this.expr('numgen', (a) => {
+        this.expr('numgen', (a) => {
           w.attrU32(a.dreg, NFT_REG_1);
           w.attrU32(a.modulus, statement.modulus);
           w.attrU32(a.type, NFT_NG_RANDOM);
           w.attrU32(a.offset, 0);
-          return 4;
-        }) + this.cmp('==', NFT_REG_1, u32(statement.equals));
+        });
+        this.cmp('==', NFT_REG_1, u32(statement.equals));
+        return;
       case 'lookup':
       case 'vmap': {
-        const { count, register } = this.loadKey(statement.fields);
-        return count + this.expr('lookup', (a) => {
+        const register = this.loadKey(statement.fields);
+        this.expr('lookup', (a) => {
           w.attrU32(a.sreg, register);
-          w.attrString(a.set, statement.kind === 'vmap' ? statement.map : statement.set);
           if (statement.kind === 'vmap') {
+            w.attrString(a.set, statement.map);
             w.attrU32(a.dreg, NFT_REG_VERDICT);
-            return 3;
+          } else {
+            w.attrString(a.set, statement.set);
+            w.attrU32(a.flags, statement.op === '!=' ? NFT_LOOKUP_F_INV : 0);
           }
-          w.attrU32(a.flags, statement.op === '!=' ? NFT_LOOKUP_F_INV : 0);
-          return 3;
         });
+        return;
       }
       case 'markSet':
         return this.markUpdate(~statement.or, statement.or);
       case 'markToggle':
         return this.markUpdate(0xffffffff, statement.xor);
       case 'ctStateNew':
-        return this.expr('ct', (a) => {
+        this.expr('ct', (a) => {
           w.attrU32(a.key, NFT_CT_STATE);
           w.attrU32(a.dreg, NFT_REG_1);
-          return 2;
-        }) + this.bitwise(NFT_REG_1, u32(NF_CT_STATE_NEW), u32(0)) + this.cmp('!=', NFT_REG_1, u32(0));
+        });
+        this.bitwise(NFT_REG_1, u32(NF_CT_STATE_NEW), u32(0));
+        this.cmp('!=', NFT_REG_1, u32(0));
+        return;
       case 'fibLocal':
-        return this.expr('fib', (a) => {
+        this.expr('fib', (a) => {
           w.attrU32(a.dreg, NFT_REG_1);
           w.attrU32(a.result, NFT_FIB_RESULT_ADDRTYPE);
           w.attrU32(a.flags, NFTA_FIB_F[statement.address]);
-          return 3;
-        }) + this.cmp(statement.op, NFT_REG_1, u32(RTN_LOCAL));
+        });
+        this.cmp(statement.op, NFT_REG_1, u32(RTN_LOCAL));
+        return;
       case 'setUpdate':
-        return this.load(statement.field, NFT_REG_1) + this.expr('dynset', (a) => {
+        this.load(statement.field, NFT_REG_1);
+        this.expr('dynset', (a) => {
           w.attrU32(a.sregKey, NFT_REG_1);
           w.attrU32(a.op, NFT_DYNSET_OP_UPDATE);
           w.attrString(a.setName, statement.set);
-          return 3;
         });
+        return;
       case 'dnat':
-        return this.immediate(NFT_REG_1, encodeValue(family === 'ip' ? 'ipv4_addr' : 'ipv6_addr', statement.address)) +
-          this.immediate(NFT_REG_2, encodeValue('inet_service', statement.port)) +
-          this.expr('nat', (a) => {
-            w.attrU32(a.type, NFT_NAT_DNAT);
-            w.attrU32(a.family, NFPROTO[family]);
-            w.attrU32(a.regAddrMin, NFT_REG_1);
-            w.attrU32(a.regProtoMin, NFT_REG_2);
-            w.attrU32(a.flags, NF_NAT_RANGE.MAP_IPS | NF_NAT_RANGE.PROTO_SPECIFIED);
-            return 5;
-          });
-      case 'masquerade':
-        return this.expr('masq', (a) => {
-          w.attrU32(a.flags, NF_NAT_RANGE.PROTO_RANDOM_FULLY);
-          return 1;
+        this.immediate(NFT_REG_1, encodeValue(family === 'ip' ? 'ipv4_addr' : 'ipv6_addr', statement.address));
+        this.immediate(NFT_REG_2, encodeValue('inet_service', statement.port));
+        this.expr('nat', (a) => {
+          w.attrU32(a.type, NFT_NAT_DNAT);
+          w.attrU32(a.family, NFPROTO[family]);
+          w.attrU32(a.regAddrMin, NFT_REG_1);
+          w.attrU32(a.regProtoMin, NFT_REG_2);
+          w.attrU32(a.flags, NF_NAT_RANGE.MAP_IPS | NF_NAT_RANGE.PROTO_SPECIFIED);
         });
+        return;
+      case 'masquerade':
+        this.expr('masq', (a) => w.attrU32(a.flags, NF_NAT_RANGE.PROTO_RANDOM_FULLY));
+        return;
       case 'reject':
-        return this.expr('reject', (a) => {
+        this.expr('reject', (a) => {
           w.attrU32(a.type, NFT_REJECT_ICMP_UNREACH);
           w.attrU8(a.code, ICMP_PORT_UNREACH[family]);
-          return 2;
         });
+        return;
       case 'verdict':
-        return this.expr('immediate', (a) => {
+        this.expr('immediate', (a) => {
           w.attrU32(a.dreg, NFT_REG_VERDICT);
           w.attrU32(a.verdict, verdictCode(statement.verdict));
-          if (statement.verdict.kind !== 'jump' && statement.verdict.kind !== 'goto') return 2;
-          w.attrString(a.chain, statement.verdict.chain);
-          return 3;
+          const chain = chainOf(statement.verdict);
+          if (chain !== undefined) w.attrString(a.chain, chain);
         });
+        return;
     }
   }
 }

@@ -38,7 +38,7 @@ export const NFTA_FIB_F = { saddr: 1, daddr: 2 } as const;
 export const RTN_LOCAL = 2;
 export const NFT_DYNSET_OP_UPDATE = 1;
 
-export const NFT_SET = { MAP: 0x8, TIMEOUT: 0x10, EVAL: 0x20, CONCAT: 0x80 } as const;
+export const NFT_SET = { MAP: 0x8, TIMEOUT: 0x10, EVAL: 0x20 } as const;
 export const NFT_DATA_VERDICT = 0xffffff00;
 
 /** nft's TYPE_BITS: a concatenation's key type packs each component's datatype in 6 bits. */

@@ -9,6 +9,8 @@ export type ObjectKind = keyof typeof OBJECT_KIND;
 export class WireWriter {
   private buffer = Buffer.allocUnsafe(1 << 16);
   private length = 0;
+  /** Item counts of the lists being written, innermost last: each list's count precedes it. */
+  private readonly counts: number[] = [];
 
   private reserve(bytes: number): void {
     if (this.length + bytes <= this.buffer.length) return;
@@ -48,24 +50,33 @@ export class WireWriter {
   }
 
   attrBytes(id: number, value: Buffer): void {
+    this.item();
     this.u16(id);
     this.u16(value.length);
     this.bytes(value);
   }
 
+  /** Counts one item (an attribute, expression or element) of the innermost list. */
+  item(): void {
+    this.counts[this.counts.length - 1]++;
+  }
+
   attrU8(id: number, value: number): void {
+    this.item();
     this.u16(id);
     this.u16(1);
     this.u8(value);
   }
 
   attrU32(id: number, value: number): void {
+    this.item();
     this.u16(id);
     this.u16(4);
     this.u32(value);
   }
 
   attrU64(id: number, value: bigint): void {
+    this.item();
     this.u16(id);
     this.u16(8);
     this.reserve(8);
@@ -74,6 +85,7 @@ export class WireWriter {
 
   attrString(id: number, value: string): void {
     const byteLength = Buffer.byteLength(value) + 1;
+    this.item();
     this.u16(id);
     this.u16(byteLength);
     this.reserve(byteLength);
@@ -82,10 +94,12 @@ export class WireWriter {
   }
 
   /** Writes a counted list: a u32 count placeholder, then the items, then the count. */
-  counted(write: () => number): void {
+  list(write: () => void): void {
     const at = this.length;
     this.u32(0);
-    this.patchU32(at, write());
+    this.counts.push(0);
+    write();
+    this.patchU32(at, this.counts.pop()!);
   }
 
   finish(): Buffer {

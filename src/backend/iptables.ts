@@ -1,0 +1,228 @@
+import { execFile } from 'node:child_process';
+import type { ProxyConfig } from '../config.js';
+import {
+  describeRestoreLine,
+  type IptablesFamily,
+  type IptablesPlan,
+  iptablesRestoreInput,
+  isOwnChain,
+  isServiceChain,
+  JUMP_RULES,
+  jumpRuleArgs,
+  planIptables,
+  savedJumpRule,
+} from '../plan/iptables.js';
+import type { ServicePortView } from '../state/service-ports.js';
+
+// Loads the iptables plan with iptables-restore --noflush, as kube-proxy's iptables mode does:
+// only our KUBE- chains are declared (and so flushed) and rewritten, the built-in chains keep
+// everyone else's rules, and our jump rules are added to them only when missing.
+
+export type IptablesBackendName = 'legacy' | 'nft';
+
+export interface IptablesBackendOptions {
+  /** Which iptables implementation to program; 'auto' (the default) picks the one in use. */
+  backend?: IptablesBackendName | 'auto';
+  /** Run every iptables command inside this named network namespace (`ip netns exec`). */
+  netns?: string;
+}
+
+export interface IptablesSyncResult {
+  restoreMs: number;
+  backend: IptablesBackendName;
+}
+
+const FAMILIES: IptablesFamily[] = [4, 6];
+const BACKENDS: IptablesBackendName[] = ['legacy', 'nft'];
+/** Seconds to wait for the xtables lock, which every iptables process in every namespace shares. */
+const LOCK_WAIT = ['-w', '5'];
+/** Chains kubelet creates to say which iptables it uses (kubernetes-sigs/iptables-wrappers). */
+const KUBELET_HINT_CHAIN = /^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY) /m;
+
+/** iptables-restore rejected the input; names the failing line and the service port it belongs to. */
+export class IptablesRestoreError extends Error {
+  constructor(
+    message: string,
+    readonly line: number | undefined,
+    readonly rule: string | undefined,
+    readonly servicePort: string | undefined,
+  ) {
+    super(message);
+  }
+}
+
+class CommandError extends Error {
+  constructor(
+    readonly command: string,
+    readonly exitCode: number | string | undefined,
+    readonly stderr: string,
+  ) {
+    super(`${command} failed (${exitCode}): ${stderr.trim()}`);
+  }
+}
+
+const tool = (backend: IptablesBackendName, family: IptablesFamily, suffix: '' | '-save' | '-restore') =>
+  `${family === 4 ? 'iptables' : 'ip6tables'}-${backend}${suffix}`;
+
+/** iptables-save output split by table: the chains it has and its rule lines. */
+type SavedTables = Map<string, { chains: string[]; rules: string[] }>;
+
+export function parseSave(text: string): SavedTables {
+  const tables: SavedTables = new Map();
+  let current: { chains: string[]; rules: string[] } | undefined;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('*')) tables.set(line.slice(1), (current = { chains: [], rules: [] }));
+    else if (line.startsWith(':')) current?.chains.push(line.slice(1).split(' ')[0]);
+    else if (line.startsWith('-A ')) current?.rules.push(line);
+  }
+  return tables;
+}
+
+export class IptablesBackend {
+  private detected: IptablesBackendName | undefined;
+
+  constructor(private readonly options: IptablesBackendOptions = {}) {}
+
+  /**
+   * Replaces our chains with the plan of each family. Every input is first checked with
+   * `--test`, because iptables-restore commits table by table: a line failing in the nat table
+   * would otherwise leave the filter table already replaced.
+   */
+  async replace(views: ServicePortView[], config: ProxyConfig): Promise<IptablesSyncResult> {
+    const backend = await this.backend();
+    const started = performance.now();
+    const syncs = await Promise.all(
+      FAMILIES.map(async (family) => {
+        const plan = planIptables(views, config, family);
+        const saved = parseSave(await this.run(tool(backend, family, '-save'), []));
+        const existing = saved.get('nat')?.chains ?? [];
+        const wanted = new Set(plan.chains.nat);
+        const stale = existing.filter((chain) => isServiceChain(chain) && !wanted.has(chain));
+        return { family, plan, saved, input: iptablesRestoreInput(plan, stale) };
+      }),
+    );
+    for (const sync of syncs) await this.restore(backend, sync.family, sync.input, sync.plan, ['--test']);
+    for (const sync of syncs) await this.restore(backend, sync.family, sync.input, sync.plan, []);
+    const restoreMs = performance.now() - started;
+    for (const sync of syncs) await this.ensureJumpRules(backend, sync.family, sync.saved);
+    return { restoreMs, backend };
+  }
+
+  /** Removes our jump rules and chains from both iptables implementations and both families. */
+  async cleanup(): Promise<void> {
+    for (const backend of BACKENDS) {
+      for (const family of FAMILIES) {
+        let saved: string;
+        try {
+          saved = await this.run(tool(backend, family, '-save'), []);
+        } catch (error) {
+          // An implementation that is not installed has nothing of ours to remove.
+          if ((error as CommandError).exitCode === 'ENOENT') continue;
+          throw error;
+        }
+        const input = cleanupInput(parseSave(saved));
+        if (input) await this.run(tool(backend, family, '-restore'), [...LOCK_WAIT, '--noflush'], input);
+      }
+    }
+  }
+
+  /** The configured implementation, or the one detected on first use. */
+  private async backend(): Promise<IptablesBackendName> {
+    const chosen = this.options.backend ?? 'auto';
+    if (chosen !== 'auto') return chosen;
+    this.detected ??= await this.detectBackend();
+    return this.detected;
+  }
+
+  /**
+   * As kube-proxy's iptables wrapper: the implementation kubelet marked with its hint chain, else
+   * the one holding more rules (someone on this node already uses it), nft on a tie.
+   */
+  private async detectBackend(): Promise<IptablesBackendName> {
+    const [legacy, nft] = await Promise.all(
+      BACKENDS.map(async (backend) => {
+        const saves = await Promise.all(FAMILIES.map((family) => this.run(tool(backend, family, '-save'), []).catch(() => '')));
+        const text = saves.join('\n');
+        return { hinted: KUBELET_HINT_CHAIN.test(text), rules: text.split('\n').filter((line) => line.startsWith('-')).length };
+      }),
+    );
+    if (legacy.hinted !== nft.hinted) return legacy.hinted ? 'legacy' : 'nft';
+    return legacy.rules > nft.rules ? 'legacy' : 'nft';
+  }
+
+  private async restore(backend: IptablesBackendName, family: IptablesFamily, input: string, plan: IptablesPlan, extra: string[]) {
+    const command = tool(backend, family, '-restore');
+    try {
+      await this.run(command, [...LOCK_WAIT, '--noflush', ...extra], input);
+    } catch (error) {
+      if (!(error instanceof CommandError)) throw error;
+      throw restoreError(command, error.stderr, plan, input);
+    }
+  }
+
+  /** Upstream's EnsureRule: a cheap text check against the save taken before, then `-C`, then `-I`. */
+  private async ensureJumpRules(backend: IptablesBackendName, family: IptablesFamily, saved: SavedTables) {
+    const command = tool(backend, family, '');
+    for (const jump of JUMP_RULES) {
+      if (saved.get(jump.table)?.rules.includes(savedJumpRule(jump))) continue;
+      const rule = [jump.from, ...jumpRuleArgs(jump)];
+      try {
+        await this.run(command, [...LOCK_WAIT, '-t', jump.table, '-C', ...rule]);
+      } catch (error) {
+        // Exit status 1 means "no such rule"; anything else is a real failure.
+        if ((error as CommandError).exitCode !== 1) throw error;
+        await this.run(command, [...LOCK_WAIT, '-t', jump.table, '-I', ...rule]);
+      }
+    }
+  }
+
+  /** Runs an iptables tool with an argv (never a shell), in the configured namespace if any. */
+  private run(command: string, args: string[], input?: string): Promise<string> {
+    const { netns } = this.options;
+    const [file, argv] = netns ? ['ip', ['netns', 'exec', netns, command, ...args]] : [command, args];
+    return new Promise((resolve, reject) => {
+      const child = execFile(file, argv, { maxBuffer: 1 << 30 }, (error, stdout, stderr) => {
+        if (!error) return resolve(stdout);
+        const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+        reject(new CommandError(command, missing ? 'ENOENT' : (error.code ?? undefined), stderr));
+      });
+      child.stdin?.on('error', () => {}); // a tool failing early closes its stdin; the exit status reports why
+      child.stdin?.end(input ?? '');
+    });
+  }
+}
+
+/** Maps iptables-restore's "line N" back to the rule text and its service port. */
+function restoreError(command: string, stderr: string, plan: IptablesPlan, input: string): IptablesRestoreError {
+  const reason = stderr.split('\n').find((line) => line.trim() && !/^(Error occurred at line|Try `)/.test(line))?.trim() ?? 'failed';
+  const lineNumber = /\bline:? (\d+)/.exec(stderr)?.[1];
+  if (lineNumber === undefined) return new IptablesRestoreError(`${command}: ${reason}`, undefined, undefined, undefined);
+  const line = describeRestoreLine(plan, input, Number(lineNumber));
+  const where = line.servicePort ? ` (service port ${line.servicePort}, ${line.table} table)` : line.table ? ` (${line.table} table)` : '';
+  return new IptablesRestoreError(`${command} rejected line ${line.number}${where}: ${line.text}: ${reason}`, line.number, line.text, line.servicePort);
+}
+
+/**
+ * The restore input removing our chains from the saved tables: flush them (dropping their
+ * references to each other), delete every other chain's rule jumping into them, then delete them.
+ */
+function cleanupInput(tables: SavedTables): string | undefined {
+  const sections: string[] = [];
+  for (const [table, { chains, rules }] of tables) {
+    const ours = chains.filter(isOwnChain);
+    if (ours.length === 0) continue;
+    const jumpsIn = rules.filter((rule) => {
+      const [, chain] = rule.split(' ');
+      const target = / -[jg] (\S+)/.exec(rule)?.[1];
+      return !isOwnChain(chain) && target !== undefined && isOwnChain(target);
+    });
+    sections.push(
+      `*${table}`,
+      ...ours.map((chain) => `:${chain} - [0:0]`),
+      ...jumpsIn.map((rule) => `-D${rule.slice(2)}`),
+      ...ours.map((chain) => `-X ${chain}`),
+      'COMMIT',
+    );
+  }
+  return sections.length > 0 ? `${sections.join('\n')}\n` : undefined;
+}

@@ -1,0 +1,64 @@
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { parseAllDocuments } from 'yaml';
+import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
+import { planRuleset, SHARED_SETS, setNamed } from '../src/plan/planner.js';
+import { rulesetText } from '../src/plan/render-text.js';
+import { loadState } from '../src/state/load.js';
+import { allServicePortViews } from '../src/state/service-ports.js';
+import type { KubeObject } from '../src/state/cluster-state.js';
+
+const hostnames = parseAllDocuments(readFileSync(new URL('../examples/hostnames.yaml', import.meta.url), 'utf8')).map((document) => document.toJS() as KubeObject);
+const config = { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1', localCIDRs: ['10.244.0.0/16'] };
+
+t.test('hostnames: one service-ips element, an equal-probability cascade, hairpin pairs', async (t) => {
+  const { state, errors } = loadState(hostnames, 'node-1');
+  t.same(errors, []);
+  const [table] = planRuleset(allServicePortViews(state), config).tables;
+  t.equal(table.family, 'ip');
+  t.same(setNamed(table, SHARED_SETS.serviceIPs).elements, [
+    { key: ['10.0.1.175', 'tcp', 80], verdict: { kind: 'goto', chain: 'svc/default/hostnames/tcp/80' } },
+  ]);
+  t.same(setNamed(table, SHARED_SETS.hairpin).elements.map((element) => element.key), [
+    ['10.244.1.7', '10.244.1.7'], ['10.244.2.3', '10.244.2.3'], ['10.244.3.6', '10.244.3.6'],
+  ]);
+  const chain = table.chains.find((candidate) => candidate.name === 'svc/default/hostnames/tcp/80')!;
+  t.same(chain.rules.map((rule) => rule.statements), [
+    [{ kind: 'match', field: 'ip saddr', op: '!=', value: '10.244.0.0/16' }, { kind: 'markSet', or: 0x4000 }],
+    [{ kind: 'numgen', modulus: 3, equals: 0 }, { kind: 'match', field: 'meta l4proto', op: '==', value: 'tcp' }, { kind: 'dnat', address: '10.244.1.7', port: 9376 }],
+    [{ kind: 'numgen', modulus: 2, equals: 0 }, { kind: 'match', field: 'meta l4proto', op: '==', value: 'tcp' }, { kind: 'dnat', address: '10.244.2.3', port: 9376 }],
+    [{ kind: 'match', field: 'meta l4proto', op: '==', value: 'tcp' }, { kind: 'dnat', address: '10.244.3.6', port: 9376 }],
+  ]);
+});
+
+t.test('hostnames: rendered nft text', async (t) => {
+  const { state } = loadState(hostnames, 'node-1');
+  const text = rulesetText(planRuleset(allServicePortViews(state), config));
+  t.match(text, 'elements = { 10.0.1.175 . tcp . 80 : goto svc/default/hostnames/tcp/80 }');
+  t.match(text, `\tchain svc/default/hostnames/tcp/80 {
+\t\tip saddr != 10.244.0.0/16 meta mark set meta mark | 0x00004000
+\t\tnumgen random mod 3 0 meta l4proto tcp dnat to 10.244.1.7:9376
+\t\tnumgen random mod 2 0 meta l4proto tcp dnat to 10.244.2.3:9376
+\t\tmeta l4proto tcp dnat to 10.244.3.6:9376
+\t}`);
+  t.match(text, 'ip daddr . meta l4proto . th dport vmap @service-ips');
+});
+
+t.test('not-ready endpoints are never chosen; no ready endpoint means reject, not DNAT', async (t) => {
+  const objects = structuredClone(hostnames);
+  const slice = objects[1] as { endpoints: { conditions: { ready: boolean } }[] };
+  slice.endpoints[1].conditions.ready = false;
+  let { state } = loadState(objects, 'node-1');
+  let [table] = planRuleset(allServicePortViews(state), config).tables;
+  const chain = table.chains.find((candidate) => candidate.name === 'svc/default/hostnames/tcp/80')!;
+  t.notMatch(JSON.stringify(chain), '10.244.2.3');
+  t.equal(chain.rules.length, 3, 'masquerade rule + two endpoints');
+
+  for (const endpoint of slice.endpoints) endpoint.conditions.ready = false;
+  ({ state } = loadState(objects, 'node-1'));
+  [table] = planRuleset(allServicePortViews(state), config).tables;
+  t.same(setNamed(table, SHARED_SETS.serviceIPs).elements, []);
+  t.same(setNamed(table, SHARED_SETS.noEndpointServices).elements, [
+    { key: ['10.0.1.175', 'tcp', 80], verdict: { kind: 'goto', chain: 'reject-chain' } },
+  ]);
+});
