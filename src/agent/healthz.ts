@@ -244,6 +244,7 @@ export class ServiceHealthServers {
   private readonly instances = new Map<string, ServiceHealthInstance>();
   // sync() and close() run one at a time, so overlapping calls never open a port twice.
   private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
 
   constructor(options: ServiceHealthServersOptions) {
     if (options.bindAddresses) {
@@ -263,11 +264,16 @@ export class ServiceHealthServers {
    * is retried on the next sync.
    */
   sync(services: readonly HealthCheckService[]): Promise<HealthCheckPortError[]> {
-    return this.serialized(() => this.apply(services));
+    return this.serialized(() => {
+      // A sync racing shutdown must not reopen ports that would outlive the agent.
+      if (this.closed) return Promise.reject(new Error('service health servers are closed'));
+      return this.apply(services);
+    });
   }
 
-  /** Closes every server. */
+  /** Closes every server; later syncs are refused. */
   close(): Promise<void> {
+    this.closed = true;
     return this.serialized(async () => {
       const all = [...this.instances.values()];
       this.instances.clear();
