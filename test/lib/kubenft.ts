@@ -1,0 +1,35 @@
+// Runs the real kubenft CLI (compiled, in dist/) inside a test topology's node namespace.
+import { join } from 'node:path';
+import { projectRoot } from '../../src/backend/native.js';
+import type { ExecResult, Topology } from '../../scripts/lib/topology.js';
+
+export const CLI = join(projectRoot(), 'dist/src/cli.js');
+
+export function kubenft(topology: Topology, args: string[]): Promise<ExecResult> {
+  return topology.exec(topology.node, ['node', CLI, ...args], { timeoutMs: 120_000 });
+}
+
+/** Programs the node once and fails the test's promise if kubenft did not exit 0. */
+export async function syncOnce(topology: Topology, manifests: string, ...args: string[]): Promise<ExecResult> {
+  const result = await kubenft(topology, ['--manifests', manifests, '--once', ...args]);
+  if (result.code !== 0) throw new Error(`kubenft exited ${result.code}: ${result.stderr}`);
+  return result;
+}
+
+export async function listTableJson(topology: Topology, family = 'ip'): Promise<unknown> {
+  const result = await topology.exec(topology.node, ['nft', '-j', 'list', 'table', family, 'kubenft']);
+  if (result.code !== 0) throw new Error(`nft list failed: ${result.stderr}`);
+  return JSON.parse(result.stdout);
+}
+
+/** Pearson's chi-square statistic of observed counts against a uniform distribution. */
+export function chiSquareUniform(counts: number[]): number {
+  const total = counts.reduce((sum, count) => sum + count, 0);
+  const expected = total / counts.length;
+  return counts.reduce((sum, count) => sum + (count - expected) ** 2 / expected, 0);
+}
+
+/** Critical values of chi-square at p = 0.001: a fair selector fails one run in a thousand. */
+export const CHI_SQUARE_CRITICAL_P001: Record<number, number> = { 1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47, 9: 27.88, 499: 617.4 };
+
+export type { ExecResult };
