@@ -24,6 +24,8 @@ export const setKeyLength = (types: DataType[]) =>
 const verdictCode = (verdict: Verdict) =>
   verdict.kind === 'accept' || verdict.kind === 'drop' ? NF_VERDICT[verdict.kind] : NFT_VERDICT[verdict.kind];
 
+const expressionNames = new Map<string, Buffer>();
+
 const chainOf = (verdict: Verdict) => (verdict.kind === 'jump' || verdict.kind === 'goto' ? verdict.chain : undefined);
 
 /**
@@ -179,7 +181,7 @@ export class NftTransaction {
     const w = this.writer;
     w.item();
     w.u8(name.length);
-    w.bytes(Buffer.from(name));
+    w.bytes(expressionNames.get(name) ?? expressionNames.set(name, Buffer.from(name)).get(name)!);
     w.list(() => attrs(this.attrs.expr[name]));
   }
 

@@ -60,8 +60,11 @@ class Reader {
     const version = isIP(text);
     if (version === 0) this.fail(`${path} ${JSON.stringify(text)} is not an IP address`);
     if (family !== undefined && version !== family) this.fail(`${path} ${text} is not an IPv${family} address`);
-    if (version === 6 && ipaddr.IPv6.parse(text).isIPv4MappedAddress()) this.fail(`${path} ${text} is an IPv4-mapped IPv6 address`);
-    return ipaddr.parse(text).toString();
+    if (version === 4) return text;
+    const parsed = ipaddr.IPv6.parse(text);
+    if (parsed.isIPv4MappedAddress()) this.fail(`${path} ${text} is an IPv4-mapped IPv6 address`);
+    // One spelling per address, so that the same endpoint written two ways is one endpoint.
+    return parsed.toString();
   }
 
   cidr(value: unknown, path: string): string {

@@ -59,7 +59,9 @@ function readyOrTerminating(endpoints: PortEndpoint[], include: (endpoint: PortE
 export function categorizeEndpoints(view: ServicePortView, node: NodeContext): EndpointCategories {
   const external = externallyAccessible(view);
   const { internalTrafficPolicyLocal, externalTrafficPolicyLocal } = view.service;
-  const usesCluster = !internalTrafficPolicyLocal || (external && !externalTrafficPolicyLocal);
+  // Even with externalTrafficPolicy Local, cluster-wide endpoints serve the short-circuited
+  // traffic from pods and from the node itself (upstream's UsesClusterEndpoints).
+  const usesCluster = !internalTrafficPolicyLocal || external;
   const usesLocal = internalTrafficPolicyLocal || (external && externalTrafficPolicyLocal);
   let cluster: PortEndpoint[] = [];
   if (usesCluster) {
