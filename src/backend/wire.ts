@@ -28,14 +28,21 @@ export class WireWriter {
     this.buffer[this.length++] = value;
   }
 
+  // Byte-wise writes: Buffer's checked writeUInt*LE calls dominate a 10 MB transaction otherwise.
   u16(value: number): void {
     this.reserve(2);
-    this.length = this.buffer.writeUInt16LE(value, this.length);
+    const buffer = this.buffer;
+    buffer[this.length++] = value & 0xff;
+    buffer[this.length++] = value >>> 8;
   }
 
   u32(value: number): void {
     this.reserve(4);
-    this.length = this.buffer.writeUInt32LE(value >>> 0, this.length);
+    const buffer = this.buffer;
+    buffer[this.length++] = value & 0xff;
+    buffer[this.length++] = (value >>> 8) & 0xff;
+    buffer[this.length++] = (value >>> 16) & 0xff;
+    buffer[this.length++] = value >>> 24;
   }
 
   bytes(value: Buffer): void {
@@ -83,14 +90,13 @@ export class WireWriter {
     this.length = this.buffer.writeBigUInt64LE(value, this.length);
   }
 
+  /** Table and chain names repeat in every rule: each is encoded once per transaction. */
+  private readonly strings = new Map<string, Buffer>();
+
   attrString(id: number, value: string): void {
-    const byteLength = Buffer.byteLength(value) + 1;
-    this.item();
-    this.u16(id);
-    this.u16(byteLength);
-    this.reserve(byteLength);
-    this.length += this.buffer.write(value, this.length);
-    this.buffer[this.length++] = 0;
+    let encoded = this.strings.get(value);
+    if (!encoded) this.strings.set(value, (encoded = Buffer.from(`${value}\0`)));
+    this.attrBytes(id, encoded);
   }
 
   /** Writes a counted list: a u32 count placeholder, then the items, then the count. */

@@ -278,21 +278,15 @@ export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
 
 const elementKey = (element: SetElement) => element.key.join(' . ');
 
-/** Adds a service port's objects to its table. */
-export function addToTable(table: Table, plan: ServicePortPlan): void {
-  table.chains.push(...plan.chains);
-  table.sets.push(...plan.sets);
-  for (const [name, elements] of Object.entries(plan.elements)) setNamed(table, name).elements.push(...elements);
-}
-
-/** The whole desired ruleset: one table per family that has services (always the IPv4 one). */
-export function planRuleset(views: ServicePortView[], config: ProxyConfig = DEFAULT_PROXY_CONFIG): Ruleset {
+/** Assembles service port plans into tables: one per family that has services (always the IPv4 one). */
+export function assembleRuleset(plans: ServicePortPlan[], config: ProxyConfig = DEFAULT_PROXY_CONFIG): Ruleset {
   const tables = new Map<TableFamily, Table>([['ip', skeletonTable('ip', config)]]);
-  for (const view of views) {
-    const plan = planServicePort(view, config);
+  for (const plan of plans) {
     let table = tables.get(plan.family);
     if (!table) tables.set(plan.family, (table = skeletonTable(plan.family, config)));
-    addToTable(table, plan);
+    table.chains.push(...plan.chains);
+    table.sets.push(...plan.sets);
+    for (const [name, elements] of Object.entries(plan.elements)) setNamed(table, name).elements.push(...elements);
   }
   // Several services may share an endpoint or a ClusterIP; the kernel wants each element once.
   for (const table of tables.values()) {
@@ -300,5 +294,9 @@ export function planRuleset(views: ServicePortView[], config: ProxyConfig = DEFA
   }
   return { tables: [...tables.values()] };
 }
+
+/** The whole desired ruleset. */
+export const planRuleset = (views: ServicePortView[], config: ProxyConfig = DEFAULT_PROXY_CONFIG): Ruleset =>
+  assembleRuleset(views.map((view) => planServicePort(view, config)), config);
 
 export const setNamed = (table: Table, name: string): NamedSet => table.sets.find((set) => set.name === name)!;

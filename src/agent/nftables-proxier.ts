@@ -1,0 +1,182 @@
+import type { ProxyConfig } from '../config.js';
+import { NftablesBackend, type SyncTimings } from '../backend/nftables.js';
+import type { NftTransaction } from '../backend/nft-transaction.js';
+import { type ServicePortPlan, assembleRuleset, planServicePort } from '../plan/planner.js';
+import type { Chain, NamedSet, SetElement, TableFamily } from '../plan/ruleset.js';
+import type { ClusterState } from '../state/cluster-state.js';
+import { servicePortViews } from '../state/service-ports.js';
+
+// Keeps what is loaded in memory so that a partial sync can rewrite only the changed services:
+// their chains (flushed and refilled, or created/deleted), their own sets, and their elements of
+// the shared maps (diffed). Shared elements can belong to several services (an endpoint in two
+// services' hairpin sets, a ClusterIP with several ports), so each is reference-counted.
+
+export interface ProxierSyncResult extends SyncTimings {
+  kind: 'full' | 'partial';
+  planMs: number;
+  /** Service ports written in this transaction. */
+  servicePorts: number;
+  messages: number;
+}
+
+interface SharedElement {
+  element: SetElement;
+  owners: number;
+}
+
+const elementKey = (element: SetElement) => element.key.join(' . ');
+
+class LoadedTable {
+  /** Shared set name → element key → element and how many service ports hold it. */
+  readonly shared = new Map<string, Map<string, SharedElement>>();
+  constructor(readonly sets: Map<string, NamedSet>) {}
+}
+
+export class NftablesProxier {
+  private readonly plans = new Map<string, ServicePortPlan[]>();
+  private tables = new Map<TableFamily, LoadedTable>();
+  private loaded = false;
+
+  constructor(
+    private readonly backend = new NftablesBackend(),
+  ) {}
+
+  /** A full sync replaces both tables; a partial one touches only the given services. */
+  async sync(state: ClusterState, config: ProxyConfig, changed: Set<string> | 'full'): Promise<ProxierSyncResult> {
+    if (changed === 'full' || !this.loaded) return this.fullSync(state, config);
+    return this.partialSync(state, config, changed);
+  }
+
+  /** After a failure nothing is known about what is loaded; the next sync must be full. */
+  invalidate(): void {
+    this.loaded = false;
+  }
+
+  private async fullSync(state: ClusterState, config: ProxyConfig): Promise<ProxierSyncResult> {
+    const started = performance.now();
+    this.loaded = false;
+    const plans = new Map<string, ServicePortPlan[]>();
+    for (const key of [...state.services.keys()].sort()) plans.set(key, servicePortViews(state, key).map((view) => planServicePort(view, config)));
+    const allPlans = [...plans.values()].flat();
+    const ruleset = assembleRuleset(allPlans, config);
+    const tables = new Map(ruleset.tables.map((table) => [table.family, new LoadedTable(new Map(table.sets.map((set) => [set.name, set])))]));
+    for (const plan of allPlans) {
+      const table = tables.get(plan.family)!;
+      for (const [setName, elements] of Object.entries(plan.elements)) for (const element of elements) this.retain(table, setName, element);
+    }
+    const planMs = performance.now() - started;
+    const timings = await this.backend.replace(ruleset);
+    this.plans.clear();
+    for (const [key, value] of plans) this.plans.set(key, value);
+    this.tables = tables;
+    this.loaded = true;
+    return { ...timings, kind: 'full', planMs, servicePorts: allPlans.length };
+  }
+
+  /** Counts one more owner of a shared element; true when it is new (so it must be added). */
+  private retain(table: LoadedTable, setName: string, element: SetElement): boolean {
+    let elements = table.shared.get(setName);
+    if (!elements) table.shared.set(setName, (elements = new Map()));
+    const key = elementKey(element);
+    const existing = elements.get(key);
+    if (existing) {
+      existing.owners++;
+      return false;
+    }
+    elements.set(key, { element, owners: 1 });
+    return true;
+  }
+
+  /** Counts one owner less; true when none is left (so it must be deleted). */
+  private release(table: LoadedTable, setName: string, element: SetElement): boolean {
+    const elements = table.shared.get(setName)!;
+    const key = elementKey(element);
+    const existing = elements.get(key)!;
+    if (--existing.owners > 0) return false;
+    elements.delete(key);
+    return true;
+  }
+
+  private async partialSync(state: ClusterState, config: ProxyConfig, changed: Set<string>): Promise<ProxierSyncResult> {
+    const started = performance.now();
+    const transaction = this.backend.newTransaction();
+    const next = new Map<string, ServicePortPlan[]>();
+    let servicePorts = 0;
+    for (const key of changed) {
+      const plans = servicePortViews(state, key).map((view) => planServicePort(view, config));
+      next.set(key, plans);
+      servicePorts += plans.length;
+    }
+    const families = new Set<TableFamily>([...next.values(), ...[...changed].map((key) => this.plans.get(key) ?? [])].flat().map((plan) => plan.family));
+    for (const family of families) {
+      if (!this.tables.has(family)) {
+        // A first service of a new family: its table does not exist yet, so this must be a full sync.
+        return this.fullSync(state, config);
+      }
+      const before = [...changed].flatMap((key) => (this.plans.get(key) ?? []).filter((plan) => plan.family === family));
+      const after = [...changed].flatMap((key) => (next.get(key) ?? []).filter((plan) => plan.family === family));
+      this.writeDiff(transaction, family, config.tableName, before, after);
+    }
+    const planMs = performance.now() - started;
+    if (transaction.messageCount === 0) {
+      return { kind: 'partial', planMs, servicePorts, messages: 0, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0 };
+    }
+    try {
+      const timings = await this.backend.commit(transaction, performance.now());
+      for (const [key, plans] of next) {
+        if (plans.length > 0) this.plans.set(key, plans);
+        else this.plans.delete(key);
+      }
+      return { ...timings, kind: 'partial', planMs, servicePorts };
+    } catch (error) {
+      this.invalidate();
+      throw error;
+    }
+  }
+
+  /**
+   * One table's part of a partial sync, ordered so every reference stays valid: elements that
+   * point at chains go first, chains are flushed before they (or the sets their rules use) are
+   * deleted, and new chains exist before rules and elements refer to them.
+   */
+  private writeDiff(transaction: NftTransaction, family: TableFamily, tableName: string, before: ServicePortPlan[], after: ServicePortPlan[]): void {
+    const table = this.tables.get(family)!;
+    const removed = new Map<string, SetElement[]>();
+    const added = new Map<string, SetElement[]>();
+    for (const plan of before) {
+      for (const [setName, elements] of Object.entries(plan.elements)) {
+        for (const element of elements) if (this.release(table, setName, element)) push(removed, setName, element);
+      }
+    }
+    for (const plan of after) {
+      for (const [setName, elements] of Object.entries(plan.elements)) {
+        for (const element of elements) {
+          if (this.retain(table, setName, element)) push(added, setName, element);
+        }
+      }
+    }
+    // An element removed and re-added with the same key (e.g. a verdict that changed chain) is a replacement.
+    for (const [setName, elements] of removed) {
+      if (elements.length > 0) transaction.deleteElements(family, tableName, table.sets.get(setName)!, elements);
+    }
+
+    const oldChains = new Map<string, Chain>(before.flatMap((plan) => plan.chains).map((chain) => [chain.name, chain]));
+    const newChains = new Map<string, Chain>(after.flatMap((plan) => plan.chains).map((chain) => [chain.name, chain]));
+    const oldSets = new Set(before.flatMap((plan) => plan.sets).map((set) => set.name));
+    const newSets = after.flatMap((plan) => plan.sets);
+    for (const name of oldChains.keys()) transaction.flushChain(family, tableName, name);
+    for (const name of oldChains.keys()) if (!newChains.has(name)) transaction.deleteChain(family, tableName, name);
+    for (const name of oldSets) if (!newSets.some((set) => set.name === name)) transaction.deleteSet(family, tableName, name);
+    // Sets that stay keep their elements: ClientIP affinity survives an endpoint change elsewhere.
+    for (const set of newSets) if (!oldSets.has(set.name)) transaction.addSet(family, tableName, set);
+    for (const chain of newChains.values()) if (!oldChains.has(chain.name)) transaction.addChain(family, tableName, chain);
+    for (const chain of newChains.values()) for (const rule of chain.rules) transaction.addRule(family, tableName, chain.name, rule);
+    for (const [setName, elements] of added) transaction.addElements(family, tableName, table.sets.get(setName)!, elements);
+  }
+}
+
+function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  const list = map.get(key);
+  if (list) list.push(value);
+  else map.set(key, [value]);
+}
