@@ -1,119 +1,137 @@
 #!/usr/bin/env node
-import { watch } from 'node:fs';
-import { hostname } from 'node:os';
-import { parseArgs } from 'node:util';
+import { readFileSync, writeFileSync } from 'node:fs';
+import pino, { type Logger } from 'pino';
+import { IptablesBackend } from './backend/iptables.js';
 import { NftablesBackend } from './backend/nftables.js';
-import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from './config.js';
+import { Agent } from './agent/agent.js';
+import { type Dataplane, IptablesDataplane, NftablesDataplane } from './agent/dataplane.js';
+import { startHealthServer } from './agent/healthz.js';
+import { startMetricsServer } from './agent/metrics.js';
+import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
+import { iptablesRestoreInput, planIptables } from './plan/iptables.js';
 import { planRuleset } from './plan/planner.js';
 import { rulesetJson } from './plan/render-json.js';
 import { rulesetText } from './plan/render-text.js';
-import { readManifests } from './source/manifests.js';
-import { loadState } from './state/load.js';
-import { parseCIDR } from './state/normalize.js';
+import { KubernetesSource } from './source/kubernetes.js';
+import { ManifestSource } from './source/manifest-watch.js';
 import { allServicePortViews } from './state/service-ports.js';
 
-const USAGE = `Usage:
-  kubenft --manifests PATH [--once]     program this network namespace from Service/EndpointSlice manifests
-  kubenft render --manifests PATH [--json]   print the ruleset that would be loaded, touching nothing
-  kubenft --cleanup                     remove everything kubenft loaded in this network namespace
+const VERSION = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version as string;
+const CAP_NET_ADMIN = 12;
 
-Options:
-  --manifests PATH            a YAML/JSON file (multi-document or kind: List) or a directory of them
-  --once                      sync once and exit (default: keep running, re-sync when PATH changes)
-  --hostname-override NAME    this node's name (default: the hostname)
-  --cluster-cidr CIDR         pod network; traffic to services from outside it is masqueraded (comma-separated)
-  --cleanup                   delete kubenft's tables and exit
-  --json                      with render: the libnftables JSON schema instead of nft syntax
-  -h, --help                  this text
-`;
-
-const OPTIONS = {
-  manifests: { type: 'string' },
-  once: { type: 'boolean' },
-  'hostname-override': { type: 'string' },
-  'cluster-cidr': { type: 'string' },
-  cleanup: { type: 'boolean' },
-  json: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
-
-type Options = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
-
-function proxyConfig(options: Options): ProxyConfig {
-  const cidrs = options['cluster-cidr'] ? options['cluster-cidr'].split(',').map((cidr) => parseCIDR(cidr.trim(), '--cluster-cidr')) : [];
-  return { ...DEFAULT_PROXY_CONFIG, nodeName: options['hostname-override'] ?? hostname(), localCIDRs: cidrs };
+/** -v as kube-proxy uses it: 0-3 routine information, 4+ debugging, 6+ every detail. */
+function logger(verbosity: number): Logger {
+  const level = verbosity >= 6 ? 'trace' : verbosity >= 4 ? 'debug' : 'info';
+  return pino({ level, base: { component: 'kubenft' } }, pino.destination(2));
 }
 
-/** Reads the manifests and plans; reports every skipped object on stderr. */
-async function planFromManifests(path: string, options: Options) {
-  const manifests = await readManifests(path);
-  const config = proxyConfig(options);
-  const { state, errors } = loadState(manifests.objects, config.nodeName);
-  for (const problem of manifests.problems) process.stderr.write(`kubenft: skipped part of ${problem.file}: ${problem.reason}\n`);
-  for (const error of errors) process.stderr.write(`kubenft: skipped ${error.message}\n`);
-  const ruleset = planRuleset(allServicePortViews(state), config);
-  return { ruleset, state, skipped: manifests.problems.length + errors.length };
+/** Programming the kernel needs CAP_NET_ADMIN; say so plainly instead of failing on the first netlink call. */
+function requireNetAdmin(): void {
+  const effective = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '0';
+  if ((BigInt(`0x${effective}`) >> BigInt(CAP_NET_ADMIN)) & 1n) return;
+  throw new OptionsError('kubenft needs CAP_NET_ADMIN to program the kernel: run it as root or give it NET_ADMIN (see deploy/kubenft.yaml)');
 }
 
-async function syncOnce(backend: NftablesBackend, path: string, options: Options): Promise<number> {
-  const started = performance.now();
-  const { ruleset, state, skipped } = await planFromManifests(path, options);
-  await backend.replace(ruleset);
-  const summary = { mode: 'nftables', services: state.services.size, endpoints: state.endpointCount, syncMs: Math.round((performance.now() - started) * 100) / 100 };
-  process.stdout.write(`${JSON.stringify(summary)}\n`);
-  return skipped > 0 ? 1 : 0;
+function dataplaneFor(options: AgentOptions): Dataplane {
+  return options.proxyMode === 'iptables'
+    ? new IptablesDataplane(new IptablesBackend({ backend: options.iptablesBackend }))
+    : new NftablesDataplane(new NftablesBackend());
 }
 
-/** Re-syncs whenever the manifests change; a failed sync keeps the last good ruleset loaded. */
-function keepSyncing(backend: NftablesBackend, path: string, options: Options): void {
-  let timer: NodeJS.Timeout | undefined;
-  let running = Promise.resolve();
-  const sync = () => {
-    running = running.then(() => syncOnce(backend, path, options).then(() => undefined, reportFailure));
-  };
-  watch(path, { recursive: false }, () => {
-    clearTimeout(timer);
-    // Editors write files in several steps: wait for the burst to settle.
-    timer = setTimeout(sync, 200);
+/** Prints what would be loaded, from the manifests alone, touching nothing. */
+async function render(options: AgentOptions, log: Logger): Promise<number> {
+  if (!options.manifests) throw new OptionsError('render needs --manifests PATH');
+  const agent = new Agent(options, dataplaneFor(options), log);
+  await new ManifestSource(options.manifests, agent.handler()).start(false);
+  const views = allServicePortViews(agent.state);
+  const config = agent.proxyConfig();
+  if (options.proxyMode === 'iptables') {
+    for (const family of [4, 6] as const) process.stdout.write(`# ${family === 4 ? 'iptables' : 'ip6tables'}-restore --noflush\n${iptablesRestoreInput(planIptables(views, config, family))}`);
+  } else {
+    const ruleset = planRuleset(views, config);
+    process.stdout.write(options.json ? `${JSON.stringify(rulesetJson(ruleset))}\n` : rulesetText(ruleset));
+  }
+  return agent.rejected.size > 0 ? 1 : 0;
+}
+
+/** Removes what kubenft (or kube-proxy) loaded in either mode, as kube-proxy --cleanup does. */
+async function cleanup(log: Logger): Promise<number> {
+  let failed = 0;
+  for (const dataplane of [new NftablesDataplane(), new IptablesDataplane(new IptablesBackend({ backend: 'auto' }))]) {
+    try {
+      await dataplane.cleanup();
+    } catch (error) {
+      failed++;
+      log.error(`cleanup of the ${dataplane.mode} rules failed: ${(error as Error).message}`);
+    }
+  }
+  return failed > 0 ? 1 : 0;
+}
+
+async function syncOnce(agent: Agent, options: AgentOptions): Promise<number> {
+  const source = new ManifestSource(options.manifests!, agent.handler());
+  await source.start(false);
+  const report = await agent.sync(true);
+  process.stdout.write(`${JSON.stringify({ mode: options.proxyMode, services: report.services, endpoints: report.endpoints, syncMs: Math.round(report.ms * 100) / 100 })}\n`);
+  await agent.stop();
+  return agent.rejected.size > 0 ? 1 : 0;
+}
+
+/** The long-running agent: source → state → sync loop, with health and metrics, until SIGTERM. */
+async function run(agent: Agent, options: AgentOptions, log: Logger): Promise<number> {
+  const servers = [];
+  if (options.healthzBindAddress !== '') servers.push(await startHealthServer(options.healthzBindAddress, agent.health));
+  if (options.metricsBindAddress !== '') servers.push(await startMetricsServer(options.metricsBindAddress, agent.metrics, { healthz: agent.health }));
+  const source = options.manifests
+    ? new ManifestSource(options.manifests, agent.handler())
+    : new KubernetesSource({ kubeconfig: options.kubeconfig, master: options.master, nodeName: agent.state.nodeName, contentType: options.kubeApiContentType, qps: options.kubeApiQps, burst: options.kubeApiBurst }, agent.handler());
+  await (source instanceof ManifestSource ? source.start(true) : source.start());
+  log.info({ mode: options.proxyMode, node: agent.state.nodeName, source: options.manifests ?? 'kubernetes' }, 'kubenft started');
+  await agent.whenSynced();
+  agent.start();
+  await new Promise<void>((resolve) => {
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve());
   });
-  sync();
-}
-
-function reportFailure(error: unknown): void {
-  process.stderr.write(`kubenft: ${(error as Error).message}\n`);
+  // Like kube-proxy, stopping leaves the rules in place: traffic keeps flowing until a new agent
+  // adopts them. Only --cleanup removes them.
+  log.info('stopping; the loaded rules stay in place');
+  await source.stop();
+  await agent.stop();
+  await Promise.all(servers.map((server) => server.close()));
+  return 0;
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { values: options, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
-  const command = positionals[0] ?? 'run';
-  if (options.help) {
-    process.stdout.write(USAGE);
+  const options = parseOptions(argv);
+  if (options.command === 'help') {
+    process.stdout.write(helpText());
     return 0;
   }
-  if (command === 'render') {
-    if (!options.manifests) throw new Error('render needs --manifests PATH');
-    const { ruleset, skipped } = await planFromManifests(options.manifests, options);
-    process.stdout.write(options.json ? `${JSON.stringify(rulesetJson(ruleset))}\n` : rulesetText(ruleset));
-    return skipped > 0 ? 1 : 0;
-  }
-  if (command !== 'run' || positionals.length > 1) throw new Error(`unknown command ${JSON.stringify(positionals.join(' '))}`);
-  const backend = new NftablesBackend();
-  if (options.cleanup) {
-    await backend.cleanup();
+  if (options.command === 'version') {
+    process.stdout.write(`kubenft ${VERSION}\n`);
     return 0;
   }
-  if (!options.manifests) throw new Error('nothing to do: give --manifests PATH (or --cleanup); see --help');
-  if (options.once) return syncOnce(backend, options.manifests, options);
-  keepSyncing(backend, options.manifests, options);
-  return new Promise<number>((resolve) => {
-    for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve(0));
-  });
+  if (options.writeConfigTo) {
+    writeFileSync(options.writeConfigTo, kubeProxyConfigurationYAML(options));
+    return 0;
+  }
+  const log = logger(options.verbosity);
+  if (options.command === 'render') return render(options, log);
+  requireNetAdmin();
+  if (options.cleanup) return cleanup(log);
+  const agent = new Agent(options, dataplaneFor(options), log);
+  if (options.once) {
+    if (!options.manifests) throw new OptionsError('--once needs --manifests PATH');
+    return syncOnce(agent, options);
+  }
+  if (options.initOnly) return 0;
+  return run(agent, options, log);
 }
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: Error) => {
     process.stderr.write(`kubenft: ${error.message}\n`);
-    process.exit(2);
+    process.exit(error instanceof OptionsError ? 2 : 1);
   },
 );

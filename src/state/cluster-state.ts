@@ -63,6 +63,8 @@ export class ClusterState {
       this.changed.add(serviceKey(namespace, name));
     } else if (object.kind === 'EndpointSlice') {
       this.removeSlice(`${namespace}/${name}`);
+    } else if (object.kind === 'Endpoints') {
+      for (const slice of endpointsToSlices(object) as KubeObject[]) this.delete(slice);
     } else if (object.kind === 'Node' && name === this.nodeName) {
       this.node = undefined;
       this.nodeChanged = true;

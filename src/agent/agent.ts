@@ -1,0 +1,229 @@
+import { networkInterfaces, hostname } from 'node:os';
+import ipaddr from 'ipaddr.js';
+import type { Logger } from 'pino';
+import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../config.js';
+import { deleteFlows } from '../backend/conntrack.js';
+import type { AgentOptions } from '../options.js';
+import { ClusterState, type KubeObject } from '../state/cluster-state.js';
+import { ObjectError, serviceKey } from '../state/model.js';
+import { allServicePortViews } from '../state/service-ports.js';
+import { categorizeEndpoints } from '../state/topology.js';
+import type { SourceHandler } from '../source/kubernetes.js';
+import type { Dataplane } from './dataplane.js';
+import { ProxyHealth, ServiceHealthServers } from './healthz.js';
+import { ProxyMetrics } from './metrics.js';
+import { SyncRunner } from './sync-runner.js';
+import { UdpFlowTracker } from './udp-flows.js';
+
+// The node agent: the state fed by a source, a rate-limited sync loop that turns it into one
+// kernel transaction per sync (partial when only some services changed), and the health and
+// metrics that tell an operator whether it keeps up. A failed sync keeps the last good ruleset
+// loaded (the kernel applies a batch atomically) and makes the next sync a full one.
+
+const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
+
+export interface SyncReport {
+  kind: 'full' | 'partial';
+  ms: number;
+  services: number;
+  endpoints: number;
+}
+
+export function nodeNameOf(options: AgentOptions): string {
+  return (options.hostnameOverride ?? hostname()).trim().toLowerCase();
+}
+
+/** Local interface addresses inside the given CIDRs (for --nodeport-addresses CIDRs). */
+function localAddressesIn(cidrs: string[]): string[] {
+  const parsed = cidrs.map((cidr) => ipaddr.parseCIDR(cidr));
+  return Object.values(networkInterfaces()).flat().flatMap((entry) => {
+    if (!entry) return [];
+    const address = ipaddr.parse(entry.address.split('%')[0]);
+    return parsed.some((cidr) => address.kind() === cidr[0].kind() && address.match(cidr)) ? [address.toString()] : [];
+  });
+}
+
+export class Agent {
+  readonly state: ClusterState;
+  readonly metrics = new ProxyMetrics();
+  readonly health: ProxyHealth;
+  readonly serviceHealth: ServiceHealthServers;
+  readonly runner: SyncRunner;
+  /** Objects the last reads rejected, by kind/namespace/name. */
+  readonly rejected = new Map<string, ObjectError>();
+  private needFullSync = true;
+  private lastConfig = '';
+  private readonly udpFlows = new UdpFlowTracker();
+  private readonly triggerTimes: number[] = [];
+  private synced = false;
+  private hadGoodSync = false;
+  private readonly syncedWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly options: AgentOptions,
+    private readonly dataplane: Dataplane,
+    private readonly log: Logger,
+  ) {
+    this.state = new ClusterState(nodeNameOf(options));
+    this.health = new ProxyHealth({ healthTimeoutMs: 2 * options.syncPeriodMs, metrics: this.metrics });
+    this.serviceHealth = new ServiceHealthServers({ health: this.health });
+    this.runner = new SyncRunner((reason) => this.syncSafely(reason === 'periodic'), {
+      minIntervalMs: options.minSyncPeriodMs,
+      maxIntervalMs: options.syncPeriodMs,
+    });
+  }
+
+  /** What the planners need, from the options and what the Node object says about this node. */
+  proxyConfig(): ProxyConfig {
+    const { options } = this;
+    const node = this.state.node;
+    const nodeIPs = node?.addresses ?? [];
+    const wanted = options.nodePortAddresses.length > 0 ? options.nodePortAddresses : ['primary'];
+    const nodePortAddresses = [...new Set(wanted.flatMap((entry) => (entry === 'primary' ? nodeIPs : localAddressesIn([entry]))))];
+    return {
+      ...DEFAULT_PROXY_CONFIG,
+      nodeName: this.state.nodeName,
+      zone: node?.zone,
+      localCIDRs: options.detectLocalMode === 'NodeCIDR' ? node?.podCIDRs ?? [] : options.clusterCIDRs,
+      detectLocalMode: options.detectLocalMode,
+      masqueradeAll: options.masqueradeAll,
+      masqueradeBit: options.masqueradeBit,
+      serviceCIDRs: options.serviceCIDRs,
+      nodePortAddresses,
+      nodeIPs,
+    };
+  }
+
+  /** The source's callbacks: every change is tracked and asks the runner for a sync. */
+  handler(): SourceHandler {
+    const queue = () => {
+      this.health.queued();
+      this.metrics.recordQueued();
+      this.runner.run();
+    };
+    return {
+      apply: (object: KubeObject) => {
+        const id = `${object.kind}/${object.metadata?.namespace ?? ''}/${object.metadata?.name ?? ''}`;
+        try {
+          this.state.apply(object);
+          this.rejected.delete(id);
+          this.noteTriggerTime(object);
+        } catch (error) {
+          if (!(error instanceof ObjectError)) throw error;
+          this.rejected.set(id, error);
+          this.log.error({ kind: error.kind, namespace: error.namespace, name: error.objectName }, `skipped ${error.message}`);
+          return;
+        }
+        queue();
+      },
+      delete: (object: KubeObject) => {
+        this.state.delete(object);
+        this.rejected.delete(`${object.kind}/${object.metadata?.namespace ?? ''}/${object.metadata?.name ?? ''}`);
+        queue();
+      },
+      synced: () => {
+        this.synced = true;
+        for (const resolve of this.syncedWaiters.splice(0)) resolve();
+      },
+      problem: (message: string) => this.log.warn(message),
+    };
+  }
+
+  whenSynced(): Promise<void> {
+    return this.synced ? Promise.resolve() : new Promise((resolve) => this.syncedWaiters.push(resolve));
+  }
+
+  private noteTriggerTime(object: KubeObject): void {
+    const annotations = object.metadata?.annotations as Record<string, string> | undefined;
+    const trigger = Date.parse(annotations?.[TRIGGER_TIME_ANNOTATION] ?? '');
+    if (object.kind === 'EndpointSlice' && Number.isFinite(trigger)) this.triggerTimes.push(trigger);
+  }
+
+  /** One sync; throws on failure after recording it (the caller decides what a failure means). */
+  async sync(forceFull = false): Promise<SyncReport> {
+    const started = performance.now();
+    const changes = this.state.takeChanges();
+    const config = this.proxyConfig();
+    const configText = JSON.stringify(config);
+    const full = forceFull || this.needFullSync || changes.nodeLabelsChanged || configText !== this.lastConfig;
+    this.metrics.setPending(0, 0);
+    try {
+      const result = await this.dataplane.sync(this.state, config, full ? 'full' : changes.services);
+      this.needFullSync = false;
+      this.lastConfig = configText;
+      const ms = performance.now() - started;
+      this.metrics.recordSync(result.kind, ms / 1000, result.kernelMs / 1000);
+      this.health.updated();
+      const report = { kind: result.kind, ms, services: this.state.services.size, endpoints: this.state.endpointCount };
+      this.metrics.setSize(report.services, report.endpoints);
+      for (const trigger of this.triggerTimes.splice(0)) this.metrics.observeNetworkProgramming((Date.now() - trigger) / 1000);
+      await this.afterSync(config);
+      return report;
+    } catch (error) {
+      this.needFullSync = true;
+      this.dataplane.invalidate();
+      this.metrics.recordSyncFailure(this.dataplane.mode);
+      throw error;
+    }
+  }
+
+  private async syncSafely(periodic: boolean): Promise<void> {
+    try {
+      const report = await this.sync(periodic);
+      this.log.info(report, 'synced');
+    } catch (error) {
+      this.log.error({ err: error }, `sync failed, the previous ruleset stays loaded: ${(error as Error).message}`);
+      // Retry soon rather than waiting for the next change or the periodic sync.
+      setTimeout(() => this.runner.run(), this.options.minSyncPeriodMs).unref();
+    }
+  }
+
+  /** Conntrack cleanup, health-check ports and no-local-endpoint gauges: what follows a good sync. */
+  private async afterSync(config: ProxyConfig): Promise<void> {
+    const views = allServicePortViews(this.state);
+    let internalWithoutLocal = 0;
+    let externalWithoutLocal = 0;
+    const healthChecks = new Map<string, { namespace: string; name: string; healthCheckNodePort: number; localEndpoints: number }>();
+    for (const view of views) {
+      const categories = categorizeEndpoints(view, config);
+      if (view.service.internalTrafficPolicyLocal && categories.local.length === 0) internalWithoutLocal++;
+      if (view.service.externalTrafficPolicyLocal && categories.local.length === 0) externalWithoutLocal++;
+      const { service } = view;
+      if (service.healthCheckNodePort !== undefined && service.externalTrafficPolicyLocal) {
+        const key = serviceKey(service.namespace, service.name);
+        const known = healthChecks.get(key);
+        const localEndpoints = Math.max(known?.localEndpoints ?? 0, categories.local.length);
+        healthChecks.set(key, { namespace: service.namespace, name: service.name, healthCheckNodePort: service.healthCheckNodePort, localEndpoints });
+      }
+    }
+    this.metrics.setNoLocalEndpoints(internalWithoutLocal, externalWithoutLocal);
+    if (this.options.healthzBindAddress !== '') {
+      for (const failure of await this.serviceHealth.sync([...healthChecks.values()])) this.log.warn(failure.message);
+    }
+    const stale = this.udpFlows.staleFlows(views, config);
+    // At start-up every endpoint looks new; deleting flows then would only disturb live clients of a
+    // restarted agent, whose rules never stopped serving.
+    if (!this.hadGoodSync) {
+      this.hadGoodSync = true;
+      return;
+    }
+    let deleted = 0;
+    for (const filter of stale) {
+      try {
+        deleted += await deleteFlows(filter);
+      } catch (error) {
+        this.log.warn((error as Error).message);
+      }
+    }
+    if (deleted > 0) this.metrics.recordConntrackDeletions(deleted);
+  }
+
+  start(): void {
+    this.runner.start();
+  }
+
+  async stop(): Promise<void> {
+    this.runner.stop();
+    await this.serviceHealth.close();
+  }
+}

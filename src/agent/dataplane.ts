@@ -1,0 +1,65 @@
+import type { ProxyConfig } from '../config.js';
+import { IptablesBackend } from '../backend/iptables.js';
+import { NftablesBackend } from '../backend/nftables.js';
+import type { ClusterState } from '../state/cluster-state.js';
+import { allServicePortViews } from '../state/service-ports.js';
+import { NftablesProxier } from './nftables-proxier.js';
+
+// The two dataplanes behind one interface, so the agent's loop, metrics and health do not care
+// which one programs the kernel.
+
+export interface DataplaneSync {
+  kind: 'full' | 'partial';
+  /** Time spent in the kernel (nftables) or in iptables-restore. */
+  kernelMs: number;
+  /** Netlink messages (nftables) — 0 when nothing needed writing. */
+  messages: number;
+}
+
+export interface Dataplane {
+  readonly mode: 'nftables' | 'iptables';
+  sync(state: ClusterState, config: ProxyConfig, changed: Set<string> | 'full'): Promise<DataplaneSync>;
+  /** Forget what is loaded: the next sync rewrites everything. */
+  invalidate(): void;
+  cleanup(): Promise<void>;
+}
+
+export class NftablesDataplane implements Dataplane {
+  readonly mode = 'nftables';
+  private readonly proxier: NftablesProxier;
+
+  constructor(private readonly backend = new NftablesBackend()) {
+    this.proxier = new NftablesProxier(backend);
+  }
+
+  async sync(state: ClusterState, config: ProxyConfig, changed: Set<string> | 'full'): Promise<DataplaneSync> {
+    const result = await this.proxier.sync(state, config, changed);
+    return { kind: result.kind, kernelMs: result.kernelMs, messages: result.messages };
+  }
+
+  invalidate(): void {
+    this.proxier.invalidate();
+  }
+
+  cleanup(): Promise<void> {
+    return this.backend.cleanup();
+  }
+}
+
+export class IptablesDataplane implements Dataplane {
+  readonly mode = 'iptables';
+
+  constructor(private readonly backend: IptablesBackend) {}
+
+  /** iptables-restore rewrites kubenft's chains wholesale: every sync is a full one. */
+  async sync(state: ClusterState, config: ProxyConfig): Promise<DataplaneSync> {
+    const result = await this.backend.replace(allServicePortViews(state), config);
+    return { kind: 'full', kernelMs: result.restoreMs, messages: 0 };
+  }
+
+  invalidate(): void {}
+
+  cleanup(): Promise<void> {
+    return this.backend.cleanup();
+  }
+}
