@@ -143,19 +143,24 @@ export class NftablesProxier {
     const table = this.tables.get(family)!;
     const removed = new Map<string, SetElement[]>();
     const added = new Map<string, SetElement[]>();
+    // Retain the new elements before releasing the old ones, so an element the change keeps never
+    // drops to zero owners and is neither deleted nor re-added.
+    for (const plan of after) {
+      for (const [setName, elements] of Object.entries(plan.elements)) {
+        for (const element of elements) if (this.retain(table, setName, element)) push(added, setName, element);
+      }
+    }
     for (const plan of before) {
       for (const [setName, elements] of Object.entries(plan.elements)) {
         for (const element of elements) if (this.release(table, setName, element)) push(removed, setName, element);
       }
     }
-    for (const plan of after) {
-      for (const [setName, elements] of Object.entries(plan.elements)) {
-        for (const element of elements) {
-          if (this.retain(table, setName, element)) push(added, setName, element);
-        }
-      }
+    for (const [setName, element] of changedVerdicts(before, after)) {
+      // Same key, new verdict (e.g. a traffic policy moved the entry to another chain): replace it.
+      table.shared.get(setName)!.get(elementKey(element))!.element = element;
+      push(removed, setName, element);
+      push(added, setName, element);
     }
-    // An element removed and re-added with the same key (e.g. a verdict that changed chain) is a replacement.
     for (const [setName, elements] of removed) {
       if (elements.length > 0) transaction.deleteElements(family, tableName, table.sets.get(setName)!, elements);
     }
@@ -173,6 +178,20 @@ export class NftablesProxier {
     for (const chain of newChains.values()) for (const rule of chain.rules) transaction.addRule(family, tableName, chain.name, rule);
     for (const [setName, elements] of added) transaction.addElements(family, tableName, table.sets.get(setName)!, elements);
   }
+}
+
+const verdictText = (element: SetElement) => JSON.stringify(element.verdict ?? null);
+
+/** Map elements whose key a service keeps but whose verdict it changes. */
+function changedVerdicts(before: ServicePortPlan[], after: ServicePortPlan[]): [string, SetElement][] {
+  const previous = new Map<string, SetElement>();
+  for (const plan of before) {
+    for (const [setName, elements] of Object.entries(plan.elements)) for (const element of elements) previous.set(`${setName} ${elementKey(element)}`, element);
+  }
+  return after.flatMap((plan) => Object.entries(plan.elements).flatMap(([setName, elements]) => elements.flatMap((element): [string, SetElement][] => {
+    const old = previous.get(`${setName} ${elementKey(element)}`);
+    return old && verdictText(old) !== verdictText(element) ? [[setName, element]] : [];
+  })));
 }
 
 function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {

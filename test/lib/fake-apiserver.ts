@@ -66,7 +66,11 @@ export class FakeApiServer {
   private port = 0;
   private directory: string | undefined;
 
-  private constructor() {
+  /**
+   * With a socket path the server listens on that Unix socket instead of TCP: unlike a TCP port,
+   * a socket file is reachable from inside another network namespace (through a forwarder there).
+   */
+  private constructor(private readonly socketPath?: string) {
     this.server = createServer((request, response) => this.handle(request, response));
     this.server.on('connection', (socket) => {
       this.sockets.add(socket);
@@ -74,9 +78,9 @@ export class FakeApiServer {
     });
   }
 
-  /** Listens on 127.0.0.1 on a random port. */
-  static async create(): Promise<FakeApiServer> {
-    const server = new FakeApiServer();
+  /** Listens on 127.0.0.1 on a random port, or on the given Unix socket. */
+  static async create(socketPath?: string): Promise<FakeApiServer> {
+    const server = new FakeApiServer(socketPath);
     await server.start();
     return server;
   }
@@ -89,11 +93,17 @@ export class FakeApiServer {
   start(): Promise<void> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(this.port, '127.0.0.1', () => {
+      const listening = () => {
         this.server.off('error', reject);
-        this.port = (this.server.address() as AddressInfo).port;
+        if (!this.socketPath) this.port = (this.server.address() as AddressInfo).port;
         resolve();
-      });
+      };
+      if (this.socketPath) {
+        rmSync(this.socketPath, { force: true });
+        this.server.listen(this.socketPath, listening);
+      } else {
+        this.server.listen(this.port, '127.0.0.1', listening);
+      }
     });
   }
 
@@ -111,13 +121,13 @@ export class FakeApiServer {
   }
 
   /** A kubeconfig pointing at this server over plain HTTP (which client-node allows only with TLS verification off). */
-  kubeconfigPath(): string {
+  kubeconfigPath(server = this.url): string {
     this.directory ??= mkdtempSync(join(tmpdir(), 'fake-apiserver-'));
     const path = join(this.directory, 'kubeconfig');
     const kubeconfig = {
       apiVersion: 'v1',
       kind: 'Config',
-      clusters: [{ name: 'fake', cluster: { server: this.url, 'insecure-skip-tls-verify': true } }],
+      clusters: [{ name: 'fake', cluster: { server, 'insecure-skip-tls-verify': true } }],
       users: [{ name: 'tester', user: { token: 'fake-token' } }],
       contexts: [{ name: 'fake', context: { cluster: 'fake', user: 'tester' } }],
       'current-context': 'fake',

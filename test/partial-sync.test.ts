@@ -1,0 +1,74 @@
+// A partial sync writes only the changed service's objects. The transaction is recorded instead of
+// committed (the kernel side of partial syncs is exercised with packets in agent.test.ts).
+import t from 'tap';
+import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
+import { NftablesBackend, type SyncTimings } from '../src/backend/nftables.js';
+import type { NftTransaction } from '../src/backend/nft-transaction.js';
+import { NftablesProxier } from '../src/agent/nftables-proxier.js';
+import type { Ruleset } from '../src/plan/ruleset.js';
+import { ClusterState } from '../src/state/cluster-state.js';
+import { service, slice } from './lib/manifests.js';
+
+class RecordingBackend extends NftablesBackend {
+  transactions: string[][] = [];
+  override async replace(_ruleset: Ruleset): Promise<SyncTimings> {
+    this.transactions.push(['full replace']);
+    return { messages: 0, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0 };
+  }
+  override async commit(transaction: NftTransaction): Promise<SyncTimings> {
+    this.transactions.push(Array.from({ length: transaction.messageCount }, (_, index) => transaction.describe(index)));
+    return { messages: transaction.messageCount, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0 };
+  }
+}
+
+const endpointsOf = (index: number, hosts: number[]) => hosts.map((host) => ({ ip: `10.${200 + host}.${Math.floor(index / 250)}.${(index % 250) + 1}` }));
+
+t.test('after one endpoint change among 1,000 services only that service is in the transaction', async (t) => {
+  const state = new ClusterState('node-1');
+  for (let index = 0; index < 1000; index++) {
+    state.apply(service(`svc-${index}`, `10.0.${10 + Math.floor(index / 250)}.${(index % 250) + 1}`, [{ port: 80, targetPort: 9376 }]));
+    state.apply(slice(`svc-${index}`, [{ port: 9376 }], endpointsOf(index, [1, 2, 3])));
+  }
+  const backend = new RecordingBackend();
+  const proxier = new NftablesProxier(backend);
+  const config = { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1' };
+  t.equal((await proxier.sync(state, config, state.takeChanges().services)).kind, 'full', 'the first sync is full');
+
+  state.apply(slice('svc-500', [{ port: 9376 }], endpointsOf(500, [1, 2])));
+  const result = await proxier.sync(state, config, state.takeChanges().services);
+  t.equal(result.kind, 'partial');
+  const transaction = backend.transactions.at(-1)!;
+  t.same(transaction, [
+    'removal of elements from hairpin-endpoints',
+    'flush of chain svc/default/svc-500/tcp/80',
+    'rule in chain svc/default/svc-500/tcp/80',
+    'rule in chain svc/default/svc-500/tcp/80',
+  ], 'flush and refill of one chain, minus one hairpin element');
+
+  state.delete(service('svc-7', '10.0.10.8', [{ port: 80 }]));
+  const removal = await proxier.sync(state, config, state.takeChanges().services);
+  t.equal(removal.kind, 'partial');
+  t.same(backend.transactions.at(-1), [
+    'removal of elements from cluster-ips',
+    'removal of elements from service-ips',
+    'removal of elements from hairpin-endpoints',
+    'flush of chain svc/default/svc-7/tcp/80',
+    'delete of chain svc/default/svc-7/tcp/80',
+  ], 'a deleted service takes its elements and chain with it');
+});
+
+t.test('an element shared by two services stays until its last owner goes', async (t) => {
+  const state = new ClusterState('node-1');
+  for (const name of ['one', 'two']) {
+    state.apply(service(name, name === 'one' ? '10.0.0.1' : '10.0.0.2', [{ port: 80 }]));
+    state.apply(slice(name, [{ port: 80 }], [{ ip: '10.244.1.1' }]));
+  }
+  const backend = new RecordingBackend();
+  const proxier = new NftablesProxier(backend);
+  const config = { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1' };
+  await proxier.sync(state, config, 'full');
+  state.takeChanges();
+  state.delete(service('one', '10.0.0.1', [{ port: 80 }]));
+  await proxier.sync(state, config, state.takeChanges().services);
+  t.notOk(backend.transactions.at(-1)!.includes('removal of elements from hairpin-endpoints'), 'the shared hairpin pair stays');
+});

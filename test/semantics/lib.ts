@@ -1,0 +1,184 @@
+// Shared harness for the Service-semantics suite: one topology per test file, kubenft loaded in
+// either mode with the same flags, probes from the three kinds of client (outside the node, the
+// node itself, a pod), and the `kubenft render` examples each behaviour keeps in examples/.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createTopology, EXTERNAL, type PodSpec, type Topology, type TopologySpec } from '../../scripts/lib/topology.js';
+import type { AttemptResult, ProbeReport } from '../../scripts/lib/probe.js';
+import type { Test } from 'tap';
+import { kubenft, syncOnce } from '../lib/kubenft.js';
+import { ManifestFile, node } from '../lib/manifests.js';
+
+export const MODES = ['nftables', 'iptables'] as const;
+export type Mode = (typeof MODES)[number];
+
+export const NODE_NAME = 'node-1';
+export const OTHER_NODE = 'node-2';
+export const ZONE = 'zone-a';
+export const CLUSTER_CIDRS = ['10.244.0.0/16', 'fd00:244::/48'];
+export const SERVICE_CIDRS = ['10.0.0.0/16', 'fd00:10:96::/108'];
+export { EXTERNAL };
+
+/** The flags every case runs with; a case adds its own after them. */
+export const BASE_FLAGS = [
+  '--hostname-override', NODE_NAME,
+  '--cluster-cidr', CLUSTER_CIDRS.join(','),
+  '--service-cidr', SERVICE_CIDRS.join(','),
+];
+
+/** This node as the manifests describe it: its addresses (NodePort `primary`), zone label and podCIDRs. */
+export const thisNode = (options: { zone?: string; podCIDRs?: string[] } = {}) =>
+  node(NODE_NAME, [EXTERNAL.nodeIPv4, EXTERNAL.nodeIPv6], { zone: ZONE, podCIDRs: ['10.244.1.0/24', 'fd00:244:0:1::/64'], ...options });
+
+/** The gateway address the node holds towards a pod: what a masqueraded connection shows the pod as its source. */
+export const gatewayOf = (podAddress: string) =>
+  podAddress.includes(':') ? `${podAddress.split(':').slice(0, 4).join(':')}::1` : `${podAddress.split('.').slice(0, 3).join('.')}.1`;
+
+export type Answer = Extract<AttemptResult, { ok: true }>;
+export const answers = (report: ProbeReport): Answer[] => report.results.filter((result): result is Answer => result.ok);
+export const errors = (report: ProbeReport): string[] => report.results.flatMap((result) => (result.ok ? [] : [result.error]));
+/** Which pods answered, sorted and without repeats. */
+export const podsOf = (report: ProbeReport) => [...new Set(answers(report).map((answer) => answer.pod))].sort();
+/** The source addresses the endpoints saw, sorted and without repeats. */
+export const sourcesOf = (report: ProbeReport) => [...new Set(answers(report).map((answer) => answer.remote))].sort();
+
+export interface ProbeTarget {
+  address: string;
+  port: number;
+  protocol?: 'tcp' | 'udp';
+  count?: number;
+  timeoutMs?: number;
+  sourcePort?: number;
+}
+
+/** Where a probe starts: outside the node, on the node, or in a pod (by pod name). */
+export type From = 'client' | 'node' | string;
+
+const EXAMPLES = join(dirname(fileURLToPath(import.meta.url)), 'examples');
+
+export class Semantics {
+  readonly manifests = new ManifestFile();
+  private loaded: Mode | undefined;
+
+  private constructor(readonly topology: Topology) {}
+
+  /** A topology for one test file, destroyed (with everything in it) when the file's tests end. */
+  static async create(t: Test, spec: TopologySpec): Promise<Semantics> {
+    const topology = await createTopology(spec);
+    const semantics = new Semantics(topology);
+    t.teardown(async () => {
+      semantics.manifests.remove();
+      await topology.destroy();
+    });
+    return semantics;
+  }
+
+  pod(name: string) {
+    const pod = this.topology.pods.find((candidate) => candidate.name === name);
+    if (!pod) throw new Error(`no pod ${name}`);
+    return pod;
+  }
+
+  namespaceOf(from: From): string {
+    if (from === 'client') return this.topology.client;
+    if (from === 'node') return this.topology.node;
+    return this.pod(from).ns;
+  }
+
+  /** Programs the node with `objects` in `mode` (removing the other mode's rules first) and forgets old flows. */
+  async load(mode: Mode, objects: unknown[], flags: string[] = []): Promise<void> {
+    if (this.loaded !== mode) await this.cleanup();
+    this.manifests.write(objects);
+    await syncOnce(this.topology, this.manifests.path, '--proxy-mode', mode, ...BASE_FLAGS, ...flags);
+    this.loaded = mode;
+    await this.flushConntrack();
+  }
+
+  async cleanup(): Promise<void> {
+    const result = await kubenft(this.topology, ['--cleanup']);
+    if (result.code !== 0) throw new Error(`kubenft --cleanup exited ${result.code}: ${result.stderr}`);
+    this.loaded = undefined;
+  }
+
+  /** Earlier cases' NAT decisions live in conntrack; each case starts without them. */
+  async flushConntrack(): Promise<void> {
+    await this.exec('node', ['conntrack', '-F']);
+  }
+
+  async exec(from: From, argv: string[]): Promise<string> {
+    const result = await this.topology.exec(this.namespaceOf(from), argv);
+    if (result.code !== 0) throw new Error(`${argv.join(' ')} exited ${result.code}: ${result.stderr}`);
+    return result.stdout;
+  }
+
+  probe(from: From, target: ProbeTarget): Promise<ProbeReport> {
+    return this.topology.probe(this.namespaceOf(from), {
+      address: target.address,
+      port: target.port,
+      protocol: target.protocol ?? 'tcp',
+      count: target.count ?? 4,
+      timeoutMs: target.timeoutMs ?? 1500,
+      sourcePort: target.sourcePort,
+    });
+  }
+
+  /** What the node has loaded in `mode`: the nftables tables, or iptables-save of both families. */
+  async loadedRules(mode: Mode): Promise<string> {
+    if (mode === 'nftables') return this.exec('node', ['nft', 'list', 'ruleset']);
+    return (await this.exec('node', ['iptables-save'])) + (await this.exec('node', ['ip6tables-save']));
+  }
+
+  /**
+   * The nftables render of a case against its example file: rendered in the node namespace (so
+   * --nodeport-addresses CIDRs resolve against the node's interfaces), compared with
+   * examples/<name>.nft; KUBENFT_UPDATE_EXAMPLES=1 rewrites the file instead.
+   */
+  async checkExample(t: Test, name: string, objects: unknown[], flags: string[] = []): Promise<void> {
+    const manifests = new ManifestFile(objects);
+    try {
+      const args = [...BASE_FLAGS, ...flags];
+      const result = await kubenft(this.topology, ['render', '--manifests', manifests.path, ...args]);
+      t.equal(result.code, 0, result.stderr);
+      const text = `# kubenft render --manifests ${name}.yaml ${args.join(' ')}\n${result.stdout}`;
+      const path = join(EXAMPLES, `${name}.nft`);
+      if (process.env.KUBENFT_UPDATE_EXAMPLES === '1' || !existsSync(path)) {
+        if (process.env.KUBENFT_UPDATE_EXAMPLES !== '1') t.fail(`${path} was missing; written now`);
+        writeFileSync(path, text);
+      }
+      t.equal(text, readFileSync(path, 'utf8'), `render output matches examples/${name}.nft`);
+    } finally {
+      manifests.remove();
+    }
+  }
+}
+
+export interface Behaviour {
+  /** The example file's name, and the prefix of the subtests' names. */
+  name: string;
+  objects: unknown[];
+  flags?: string[];
+  /** Modes that cannot show this behaviour, with the reason (kube-proxy's iptables mode lacks it). */
+  skip?: Partial<Record<Mode, string>>;
+}
+
+/**
+ * One behaviour, one test body, every mode: a render check against the example, then a subtest
+ * per mode that loads the case and runs `body`.
+ */
+export async function behaviour(t: Test, semantics: Semantics, spec: Behaviour, body: (t: Test, mode: Mode) => Promise<void>): Promise<void> {
+  await t.test(`${spec.name}: render matches the example`, (t) => semantics.checkExample(t, spec.name, spec.objects, spec.flags));
+  for (const mode of MODES) {
+    const reason = spec.skip?.[mode];
+    if (reason) {
+      await t.test(`${spec.name} (${mode}) skipped: ${reason}`, { skip: reason }, async () => {});
+      continue;
+    }
+    await t.test(`${spec.name} (${mode})`, async (t) => {
+      await semantics.load(mode, spec.objects, spec.flags);
+      await body(t, mode);
+    });
+  }
+}
+
+export type { PodSpec, Topology };
