@@ -65,6 +65,12 @@ export interface NodeInfo {
   labels: Record<string, string>;
 }
 
+const PLAIN = /^[A-Za-z0-9][-A-Za-z0-9._]{0,99}$/;
+
+/** A name from the input, fit for one log line: quoted and shortened unless it is plainly safe. */
+export const printable = (text: string) =>
+  PLAIN.test(text) ? text : JSON.stringify(text.length > 100 ? `${text.slice(0, 100)}…` : text);
+
 /** A rejected input object: kind/namespace/name and why, reported and skipped. */
 export class ObjectError extends Error {
   constructor(
@@ -73,7 +79,7 @@ export class ObjectError extends Error {
     readonly objectName: string | undefined,
     readonly reason: string,
   ) {
-    super(`${kind} ${namespace ? `${namespace}/` : ''}${objectName ?? '<unnamed>'}: ${reason}`);
+    super(`${printable(kind)} ${namespace ? `${printable(namespace)}/` : ''}${objectName === undefined ? '<unnamed>' : printable(objectName)}: ${reason}`);
   }
 }
 

@@ -16,7 +16,7 @@ const ZONE_LABEL = 'topology.kubernetes.io/zone';
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
 class Reader {
-  constructor(private readonly fail: (reason: string) => never) {}
+  constructor(readonly fail: (reason: string) => never) {}
 
   object(value: unknown, path: string): Raw {
     if (!isObject(value)) this.fail(`${path} must be an object`);
@@ -99,6 +99,20 @@ export function parseCIDR(text: string, what: string): string {
   }).cidr(text, what);
 }
 
+// Kubernetes' own name rules. They also keep every name safe inside nft identifiers, iptables
+// comments and log lines, which is why they are enforced here even for objects from files.
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS1035_LABEL = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const NAME_RULES: Record<string, { pattern: RegExp; rule: string }> = {
+  Service: { pattern: DNS1035_LABEL, rule: 'a DNS-1035 label (lower-case letters, digits and "-", at most 63, starting with a letter)' },
+  EndpointSlice: { pattern: DNS1123_SUBDOMAIN, rule: 'a DNS-1123 subdomain' },
+  Endpoints: { pattern: DNS1035_LABEL, rule: 'a DNS-1035 label' },
+  Node: { pattern: DNS1123_SUBDOMAIN, rule: 'a DNS-1123 subdomain' },
+};
+/** Kubernetes caps an EndpointSlice at 1000 endpoints; more is not a slice any controller wrote. */
+export const MAX_SLICE_ENDPOINTS = 1000;
+
 function readerFor(kind: string, raw: unknown): { read: Reader; metadata: { namespace: string; name: string } } {
   const meta = isObject(raw) && isObject(raw.metadata) ? raw.metadata : {};
   const namespace = typeof meta.namespace === 'string' && meta.namespace ? meta.namespace : 'default';
@@ -106,7 +120,11 @@ function readerFor(kind: string, raw: unknown): { read: Reader; metadata: { name
   const read = new Reader((reason) => {
     throw new ObjectError(kind, namespace, name, reason);
   });
+  if (!isObject(raw)) read.object(raw, 'the object');
   if (name === undefined || name === '') read.string(undefined, 'metadata.name');
+  const rule = NAME_RULES[kind];
+  if (!rule.pattern.test(name as string)) read.fail(`metadata.name is not ${rule.rule}`);
+  if (kind !== 'Node' && !DNS1123_LABEL.test(namespace)) read.fail('metadata.namespace is not a DNS-1123 label');
   return { read, metadata: { namespace, name: name as string } };
 }
 
@@ -116,7 +134,7 @@ export function normalizeService(raw: unknown): ServiceInfo | undefined {
   const spec = read.object((raw as Raw).spec, 'spec');
   const type = spec.type ?? 'ClusterIP';
   if (type === 'ExternalName') return undefined;
-  if (type !== 'ClusterIP' && type !== 'NodePort' && type !== 'LoadBalancer') read.string(undefined, `spec.type ${JSON.stringify(type)}: type`);
+  if (type !== 'ClusterIP' && type !== 'NodePort' && type !== 'LoadBalancer') read.fail(`spec.type ${JSON.stringify(type)} is not ClusterIP, NodePort, LoadBalancer or ExternalName`);
 
   const primary = spec.clusterIP;
   const headless = primary === 'None';
@@ -124,10 +142,14 @@ export function normalizeService(raw: unknown): ServiceInfo | undefined {
   const clusterIPsRaw = headless ? [] : listed.length > 0 ? listed : primary === undefined || primary === null || primary === '' ? [] : [primary];
   const clusterIPs = clusterIPsRaw.map((ip, index) => read.address(ip, `spec.clusterIPs[${index}]`));
   if (primary && !headless && clusterIPs.length > 0 && read.address(primary, 'spec.clusterIP') !== clusterIPs[0]) {
-    read.string(undefined, `spec.clusterIP ${String(primary)} differs from spec.clusterIPs[0]; spec.clusterIP`);
+    read.fail(`spec.clusterIP ${String(primary)} differs from spec.clusterIPs[0]`);
   }
+  read.list(spec.ipFamilies, 'spec.ipFamilies').forEach((family, index) => {
+    const expected = family === 'IPv4' ? 4 : family === 'IPv6' ? 6 : read.fail(`spec.ipFamilies[${index}] ${JSON.stringify(family)} is not IPv4 or IPv6`);
+    if (index < clusterIPs.length && familyOf(clusterIPs[index]) !== expected) read.fail(`spec.clusterIPs[${index}] ${clusterIPs[index]} is not of family ${family}`);
+  });
   if (clusterIPs.length === 2 && familyOf(clusterIPs[0]) === familyOf(clusterIPs[1])) {
-    read.string(undefined, 'spec.clusterIPs holds two addresses of one family; spec.clusterIPs');
+    read.fail('spec.clusterIPs holds two addresses of one family');
   }
 
   const names = new Set<string>();
@@ -135,7 +157,8 @@ export function normalizeService(raw: unknown): ServiceInfo | undefined {
     const path = `spec.ports[${index}]`;
     const port = read.object(entry, path);
     const name = read.optionalString(port.name, `${path}.name`) ?? '';
-    if (names.has(name)) read.string(undefined, `${path}.name ${JSON.stringify(name)} is used twice; ${path}.name`);
+    if (name !== '' && !DNS1123_LABEL.test(name)) read.fail(`${path}.name is not a DNS-1123 label`);
+    if (names.has(name)) read.fail(`${path}.name ${JSON.stringify(name)} is used twice`);
     names.add(name);
     const number = read.port(port.port, `${path}.port`);
     const target = port.targetPort;
@@ -144,7 +167,7 @@ export function normalizeService(raw: unknown): ServiceInfo | undefined {
     const nodePort = port.nodePort === undefined || port.nodePort === null || port.nodePort === 0 ? undefined : read.port(port.nodePort, `${path}.nodePort`);
     return { name, protocol: read.protocol(port.protocol, `${path}.protocol`), port: number, targetPort, nodePort };
   });
-  if (!headless && clusterIPs.length > 0 && ports.length === 0) read.string(undefined, 'spec.ports');
+  if (!headless && clusterIPs.length > 0 && ports.length === 0) read.fail('spec.ports is empty');
 
   const status = read.optionalObject((raw as Raw).status, 'status');
   const loadBalancer = read.optionalObject(status.loadBalancer, 'status.loadBalancer');
@@ -156,7 +179,7 @@ export function normalizeService(raw: unknown): ServiceInfo | undefined {
   const affinityConfig = read.optionalObject(read.optionalObject(spec.sessionAffinityConfig, 'spec.sessionAffinityConfig').clientIP, 'spec.sessionAffinityConfig.clientIP');
   const timeout = affinityConfig.timeoutSeconds ?? 10800;
   if (affinity && (typeof timeout !== 'number' || !Number.isInteger(timeout) || timeout < 1 || timeout > 86400)) {
-    read.string(undefined, `spec.sessionAffinityConfig.clientIP.timeoutSeconds ${JSON.stringify(timeout)} is not 1-86400; timeout`);
+    read.fail(`spec.sessionAffinityConfig.clientIP.timeoutSeconds ${JSON.stringify(timeout)} is not 1-86400`);
   }
 
   return {
@@ -184,7 +207,7 @@ export function normalizeEndpointSlice(raw: unknown): EndpointSliceInfo | undefi
   const serviceName = labels[SERVICE_NAME_LABEL];
   const addressType = (raw as Raw).addressType;
   if (addressType === 'FQDN' || serviceName === undefined) return undefined;
-  if (addressType !== 'IPv4' && addressType !== 'IPv6') read.string(undefined, `addressType ${JSON.stringify(addressType)} is not IPv4 or IPv6; addressType`);
+  if (addressType !== 'IPv4' && addressType !== 'IPv6') read.fail(`addressType ${JSON.stringify(addressType)} is not IPv4 or IPv6`);
   const family: IPFamily = addressType === 'IPv6' ? 6 : 4;
 
   const ports = read.list((raw as Raw).ports, 'ports').flatMap((entry, index): EndpointSlicePort[] => {
@@ -198,11 +221,13 @@ export function normalizeEndpointSlice(raw: unknown): EndpointSliceInfo | undefi
     }];
   });
 
-  const endpoints = read.list((raw as Raw).endpoints, 'endpoints').map((entry, index): EndpointInfo => {
+  const rawEndpoints = read.list((raw as Raw).endpoints, 'endpoints');
+  if (rawEndpoints.length > MAX_SLICE_ENDPOINTS) read.fail(`endpoints holds ${rawEndpoints.length} endpoints, more than the ${MAX_SLICE_ENDPOINTS} a slice may`);
+  const endpoints = rawEndpoints.map((entry, index): EndpointInfo => {
     const path = `endpoints[${index}]`;
     const endpoint = read.object(entry, path);
     const addresses = read.list(endpoint.addresses, `${path}.addresses`);
-    if (addresses.length === 0) read.string(undefined, `${path}.addresses`);
+    if (addresses.length === 0) read.fail(`${path}.addresses is empty`);
     const conditions = read.optionalObject(endpoint.conditions, `${path}.conditions`);
     const ready = read.boolean(conditions.ready, `${path}.conditions.ready`, true);
     const hints = read.optionalObject(endpoint.hints, `${path}.hints`);
@@ -220,7 +245,8 @@ export function normalizeEndpointSlice(raw: unknown): EndpointSliceInfo | undefi
     };
   });
 
-  return { namespace: metadata.namespace, name: metadata.name, serviceName: read.string(serviceName, `metadata.labels["${SERVICE_NAME_LABEL}"]`), family, ports, endpoints };
+  if (typeof serviceName !== 'string' || !DNS1035_LABEL.test(serviceName)) read.fail(`metadata.labels["${SERVICE_NAME_LABEL}"] is not a Service name`);
+  return { namespace: metadata.namespace, name: metadata.name, serviceName: serviceName as string, family, ports, endpoints };
 }
 
 export function normalizeNode(raw: unknown): NodeInfo {
