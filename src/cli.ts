@@ -12,7 +12,6 @@ import { iptablesRestoreInput, planIptables } from './plan/iptables.js';
 import { planRuleset } from './plan/planner.js';
 import { rulesetJson } from './plan/render-json.js';
 import { rulesetText } from './plan/render-text.js';
-import { KubernetesSource } from './source/kubernetes.js';
 import { ManifestSource } from './source/manifest-watch.js';
 import { allServicePortViews } from './state/service-ports.js';
 
@@ -77,14 +76,21 @@ async function syncOnce(agent: Agent, options: AgentOptions): Promise<number> {
   return agent.rejected.size > 0 ? 1 : 0;
 }
 
+/** client-node is large: it is loaded only when the API is the source, so manifest runs start fast. */
+async function kubernetesSource(options: AgentOptions, agent: Agent) {
+  const { KubernetesSource } = await import('./source/kubernetes.js');
+  return new KubernetesSource({
+    kubeconfig: options.kubeconfig, master: options.master, nodeName: agent.state.nodeName,
+    contentType: options.kubeApiContentType, qps: options.kubeApiQps, burst: options.kubeApiBurst,
+  }, agent.handler());
+}
+
 /** The long-running agent: source → state → sync loop, with health and metrics, until SIGTERM. */
 async function run(agent: Agent, options: AgentOptions, log: Logger): Promise<number> {
   const servers = [];
   if (options.healthzBindAddress !== '') servers.push(await startHealthServer(options.healthzBindAddress, agent.health));
   if (options.metricsBindAddress !== '') servers.push(await startMetricsServer(options.metricsBindAddress, agent.metrics, { healthz: agent.health }));
-  const source = options.manifests
-    ? new ManifestSource(options.manifests, agent.handler())
-    : new KubernetesSource({ kubeconfig: options.kubeconfig, master: options.master, nodeName: agent.state.nodeName, contentType: options.kubeApiContentType, qps: options.kubeApiQps, burst: options.kubeApiBurst }, agent.handler());
+  const source = options.manifests ? new ManifestSource(options.manifests, agent.handler()) : await kubernetesSource(options, agent);
   await (source instanceof ManifestSource ? source.start(true) : source.start());
   log.info({ mode: options.proxyMode, node: agent.state.nodeName, source: options.manifests ?? 'kubernetes' }, 'kubenft started');
   await agent.whenSynced();
