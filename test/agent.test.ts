@@ -10,7 +10,7 @@ import { projectRoot } from '../src/backend/native.js';
 import { createTopology, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';
 import { FakeApiServer } from './lib/fake-apiserver.js';
-import { CLI } from './lib/kubenft.js';
+import { CLI, metricValue, scrape as scrapeFrom } from './lib/kubenft.js';
 import { node, service, slice } from './lib/manifests.js';
 
 const PODS = [
@@ -51,13 +51,8 @@ const answeredBy = async (address: string, count = 12) => {
 };
 const allAnswered = (counts: Record<string, number>, count: number) => PODS.reduce((sum, pod) => sum + (counts[pod.name] ?? 0), 0) === count;
 
-/** GETs a URL from inside the node namespace, where the agent's servers listen. */
-async function scrape(url: string): Promise<{ status: number; body: string }> {
-  const script = `const r = await fetch(${JSON.stringify(url)}); console.log(JSON.stringify({ status: r.status, body: await r.text() }));`;
-  const result = await topology.exec(topology.node, ['node', '--input-type=module', '-e', script]);
-  return JSON.parse(result.stdout);
-}
-const metric = (body: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(body)?.[1] ?? NaN);
+const scrape = (url: string) => scrapeFrom(topology, url);
+const metric = metricValue;
 
 t.test('the agent lists, syncs, and serves the existing service', async (t) => {
   t.ok(await eventually(async () => allAnswered(await answeredBy('10.0.1.175', 6), 6)), 'the VIP answers from the endpoints');

@@ -39,6 +39,7 @@ t.test('after one endpoint change among 1,000 services only that service is in t
   t.equal(result.kind, 'partial');
   const transaction = backend.transactions.at(-1)!;
   t.same(transaction, [
+    'table ip kubenft',
     'removal of elements from hairpin-endpoints',
     'flush of chain svc/default/svc-500/tcp/80',
     'rule in chain svc/default/svc-500/tcp/80',
@@ -49,6 +50,7 @@ t.test('after one endpoint change among 1,000 services only that service is in t
   const removal = await proxier.sync(state, config, state.takeChanges().services);
   t.equal(removal.kind, 'partial');
   t.same(backend.transactions.at(-1), [
+    'table ip kubenft',
     'removal of elements from cluster-ips',
     'removal of elements from service-ips',
     'removal of elements from hairpin-endpoints',

@@ -10,6 +10,7 @@ import { allServicePortViews } from '../state/service-ports.js';
 import { categorizeEndpoints } from '../state/topology.js';
 import type { SourceHandler } from '../source/kubernetes.js';
 import type { Dataplane } from './dataplane.js';
+import type { DriftWatch } from './drift.js';
 import { ProxyHealth, ServiceHealthServers } from './healthz.js';
 import { ProxyMetrics } from './metrics.js';
 import { SyncRunner } from './sync-runner.js';
@@ -57,6 +58,7 @@ export class Agent {
   private readonly triggerTimes: number[] = [];
   private synced = false;
   private hadGoodSync = false;
+  private drift: DriftWatch | undefined;
   private readonly syncedWaiters: (() => void)[] = [];
 
   constructor(
@@ -220,9 +222,20 @@ export class Agent {
 
   start(): void {
     this.runner.start();
+    this.drift = this.dataplane.watchDrift?.(
+      (differences) => {
+        this.log.warn({ differences }, 'kubenft\'s rules were changed by someone else; restoring them');
+        this.metrics.recordDriftRepair();
+        this.needFullSync = true;
+        this.health.queued();
+        this.runner.run();
+      },
+      (error) => this.log.debug(`drift check: ${error.message}`),
+    );
   }
 
   async stop(): Promise<void> {
+    this.drift?.stop();
     this.runner.stop();
     await this.serviceHealth.close();
   }

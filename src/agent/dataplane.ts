@@ -3,6 +3,7 @@ import { IptablesBackend } from '../backend/iptables.js';
 import { NftablesBackend } from '../backend/nftables.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import { allServicePortViews } from '../state/service-ports.js';
+import { DriftWatch } from './drift.js';
 import { NftablesProxier } from './nftables-proxier.js';
 
 // The two dataplanes behind one interface, so the agent's loop, metrics and health do not care
@@ -22,6 +23,8 @@ export interface Dataplane {
   /** Forget what is loaded: the next sync rewrites everything. */
   invalidate(): void;
   cleanup(): Promise<void>;
+  /** Starts watching for changes made by others to what this dataplane loaded, where it can. */
+  watchDrift?(onDrift: (differences: string[]) => void, onError: (error: Error) => void): DriftWatch;
 }
 
 export class NftablesDataplane implements Dataplane {
@@ -32,9 +35,23 @@ export class NftablesDataplane implements Dataplane {
     this.proxier = new NftablesProxier(backend);
   }
 
+  private syncing = false;
+
   async sync(state: ClusterState, config: ProxyConfig, changed: Set<string> | 'full'): Promise<DataplaneSync> {
-    const result = await this.proxier.sync(state, config, changed);
-    return { kind: result.kind, kernelMs: result.kernelMs, messages: result.messages };
+    this.syncing = true;
+    try {
+      const result = await this.proxier.sync(state, config, changed);
+      return { kind: result.kind, kernelMs: result.kernelMs, messages: result.messages };
+    } finally {
+      this.syncing = false;
+    }
+  }
+
+  watchDrift(onDrift: (differences: string[]) => void, onError: (error: Error) => void): DriftWatch {
+    const subject = { ownGeneration: () => this.proxier.generation, busy: () => this.syncing, expectedShape: () => this.proxier.expectedShape() };
+    const watch = new DriftWatch(this.backend, subject, onDrift, onError);
+    watch.start();
+    return watch;
   }
 
   invalidate(): void {

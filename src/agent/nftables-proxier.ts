@@ -1,8 +1,8 @@
 import type { ProxyConfig } from '../config.js';
 import { NftablesBackend, type SyncTimings } from '../backend/nftables.js';
 import type { NftTransaction } from '../backend/nft-transaction.js';
-import { type ServicePortPlan, assembleRuleset, planServicePort } from '../plan/planner.js';
-import type { Chain, NamedSet, SetElement, TableFamily } from '../plan/ruleset.js';
+import { type ServicePortPlan, assembleRuleset, planServicePort, skeletonTable } from '../plan/planner.js';
+import type { Chain, NamedSet, SetElement, Table, TableFamily } from '../plan/ruleset.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import { servicePortViews } from '../state/service-ports.js';
 
@@ -10,6 +10,11 @@ import { servicePortViews } from '../state/service-ports.js';
 // their chains (flushed and refilled, or created/deleted), their own sets, and their elements of
 // the shared maps (diffed). Shared elements can belong to several services (an endpoint in two
 // services' hairpin sets, a ClusterIP with several ports), so each is reference-counted.
+
+export interface TableShape {
+  chains: Map<string, number>;
+  sets: Map<string, number | undefined>;
+}
 
 export interface ProxierSyncResult extends SyncTimings {
   kind: 'full' | 'partial';
@@ -35,7 +40,10 @@ class LoadedTable {
 export class NftablesProxier {
   private readonly plans = new Map<string, ServicePortPlan[]>();
   private tables = new Map<TableFamily, LoadedTable>();
+  private skeletons = new Map<TableFamily, Table>();
   private loaded = false;
+  /** The ruleset generation of our last commit: any other generation means someone else committed. */
+  generation: number | undefined;
 
   constructor(
     private readonly backend = new NftablesBackend(),
@@ -45,6 +53,25 @@ export class NftablesProxier {
   async sync(state: ClusterState, config: ProxyConfig, changed: Set<string> | 'full'): Promise<ProxierSyncResult> {
     if (changed === 'full' || !this.loaded) return this.fullSync(state, config);
     return this.partialSync(state, config, changed);
+  }
+
+  /**
+   * What should be loaded, in the terms a dump can check cheaply: every chain with its number of
+   * rules, every set with its number of elements (undefined for sets the packet path fills).
+   */
+  expectedShape(): Map<TableFamily, TableShape> {
+    const shapes = new Map<TableFamily, TableShape>();
+    for (const [family, skeleton] of this.skeletons) {
+      const shape: TableShape = { chains: new Map(skeleton.chains.map((chain) => [chain.name, chain.rules.length])), sets: new Map() };
+      for (const set of skeleton.sets) shape.sets.set(set.name, this.tables.get(family)?.shared.get(set.name)?.size ?? set.elements.length);
+      shapes.set(family, shape);
+    }
+    for (const plan of [...this.plans.values()].flat()) {
+      const shape = shapes.get(plan.family)!;
+      for (const chain of plan.chains) shape.chains.set(chain.name, chain.rules.length);
+      for (const set of plan.sets) shape.sets.set(set.name, undefined);
+    }
+    return shapes;
   }
 
   /** After a failure nothing is known about what is loaded; the next sync must be full. */
@@ -66,6 +93,8 @@ export class NftablesProxier {
     }
     const planMs = performance.now() - started;
     const timings = await this.backend.replace(ruleset);
+    this.generation = timings.generation;
+    this.skeletons = new Map(ruleset.tables.map((table) => [table.family, skeletonTable(table.family, config)]));
     this.plans.clear();
     for (const [key, value] of plans) this.plans.set(key, value);
     this.tables = tables;
@@ -100,6 +129,7 @@ export class NftablesProxier {
   private async partialSync(state: ClusterState, config: ProxyConfig, changed: Set<string>): Promise<ProxierSyncResult> {
     const started = performance.now();
     const transaction = this.backend.newTransaction();
+    const emptySize = transaction.messageCount;
     const next = new Map<string, ServicePortPlan[]>();
     let servicePorts = 0;
     for (const key of changed) {
@@ -118,11 +148,12 @@ export class NftablesProxier {
       this.writeDiff(transaction, family, config.tableName, before, after);
     }
     const planMs = performance.now() - started;
-    if (transaction.messageCount === 0) {
+    if (transaction.messageCount === emptySize) {
       return { kind: 'partial', planMs, servicePorts, messages: 0, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0 };
     }
     try {
       const timings = await this.backend.commit(transaction, performance.now());
+      this.generation = timings.generation;
       for (const [key, plans] of next) {
         if (plans.length > 0) this.plans.set(key, plans);
         else this.plans.delete(key);

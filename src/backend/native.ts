@@ -15,6 +15,8 @@ export interface NativeAttributes {
 }
 
 export interface CommitResult {
+  /** The ruleset generation this commit made (present when the batch asked for it). */
+  generation?: number;
   messages: number;
   bytes: number;
   encodeMs: number;

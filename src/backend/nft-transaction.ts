@@ -70,6 +70,15 @@ export class NftTransaction {
     this.message('table', family, NFT_MSG.NEWTABLE, NLM_F.CREATE, `table ${family} ${name}`, () => this.writer.attrString(this.attrs.table.name, name));
   }
 
+  /**
+   * A no-op (create-if-missing) table message asking for an echo: the kernel then reports the
+   * generation this transaction commits, which tells our own commits from anyone else's.
+   * It must be the first message of the batch.
+   */
+  markGeneration(family: TableFamily, name: string): void {
+    this.message('table', family, NFT_MSG.NEWTABLE, NLM_F.CREATE | NLM_F.ECHO, `table ${family} ${name}`, () => this.writer.attrString(this.attrs.table.name, name));
+  }
+
   deleteTable(family: TableFamily, name: string): void {
     this.message('table', family, NFT_MSG.DELTABLE, 0, `delete of table ${family} ${name}`, () => this.writer.attrString(this.attrs.table.name, name));
   }

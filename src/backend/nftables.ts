@@ -1,5 +1,6 @@
 import type { Ruleset, Table, TableFamily } from '../plan/ruleset.js';
-import { type CommitResult, type KernelError, type NativeAddon, native } from './native.js';
+import { type CommitResult, type Dump, type KernelError, type NativeAddon, native } from './native.js';
+import { NFPROTO } from './uapi.js';
 import { NftTransaction } from './nft-transaction.js';
 
 const FAMILIES: TableFamily[] = ['ip', 'ip6'];
@@ -27,7 +28,19 @@ export class NftablesBackend {
   ) {}
 
   newTransaction(): NftTransaction {
-    return new NftTransaction(this.addon.attributes);
+    const transaction = new NftTransaction(this.addon.attributes);
+    transaction.markGeneration('ip', this.tableName);
+    return transaction;
+  }
+
+  /** The kernel's current ruleset generation (it changes with every commit, anyone's). */
+  generation(): Promise<number> {
+    return this.addon.generation();
+  }
+
+  /** What is loaded in one of kubenft's tables, or null when it does not exist. */
+  dump(family: TableFamily): Promise<Dump | null> {
+    return this.addon.dump(NFPROTO[family], this.tableName);
   }
 
   /**

@@ -7,7 +7,7 @@ export const NFT_MSG = {
   NEWSET: 9, DELSET: 11, NEWSETELEM: 12, DELSETELEM: 14,
 } as const;
 
-export const NLM_F = { REPLACE: 0x100, EXCL: 0x200, CREATE: 0x400, APPEND: 0x800 } as const;
+export const NLM_F = { ECHO: 0x8, REPLACE: 0x100, EXCL: 0x200, CREATE: 0x400, APPEND: 0x800 } as const;
 
 export const NFPROTO = { ip: 2, ip6: 10 } as const;
 

@@ -33,3 +33,13 @@ export function chiSquareUniform(counts: number[]): number {
 export const CHI_SQUARE_CRITICAL_P001: Record<number, number> = { 1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47, 9: 27.88, 499: 617.4 };
 
 export type { ExecResult };
+
+/** GETs a URL from inside the node namespace, where the agent's servers listen. */
+export async function scrape(topology: Topology, url: string): Promise<{ status: number; body: string }> {
+  const script = `const r = await fetch(${JSON.stringify(url)}); console.log(JSON.stringify({ status: r.status, body: await r.text() }));`;
+  const result = await topology.exec(topology.node, ['node', '--input-type=module', '-e', script]);
+  return JSON.parse(result.stdout);
+}
+
+/** The value of an unlabelled metric in a Prometheus text exposition. */
+export const metricValue = (body: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(body)?.[1] ?? NaN);

@@ -1,0 +1,13 @@
+import t from 'tap';
+import { service, slice } from '/work/main/test/lib/manifests.js';
+import { Semantics, thisNode } from '/work/main/test/semantics/lib.js';
+delete process.env.NODE_OPTIONS;
+const s = await Semantics.create(t, { pods: [{ name: 'a', ipv4: '10.244.1.7' }] });
+const objs = [thisNode(), service('web', '10.0.1.10', [{ port: 80, targetPort: 9376 }]), slice('web', [{ port: 9376 }], [{ ip: '10.244.1.7' }])];
+let start = Date.now();
+await s.cleanup(); console.log('cleanup', Date.now() - start); start = Date.now();
+await s.load('nftables', objs); console.log('load', Date.now() - start); start = Date.now();
+await s.probe('client', { address: '10.0.1.10', port: 80, count: 10 }); console.log('probe10', Date.now() - start); start = Date.now();
+await s.probe('client', { address: '10.0.1.10', port: 80, protocol: 'udp', count: 1 }); console.log('probe1udp', Date.now() - start); start = Date.now();
+await s.load('iptables', objs); console.log('load ipt', Date.now() - start); start = Date.now();
+await s.probe('client', { address: '10.0.1.10', port: 80, count: 10 }); console.log('probe10', Date.now() - start); start = Date.now();
