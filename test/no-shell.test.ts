@@ -4,7 +4,9 @@ import t from 'tap';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
-const SHELL_APIS = /\b(execSync|exec)\s*\(|shell\s*:\s*true|['"`](?:\/bin\/)?(?:ba)?sh['"`]\s*,\s*\[\s*['"`]-c/;
+// exec/execSync from child_process (imported by name or called on the module), a spawn with
+// `shell: true`, or an explicit `sh -c`. RegExp#exec is fine: it follows a dot after a pattern.
+const SHELL_APIS = /import\s*\{[^}]*\bexec(Sync)?\b[^}]*\}\s*from\s*'node:child_process'|child_?[pP]rocess\.exec(Sync)?\s*\(|shell\s*:\s*true|['"`](?:\/bin\/)?(?:ba)?sh['"`]\s*,\s*\[\s*['"`]-c/;
 
 function sources(directory: string): string[] {
   return readdirSync(directory).flatMap((entry) => {
@@ -20,7 +22,9 @@ t.test('no source file under src/ invokes a shell', async (t) => {
 });
 
 t.test('the check itself catches a shell call', async (t) => {
-  t.match("execSync('iptables ' + name)", SHELL_APIS);
+  t.match("import { execSync } from 'node:child_process';", SHELL_APIS);
+  t.match("childProcess.exec('iptables ' + name)", SHELL_APIS);
+  t.notMatch('/line (\\d+)/.exec(stderr)', SHELL_APIS);
   t.match("spawn('sh', ['-c', command])", SHELL_APIS);
   t.match('spawn(cmd, { shell: true })', SHELL_APIS);
   t.notMatch("execFile('conntrack', args)", SHELL_APIS);
