@@ -19,6 +19,11 @@ export interface ProxyConfig extends NodeContext {
   nodePortAddresses: string[];
   /** This node's addresses (from the Node object), used for NodePorts by default. */
   nodeIPs: string[];
+  /**
+   * Above this many endpoints a service chooses through a map of its own instead of a rule
+   * cascade (docs/architecture.md has the measurements behind the default).
+   */
+  largeServiceEndpoints: number;
 }
 
 export const DEFAULT_PROXY_CONFIG: ProxyConfig = {
@@ -31,4 +36,5 @@ export const DEFAULT_PROXY_CONFIG: ProxyConfig = {
   serviceCIDRs: [],
   nodePortAddresses: [],
   nodeIPs: [],
+  largeServiceEndpoints: 64,
 };

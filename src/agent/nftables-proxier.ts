@@ -69,7 +69,7 @@ export class NftablesProxier {
     for (const plan of [...this.plans.values()].flat()) {
       const shape = shapes.get(plan.family)!;
       for (const chain of plan.chains) shape.chains.set(chain.name, chain.rules.length);
-      for (const set of plan.sets) shape.sets.set(set.name, undefined);
+      for (const set of plan.sets) shape.sets.set(set.name, set.dynamicTimeoutSeconds ? undefined : set.elements.length);
     }
     return shapes;
   }
@@ -203,8 +203,13 @@ export class NftablesProxier {
     for (const name of oldChains.keys()) transaction.flushChain(family, tableName, name);
     for (const name of oldChains.keys()) if (!newChains.has(name)) transaction.deleteChain(family, tableName, name);
     for (const name of oldSets) if (!newSets.some((set) => set.name === name)) transaction.deleteSet(family, tableName, name);
-    // Sets that stay keep their elements: ClientIP affinity survives an endpoint change elsewhere.
     for (const set of newSets) if (!oldSets.has(set.name)) transaction.addSet(family, tableName, set);
+    for (const set of newSets) {
+      // Dynamic sets that stay keep what the packet path put in them (ClientIP affinity survives an
+      // endpoint change elsewhere); planned elements are rewritten.
+      if (oldSets.has(set.name) && !set.dynamicTimeoutSeconds) transaction.flushSet(family, tableName, set);
+      if (set.elements.length > 0) transaction.addElements(family, tableName, set, set.elements);
+    }
     for (const chain of newChains.values()) if (!oldChains.has(chain.name)) transaction.addChain(family, tableName, chain);
     for (const chain of newChains.values()) for (const rule of chain.rules) transaction.addRule(family, tableName, chain.name, rule);
     for (const [setName, elements] of added) transaction.addElements(family, tableName, table.sets.get(setName)!, elements);

@@ -26,6 +26,9 @@ const verdictCode = (verdict: Verdict) =>
 
 const expressionNames = new Map<string, Buffer>();
 
+/** libnftnl user data TLV: NFTNL_UDATA_SET_KEYBYTEORDER (0), 4 bytes, BYTEORDER_HOST_ENDIAN (1). */
+const HOST_ORDER_KEY_USERDATA = Buffer.from([0, 4, 1, 0, 0, 0]);
+
 const chainOf = (verdict: Verdict) => (verdict.kind === 'jump' || verdict.kind === 'goto' ? verdict.chain : undefined);
 
 /**
@@ -132,14 +135,20 @@ export class NftTransaction {
       w.attrU32(a.id, this.nextSetId++);
       w.attrU32(a.keyType, setKeyType(set.keyType));
       w.attrU32(a.keyLen, setKeyLength(set.keyType));
+      // nft shows integer keys in the byte order the set's user data names; numgen's are host order.
+      if (set.keyType.length === 1 && set.keyType[0] === 'integer') w.attrBytes(a.userdata, HOST_ORDER_KEY_USERDATA);
       // No NFT_SET_CONCAT even for concatenated keys: it selects the pipapo backend, made for
       // interval concatenations; without it the kernel picks a hash, which exact keys want.
       if (set.dynamicTimeoutSeconds) {
         w.attrU32(a.flags, NFT_SET.TIMEOUT | NFT_SET.EVAL);
         w.attrU64(a.timeout, BigInt(set.dynamicTimeoutSeconds) * 1000n);
-      } else if (set.dataType) {
+      } else if (set.dataType === 'verdict') {
         w.attrU32(a.flags, NFT_SET.MAP);
         w.attrU32(a.dataType, NFT_DATA_VERDICT);
+      } else if (set.dataType) {
+        w.attrU32(a.flags, NFT_SET.MAP);
+        w.attrU32(a.dataType, setKeyType(set.dataType));
+        w.attrU32(a.dataLen, setKeyLength(set.dataType));
       } else {
         w.attrU32(a.flags, 0);
       }
@@ -156,6 +165,11 @@ export class NftTransaction {
 
   addElements(family: TableFamily, table: string, set: NamedSet, elements: SetElement[]): void {
     this.elements(NFT_MSG.NEWSETELEM, NLM_F.CREATE, `elements of ${set.name}`, family, table, set, elements);
+  }
+
+  /** A DELSETELEM without elements empties the set. */
+  flushSet(family: TableFamily, table: string, set: NamedSet): void {
+    this.elements(NFT_MSG.DELSETELEM, 0, `flush of set ${set.name}`, family, table, set, []);
   }
 
   deleteElements(family: TableFamily, table: string, set: NamedSet, elements: SetElement[]): void {
@@ -175,6 +189,7 @@ export class NftTransaction {
         w.item();
         w.list(() => {
           w.attrBytes(e.key, encodeKey(set.keyType, element.key));
+          if (element.data && Array.isArray(set.dataType)) w.attrBytes(e.data, encodeKey(set.dataType, element.data));
           if (!element.verdict) return;
           w.attrU32(e.verdict, verdictCode(element.verdict));
           const chain = chainOf(element.verdict);
@@ -344,6 +359,29 @@ export class NftTransaction {
           w.attrU32(a.flags, NF_NAT_RANGE.MAP_IPS | NF_NAT_RANGE.PROTO_SPECIFIED);
         });
         return;
+      case 'dnatMap': {
+        const addressLength = statement.family === 'ip' ? 4 : 16;
+        this.expr('numgen', (a) => {
+          w.attrU32(a.dreg, NFT_REG32_00);
+          w.attrU32(a.modulus, statement.modulus);
+          w.attrU32(a.type, NFT_NG_RANDOM);
+          w.attrU32(a.offset, 0);
+        });
+        // The map's data, address . port, lands in consecutive 32-bit registers from reg32 0.
+        this.expr('lookup', (a) => {
+          w.attrU32(a.sreg, NFT_REG32_00);
+          w.attrU32(a.dreg, NFT_REG32_00);
+          w.attrString(a.set, statement.map);
+        });
+        this.expr('nat', (a) => {
+          w.attrU32(a.type, NFT_NAT_DNAT);
+          w.attrU32(a.family, NFPROTO[statement.family]);
+          w.attrU32(a.regAddrMin, NFT_REG32_00);
+          w.attrU32(a.regProtoMin, NFT_REG32_00 + addressLength / 4);
+          w.attrU32(a.flags, NF_NAT_RANGE.MAP_IPS | NF_NAT_RANGE.PROTO_SPECIFIED);
+        });
+        return;
+      }
       case 'masquerade':
         this.expr('masq', (a) => w.attrU32(a.flags, NF_NAT_RANGE.PROTO_RANDOM_FULLY));
         return;

@@ -111,8 +111,12 @@ class ServicePortPlanner {
     }
     const localCIDRs = config.localCIDRs.filter(sameFamily(family));
 
-    const clusterChain = categories.usesCluster ? this.chain(`svc/${this.base}`, [...this.clusterIPMasquerade(localCIDRs), ...this.selection(categories.cluster)]) : undefined;
-    const localChain = categories.usesLocal ? this.chain(`local/${this.base}`, this.selection(categories.local)) : undefined;
+    const clusterChainName = `svc/${this.base}`;
+    const localChainName = `local/${this.base}`;
+    const clusterChain = categories.usesCluster
+      ? this.chain(clusterChainName, [...this.clusterIPMasquerade(localCIDRs), ...this.selection(categories.cluster, clusterChainName)])
+      : undefined;
+    const localChain = categories.usesLocal ? this.chain(localChainName, this.selection(categories.local, localChainName)) : undefined;
     const internalEndpoints = service.internalTrafficPolicyLocal ? categories.local : categories.cluster;
     const externalEndpoints = service.externalTrafficPolicyLocal ? categories.local : categories.cluster;
     // Traffic that finds no endpoint here although the service has some elsewhere is dropped (a
@@ -181,6 +185,19 @@ class ServicePortPlanner {
     return [...allowed.map((source) => rule({ kind: 'match', field: this.fields.saddr, op: '==', value: source }, verdict({ kind: 'return' }))), rule(verdict(DROP))];
   }
 
+  private mapSelection(endpoints: PortEndpoint[], chainName: string): Rule {
+    const map = `endpoints/${chainName}`;
+    const { family, fields } = this;
+    this.plan.sets.push({
+      name: map,
+      keyType: ['integer'],
+      dataType: [fields.address, 'inet_service'],
+      typeofText: `numgen random mod ${endpoints.length} : ${fields.daddr} . th dport`,
+      elements: endpoints.map((endpoint, index) => ({ key: [index], data: [endpoint.address, endpoint.port] })),
+    });
+    return rule({ kind: 'match', field: 'meta l4proto', op: '==', value: this.protocol }, { kind: 'dnatMap', family, modulus: endpoints.length, map });
+  }
+
   private affinitySet(endpoint: PortEndpoint): string {
     return `affinity/${this.base}/${endpoint.address.replaceAll(':', '-')}`;
   }
@@ -189,9 +206,14 @@ class ServicePortPlanner {
     return [{ kind: 'match', field: 'meta l4proto', op: '==', value: this.protocol }, { kind: 'dnat', address: endpoint.address, port: endpoint.port }];
   }
 
-  /** Equal-probability choice among endpoints; with ClientIP affinity, a known client first goes back to its endpoint. */
-  private selection(endpoints: PortEndpoint[]): Rule[] {
+  /**
+   * Equal-probability choice among endpoints; with ClientIP affinity, a known client first goes
+   * back to its endpoint. A cascade costs one rule per endpoint on a new connection; above
+   * config.largeServiceEndpoints a map of its own makes the choice one lookup (docs/architecture.md).
+   */
+  private selection(endpoints: PortEndpoint[], chainName: string): Rule[] {
     const affinity = this.view.service.affinityTimeoutSeconds !== undefined;
+    if (!affinity && endpoints.length > this.config.largeServiceEndpoints) return [this.mapSelection(endpoints, chainName)];
     const remember = (endpoint: PortEndpoint): Statement[] =>
       affinity ? [{ kind: 'setUpdate', field: this.fields.saddr, set: this.affinitySet(endpoint) }] : [];
     const sticky = affinity

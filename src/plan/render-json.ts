@@ -48,6 +48,8 @@ export function statementJson(statement: Statement): Json {
       return { set: { op: 'update', elem: FIELDS[statement.field].json, set: `@${statement.set}` } };
     case 'dnat':
       return { dnat: { addr: statement.address, port: statement.port } };
+    case 'dnatMap':
+      return { dnat: { family: statement.family, addr: { map: { key: { numgen: { mode: 'random', mod: statement.modulus, offset: 0 } }, data: `@${statement.map}` } } } };
     case 'masquerade':
       return { masquerade: { flags: 'fully-random' } };
     case 'reject':
@@ -60,14 +62,15 @@ export function statementJson(statement: Statement): Json {
 function setJson(table: Table, set: NamedSet): Json {
   const type = set.keyType.length === 1 ? set.keyType[0] : set.keyType;
   const body: Record<string, Json> = { family: table.family, table: table.name, name: set.name, type };
-  if (set.dataType) body.map = set.dataType;
+  if (set.dataType) body.map = Array.isArray(set.dataType) ? (set.dataType.length === 1 ? set.dataType[0] : set.dataType) : set.dataType;
   if (set.dynamicTimeoutSeconds) Object.assign(body, { flags: ['timeout', 'dynamic'], timeout: set.dynamicTimeoutSeconds });
   return { [set.dataType ? 'map' : 'set']: body };
 }
 
 function elementsJson(table: Table, set: NamedSet): Json {
   const key = (values: Value[]) => (values.length === 1 ? values[0] : { concat: values });
-  const elem = set.elements.map((element) => (element.verdict ? [key(element.key), verdictJson(element.verdict)] : key(element.key)));
+  const elem = set.elements.map((element) =>
+    element.verdict ? [key(element.key), verdictJson(element.verdict)] : element.data ? [key(element.key), key(element.data)] : key(element.key));
   return { element: { family: table.family, table: table.name, name: set.name, elem } };
 }
 

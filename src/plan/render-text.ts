@@ -34,6 +34,8 @@ export function statementText(statement: Statement): string {
       return `update @${statement.set} { ${statement.field} }`;
     case 'dnat':
       return `dnat to ${statement.address.includes(':') ? `[${statement.address}]` : statement.address}:${statement.port}`;
+    case 'dnatMap':
+      return `dnat ${statement.family} to numgen random mod ${statement.modulus} map @${statement.map}`;
     case 'masquerade':
       return 'masquerade fully-random';
     case 'reject':
@@ -47,12 +49,14 @@ export const ruleText = (rule: Rule) => rule.statements.map(statementText).join(
 
 function elementText(element: SetElement): string {
   const key = element.key.map(valueText).join(' . ');
-  return element.verdict ? `${key} : ${verdictText(element.verdict)}` : key;
+  if (element.verdict) return `${key} : ${verdictText(element.verdict)}`;
+  return element.data ? `${key} : ${element.data.map(valueText).join(' . ')}` : key;
 }
 
 function setText(set: NamedSet): string[] {
   const lines = [`\t${set.dataType ? 'map' : 'set'} ${set.name} {`];
-  lines.push(`\t\ttype ${set.keyType.join(' . ')}${set.dataType ? ` : ${set.dataType}` : ''}`);
+  const dataType = Array.isArray(set.dataType) ? set.dataType.join(' . ') : set.dataType;
+  lines.push(set.typeofText ? `\t\ttypeof ${set.typeofText}` : `\t\ttype ${set.keyType.join(' . ')}${dataType ? ` : ${dataType}` : ''}`);
   if (set.dynamicTimeoutSeconds) lines.push('\t\tflags dynamic,timeout', `\t\ttimeout ${set.dynamicTimeoutSeconds}s`);
   if (set.elements.length > 0) {
     lines.push(`\t\telements = { ${set.elements.map(elementText).join(',\n\t\t\t     ')} }`);

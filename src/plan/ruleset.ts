@@ -29,6 +29,8 @@ export type Statement =
   | { kind: 'fibLocal'; address: 'saddr' | 'daddr'; op: '==' | '!=' }
   | { kind: 'setUpdate'; field: Field; set: string }
   | { kind: 'dnat'; address: string; port: number }
+  /** dnat to the address . port that `numgen random mod modulus` picks from a data map. */
+  | { kind: 'dnatMap'; family: TableFamily; modulus: number; map: string }
   | { kind: 'masquerade' }
   | { kind: 'reject' }
   | { kind: 'verdict'; verdict: Verdict };
@@ -54,15 +56,22 @@ export interface Chain {
 
 export interface SetElement {
   key: Value[];
-  /** Present in maps: the verdict (verdict maps) or the data values. */
+  /** Present in verdict maps. */
   verdict?: Verdict;
+  /** Present in data maps. */
+  data?: Value[];
 }
 
 export interface NamedSet {
   name: string;
   keyType: DataType[];
-  /** 'verdict' for verdict maps; absent for plain sets. */
-  dataType?: 'verdict';
+  /** 'verdict' for verdict maps, the data's types for data maps; absent for plain sets. */
+  dataType?: 'verdict' | DataType[];
+  /**
+   * nft's `typeof` declaration, for keys nft cannot name by type alone (an integer produced by
+   * numgen); the kernel only sees the types and lengths.
+   */
+  typeofText?: string;
   /** Elements added from the packet path (`update @set`) that expire after this many seconds. */
   dynamicTimeoutSeconds?: number;
   elements: SetElement[];

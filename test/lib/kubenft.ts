@@ -30,7 +30,7 @@ export function chiSquareUniform(counts: number[]): number {
 }
 
 /** Critical values of chi-square at p = 0.001: a fair selector fails one run in a thousand. */
-export const CHI_SQUARE_CRITICAL_P001: Record<number, number> = { 1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47, 9: 27.88, 499: 617.4 };
+export const CHI_SQUARE_CRITICAL_P001: Record<number, number> = { 1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47, 9: 27.88, 69: 111.06, 499: 617.4 };
 
 export type { ExecResult };
 

@@ -1,7 +1,6 @@
 import t from 'tap';
 import { service, slice } from '/work/main/test/lib/manifests.js';
 import { Semantics, thisNode } from '/work/main/test/semantics/lib.js';
-delete process.env.NODE_OPTIONS;
 const s = await Semantics.create(t, { pods: [{ name: 'a', ipv4: '10.244.1.7' }] });
 const objs = [thisNode(), service('web', '10.0.1.10', [{ port: 80, targetPort: 9376 }]), slice('web', [{ port: 9376 }], [{ ip: '10.244.1.7' }])];
 let start = Date.now();
