@@ -1,0 +1,127 @@
+// The figures exchanged between the bench orchestrator (scripts/bench.ts), its workers
+// (bench-worker.ts, one process per measurement, inside a namespace) and the report writer.
+
+export type IptablesFlavor = 'legacy' | 'nft';
+export type Dataplane = 'kubenft' | `iptables-${IptablesFlavor}`;
+export const DATAPLANES: readonly Dataplane[] = ['kubenft', 'iptables-legacy', 'iptables-nft'];
+
+/** Which implementation of kubenft's incremental sync a run measures (see bench-partial-sync.ts). */
+export type PartialSyncerName = 'proxier' | 'single-service-transaction';
+
+export type WorkerTask =
+  | { kind: 'cold-kubenft'; services: number }
+  /** kubenft --proxy-mode=iptables end to end: IptablesBackend.replace. */
+  | { kind: 'cold-iptables-backend'; flavor: IptablesFlavor; services: number }
+  /** One bare `iptables-restore --noflush` of the same plan: what upstream kube-proxy pays. */
+  | { kind: 'cold-iptables-restore'; flavor: IptablesFlavor; services: number }
+  | { kind: 'cold-upstream-nft'; services: number; timeoutMs: number }
+  | { kind: 'incremental'; implementation: PartialSyncerName | Dataplane; services: number; changes: number }
+  | { kind: 'load'; dataplane: Dataplane; services: number; endpoints: string[] }
+  | { kind: 'unload'; dataplane: Dataplane }
+  | { kind: 'memory'; services: number };
+
+/** Milliseconds of one kubenft sync, split as the issue asks. */
+export interface KubenftSplit {
+  planMs: number;
+  /** Wire format built in TypeScript. */
+  serializeMs: number;
+  /** libnftnl objects built in C++. */
+  encodeMs: number;
+  kernelMs: number;
+  messages: number;
+  bytes: number;
+}
+
+export interface ColdResult {
+  /** Wall time of the sync itself (ingesting the objects into ClusterState excluded). */
+  wallMs: number;
+  ingestMs: number;
+  /** Plan (or text generation) time; the rest of wallMs is loading. */
+  planMs: number;
+  loadMs: number;
+  split?: KubenftSplit;
+  timedOut?: boolean;
+  /** Set instead of figures when the run was not attempted (e.g. predicted far beyond the timeout). */
+  skipped?: string;
+  error?: string;
+}
+
+export interface IncrementalSample {
+  /** From the changed EndpointSlice reaching ClusterState to the kernel's commit. */
+  totalMs: number;
+  split?: KubenftSplit;
+}
+
+export interface IncrementalResult {
+  initialSyncMs: number;
+  samples: IncrementalSample[];
+  skipped?: string;
+  error?: string;
+}
+
+export interface MemoryResult {
+  rssBytes: number;
+  heapUsedBytes: number;
+  maxRssBytes: number;
+}
+
+export interface LoadResult {
+  syncMs: number;
+}
+
+export interface LatencyFigures {
+  samples: number;
+  failures: number;
+  p50Us: number;
+  p90Us: number;
+  p99Us: number;
+}
+
+export interface LatencyRow {
+  dataplane: Dataplane;
+  services: number;
+  first: LatencyFigures;
+  last: LatencyFigures;
+}
+
+export interface DistributionRow {
+  endpoints: number;
+  connections: number;
+  failures: number;
+  min: number;
+  max: number;
+  chiSquare: number;
+  degreesOfFreedom: number;
+  pValue: number;
+}
+
+export interface Machine {
+  date: string;
+  cores: number;
+  cpuModel: string;
+  memoryGiB: number;
+  kernel: string;
+  node: string;
+  nft: string;
+  iptablesLegacy: string;
+  iptablesNft: string;
+}
+
+export type ColdImplementation =
+  | 'kubenft'
+  | 'iptables-legacy-restore' | 'iptables-nft-restore'
+  | 'kubenft-iptables-legacy' | 'kubenft-iptables-nft'
+  | 'upstream-nft';
+
+export interface BenchResults {
+  machine: Machine;
+  quick: boolean;
+  cold: Array<{ implementation: ColdImplementation; services: number; result: ColdResult }>;
+  incremental: Array<{ implementation: PartialSyncerName | Dataplane; services: number; result: IncrementalResult }>;
+  latency: LatencyRow[];
+  distribution: DistributionRow[];
+  memory: Array<{ services: number; result: MemoryResult }>;
+  /** Phases that failed as a whole, with why. */
+  failures: Array<{ phase: string; error: string }>;
+  elapsedSeconds: number;
+}

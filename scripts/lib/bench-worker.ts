@@ -1,0 +1,209 @@
+// One measurement, run inside a network namespace the orchestrator created:
+//   ip netns exec NS node dist/scripts/lib/bench-worker.js '<WorkerTask as JSON>'
+// prints its result as one JSON document on stdout. A fresh process per measurement keeps the
+// figures (and the memory reading) free of what earlier runs left in the heap.
+import { statSync } from 'node:fs';
+import { IptablesBackend } from '../../src/backend/iptables.js';
+import { NftablesBackend } from '../../src/backend/nftables.js';
+import { JUMP_RULES, planIptables, iptablesRestoreInput, savedJumpRule } from '../../src/plan/iptables.js';
+import { planRuleset } from '../../src/plan/planner.js';
+import type { ClusterState } from '../../src/state/cluster-state.js';
+import { allServicePortViews } from '../../src/state/service-ports.js';
+import { BENCH_CONFIG, POD_CIDR, benchServiceKey, buildClusterState, endpointChange } from './bench-cluster.js';
+import { PARENT_NETNS_ENV } from './bench-netns.js';
+import { killRunningCommands, runChecked, runCommand } from './bench-command.js';
+import { PARTIAL_SYNCERS, type PartialSyncReport } from './bench-partial-sync.js';
+import type {
+  ColdResult, Dataplane, IncrementalResult, IncrementalSample, IptablesFlavor, KubenftSplit, LoadResult, MemoryResult, WorkerTask,
+} from './bench-types.js';
+import { upstreamNftablesText } from './bench-upstream-nft.js';
+
+const RESTORE_TIMEOUT_MS = 600_000;
+
+/**
+ * Everything here rewrites the namespace's rules, so a worker refuses to run unless the
+ * orchestrator said which namespace it runs in (PARENT_NETNS_ENV) and this is another one.
+ */
+function assertInScratchNamespace(): void {
+  const parent = process.env[PARENT_NETNS_ENV];
+  if (parent === undefined || String(statSync('/proc/self/ns/net').ino) === parent) {
+    throw new Error('bench-worker must be started by scripts/bench.js, inside a scratch network namespace');
+  }
+}
+
+const nftablesBackend = () => new NftablesBackend(BENCH_CONFIG.tableName);
+const iptablesFlavor = (dataplane: Dataplane): IptablesFlavor => (dataplane === 'iptables-legacy' ? 'legacy' : 'nft');
+
+function timed<T>(work: () => T): { value: T; ms: number } {
+  const started = performance.now();
+  const value = work();
+  return { value, ms: performance.now() - started };
+}
+
+function kubenftSplit(report: PartialSyncReport): KubenftSplit {
+  const { planMs, serializeMs, encodeMs, kernelMs, messages, bytes } = report;
+  return { planMs, serializeMs, encodeMs, kernelMs, messages, bytes };
+}
+
+async function coldKubenft(services: number): Promise<ColdResult> {
+  const { value: state, ms: ingestMs } = timed(() => buildClusterState(services));
+  const started = performance.now();
+  const { value: ruleset, ms: planMs } = timed(() => planRuleset(allServicePortViews(state), BENCH_CONFIG));
+  const timings = await nftablesBackend().replace(ruleset);
+  const wallMs = performance.now() - started;
+  const split = kubenftSplit({ ...timings, planMs });
+  return { wallMs, ingestMs, planMs, loadMs: wallMs - planMs, split };
+}
+
+function iptablesPlanInput(state: ClusterState): string {
+  return iptablesRestoreInput(planIptables(allServicePortViews(state), BENCH_CONFIG, 4));
+}
+
+async function coldIptablesRestore(flavor: IptablesFlavor, services: number): Promise<ColdResult> {
+  const { value: state, ms: ingestMs } = timed(() => buildClusterState(services));
+  const { value: input, ms: planMs } = timed(() => iptablesPlanInput(state));
+  const restore = await runChecked([`iptables-${flavor}-restore`, '--noflush'], { input, timeoutMs: RESTORE_TIMEOUT_MS });
+  return { wallMs: planMs + restore.wallMs, ingestMs, planMs, loadMs: restore.wallMs };
+}
+
+/** kubenft --proxy-mode=iptables: the backend also saves, and checks the input with --test first. */
+async function coldIptablesBackend(flavor: IptablesFlavor, services: number): Promise<ColdResult> {
+  const { value: state, ms: ingestMs } = timed(() => buildClusterState(services));
+  const { ms: planMs } = timed(() => iptablesPlanInput(state)); // for the split only
+  const started = performance.now();
+  await new IptablesBackend({ backend: flavor }).replace(allServicePortViews(state), BENCH_CONFIG);
+  const wallMs = performance.now() - started;
+  return { wallMs, ingestMs, planMs, loadMs: wallMs - planMs };
+}
+
+async function coldUpstreamNft(services: number, timeoutMs: number): Promise<ColdResult> {
+  const { value: state, ms: ingestMs } = timed(() => buildClusterState(services));
+  const { value: text, ms: planMs } = timed(() => upstreamNftablesText(allServicePortViews(state), POD_CIDR));
+  // As knftables does: the whole transaction on nft's stdin.
+  const load = await runCommand(['nft', '-f', '-'], { input: text, timeoutMs });
+  if (load.timedOut) return { wallMs: planMs + load.wallMs, ingestMs, planMs, loadMs: load.wallMs, timedOut: true };
+  if (load.code !== 0) throw new Error(`nft -f exited ${load.code}: ${load.stderr.trim().slice(0, 500)}`);
+  return { wallMs: planMs + load.wallMs, ingestMs, planMs, loadMs: load.wallMs };
+}
+
+/** A sync after `state` changed; resolves with the kubenft split when there is one. */
+type ChangeSync = (state: ClusterState, changed: Set<string>) => Promise<KubenftSplit | undefined>;
+
+async function incremental(implementation: WorkerTask & { kind: 'incremental' }): Promise<IncrementalResult> {
+  const { services, changes } = implementation;
+  const state = buildClusterState(services);
+  const changedIndex = Math.floor(services / 2);
+  const initialStarted = performance.now();
+  let syncChange: ChangeSync;
+  if (implementation.implementation === 'proxier' || implementation.implementation === 'single-service-transaction') {
+    const syncer = PARTIAL_SYNCERS[implementation.implementation](nftablesBackend());
+    await syncer.sync(state, BENCH_CONFIG, 'full');
+    syncChange = async (current, changed) => kubenftSplit(await syncer.sync(current, BENCH_CONFIG, changed));
+  } else if (implementation.implementation === 'kubenft') {
+    throw new Error('kubenft incremental runs name a partial syncer (proxier, single-service-transaction)');
+  } else {
+    // iptables-restore has no partial mode: every change is a full restore, as in kube-proxy.
+    const backend = new IptablesBackend({ backend: iptablesFlavor(implementation.implementation) });
+    await backend.replace(allServicePortViews(state), BENCH_CONFIG);
+    syncChange = async (current) => {
+      await backend.replace(allServicePortViews(current), BENCH_CONFIG);
+      return undefined;
+    };
+  }
+  const initialSyncMs = performance.now() - initialStarted;
+  const samples: IncrementalSample[] = [];
+  for (let change = 0; change < changes; change++) {
+    const started = performance.now();
+    state.apply(endpointChange(changedIndex, change));
+    const changed = state.takeChanges().services;
+    if (!changed.has(benchServiceKey(changedIndex))) throw new Error('the endpoint change did not mark its service as changed');
+    const split = await syncChange(state, changed);
+    samples.push({ totalMs: performance.now() - started, split });
+  }
+  return { initialSyncMs, samples };
+}
+
+/**
+ * The restore input hooking our chains into the built-in ones. The backend adds these one by one
+ * (iptables -C / -I); the data-plane runs restore them in one go.
+ */
+function jumpRulesInput(): string {
+  const tables = [...new Set(JUMP_RULES.map((jump) => jump.table))];
+  return tables.map((table) => [`*${table}`, ...JUMP_RULES.filter((jump) => jump.table === table).map(savedJumpRule), 'COMMIT'].join('\n')).join('\n') + '\n';
+}
+
+/**
+ * Rules for the packet-path runs. Only the resulting rules matter there, so iptables gets them the
+ * fast way: a flush-mode restore (the node namespace is ours alone; iptables-nft-restore --noflush
+ * is quadratic, see section 1), then the jump rules.
+ */
+async function load(dataplane: Dataplane, services: number, endpoints: string[]): Promise<LoadResult> {
+  const state = buildClusterState(services, () => endpoints);
+  const started = performance.now();
+  if (dataplane === 'kubenft') {
+    await nftablesBackend().replace(planRuleset(allServicePortViews(state), BENCH_CONFIG));
+  } else {
+    const restore = `iptables-${iptablesFlavor(dataplane)}-restore`;
+    await runChecked([restore], { input: iptablesPlanInput(state), timeoutMs: RESTORE_TIMEOUT_MS });
+    await runChecked([restore, '--noflush'], { input: jumpRulesInput(), timeoutMs: RESTORE_TIMEOUT_MS });
+  }
+  return { syncMs: performance.now() - started };
+}
+
+async function unload(dataplane: Dataplane): Promise<Record<string, never>> {
+  if (dataplane === 'kubenft') await nftablesBackend().cleanup();
+  else await new IptablesBackend({ backend: iptablesFlavor(dataplane) }).cleanup();
+  return {};
+}
+
+/** The agent's steady state: its ClusterState and the proxier's record of what it loaded. */
+async function memory(services: number): Promise<MemoryResult> {
+  const state = buildClusterState(services);
+  const proxier = PARTIAL_SYNCERS.proxier(nftablesBackend());
+  await proxier.sync(state, BENCH_CONFIG, 'full');
+  // Garbage from the sync is not what the agent holds; collect it when node allows (--expose-gc).
+  (globalThis as { gc?: () => void }).gc?.();
+  const usage = process.memoryUsage();
+  const result = { rssBytes: usage.rss, heapUsedBytes: usage.heapUsed, maxRssBytes: process.resourceUsage().maxRSS * 1024 };
+  // Keeps both alive up to the reading, as a running agent would.
+  if (state.services.size !== services || proxier === undefined) throw new Error('state lost services');
+  return result;
+}
+
+function run(task: WorkerTask): Promise<unknown> {
+  switch (task.kind) {
+    case 'cold-kubenft':
+      return coldKubenft(task.services);
+    case 'cold-iptables-restore':
+      return coldIptablesRestore(task.flavor, task.services);
+    case 'cold-iptables-backend':
+      return coldIptablesBackend(task.flavor, task.services);
+    case 'cold-upstream-nft':
+      return coldUpstreamNft(task.services, task.timeoutMs);
+    case 'incremental':
+      return incremental(task);
+    case 'load':
+      return load(task.dataplane, task.services, task.endpoints);
+    case 'unload':
+      return unload(task.dataplane);
+    case 'memory':
+      return memory(task.services);
+  }
+}
+
+// The orchestrator stops an overdue worker with SIGTERM: end our own children first, by PID.
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(signal, () => {
+    killRunningCommands();
+    process.exit(128 + (signal === 'SIGTERM' ? 15 : 2));
+  });
+}
+
+try {
+  assertInScratchNamespace();
+  const task = JSON.parse(process.argv[2] ?? '') as WorkerTask;
+  process.stdout.write(`${JSON.stringify(await run(task))}\n`);
+} catch (error) {
+  process.stderr.write(`bench-worker: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
+  process.exitCode = 1;
+}
