@@ -9,9 +9,16 @@ import {
 } from './uapi.js';
 import { OBJECT_KIND, type ObjectKind, WireWriter } from './wire.js';
 
+const constants = new Map<number, Buffer>();
+
+/** A host-order u32 as bytes; the values are a few constants (marks, masks, 0), so each is made once. */
 const u32 = (value: number) => {
-  const buffer = Buffer.alloc(4);
-  buffer.writeUInt32LE(value >>> 0);
+  let buffer = constants.get(value);
+  if (!buffer) {
+    buffer = Buffer.alloc(4);
+    buffer.writeUInt32LE(value >>> 0);
+    constants.set(value, buffer);
+  }
   return buffer;
 };
 

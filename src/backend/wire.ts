@@ -47,7 +47,12 @@ export class WireWriter {
 
   bytes(value: Buffer): void {
     this.reserve(value.length);
-    value.copy(this.buffer, this.length);
+    // Most values are 1-16 bytes, where a loop beats Buffer#copy's call overhead.
+    if (value.length <= 16) {
+      for (let i = 0; i < value.length; i++) this.buffer[this.length + i] = value[i];
+    } else {
+      value.copy(this.buffer, this.length);
+    }
     this.length += value.length;
   }
 
@@ -90,13 +95,15 @@ export class WireWriter {
     this.length = this.buffer.writeBigUInt64LE(value, this.length);
   }
 
-  /** Table and chain names repeat in every rule: each is encoded once per transaction. */
-  private readonly strings = new Map<string, Buffer>();
-
+  /** Names are ASCII (Kubernetes names, validated at the edge), so latin1 writes them byte for byte. */
   attrString(id: number, value: string): void {
-    let encoded = this.strings.get(value);
-    if (!encoded) this.strings.set(value, (encoded = Buffer.from(`${value}\0`)));
-    this.attrBytes(id, encoded);
+    const byteLength = value.length + 1;
+    this.item();
+    this.u16(id);
+    this.u16(byteLength);
+    this.reserve(byteLength);
+    this.length += this.buffer.write(value, this.length, 'latin1');
+    this.buffer[this.length++] = 0;
   }
 
   /** Writes a counted list: a u32 count placeholder, then the items, then the count. */

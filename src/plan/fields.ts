@@ -88,8 +88,16 @@ export function encodeAddress(address: string): Buffer {
   return bytes;
 }
 
-/** A prefix "addr/len" as (network bytes, mask bytes). */
+const prefixes = new Map<string, { network: Buffer; mask: Buffer }>();
+
+/** A prefix "addr/len" as (network bytes, mask bytes); a handful of distinct prefixes recur in every service. */
 export function encodePrefix(prefix: string): { network: Buffer; mask: Buffer } {
+  let encoded = prefixes.get(prefix);
+  if (!encoded) prefixes.set(prefix, (encoded = parsePrefix(prefix)));
+  return encoded;
+}
+
+function parsePrefix(prefix: string): { network: Buffer; mask: Buffer } {
   const [address, length] = ipaddr.parseCIDR(prefix);
   const network = Buffer.from(address.toByteArray());
   const mask = Buffer.alloc(network.length);
