@@ -53,6 +53,8 @@ const goto = (chain: string): Verdict => ({ kind: 'goto', chain });
 const jump = (chain: string): Verdict => ({ kind: 'jump', chain });
 const DROP: Verdict = { kind: 'drop' };
 const ctNew: Statement = { kind: 'ctStateNew' };
+/** The masquerade mark as an unsigned 32-bit value: `1 << 31` alone is negative in JavaScript. */
+const masqueradeMark = (config: ProxyConfig) => (1 << config.masqueradeBit) >>> 0;
 
 export const familyOfView = (view: ServicePortView): TableFamily => (view.family === 4 ? 'ip' : 'ip6');
 const sameFamily = (family: TableFamily) => (cidrOrAddress: string) => cidrOrAddress.includes(':') === (family === 'ip6');
@@ -96,7 +98,7 @@ class ServicePortPlanner {
   }
 
   private get markMasquerade(): Statement {
-    return { kind: 'markSet', or: 1 << this.config.masqueradeBit };
+    return { kind: 'markSet', or: masqueradeMark(this.config) };
   }
 
   private build(): void {
@@ -235,7 +237,7 @@ export function planServicePort(view: ServicePortView, config: ProxyConfig = DEF
 /** The fixed part of a table: hooks, dispatch, checks, masquerading, and the shared sets (empty). */
 export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
   const fields = FAMILY[family];
-  const mark = 1 << config.masqueradeBit;
+  const mark = masqueradeMark(config);
   const base = (name: string, type: 'nat' | 'filter', hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting', priority: number, rules: Rule[]): Chain =>
     ({ name, base: { type, hook, priority, policy: 'accept' }, rules });
   const dispatch: Field[] = [fields.daddr, 'meta l4proto', 'th dport'];

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { createTopology, EXTERNAL, type PodSpec, type Topology, type TopologySpec } from '../../scripts/lib/topology.js';
 import type { AttemptResult, ProbeReport } from '../../scripts/lib/probe.js';
 import type { Test } from 'tap';
+import { projectRoot } from '../../src/backend/native.js';
 import { kubenft, syncOnce } from '../lib/kubenft.js';
 import { ManifestFile, node } from '../lib/manifests.js';
 
@@ -55,6 +56,9 @@ export interface ProbeTarget {
 /** Where a probe starts: outside the node, on the node, or in a pod (by pod name). */
 export type From = 'client' | 'node' | string;
 
+/** One field of every answer, sorted and without repeats (e.g. the local ports the endpoints answered on). */
+export const valuesOf = <K extends keyof Answer>(report: ProbeReport, key: K): Answer[K][] => [...new Set(answers(report).map((answer) => answer[key]))].sort();
+
 const EXAMPLES = join(dirname(fileURLToPath(import.meta.url)), 'examples');
 
 export class Semantics {
@@ -63,14 +67,23 @@ export class Semantics {
 
   private constructor(readonly topology: Topology) {}
 
-  /** A topology for one test file, destroyed (with everything in it) when the file's tests end. */
+  /**
+   * A topology for one test file, destroyed (with everything in it) when the file's tests end.
+   * The processes it starts (kubenft, probes, servers) run without tap's per-process
+   * instrumentation (NODE_OPTIONS): it made every kubenft run six times slower, and they run the
+   * compiled dist/ anyway.
+   */
   static async create(t: Test, spec: TopologySpec): Promise<Semantics> {
+    delete process.env.NODE_OPTIONS;
     const topology = await createTopology(spec);
     const semantics = new Semantics(topology);
     t.teardown(async () => {
       semantics.manifests.remove();
       await topology.destroy();
     });
+    // A reject is an ICMP error, which the kernel rate-limits per destination (a burst of 6, then
+    // one a second): a case refusing a dozen probes would see the later ones as timeouts.
+    await semantics.exec('node', ['sysctl', '-q', '-w', 'net.ipv4.icmp_ratelimit=0', 'net.ipv6.icmp.ratelimit=0']);
     return semantics;
   }
 
@@ -121,6 +134,17 @@ export class Semantics {
       timeoutMs: target.timeoutMs ?? 1500,
       sourcePort: target.sourcePort,
     });
+  }
+
+  /**
+   * A hostnames server on the node itself, named "node", answering TCP on every node address: what
+   * answers when a rule that should refuse or drop traffic to a node address is missing. (TCP only:
+   * its UDP side binds each local address, which the node's many interfaces make fail.)
+   */
+  async startNodeListener(ports: number[]): Promise<void> {
+    const program = join(projectRoot(), 'dist/scripts/lib/hostnames-server.js');
+    const server = this.topology.spawn(this.topology.node, [process.execPath, program, '--name', 'node', ...ports.flatMap((port) => ['--port', String(port)]), '--exit-on-stdin-eof']);
+    await server.waitForOutput(/^ready$/m, 10_000);
   }
 
   /** What the node has loaded in `mode`: the nftables tables, or iptables-save of both families. */
