@@ -34,6 +34,9 @@ export function nodeNameOf(options: AgentOptions): string {
   return (options.hostnameOverride ?? hostname()).trim().toLowerCase();
 }
 
+/** NodePorts on loopback also need net.ipv4.conf.all.route_localnet=1, which is the node's to set. */
+const LOOPBACK_CIDRS = ['127.0.0.0/8', '::1/128'];
+
 /** Local interface addresses inside the given CIDRs (for --nodeport-addresses CIDRs). */
 function localAddressesIn(cidrs: string[]): string[] {
   const parsed = cidrs.map((cidr) => ipaddr.parseCIDR(cidr));
@@ -81,7 +84,12 @@ export class Agent {
     const node = this.state.node;
     const nodeIPs = node?.addresses ?? [];
     const wanted = options.nodePortAddresses.length > 0 ? options.nodePortAddresses : ['primary'];
-    const nodePortAddresses = [...new Set(wanted.flatMap((entry) => (entry === 'primary' ? nodeIPs : localAddressesIn([entry]))))];
+    // No addresses means every local address (`fib daddr type local`): what 'all' asks for, and
+    // the fallback while the Node object (and so 'primary') is unknown.
+    const nodePortAddresses = wanted.includes('all') ? [] : [...new Set(wanted.flatMap((entry) => {
+      if (entry === 'primary') return nodeIPs;
+      return localAddressesIn(entry === 'localhost' ? LOOPBACK_CIDRS : [entry]);
+    }))];
     return {
       ...DEFAULT_PROXY_CONFIG,
       nodeName: this.state.nodeName,
