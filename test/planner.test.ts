@@ -24,7 +24,6 @@ t.test('hostnames: one service-ips element, an equal-probability cascade, hairpi
   ]);
   const chain = table.chains.find((candidate) => candidate.name === 'svc/default/hostnames/tcp/80')!;
   t.same(chain.rules.map((rule) => rule.statements), [
-    [{ kind: 'match', field: 'ip saddr', op: '!=', value: '10.244.0.0/16' }, { kind: 'markSet', or: 0x4000 }],
     [{ kind: 'numgen', modulus: 3, equals: 0 }, { kind: 'match', field: 'meta l4proto', op: '==', value: 'tcp' }, { kind: 'dnat', address: '10.244.1.7', port: 9376 }],
     [{ kind: 'numgen', modulus: 2, equals: 0 }, { kind: 'match', field: 'meta l4proto', op: '==', value: 'tcp' }, { kind: 'dnat', address: '10.244.2.3', port: 9376 }],
     [{ kind: 'match', field: 'meta l4proto', op: '==', value: 'tcp' }, { kind: 'dnat', address: '10.244.3.6', port: 9376 }],
@@ -35,8 +34,10 @@ t.test('hostnames: rendered nft text', async (t) => {
   const { state } = loadState(hostnames, 'node-1');
   const text = rulesetText(planRuleset(allServicePortViews(state), config));
   t.match(text, 'elements = { 10.0.1.175 . tcp . 80 : goto svc/default/hostnames/tcp/80 }');
+  t.match(text, `\tchain services {
+\t\tip daddr @cluster-ips ip saddr != 10.244.0.0/16 meta mark set meta mark | 0x00004000
+\t\tip daddr . meta l4proto . th dport vmap @service-ips`);
   t.match(text, `\tchain svc/default/hostnames/tcp/80 {
-\t\tip saddr != 10.244.0.0/16 meta mark set meta mark | 0x00004000
 \t\tnumgen random mod 3 0 meta l4proto tcp dnat to 10.244.1.7:9376
 \t\tnumgen random mod 2 0 meta l4proto tcp dnat to 10.244.2.3:9376
 \t\tmeta l4proto tcp dnat to 10.244.3.6:9376
@@ -52,7 +53,7 @@ t.test('not-ready endpoints are never chosen; no ready endpoint means reject, no
   let [table] = planRuleset(allServicePortViews(state), config).tables;
   const chain = table.chains.find((candidate) => candidate.name === 'svc/default/hostnames/tcp/80')!;
   t.notMatch(JSON.stringify(chain), '10.244.2.3');
-  t.equal(chain.rules.length, 3, 'masquerade rule + two endpoints');
+  t.equal(chain.rules.length, 2, 'two endpoints');
 
   for (const endpoint of slice.endpoints) endpoint.conditions.ready = false;
   ({ state } = loadState(objects, 'node-1'));

@@ -115,9 +115,7 @@ class ServicePortPlanner {
 
     const clusterChainName = `svc/${this.base}`;
     const localChainName = `local/${this.base}`;
-    const clusterChain = categories.usesCluster
-      ? this.chain(clusterChainName, [...this.clusterIPMasquerade(localCIDRs), ...this.selection(categories.cluster, clusterChainName)])
-      : undefined;
+    const clusterChain = categories.usesCluster ? this.chain(clusterChainName, this.selection(categories.cluster, clusterChainName)) : undefined;
     const localChain = categories.usesLocal ? this.chain(localChainName, this.selection(categories.local, localChainName)) : undefined;
     const internalEndpoints = service.internalTrafficPolicyLocal ? categories.local : categories.cluster;
     const externalEndpoints = service.externalTrafficPolicyLocal ? categories.local : categories.cluster;
@@ -126,9 +124,7 @@ class ServicePortPlanner {
     const noEndpoints: Verdict = categories.hasAny ? DROP : goto(CHAINS.reject);
 
     const key = (address: string) => [address, this.protocol, view.port.port];
-    const internalEntry = service.internalTrafficPolicyLocal && this.clusterIPMasquerade(localCIDRs).length > 0
-      ? this.chain(`clusterip/${this.base}`, [...this.clusterIPMasquerade(localCIDRs), rule(verdict(goto(localChain!)))])
-      : (service.internalTrafficPolicyLocal ? localChain : clusterChain)!;
+    const internalEntry = (service.internalTrafficPolicyLocal ? localChain : clusterChain)!;
     this.add(SHARED_SETS.clusterIPs, { key: [view.clusterIP] });
     if (internalEndpoints.length > 0) this.add(SHARED_SETS.serviceIPs, { key: key(view.clusterIP), verdict: goto(internalEntry) });
     else this.add(SHARED_SETS.noEndpointServices, { key: key(view.clusterIP), verdict: noEndpoints });
@@ -151,13 +147,6 @@ class ServicePortPlanner {
       const firewall = this.chain(`firewall/${this.base}`, this.firewallRules(loadBalancerIPs));
       for (const address of loadBalancerIPs) this.add(SHARED_SETS.firewallIPs, { key: key(address), verdict: goto(firewall) });
     }
-  }
-
-  /** ClusterIP traffic from outside the pod network is masqueraded so replies come back through this node. */
-  private clusterIPMasquerade(localCIDRs: string[]): Rule[] {
-    if (this.config.masqueradeAll) return [rule(this.markMasquerade)];
-    if (localCIDRs.length === 0) return [];
-    return [rule(...localCIDRs.map((cidr): Statement => ({ kind: 'match', field: this.fields.saddr, op: '!=', value: cidr })), this.markMasquerade)];
   }
 
   /**
@@ -234,6 +223,21 @@ export function planServicePort(view: ServicePortView, config: ProxyConfig = DEF
   return new ServicePortPlanner(view, config).plan;
 }
 
+/**
+ * ClusterIP traffic from outside the pod network (or all of it, with masqueradeAll) is marked for
+ * masquerade so replies come back through this node. One rule in front of the dispatch serves
+ * every service, where a rule per service chain would add a rule per service to every sync.
+ */
+function clusterIPMasquerade(family: TableFamily, config: ProxyConfig): Rule[] {
+  const { saddr, daddr } = FAMILY[family];
+  const toClusterIP: Statement = { kind: 'lookup', fields: [daddr], set: SHARED_SETS.clusterIPs, op: '==' };
+  const mark: Statement = { kind: 'markSet', or: masqueradeMark(config) };
+  if (config.masqueradeAll) return [rule(toClusterIP, mark)];
+  const localCIDRs = config.localCIDRs.filter(sameFamily(family));
+  if (localCIDRs.length === 0) return [];
+  return [rule(toClusterIP, ...localCIDRs.map((cidr): Statement => ({ kind: 'match', field: saddr, op: '!=', value: cidr })), mark)];
+}
+
 /** The fixed part of a table: hooks, dispatch, checks, masquerading, and the shared sets (empty). */
 export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
   const fields = FAMILY[family];
@@ -281,6 +285,7 @@ export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
       base(CHAINS.filterForward, 'filter', 'forward', 0, endpointChecks),
       base(CHAINS.filterOutputPostDnat, 'filter', 'output', -90, endpointChecks),
       { name: CHAINS.services, rules: [
+        ...clusterIPMasquerade(family, config),
         rule({ kind: 'vmap', fields: dispatch, map: SHARED_SETS.serviceIPs }),
         rule(onNodePortAddress, { kind: 'vmap', fields: toNodePort, map: SHARED_SETS.serviceNodePorts }),
       ] },
