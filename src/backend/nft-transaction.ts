@@ -33,6 +33,9 @@ const verdictCode = (verdict: Verdict) =>
 
 const expressionNames = new Map<string, Buffer>();
 
+/** Encoded expressions by statement object, per family (a reject or dnat encodes differently in each). */
+const COMPILED: Record<TableFamily, WeakMap<Statement, { bytes: Buffer; expressions: number }>> = { ip: new WeakMap(), ip6: new WeakMap() };
+
 /** libnftnl user data TLV: NFTNL_UDATA_SET_KEYBYTEORDER (0), 4 bytes, BYTEORDER_HOST_ENDIAN (1). */
 const HOST_ORDER_KEY_USERDATA = Buffer.from([0, 4, 1, 0, 0, 0]);
 
@@ -129,8 +132,27 @@ export class NftTransaction {
   addRule(family: TableFamily, table: string, chain: string, rule: Rule, origin = ''): void {
     this.message('rule', family, NFT_MSG.NEWRULE, NLM_F.CREATE | NLM_F.APPEND, `rule in chain ${chain}${origin}`, () => this.ruleTarget(table, chain));
     this.writer.list(() => {
-      for (const statement of rule.statements) this.statement(family, statement);
+      for (const statement of rule.statements) this.compiledStatement(family, statement);
     });
+  }
+
+  /**
+   * The planner shares (and freezes) statement objects that recur in every service — a protocol
+   * match, a numgen step, a mark: their expressions are encoded once and copied after that.
+   */
+  private compiledStatement(family: TableFamily, statement: Statement): void {
+    if (!Object.isFrozen(statement)) return this.statement(family, statement);
+    const cache = COMPILED[family];
+    const known = cache.get(statement);
+    if (known) {
+      this.writer.bytes(known.bytes);
+      this.writer.item(known.expressions);
+      return;
+    }
+    const start = this.writer.offset;
+    const counted = this.writer.itemCount;
+    this.statement(family, statement);
+    cache.set(statement, { bytes: this.writer.copyOf(start, this.writer.offset), expressions: this.writer.itemCount - counted });
   }
 
   addSet(family: TableFamily, table: string, set: NamedSet): void {

@@ -68,9 +68,19 @@ export class WireWriter {
     this.bytes(value);
   }
 
-  /** Counts one item (an attribute, expression or element) of the innermost list. */
-  item(): void {
-    this.counts[this.counts.length - 1]++;
+  /** Counts items (attributes, expressions or elements) of the innermost list. */
+  item(count = 1): void {
+    this.counts[this.counts.length - 1] += count;
+  }
+
+  /** Items counted so far in the innermost list. */
+  get itemCount(): number {
+    return this.counts[this.counts.length - 1];
+  }
+
+  /** A copy of bytes written earlier, to be written again later with bytes(). */
+  copyOf(from: number, to: number): Buffer {
+    return Buffer.from(this.buffer.subarray(from, to));
   }
 
   attrU8(id: number, value: number): void {

@@ -52,7 +52,23 @@ const verdict = (value: Verdict): Statement => ({ kind: 'verdict', verdict: valu
 const goto = (chain: string): Verdict => ({ kind: 'goto', chain });
 const jump = (chain: string): Verdict => ({ kind: 'jump', chain });
 const DROP: Verdict = { kind: 'drop' };
-const ctNew: Statement = { kind: 'ctStateNew' };
+/**
+ * Statements that recur in every service are made once and frozen: the encoder compiles a frozen
+ * statement once per transaction family and copies its bytes after that.
+ */
+function sharedBy<K>(make: (key: K) => Statement): (key: K) => Statement {
+  const known = new Map<K, Statement>();
+  return (key) => {
+    let statement = known.get(key);
+    if (!statement) known.set(key, (statement = Object.freeze(make(key))));
+    return statement;
+  };
+}
+
+const ctNew: Statement = Object.freeze({ kind: 'ctStateNew' });
+const protocolMatch = sharedBy((protocol: string): Statement => ({ kind: 'match', field: 'meta l4proto', op: '==', value: protocol }));
+const numgenStep = sharedBy((modulus: number): Statement => ({ kind: 'numgen', modulus, equals: 0 }));
+const markSet = sharedBy((mark: number): Statement => ({ kind: 'markSet', or: mark }));
 /** The masquerade mark as an unsigned 32-bit value: `1 << 31` alone is negative in JavaScript. */
 const masqueradeMark = (config: ProxyConfig) => (1 << config.masqueradeBit) >>> 0;
 
@@ -98,7 +114,7 @@ class ServicePortPlanner {
   }
 
   private get markMasquerade(): Statement {
-    return { kind: 'markSet', or: masqueradeMark(this.config) };
+    return markSet(masqueradeMark(this.config));
   }
 
   private build(): void {
@@ -186,7 +202,7 @@ class ServicePortPlanner {
       typeofText: `numgen random mod ${endpoints.length} : ${fields.daddr} . th dport`,
       elements: endpoints.map((endpoint, index) => ({ key: [index], data: [endpoint.address, endpoint.port] })),
     });
-    return rule({ kind: 'match', field: 'meta l4proto', op: '==', value: this.protocol }, { kind: 'dnatMap', family, modulus: endpoints.length, map });
+    return rule(protocolMatch(this.protocol), { kind: 'dnatMap', family, modulus: endpoints.length, map });
   }
 
   private affinitySet(endpoint: PortEndpoint): string {
@@ -194,7 +210,7 @@ class ServicePortPlanner {
   }
 
   private dnat(endpoint: PortEndpoint): Statement[] {
-    return [{ kind: 'match', field: 'meta l4proto', op: '==', value: this.protocol }, { kind: 'dnat', address: endpoint.address, port: endpoint.port }];
+    return [protocolMatch(this.protocol), { kind: 'dnat', address: endpoint.address, port: endpoint.port }];
   }
 
   /**
@@ -212,7 +228,7 @@ class ServicePortPlanner {
       : [];
     const cascade = endpoints.map((endpoint, index) => {
       const remaining = endpoints.length - index;
-      const choose: Statement[] = remaining > 1 ? [{ kind: 'numgen', modulus: remaining, equals: 0 }] : [];
+      const choose: Statement[] = remaining > 1 ? [numgenStep(remaining)] : [];
       return rule(...choose, ...remember(endpoint), ...this.dnat(endpoint));
     });
     return [...sticky, ...cascade];
@@ -231,7 +247,7 @@ export function planServicePort(view: ServicePortView, config: ProxyConfig = DEF
 function clusterIPMasquerade(family: TableFamily, config: ProxyConfig): Rule[] {
   const { saddr, daddr } = FAMILY[family];
   const toClusterIP: Statement = { kind: 'lookup', fields: [daddr], set: SHARED_SETS.clusterIPs, op: '==' };
-  const mark: Statement = { kind: 'markSet', or: masqueradeMark(config) };
+  const mark = markSet(masqueradeMark(config));
   if (config.masqueradeAll) return [rule(toClusterIP, mark)];
   const localCIDRs = config.localCIDRs.filter(sameFamily(family));
   if (localCIDRs.length === 0) return [];
@@ -272,7 +288,7 @@ export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
       base(CHAINS.natPostrouting, 'nat', 'postrouting', 100, [
         // An endpoint reaching its own service would see its own address as the source and answer
         // itself directly, bypassing the reverse NAT: masquerade it (hairpin).
-        rule({ kind: 'lookup', fields: [fields.saddr, fields.daddr], set: SHARED_SETS.hairpin, op: '==' }, { kind: 'markSet', or: mark }),
+        rule({ kind: 'lookup', fields: [fields.saddr, fields.daddr], set: SHARED_SETS.hairpin, op: '==' }, markSet(mark)),
         rule({ kind: 'markMatch', mask: mark, op: '==', value: 0 }, verdict({ kind: 'return' })),
         rule({ kind: 'markToggle', xor: mark }, { kind: 'masquerade' }),
       ]),
