@@ -79,6 +79,22 @@ t.test('a new Service starts answering; a removed endpoint stops being chosen', 
   t.match(metrics, /kubeproxy_sync_partial_proxy_rules_duration_seconds_count [1-9]/, 'changes went through partial syncs');
 });
 
+t.test('an externalTrafficPolicy Local load balancer gets a HealthCheckNodePort server', async (t) => {
+  api.upsert(service('lb', '10.0.3.3', [{ name: 'http', port: 80, targetPort: 9376, nodePort: 30080 }], {
+    type: 'LoadBalancer', externalTrafficPolicy: 'Local', healthCheckNodePort: 30123,
+  }));
+  api.upsert(slice('lb', [{ name: 'http', port: 9376 }], [{ ip: PODS[0].ipv4, nodeName: 'node-1' }, { ip: PODS[1].ipv4, nodeName: 'node-2' }]));
+  let answer = { status: 0, body: '' };
+  t.ok(await eventually(async () => {
+    answer = await scrape('http://127.0.0.1:30123/').catch(() => answer);
+    return answer.status === 200;
+  }), 'the health check port answers 200');
+  t.same(JSON.parse(answer.body), { service: { namespace: 'default', name: 'lb' }, localEndpoints: 1, serviceProxyHealthy: true });
+
+  api.upsert(slice('lb', [{ name: 'http', port: 9376 }], [{ ip: PODS[1].ipv4, nodeName: 'node-2' }]));
+  t.ok(await eventually(async () => (await scrape('http://127.0.0.1:30123/').catch(() => answer)).status === 503), '503 once no endpoint is local');
+});
+
 t.test('an API outage keeps traffic flowing; on return the agent converges', async (t) => {
   await api.stop();
   t.ok(allAnswered(await answeredBy('10.0.1.175', 10), 10), 'traffic flows on the last rules while the API is gone');
