@@ -63,3 +63,17 @@ t.test('not-ready endpoints are never chosen; no ready endpoint means reject, no
     { key: ['10.0.1.175', 'tcp', 80], verdict: { kind: 'goto', chain: 'reject-chain' } },
   ]);
 });
+
+t.test('headless services get nothing; selector-less services with manual EndpointSlices are proxied', async (t) => {
+  const headless = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'db', namespace: 'default' }, spec: { clusterIP: 'None', selector: { app: 'db' }, ports: [{ port: 5432 }] } };
+  const manual = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'external-db', namespace: 'default' }, spec: { clusterIP: '10.0.7.7', ports: [{ port: 5432 }] } };
+  const slices = ['db', 'external-db'].map((name) => ({
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: `${name}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': name } },
+    addressType: 'IPv4', ports: [{ name: '', port: 5432, protocol: 'TCP' }], endpoints: [{ addresses: ['192.0.2.10'] }],
+  }));
+  const { state, errors } = loadState([headless, manual, ...slices] as KubeObject[], 'node-1');
+  t.same(errors, []);
+  const [table] = planRuleset(allServicePortViews(state), config).tables;
+  t.same(table.chains.filter((chain) => chain.name.startsWith('svc/')).map((chain) => chain.name), ['svc/default/external-db/tcp/5432']);
+  t.same(setNamed(table, SHARED_SETS.serviceIPs).elements.map((element) => element.key), [['10.0.7.7', 'tcp', 5432]]);
+});

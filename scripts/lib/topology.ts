@@ -15,6 +15,7 @@
 import { execFile, spawn as spawnChild, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
+import ipaddr from 'ipaddr.js';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_MAX_RUN_MS, probeCliArgs, validateProbeOptions, type ProbeOptions, type ProbeReport } from './probe.js';
@@ -114,25 +115,13 @@ function ipv4Gateway(address: string): string {
   return `${octets.slice(0, 3).join('.')}.1`;
 }
 
-function ipv6Groups(address: string): string[] {
-  const [head = '', tail] = address.split('::');
-  const headGroups = head === '' ? [] : head.split(':');
-  const tailGroups = tail === undefined || tail === '' ? [] : tail.split(':');
-  const zeros = Array<string>(8 - headGroups.length - tailGroups.length).fill('0');
-  return [...headGroups, ...(tail === undefined ? [] : zeros), ...tailGroups];
-}
-
+/** ::1 of the pod's /64. */
 function ipv6Gateway(address: string): string {
-  const prefix = ipv6Groups(address)
-    .slice(0, 4)
-    .map((group) => parseInt(group, 16).toString(16));
-  return `${prefix.join(':')}::1`;
+  const parts = ipaddr.IPv6.parse(address).parts.slice(0, 4);
+  return new ipaddr.IPv6([...parts, 0, 0, 0, 1]).toString();
 }
 
-function sameIPv6(a: string, b: string): boolean {
-  const normalize = (address: string): string => ipv6Groups(address).map((g) => parseInt(g, 16)).join(':');
-  return normalize(a) === normalize(b);
-}
+const sameIPv6 = (a: string, b: string) => ipaddr.IPv6.parse(a).toNormalizedString() === ipaddr.IPv6.parse(b).toNormalizedString();
 
 function checkPodSpec(pod: PodSpec, index: number): void {
   const label = `pods[${index}]`;
