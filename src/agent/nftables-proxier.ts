@@ -24,6 +24,24 @@ export interface ProxierSyncResult extends SyncTimings {
   messages: number;
 }
 
+/**
+ * What a partial sync needs to remember of a service port's loaded objects: names, counts and its
+ * shared elements — not its rules, which at 100k services would be most of the agent's memory.
+ */
+interface LoadedPlan {
+  family: TableFamily;
+  chains: { name: string; rules: number }[];
+  sets: { name: string; elements: number | undefined }[];
+  elements: ServicePortPlan['elements'];
+}
+
+const remembered = (plan: ServicePortPlan): LoadedPlan => ({
+  family: plan.family,
+  chains: plan.chains.map((chain) => ({ name: chain.name, rules: chain.rules.length })),
+  sets: plan.sets.map((set) => ({ name: set.name, elements: set.dynamicTimeoutSeconds ? undefined : set.elements.length })),
+  elements: plan.elements,
+});
+
 interface SharedElement {
   element: SetElement;
   owners: number;
@@ -38,7 +56,7 @@ class LoadedTable {
 }
 
 export class NftablesProxier {
-  private readonly plans = new Map<string, ServicePortPlan[]>();
+  private readonly plans = new Map<string, LoadedPlan[]>();
   private tables = new Map<TableFamily, LoadedTable>();
   private skeletons = new Map<TableFamily, Table>();
   private loaded = false;
@@ -68,8 +86,8 @@ export class NftablesProxier {
     }
     for (const plan of [...this.plans.values()].flat()) {
       const shape = shapes.get(plan.family)!;
-      for (const chain of plan.chains) shape.chains.set(chain.name, chain.rules.length);
-      for (const set of plan.sets) shape.sets.set(set.name, set.dynamicTimeoutSeconds ? undefined : set.elements.length);
+      for (const chain of plan.chains) shape.chains.set(chain.name, chain.rules);
+      for (const set of plan.sets) shape.sets.set(set.name, set.elements);
     }
     return shapes;
   }
@@ -96,7 +114,7 @@ export class NftablesProxier {
     this.generation = timings.generation;
     this.skeletons = new Map(ruleset.tables.map((table) => [table.family, skeletonTable(table.family, config)]));
     this.plans.clear();
-    for (const [key, value] of plans) this.plans.set(key, value);
+    for (const [key, value] of plans) this.plans.set(key, value.map(remembered));
     this.tables = tables;
     this.loaded = true;
     return { ...timings, kind: 'full', planMs, servicePorts: allPlans.length };
@@ -155,7 +173,7 @@ export class NftablesProxier {
       const timings = await this.backend.commit(transaction, performance.now());
       this.generation = timings.generation;
       for (const [key, plans] of next) {
-        if (plans.length > 0) this.plans.set(key, plans);
+        if (plans.length > 0) this.plans.set(key, plans.map(remembered));
         else this.plans.delete(key);
       }
       return { ...timings, kind: 'partial', planMs, servicePorts };
@@ -170,7 +188,7 @@ export class NftablesProxier {
    * point at chains go first, chains are flushed before they (or the sets their rules use) are
    * deleted, and new chains exist before rules and elements refer to them.
    */
-  private writeDiff(transaction: NftTransaction, family: TableFamily, tableName: string, before: ServicePortPlan[], after: ServicePortPlan[]): void {
+  private writeDiff(transaction: NftTransaction, family: TableFamily, tableName: string, before: LoadedPlan[], after: ServicePortPlan[]): void {
     const table = this.tables.get(family)!;
     const removed = new Map<string, SetElement[]>();
     const added = new Map<string, SetElement[]>();
@@ -196,12 +214,12 @@ export class NftablesProxier {
       if (elements.length > 0) transaction.deleteElements(family, tableName, table.sets.get(setName)!, elements);
     }
 
-    const oldChains = new Map<string, Chain>(before.flatMap((plan) => plan.chains).map((chain) => [chain.name, chain]));
+    const oldChains = new Set(before.flatMap((plan) => plan.chains).map((chain) => chain.name));
     const newChains = new Map<string, Chain>(after.flatMap((plan) => plan.chains).map((chain) => [chain.name, chain]));
     const oldSets = new Set(before.flatMap((plan) => plan.sets).map((set) => set.name));
     const newSets = after.flatMap((plan) => plan.sets);
-    for (const name of oldChains.keys()) transaction.flushChain(family, tableName, name);
-    for (const name of oldChains.keys()) if (!newChains.has(name)) transaction.deleteChain(family, tableName, name);
+    for (const name of oldChains) transaction.flushChain(family, tableName, name);
+    for (const name of oldChains) if (!newChains.has(name)) transaction.deleteChain(family, tableName, name);
     for (const name of oldSets) if (!newSets.some((set) => set.name === name)) transaction.deleteSet(family, tableName, name);
     for (const set of newSets) if (!oldSets.has(set.name)) transaction.addSet(family, tableName, set);
     for (const set of newSets) {
@@ -219,7 +237,7 @@ export class NftablesProxier {
 const verdictText = (element: SetElement) => JSON.stringify(element.verdict ?? null);
 
 /** Map elements whose key a service keeps but whose verdict it changes. */
-function changedVerdicts(before: ServicePortPlan[], after: ServicePortPlan[]): [string, SetElement][] {
+function changedVerdicts(before: LoadedPlan[], after: ServicePortPlan[]): [string, SetElement][] {
   const previous = new Map<string, SetElement>();
   for (const plan of before) {
     for (const [setName, elements] of Object.entries(plan.elements)) for (const element of elements) previous.set(`${setName} ${elementKey(element)}`, element);
