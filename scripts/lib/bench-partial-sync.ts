@@ -5,7 +5,7 @@
 import type { NftablesBackend, SyncTimings } from '../../src/backend/nftables.js';
 import { NftablesProxier } from '../../src/agent/nftables-proxier.js';
 import type { ProxyConfig } from '../../src/config.js';
-import { type ServicePortPlan, assembleRuleset, planServicePort } from '../../src/plan/planner.js';
+import { type ServicePortPlan, assembleRuleset, planServicePort, withUniqueElements } from '../../src/plan/planner.js';
 import type { NamedSet, SetElement, TableFamily } from '../../src/plan/ruleset.js';
 import type { ClusterState } from '../../src/state/cluster-state.js';
 import { servicePortViews } from '../../src/state/service-ports.js';
@@ -57,7 +57,7 @@ class SingleServiceTransaction implements PartialSyncer {
     const started = performance.now();
     this.plans.clear();
     for (const key of [...state.services.keys()].sort()) this.plans.set(key, planService(state, config, key));
-    const ruleset = assembleRuleset([...this.plans.values()].flat(), config);
+    const ruleset = withUniqueElements(assembleRuleset([...this.plans.values()].flat(), config));
     for (const table of ruleset.tables) this.sets.set(table.family, new Map(table.sets.map((set) => [set.name, set])));
     const planMs = performance.now() - started;
     return { ...(await this.backend.replace(ruleset)), planMs };

@@ -109,6 +109,13 @@ export class NftablesProxier {
       const table = tables.get(plan.family)!;
       for (const [setName, elements] of Object.entries(plan.elements)) for (const element of elements) this.retain(table, setName, element);
     }
+    // The reference counts already know each shared element once: load exactly those.
+    for (const table of ruleset.tables) {
+      for (const set of table.sets) {
+        const shared = tables.get(table.family)!.shared.get(set.name);
+        if (shared) set.elements = [...shared.values()].map((entry) => entry.element);
+      }
+    }
     const planMs = performance.now() - started;
     const timings = await this.backend.replace(ruleset);
     this.generation = timings.generation;

@@ -323,7 +323,10 @@ export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
 
 const elementKey = (element: SetElement) => element.key.join(' . ');
 
-/** Assembles service port plans into tables: one per family that has services (always the IPv4 one). */
+/**
+ * Assembles service port plans into tables: one per family that has services (always the IPv4
+ * one). Shared sets may hold an element more than once (see withUniqueElements).
+ */
 export function assembleRuleset(plans: ServicePortPlan[], config: ProxyConfig = DEFAULT_PROXY_CONFIG): Ruleset {
   const tables = new Map<TableFamily, Table>([['ip', skeletonTable('ip', config)]]);
   for (const plan of plans) {
@@ -333,15 +336,19 @@ export function assembleRuleset(plans: ServicePortPlan[], config: ProxyConfig = 
     table.sets.push(...plan.sets);
     for (const [name, elements] of Object.entries(plan.elements)) setNamed(table, name).elements.push(...elements);
   }
-  // Several services may share an endpoint or a ClusterIP; the kernel wants each element once.
-  for (const table of tables.values()) {
+  return { tables: [...tables.values()] };
+}
+
+/** Several services may share an endpoint or a ClusterIP; the kernel wants each element once. */
+export function withUniqueElements(ruleset: Ruleset): Ruleset {
+  for (const table of ruleset.tables) {
     for (const set of table.sets) set.elements = [...new Map(set.elements.map((element) => [elementKey(element), element])).values()];
   }
-  return { tables: [...tables.values()] };
+  return ruleset;
 }
 
 /** The whole desired ruleset. */
 export const planRuleset = (views: ServicePortView[], config: ProxyConfig = DEFAULT_PROXY_CONFIG): Ruleset =>
-  assembleRuleset(views.map((view) => planServicePort(view, config)), config);
+  withUniqueElements(assembleRuleset(views.map((view) => planServicePort(view, config)), config));
 
 export const setNamed = (table: Table, name: string): NamedSet => table.sets.find((set) => set.name === name)!;
