@@ -2,16 +2,16 @@ import { networkInterfaces, hostname } from 'node:os';
 import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../config.js';
-import { deleteFlows } from '../backend/conntrack.js';
+import { type ConntrackFilter, deleteFlows } from '../backend/conntrack.js';
 import type { AgentOptions } from '../options.js';
 import { ClusterState, type KubeObject } from '../state/cluster-state.js';
-import { ObjectError, serviceKey } from '../state/model.js';
-import { allServicePortViews } from '../state/service-ports.js';
+import { ObjectError } from '../state/model.js';
+import { servicePortViews } from '../state/service-ports.js';
 import { categorizeEndpoints } from '../state/topology.js';
 import type { SourceHandler } from '../source/kubernetes.js';
 import type { Dataplane } from './dataplane.js';
 import type { DriftWatch } from './drift.js';
-import { ProxyHealth, ServiceHealthServers } from './healthz.js';
+import { type HealthCheckService, ProxyHealth, ServiceHealthServers } from './healthz.js';
 import { ProxyMetrics } from './metrics.js';
 import { SyncRunner } from './sync-runner.js';
 import { UdpFlowTracker } from './udp-flows.js';
@@ -22,6 +22,8 @@ import { UdpFlowTracker } from './udp-flows.js';
 // loaded (the kernel applies a batch atomically) and makes the next sync a full one.
 
 const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
+
+const sum = (values: number[]) => values.reduce((total, value) => total + value, 0);
 
 export interface SyncReport {
   kind: 'full' | 'partial';
@@ -62,6 +64,8 @@ export class Agent {
   private synced = false;
   private hadGoodSync = false;
   private drift: DriftWatch | undefined;
+  /** What afterSync derived for each service, kept so a partial sync recomputes only its changes. */
+  private readonly perService = new Map<string, { internalWithoutLocal: number; externalWithoutLocal: number; healthCheck?: HealthCheckService }>();
   private readonly syncedWaiters: (() => void)[] = [];
 
   constructor(
@@ -167,7 +171,7 @@ export class Agent {
       const report = { kind: result.kind, ms, services: this.state.services.size, endpoints: this.state.endpointCount };
       this.metrics.setSize(report.services, report.endpoints);
       for (const trigger of this.triggerTimes.splice(0)) this.metrics.observeNetworkProgramming((Date.now() - trigger) / 1000);
-      await this.afterSync(config);
+      await this.afterSync(config, result.kind === 'full' ? 'full' : changes.services);
       return report;
     } catch (error) {
       this.needFullSync = true;
@@ -188,29 +192,37 @@ export class Agent {
     }
   }
 
-  /** Conntrack cleanup, health-check ports and no-local-endpoint gauges: what follows a good sync. */
-  private async afterSync(config: ProxyConfig): Promise<void> {
-    const views = allServicePortViews(this.state);
-    let internalWithoutLocal = 0;
-    let externalWithoutLocal = 0;
-    const healthChecks = new Map<string, { namespace: string; name: string; healthCheckNodePort: number; localEndpoints: number }>();
-    for (const view of views) {
-      const categories = categorizeEndpoints(view, config);
-      if (view.service.internalTrafficPolicyLocal && categories.local.length === 0) internalWithoutLocal++;
-      if (view.service.externalTrafficPolicyLocal && categories.local.length === 0) externalWithoutLocal++;
-      const { service } = view;
-      if (service.healthCheckNodePort !== undefined && service.externalTrafficPolicyLocal) {
-        const key = serviceKey(service.namespace, service.name);
-        const known = healthChecks.get(key);
-        const localEndpoints = Math.max(known?.localEndpoints ?? 0, categories.local.length);
-        healthChecks.set(key, { namespace: service.namespace, name: service.name, healthCheckNodePort: service.healthCheckNodePort, localEndpoints });
+  /**
+   * Conntrack cleanup, health-check ports and no-local-endpoint gauges: what follows a good sync.
+   * Like the sync itself, it visits only the changed services, except after a full sync.
+   */
+  private async afterSync(config: ProxyConfig, changed: Set<string> | 'full'): Promise<void> {
+    const keys = changed === 'full' ? new Set([...this.state.services.keys(), ...this.perService.keys(), ...this.udpFlows.services()]) : changed;
+    const stale: ConntrackFilter[] = [];
+    for (const key of keys) {
+      const views = servicePortViews(this.state, key);
+      stale.push(...this.udpFlows.staleFlows(key, views, config));
+      if (views.length === 0) {
+        this.perService.delete(key);
+        continue;
       }
+      const categories = views.map((view) => categorizeEndpoints(view, config));
+      const { service } = views[0];
+      const localEndpoints = Math.max(...categories.map((category) => category.local.length));
+      this.perService.set(key, {
+        internalWithoutLocal: views.filter((view, index) => view.service.internalTrafficPolicyLocal && categories[index].local.length === 0).length,
+        externalWithoutLocal: views.filter((view, index) => view.service.externalTrafficPolicyLocal && categories[index].local.length === 0).length,
+        healthCheck: service.healthCheckNodePort !== undefined && service.externalTrafficPolicyLocal
+          ? { namespace: service.namespace, name: service.name, healthCheckNodePort: service.healthCheckNodePort, localEndpoints }
+          : undefined,
+      });
     }
-    this.metrics.setNoLocalEndpoints(internalWithoutLocal, externalWithoutLocal);
+    const all = [...this.perService.values()];
+    this.metrics.setNoLocalEndpoints(sum(all.map((entry) => entry.internalWithoutLocal)), sum(all.map((entry) => entry.externalWithoutLocal)));
     if (this.options.healthzBindAddress !== '') {
-      for (const failure of await this.serviceHealth.sync([...healthChecks.values()])) this.log.warn(failure.message);
+      const healthChecks = all.flatMap((entry) => (entry.healthCheck ? [entry.healthCheck] : []));
+      for (const failure of await this.serviceHealth.sync(healthChecks)) this.log.warn(failure.message);
     }
-    const stale = this.udpFlows.staleFlows(views, config);
     // At start-up every endpoint looks new; deleting flows then would only disturb live clients of a
     // restarted agent, whose rules never stopped serving.
     if (!this.hadGoodSync) {

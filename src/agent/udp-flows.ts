@@ -14,30 +14,35 @@ interface UdpServicePort {
 }
 
 export class UdpFlowTracker {
-  private previous = new Map<string, UdpServicePort>();
+  /** Per service key, its UDP service ports as the last sync left them. */
+  private previous = new Map<string, Map<string, UdpServicePort>>();
 
-  /** The conntrack deletions this sync calls for; remembers the sync for the next call. */
-  staleFlows(views: ServicePortView[], node: NodeContext): ConntrackFilter[] {
+  /**
+   * The conntrack deletions a sync calls for in one service (given its current service port
+   * views; none once it is deleted); remembers the result for the next call.
+   */
+  staleFlows(serviceKey: string, views: ServicePortView[], node: NodeContext): ConntrackFilter[] {
     const current = new Map<string, UdpServicePort>();
     for (const view of views) {
       if (view.port.protocol !== 'UDP') continue;
       const sameFamily = (address: string) => address.includes(':') === (view.family === 6);
-      current.set(`${view.family}/${view.service.namespace}/${view.service.name}/${view.port.port}`, {
+      current.set(`${view.family}/${view.port.port}`, {
         family: view.family,
         addresses: [view.clusterIP, ...view.service.externalIPs.filter(sameFamily), ...view.service.loadBalancerIPs.filter(sameFamily)],
         nodePort: view.port.nodePort,
         endpoints: new Set(categorizeEndpoints(view, node).reachable.map((endpoint) => endpoint.address)),
       });
     }
+    const previous = this.previous.get(serviceKey) ?? new Map<string, UdpServicePort>();
     const filters: ConntrackFilter[] = [];
     for (const [key, port] of current) {
-      const before = this.previous.get(key);
+      const before = previous.get(key);
       if (port.endpoints.size > 0 && !before?.endpoints.size) {
         for (const serviceIP of port.addresses) filters.push({ family: port.family, serviceIP });
         if (port.nodePort !== undefined) filters.push({ family: port.family, nodePort: port.nodePort });
       }
     }
-    for (const [key, before] of this.previous) {
+    for (const [key, before] of previous) {
       const after = current.get(key);
       for (const endpointIP of before.endpoints) {
         if (after?.endpoints.has(endpointIP)) continue;
@@ -45,7 +50,13 @@ export class UdpFlowTracker {
         if (before.nodePort !== undefined) filters.push({ family: before.family, nodePort: before.nodePort, endpointIP });
       }
     }
-    this.previous = current;
+    if (current.size > 0) this.previous.set(serviceKey, current);
+    else this.previous.delete(serviceKey);
     return filters;
+  }
+
+  /** Services the tracker remembers (a full sync must also visit those that are gone). */
+  services(): Iterable<string> {
+    return this.previous.keys();
   }
 }
