@@ -38,7 +38,11 @@ export function servicePortViews(state: ClusterState, key: string): ServicePortV
           // The same address in two slices (e.g. during a slice split) is one endpoint.
           if (seen.has(endpoint.address)) continue;
           seen.add(endpoint.address);
-          endpoints.push({ ...endpoint, port: target.port });
+          // An explicit literal: V8 builds it far faster than a spread, and there is one per endpoint and port.
+          endpoints.push({
+            address: endpoint.address, ready: endpoint.ready, serving: endpoint.serving, terminating: endpoint.terminating,
+            nodeName: endpoint.nodeName, zone: endpoint.zone, hintZones: endpoint.hintZones, hintNodes: endpoint.hintNodes, port: target.port,
+          });
         }
       }
       return { service, port, family, clusterIP, endpoints };
