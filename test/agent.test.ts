@@ -76,6 +76,8 @@ t.test('a new Service starts answering; a removed endpoint stops being chosen', 
   }), 'the removed endpoint is never chosen');
   const metrics = (await scrape('http://127.0.0.1:10249/metrics')).body;
   t.ok(metric(metrics, 'kubeproxy_sync_proxy_rules_duration_seconds_count') > before, 'sync count moved');
+  t.ok(metric(metrics, 'kubeproxy_sync_proxy_rules_service_changes_total') >= 2, 'service changes are counted');
+  t.ok(metric(metrics, 'kubeproxy_sync_proxy_rules_endpoint_changes_total') >= 3, 'endpoint changes are counted');
   t.match(metrics, /kubeproxy_sync_partial_proxy_rules_duration_seconds_count [1-9]/, 'changes went through partial syncs');
 });
 

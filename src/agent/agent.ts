@@ -23,6 +23,8 @@ import { UdpFlowTracker } from './udp-flows.js';
 
 const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
 
+const objectId = (object: KubeObject) => `${object.kind}/${object.metadata?.namespace ?? ''}/${object.metadata?.name ?? ''}`;
+
 const sum = (values: number[]) => values.reduce((total, value) => total + value, 0);
 
 export interface SyncReport {
@@ -63,6 +65,7 @@ export class Agent {
   private readonly triggerTimes: number[] = [];
   private synced = false;
   private hadGoodSync = false;
+  private pendingChanges = { services: 0, endpoints: 0 };
   private drift: DriftWatch | undefined;
   /** What afterSync derived for each service, kept so a partial sync recomputes only its changes. */
   private readonly perService = new Map<string, { internalWithoutLocal: number; externalWithoutLocal: number; healthCheck?: HealthCheckService }>();
@@ -110,14 +113,21 @@ export class Agent {
 
   /** The source's callbacks: every change is tracked and asks the runner for a sync. */
   handler(): SourceHandler {
-    const queue = () => {
+    const queue = (object: KubeObject) => {
+      // kube-proxy counts Service changes and endpoint changes apart; Node changes are neither.
+      const services = object.kind === 'Service' ? 1 : 0;
+      const endpoints = object.kind === 'EndpointSlice' || object.kind === 'Endpoints' ? 1 : 0;
+      this.pendingChanges.services += services;
+      this.pendingChanges.endpoints += endpoints;
+      this.metrics.addChanges(services, endpoints);
+      this.metrics.setPending(this.pendingChanges.services, this.pendingChanges.endpoints);
       this.health.queued();
       this.metrics.recordQueued();
       this.runner.run();
     };
     return {
       apply: (object: KubeObject) => {
-        const id = `${object.kind}/${object.metadata?.namespace ?? ''}/${object.metadata?.name ?? ''}`;
+        const id = objectId(object);
         try {
           this.state.apply(object);
           this.rejected.delete(id);
@@ -128,12 +138,12 @@ export class Agent {
           this.log.error({ kind: error.kind, namespace: error.namespace, name: error.objectName }, `skipped ${error.message}`);
           return;
         }
-        queue();
+        queue(object);
       },
       delete: (object: KubeObject) => {
         this.state.delete(object);
-        this.rejected.delete(`${object.kind}/${object.metadata?.namespace ?? ''}/${object.metadata?.name ?? ''}`);
-        queue();
+        this.rejected.delete(objectId(object));
+        queue(object);
       },
       synced: () => {
         this.synced = true;
@@ -160,6 +170,7 @@ export class Agent {
     const config = this.proxyConfig();
     const configText = JSON.stringify(config);
     const full = forceFull || this.needFullSync || changes.nodeLabelsChanged || configText !== this.lastConfig;
+    this.pendingChanges = { services: 0, endpoints: 0 };
     this.metrics.setPending(0, 0);
     try {
       const result = await this.dataplane.sync(this.state, config, full ? 'full' : changes.services);
