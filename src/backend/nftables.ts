@@ -24,8 +24,13 @@ export interface SyncTimings extends CommitResult {
 export class NftablesBackend {
   constructor(
     readonly tableName = 'kubenft',
-    private readonly addon: NativeAddon = native(),
+    private readonly injectedAddon?: NativeAddon,
   ) {}
+
+  /** Loaded on first use, so that `render`, which programs nothing, needs no built addon. */
+  private get addon(): NativeAddon {
+    return this.injectedAddon ?? native();
+  }
 
   newTransaction(): NftTransaction {
     const transaction = new NftTransaction(this.addon.attributes);
