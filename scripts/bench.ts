@@ -66,7 +66,7 @@ const WORKER_GRACE_MS = 30_000;
 const DISTRIBUTION_ENDPOINTS = [3, 10, 500];
 const PODS = 5;
 const ADDRESSES_PER_POD = 100; // 5 × 100 = the 500 endpoints of the largest distribution run
-const PARTIAL_SYNCERS_MEASURED: PartialSyncerName[] = ['proxier', 'single-service-transaction'];
+const PARTIAL_SYNCERS_MEASURED: PartialSyncerName[] = ['proxier', 'proxier-one-service-table'];
 
 // ---------------------------------------------------------------------------------------------
 // Progress on stderr

@@ -1,6 +1,6 @@
 // The hostnames demo: three pods behind the classic ClusterIP service, programmed by kubenft in a
 // throwaway "node" namespace; 300 requests from a client namespace, a bar chart of who answered,
-// and the ruleset as `nft list table` shows it. Every namespace is deleted at the end.
+// and the ruleset as `nft list ruleset` shows it. Every namespace is deleted at the end.
 import { join } from 'node:path';
 import { projectRoot } from '../src/backend/native.js';
 import { withTopology } from './lib/topology.js';
@@ -36,8 +36,8 @@ async function main(): Promise<void> {
     console.log(`${REQUESTS} requests from the client (${topology.external.clientIPv4}) to ${VIP}:80 — who answered:\n`);
     console.log(barChart(report.counts, REQUESTS));
 
-    const listing = await topology.exec(topology.node, ['nft', 'list', 'table', 'ip', 'kubenft']);
-    console.log(`\n$ nft list table ip kubenft\n${listing.stdout}`);
+    const listing = await topology.exec(topology.node, ['nft', 'list', 'ruleset']);
+    console.log(`\n$ nft list ruleset   # kubenft's main table and the service table holding hostnames\n${listing.stdout}`);
     const answered = PODS.filter((pod) => (report.counts[pod.name] ?? 0) > 0).length;
     if (answered !== PODS.length) throw new Error(`only ${answered} of ${PODS.length} pods answered`);
   });

@@ -24,6 +24,12 @@ export interface ProxyConfig extends NodeContext {
    * cascade (docs/architecture.md has the measurements behind the default).
    */
   largeServiceEndpoints: number;
+  /**
+   * How many tables the services' NAT objects are spread over (at most MAX_SERVICE_TABLES): the
+   * kernel re-validates a whole table when a rule in it changes, so a partial sync costs a table's
+   * share of the services (docs/architecture.md).
+   */
+  serviceTables: number;
 }
 
 export const DEFAULT_PROXY_CONFIG: ProxyConfig = {
@@ -37,4 +43,5 @@ export const DEFAULT_PROXY_CONFIG: ProxyConfig = {
   nodePortAddresses: [],
   nodeIPs: [],
   largeServiceEndpoints: 64,
+  serviceTables: 16,
 };

@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
 import { parseCIDR } from './state/normalize.js';
+import { DEFAULT_PROXY_CONFIG } from './config.js';
+import { MAX_SERVICE_TABLES } from './plan/planner.js';
 
 // kubenft's command line and KubeProxyConfiguration file. kubenft replaces kube-proxy in an
 // existing DaemonSet, so it must accept kube-proxy's flags and config files as they are written
@@ -39,6 +41,8 @@ export interface AgentOptions {
   json: boolean;
   /** kubenft's own: which iptables flavour iptables mode programs. */
   iptablesBackend: IptablesBackend;
+  /** kubenft's own: how many nftables tables the services' NAT objects are spread over. */
+  serviceTables: number;
   cleanup: boolean;
   initOnly: boolean;
   kubeconfig?: string;
@@ -91,6 +95,7 @@ function defaultOptions(): AgentOptions {
     once: false,
     json: false,
     iptablesBackend: 'auto',
+    serviceTables: DEFAULT_PROXY_CONFIG.serviceTables,
     cleanup: false,
     initOnly: false,
     clusterCIDRs: [],
@@ -322,6 +327,9 @@ const SETTINGS: Setting[] = [
       if (v !== 'auto' && v !== 'legacy' && v !== 'nft') fail(where, v, 'must be auto, legacy or nft');
       o.iptablesBackend = v as IptablesBackend;
     } },
+  { flag: 'service-tables', own: true, kind: 'int', arg: 'N', help: `nftables mode: spread the services over N tables (1-${MAX_SERVICE_TABLES}); a change re-validates only its table`,
+    defaultText: String(DEFAULT_PROXY_CONFIG.serviceTables),
+    apply: (o, v: number, where) => { o.serviceTables = integerIn(v, 1, MAX_SERVICE_TABLES, where); } },
   { flag: 'service-cidr', own: true, kind: 'list', repeatable: true, arg: 'CIDR[,CIDR]', help: 'Service ClusterIP ranges: an address in them that no Service holds is dropped (repeatable)',
     apply: (o, v: string[], where) => { o.serviceCIDRs = cidrList(v, where); } },
 

@@ -9,7 +9,7 @@ import { planRuleset } from '../src/plan/planner.js';
 import { loadState } from '../src/state/load.js';
 import { allServicePortViews } from '../src/state/service-ports.js';
 import { createTopology, type Topology } from '../scripts/lib/topology.js';
-import { CHI_SQUARE_CRITICAL_P001, chiSquareUniform, kubenft, listTableJson, syncOnce } from './lib/kubenft.js';
+import { CHI_SQUARE_CRITICAL_P001, chiSquareUniform, kubenft, listRulesetJson, syncOnce } from './lib/kubenft.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';
 
 const VIP = '10.0.1.175';
@@ -57,7 +57,7 @@ t.test('a not-ready endpoint is never chosen, and updates leave nothing stale', 
   await syncOnce(topology, manifests.path);
   report = await topology.probe(topology.client, { address: VIP, port: 80, protocol: 'tcp', count: 30, timeoutMs: 2000 });
   t.same(report.counts, { 'hostnames-b': 30 }, 'traffic follows the new endpoint list');
-  const listing = JSON.stringify(await listTableJson(topology));
+  const listing = JSON.stringify(await listRulesetJson(topology));
   t.notMatch(listing, PODS[0].ipv4, 'no rule or element mentions a removed endpoint');
   t.notMatch(listing, PODS[2].ipv4);
 });
@@ -65,14 +65,14 @@ t.test('a not-ready endpoint is never chosen, and updates leave nothing stale', 
 t.test('render --json describes exactly what the addon loads (nft is the oracle)', async (t) => {
   manifests.write([hostnamesService, hostnamesSlice()]);
   await syncOnce(topology, manifests.path, '--cluster-cidr', '10.244.0.0/16');
-  const loaded = await listTableJson(topology);
+  const loaded = await listRulesetJson(topology);
   const rendered = await kubenft(topology, ['render', '--json', '--manifests', manifests.path, '--cluster-cidr', '10.244.0.0/16']);
   t.equal(rendered.code, 0);
-  await topology.exec(topology.node, ['nft', 'delete', 'table', 'ip', 'kubenft']);
+  await topology.exec(topology.node, ['nft', 'flush', 'ruleset']);
   const viaNft = await topology.exec(topology.node, ['nft', '-j', '-f', manifests.writeBeside('rendered.json', rendered.stdout)]);
   t.equal(viaNft.code, 0, viaNft.stderr);
   const withoutHandles = (value: unknown) => JSON.parse(JSON.stringify(value, (key, inner) => (key === 'handle' || key === 'metainfo' ? undefined : inner)));
-  t.same(withoutHandles(await listTableJson(topology)), withoutHandles(loaded));
+  t.same(withoutHandles(await listRulesetJson(topology)), withoutHandles(loaded));
 });
 
 t.test('a rejected transaction names the object and leaves the previous ruleset as it was', async (t) => {
@@ -85,7 +85,7 @@ t.test('a rejected transaction names the object and leaves the previous ruleset 
   t.equal(outcome.committed, false);
   t.equal(outcome.object, 'rule in chain svc/default/hostnames/tcp/80');
   t.match(outcome.message, /svc\/default\/hostnames\/tcp\/80.*No such file or directory/);
-  const listing = JSON.stringify(await listTableJson(topology));
+  const listing = JSON.stringify(await listRulesetJson(topology));
   t.notMatch(listing, 'no-such-chain');
   const report = await topology.probe(topology.client, { address: VIP, port: 80, protocol: 'tcp', count: 30, timeoutMs: 2000 });
   t.equal(countsOf(report).reduce((a, b) => a + b, 0), 30, 'the previous ruleset still serves');

@@ -28,6 +28,7 @@ const DEFAULTS: AgentOptions = {
   once: false,
   json: false,
   iptablesBackend: 'auto',
+  serviceTables: 16,
   cleanup: false,
   initOnly: false,
   clusterCIDRs: [],

@@ -5,6 +5,7 @@ import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
 import { NftablesBackend, type SyncTimings } from '../src/backend/nftables.js';
 import type { NftTransaction } from '../src/backend/nft-transaction.js';
 import { NftablesProxier } from '../src/agent/nftables-proxier.js';
+import { serviceTableOf } from '../src/plan/planner.js';
 import type { Ruleset } from '../src/plan/ruleset.js';
 import { ClusterState } from '../src/state/cluster-state.js';
 import { service, slice } from './lib/manifests.js';
@@ -45,6 +46,7 @@ t.test('after one endpoint change among 1,000 services only that service is in t
     'rule in chain svc/default/svc-500/tcp/80',
     'rule in chain svc/default/svc-500/tcp/80',
   ], 'flush and refill of one chain, minus one hairpin element');
+  t.equal(result.tables, 2, 'rules change in one service table; the main table loses an element');
 
   state.delete(service('svc-7', '10.0.10.8', [{ port: 80 }]));
   const removal = await proxier.sync(state, config, state.takeChanges().services);
@@ -52,8 +54,8 @@ t.test('after one endpoint change among 1,000 services only that service is in t
   t.same(backend.transactions.at(-1), [
     'table ip kubenft',
     'removal of elements from cluster-ips',
-    'removal of elements from service-ips',
     'removal of elements from hairpin-endpoints',
+    'removal of elements from service-ips',
     'flush of chain svc/default/svc-7/tcp/80',
     'delete of chain svc/default/svc-7/tcp/80',
   ], 'a deleted service takes its elements and chain with it');
@@ -73,4 +75,25 @@ t.test('an element shared by two services stays until its last owner goes', asyn
   state.delete(service('one', '10.0.0.1', [{ port: 80 }]));
   await proxier.sync(state, config, state.takeChanges().services);
   t.notOk(backend.transactions.at(-1)!.includes('removal of elements from hairpin-endpoints'), 'the shared hairpin pair stays');
+});
+
+t.test('a service whose service table is not loaded yet creates it in the partial sync', async (t) => {
+  const state = new ClusterState('node-1');
+  state.apply(service('first', '10.0.0.1', [{ port: 80 }]));
+  state.apply(slice('first', [{ port: 80 }], [{ ip: '10.244.1.1' }]));
+  const backend = new RecordingBackend();
+  const proxier = new NftablesProxier(backend);
+  const config = { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1' };
+  await proxier.sync(state, config, 'full');
+  state.takeChanges();
+  const first = serviceTableOf('default', 'first', config);
+  const name = Array.from({ length: 100 }, (_, index) => `second-${index}`).find((candidate) => serviceTableOf('default', candidate, config) !== first)!;
+  state.apply(service(name, '10.0.0.2', [{ port: 80 }]));
+  state.apply(slice(name, [{ port: 80 }], [{ ip: '10.244.1.2' }]));
+  const result = await proxier.sync(state, config, state.takeChanges().services);
+  t.equal(result.kind, 'partial');
+  const transaction = backend.transactions.at(-1)!;
+  t.ok(transaction.includes(`table ip ${serviceTableOf('default', name, config)}`), 'the new service table is created');
+  t.ok(transaction.indexOf('chain services') < transaction.indexOf(`chain svc/default/${name}/tcp/80`), 'its skeleton comes before the service');
+  t.same(proxier.expectedShape().map((shape) => shape.name).sort(), ['kubenft', first, serviceTableOf('default', name, config)].sort(), 'drift checks expect all three tables');
 });

@@ -2,7 +2,7 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { parseAllDocuments } from 'yaml';
 import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
-import { planRuleset, SHARED_SETS, setNamed } from '../src/plan/planner.js';
+import { MAX_SERVICE_TABLES, planRuleset, SHARED_SETS, serviceTableOf, setNamed } from '../src/plan/planner.js';
 import { rulesetText } from '../src/plan/render-text.js';
 import { loadState } from '../src/state/load.js';
 import { allServicePortViews } from '../src/state/service-ports.js';
@@ -14,15 +14,15 @@ const config = { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1', localCIDRs: ['10.2
 t.test('hostnames: one service-ips element, an equal-probability cascade, hairpin pairs', async (t) => {
   const { state, errors } = loadState(hostnames, 'node-1');
   t.same(errors, []);
-  const [table] = planRuleset(allServicePortViews(state), config).tables;
-  t.equal(table.family, 'ip');
-  t.same(setNamed(table, SHARED_SETS.serviceIPs).elements, [
+  const [main, services, ...others] = planRuleset(allServicePortViews(state), config).tables;
+  t.same([main.family, main.name, services.family, services.name, others], ['ip', 'kubenft', 'ip', serviceTableOf('default', 'hostnames', config), []]);
+  t.same(setNamed(services, SHARED_SETS.serviceIPs).elements, [
     { key: ['10.0.1.175', 'tcp', 80], verdict: { kind: 'goto', chain: 'svc/default/hostnames/tcp/80' } },
   ]);
-  t.same(setNamed(table, SHARED_SETS.hairpin).elements.map((element) => element.key), [
+  t.same(setNamed(main, SHARED_SETS.hairpin).elements.map((element) => element.key), [
     ['10.244.1.7', '10.244.1.7'], ['10.244.2.3', '10.244.2.3'], ['10.244.3.6', '10.244.3.6'],
   ]);
-  const chain = table.chains.find((candidate) => candidate.name === 'svc/default/hostnames/tcp/80')!;
+  const chain = services.chains.find((candidate) => candidate.name === 'svc/default/hostnames/tcp/80')!;
   t.same(chain.rules.map((rule) => rule.statements), [
     [{ kind: 'numgen', modulus: 3, equals: 0 }, { kind: 'match', field: 'meta l4proto', op: '==', value: 'tcp' }, { kind: 'dnat', address: '10.244.1.7', port: 9376 }],
     [{ kind: 'numgen', modulus: 2, equals: 0 }, { kind: 'match', field: 'meta l4proto', op: '==', value: 'tcp' }, { kind: 'dnat', address: '10.244.2.3', port: 9376 }],
@@ -34,8 +34,10 @@ t.test('hostnames: rendered nft text', async (t) => {
   const { state } = loadState(hostnames, 'node-1');
   const text = rulesetText(planRuleset(allServicePortViews(state), config));
   t.match(text, 'elements = { 10.0.1.175 . tcp . 80 : goto svc/default/hostnames/tcp/80 }');
-  t.match(text, `\tchain services {
+  t.match(text, `\tchain cluster-ip-masquerade {
 \t\tip daddr @cluster-ips ip saddr != 10.244.0.0/16 meta mark set meta mark | 0x00004000
+\t}`);
+  t.match(text, `\tchain services {
 \t\tip daddr . meta l4proto . th dport vmap @service-ips`);
   t.match(text, `\tchain svc/default/hostnames/tcp/80 {
 \t\tnumgen random mod 3 0 meta l4proto tcp dnat to 10.244.1.7:9376
@@ -50,16 +52,16 @@ t.test('not-ready endpoints are never chosen; no ready endpoint means reject, no
   const slice = objects[1] as { endpoints: { conditions: { ready: boolean } }[] };
   slice.endpoints[1].conditions.ready = false;
   let { state } = loadState(objects, 'node-1');
-  let [table] = planRuleset(allServicePortViews(state), config).tables;
-  const chain = table.chains.find((candidate) => candidate.name === 'svc/default/hostnames/tcp/80')!;
+  const [, services] = planRuleset(allServicePortViews(state), config).tables;
+  const chain = services.chains.find((candidate) => candidate.name === 'svc/default/hostnames/tcp/80')!;
   t.notMatch(JSON.stringify(chain), '10.244.2.3');
   t.equal(chain.rules.length, 2, 'two endpoints');
 
   for (const endpoint of slice.endpoints) endpoint.conditions.ready = false;
   ({ state } = loadState(objects, 'node-1'));
-  [table] = planRuleset(allServicePortViews(state), config).tables;
-  t.same(setNamed(table, SHARED_SETS.serviceIPs).elements, []);
-  t.same(setNamed(table, SHARED_SETS.noEndpointServices).elements, [
+  const tables = planRuleset(allServicePortViews(state), config).tables;
+  t.same(tables.flatMap((table) => table.sets.find((set) => set.name === SHARED_SETS.serviceIPs)?.elements ?? []), [], 'nothing is translated');
+  t.same(setNamed(tables[0], SHARED_SETS.noEndpointServices).elements, [
     { key: ['10.0.1.175', 'tcp', 80], verdict: { kind: 'goto', chain: 'reject-chain' } },
   ]);
 });
@@ -73,7 +75,33 @@ t.test('headless services get nothing; selector-less services with manual Endpoi
   }));
   const { state, errors } = loadState([headless, manual, ...slices] as KubeObject[], 'node-1');
   t.same(errors, []);
-  const [table] = planRuleset(allServicePortViews(state), config).tables;
-  t.same(table.chains.filter((chain) => chain.name.startsWith('svc/')).map((chain) => chain.name), ['svc/default/external-db/tcp/5432']);
-  t.same(setNamed(table, SHARED_SETS.serviceIPs).elements.map((element) => element.key), [['10.0.7.7', 'tcp', 5432]]);
+  const tables = planRuleset(allServicePortViews(state), config).tables;
+  t.same(tables.map((table) => table.name), ['kubenft', serviceTableOf('default', 'external-db', config)], 'the headless service has no table of its own');
+  t.same(tables[1].chains.filter((chain) => chain.name.startsWith('svc/')).map((chain) => chain.name), ['svc/default/external-db/tcp/5432']);
+  t.same(setNamed(tables[1], SHARED_SETS.serviceIPs).elements.map((element) => element.key), [['10.0.7.7', 'tcp', 5432]]);
+});
+
+t.test('services spread evenly over the service tables, each service whole in one of them', async (t) => {
+  const objects: KubeObject[] = Array.from({ length: 1600 }, (_, index) => ({
+    apiVersion: 'v1', kind: 'Service', metadata: { name: `svc-${index}`, namespace: `ns-${index % 7}` },
+    spec: { clusterIP: `10.0.${index >> 8}.${index & 255}`, ports: [{ name: 'a', port: 80 }, { name: 'b', port: 81 }] },
+  }));
+  const slices = objects.map((service) => ({
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: `${service.metadata.name}-1`, namespace: service.metadata.namespace, labels: { 'kubernetes.io/service-name': service.metadata.name } },
+    addressType: 'IPv4', ports: [{ name: 'a', port: 8080, protocol: 'TCP' }, { name: 'b', port: 8081, protocol: 'TCP' }], endpoints: [{ addresses: ['10.244.0.9'] }],
+  })) as KubeObject[];
+  const { state } = loadState([...objects, ...slices], 'node-1');
+  const ruleset = planRuleset(allServicePortViews(state), config);
+  const serviceTables = ruleset.tables.slice(1);
+  t.equal(serviceTables.length, config.serviceTables, 'every service table is used');
+  const perTable = serviceTables.map((table) => table.chains.filter((chain) => chain.name.startsWith('svc/')).length);
+  t.ok(Math.min(...perTable) > 0.7 * (3200 / config.serviceTables) && Math.max(...perTable) < 1.3 * (3200 / config.serviceTables), `balanced: ${perTable.join(' ')}`);
+  for (const table of serviceTables) {
+    for (const chain of table.chains.filter((candidate) => candidate.name.startsWith('svc/'))) {
+      const [, namespace, name] = chain.name.split('/');
+      if (serviceTableOf(namespace, name, config) !== table.name) t.fail(`${chain.name} is in ${table.name}`);
+    }
+  }
+  t.equal(planRuleset(allServicePortViews(state), { ...config, serviceTables: 1 }).tables.length, 2, 'one service table when asked');
+  t.ok(config.serviceTables <= MAX_SERVICE_TABLES);
 });

@@ -4,6 +4,8 @@
 import t from 'tap';
 import { join } from 'node:path';
 import { projectRoot } from '../src/backend/native.js';
+import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
+import { serviceTableOf } from '../src/plan/planner.js';
 import { createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';
 import { CLI, kubenft, metricValue, scrape } from './lib/kubenft.js';
@@ -43,6 +45,7 @@ const metric = async (name: string) => {
 };
 
 let agent: ProcessHandle;
+const webTable = serviceTableOf('default', 'web', DEFAULT_PROXY_CONFIG);
 
 t.test('drift: a flushed table, a deleted map element and a flushed chain come back', async (t) => {
   agent = startAgent();
@@ -50,16 +53,19 @@ t.test('drift: a flushed table, a deleted map element and a flushed chain come b
   t.ok(await eventually(async () => (await metric('kubeproxy_sync_proxy_rules_last_timestamp_seconds')) > 0), 'metrics are up');
 
   t.equal((await nft('flush', 'table', 'ip', 'kubenft')).code, 0);
-  t.ok(await eventually(async () => (await nft('list', 'chain', 'ip', 'kubenft', 'services')).stdout.includes('vmap @service-ips'), 10_000), 'the flushed rules are back');
+  t.ok(await eventually(async () => (await nft('list', 'chain', 'ip', 'kubenft', 'nat-postrouting')).stdout.includes('masquerade'), 10_000), 'the main table\'s rules are back');
+
+  t.equal((await nft('flush', 'table', 'ip', webTable)).code, 0);
+  t.ok(await eventually(async () => (await nft('list', 'chain', 'ip', webTable, 'services')).stdout.includes('vmap @service-ips'), 10_000), 'the service table\'s rules are back');
   t.ok(await answers(), 'restored after the flush');
 
-  t.equal((await nft('delete', 'element', 'ip', 'kubenft', 'service-ips', '{ 10.0.1.1 . tcp . 80 }')).code, 0);
-  t.ok(await eventually(async () => (await nft('list', 'map', 'ip', 'kubenft', 'service-ips')).stdout.includes('10.0.1.1 . tcp . 80'), 10_000), 'the element is back');
+  t.equal((await nft('delete', 'element', 'ip', webTable, 'service-ips', '{ 10.0.1.1 . tcp . 80 }')).code, 0);
+  t.ok(await eventually(async () => (await nft('list', 'map', 'ip', webTable, 'service-ips')).stdout.includes('10.0.1.1 . tcp . 80'), 10_000), 'the element is back');
 
-  t.equal((await nft('flush', 'chain', 'ip', 'kubenft', 'svc/default/web/tcp/80')).code, 0);
-  t.ok(await eventually(async () => (await nft('list', 'chain', 'ip', 'kubenft', 'svc/default/web/tcp/80')).stdout.includes('dnat to'), 10_000), 'the chain is refilled');
+  t.equal((await nft('flush', 'chain', 'ip', webTable, 'svc/default/web/tcp/80')).code, 0);
+  t.ok(await eventually(async () => (await nft('list', 'chain', 'ip', webTable, 'svc/default/web/tcp/80')).stdout.includes('dnat to'), 10_000), 'the chain is refilled');
   t.ok(await answers(), 'serving again');
-  t.ok((await metric('kubenft_drift_repairs_total')) >= 3, 'every repair is counted');
+  t.ok((await metric('kubenft_drift_repairs_total')) >= 4, 'every repair is counted');
 });
 
 t.test('a kernel rejection leaves the last good ruleset serving, is counted, and the next sync is full', async (t) => {

@@ -14,7 +14,7 @@ export const COLD_LABELS: Record<ColdImplementation, string> = {
 
 const INCREMENTAL_LABELS: Record<PartialSyncerName | Dataplane, string> = {
   proxier: 'kubenft partial sync (NftablesProxier)',
-  'single-service-transaction': 'kubenft minimal transaction (stand-in)',
+  'proxier-one-service-table': 'kubenft, every service in one table (--service-tables 1)',
   kubenft: 'kubenft',
   'iptables-legacy': 'kubenft --proxy-mode=iptables, legacy (full restore)',
   'iptables-nft': 'kubenft --proxy-mode=iptables, nft (full restore)',

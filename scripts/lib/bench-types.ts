@@ -5,8 +5,8 @@ export type IptablesFlavor = 'legacy' | 'nft';
 export type Dataplane = 'kubenft' | `iptables-${IptablesFlavor}`;
 export const DATAPLANES: readonly Dataplane[] = ['kubenft', 'iptables-legacy', 'iptables-nft'];
 
-/** Which implementation of kubenft's incremental sync a run measures (see bench-partial-sync.ts). */
-export type PartialSyncerName = 'proxier' | 'single-service-transaction';
+/** Which configuration of kubenft's incremental sync a run measures (see bench-partial-sync.ts). */
+export type PartialSyncerName = 'proxier' | 'proxier-one-service-table';
 
 export type WorkerTask =
   | { kind: 'cold-kubenft'; services: number }

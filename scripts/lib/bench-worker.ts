@@ -4,7 +4,7 @@
 // figures (and the memory reading) free of what earlier runs left in the heap.
 import { statSync } from 'node:fs';
 import { IptablesBackend } from '../../src/backend/iptables.js';
-import { NftablesBackend } from '../../src/backend/nftables.js';
+import { NftablesBackend, type SyncTimings } from '../../src/backend/nftables.js';
 import { JUMP_RULES, planIptables, iptablesRestoreInput, savedJumpRule } from '../../src/plan/iptables.js';
 import { planRuleset } from '../../src/plan/planner.js';
 import type { ClusterState } from '../../src/state/cluster-state.js';
@@ -12,7 +12,8 @@ import { allServicePortViews } from '../../src/state/service-ports.js';
 import { BENCH_CONFIG, POD_CIDR, benchServiceKey, buildClusterState, endpointChange } from './bench-cluster.js';
 import { PARENT_NETNS_ENV } from './bench-netns.js';
 import { killRunningCommands, runChecked, runCommand } from './bench-command.js';
-import { PARTIAL_SYNCERS, type PartialSyncReport } from './bench-partial-sync.js';
+import { PARTIAL_SYNC_CONFIGS } from './bench-partial-sync.js';
+import { NftablesProxier } from '../../src/agent/nftables-proxier.js';
 import type {
   ColdResult, Dataplane, IncrementalResult, IncrementalSample, IptablesFlavor, KubenftSplit, LoadResult, MemoryResult, WorkerTask,
 } from './bench-types.js';
@@ -40,7 +41,7 @@ function timed<T>(work: () => T): { value: T; ms: number } {
   return { value, ms: performance.now() - started };
 }
 
-function kubenftSplit(report: PartialSyncReport): KubenftSplit {
+function kubenftSplit(report: SyncTimings & { planMs: number }): KubenftSplit {
   const { planMs, serializeMs, encodeMs, kernelMs, messages, bytes } = report;
   return { planMs, serializeMs, encodeMs, kernelMs, messages, bytes };
 }
@@ -95,12 +96,13 @@ async function incremental(implementation: WorkerTask & { kind: 'incremental' })
   const changedIndex = Math.floor(services / 2);
   const initialStarted = performance.now();
   let syncChange: ChangeSync;
-  if (implementation.implementation === 'proxier' || implementation.implementation === 'single-service-transaction') {
-    const syncer = PARTIAL_SYNCERS[implementation.implementation](nftablesBackend());
-    await syncer.sync(state, BENCH_CONFIG, 'full');
-    syncChange = async (current, changed) => kubenftSplit(await syncer.sync(current, BENCH_CONFIG, changed));
+  if (implementation.implementation === 'proxier' || implementation.implementation === 'proxier-one-service-table') {
+    const proxier = new NftablesProxier(nftablesBackend());
+    const config = PARTIAL_SYNC_CONFIGS[implementation.implementation](BENCH_CONFIG);
+    await proxier.sync(state, config, 'full');
+    syncChange = async (current, changed) => kubenftSplit(await proxier.sync(current, config, changed));
   } else if (implementation.implementation === 'kubenft') {
-    throw new Error('kubenft incremental runs name a partial syncer (proxier, single-service-transaction)');
+    throw new Error('kubenft incremental runs name a proxier configuration (proxier, proxier-one-service-table)');
   } else {
     // iptables-restore has no partial mode: every change is a full restore, as in kube-proxy.
     const backend = new IptablesBackend({ backend: iptablesFlavor(implementation.implementation) });
@@ -159,7 +161,7 @@ async function unload(dataplane: Dataplane): Promise<Record<string, never>> {
 /** The agent's steady state: its ClusterState and the proxier's record of what it loaded. */
 async function memory(services: number): Promise<MemoryResult> {
   const state = buildClusterState(services);
-  const proxier = PARTIAL_SYNCERS.proxier(nftablesBackend());
+  const proxier = new NftablesProxier(nftablesBackend());
   await proxier.sync(state, BENCH_CONFIG, 'full');
   // Garbage from the sync is not what the agent holds; collect it when node allows (--expose-gc).
   (globalThis as { gc?: () => void }).gc?.();

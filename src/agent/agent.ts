@@ -106,6 +106,7 @@ export class Agent {
       masqueradeAll: options.masqueradeAll,
       masqueradeBit: options.masqueradeBit,
       serviceCIDRs: options.serviceCIDRs,
+      serviceTables: options.serviceTables,
       nodePortAddresses,
       nodeIPs,
     };

@@ -1,5 +1,4 @@
 import type { NftablesBackend } from '../backend/nftables.js';
-import type { TableFamily } from '../plan/ruleset.js';
 import type { TableShape } from './nftables-proxier.js';
 
 // Notices when something other than kubenft changes kubenft's tables (`nft flush table`, a deleted
@@ -17,16 +16,16 @@ export interface DriftSubject {
   ownGeneration(): number | undefined;
   /** A sync is being committed: the generation is about to move for a good reason. */
   busy(): boolean;
-  expectedShape(): Map<TableFamily, TableShape>;
+  expectedShape(): TableShape[];
 }
 
 /** What differs between the expected shape and a dump, in words; empty when nothing does. */
-export async function findDrift(backend: NftablesBackend, expected: Map<TableFamily, TableShape>): Promise<string[]> {
+export async function findDrift(backend: NftablesBackend, expected: TableShape[]): Promise<string[]> {
   const differences: string[] = [];
-  for (const [family, shape] of expected) {
-    const dump = await backend.dump(family);
+  for (const shape of expected) {
+    const dump = await backend.dump(shape.family, shape.name);
     if (!dump) {
-      differences.push(`table ${family} ${backend.tableName} is gone`);
+      differences.push(`table ${shape.family} ${shape.name} is gone`);
       continue;
     }
     const rules = new Map<string, number>();

@@ -1,7 +1,7 @@
 import type { ProxyConfig } from '../config.js';
-import { NftablesBackend, type SyncTimings } from '../backend/nftables.js';
+import { NftablesBackend, type SyncTimings, writeTable } from '../backend/nftables.js';
 import type { NftTransaction } from '../backend/nft-transaction.js';
-import { type ServicePortPlan, assembleRuleset, planServicePort, skeletonTable } from '../plan/planner.js';
+import { type ServicePortPlan, type TableContribution, assembleRuleset, contributions, planServicePort, skeletonOf } from '../plan/planner.js';
 import type { Chain, NamedSet, SetElement, Table, TableFamily } from '../plan/ruleset.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import { servicePortViews } from '../state/service-ports.js';
@@ -12,6 +12,8 @@ import { servicePortViews } from '../state/service-ports.js';
 // services' hairpin sets, a ClusterIP with several ports), so each is reference-counted.
 
 export interface TableShape {
+  family: TableFamily;
+  name: string;
   chains: Map<string, number>;
   sets: Map<string, number | undefined>;
 }
@@ -22,24 +24,35 @@ export interface ProxierSyncResult extends SyncTimings {
   /** Service ports written in this transaction. */
   servicePorts: number;
   messages: number;
+  /** Tables the transaction changed (a partial sync's kernel time grows with their size). */
+  tables: number;
 }
 
 /**
- * What a partial sync needs to remember of a service port's loaded objects: names, counts and its
- * shared elements — not its rules, which at 100k services would be most of the agent's memory.
+ * What a partial sync needs to remember of a service port's objects in one table: names, counts
+ * and its shared elements — not its rules, which at 100k services would be most of the agent's
+ * memory.
  */
-interface LoadedPlan {
-  family: TableFamily;
+interface LoadedContribution {
+  table: string;
   chains: { name: string; rules: number }[];
   sets: { name: string; elements: number | undefined }[];
-  elements: ServicePortPlan['elements'];
+  elements: TableContribution['elements'];
+}
+
+interface LoadedPlan {
+  family: TableFamily;
+  parts: LoadedContribution[];
 }
 
 const remembered = (plan: ServicePortPlan): LoadedPlan => ({
   family: plan.family,
-  chains: plan.chains.map((chain) => ({ name: chain.name, rules: chain.rules.length })),
-  sets: plan.sets.map((set) => ({ name: set.name, elements: set.dynamicTimeoutSeconds ? undefined : set.elements.length })),
-  elements: plan.elements,
+  parts: contributions(plan).map((part) => ({
+    table: part.table,
+    chains: part.chains.map((chain) => ({ name: chain.name, rules: chain.rules.length })),
+    sets: part.sets.map((set) => ({ name: set.name, elements: set.dynamicTimeoutSeconds ? undefined : set.elements.length })),
+    elements: part.elements,
+  })),
 });
 
 interface SharedElement {
@@ -48,17 +61,29 @@ interface SharedElement {
 }
 
 const elementKey = (element: SetElement) => element.key.join(' . ');
+const tableKey = (family: TableFamily, name: string) => `${family} ${name}`;
 
 class LoadedTable {
   /** Shared set name → element key → element and how many service ports hold it. */
   readonly shared = new Map<string, Map<string, SharedElement>>();
-  constructor(readonly sets: Map<string, NamedSet>) {}
+  readonly sets: Map<string, NamedSet>;
+  constructor(readonly skeleton: Table) {
+    this.sets = new Map(skeleton.sets.map((set) => [set.name, set]));
+  }
+}
+
+/** Each service port's contributions to one table, before and after a change. */
+interface TableChange {
+  family: TableFamily;
+  table: string;
+  before: LoadedContribution[];
+  after: TableContribution[];
 }
 
 export class NftablesProxier {
   private readonly plans = new Map<string, LoadedPlan[]>();
-  private tables = new Map<TableFamily, LoadedTable>();
-  private skeletons = new Map<TableFamily, Table>();
+  /** Loaded tables by family and name. */
+  private tables = new Map<string, LoadedTable>();
   private loaded = false;
   /** The ruleset generation of our last commit: any other generation means someone else committed. */
   generation: number | undefined;
@@ -67,7 +92,7 @@ export class NftablesProxier {
     private readonly backend = new NftablesBackend(),
   ) {}
 
-  /** A full sync replaces both tables; a partial one touches only the given services. */
+  /** A full sync replaces every table; a partial one touches only the given services. */
   async sync(state: ClusterState, config: ProxyConfig, changed: Set<string> | 'full'): Promise<ProxierSyncResult> {
     if (changed === 'full' || !this.loaded) return this.fullSync(state, config);
     return this.partialSync(state, config, changed);
@@ -77,19 +102,22 @@ export class NftablesProxier {
    * What should be loaded, in the terms a dump can check cheaply: every chain with its number of
    * rules, every set with its number of elements (undefined for sets the packet path fills).
    */
-  expectedShape(): Map<TableFamily, TableShape> {
-    const shapes = new Map<TableFamily, TableShape>();
-    for (const [family, skeleton] of this.skeletons) {
-      const shape: TableShape = { chains: new Map(skeleton.chains.map((chain) => [chain.name, chain.rules.length])), sets: new Map() };
-      for (const set of skeleton.sets) shape.sets.set(set.name, this.tables.get(family)?.shared.get(set.name)?.size ?? set.elements.length);
-      shapes.set(family, shape);
+  expectedShape(): TableShape[] {
+    const shapes = new Map<string, TableShape>();
+    for (const [key, table] of this.tables) {
+      const { family, name, chains, sets } = table.skeleton;
+      const shape: TableShape = { family, name, chains: new Map(chains.map((chain) => [chain.name, chain.rules.length])), sets: new Map() };
+      for (const set of sets) shape.sets.set(set.name, table.shared.get(set.name)?.size ?? set.elements.length);
+      shapes.set(key, shape);
     }
     for (const plan of [...this.plans.values()].flat()) {
-      const shape = shapes.get(plan.family)!;
-      for (const chain of plan.chains) shape.chains.set(chain.name, chain.rules);
-      for (const set of plan.sets) shape.sets.set(set.name, set.elements);
+      for (const part of plan.parts) {
+        const shape = shapes.get(tableKey(plan.family, part.table))!;
+        for (const chain of part.chains) shape.chains.set(chain.name, chain.rules);
+        for (const set of part.sets) shape.sets.set(set.name, set.elements);
+      }
     }
-    return shapes;
+    return [...shapes.values()];
   }
 
   /** After a failure nothing is known about what is loaded; the next sync must be full. */
@@ -104,27 +132,29 @@ export class NftablesProxier {
     for (const key of [...state.services.keys()].sort()) plans.set(key, servicePortViews(state, key).map((view) => planServicePort(view, config)));
     const allPlans = [...plans.values()].flat();
     const ruleset = assembleRuleset(allPlans, config);
-    const tables = new Map(ruleset.tables.map((table) => [table.family, new LoadedTable(new Map(table.sets.map((set) => [set.name, set])))]));
+    const tables = new Map(ruleset.tables.map((table) => [tableKey(table.family, table.name), new LoadedTable(skeletonOf(table.family, table.name, config))]));
     for (const plan of allPlans) {
-      const table = tables.get(plan.family)!;
-      for (const [setName, elements] of Object.entries(plan.elements)) for (const element of elements) this.retain(table, setName, element);
+      for (const part of contributions(plan)) {
+        const table = tables.get(tableKey(plan.family, part.table))!;
+        for (const [setName, elements] of Object.entries(part.elements)) for (const element of elements) this.retain(table, setName, element);
+      }
     }
     // The reference counts already know each shared element once: load exactly those.
     for (const table of ruleset.tables) {
+      const loaded = tables.get(tableKey(table.family, table.name))!;
       for (const set of table.sets) {
-        const shared = tables.get(table.family)!.shared.get(set.name);
+        const shared = loaded.shared.get(set.name);
         if (shared) set.elements = [...shared.values()].map((entry) => entry.element);
       }
     }
     const planMs = performance.now() - started;
     const timings = await this.backend.replace(ruleset);
     this.generation = timings.generation;
-    this.skeletons = new Map(ruleset.tables.map((table) => [table.family, skeletonTable(table.family, config)]));
     this.plans.clear();
     for (const [key, value] of plans) this.plans.set(key, value.map(remembered));
     this.tables = tables;
     this.loaded = true;
-    return { ...timings, kind: 'full', planMs, servicePorts: allPlans.length };
+    return { ...timings, kind: 'full', planMs, servicePorts: allPlans.length, tables: ruleset.tables.length };
   }
 
   /** Counts one more owner of a shared element; true when it is new (so it must be added). */
@@ -156,25 +186,31 @@ export class NftablesProxier {
     const transaction = this.backend.newTransaction();
     const emptySize = transaction.messageCount;
     const next = new Map<string, ServicePortPlan[]>();
+    const changes = new Map<string, TableChange>();
+    const changeOf = (family: TableFamily, table: string): TableChange => {
+      const key = tableKey(family, table);
+      let change = changes.get(key);
+      if (!change) changes.set(key, (change = { family, table, before: [], after: [] }));
+      return change;
+    };
     let servicePorts = 0;
     for (const key of changed) {
       const plans = servicePortViews(state, key).map((view) => planServicePort(view, config));
       next.set(key, plans);
       servicePorts += plans.length;
+      for (const plan of this.plans.get(key) ?? []) for (const part of plan.parts) changeOf(plan.family, part.table).before.push(part);
+      for (const plan of plans) for (const part of contributions(plan)) changeOf(plan.family, part.table).after.push(part);
     }
-    const families = new Set<TableFamily>([...next.values(), ...[...changed].map((key) => this.plans.get(key) ?? [])].flat().map((plan) => plan.family));
-    for (const family of families) {
-      if (!this.tables.has(family)) {
-        // A first service of a new family: its table does not exist yet, so this must be a full sync.
+    for (const change of changes.values()) {
+      if (!this.tables.has(tableKey(change.family, change.table)) && change.table === config.tableName) {
+        // A first service of a new family: its main table does not exist yet, so this must be a full sync.
         return this.fullSync(state, config);
       }
-      const before = [...changed].flatMap((key) => (this.plans.get(key) ?? []).filter((plan) => plan.family === family));
-      const after = [...changed].flatMap((key) => (next.get(key) ?? []).filter((plan) => plan.family === family));
-      this.writeDiff(transaction, family, config.tableName, before, after);
     }
+    for (const change of changes.values()) this.writeChange(transaction, change, config);
     const planMs = performance.now() - started;
     if (transaction.messageCount === emptySize) {
-      return { kind: 'partial', planMs, servicePorts, messages: 0, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0 };
+      return { kind: 'partial', planMs, servicePorts, messages: 0, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0, tables: 0 };
     }
     try {
       const timings = await this.backend.commit(transaction, performance.now());
@@ -183,7 +219,8 @@ export class NftablesProxier {
         if (plans.length > 0) this.plans.set(key, plans.map(remembered));
         else this.plans.delete(key);
       }
-      return { ...timings, kind: 'partial', planMs, servicePorts };
+      const tables = [...changes.values()].filter((change) => change.before.length + change.after.length > 0).length;
+      return { ...timings, kind: 'partial', planMs, servicePorts, tables };
     } catch (error) {
       this.invalidate();
       throw error;
@@ -193,21 +230,27 @@ export class NftablesProxier {
   /**
    * One table's part of a partial sync, ordered so every reference stays valid: elements that
    * point at chains go first, chains are flushed before they (or the sets their rules use) are
-   * deleted, and new chains exist before rules and elements refer to them.
+   * deleted, and new chains exist before rules and elements refer to them. A service table that
+   * gets its first service is created here.
    */
-  private writeDiff(transaction: NftTransaction, family: TableFamily, tableName: string, before: LoadedPlan[], after: ServicePortPlan[]): void {
-    const table = this.tables.get(family)!;
+  private writeChange(transaction: NftTransaction, { family, table: tableName, before, after }: TableChange, config: ProxyConfig): void {
+    let table = this.tables.get(tableKey(family, tableName));
+    if (!table) {
+      table = new LoadedTable(skeletonOf(family, tableName, config));
+      this.tables.set(tableKey(family, tableName), table);
+      writeTable(transaction, table.skeleton);
+    }
     const removed = new Map<string, SetElement[]>();
     const added = new Map<string, SetElement[]>();
     // Retain the new elements before releasing the old ones, so an element the change keeps never
     // drops to zero owners and is neither deleted nor re-added.
-    for (const plan of after) {
-      for (const [setName, elements] of Object.entries(plan.elements)) {
+    for (const part of after) {
+      for (const [setName, elements] of Object.entries(part.elements)) {
         for (const element of elements) if (this.retain(table, setName, element)) push(added, setName, element);
       }
     }
-    for (const plan of before) {
-      for (const [setName, elements] of Object.entries(plan.elements)) {
+    for (const part of before) {
+      for (const [setName, elements] of Object.entries(part.elements)) {
         for (const element of elements) if (this.release(table, setName, element)) push(removed, setName, element);
       }
     }
@@ -221,10 +264,10 @@ export class NftablesProxier {
       if (elements.length > 0) transaction.deleteElements(family, tableName, table.sets.get(setName)!, elements);
     }
 
-    const oldChains = new Set(before.flatMap((plan) => plan.chains).map((chain) => chain.name));
-    const newChains = new Map<string, Chain>(after.flatMap((plan) => plan.chains).map((chain) => [chain.name, chain]));
-    const oldSets = new Set(before.flatMap((plan) => plan.sets).map((set) => set.name));
-    const newSets = after.flatMap((plan) => plan.sets);
+    const oldChains = new Set(before.flatMap((part) => part.chains).map((chain) => chain.name));
+    const newChains = new Map<string, Chain>(after.flatMap((part) => part.chains).map((chain) => [chain.name, chain]));
+    const oldSets = new Set(before.flatMap((part) => part.sets).map((set) => set.name));
+    const newSets = after.flatMap((part) => part.sets);
     for (const name of oldChains) transaction.flushChain(family, tableName, name);
     for (const name of oldChains) if (!newChains.has(name)) transaction.deleteChain(family, tableName, name);
     for (const name of oldSets) if (!newSets.some((set) => set.name === name)) transaction.deleteSet(family, tableName, name);
@@ -244,12 +287,12 @@ export class NftablesProxier {
 const verdictText = (element: SetElement) => JSON.stringify(element.verdict ?? null);
 
 /** Map elements whose key a service keeps but whose verdict it changes. */
-function changedVerdicts(before: LoadedPlan[], after: ServicePortPlan[]): [string, SetElement][] {
+function changedVerdicts(before: LoadedContribution[], after: TableContribution[]): [string, SetElement][] {
   const previous = new Map<string, SetElement>();
-  for (const plan of before) {
-    for (const [setName, elements] of Object.entries(plan.elements)) for (const element of elements) previous.set(`${setName} ${elementKey(element)}`, element);
+  for (const part of before) {
+    for (const [setName, elements] of Object.entries(part.elements)) for (const element of elements) previous.set(`${setName} ${elementKey(element)}`, element);
   }
-  return after.flatMap((plan) => Object.entries(plan.elements).flatMap(([setName, elements]) => elements.flatMap((element): [string, SetElement][] => {
+  return after.flatMap((part) => Object.entries(part.elements).flatMap(([setName, elements]) => elements.flatMap((element): [string, SetElement][] => {
     const old = previous.get(`${setName} ${elementKey(element)}`);
     return old && verdictText(old) !== verdictText(element) ? [[setName, element]] : [];
   })));

@@ -2,6 +2,7 @@ import type { Ruleset, Table, TableFamily } from '../plan/ruleset.js';
 import { type CommitResult, type Dump, type KernelError, type NativeAddon, native } from './native.js';
 import { NFPROTO } from './uapi.js';
 import { NftTransaction } from './nft-transaction.js';
+import { allTableNames } from '../plan/planner.js';
 
 const FAMILIES: TableFamily[] = ['ip', 'ip6'];
 
@@ -44,35 +45,37 @@ export class NftablesBackend {
   }
 
   /** What is loaded in one of kubenft's tables, or null when it does not exist. */
-  dump(family: TableFamily): Promise<Dump | null> {
-    return this.addon.dump(NFPROTO[family], this.tableName);
+  dump(family: TableFamily, table = this.tableName): Promise<Dump | null> {
+    return this.addon.dump(NFPROTO[family], table);
   }
 
   /**
-   * Replaces kubenft's tables with the given ruleset in one transaction. Creating then deleting
-   * each table first makes the delete valid whether or not it existed, and since the whole batch
+   * Deletes every table kubenft may own, loaded or not, under any service-table setting: creating
+   * then deleting a table makes the delete valid whether or not it existed.
+   */
+  private deleteAll(transaction: NftTransaction, family: TableFamily): void {
+    for (const name of allTableNames({ tableName: this.tableName })) {
+      transaction.addTable(family, name);
+      transaction.deleteTable(family, name);
+    }
+  }
+
+  /**
+   * Replaces kubenft's tables with the given ruleset in one transaction: since the whole batch
    * commits atomically, packets never see a moment without rules.
    */
   async replace(ruleset: Ruleset): Promise<SyncTimings> {
     const started = performance.now();
     const transaction = this.newTransaction();
-    const wanted = new Map(ruleset.tables.map((table) => [table.family, table]));
-    for (const family of FAMILIES) {
-      transaction.addTable(family, this.tableName);
-      transaction.deleteTable(family, this.tableName);
-      const table = wanted.get(family);
-      if (table) writeTable(transaction, table);
-    }
+    for (const family of FAMILIES) this.deleteAll(transaction, family);
+    for (const table of ruleset.tables) writeTable(transaction, table);
     return this.commit(transaction, started);
   }
 
   /** Removes everything kubenft loaded in this network namespace. */
   async cleanup(): Promise<void> {
     const transaction = this.newTransaction();
-    for (const family of FAMILIES) {
-      transaction.addTable(family, this.tableName);
-      transaction.deleteTable(family, this.tableName);
-    }
+    for (const family of FAMILIES) this.deleteAll(transaction, family);
     await this.commit(transaction, performance.now());
   }
 

@@ -2,19 +2,23 @@ import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../config.js';
 import { type PortEndpoint, type ServicePortView, servicePortName } from '../state/service-ports.js';
 import { categorizeEndpoints, externallyAccessible } from '../state/topology.js';
 import ipaddr from 'ipaddr.js';
-import type { Chain, Field, NamedSet, Rule, Ruleset, SetElement, Statement, Table, TableFamily, Verdict } from './ruleset.js';
+import type { Chain, Field, Hook, NamedSet, Rule, Ruleset, SetElement, Statement, Table, TableFamily, Verdict } from './ruleset.js';
 
 // The planner: a pure function from the proxied services to the nftables ruleset.
 //
-// Layout (docs/architecture.md explains the kernel costs behind it): per family one table whose
-// per-service objects are chains, rules and elements of a few shared maps. Dispatch is one lookup
-// in a verdict map keyed address . protocol . port, so the packet path does not grow with the
-// number of services; endpoint choice is a cascade of `numgen random mod k` rules (the iptables
-// `statistic` probabilities 1/n, 1/(n-1), ..., 1), which needs no per-service set. Only services
-// with ClientIP affinity get sets of their own (one per endpoint, as upstream).
+// Layout (docs/architecture.md explains the kernel costs behind it): per family a main table with
+// the hooks, checks and masquerading, and the services' NAT objects spread over a fixed number of
+// service tables, because the kernel re-validates a whole table whenever a rule in it changes: a
+// partial sync then pays for one service table, not for every service. Per-service objects are
+// chains, rules and elements of a few shared maps. Dispatch is one lookup in a verdict map keyed
+// address . protocol . port per service table, so the packet path does not grow with the number of
+// services; endpoint choice is a cascade of `numgen random mod k` rules (the iptables `statistic`
+// probabilities 1/n, 1/(n-1), ..., 1), which needs no per-service set. Only services with ClientIP
+// affinity get sets of their own (one per endpoint, as upstream).
 
 export const CHAINS = {
   natPrerouting: 'nat-prerouting',
+  clusterIPMasquerade: 'cluster-ip-masquerade',
   natOutput: 'nat-output',
   natPostrouting: 'nat-postrouting',
   filterPrerouting: 'filter-prerouting',
@@ -31,8 +35,10 @@ export const CHAINS = {
 
 /** Maps and sets shared by all services; their elements are what a service adds to the table. */
 export const SHARED_SETS = {
+  // in the service tables
   serviceIPs: 'service-ips',
   serviceNodePorts: 'service-nodeports',
+  // in the main table (nodeport-ips in both)
   noEndpointServices: 'no-endpoint-services',
   noEndpointNodePorts: 'no-endpoint-nodeports',
   firewallIPs: 'firewall-ips',
@@ -75,14 +81,43 @@ const masqueradeMark = (config: ProxyConfig) => (1 << config.masqueradeBit) >>> 
 export const familyOfView = (view: ServicePortView): TableFamily => (view.family === 4 ? 'ip' : 'ip6');
 const sameFamily = (family: TableFamily) => (cidrOrAddress: string) => cidrOrAddress.includes(':') === (family === 'ip6');
 
-/** Everything one service port contributes to its table. */
+/** What one service port puts into one table: objects of its own and elements of shared sets. */
+export interface TableContribution {
+  table: string;
+  chains: Chain[];
+  sets: NamedSet[];
+  elements: Partial<Record<SharedSet, SetElement[]>>;
+}
+
+/** Everything one service port contributes: to the main table and to its service table. */
 export interface ServicePortPlan {
   family: TableFamily;
   /** kube-proxy's ServicePortName, for messages. */
   name: string;
-  chains: Chain[];
-  sets: NamedSet[];
-  elements: Partial<Record<SharedSet, SetElement[]>>;
+  main: TableContribution;
+  service: TableContribution;
+}
+
+const isEmpty = (part: TableContribution) => part.chains.length === 0 && part.sets.length === 0 && Object.keys(part.elements).length === 0;
+
+/** The tables a service port puts something into (a service without endpoints has no NAT objects). */
+export const contributions = (plan: ServicePortPlan): TableContribution[] => [plan.main, plan.service].filter((part) => !isEmpty(part));
+
+/** Upper bound of config.serviceTables, so a full sync can remove the tables of any earlier setting. */
+export const MAX_SERVICE_TABLES = 64;
+
+export const serviceTableName = (config: Pick<ProxyConfig, 'tableName'>, index: number) => `${config.tableName}-services-${index}`;
+
+/** Every table kubenft may own in a family, whatever the configuration that loaded it. */
+export const allTableNames = (config: Pick<ProxyConfig, 'tableName'>) =>
+  [config.tableName, ...Array.from({ length: MAX_SERVICE_TABLES }, (_, index) => serviceTableName(config, index))];
+
+/** FNV-1a of namespace/name: stable across restarts and versions, so a service keeps its table. */
+export function serviceTableOf(namespace: string, name: string, config: Pick<ProxyConfig, 'tableName' | 'serviceTables'>): string {
+  let hash = 0x811c9dc5;
+  const key = `${namespace}/${name}`;
+  for (let index = 0; index < key.length; index++) hash = Math.imul(hash ^ key.charCodeAt(index), 0x01000193);
+  return serviceTableName(config, (hash >>> 0) % config.serviceTables);
 }
 
 class ServicePortPlanner {
@@ -100,16 +135,24 @@ class ServicePortPlanner {
     this.fields = FAMILY[this.family];
     this.protocol = view.port.protocol.toLowerCase();
     this.base = `${view.service.namespace}/${view.service.name}/${this.protocol}/${view.port.port}`;
-    this.plan = { family: this.family, name: servicePortName(view), chains: [], sets: [], elements: {} };
+    const part = (table: string): TableContribution => ({ table, chains: [], sets: [], elements: {} });
+    this.plan = {
+      family: this.family,
+      name: servicePortName(view),
+      main: part(config.tableName),
+      service: part(serviceTableOf(view.service.namespace, view.service.name, config)),
+    };
     this.build();
   }
 
   private add(set: SharedSet, element: SetElement): void {
-    (this.plan.elements[set] ??= []).push(element);
+    const part = set === SHARED_SETS.serviceIPs || set === SHARED_SETS.serviceNodePorts ? this.plan.service : this.plan.main;
+    (part.elements[set] ??= []).push(element);
   }
 
-  private chain(name: string, rules: Rule[]): string {
-    this.plan.chains.push({ name, rules });
+  /** A chain of the service table (NAT); `part` main is for filter chains, which the main table hooks. */
+  private chain(name: string, rules: Rule[], part = this.plan.service): string {
+    part.chains.push({ name, rules });
     return name;
   }
 
@@ -124,7 +167,7 @@ class ServicePortPlanner {
     const affinity = service.affinityTimeoutSeconds !== undefined;
     if (affinity) {
       for (const endpoint of categories.reachable) {
-        this.plan.sets.push({ name: this.affinitySet(endpoint), keyType: [fields.address], dynamicTimeoutSeconds: service.affinityTimeoutSeconds, elements: [] });
+        this.plan.service.sets.push({ name: this.affinitySet(endpoint), keyType: [fields.address], dynamicTimeoutSeconds: service.affinityTimeoutSeconds, elements: [] });
       }
     }
     const localCIDRs = config.localCIDRs.filter(sameFamily(family));
@@ -160,7 +203,7 @@ class ServicePortPlanner {
     }
     const loadBalancerIPs = service.loadBalancerIPs.filter(sameFamily(family));
     if (service.loadBalancerSourceRanges.length > 0 && loadBalancerIPs.length > 0) {
-      const firewall = this.chain(`firewall/${this.base}`, this.firewallRules(loadBalancerIPs));
+      const firewall = this.chain(`firewall/${this.base}`, this.firewallRules(loadBalancerIPs), this.plan.main);
       for (const address of loadBalancerIPs) this.add(SHARED_SETS.firewallIPs, { key: key(address), verdict: goto(firewall) });
     }
   }
@@ -195,7 +238,7 @@ class ServicePortPlanner {
   private mapSelection(endpoints: PortEndpoint[], chainName: string): Rule {
     const map = `endpoints/${chainName}`;
     const { family, fields } = this;
-    this.plan.sets.push({
+    this.plan.service.sets.push({
       name: map,
       keyType: ['integer'],
       dataType: [fields.address, 'inet_service'],
@@ -254,38 +297,53 @@ function clusterIPMasquerade(family: TableFamily, config: ProxyConfig): Rule[] {
   return [rule(toClusterIP, ...localCIDRs.map((cidr): Statement => ({ kind: 'match', field: saddr, op: '!=', value: cidr })), mark)];
 }
 
-/** The fixed part of a table: hooks, dispatch, checks, masquerading, and the shared sets (empty). */
+const baseChain = (name: string, type: 'nat' | 'filter', hook: Hook, priority: number, rules: Rule[]): Chain =>
+  ({ name, base: { type, hook, priority, policy: 'accept' }, rules });
+const verdictMap = (name: string, keyType: NamedSet['keyType']): NamedSet => ({ name, keyType, dataType: 'verdict', elements: [] });
+const dispatchFields = (family: TableFamily): Field[] => [FAMILY[family].daddr, 'meta l4proto', 'th dport'];
+const toNodePort: Field[] = ['meta l4proto', 'th dport'];
+
+/** NodePorts answer on the configured node addresses, or on every local address when none are configured. */
+function nodePortAddressing(family: TableFamily, config: ProxyConfig): { set: NamedSet; match: Statement } {
+  const addresses = config.nodePortAddresses.filter(sameFamily(family));
+  const fields = FAMILY[family];
+  return {
+    set: { name: SHARED_SETS.nodePortIPs, keyType: [fields.address], elements: addresses.map((address) => ({ key: [address] })) },
+    match: addresses.length > 0
+      ? { kind: 'lookup', fields: [fields.daddr], set: SHARED_SETS.nodePortIPs, op: '==' }
+      : { kind: 'fibLocal', address: 'daddr', op: '==' },
+  };
+}
+
+/**
+ * NAT priority of the main table's chains: before the service tables' DNAT (-100), because once a
+ * packet is translated the kernel skips the remaining NAT chains of the hook.
+ */
+const MAIN_NAT_PRIORITY = -101;
+const SERVICE_NAT_PRIORITY = -100;
+
+/** The fixed part of the main table: hooks, checks, masquerading, and the shared sets (empty). */
 export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
   const fields = FAMILY[family];
   const mark = masqueradeMark(config);
-  const base = (name: string, type: 'nat' | 'filter', hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting', priority: number, rules: Rule[]): Chain =>
-    ({ name, base: { type, hook, priority, policy: 'accept' }, rules });
-  const dispatch: Field[] = [fields.daddr, 'meta l4proto', 'th dport'];
-  const nodePortAddresses = config.nodePortAddresses.filter(sameFamily(family));
-  // NodePorts answer on the configured node addresses, or on every local address when none are configured.
-  const onNodePortAddress: Statement = nodePortAddresses.length > 0
-    ? { kind: 'lookup', fields: [fields.daddr], set: SHARED_SETS.nodePortIPs, op: '==' }
-    : { kind: 'fibLocal', address: 'daddr', op: '==' };
-  const toNodePort: Field[] = ['meta l4proto', 'th dport'];
-  const verdictMap = (name: string, keyType: NamedSet['keyType']): NamedSet => ({ name, keyType, dataType: 'verdict', elements: [] });
+  const dispatch = dispatchFields(family);
+  const nodePorts = nodePortAddressing(family, config);
   const endpointChecks = [rule(ctNew, verdict(jump(CHAINS.endpointsCheck))), rule(ctNew, verdict(jump(CHAINS.clusterIPsCheck)))];
   return {
     family,
     name: config.tableName,
     sets: [
-      verdictMap(SHARED_SETS.serviceIPs, [fields.address, 'inet_proto', 'inet_service']),
-      verdictMap(SHARED_SETS.serviceNodePorts, ['inet_proto', 'inet_service']),
       verdictMap(SHARED_SETS.noEndpointServices, [fields.address, 'inet_proto', 'inet_service']),
       verdictMap(SHARED_SETS.noEndpointNodePorts, ['inet_proto', 'inet_service']),
       verdictMap(SHARED_SETS.firewallIPs, [fields.address, 'inet_proto', 'inet_service']),
       { name: SHARED_SETS.clusterIPs, keyType: [fields.address], elements: [] },
-      { name: SHARED_SETS.nodePortIPs, keyType: [fields.address], elements: nodePortAddresses.map((address) => ({ key: [address] })) },
+      nodePorts.set,
       { name: SHARED_SETS.hairpin, keyType: [fields.address, fields.address], elements: [] },
     ],
     chains: [
-      base(CHAINS.natPrerouting, 'nat', 'prerouting', -100, [rule(verdict(jump(CHAINS.services)))]),
-      base(CHAINS.natOutput, 'nat', 'output', -100, [rule(verdict(jump(CHAINS.services)))]),
-      base(CHAINS.natPostrouting, 'nat', 'postrouting', 100, [
+      baseChain(CHAINS.natPrerouting, 'nat', 'prerouting', MAIN_NAT_PRIORITY, [rule(verdict(jump(CHAINS.clusterIPMasquerade)))]),
+      baseChain(CHAINS.natOutput, 'nat', 'output', MAIN_NAT_PRIORITY, [rule(verdict(jump(CHAINS.clusterIPMasquerade)))]),
+      baseChain(CHAINS.natPostrouting, 'nat', 'postrouting', 100, [
         // An endpoint reaching its own service would see its own address as the source and answer
         // itself directly, bypassing the reverse NAT: masquerade it (hairpin).
         rule({ kind: 'lookup', fields: [fields.saddr, fields.daddr], set: SHARED_SETS.hairpin, op: '==' }, markSet(mark)),
@@ -293,22 +351,18 @@ export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
         rule({ kind: 'markToggle', xor: mark }, { kind: 'masquerade' }),
       ]),
       // Source-range firewalls must see the load balancer address, so they run before DNAT ...
-      base(CHAINS.filterPrerouting, 'filter', 'prerouting', -110, [rule(ctNew, verdict(jump(CHAINS.firewallCheck)))]),
-      base(CHAINS.filterOutput, 'filter', 'output', -110, [rule(ctNew, verdict(jump(CHAINS.firewallCheck)))]),
+      baseChain(CHAINS.filterPrerouting, 'filter', 'prerouting', -110, [rule(ctNew, verdict(jump(CHAINS.firewallCheck)))]),
+      baseChain(CHAINS.filterOutput, 'filter', 'output', -110, [rule(ctNew, verdict(jump(CHAINS.firewallCheck)))]),
       // ... while no-endpoint and unknown-port checks run after it, so that short-circuited
       // (already translated) traffic is not mistaken for traffic without endpoints.
-      base(CHAINS.filterInput, 'filter', 'input', 0, [rule(ctNew, verdict(jump(CHAINS.endpointsCheck)))]),
-      base(CHAINS.filterForward, 'filter', 'forward', 0, endpointChecks),
-      base(CHAINS.filterOutputPostDnat, 'filter', 'output', -90, endpointChecks),
-      { name: CHAINS.services, rules: [
-        ...clusterIPMasquerade(family, config),
-        rule({ kind: 'vmap', fields: dispatch, map: SHARED_SETS.serviceIPs }),
-        rule(onNodePortAddress, { kind: 'vmap', fields: toNodePort, map: SHARED_SETS.serviceNodePorts }),
-      ] },
+      baseChain(CHAINS.filterInput, 'filter', 'input', 0, [rule(ctNew, verdict(jump(CHAINS.endpointsCheck)))]),
+      baseChain(CHAINS.filterForward, 'filter', 'forward', 0, endpointChecks),
+      baseChain(CHAINS.filterOutputPostDnat, 'filter', 'output', -90, endpointChecks),
+      { name: CHAINS.clusterIPMasquerade, rules: clusterIPMasquerade(family, config) },
       { name: CHAINS.firewallCheck, rules: [rule({ kind: 'vmap', fields: dispatch, map: SHARED_SETS.firewallIPs })] },
       { name: CHAINS.endpointsCheck, rules: [
         rule({ kind: 'vmap', fields: dispatch, map: SHARED_SETS.noEndpointServices }),
-        rule(onNodePortAddress, { kind: 'vmap', fields: toNodePort, map: SHARED_SETS.noEndpointNodePorts }),
+        rule(nodePorts.match, { kind: 'vmap', fields: toNodePort, map: SHARED_SETS.noEndpointNodePorts }),
       ] },
       { name: CHAINS.clusterIPsCheck, rules: [
         // A ClusterIP on a port the service does not define: refuse, so connect() fails fast.
@@ -321,22 +375,58 @@ export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
   };
 }
 
+/** The fixed part of a service table: DNAT dispatch through its two verdict maps. */
+export function serviceTableSkeleton(family: TableFamily, name: string, config: ProxyConfig): Table {
+  const fields = FAMILY[family];
+  const nodePorts = nodePortAddressing(family, config);
+  return {
+    family,
+    name,
+    sets: [
+      verdictMap(SHARED_SETS.serviceIPs, [fields.address, 'inet_proto', 'inet_service']),
+      verdictMap(SHARED_SETS.serviceNodePorts, ['inet_proto', 'inet_service']),
+      nodePorts.set,
+    ],
+    chains: [
+      baseChain(CHAINS.natPrerouting, 'nat', 'prerouting', SERVICE_NAT_PRIORITY, [rule(verdict(jump(CHAINS.services)))]),
+      baseChain(CHAINS.natOutput, 'nat', 'output', SERVICE_NAT_PRIORITY, [rule(verdict(jump(CHAINS.services)))]),
+      { name: CHAINS.services, rules: [
+        rule({ kind: 'vmap', fields: dispatchFields(family), map: SHARED_SETS.serviceIPs }),
+        rule(nodePorts.match, { kind: 'vmap', fields: toNodePort, map: SHARED_SETS.serviceNodePorts }),
+      ] },
+    ],
+  };
+}
+
+export const skeletonOf = (family: TableFamily, name: string, config: ProxyConfig): Table =>
+  name === config.tableName ? skeletonTable(family, config) : serviceTableSkeleton(family, name, config);
+
 const elementKey = (element: SetElement) => element.key.join(' . ');
 
+const tableKey = (family: TableFamily, name: string) => `${family} ${name}`;
+const serviceTableIndex = (table: Table) => Number(table.name.slice(table.name.lastIndexOf('-') + 1));
+
 /**
- * Assembles service port plans into tables: one per family that has services (always the IPv4
- * one). Shared sets may hold an element more than once (see withUniqueElements).
+ * Assembles service port plans into tables: per family the main table and the service tables that
+ * hold services (always the IPv4 main table). Shared sets may hold an element more than once (see
+ * withUniqueElements).
  */
 export function assembleRuleset(plans: ServicePortPlan[], config: ProxyConfig = DEFAULT_PROXY_CONFIG): Ruleset {
-  const tables = new Map<TableFamily, Table>([['ip', skeletonTable('ip', config)]]);
+  const tables = new Map<string, Table>([[tableKey('ip', config.tableName), skeletonTable('ip', config)]]);
   for (const plan of plans) {
-    let table = tables.get(plan.family);
-    if (!table) tables.set(plan.family, (table = skeletonTable(plan.family, config)));
-    table.chains.push(...plan.chains);
-    table.sets.push(...plan.sets);
-    for (const [name, elements] of Object.entries(plan.elements)) setNamed(table, name).elements.push(...elements);
+    for (const part of contributions(plan)) {
+      const key = tableKey(plan.family, part.table);
+      let table = tables.get(key);
+      if (!table) tables.set(key, (table = skeletonOf(plan.family, part.table, config)));
+      table.chains.push(...part.chains);
+      table.sets.push(...part.sets);
+      for (const [name, elements] of Object.entries(part.elements)) setNamed(table, name).elements.push(...elements);
+    }
   }
-  return { tables: [...tables.values()] };
+  // Main table first, then service tables by number: the order nft lists them in does not matter
+  // to the kernel, but a stable one keeps renders comparable.
+  const order = (table: Table) => (table.family === 'ip' ? 0 : 1000) + (table.name === config.tableName ? -1 : serviceTableIndex(table));
+  return { tables: [...tables.values()].sort((a, b) => order(a) - order(b)) };
 }
 
 /** Several services may share an endpoint or a ClusterIP; the kernel wants each element once. */

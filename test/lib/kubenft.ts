@@ -16,8 +16,9 @@ export async function syncOnce(topology: Topology, manifests: string, ...args: s
   return result;
 }
 
-export async function listTableJson(topology: Topology, family = 'ip'): Promise<unknown> {
-  const result = await topology.exec(topology.node, ['nft', '-j', 'list', 'table', family, 'kubenft']);
+/** Every table of the node namespace (kubenft's main and service tables are all it has). */
+export async function listRulesetJson(topology: Topology): Promise<unknown> {
+  const result = await topology.exec(topology.node, ['nft', '-j', 'list', 'ruleset']);
   if (result.code !== 0) throw new Error(`nft list failed: ${result.stderr}`);
   return JSON.parse(result.stdout);
 }
