@@ -50,6 +50,8 @@ export interface IncrementalSample {
   /** From the changed EndpointSlice reaching ClusterState to the kernel's commit. */
   totalMs: number;
   split?: KubenftSplit;
+  /** kubenft: the second transaction that removes dead weight once the change is committed. */
+  cleanupMs?: number;
 }
 
 export interface IncrementalResult {

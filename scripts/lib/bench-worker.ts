@@ -87,8 +87,8 @@ async function coldUpstreamNft(services: number, timeoutMs: number): Promise<Col
   return { wallMs: planMs + load.wallMs, ingestMs, planMs, loadMs: load.wallMs };
 }
 
-/** A sync after `state` changed; resolves with the kubenft split when there is one. */
-type ChangeSync = (state: ClusterState, changed: Set<string>) => Promise<KubenftSplit | undefined>;
+/** A sync after `state` changed; resolves with kubenft's split and cleanup time when there are. */
+type ChangeSync = (state: ClusterState, changed: Set<string>) => Promise<{ split?: KubenftSplit; cleanupMs?: number }>;
 
 async function incremental(implementation: WorkerTask & { kind: 'incremental' }): Promise<IncrementalResult> {
   const { services, changes } = implementation;
@@ -100,7 +100,10 @@ async function incremental(implementation: WorkerTask & { kind: 'incremental' })
     const proxier = new NftablesProxier(nftablesBackend());
     const config = PARTIAL_SYNC_CONFIGS[implementation.implementation](BENCH_CONFIG);
     await proxier.sync(state, config, 'full');
-    syncChange = async (current, changed) => kubenftSplit(await proxier.sync(current, config, changed));
+    syncChange = async (current, changed) => {
+      const result = await proxier.sync(current, config, changed);
+      return { split: kubenftSplit(result), cleanupMs: result.cleanupMs };
+    };
   } else if (implementation.implementation === 'kubenft') {
     throw new Error('kubenft incremental runs name a proxier configuration (proxier, proxier-one-service-table)');
   } else {
@@ -109,7 +112,7 @@ async function incremental(implementation: WorkerTask & { kind: 'incremental' })
     await backend.replace(allServicePortViews(state), BENCH_CONFIG);
     syncChange = async (current) => {
       await backend.replace(allServicePortViews(current), BENCH_CONFIG);
-      return undefined;
+      return {};
     };
   }
   const initialSyncMs = performance.now() - initialStarted;
@@ -119,8 +122,9 @@ async function incremental(implementation: WorkerTask & { kind: 'incremental' })
     state.apply(endpointChange(changedIndex, change));
     const changed = state.takeChanges().services;
     if (!changed.has(benchServiceKey(changedIndex))) throw new Error('the endpoint change did not mark its service as changed');
-    const split = await syncChange(state, changed);
-    samples.push({ totalMs: performance.now() - started, split });
+    const { split, cleanupMs } = await syncChange(state, changed);
+    // The change is in force at its commit; the cleanup transaction after it is reported apart.
+    samples.push({ totalMs: performance.now() - started - (cleanupMs ?? 0), split, cleanupMs });
   }
   return { initialSyncMs, samples };
 }

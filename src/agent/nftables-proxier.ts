@@ -1,7 +1,7 @@
 import type { ProxyConfig } from '../config.js';
 import { NftablesBackend, type SyncTimings, writeTable } from '../backend/nftables.js';
 import type { NftTransaction } from '../backend/nft-transaction.js';
-import { type ServicePortPlan, type TableContribution, assembleRuleset, contributions, planServicePort, skeletonOf } from '../plan/planner.js';
+import { SHARED_SETS, type ServicePortPlan, type TableContribution, assembleRuleset, contributions, endsEvaluation, planServicePort, skeletonOf } from '../plan/planner.js';
 import type { Chain, NamedSet, SetElement, Table, TableFamily } from '../plan/ruleset.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import { servicePortViews } from '../state/service-ports.js';
@@ -26,6 +26,8 @@ export interface ProxierSyncResult extends SyncTimings {
   messages: number;
   /** Tables the transaction changed (a partial sync's kernel time grows with their size). */
   tables: number;
+  /** A partial sync's second transaction, after the change is in force: removal of dead weight. */
+  cleanupMs?: number;
 }
 
 /**
@@ -184,6 +186,7 @@ export class NftablesProxier {
   private async partialSync(state: ClusterState, config: ProxyConfig, changed: Set<string>): Promise<ProxierSyncResult> {
     const started = performance.now();
     const transaction = this.backend.newTransaction();
+    const cleanup = this.backend.newTransaction();
     const emptySize = transaction.messageCount;
     const next = new Map<string, ServicePortPlan[]>();
     const changes = new Map<string, TableChange>();
@@ -207,10 +210,10 @@ export class NftablesProxier {
         return this.fullSync(state, config);
       }
     }
-    for (const change of changes.values()) this.writeChange(transaction, change, config);
+    for (const change of changes.values()) this.writeChange(transaction, cleanup, change, config);
     const planMs = performance.now() - started;
     if (transaction.messageCount === emptySize) {
-      return { kind: 'partial', planMs, servicePorts, messages: 0, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0, tables: 0 };
+      return { kind: 'partial', planMs, servicePorts, messages: 0, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0, tables: 0, cleanupMs: 0 };
     }
     try {
       const timings = await this.backend.commit(transaction, performance.now());
@@ -219,8 +222,10 @@ export class NftablesProxier {
         if (plans.length > 0) this.plans.set(key, plans.map(remembered));
         else this.plans.delete(key);
       }
+      const cleanupStarted = performance.now();
+      if (cleanup.messageCount > emptySize) this.generation = (await this.backend.commit(cleanup, cleanupStarted)).generation;
       const tables = [...changes.values()].filter((change) => change.before.length + change.after.length > 0).length;
-      return { ...timings, kind: 'partial', planMs, servicePorts, tables };
+      return { ...timings, kind: 'partial', planMs, servicePorts, tables, cleanupMs: performance.now() - cleanupStarted };
     } catch (error) {
       this.invalidate();
       throw error;
@@ -232,8 +237,13 @@ export class NftablesProxier {
    * point at chains go first, chains are flushed before they (or the sets their rules use) are
    * deleted, and new chains exist before rules and elements refer to them. A service table that
    * gets its first service is created here.
+   *
+   * Any deletion makes the kernel's commit wait about 15 ms (measured: the process sleeps, it
+   * does not compute), whatever the table size. So what only leaves dead weight behind — rules a
+   * new cascade in front of them makes unreachable, hairpin pairs of endpoints that are gone —
+   * goes to `cleanup`, a second transaction committed after the change is in force.
    */
-  private writeChange(transaction: NftTransaction, { family, table: tableName, before, after }: TableChange, config: ProxyConfig): void {
+  private writeChange(transaction: NftTransaction, cleanup: NftTransaction, { family, table: tableName, before, after }: TableChange, config: ProxyConfig): void {
     let table = this.tables.get(tableKey(family, tableName));
     if (!table) {
       table = new LoadedTable(skeletonOf(family, tableName, config));
@@ -261,14 +271,21 @@ export class NftablesProxier {
       push(added, setName, element);
     }
     for (const [setName, elements] of removed) {
-      if (elements.length > 0) transaction.deleteElements(family, tableName, table.sets.get(setName)!, elements);
+      // A hairpin pair of a removed endpoint matches no packet that needs it: remove it afterwards.
+      const when = setName === SHARED_SETS.hairpin ? cleanup : transaction;
+      if (elements.length > 0) when.deleteElements(family, tableName, table.sets.get(setName)!, elements);
     }
 
     const oldChains = new Set(before.flatMap((part) => part.chains).map((chain) => chain.name));
     const newChains = new Map<string, Chain>(after.flatMap((part) => part.chains).map((chain) => [chain.name, chain]));
     const oldSets = new Set(before.flatMap((part) => part.sets).map((set) => set.name));
     const newSets = after.flatMap((part) => part.sets);
-    for (const name of oldChains) transaction.flushChain(family, tableName, name);
+    // Old rules left in place must keep every chain and set they refer to.
+    const keepsReferences = [...oldChains].every((name) => newChains.has(name)) && [...oldSets].every((name) => newSets.some((set) => set.name === name));
+    const shadowed = keepsReferences
+      ? [...newChains.values()].filter((chain) => oldChains.has(chain.name) && chain.rules.length > 0 && endsEvaluation(chain.rules.at(-1)!))
+      : [];
+    for (const name of oldChains) if (!shadowed.some((chain) => chain.name === name)) transaction.flushChain(family, tableName, name);
     for (const name of oldChains) if (!newChains.has(name)) transaction.deleteChain(family, tableName, name);
     for (const name of oldSets) if (!newSets.some((set) => set.name === name)) transaction.deleteSet(family, tableName, name);
     for (const set of newSets) if (!oldSets.has(set.name)) transaction.addSet(family, tableName, set);
@@ -279,7 +296,16 @@ export class NftablesProxier {
       if (set.elements.length > 0) transaction.addElements(family, tableName, set, set.elements);
     }
     for (const chain of newChains.values()) if (!oldChains.has(chain.name)) transaction.addChain(family, tableName, chain);
-    for (const chain of newChains.values()) for (const rule of chain.rules) transaction.addRule(family, tableName, chain.name, rule);
+    for (const chain of newChains.values()) {
+      if (shadowed.includes(chain)) {
+        // In front of the old rules, which it makes unreachable; the cleanup then rewrites the chain.
+        for (const rule of [...chain.rules].reverse()) transaction.prependRule(family, tableName, chain.name, rule);
+        cleanup.flushChain(family, tableName, chain.name);
+        for (const rule of chain.rules) cleanup.addRule(family, tableName, chain.name, rule);
+      } else {
+        for (const rule of chain.rules) transaction.addRule(family, tableName, chain.name, rule);
+      }
+    }
     for (const [setName, elements] of added) transaction.addElements(family, tableName, table.sets.get(setName)!, elements);
   }
 }

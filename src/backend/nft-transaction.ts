@@ -130,7 +130,16 @@ export class NftTransaction {
   }
 
   addRule(family: TableFamily, table: string, chain: string, rule: Rule, origin = ''): void {
-    this.message('rule', family, NFT_MSG.NEWRULE, NLM_F.CREATE | NLM_F.APPEND, `rule in chain ${chain}${origin}`, () => this.ruleTarget(table, chain));
+    this.newRule(NLM_F.CREATE | NLM_F.APPEND, family, table, chain, rule, `rule in chain ${chain}${origin}`);
+  }
+
+  /** Inserts the rule at the head of the chain (so rules prepended in reverse order end up in order). */
+  prependRule(family: TableFamily, table: string, chain: string, rule: Rule): void {
+    this.newRule(NLM_F.CREATE, family, table, chain, rule, `rule in front of chain ${chain}`);
+  }
+
+  private newRule(flags: number, family: TableFamily, table: string, chain: string, rule: Rule, description: string): void {
+    this.message('rule', family, NFT_MSG.NEWRULE, flags, description, () => this.ruleTarget(table, chain));
     this.writer.list(() => {
       for (const statement of rule.statements) this.compiledStatement(family, statement);
     });

@@ -278,6 +278,21 @@ class ServicePortPlanner {
   }
 }
 
+const UNCONDITIONAL_IN_SERVICE_CHAINS = new Set<Statement['kind']>(['markSet', 'setUpdate']);
+const ENDS_EVALUATION = new Set<Statement['kind']>(['dnat', 'dnatMap', 'verdict']);
+
+/**
+ * True when no packet reaching the rule gets past it: it ends in a verdict or a translation, and
+ * its only condition is the protocol, which the dispatch into a service chain already guarantees.
+ * Rules inserted in front of such a rule make everything behind it unreachable.
+ */
+export function endsEvaluation(rule: Rule): boolean {
+  const last = rule.statements.at(-1);
+  if (!last || !ENDS_EVALUATION.has(last.kind)) return false;
+  return rule.statements.slice(0, -1).every((statement) =>
+    UNCONDITIONAL_IN_SERVICE_CHAINS.has(statement.kind) || (statement.kind === 'match' && statement.field === 'meta l4proto'));
+}
+
 export function planServicePort(view: ServicePortView, config: ProxyConfig = DEFAULT_PROXY_CONFIG): ServicePortPlan {
   return new ServicePortPlanner(view, config).plan;
 }
