@@ -152,7 +152,7 @@ t.test('the source follows the API server through watches, relists and an outage
     }
     t.equal(recorder.state.services.get('default/web')?.ports[0]?.targetPort, 'http', 'a named targetPort survives the list');
     t.equal(recorder.state.node?.zone, 'zone-a');
-    t.equal(recorder.state.slices.get('default/web')?.size, 1);
+    t.equal(recorder.state.slices.get('default/web')?.length, 1);
     const query = (path: string) => server.requests.find((request) => request.path === path && !request.watch)?.query;
     t.equal(query('/api/v1/services')?.labelSelector, PROXYABLE_SELECTOR);
     t.equal(query('/apis/discovery.k8s.io/v1/endpointslices')?.labelSelector, PROXYABLE_SELECTOR);

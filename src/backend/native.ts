@@ -77,9 +77,38 @@ export function projectRoot(): string {
   return directory;
 }
 
+/** The addon as built: commit() there leaves what the batch freed to glibc. */
+interface BuiltAddon extends NativeAddon {
+  /** malloc_trim(0): true when memory was returned to the system. */
+  trimNativeHeap(): boolean;
+}
+
+/**
+ * Below this batch size a commit (a partial sync) leaves too little behind to be worth a trim,
+ * and the trim would only add to its latency.
+ */
+const TRIM_AFTER_BYTES = 1 << 20;
+
+/**
+ * Without a trim after a large commit, glibc kept the batch's freed memory mapped and the
+ * agent's RSS stayed near the sync's peak.
+ */
+function trimmingAfterLargeCommits(addon: BuiltAddon): NativeAddon {
+  return {
+    ...addon,
+    commit: async (transaction) => {
+      try {
+        return await addon.commit(transaction);
+      } finally {
+        if (transaction.byteLength >= TRIM_AFTER_BYTES) addon.trimNativeHeap();
+      }
+    },
+  };
+}
+
 let loaded: NativeAddon | undefined;
 
 export function native(): NativeAddon {
-  loaded ??= createRequire(import.meta.url)(join(projectRoot(), 'build/Release/kubenft_native.node')) as NativeAddon;
+  loaded ??= trimmingAfterLargeCommits(createRequire(import.meta.url)(join(projectRoot(), 'build/Release/kubenft_native.node')) as BuiltAddon);
   return loaded;
 }

@@ -15,6 +15,13 @@ const PROTOCOLS: Protocol[] = ['TCP', 'UDP', 'SCTP'];
 const ZONE_LABEL = 'topology.kubernetes.io/zone';
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
+// The lists a normalized object holds are exact-size copies (flatMap and filter leave room to grow:
+// ~130 bytes a list), and every empty one is this one frozen array: most services have no
+// externalIPs, load-balancer IPs or source ranges, and an array object for each of those lists
+// cost ~10 MB at 100k services. Frozen, so that a consumer mutating it fails loudly.
+const NONE = Object.freeze([]) as unknown as never[];
+const held = <T>(list: T[]): T[] => (list.length === 0 ? NONE : list.slice());
+
 class Reader {
   constructor(readonly fail: (reason: string) => never) {}
 
@@ -140,7 +147,7 @@ export function normalizeService(raw: unknown): ServiceInfo | undefined {
   const headless = primary === 'None';
   const listed = read.list(spec.clusterIPs, 'spec.clusterIPs');
   const clusterIPsRaw = headless ? [] : listed.length > 0 ? listed : primary === undefined || primary === null || primary === '' ? [] : [primary];
-  const clusterIPs = clusterIPsRaw.map((ip, index) => read.address(ip, `spec.clusterIPs[${index}]`));
+  const clusterIPs = held(clusterIPsRaw.map((ip, index) => read.address(ip, `spec.clusterIPs[${index}]`)));
   if (primary && !headless && clusterIPs.length > 0 && read.address(primary, 'spec.clusterIP') !== clusterIPs[0]) {
     read.fail(`spec.clusterIP ${String(primary)} differs from spec.clusterIPs[0]`);
   }
@@ -153,7 +160,7 @@ export function normalizeService(raw: unknown): ServiceInfo | undefined {
   }
 
   const names = new Set<string>();
-  const ports = read.list(spec.ports, 'spec.ports').map((entry, index): ServicePortInfo => {
+  const ports = held(read.list(spec.ports, 'spec.ports').map((entry, index): ServicePortInfo => {
     const path = `spec.ports[${index}]`;
     const port = read.object(entry, path);
     const name = read.optionalString(port.name, `${path}.name`) ?? '';
@@ -166,15 +173,15 @@ export function normalizeService(raw: unknown): ServiceInfo | undefined {
       : typeof target === 'string' ? read.string(target, `${path}.targetPort`) : read.port(target, `${path}.targetPort`);
     const nodePort = port.nodePort === undefined || port.nodePort === null || port.nodePort === 0 ? undefined : read.port(port.nodePort, `${path}.nodePort`);
     return { name, protocol: read.protocol(port.protocol, `${path}.protocol`), port: number, targetPort, nodePort };
-  });
+  }));
   if (!headless && clusterIPs.length > 0 && ports.length === 0) read.fail('spec.ports is empty');
 
   const status = read.optionalObject((raw as Raw).status, 'status');
   const loadBalancer = read.optionalObject(status.loadBalancer, 'status.loadBalancer');
-  const loadBalancerIPs = read.list(loadBalancer.ingress, 'status.loadBalancer.ingress').flatMap((entry, index) => {
+  const loadBalancerIPs = held(read.list(loadBalancer.ingress, 'status.loadBalancer.ingress').flatMap((entry, index) => {
     const ingress = read.object(entry, `status.loadBalancer.ingress[${index}]`);
     return ingress.ip === undefined ? [] : [read.address(ingress.ip, `status.loadBalancer.ingress[${index}].ip`)];
-  });
+  }));
   const affinity = spec.sessionAffinity === 'ClientIP';
   const affinityConfig = read.optionalObject(read.optionalObject(spec.sessionAffinityConfig, 'spec.sessionAffinityConfig').clientIP, 'spec.sessionAffinityConfig.clientIP');
   const timeout = affinityConfig.timeoutSeconds ?? 10800;
@@ -188,10 +195,10 @@ export function normalizeService(raw: unknown): ServiceInfo | undefined {
     type: type as ServiceInfo['type'],
     clusterIPs,
     ports,
-    externalIPs: read.list(spec.externalIPs, 'spec.externalIPs').map((ip, index) => read.address(ip, `spec.externalIPs[${index}]`)),
+    externalIPs: held(read.list(spec.externalIPs, 'spec.externalIPs').map((ip, index) => read.address(ip, `spec.externalIPs[${index}]`))),
     loadBalancerIPs,
-    loadBalancerSourceRanges: read.list(spec.loadBalancerSourceRanges, 'spec.loadBalancerSourceRanges')
-      .map((cidr, index) => read.cidr(String(cidr).trim(), `spec.loadBalancerSourceRanges[${index}]`)),
+    loadBalancerSourceRanges: held(read.list(spec.loadBalancerSourceRanges, 'spec.loadBalancerSourceRanges')
+      .map((cidr, index) => read.cidr(String(cidr).trim(), `spec.loadBalancerSourceRanges[${index}]`))),
     affinityTimeoutSeconds: affinity ? (timeout as number) : undefined,
     externalTrafficPolicyLocal: spec.externalTrafficPolicy === 'Local',
     internalTrafficPolicyLocal: spec.internalTrafficPolicy === 'Local',
@@ -210,7 +217,7 @@ export function normalizeEndpointSlice(raw: unknown): EndpointSliceInfo | undefi
   if (addressType !== 'IPv4' && addressType !== 'IPv6') read.fail(`addressType ${JSON.stringify(addressType)} is not IPv4 or IPv6`);
   const family: IPFamily = addressType === 'IPv6' ? 6 : 4;
 
-  const ports = read.list((raw as Raw).ports, 'ports').flatMap((entry, index): EndpointSlicePort[] => {
+  const ports = held(read.list((raw as Raw).ports, 'ports').flatMap((entry, index): EndpointSlicePort[] => {
     const port = read.object(entry, `ports[${index}]`);
     // A slice port without a number means "all ports", which kube-proxy cannot program: skip it as upstream does.
     if (port.port === undefined || port.port === null) return [];
@@ -219,11 +226,11 @@ export function normalizeEndpointSlice(raw: unknown): EndpointSliceInfo | undefi
       protocol: read.protocol(port.protocol, `ports[${index}].protocol`),
       port: read.port(port.port, `ports[${index}].port`),
     }];
-  });
+  }));
 
   const rawEndpoints = read.list((raw as Raw).endpoints, 'endpoints');
   if (rawEndpoints.length > MAX_SLICE_ENDPOINTS) read.fail(`endpoints holds ${rawEndpoints.length} endpoints, more than the ${MAX_SLICE_ENDPOINTS} a slice may`);
-  const endpoints = rawEndpoints.map((entry, index): EndpointInfo => {
+  const endpoints = held(rawEndpoints.map((entry, index): EndpointInfo => {
     const path = `endpoints[${index}]`;
     const endpoint = read.object(entry, path);
     const addresses = read.list(endpoint.addresses, `${path}.addresses`);
@@ -232,18 +239,24 @@ export function normalizeEndpointSlice(raw: unknown): EndpointSliceInfo | undefi
     const ready = read.boolean(conditions.ready, `${path}.conditions.ready`, true);
     const hints = read.optionalObject(endpoint.hints, `${path}.hints`);
     const hintNames = (list: unknown, field: string) =>
-      list === undefined ? undefined : read.list(list, `${path}.hints.${field}`).map((hint, i) => read.string(read.object(hint, `${path}.hints.${field}[${i}]`).name, `${path}.hints.${field}[${i}].name`));
-    return {
+      list === undefined ? undefined : held(read.list(list, `${path}.hints.${field}`).map((hint, i) => read.string(read.object(hint, `${path}.hints.${field}[${i}]`).name, `${path}.hints.${field}[${i}].name`)));
+    const normalized: EndpointInfo = {
       address: read.address(addresses[0], `${path}.addresses[0]`, family),
       ready,
       serving: read.boolean(conditions.serving, `${path}.conditions.serving`, ready),
       terminating: read.boolean(conditions.terminating, `${path}.conditions.terminating`, false),
-      nodeName: read.optionalString(endpoint.nodeName, `${path}.nodeName`),
-      zone: read.optionalString(endpoint.zone, `${path}.zone`),
-      hintZones: hintNames(hints.forZones, 'forZones'),
-      hintNodes: hintNames(hints.forNodes, 'forNodes'),
     };
-  });
+    // Absent fields stay absent rather than undefined: a field costs 8 bytes in every endpoint held.
+    const nodeName = read.optionalString(endpoint.nodeName, `${path}.nodeName`);
+    if (nodeName !== undefined) normalized.nodeName = nodeName;
+    const zone = read.optionalString(endpoint.zone, `${path}.zone`);
+    if (zone !== undefined) normalized.zone = zone;
+    const hintZones = hintNames(hints.forZones, 'forZones');
+    if (hintZones !== undefined) normalized.hintZones = hintZones;
+    const hintNodes = hintNames(hints.forNodes, 'forNodes');
+    if (hintNodes !== undefined) normalized.hintNodes = hintNodes;
+    return normalized;
+  }));
 
   if (typeof serviceName !== 'string' || !DNS1035_LABEL.test(serviceName)) read.fail(`metadata.labels["${SERVICE_NAME_LABEL}"] is not a Service name`);
   return { namespace: metadata.namespace, name: metadata.name, serviceName: serviceName as string, family, ports, endpoints };

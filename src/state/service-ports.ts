@@ -24,7 +24,7 @@ export const servicePortName = (view: ServicePortView) =>
 export function servicePortViews(state: ClusterState, key: string): ServicePortView[] {
   const service = state.services.get(key);
   if (!service) return [];
-  const slices = [...(state.slices.get(key)?.values() ?? [])];
+  const slices = state.slices.get(key) ?? [];
   return service.clusterIPs.flatMap((clusterIP) => {
     const family = familyOf(clusterIP);
     return service.ports.map((port) => {
