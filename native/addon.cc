@@ -2,6 +2,8 @@
 // netlink (libnftnl/libmnl). It knows nothing about Kubernetes.
 #include "netlink.h"
 
+#include <v8.h>
+
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -20,6 +22,16 @@ Napi::Value TrimNativeHeap(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// After a full sync the agent drops a ruleset that at 100k services filled
+// hundreds of MB of the V8 heap; an ordinary collection frees the objects but
+// leaves the pages fragmented and mapped. V8's low-memory path collects with
+// compaction and hands the emptied pages back. N-API has no such call, hence
+// V8's own API (the addon is always built against the running node's headers).
+Napi::Value CompactJsHeap(const Napi::CallbackInfo& info) {
+  v8::Isolate::GetCurrent()->LowMemoryNotification();
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("attributes", knft::Attributes(env));
   exports.Set("commit", Napi::Function::New(env, knft::Commit, "commit"));
@@ -27,6 +39,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("generation", Napi::Function::New(env, knft::Generation, "generation"));
   exports.Set("monitor", Napi::Function::New(env, knft::Monitor, "monitor"));
   exports.Set("trimNativeHeap", Napi::Function::New(env, TrimNativeHeap, "trimNativeHeap"));
+  exports.Set("compactJsHeap", Napi::Function::New(env, CompactJsHeap, "compactJsHeap"));
   return exports;
 }
 

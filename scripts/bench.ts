@@ -326,7 +326,7 @@ async function runDataplanePhases(results: BenchResults, sizes: Sizes, phases: S
 async function runMemoryPhase(results: BenchResults, sizes: Sizes): Promise<void> {
   for (const services of sizes.memory) {
     const result = await step('memory', `agent RSS at N=${services}`, () =>
-      withScratchNamespace((namespace) => runWorker<MemoryResult>(namespace, { kind: 'memory', services }, { timeoutMs: WORKER_TIMEOUT_MS, nodeFlags: ['--expose-gc'] })),
+      withScratchNamespace((namespace) => runWorker<MemoryResult>(namespace, { kind: 'memory', services }, { timeoutMs: WORKER_TIMEOUT_MS })),
     );
     results.memory.push({ services, result });
   }

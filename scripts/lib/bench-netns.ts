@@ -74,14 +74,12 @@ function workerProgram(): string {
 
 export interface WorkerOptions {
   timeoutMs: number;
-  /** Extra node flags, e.g. --expose-gc or --cpu-prof. */
-  nodeFlags?: string[];
 }
 
 /** Runs one bench-worker task in `namespace` and returns its JSON result. */
 export function runWorker<T>(namespace: string, task: WorkerTask, options: WorkerOptions): Promise<T> {
   installCleanupHandlers();
-  const argv = ['netns', 'exec', namespace, process.execPath, ...(options.nodeFlags ?? []), workerProgram(), JSON.stringify(task)];
+  const argv = ['netns', 'exec', namespace, process.execPath, workerProgram(), JSON.stringify(task)];
   return new Promise((resolve, reject) => {
     // `ip netns exec` execs in place: the child's PID is the worker's.
     const env = { ...process.env, [PARENT_NETNS_ENV]: String(statSync('/proc/self/ns/net').ino) };

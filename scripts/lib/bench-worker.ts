@@ -14,6 +14,7 @@ import { PARENT_NETNS_ENV } from './bench-netns.js';
 import { killRunningCommands, runChecked, runCommand } from './bench-command.js';
 import { PARTIAL_SYNC_CONFIGS } from './bench-partial-sync.js';
 import { NftablesProxier } from '../../src/agent/nftables-proxier.js';
+import { NftablesDataplane } from '../../src/agent/dataplane.js';
 import type {
   ColdResult, Dataplane, IncrementalResult, IncrementalSample, IptablesFlavor, KubenftSplit, LoadResult, MemoryResult, WorkerTask,
 } from './bench-types.js';
@@ -164,20 +165,18 @@ async function unload(dataplane: Dataplane): Promise<Record<string, never>> {
   return {};
 }
 
-/** The agent's steady state: its ClusterState and the proxier's record of what it loaded. */
+/** The agent's steady state: its ClusterState and what its nftables dataplane keeps after a full sync. */
 async function memory(services: number): Promise<MemoryResult> {
   const state = buildClusterState(services);
-  const proxier = new NftablesProxier(nftablesBackend());
-  await proxier.sync(state, BENCH_CONFIG, 'full');
-  // Garbage from the sync is not what the agent holds; collect it when node allows (--expose-gc).
-  (globalThis as { gc?: () => void }).gc?.();
+  const dataplane = new NftablesDataplane(nftablesBackend());
+  await dataplane.sync(state, BENCH_CONFIG, 'full');
   // The agent then idles for at least --min-sync-period before its next sync; meanwhile background
-  // threads hand the pages the collection freed back to the system (~16 MB at 100k services).
+  // threads hand freed pages back to the system.
   await new Promise((resolve) => setTimeout(resolve, MIN_SYNC_PERIOD_MS));
   const usage = process.memoryUsage();
   const result = { rssBytes: usage.rss, heapUsedBytes: usage.heapUsed, maxRssBytes: process.resourceUsage().maxRSS * 1024 };
   // Keeps both alive up to the reading, as a running agent would.
-  if (state.services.size !== services || proxier === undefined) throw new Error('state lost services');
+  if (state.services.size !== services || dataplane === undefined) throw new Error('state lost services');
   return result;
 }
 

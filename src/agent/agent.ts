@@ -40,6 +40,12 @@ export function nodeNameOf(options: AgentOptions): string {
 
 /** NodePorts on loopback also need net.ipv4.conf.all.route_localnet=1, which is the node's to set. */
 const LOOPBACK_CIDRS = ['127.0.0.0/8', '::1/128'];
+/**
+ * The periodic sync (every --iptables-sync-period) is a full one only this often, as upstream's
+ * FullSyncPeriod: partial syncs and drift repair keep the kernel right in between, and a full sync
+ * of 100k services costs seconds of CPU.
+ */
+const FULL_SYNC_PERIOD_MS = 60 * 60_000;
 
 /** Local interface addresses inside the given CIDRs (for --nodeport-addresses CIDRs). */
 function localAddressesIn(cidrs: string[]): string[] {
@@ -60,6 +66,7 @@ export class Agent {
   /** Objects the last reads rejected, by kind/namespace/name. */
   readonly rejected = new Map<string, ObjectError>();
   private needFullSync = true;
+  private lastFullSyncAt = -Infinity;
   private lastConfig = '';
   private readonly udpFlows = new UdpFlowTracker();
   private readonly triggerTimes: number[] = [];
@@ -175,6 +182,7 @@ export class Agent {
     this.metrics.setPending(0, 0);
     try {
       const result = await this.dataplane.sync(this.state, config, full ? 'full' : changes.services);
+      if (result.kind === 'full') this.lastFullSyncAt = performance.now();
       this.needFullSync = false;
       this.lastConfig = configText;
       const ms = performance.now() - started;
@@ -195,7 +203,7 @@ export class Agent {
 
   private async syncSafely(periodic: boolean): Promise<void> {
     try {
-      const report = await this.sync(periodic);
+      const report = await this.sync(periodic && performance.now() - this.lastFullSyncAt >= FULL_SYNC_PERIOD_MS);
       this.log.info(report, 'synced');
     } catch (error) {
       this.log.error({ err: error }, `sync failed, the previous ruleset stays loaded: ${(error as Error).message}`);

@@ -68,6 +68,13 @@ export interface NativeAddon {
   dump(family: number, table: string): Promise<Dump | null>;
   generation(): Promise<number>;
   monitor(callback: (event: GenerationEvent) => void): { close(): void };
+  /**
+   * malloc_trim(0): a commit's batch is built on a libuv worker thread, in a malloc arena of its
+   * own, and glibc keeps what it freed there mapped. True when memory was returned.
+   */
+  trimNativeHeap(): boolean;
+  /** V8's low-memory collection: compacts the JS heap and returns the emptied pages. */
+  compactJsHeap(): void;
 }
 
 /** The project root: the addon lives in build/ there, whether we run from src/ or dist/src/. */
@@ -77,38 +84,9 @@ export function projectRoot(): string {
   return directory;
 }
 
-/** The addon as built: commit() there leaves what the batch freed to glibc. */
-interface BuiltAddon extends NativeAddon {
-  /** malloc_trim(0): true when memory was returned to the system. */
-  trimNativeHeap(): boolean;
-}
-
-/**
- * Below this batch size a commit (a partial sync) leaves too little behind to be worth a trim,
- * and the trim would only add to its latency.
- */
-const TRIM_AFTER_BYTES = 1 << 20;
-
-/**
- * Without a trim after a large commit, glibc kept the batch's freed memory mapped and the
- * agent's RSS stayed near the sync's peak.
- */
-function trimmingAfterLargeCommits(addon: BuiltAddon): NativeAddon {
-  return {
-    ...addon,
-    commit: async (transaction) => {
-      try {
-        return await addon.commit(transaction);
-      } finally {
-        if (transaction.byteLength >= TRIM_AFTER_BYTES) addon.trimNativeHeap();
-      }
-    },
-  };
-}
-
 let loaded: NativeAddon | undefined;
 
 export function native(): NativeAddon {
-  loaded ??= trimmingAfterLargeCommits(createRequire(import.meta.url)(join(projectRoot(), 'build/Release/kubenft_native.node')) as BuiltAddon);
+  loaded ??= createRequire(import.meta.url)(join(projectRoot(), 'build/Release/kubenft_native.node')) as NativeAddon;
   return loaded;
 }

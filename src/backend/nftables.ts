@@ -39,6 +39,12 @@ export class NftablesBackend {
     return transaction;
   }
 
+  /** Hands the memory a large sync left behind back to the system: JS heap pages and glibc's. */
+  releaseMemory(): void {
+    this.addon.compactJsHeap();
+    this.addon.trimNativeHeap();
+  }
+
   /** The kernel's current ruleset generation (it changes with every commit, anyone's). */
   generation(): Promise<number> {
     return this.addon.generation();
