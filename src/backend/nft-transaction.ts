@@ -50,6 +50,17 @@ const FEW_VALUED: Partial<Record<DataType, Map<Value, Buffer>>> = { inet_proto: 
 /** Encoded expressions by statement object, per family (a reject or dnat encodes differently in each). */
 const COMPILED: Record<TableFamily, WeakMap<Statement, { bytes: Buffer; expressions: number }>> = { ip: new WeakMap(), ip6: new WeakMap() };
 
+/**
+ * A dnat's expressions (immediate address, immediate port, nat) differ only in the address between
+ * the endpoints of a port: compiled once per family and port, they are copied around the address.
+ */
+interface DnatTemplate {
+  beforeAddress: Buffer;
+  afterAddress: Buffer;
+  expressions: number;
+}
+const DNAT_TEMPLATES: Record<TableFamily, Map<number, DnatTemplate>> = { ip: new Map(), ip6: new Map() };
+
 /** libnftnl user data TLV: NFTNL_UDATA_SET_KEYBYTEORDER (0), 4 bytes, BYTEORDER_HOST_ENDIAN (1). */
 const HOST_ORDER_KEY_USERDATA = Buffer.from([0, 4, 1, 0, 0, 0]);
 
@@ -371,6 +382,31 @@ export class NftTransaction {
     w.closeList();
   }
 
+  private dnatTo(family: TableFamily, address: string, port: number): void {
+    const w = this.writer;
+    const addressType = family === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
+    const template = DNAT_TEMPLATES[family].get(port);
+    if (template) {
+      w.bytes(template.beforeAddress);
+      this.value(addressType, address);
+      w.bytes(template.afterAddress);
+      w.item(template.expressions);
+      return;
+    }
+    const start = w.offset;
+    const counted = w.itemCount;
+    this.immediate(NFT_REG_1, addressType, address);
+    // The address is the last value of the first expression.
+    const addressEnd = w.offset;
+    this.immediate(NFT_REG_2, 'inet_service', port);
+    this.dnat(family, NFT_REG_1, NFT_REG_2);
+    DNAT_TEMPLATES[family].set(port, {
+      beforeAddress: w.copyOf(start, addressEnd - DATATYPE_LENGTHS[addressType]),
+      afterAddress: w.copyOf(addressEnd, w.offset),
+      expressions: w.itemCount - counted,
+    });
+  }
+
   /** meta mark set (meta mark & mask) ^ xor */
   private markUpdate(mask: number, xor: number): void {
     const w = this.writer;
@@ -452,10 +488,7 @@ export class NftTransaction {
         return;
       }
       case 'dnat':
-        this.immediate(NFT_REG_1, family === 'ip' ? 'ipv4_addr' : 'ipv6_addr', statement.address);
-        this.immediate(NFT_REG_2, 'inet_service', statement.port);
-        this.dnat(family, NFT_REG_1, NFT_REG_2);
-        return;
+        return this.dnatTo(family, statement.address, statement.port);
       case 'dnatMap': {
         const addressLength = statement.family === 'ip' ? 4 : 16;
         this.numgen(NFT_REG32_00, statement.modulus);
