@@ -17,9 +17,15 @@ export class WireWriter {
   private readonly listOffsets: number[] = [];
   private readonly listCounts: number[] = [];
 
+  /**
+   * Grows 8-fold: every large buffer counts towards V8's external-memory trigger for a full GC
+   * (every ~64 MB allocated), and doubling up to the 123 MB of a 100k-service sync forced a second
+   * mark-compact that freed nothing (~200 ms). The spare capacity costs no resident memory: the
+   * pages of an unsafe allocation are only mapped when written.
+   */
   private reserve(bytes: number): void {
     if (this.length + bytes <= this.buffer.length) return;
-    const grown = Buffer.allocUnsafe(Math.max(this.buffer.length * 2, this.length + bytes));
+    const grown = Buffer.allocUnsafe(Math.max(this.buffer.length * 8, this.length + bytes));
     grown.set(this.buffer.subarray(0, this.length));
     this.buffer = grown;
   }
