@@ -101,7 +101,7 @@ export class WireWriter {
     this.length += 4;
   }
 
-  /** An attribute header: its bytes (value.length of them) must follow. */
+  /** An attribute header: the caller writes its valueLength bytes next. */
   attrHeader(id: number, valueLength: number): void {
     this.item();
     this.reserve(4);
