@@ -135,7 +135,8 @@ const char* KindName(Kind kind) {
 
 struct Index {
   AttrIndex objects[static_cast<int>(Kind::Expr)];
-  std::map<std::string, AttrIndex> exprs;
+  // Transparent comparison: looked up by a view into the transaction, without a string copy.
+  std::map<std::string, AttrIndex, std::less<>> exprs;
 
   Index() {
     for (const AttrSpec& s : kAttrs) {
@@ -154,7 +155,7 @@ const Index& GetIndex() {
 
 const AttrIndex& ObjectAttrs(Kind kind) { return GetIndex().objects[static_cast<int>(kind)]; }
 
-const AttrIndex* ExprAttrs(const std::string& expr) {
+const AttrIndex* ExprAttrs(std::string_view expr) {
   const auto& exprs = GetIndex().exprs;
   auto it = exprs.find(expr);
   return it == exprs.end() ? nullptr : &it->second;

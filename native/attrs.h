@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace knft {
 
@@ -34,7 +35,7 @@ struct AttrIndex {
 
 const AttrIndex& ObjectAttrs(Kind kind);
 // nullptr for expressions the table does not list.
-const AttrIndex* ExprAttrs(const std::string& expr);
+const AttrIndex* ExprAttrs(std::string_view expr);
 
 // Returns an error text, or "" when `len` bytes at `data` are acceptable for
 // `spec`. libnftnl 1.2.4 neither bounds-checks copies nor survives a width

@@ -9,7 +9,9 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <memory>
 #include <new>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -70,19 +72,22 @@ class Reader {
 };
 
 // Reads `u32 count, attr[count]` and hands each validated attribute to `set`
-// (a libnftnl setter returning < 0 on failure).
+// (a libnftnl setter returning < 0 on failure). The attributes belong to
+// `kind` (and `name`, for an expression); the two make up error messages
+// only, so that decoding millions of attributes builds no strings.
 template <typename Setter>
-void ReadAttrs(Reader& r, const AttrIndex* index, const std::string& owner, Setter set) {
+void ReadAttrs(Reader& r, const AttrIndex* index, const char* kind, std::string_view name, Setter set) {
+  auto owner = [&] { return name.empty() ? std::string(kind) : std::string(kind) + " " + std::string(name); };
   uint32_t count = r.U32("attribute count");
   for (uint32_t i = 0; i < count; i++) {
     uint16_t id = r.U16("attribute id");
     uint16_t len = r.U16("attribute length");
     const uint8_t* data = r.Take(len, "attribute data");
     const AttrSpec* spec = index && id < 32 ? index->byId[id] : nullptr;
-    if (!spec) throw DecodeError{"unsupported " + owner + " attribute " + std::to_string(id)};
+    if (!spec) throw DecodeError{"unsupported " + owner() + " attribute " + std::to_string(id)};
     std::string problem = CheckAttr(*spec, data, len);
-    if (!problem.empty()) throw DecodeError{owner + " " + problem};
-    if (set(id, data, len) < 0) throw DecodeError{"libnftnl rejected " + owner + " attribute " + spec->name};
+    if (!problem.empty()) throw DecodeError{owner() + " " + problem};
+    if (set(id, data, len) < 0) throw DecodeError{"libnftnl rejected " + owner() + " attribute " + spec->name};
   }
 }
 
@@ -90,20 +95,28 @@ void ReadAttrs(Reader& r, const AttrIndex* index, const std::string& owner, Sett
 // after BATCH_BEGIN, the transaction message it came from.
 class Batch {
  public:
-  explicit Batch(size_t hint) : buf_(hint) {}
+  // new char[] leaves the bytes uninitialised (std::vector would zero tens of
+  // MB that libnftnl overwrites anyway): pages are touched only when written.
+  explicit Batch(size_t hint) : buf_(new char[hint]), capacity_(hint) {}
 
   // libnftnl writes without bounds checks, so callers first reserve an upper
   // bound of what the next message can take.
   char* Reserve(size_t n) {
-    if (buf_.size() - len_ < n) buf_.resize(std::max(buf_.size() * 2, len_ + n));
-    return buf_.data() + len_;
+    if (capacity_ - len_ < n) {
+      size_t capacity = std::max(capacity_ * 2, len_ + n);
+      std::unique_ptr<char[]> grown(new char[capacity]);
+      memcpy(grown.get(), buf_.get(), len_);
+      buf_ = std::move(grown);
+      capacity_ = capacity;
+    }
+    return buf_.get() + len_;
   }
   void Push(const nlmsghdr* nlh) {
     last_ = len_;
     len_ += NLMSG_ALIGN(nlh->nlmsg_len);
   }
-  nlmsghdr* Last() { return reinterpret_cast<nlmsghdr*>(buf_.data() + last_); }
-  const char* Data() const { return buf_.data(); }
+  nlmsghdr* Last() { return reinterpret_cast<nlmsghdr*>(buf_.get() + last_); }
+  const char* Data() const { return buf_.get(); }
   size_t Size() const { return len_; }
 
   uint32_t NextSeq(uint32_t owner) {
@@ -121,7 +134,8 @@ class Batch {
   }
 
  private:
-  std::vector<char> buf_;
+  std::unique_ptr<char[]> buf_;
+  size_t capacity_;
   size_t len_ = 0;
   size_t last_ = 0;
   std::vector<uint32_t> owners_;
@@ -151,7 +165,7 @@ void EncodeMessage(Reader& r, uint32_t index, Batch& b) {
   switch (kind) {
     case kTable: {
       TablePtr t(Check(nftnl_table_alloc()));
-      ReadAttrs(r, &ObjectAttrs(Kind::Table), "table", [&](uint16_t id, const void* d, uint32_t l) {
+      ReadAttrs(r, &ObjectAttrs(Kind::Table), "table", {}, [&](uint16_t id, const void* d, uint32_t l) {
         return nftnl_table_set_data(t.get(), id, d, l);
       });
       nlmsghdr* nlh = header(Bound(r.Pos() - start));
@@ -161,7 +175,7 @@ void EncodeMessage(Reader& r, uint32_t index, Batch& b) {
     }
     case kChain: {
       ChainPtr c(Check(nftnl_chain_alloc()));
-      ReadAttrs(r, &ObjectAttrs(Kind::Chain), "chain", [&](uint16_t id, const void* d, uint32_t l) {
+      ReadAttrs(r, &ObjectAttrs(Kind::Chain), "chain", {}, [&](uint16_t id, const void* d, uint32_t l) {
         return nftnl_chain_set_data(c.get(), id, d, l);
       });
       nlmsghdr* nlh = header(Bound(r.Pos() - start));
@@ -171,16 +185,20 @@ void EncodeMessage(Reader& r, uint32_t index, Batch& b) {
     }
     case kRule: {
       RulePtr rule(Check(nftnl_rule_alloc()));
-      ReadAttrs(r, &ObjectAttrs(Kind::Rule), "rule", [&](uint16_t id, const void* d, uint32_t l) {
+      ReadAttrs(r, &ObjectAttrs(Kind::Rule), "rule", {}, [&](uint16_t id, const void* d, uint32_t l) {
         return nftnl_rule_set_data(rule.get(), id, d, l);
       });
       uint32_t count = r.U32("expression count");
       for (uint32_t i = 0; i < count; i++) {
         uint8_t nameLen = r.U8("expression name length");
-        std::string name(reinterpret_cast<const char*>(r.Take(nameLen, "expression name")), nameLen);
-        ExprPtr e(nftnl_expr_alloc(name.c_str()));
-        if (!e) throw DecodeError{"unknown expression \"" + name + "\""};
-        ReadAttrs(r, ExprAttrs(name), "expression " + name, [&](uint16_t id, const void* d, uint32_t l) {
+        // nftnl_expr_alloc wants a C string; the name's length fits a u8.
+        char name[256];
+        memcpy(name, r.Take(nameLen, "expression name"), nameLen);
+        name[nameLen] = 0;
+        ExprPtr e(nftnl_expr_alloc(name));
+        if (!e) throw DecodeError{"unknown expression \"" + std::string(name) + "\""};
+        std::string_view exprName(name, nameLen);  // a NUL inside the name makes it unknown
+        ReadAttrs(r, ExprAttrs(exprName), "expression", exprName, [&](uint16_t id, const void* d, uint32_t l) {
           return nftnl_expr_set(e.get(), id, d, l);
         });
         nftnl_rule_add_expr(rule.get(), e.release());
@@ -192,7 +210,7 @@ void EncodeMessage(Reader& r, uint32_t index, Batch& b) {
     }
     case kSet: {
       SetPtr s(Check(nftnl_set_alloc()));
-      ReadAttrs(r, &ObjectAttrs(Kind::Set), "set", [&](uint16_t id, const void* d, uint32_t l) {
+      ReadAttrs(r, &ObjectAttrs(Kind::Set), "set", {}, [&](uint16_t id, const void* d, uint32_t l) {
         return nftnl_set_set_data(s.get(), id, d, l);
       });
       nlmsghdr* nlh = header(Bound(r.Pos() - start));
@@ -202,7 +220,7 @@ void EncodeMessage(Reader& r, uint32_t index, Batch& b) {
     }
     case kSetElems: {
       SetPtr s(Check(nftnl_set_alloc()));
-      ReadAttrs(r, &ObjectAttrs(Kind::Set), "set", [&](uint16_t id, const void* d, uint32_t l) {
+      ReadAttrs(r, &ObjectAttrs(Kind::Set), "set", {}, [&](uint16_t id, const void* d, uint32_t l) {
         return nftnl_set_set_data(s.get(), id, d, l);
       });
       size_t headerBytes = r.Pos() - start;
@@ -211,7 +229,7 @@ void EncodeMessage(Reader& r, uint32_t index, Batch& b) {
       for (uint32_t i = 0; i < count; i++) {
         const uint8_t* elemStart = r.Pos();
         ElemPtr e(Check(nftnl_set_elem_alloc()));
-        ReadAttrs(r, &ObjectAttrs(Kind::Elem), "element", [&](uint16_t id, const void* d, uint32_t l) {
+        ReadAttrs(r, &ObjectAttrs(Kind::Elem), "element", {}, [&](uint16_t id, const void* d, uint32_t l) {
           return nftnl_set_elem_set(e.get(), id, d, l);
         });
         size_t bytes = r.Pos() - elemStart;

@@ -1,5 +1,5 @@
-import { DATATYPE_IDS, DATATYPE_LENGTHS, FIELDS, encodeKey, encodePrefix, encodeValue, registerWidth } from '../plan/fields.js';
-import type { Chain, DataType, Field, NamedSet, Rule, SetElement, Statement, TableFamily, Verdict } from '../plan/ruleset.js';
+import { DATATYPE_IDS, DATATYPE_LENGTHS, FIELDS, encodePrefix, encodeValue, registerWidth } from '../plan/fields.js';
+import type { Chain, DataType, Field, NamedSet, Rule, SetElement, Statement, TableFamily, Value, Verdict } from '../plan/ruleset.js';
 import type { NativeAttributes } from './native.js';
 import {
   CONCAT_TYPE_BITS, HOOKS, ICMP_PORT_UNREACH, NFPROTO, NFTA_FIB_F, NFT_CMP, NFT_CT_STATE, NFT_DATA_VERDICT, NFT_DYNSET_OP_UPDATE,
@@ -31,10 +31,35 @@ export const setKeyLength = (types: DataType[]) =>
 const verdictCode = (verdict: Verdict) =>
   verdict.kind === 'accept' || verdict.kind === 'drop' ? NF_VERDICT[verdict.kind] : NFT_VERDICT[verdict.kind];
 
-const expressionNames = new Map<string, Buffer>();
+/** Each expression starts with its name's length and its name. */
+const expressionHeaders = new Map<string, Buffer>();
+
+const expressionHeader = (name: string) => {
+  let header = expressionHeaders.get(name);
+  if (!header) {
+    header = Buffer.from(` ${name}`, 'latin1');
+    header[0] = name.length;
+    expressionHeaders.set(name, header);
+  }
+  return header;
+};
+
+/** Ports, protocols and marks take a few distinct values in a sync: each is encoded once. */
+const FEW_VALUED: Partial<Record<DataType, Map<Value, Buffer>>> = { inet_proto: new Map(), inet_service: new Map(), mark: new Map(), integer: new Map() };
 
 /** Encoded expressions by statement object, per family (a reject or dnat encodes differently in each). */
 const COMPILED: Record<TableFamily, WeakMap<Statement, { bytes: Buffer; expressions: number }>> = { ip: new WeakMap(), ip6: new WeakMap() };
+
+/**
+ * A dnat's expressions (immediate address, immediate port, nat) differ only in the address between
+ * the endpoints of a port: compiled once per family and port, they are copied around the address.
+ */
+interface DnatTemplate {
+  beforeAddress: Buffer;
+  afterAddress: Buffer;
+  expressions: number;
+}
+const DNAT_TEMPLATES: Record<TableFamily, Map<number, DnatTemplate>> = { ip: new Map(), ip6: new Map() };
 
 /** libnftnl user data TLV: NFTNL_UDATA_SET_KEYBYTEORDER (0), 4 bytes, BYTEORDER_HOST_ENDIAN (1). */
 const HOST_ORDER_KEY_USERDATA = Buffer.from([0, 4, 1, 0, 0, 0]);
@@ -68,19 +93,26 @@ export class NftTransaction {
     return this.writer.finish();
   }
 
-  private message(kind: ObjectKind, family: TableFamily, type: number, flags: number, description: string, attrs: () => void): void {
+  /** Starts a message and its attribute list, which the caller writes and closes. */
+  private message(kind: ObjectKind, family: TableFamily, type: number, flags: number, description: string): void {
     const w = this.writer;
     w.u8(OBJECT_KIND[kind]);
     w.u8(NFPROTO[family]);
     w.u16(type);
     w.u16(flags);
     w.u16(0);
-    w.list(attrs);
+    w.openList();
     this.descriptions.push(description);
   }
 
+  private tableMessage(family: TableFamily, type: number, flags: number, description: string, name: string): void {
+    this.message('table', family, type, flags, description);
+    this.writer.attrString(this.attrs.table.name, name);
+    this.writer.closeList();
+  }
+
   addTable(family: TableFamily, name: string): void {
-    this.message('table', family, NFT_MSG.NEWTABLE, NLM_F.CREATE, `table ${family} ${name}`, () => this.writer.attrString(this.attrs.table.name, name));
+    this.tableMessage(family, NFT_MSG.NEWTABLE, NLM_F.CREATE, `table ${family} ${name}`, name);
   }
 
   /**
@@ -89,44 +121,50 @@ export class NftTransaction {
    * It must be the first message of the batch.
    */
   markGeneration(family: TableFamily, name: string): void {
-    this.message('table', family, NFT_MSG.NEWTABLE, NLM_F.CREATE | NLM_F.ECHO, `table ${family} ${name}`, () => this.writer.attrString(this.attrs.table.name, name));
+    this.tableMessage(family, NFT_MSG.NEWTABLE, NLM_F.CREATE | NLM_F.ECHO, `table ${family} ${name}`, name);
   }
 
   deleteTable(family: TableFamily, name: string): void {
-    this.message('table', family, NFT_MSG.DELTABLE, 0, `delete of table ${family} ${name}`, () => this.writer.attrString(this.attrs.table.name, name));
+    this.tableMessage(family, NFT_MSG.DELTABLE, 0, `delete of table ${family} ${name}`, name);
   }
 
   addChain(family: TableFamily, table: string, chain: Chain, origin = ''): void {
     const a = this.attrs.chain;
     const w = this.writer;
-    this.message('chain', family, NFT_MSG.NEWCHAIN, NLM_F.CREATE, `chain ${chain.name}${origin}`, () => {
-      w.attrString(a.table, table);
-      w.attrString(a.name, chain.name);
-      if (!chain.base) return;
+    this.message('chain', family, NFT_MSG.NEWCHAIN, NLM_F.CREATE, `chain ${chain.name}${origin}`);
+    w.attrString(a.table, table);
+    w.attrString(a.name, chain.name);
+    if (chain.base) {
       w.attrU32(a.hooknum, HOOKS[chain.base.hook]);
       w.attrU32(a.prio, chain.base.priority);
       w.attrU32(a.policy, NF_VERDICT[chain.base.policy]);
       w.attrString(a.type, chain.base.type);
-    });
+    }
+    w.closeList();
   }
 
   deleteChain(family: TableFamily, table: string, chain: string): void {
     const a = this.attrs.chain;
-    this.message('chain', family, NFT_MSG.DELCHAIN, 0, `delete of chain ${chain}`, () => {
-      this.writer.attrString(a.table, table);
-      this.writer.attrString(a.name, chain);
-    });
+    this.message('chain', family, NFT_MSG.DELCHAIN, 0, `delete of chain ${chain}`);
+    this.writer.attrString(a.table, table);
+    this.writer.attrString(a.name, chain);
+    this.writer.closeList();
   }
 
-  private ruleTarget(table: string, chain: string): void {
-    this.writer.attrString(this.attrs.rule.table, table);
-    this.writer.attrString(this.attrs.rule.chain, chain);
+  /** A rule message's attributes, then the opened list of its expressions. */
+  private ruleMessage(family: TableFamily, type: number, flags: number, description: string, table: string, chain: string): void {
+    const w = this.writer;
+    this.message('rule', family, type, flags, description);
+    w.attrString(this.attrs.rule.table, table);
+    w.attrString(this.attrs.rule.chain, chain);
+    w.closeList();
+    w.openList();
   }
 
   /** A DELRULE naming only the chain removes every rule in it. */
   flushChain(family: TableFamily, table: string, chain: string): void {
-    this.message('rule', family, NFT_MSG.DELRULE, 0, `flush of chain ${chain}`, () => this.ruleTarget(table, chain));
-    this.writer.list(() => undefined);
+    this.ruleMessage(family, NFT_MSG.DELRULE, 0, `flush of chain ${chain}`, table, chain);
+    this.writer.closeList();
   }
 
   addRule(family: TableFamily, table: string, chain: string, rule: Rule, origin = ''): void {
@@ -139,10 +177,9 @@ export class NftTransaction {
   }
 
   private newRule(flags: number, family: TableFamily, table: string, chain: string, rule: Rule, description: string): void {
-    this.message('rule', family, NFT_MSG.NEWRULE, flags, description, () => this.ruleTarget(table, chain));
-    this.writer.list(() => {
-      for (const statement of rule.statements) this.compiledStatement(family, statement);
-    });
+    this.ruleMessage(family, NFT_MSG.NEWRULE, flags, description, table, chain);
+    for (const statement of rule.statements) this.compiledStatement(family, statement);
+    this.writer.closeList();
   }
 
   /**
@@ -167,38 +204,38 @@ export class NftTransaction {
   addSet(family: TableFamily, table: string, set: NamedSet): void {
     const a = this.attrs.set;
     const w = this.writer;
-    this.message('set', family, NFT_MSG.NEWSET, NLM_F.CREATE, `${set.dataType ? 'map' : 'set'} ${set.name}`, () => {
-      w.attrString(a.table, table);
-      w.attrString(a.name, set.name);
-      w.attrU32(a.id, this.nextSetId++);
-      w.attrU32(a.keyType, setKeyType(set.keyType));
-      w.attrU32(a.keyLen, setKeyLength(set.keyType));
-      // nft shows integer keys in the byte order the set's user data names; numgen's are host order.
-      if (set.keyType.length === 1 && set.keyType[0] === 'integer') w.attrBytes(a.userdata, HOST_ORDER_KEY_USERDATA);
-      // No NFT_SET_CONCAT even for concatenated keys: it selects the pipapo backend, made for
-      // interval concatenations; without it the kernel picks a hash, which exact keys want.
-      if (set.dynamicTimeoutSeconds) {
-        w.attrU32(a.flags, NFT_SET.TIMEOUT | NFT_SET.EVAL);
-        w.attrU64(a.timeout, BigInt(set.dynamicTimeoutSeconds) * 1000n);
-      } else if (set.dataType === 'verdict') {
-        w.attrU32(a.flags, NFT_SET.MAP);
-        w.attrU32(a.dataType, NFT_DATA_VERDICT);
-      } else if (set.dataType) {
-        w.attrU32(a.flags, NFT_SET.MAP);
-        w.attrU32(a.dataType, setKeyType(set.dataType));
-        w.attrU32(a.dataLen, setKeyLength(set.dataType));
-      } else {
-        w.attrU32(a.flags, 0);
-      }
-    });
+    this.message('set', family, NFT_MSG.NEWSET, NLM_F.CREATE, `${set.dataType ? 'map' : 'set'} ${set.name}`);
+    w.attrString(a.table, table);
+    w.attrString(a.name, set.name);
+    w.attrU32(a.id, this.nextSetId++);
+    w.attrU32(a.keyType, setKeyType(set.keyType));
+    w.attrU32(a.keyLen, setKeyLength(set.keyType));
+    // nft shows integer keys in the byte order the set's user data names; numgen's are host order.
+    if (set.keyType.length === 1 && set.keyType[0] === 'integer') w.attrBytes(a.userdata, HOST_ORDER_KEY_USERDATA);
+    // No NFT_SET_CONCAT even for concatenated keys: it selects the pipapo backend, made for
+    // interval concatenations; without it the kernel picks a hash, which exact keys want.
+    if (set.dynamicTimeoutSeconds) {
+      w.attrU32(a.flags, NFT_SET.TIMEOUT | NFT_SET.EVAL);
+      w.attrU64(a.timeout, BigInt(set.dynamicTimeoutSeconds) * 1000n);
+    } else if (set.dataType === 'verdict') {
+      w.attrU32(a.flags, NFT_SET.MAP);
+      w.attrU32(a.dataType, NFT_DATA_VERDICT);
+    } else if (set.dataType) {
+      w.attrU32(a.flags, NFT_SET.MAP);
+      w.attrU32(a.dataType, setKeyType(set.dataType));
+      w.attrU32(a.dataLen, setKeyLength(set.dataType));
+    } else {
+      w.attrU32(a.flags, 0);
+    }
+    w.closeList();
   }
 
   deleteSet(family: TableFamily, table: string, name: string): void {
     const a = this.attrs.set;
-    this.message('set', family, NFT_MSG.DELSET, 0, `delete of set ${name}`, () => {
-      this.writer.attrString(a.table, table);
-      this.writer.attrString(a.name, name);
-    });
+    this.message('set', family, NFT_MSG.DELSET, 0, `delete of set ${name}`);
+    this.writer.attrString(a.table, table);
+    this.writer.attrString(a.name, name);
+    this.writer.closeList();
   }
 
   addElements(family: TableFamily, table: string, set: NamedSet, elements: SetElement[]): void {
@@ -218,51 +255,76 @@ export class NftTransaction {
     const a = this.attrs.set;
     const e = this.attrs.elem;
     const w = this.writer;
-    this.message('setelems', family, type, flags, description, () => {
-      w.attrString(a.table, table);
-      w.attrString(a.name, set.name);
-    });
-    w.list(() => {
-      for (const element of elements) {
-        w.item();
-        w.list(() => {
-          w.attrBytes(e.key, encodeKey(set.keyType, element.key));
-          if (element.data && Array.isArray(set.dataType)) w.attrBytes(e.data, encodeKey(set.dataType, element.data));
-          if (!element.verdict) return;
-          w.attrU32(e.verdict, verdictCode(element.verdict));
-          const chain = chainOf(element.verdict);
-          if (chain !== undefined) w.attrString(e.chain, chain);
-        });
+    this.message('setelems', family, type, flags, description);
+    w.attrString(a.table, table);
+    w.attrString(a.name, set.name);
+    w.closeList();
+    const keyLength = setKeyLength(set.keyType);
+    const dataType = Array.isArray(set.dataType) ? set.dataType : undefined;
+    const dataLength = dataType ? setKeyLength(dataType) : 0;
+    w.openList();
+    for (const element of elements) {
+      w.item();
+      w.openList();
+      this.attrKey(e.key, set.keyType, keyLength, element.key);
+      if (element.data && dataType) this.attrKey(e.data, dataType, dataLength, element.data);
+      if (element.verdict) {
+        w.attrU32(e.verdict, verdictCode(element.verdict));
+        const chain = chainOf(element.verdict);
+        if (chain !== undefined) w.attrString(e.chain, chain);
       }
-    });
+      w.closeList();
+    }
+    w.closeList();
+  }
+
+  /** An element's key or data: the values of `types`, each padded to whole registers when concatenated. */
+  private attrKey(id: number, types: DataType[], length: number, values: Value[]): void {
+    this.writer.attrHeader(id, length);
+    if (types.length === 1) return this.value(types[0], values[0]);
+    for (let i = 0; i < types.length; i++) {
+      this.value(types[i], values[i]);
+      const valueLength = DATATYPE_LENGTHS[types[i]];
+      this.writer.zeros(registerWidth(valueLength) - valueLength);
+    }
+  }
+
+  /** The bytes encodeValue() gives, written without a Buffer per value. */
+  private value(type: DataType, value: Value): void {
+    if (type === 'ipv4_addr') return this.writer.ipv4(String(value));
+    const remembered = FEW_VALUED[type];
+    if (!remembered) return this.writer.bytes(encodeValue(type, value));
+    let bytes = remembered.get(value);
+    if (!bytes) remembered.set(value, (bytes = encodeValue(type, value)));
+    this.writer.bytes(bytes);
   }
 
   // ---- rule expressions -------------------------------------------------------------------------
 
-  private expr(name: string, attrs: (ids: Record<string, number>) => void): void {
+  /** Starts an expression and its attribute list, which the caller writes and closes; returns its attribute ids. */
+  private expr(name: string): Record<string, number> {
     const w = this.writer;
     w.item();
-    w.u8(name.length);
-    w.bytes(expressionNames.get(name) ?? expressionNames.set(name, Buffer.from(name)).get(name)!);
-    w.list(() => attrs(this.attrs.expr[name]));
+    w.bytes(expressionHeader(name));
+    w.openList();
+    return this.attrs.expr[name];
   }
 
   private load(field: Field, register: number): void {
     const load = FIELDS[field].load;
     const w = this.writer;
     if (load.expr === 'payload') {
-      this.expr('payload', (a) => {
-        w.attrU32(a.dreg, register);
-        w.attrU32(a.base, NFT_PAYLOAD_BASE[load.base]);
-        w.attrU32(a.offset, load.offset);
-        w.attrU32(a.len, load.len);
-      });
-      return;
-    }
-    this.expr('meta', (a) => {
+      const a = this.expr('payload');
+      w.attrU32(a.dreg, register);
+      w.attrU32(a.base, NFT_PAYLOAD_BASE[load.base]);
+      w.attrU32(a.offset, load.offset);
+      w.attrU32(a.len, load.len);
+    } else {
+      const a = this.expr('meta');
       w.attrU32(a.key, NFT_META_KEY[load.key]);
       w.attrU32(a.dreg, register);
-    });
+    }
+    w.closeList();
   }
 
   /** Loads a key into registers: a single field into reg 1, a concatenation into consecutive 32-bit registers. */
@@ -280,39 +342,89 @@ export class NftTransaction {
   }
 
   private cmp(op: '==' | '!=', register: number, data: Buffer): void {
-    this.expr('cmp', (a) => {
-      this.writer.attrU32(a.sreg, register);
-      this.writer.attrU32(a.op, NFT_CMP[op]);
-      this.writer.attrBytes(a.data, data);
-    });
+    const w = this.writer;
+    const a = this.expr('cmp');
+    w.attrU32(a.sreg, register);
+    w.attrU32(a.op, NFT_CMP[op]);
+    w.attrBytes(a.data, data);
+    w.closeList();
   }
 
   private bitwise(register: number, mask: Buffer, xor: Buffer): void {
-    this.expr('bitwise', (a) => {
-      const w = this.writer;
-      w.attrU32(a.sreg, register);
-      w.attrU32(a.dreg, register);
-      w.attrU32(a.len, mask.length);
-      w.attrBytes(a.mask, mask);
-      w.attrBytes(a.xor, xor);
-    });
+    const w = this.writer;
+    const a = this.expr('bitwise');
+    w.attrU32(a.sreg, register);
+    w.attrU32(a.dreg, register);
+    w.attrU32(a.len, mask.length);
+    w.attrBytes(a.mask, mask);
+    w.attrBytes(a.xor, xor);
+    w.closeList();
   }
 
-  private immediate(register: number, data: Buffer): void {
-    this.expr('immediate', (a) => {
-      this.writer.attrU32(a.dreg, register);
-      this.writer.attrBytes(a.data, data);
+  private immediate(register: number, type: DataType, value: Value): void {
+    const w = this.writer;
+    const a = this.expr('immediate');
+    w.attrU32(a.dreg, register);
+    w.attrHeader(a.data, DATATYPE_LENGTHS[type]);
+    this.value(type, value);
+    w.closeList();
+  }
+
+  private numgen(register: number, modulus: number): void {
+    const w = this.writer;
+    const a = this.expr('numgen');
+    w.attrU32(a.dreg, register);
+    w.attrU32(a.modulus, modulus);
+    w.attrU32(a.type, NFT_NG_RANDOM);
+    w.attrU32(a.offset, 0);
+    w.closeList();
+  }
+
+  private dnat(family: TableFamily, addressRegister: number, portRegister: number): void {
+    const w = this.writer;
+    const a = this.expr('nat');
+    w.attrU32(a.type, NFT_NAT_DNAT);
+    w.attrU32(a.family, NFPROTO[family]);
+    w.attrU32(a.regAddrMin, addressRegister);
+    w.attrU32(a.regProtoMin, portRegister);
+    w.attrU32(a.flags, NF_NAT_RANGE.MAP_IPS | NF_NAT_RANGE.PROTO_SPECIFIED);
+    w.closeList();
+  }
+
+  private dnatTo(family: TableFamily, address: string, port: number): void {
+    const w = this.writer;
+    const addressType = family === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
+    const template = DNAT_TEMPLATES[family].get(port);
+    if (template) {
+      w.bytes(template.beforeAddress);
+      this.value(addressType, address);
+      w.bytes(template.afterAddress);
+      w.item(template.expressions);
+      return;
+    }
+    const start = w.offset;
+    const counted = w.itemCount;
+    this.immediate(NFT_REG_1, addressType, address);
+    // The address is the last value of the first expression.
+    const addressEnd = w.offset;
+    this.immediate(NFT_REG_2, 'inet_service', port);
+    this.dnat(family, NFT_REG_1, NFT_REG_2);
+    DNAT_TEMPLATES[family].set(port, {
+      beforeAddress: w.copyOf(start, addressEnd - DATATYPE_LENGTHS[addressType]),
+      afterAddress: w.copyOf(addressEnd, w.offset),
+      expressions: w.itemCount - counted,
     });
   }
 
   /** meta mark set (meta mark & mask) ^ xor */
   private markUpdate(mask: number, xor: number): void {
+    const w = this.writer;
     this.load('meta mark', NFT_REG_1);
     this.bitwise(NFT_REG_1, u32(mask), u32(xor));
-    this.expr('meta', (a) => {
-      this.writer.attrU32(a.key, NFT_META_KEY.mark);
-      this.writer.attrU32(a.sreg, NFT_REG_1);
-    });
+    const a = this.expr('meta');
+    w.attrU32(a.key, NFT_META_KEY.mark);
+    w.attrU32(a.sreg, NFT_REG_1);
+    w.closeList();
   }
 
   private statement(family: TableFamily, statement: Statement): void {
@@ -335,108 +447,91 @@ export class NftTransaction {
         this.cmp(statement.op, NFT_REG_1, u32(statement.value));
         return;
       case 'numgen':
-        this.expr('numgen', (a) => {
-          w.attrU32(a.dreg, NFT_REG_1);
-          w.attrU32(a.modulus, statement.modulus);
-          w.attrU32(a.type, NFT_NG_RANDOM);
-          w.attrU32(a.offset, 0);
-        });
+        this.numgen(NFT_REG_1, statement.modulus);
         this.cmp('==', NFT_REG_1, u32(statement.equals));
         return;
       case 'lookup':
       case 'vmap': {
         const register = this.loadKey(statement.fields);
-        this.expr('lookup', (a) => {
-          w.attrU32(a.sreg, register);
-          if (statement.kind === 'vmap') {
-            w.attrString(a.set, statement.map);
-            w.attrU32(a.dreg, NFT_REG_VERDICT);
-          } else {
-            w.attrString(a.set, statement.set);
-            w.attrU32(a.flags, statement.op === '!=' ? NFT_LOOKUP_F_INV : 0);
-          }
-        });
+        const a = this.expr('lookup');
+        w.attrU32(a.sreg, register);
+        if (statement.kind === 'vmap') {
+          w.attrString(a.set, statement.map);
+          w.attrU32(a.dreg, NFT_REG_VERDICT);
+        } else {
+          w.attrString(a.set, statement.set);
+          w.attrU32(a.flags, statement.op === '!=' ? NFT_LOOKUP_F_INV : 0);
+        }
+        w.closeList();
         return;
       }
       case 'markSet':
         return this.markUpdate(~statement.or, statement.or);
       case 'markToggle':
         return this.markUpdate(0xffffffff, statement.xor);
-      case 'ctStateNew':
-        this.expr('ct', (a) => {
-          w.attrU32(a.key, NFT_CT_STATE);
-          w.attrU32(a.dreg, NFT_REG_1);
-        });
+      case 'ctStateNew': {
+        const a = this.expr('ct');
+        w.attrU32(a.key, NFT_CT_STATE);
+        w.attrU32(a.dreg, NFT_REG_1);
+        w.closeList();
         this.bitwise(NFT_REG_1, u32(NF_CT_STATE_NEW), u32(0));
         this.cmp('!=', NFT_REG_1, u32(0));
         return;
-      case 'fibLocal':
-        this.expr('fib', (a) => {
-          w.attrU32(a.dreg, NFT_REG_1);
-          w.attrU32(a.result, NFT_FIB_RESULT_ADDRTYPE);
-          w.attrU32(a.flags, NFTA_FIB_F[statement.address]);
-        });
+      }
+      case 'fibLocal': {
+        const a = this.expr('fib');
+        w.attrU32(a.dreg, NFT_REG_1);
+        w.attrU32(a.result, NFT_FIB_RESULT_ADDRTYPE);
+        w.attrU32(a.flags, NFTA_FIB_F[statement.address]);
+        w.closeList();
         this.cmp(statement.op, NFT_REG_1, u32(RTN_LOCAL));
         return;
-      case 'setUpdate':
+      }
+      case 'setUpdate': {
         this.load(statement.field, NFT_REG_1);
-        this.expr('dynset', (a) => {
-          w.attrU32(a.sregKey, NFT_REG_1);
-          w.attrU32(a.op, NFT_DYNSET_OP_UPDATE);
-          w.attrString(a.setName, statement.set);
-        });
-        return;
-      case 'dnat':
-        this.immediate(NFT_REG_1, encodeValue(family === 'ip' ? 'ipv4_addr' : 'ipv6_addr', statement.address));
-        this.immediate(NFT_REG_2, encodeValue('inet_service', statement.port));
-        this.expr('nat', (a) => {
-          w.attrU32(a.type, NFT_NAT_DNAT);
-          w.attrU32(a.family, NFPROTO[family]);
-          w.attrU32(a.regAddrMin, NFT_REG_1);
-          w.attrU32(a.regProtoMin, NFT_REG_2);
-          w.attrU32(a.flags, NF_NAT_RANGE.MAP_IPS | NF_NAT_RANGE.PROTO_SPECIFIED);
-        });
-        return;
-      case 'dnatMap': {
-        const addressLength = statement.family === 'ip' ? 4 : 16;
-        this.expr('numgen', (a) => {
-          w.attrU32(a.dreg, NFT_REG32_00);
-          w.attrU32(a.modulus, statement.modulus);
-          w.attrU32(a.type, NFT_NG_RANDOM);
-          w.attrU32(a.offset, 0);
-        });
-        // The map's data, address . port, lands in consecutive 32-bit registers from reg32 0.
-        this.expr('lookup', (a) => {
-          w.attrU32(a.sreg, NFT_REG32_00);
-          w.attrU32(a.dreg, NFT_REG32_00);
-          w.attrString(a.set, statement.map);
-        });
-        this.expr('nat', (a) => {
-          w.attrU32(a.type, NFT_NAT_DNAT);
-          w.attrU32(a.family, NFPROTO[statement.family]);
-          w.attrU32(a.regAddrMin, NFT_REG32_00);
-          w.attrU32(a.regProtoMin, NFT_REG32_00 + addressLength / 4);
-          w.attrU32(a.flags, NF_NAT_RANGE.MAP_IPS | NF_NAT_RANGE.PROTO_SPECIFIED);
-        });
+        const a = this.expr('dynset');
+        w.attrU32(a.sregKey, NFT_REG_1);
+        w.attrU32(a.op, NFT_DYNSET_OP_UPDATE);
+        w.attrString(a.setName, statement.set);
+        w.closeList();
         return;
       }
-      case 'masquerade':
-        this.expr('masq', (a) => w.attrU32(a.flags, NF_NAT_RANGE.PROTO_RANDOM_FULLY));
+      case 'dnat':
+        return this.dnatTo(family, statement.address, statement.port);
+      case 'dnatMap': {
+        const addressLength = statement.family === 'ip' ? 4 : 16;
+        this.numgen(NFT_REG32_00, statement.modulus);
+        // The map's data, address . port, lands in consecutive 32-bit registers from reg32 0.
+        const a = this.expr('lookup');
+        w.attrU32(a.sreg, NFT_REG32_00);
+        w.attrU32(a.dreg, NFT_REG32_00);
+        w.attrString(a.set, statement.map);
+        w.closeList();
+        this.dnat(statement.family, NFT_REG32_00, NFT_REG32_00 + addressLength / 4);
         return;
-      case 'reject':
-        this.expr('reject', (a) => {
-          w.attrU32(a.type, NFT_REJECT_ICMP_UNREACH);
-          w.attrU8(a.code, ICMP_PORT_UNREACH[family]);
-        });
+      }
+      case 'masquerade': {
+        const a = this.expr('masq');
+        w.attrU32(a.flags, NF_NAT_RANGE.PROTO_RANDOM_FULLY);
+        w.closeList();
         return;
-      case 'verdict':
-        this.expr('immediate', (a) => {
-          w.attrU32(a.dreg, NFT_REG_VERDICT);
-          w.attrU32(a.verdict, verdictCode(statement.verdict));
-          const chain = chainOf(statement.verdict);
-          if (chain !== undefined) w.attrString(a.chain, chain);
-        });
+      }
+      case 'reject': {
+        const a = this.expr('reject');
+        w.attrU32(a.type, NFT_REJECT_ICMP_UNREACH);
+        w.attrU8(a.code, ICMP_PORT_UNREACH[family]);
+        w.closeList();
         return;
+      }
+      case 'verdict': {
+        const a = this.expr('immediate');
+        w.attrU32(a.dreg, NFT_REG_VERDICT);
+        w.attrU32(a.verdict, verdictCode(statement.verdict));
+        const chain = chainOf(statement.verdict);
+        if (chain !== undefined) w.attrString(a.chain, chain);
+        w.closeList();
+        return;
+      }
     }
   }
 }
