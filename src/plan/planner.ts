@@ -269,12 +269,16 @@ class ServicePortPlanner {
     const sticky = affinity
       ? endpoints.map((endpoint) => rule({ kind: 'lookup', fields: [this.fields.saddr], set: this.affinitySet(endpoint), op: '==' }, ...remember(endpoint), ...this.dnat(endpoint)))
       : [];
-    const cascade = endpoints.map((endpoint, index) => {
+    const rules = sticky;
+    for (let index = 0; index < endpoints.length; index++) {
       const remaining = endpoints.length - index;
-      const choose: Statement[] = remaining > 1 ? [numgenStep(remaining)] : [];
-      return rule(...choose, ...remember(endpoint), ...this.dnat(endpoint));
-    });
-    return [...sticky, ...cascade];
+      // Built in place: a full sync makes one per endpoint, and every spread array is garbage.
+      const statements: Statement[] = remaining > 1 ? [numgenStep(remaining)] : [];
+      if (affinity) statements.push(...remember(endpoints[index]));
+      statements.push(protocolMatch(this.protocol), { kind: 'dnat', address: endpoints[index].address, port: endpoints[index].port });
+      rules.push({ statements });
+    }
+    return rules;
   }
 }
 
@@ -433,9 +437,13 @@ export function assembleRuleset(plans: ServicePortPlan[], config: ProxyConfig = 
       const key = tableKey(plan.family, part.table);
       let table = tables.get(key);
       if (!table) tables.set(key, (table = skeletonOf(plan.family, part.table, config)));
-      table.chains.push(...part.chains);
-      table.sets.push(...part.sets);
-      for (const [name, elements] of Object.entries(part.elements)) setNamed(table, name).elements.push(...elements);
+      // Loops, not push(...spread): this runs for every service port of a full sync.
+      for (const chain of part.chains) table.chains.push(chain);
+      for (const set of part.sets) table.sets.push(set);
+      for (const name in part.elements) {
+        const into = setNamed(table, name).elements;
+        for (const element of part.elements[name as SharedSet]!) into.push(element);
+      }
     }
   }
   // Main table first, then service tables by number: the order nft lists them in does not matter
