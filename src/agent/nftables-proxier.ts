@@ -285,8 +285,8 @@ export class NftablesProxier {
       const plans = servicePortViews(state, key).map((view) => planServicePort(view, config));
       servicePorts += plans.length;
       for (const part of loadedContributions(this.services.get(key) ?? [])) changeOf(part.table.skeleton.family, part.table.skeleton.name).before.push(part);
-      // Retaining the new elements before any old one is released keeps an element the change
-      // keeps from dropping to zero owners: it is neither deleted nor re-added.
+      // The new elements are retained before writeChange releases the old ones, so an element
+      // the change keeps never drops to zero owners: it is neither deleted nor re-added.
       next.set(key, this.load(plans, (family, part) => {
         const change = changeOf(family, part.table);
         change.after.push(part);
