@@ -104,3 +104,43 @@ t.test('a service whose service table is not loaded yet creates it in the partia
   t.ok(transaction.indexOf('chain services') < transaction.indexOf(`chain svc/default/${name}/tcp/80`), 'its skeleton comes before the service');
   t.same(proxier.expectedShape().map((shape) => shape.name).sort(), ['kubenft', first, serviceTableOf('default', name, config)].sort(), 'drift checks expect all three tables');
 });
+
+t.test('a kept key with a new verdict is replaced: removed and added again in the same transaction', async (t) => {
+  const state = new ClusterState('node-1');
+  state.apply(service('web', '10.0.0.1', [{ port: 80 }]));
+  state.apply(slice('web', [{ port: 80 }], [{ ip: '10.244.1.1', nodeName: 'node-1' }, { ip: '10.244.2.1', nodeName: 'node-2' }]));
+  const backend = new RecordingBackend();
+  const proxier = new NftablesProxier(backend);
+  const config = { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1' };
+  await proxier.sync(state, config, 'full');
+  state.takeChanges();
+  state.apply(service('web', '10.0.0.1', [{ port: 80 }], { internalTrafficPolicy: 'Local' }));
+  await proxier.sync(state, config, state.takeChanges().services);
+  const change = backend.transactions.at(-2)!;
+  const removal = change.indexOf('removal of elements from service-ips');
+  t.ok(removal >= 0, 'the ClusterIP entry pointing at the cluster-wide chain is removed');
+  t.ok(change.indexOf('elements of service-ips', removal) > removal, 'and added again, pointing at the local chain');
+});
+
+t.test('after partial syncs the expected shape is the one a full sync of the same state expects', async (t) => {
+  const state = new ClusterState('node-1');
+  const config = { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1' };
+  for (let index = 0; index < 20; index++) {
+    state.apply(service(`svc-${index}`, `10.0.0.${index + 1}`, [{ port: 80 }, { name: 'dns', port: 53, protocol: 'UDP' }], index % 3 === 0 ? { sessionAffinity: 'ClientIP' } : {}));
+    state.apply(slice(`svc-${index}`, [{ port: 80 }, { name: 'dns', port: 53, protocol: 'UDP' }], endpointsOf(index % 5, [1, 2, 3])));
+  }
+  const proxier = new NftablesProxier(new RecordingBackend());
+  await proxier.sync(state, config, 'full');
+  state.takeChanges();
+  state.delete(service('svc-3', '10.0.0.4', [{ port: 80 }]));
+  state.apply(slice('svc-4', [{ port: 80 }, { name: 'dns', port: 53, protocol: 'UDP' }], endpointsOf(7, [1])));
+  state.apply(service('svc-5', '10.0.0.6', [{ port: 80 }]));
+  state.apply(service('new', '10.0.1.1', [{ port: 80 }]));
+  state.apply(slice('new', [{ port: 80 }], endpointsOf(0, [1, 2])));
+  t.equal((await proxier.sync(state, config, state.takeChanges().services)).kind, 'partial');
+  const fresh = new NftablesProxier(new RecordingBackend());
+  await fresh.sync(state, config, 'full');
+  const comparable = (shapes: ReturnType<NftablesProxier['expectedShape']>) =>
+    shapes.map((shape) => ({ ...shape, chains: [...shape.chains].sort(), sets: [...shape.sets].sort() })).sort((a, b) => a.name.localeCompare(b.name));
+  t.same(comparable(proxier.expectedShape()), comparable(fresh.expectedShape()));
+});
