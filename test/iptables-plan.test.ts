@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import t from 'tap';
 import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../src/config.js';
+import { cleanupInput, parseSave } from '../src/backend/iptables.js';
 import { describeRestoreLine, iptablesRestoreInput, planIptables } from '../src/plan/iptables.js';
 import { ClusterState, type KubeObject } from '../src/state/cluster-state.js';
 import { allServicePortViews } from '../src/state/service-ports.js';
@@ -215,4 +216,14 @@ t.test('stale chains are flushed and deleted, and restore lines map back to thei
   const dnat = lines.findIndex((line) => line.includes('DNAT')) + 1;
   t.match(describeRestoreLine(plan, input, dnat), { number: dnat, table: 'nat', servicePort: 'default/hostnames:default', text: /DNAT/ });
   t.notOk(describeRestoreLine(plan, input, 2).servicePort, 'a fixed chain belongs to no service');
+});
+
+t.test('the cleanup input of a 300k-chain table is built (no spread of every chain onto the stack)', async (t) => {
+  const chains = Array.from({ length: 300_000 }, (_, index) => `KUBE-SEP-${String(index).padStart(16, '0')}`);
+  const saved = parseSave(['*nat', ':PREROUTING ACCEPT [0:0]', ':KUBE-SERVICES - [0:0]', ...chains.map((chain) => `:${chain} - [0:0]`),
+    '-A PREROUTING -j KUBE-SERVICES', 'COMMIT', ''].join('\n'));
+  const input = cleanupInput(saved)!;
+  t.match(input, /^\*nat\n:KUBE-SERVICES - \[0:0\]\n/);
+  t.match(input, '-D PREROUTING -j KUBE-SERVICES\n');
+  t.equal(input.split('\n').filter((line) => line.startsWith('-X ')).length, 300_001, 'every chain of ours is deleted');
 });
