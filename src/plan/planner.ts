@@ -38,6 +38,8 @@ export const SHARED_SETS = {
   // in the service tables
   serviceIPs: 'service-ips',
   serviceNodePorts: 'service-nodeports',
+  /** The keys of service-nodeports again, as a plain set: a cheap first test (see serviceTableSkeleton). */
+  nodePortKeys: 'nodeport-keys',
   // in the main table (nodeport-ips in both)
   noEndpointServices: 'no-endpoint-services',
   noEndpointNodePorts: 'no-endpoint-nodeports',
@@ -47,6 +49,7 @@ export const SHARED_SETS = {
   hairpin: 'hairpin-endpoints',
 } as const;
 export type SharedSet = (typeof SHARED_SETS)[keyof typeof SHARED_SETS];
+const SERVICE_TABLE_SETS = new Set<SharedSet>([SHARED_SETS.serviceIPs, SHARED_SETS.serviceNodePorts, SHARED_SETS.nodePortKeys]);
 
 const FAMILY = {
   ip: { saddr: 'ip saddr', daddr: 'ip daddr', address: 'ipv4_addr', version: 4 },
@@ -146,7 +149,7 @@ class ServicePortPlanner {
   }
 
   private add(set: SharedSet, element: SetElement): void {
-    const part = set === SHARED_SETS.serviceIPs || set === SHARED_SETS.serviceNodePorts ? this.plan.service : this.plan.main;
+    const part = SERVICE_TABLE_SETS.has(set) ? this.plan.service : this.plan.main;
     (part.elements[set] ??= []).push(element);
   }
 
@@ -198,7 +201,10 @@ class ServicePortPlanner {
     }
     if (view.port.nodePort !== undefined) {
       const nodePortKey = [this.protocol, view.port.nodePort];
-      if (categories.hasAny) this.add(SHARED_SETS.serviceNodePorts, { key: nodePortKey, verdict: goto(externalChain) });
+      if (categories.hasAny) {
+        this.add(SHARED_SETS.serviceNodePorts, { key: nodePortKey, verdict: goto(externalChain) });
+        this.add(SHARED_SETS.nodePortKeys, { key: nodePortKey });
+      }
       if (externalEndpoints.length === 0) this.add(SHARED_SETS.noEndpointNodePorts, { key: nodePortKey, verdict: noEndpoints });
     }
     const loadBalancerIPs = service.loadBalancerIPs.filter(sameFamily(family));
@@ -404,6 +410,7 @@ export function serviceTableSkeleton(family: TableFamily, name: string, config: 
     sets: [
       verdictMap(SHARED_SETS.serviceIPs, [fields.address, 'inet_proto', 'inet_service']),
       verdictMap(SHARED_SETS.serviceNodePorts, ['inet_proto', 'inet_service']),
+      { name: SHARED_SETS.nodePortKeys, keyType: ['inet_proto', 'inet_service'], elements: [] },
       nodePorts.set,
     ],
     chains: [
@@ -411,7 +418,10 @@ export function serviceTableSkeleton(family: TableFamily, name: string, config: 
       baseChain(CHAINS.natOutput, 'nat', 'output', SERVICE_NAT_PRIORITY, [rule(verdict(jump(CHAINS.services)))]),
       { name: CHAINS.services, rules: [
         rule({ kind: 'vmap', fields: dispatchFields(family), map: SHARED_SETS.serviceIPs }),
-        rule(nodePorts.match, { kind: 'vmap', fields: toNodePort, map: SHARED_SETS.serviceNodePorts }),
+        // A new connection passes every service table's chains until one translates it: the
+        // node-address test (a route lookup without nodePortAddresses) only for this table's ports.
+        rule({ kind: 'lookup', fields: toNodePort, set: SHARED_SETS.nodePortKeys, op: '==' }, nodePorts.match,
+          { kind: 'vmap', fields: toNodePort, map: SHARED_SETS.serviceNodePorts }),
       ] },
     ],
   };
@@ -420,7 +430,11 @@ export function serviceTableSkeleton(family: TableFamily, name: string, config: 
 export const skeletonOf = (family: TableFamily, name: string, config: ProxyConfig): Table =>
   name === config.tableName ? skeletonTable(family, config) : serviceTableSkeleton(family, name, config);
 
-const elementKey = (element: SetElement) => element.key.join(' . ');
+/**
+ * Unique within one set (whose keys all have the same length). A one-part key, or a pair of equal
+ * parts (every hairpin element), is its first part: no string is built for the bulk of a sync.
+ */
+const elementKey = ({ key }: SetElement) => (key.length === 1 || (key.length === 2 && key[0] === key[1]) ? String(key[0]) : key.join(' . '));
 
 const tableKey = (family: TableFamily, name: string) => `${family} ${name}`;
 const serviceTableIndex = (table: Table) => Number(table.name.slice(table.name.lastIndexOf('-') + 1));
