@@ -252,7 +252,7 @@ export function buildReport(results: BenchResults, stem: string, timeoutMs: numb
   if (results.memory.length > 0) {
     sections.push(
       '## 5. Agent memory',
-      'A worker that ingests N services, plans, encodes and commits through NftablesProxier (full sync), then reads its memory with the cluster state and the proxier still alive (after a GC).',
+      'A worker that ingests N services and does the agent\'s full sync (NftablesDataplane: plan, encode, commit, then the heap compaction the agent does after a large sync), idles one --min-sync-period, then reads its memory with the cluster state and the dataplane still alive.',
       table(['N', 'RSS MB', 'heap used MB', 'peak RSS MB'], results.memory.map(({ services, result }) => [count(services), megabytes(result.rssBytes), megabytes(result.heapUsedBytes), megabytes(result.maxRssBytes)])),
     );
   }
