@@ -65,7 +65,8 @@ const WORKER_TIMEOUT_MS = 15 * 60_000;
 const WORKER_GRACE_MS = 30_000;
 const DISTRIBUTION_ENDPOINTS = [3, 10, 500];
 const PODS = 5;
-const ADDRESSES_PER_POD = 100; // 5 × 100 = the 500 endpoints of the largest distribution run
+/** 5 × 103 = 515: the 3, 10 and 500 endpoints of the distribution runs, each run on addresses of its own. */
+const ADDRESSES_PER_POD = 103;
 const PARTIAL_SYNCERS_MEASURED: PartialSyncerName[] = ['proxier', 'proxier-one-service-table'];
 
 // ---------------------------------------------------------------------------------------------
@@ -213,7 +214,7 @@ async function runIncrementalPhase(results: BenchResults, sizes: Sizes, timeoutM
 const podAddress = (pod: number, slot: number) => `10.244.${pod + 1}.${slot === 0 ? 2 : 9 + slot}`;
 
 /** Endpoint addresses spread over the pods: the first PODS are the pods' primary addresses. */
-const endpointAddresses = (count: number) => Array.from({ length: count }, (_, index) => podAddress(index % PODS, Math.floor(index / PODS)));
+const endpointAddresses = (count: number, first = 0) => Array.from({ length: count }, (_, index) => podAddress((first + index) % PODS, Math.floor((first + index) / PODS)));
 
 async function checkedExec(topology: Topology, namespace: string, argv: string[], input?: string): Promise<void> {
   const result = await topology.exec(namespace, argv, { input });
@@ -285,14 +286,22 @@ async function runLatencyPhase(topology: Topology, results: BenchResults, sizes:
 async function runDistributionPhase(topology: Topology, results: BenchResults, sizes: Sizes): Promise<void> {
   const connections = sizes.distributionConnections;
   try {
+    // A run leaves its endpoints' sockets in TIME_WAIT for a minute; a later run's SYN that meets one
+    // is refused, retried and re-chosen, which skewed a run sharing addresses with the previous one
+    // (measured: the 3 shared addresses of the 10-endpoint run got 6% fewer connections). So every
+    // run has addresses of its own, and enough source ports not to reuse one within the run.
+    await checkedExec(topology, topology.client, ['sysctl', '-q', '-w', 'net.ipv4.ip_local_port_range=1024 65535']);
+    let firstAddress = 0;
     for (const endpointCount of DISTRIBUTION_ENDPOINTS) {
-      await loadServices(topology, 'kubenft', 1, endpointAddresses(endpointCount));
+      const addresses = endpointAddresses(endpointCount, firstAddress);
+      firstAddress += endpointCount;
+      await loadServices(topology, 'kubenft', 1, addresses);
       const report = await step('distribution', `${connections} connections over ${endpointCount} endpoints`, () =>
         topology.probe(topology.client, { address: clusterIPOf(0), port: SERVICE_PORT, protocol: 'tcp', count: connections, timeoutMs: 1000 }),
       );
       const perEndpoint = new Map<string, number>();
       for (const attempt of report.results) if (attempt.ok) perEndpoint.set(attempt.local, (perEndpoint.get(attempt.local) ?? 0) + 1);
-      const counts = endpointAddresses(endpointCount).map((address) => perEndpoint.get(address) ?? 0);
+      const counts = addresses.map((address) => perEndpoint.get(address) ?? 0);
       const answered = counts.reduce((sum, value) => sum + value, 0);
       const { statistic, degreesOfFreedom, pValue } = chiSquareUniform(counts, endpointCount);
       results.distribution.push({
