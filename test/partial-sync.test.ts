@@ -5,6 +5,7 @@ import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
 import { NftablesBackend, type SyncTimings } from '../src/backend/nftables.js';
 import type { NftTransaction } from '../src/backend/nft-transaction.js';
 import { NftablesProxier } from '../src/agent/nftables-proxier.js';
+import { NftablesDataplane } from '../src/agent/dataplane.js';
 import { serviceTableOf } from '../src/plan/planner.js';
 import type { Ruleset } from '../src/plan/ruleset.js';
 import { ClusterState } from '../src/state/cluster-state.js';
@@ -143,4 +144,30 @@ t.test('after partial syncs the expected shape is the one a full sync of the sam
   const comparable = (shapes: ReturnType<NftablesProxier['expectedShape']>) =>
     shapes.map((shape) => ({ ...shape, chains: [...shape.chains].sort(), sets: [...shape.sets].sort() })).sort((a, b) => a.name.localeCompare(b.name));
   t.same(comparable(proxier.expectedShape()), comparable(fresh.expectedShape()));
+});
+
+t.test('the dataplane compacts memory after a large full sync, not after a small one or a partial one', async (t) => {
+  class SizedBackend extends RecordingBackend {
+    releases = 0;
+    constructor(private readonly fullSyncBytes: number) {
+      super();
+    }
+    override async replace(ruleset: Ruleset): Promise<SyncTimings> {
+      return { ...(await super.replace(ruleset)), bytes: this.fullSyncBytes };
+    }
+    override releaseMemory(): void {
+      this.releases++;
+    }
+  }
+  const state = new ClusterState('node-1');
+  state.apply(service('web', '10.0.0.1', [{ port: 80 }]));
+  state.apply(slice('web', [{ port: 80 }], [{ ip: '10.244.1.1' }]));
+  const config = { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1' };
+  for (const [bytes, expected] of [[64 * 2 ** 20, 1], [2 ** 20, 0]] as const) {
+    const backend = new SizedBackend(bytes);
+    const dataplane = new NftablesDataplane(backend);
+    await dataplane.sync(state, config, 'full');
+    await dataplane.sync(state, config, new Set(['default/web']));
+    t.equal(backend.releases, expected, `${bytes} bytes written by the full sync: ${expected} release`);
+  }
 });
