@@ -39,6 +39,7 @@ class SharedElement {
   constructor(readonly key: string) {}
 }
 
+/** Every part joined, unlike the planner's shortcut key: keyValues must read the element back from it. */
 const elementKey = (element: SetElement) => element.key.join(' . ');
 const tableKey = (family: TableFamily, name: string) => `${family} ${name}`;
 
