@@ -11,9 +11,13 @@ import { service, slice } from './lib/manifests.js';
 class CountingDataplane implements Dataplane {
   readonly mode = 'nftables';
   syncs: { kind: 'full' | 'partial'; services: number }[] = [];
+  inFlight = 0;
+  mostInFlight = 0;
   async sync(state: Parameters<Dataplane['sync']>[0], _config: unknown, changed: Set<string> | 'full'): Promise<DataplaneSync> {
     this.syncs.push({ kind: changed === 'full' ? 'full' : 'partial', services: changed === 'full' ? state.services.size : changed.size });
+    this.mostInFlight = Math.max(this.mostInFlight, ++this.inFlight);
     await new Promise((resolve) => setTimeout(resolve, 50));
+    this.inFlight--;
     return { kind: changed === 'full' ? 'full' : 'partial', kernelMs: 0, messages: 0 };
   }
   invalidate(): void {}
@@ -47,9 +51,27 @@ t.test('10,000 changes in a burst make a bounded number of syncs and bounded mem
   clearInterval(sampler);
 
   t.ok(dataplane.syncs.length <= 4, `${dataplane.syncs.length} syncs for 10,000 changes`);
+  t.equal(dataplane.mostInFlight, 1, 'syncs never overlapped');
   t.equal(agent.state.services.size, 5_000, 'every service is in the state');
   t.equal(agent.state.takeChanges().services.size, 0, 'no change was left unsynced');
   t.equal(dataplane.syncs.reduce((sum, sync) => sum + sync.services, 0) >= 5_000, true, 'every changed service reached a sync');
   const growthMB = (peakHeap - heapBefore) / 2 ** 20;
   t.ok(growthMB < 200, `peak heap grew by ${growthMB.toFixed(0)} MB (bounded: changes are coalesced, not queued)`);
+});
+
+t.test('a sync asked for while the runner\'s is in flight waits for it (--once does this)', async (t) => {
+  const options = parseOptions(['--hostname-override', 'node-1', '--healthz-bind-address', '', '--metrics-bind-address', '']);
+  const dataplane = new CountingDataplane();
+  const agent = new Agent(options, dataplane, pino({ level: 'silent' }));
+  t.teardown(() => agent.stop());
+  const handler = agent.handler();
+  handler.apply(service('web', '10.1.0.1', [{ port: 80 }]));
+  await new Promise((resolve) => setTimeout(resolve, 10)); // the runner's sync is now in flight
+  t.equal(dataplane.inFlight, 1);
+  const first = agent.sync(true);
+  const direct = agent.sync(true);
+  t.equal(dataplane.mostInFlight, 1, 'the direct syncs did not start beside it');
+  await Promise.all([first, direct]);
+  t.equal(dataplane.mostInFlight, 1, 'nor beside each other');
+  t.equal(dataplane.syncs.length, 3);
 });

@@ -63,6 +63,7 @@ export class Agent {
   readonly health: ProxyHealth;
   readonly serviceHealth: ServiceHealthServers;
   readonly runner: SyncRunner;
+  private previousSync: Promise<unknown> = Promise.resolve();
   /** Objects the last reads rejected, by kind/namespace/name. */
   readonly rejected = new Map<string, ObjectError>();
   private needFullSync = true;
@@ -171,8 +172,18 @@ export class Agent {
     if (object.kind === 'EndpointSlice' && Number.isFinite(trigger)) this.triggerTimes.push(trigger);
   }
 
-  /** One sync; throws on failure after recording it (the caller decides what a failure means). */
-  async sync(forceFull = false): Promise<SyncReport> {
+  /**
+   * One sync; throws on failure after recording it (the caller decides what a failure means).
+   * Syncs never overlap, whoever asks (the runner, `--once`): each reads what is loaded (the
+   * tables that exist, the proxier's record) before it writes, which a concurrent one would change.
+   */
+  sync(forceFull = false): Promise<SyncReport> {
+    const report = this.previousSync.then(() => this.syncAlone(forceFull));
+    this.previousSync = report.catch(() => undefined);
+    return report;
+  }
+
+  private async syncAlone(forceFull: boolean): Promise<SyncReport> {
     const started = performance.now();
     const changes = this.state.takeChanges();
     const config = this.proxyConfig();
