@@ -430,6 +430,46 @@ class DumpWorker : public Worker {
   DumpInfo out_;
 };
 
+struct TableName {
+  uint32_t family;
+  std::string name;
+};
+
+// Every table in the namespace, anyone's: one small dump, so a replace deletes only the
+// tables that exist (see NftablesBackend.replace for why that matters).
+class TablesWorker : public Worker {
+ public:
+  using Worker::Worker;
+
+ protected:
+  void Work() override {
+    Conversation c;
+    int err = c.Talk(
+        NFT_MSG_GETTABLE, AF_UNSPEC, NLM_F_DUMP, [](nlmsghdr*) {},
+        [&](const nlmsghdr* nlh) {
+          std::unique_ptr<nftnl_table, void (*)(const nftnl_table*)> t(nftnl_table_alloc(), nftnl_table_free);
+          if (!t || nftnl_table_nlmsg_parse(nlh, t.get()) < 0) return c.Fail();
+          tables_.push_back({nftnl_table_get_u32(t.get(), NFTNL_TABLE_FAMILY),
+                             nftnl_table_get_str(t.get(), NFTNL_TABLE_NAME)});
+          return MNL_CB_OK;
+        });
+    Require(err, "GETTABLE");
+  }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Array result = Napi::Array::New(env, tables_.size());
+    for (size_t i = 0; i < tables_.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("family", Napi::Number::New(env, tables_[i].family));
+      o.Set("name", tables_[i].name);
+      result.Set(i, o);
+    }
+    return result;
+  }
+
+ private:
+  std::vector<TableName> tables_;
+};
+
 class GenerationWorker : public Worker {
  public:
   using Worker::Worker;
@@ -457,6 +497,10 @@ Napi::Value Dump(const Napi::CallbackInfo& info) {
   if (table.empty() || table.find('\0') != std::string::npos)
     throw Napi::TypeError::New(env, "dump: invalid table name");
   return (new DumpWorker(env, family, std::move(table)))->Start();
+}
+
+Napi::Value Tables(const Napi::CallbackInfo& info) {
+  return (new TablesWorker(info.Env()))->Start();
 }
 
 Napi::Value Generation(const Napi::CallbackInfo& info) {

@@ -84,6 +84,7 @@ Napi::Object Attributes(Napi::Env env);
 Napi::Value Commit(const Napi::CallbackInfo& info);
 Napi::Value Dump(const Napi::CallbackInfo& info);
 Napi::Value Generation(const Napi::CallbackInfo& info);
+Napi::Value Tables(const Napi::CallbackInfo& info);
 Napi::Value Monitor(const Napi::CallbackInfo& info);
 
 }  // namespace knft

@@ -62,6 +62,28 @@ t.test('a not-ready endpoint is never chosen, and updates leave nothing stale', 
   t.notMatch(listing, PODS[2].ipv4);
 });
 
+t.test('a full sync deletes the tables an earlier --service-tables left, and no one else\'s', async (t) => {
+  const tableNames = async () => {
+    const listing = await topology.exec(topology.node, ['nft', '-j', 'list', 'tables']);
+    const entries = JSON.parse(listing.stdout).nftables as { table?: { family: string; name: string } }[];
+    return entries.flatMap(({ table }) => (table ? [`${table.family} ${table.name}`] : [])).sort();
+  };
+  manifests.write([hostnamesService, hostnamesSlice()]);
+  await syncOnce(topology, manifests.path, '--service-tables', '16');
+  t.ok((await tableNames()).includes('ip kubenft-services-7'), 'hostnames hashes to the eighth of sixteen');
+  await topology.exec(topology.node, ['nft', 'add', 'table', 'ip', 'kubenft-neighbour']);
+  await syncOnce(topology, manifests.path, '--service-tables', '2');
+  const after = await tableNames();
+  t.ok(after.includes('ip kubenft-neighbour'), 'a table kubenft does not own stays');
+  t.same(after.filter((name) => name.includes('kubenft-services-')).filter((name) => !/-[01]$/.test(name)), [], 'only service tables 0 and 1 remain');
+  t.equal(after.filter((name) => name.includes('kubenft-services-')).length, 1);
+  await topology.exec(topology.node, ['nft', 'delete', 'table', 'ip', 'kubenft-neighbour']);
+  const report = await topology.probe(topology.client, { address: VIP, port: 80, protocol: 'tcp', count: 30, timeoutMs: 2000 });
+  t.equal(countsOf(report).reduce((a, b) => a + b, 0), 30, 'the service still answers');
+  // The kernel's table order depends on this history, and the next test compares listings.
+  await topology.exec(topology.node, ['nft', 'flush', 'ruleset']);
+});
+
 t.test('render --json describes exactly what the addon loads (nft is the oracle)', async (t) => {
   manifests.write([hostnamesService, hostnamesSlice()]);
   await syncOnce(topology, manifests.path, '--cluster-cidr', '10.244.0.0/16');

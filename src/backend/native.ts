@@ -67,6 +67,8 @@ export interface NativeAddon {
   commit(transaction: Buffer): Promise<CommitResult>;
   dump(family: number, table: string): Promise<Dump | null>;
   generation(): Promise<number>;
+  /** Every table in the network namespace (family is an NFPROTO number). */
+  tables(): Promise<{ family: number; name: string }[]>;
   monitor(callback: (event: GenerationEvent) => void): { close(): void };
   /**
    * malloc_trim(0): a commit's batch is built on a libuv worker thread, in a malloc arena of its

@@ -56,13 +56,19 @@ export class NftablesBackend {
   }
 
   /**
-   * Deletes every table kubenft may own, loaded or not, under any service-table setting: creating
-   * then deleting a table makes the delete valid whether or not it existed.
+   * Deletes the tables kubenft may own (under any service-table setting) that exist now. Only
+   * those: a table created and deleted in one transaction stays in the kernel's table list until
+   * the commit, and the kernel finds the table of every message by walking that list and comparing
+   * names, so adding and deleting all 130 possible names cost a 10k-service load 75 ms. Each is
+   * still created before it is deleted, which keeps the delete valid if it vanished meanwhile.
    */
-  private deleteAll(transaction: NftTransaction, family: TableFamily): void {
-    for (const name of allTableNames({ tableName: this.tableName })) {
-      transaction.addTable(family, name);
-      transaction.deleteTable(family, name);
+  private async deleteLoaded(transaction: NftTransaction): Promise<void> {
+    const ours = new Set(allTableNames({ tableName: this.tableName }));
+    for (const { family, name } of await this.addon.tables()) {
+      const tableFamily = FAMILIES.find((candidate) => NFPROTO[candidate] === family);
+      if (tableFamily === undefined || !ours.has(name)) continue;
+      transaction.addTable(tableFamily, name);
+      transaction.deleteTable(tableFamily, name);
     }
   }
 
@@ -73,7 +79,7 @@ export class NftablesBackend {
   async replace(ruleset: Ruleset): Promise<SyncTimings> {
     const started = performance.now();
     const transaction = this.newTransaction();
-    for (const family of FAMILIES) this.deleteAll(transaction, family);
+    await this.deleteLoaded(transaction);
     for (const table of ruleset.tables) writeTable(transaction, table);
     return this.commit(transaction, started);
   }
@@ -81,7 +87,7 @@ export class NftablesBackend {
   /** Removes everything kubenft loaded in this network namespace. */
   async cleanup(): Promise<void> {
     const transaction = this.newTransaction();
-    for (const family of FAMILIES) this.deleteAll(transaction, family);
+    await this.deleteLoaded(transaction);
     await this.commit(transaction, performance.now());
   }
 
