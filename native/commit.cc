@@ -10,6 +10,7 @@
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string_view>
 #include <unordered_set>
@@ -365,6 +366,8 @@ void SendBatch(const Batch& b, Outcome& out) {
     throw SysError{out.overrun ? ENOBUFS : EPROTO, "no acknowledgement from the kernel for the batch"};
 }
 
+std::mutex commitMutex;
+
 class CommitWorker : public Napi::AsyncWorker {
  public:
   CommitWorker(Napi::Env env, Napi::Uint8Array tx)
@@ -378,6 +381,7 @@ class CommitWorker : public Napi::AsyncWorker {
 
  protected:
   void Execute() override {
+    std::lock_guard<std::mutex> oneAtATime(commitMutex);
     try {
       Run();
     } catch (const DecodeError& e) {

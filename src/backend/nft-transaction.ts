@@ -4,7 +4,7 @@ import type { NativeAttributes } from './native.js';
 import {
   CONCAT_TYPE_BITS, HOOKS, ICMP_PORT_UNREACH, NFPROTO, NFTA_FIB_F, NFT_CMP, NFT_CT_STATE, NFT_DATA_VERDICT, NFT_DYNSET_OP_UPDATE,
   NFT_FIB_RESULT_ADDRTYPE, NFT_LOOKUP_F_INV, NFT_META_KEY, NFT_MSG, NFT_NAT_DNAT, NFT_NG_RANDOM, NFT_PAYLOAD_BASE, NFT_REG32_00,
-  NFT_REG_1, NFT_REG_2, NFT_REG_VERDICT, NFT_REJECT_ICMP_UNREACH, NFT_SET, NFT_VERDICT, NF_CT_STATE_NEW, NF_NAT_RANGE, NF_VERDICT,
+  NFT_REG_1, NFT_REG_2, NFT_REG_VERDICT, NFT_REJECT_ICMP_UNREACH, NFT_SET, NFT_TABLE_F_DORMANT, NFT_VERDICT, NF_CT_STATE_NEW, NF_NAT_RANGE, NF_VERDICT,
   NLM_F, RTN_LOCAL,
 } from './uapi.js';
 import { OBJECT_KIND, type ObjectKind, WireWriter } from './wire.js';
@@ -105,14 +105,24 @@ export class NftTransaction {
     this.descriptions.push(description);
   }
 
-  private tableMessage(family: TableFamily, type: number, flags: number, description: string, name: string): void {
+  private tableMessage(family: TableFamily, type: number, flags: number, description: string, name: string, tableFlags?: number): void {
     this.message('table', family, type, flags, description);
     this.writer.attrString(this.attrs.table.name, name);
+    if (tableFlags !== undefined) this.writer.attrU32(this.attrs.table.flags, tableFlags);
     this.writer.closeList();
   }
 
   addTable(family: TableFamily, name: string): void {
     this.tableMessage(family, NFT_MSG.NEWTABLE, NLM_F.CREATE, `table ${family} ${name}`, name);
+  }
+
+  /**
+   * Creates a table dormant (its base chains hooked nowhere) or, for an existing one, sets whether
+   * it is: a table can be loaded unseen by packets and switched on later.
+   */
+  addTableDormant(family: TableFamily, name: string, dormant: boolean): void {
+    const description = `${dormant ? 'dormant ' : 'activation of '}table ${family} ${name}`;
+    this.tableMessage(family, NFT_MSG.NEWTABLE, NLM_F.CREATE, description, name, dormant ? NFT_TABLE_F_DORMANT : 0);
   }
 
   /**

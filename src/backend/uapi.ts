@@ -11,6 +11,8 @@ export const NLM_F = { ECHO: 0x8, REPLACE: 0x100, EXCL: 0x200, CREATE: 0x400, AP
 
 export const NFPROTO = { ip: 2, ip6: 10 } as const;
 
+export const NFT_TABLE_F_DORMANT = 1;
+
 export const HOOKS = { prerouting: 0, input: 1, forward: 2, output: 3, postrouting: 4 } as const;
 
 export const NF_VERDICT = { drop: 0, accept: 1 } as const;

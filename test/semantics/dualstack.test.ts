@@ -38,7 +38,8 @@ await behaviour(t, semantics, { name: 'dual-stack', objects }, async (t, mode) =
   const rules = await semantics.loadedRules(mode);
   if (mode === 'nftables') {
     t.match(rules, /table ip kubenft \{/, 'an ip table');
-    t.match(rules, /table ip6 kubenft \{[^]*fd00:10:96::6:10 \. tcp \. 80 : goto/, 'and an ip6 table holding the IPv6 ClusterIP');
+    t.match(rules, /table ip6 kubenft \{/, 'an ip6 table');
+    t.match(rules, /table ip6 kubenft-services-\d+ \{\s*map service-ips \{[^}]*fd00:10:96::6:10 \. tcp \. 80 : goto/, 'and an ip6 service table holding the IPv6 ClusterIP');
   } else {
     t.match(rules, /-A KUBE-SERVICES -d fd00:10:96::6:10\/128 -p tcp/, 'ip6tables holds the IPv6 ClusterIP');
   }
