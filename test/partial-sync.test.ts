@@ -7,19 +7,20 @@ import type { NftTransaction } from '../src/backend/nft-transaction.js';
 import { NftablesProxier } from '../src/agent/nftables-proxier.js';
 import { NftablesDataplane } from '../src/agent/dataplane.js';
 import { serviceTableOf } from '../src/plan/planner.js';
-import type { Ruleset } from '../src/plan/ruleset.js';
+import type { Table } from '../src/plan/ruleset.js';
 import { ClusterState } from '../src/state/cluster-state.js';
 import { service, slice } from './lib/manifests.js';
 
 class RecordingBackend extends NftablesBackend {
   transactions: string[][] = [];
-  override async replace(_ruleset: Ruleset): Promise<SyncTimings> {
+  override async replace(tables: Iterable<Table>): Promise<SyncTimings> {
+    Array.from(tables); // the proxier plans and records as the tables are taken
     this.transactions.push(['full replace']);
-    return { messages: 0, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0 };
+    return { messages: 0, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0, wallMs: 0 };
   }
   override async commit(transaction: NftTransaction): Promise<SyncTimings> {
     this.transactions.push(Array.from({ length: transaction.messageCount }, (_, index) => transaction.describe(index)));
-    return { messages: transaction.messageCount, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0 };
+    return { messages: transaction.messageCount, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0, wallMs: 0 };
   }
 }
 
@@ -152,8 +153,8 @@ t.test('the dataplane compacts memory after a large full sync, not after a small
     constructor(private readonly fullSyncBytes: number) {
       super();
     }
-    override async replace(ruleset: Ruleset): Promise<SyncTimings> {
-      return { ...(await super.replace(ruleset)), bytes: this.fullSyncBytes };
+    override async replace(tables: Iterable<Table>): Promise<SyncTimings> {
+      return { ...(await super.replace(tables)), bytes: this.fullSyncBytes };
     }
     override releaseMemory(): void {
       this.releases++;

@@ -49,14 +49,13 @@ function kubenftSplit(report: SyncTimings & { planMs: number }): KubenftSplit {
   return { planMs, serializeMs, encodeMs, kernelMs, messages, bytes };
 }
 
+/** The agent's full sync (NftablesProxier): planning and loading, overlapped as the agent does. */
 async function coldKubenft(services: number): Promise<ColdResult> {
   const { value: state, ms: ingestMs } = timed(() => buildClusterState(services));
   const started = performance.now();
-  const { value: ruleset, ms: planMs } = timed(() => planRuleset(allServicePortViews(state), BENCH_CONFIG));
-  const timings = await nftablesBackend().replace(ruleset);
+  const result = await new NftablesProxier(nftablesBackend()).sync(state, BENCH_CONFIG, 'full');
   const wallMs = performance.now() - started;
-  const split = kubenftSplit({ ...timings, planMs });
-  return { wallMs, ingestMs, planMs, loadMs: wallMs - planMs, split };
+  return { wallMs, ingestMs, planMs: result.planMs, loadMs: wallMs - result.planMs, split: kubenftSplit(result) };
 }
 
 function iptablesPlanInput(state: ClusterState): string {
@@ -150,7 +149,7 @@ async function load(dataplane: Dataplane, services: number, endpoints: string[])
   const state = buildClusterState(services, () => endpoints);
   const started = performance.now();
   if (dataplane === 'kubenft') {
-    await nftablesBackend().replace(planRuleset(allServicePortViews(state), BENCH_CONFIG));
+    await nftablesBackend().replace(planRuleset(allServicePortViews(state), BENCH_CONFIG).tables);
   } else {
     const restore = `iptables-${iptablesFlavor(dataplane)}-restore`;
     await runChecked([restore], { input: iptablesPlanInput(state), timeoutMs: RESTORE_TIMEOUT_MS });

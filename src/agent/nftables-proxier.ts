@@ -1,7 +1,9 @@
 import type { ProxyConfig } from '../config.js';
 import { NftablesBackend, type SyncTimings, writeTable } from '../backend/nftables.js';
 import type { NftTransaction } from '../backend/nft-transaction.js';
-import { SHARED_SETS, type ServicePortPlan, type TableContribution, assembleRuleset, contributions, endsEvaluation, planServicePort, skeletonOf } from '../plan/planner.js';
+import {
+  SHARED_SETS, type ServicePortPlan, type TableContribution, assembleRuleset, contributions, endsEvaluation, planServicePort, serviceTableOf, skeletonOf, withUniqueElements,
+} from '../plan/planner.js';
 import type { Chain, DataType, NamedSet, SetElement, Table, TableFamily, Value, Verdict } from '../plan/ruleset.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import { servicePortViews } from '../state/service-ports.js';
@@ -28,6 +30,8 @@ export interface ProxierSyncResult extends SyncTimings {
   tables: number;
   /** A partial sync's second transaction, after the change is in force: removal of dead weight. */
   cleanupMs?: number;
+  /** A full sync's bookkeeping for partial syncs, done while the kernel loads its last tables. */
+  recordMs?: number;
 }
 
 /**
@@ -122,6 +126,17 @@ interface TableLoad {
   added: Map<string, SetElement[]>;
 }
 
+/** What a full sync plans, as it goes. */
+interface FullSyncRecord {
+  /** Every table loaded, by family and name. */
+  loads: Map<string, TableLoad>;
+  services: Map<string, LoadedService>;
+  planMs: number;
+  /** Recording what was planned, for partial syncs, after the last table is handed over. */
+  recordMs: number;
+  servicePorts: number;
+}
+
 /** Each service port's contributions to one table, before and after a change. */
 interface TableChange extends TableLoad {
   /** The table gets its first service in this change, so the transaction must create it. */
@@ -176,31 +191,65 @@ export class NftablesProxier {
   }
 
   private async fullSync(state: ClusterState, config: ProxyConfig): Promise<ProxierSyncResult> {
-    const started = performance.now();
     this.loaded = false;
-    const plans = new Map<string, ServicePortPlan[]>();
-    for (const key of [...state.services.keys()].sort()) plans.set(key, servicePortViews(state, key).map((view) => planServicePort(view, config)));
-    const allPlans = [...plans.values()].flat();
-    const ruleset = assembleRuleset(allPlans, config);
-    const loads = new Map(ruleset.tables.map((table): [string, TableLoad] =>
-      [tableKey(table.family, table.name), { table: new LoadedTable(skeletonOf(table.family, table.name, config)), added: new Map() }]));
-    const services = new Map<string, LoadedService>();
-    for (const [key, servicePlans] of plans) {
-      const service = this.load(servicePlans, (family, part) => loads.get(tableKey(family, part.table))!);
-      if (service.length > 0) services.set(key, service);
-    }
-    // The reference counts know each shared element once: load exactly those.
-    for (const table of ruleset.tables) {
-      const { added } = loads.get(tableKey(table.family, table.name))!;
-      for (const set of table.sets) set.elements = added.get(set.name) ?? set.elements;
-    }
-    const planMs = performance.now() - started;
-    const timings = await this.backend.replace(ruleset);
+    const record: FullSyncRecord = { loads: new Map(), services: new Map(), planMs: 0, recordMs: 0, servicePorts: 0 };
+    const timings = await this.backend.replace(this.plannedTables(state, config, record));
     this.generation = timings.generation;
-    this.services = services;
-    this.tables = new Map([...loads].map(([key, { table }]) => [key, table]));
+    this.services = record.services;
+    this.tables = new Map([...record.loads].map(([key, { table }]) => [key, table]));
     this.loaded = true;
-    return { ...timings, kind: 'full', planMs, servicePorts: allPlans.length, tables: ruleset.tables.length };
+    const { planMs, recordMs, servicePorts } = record;
+    return { ...timings, kind: 'full', planMs, recordMs, servicePorts, tables: record.loads.size };
+  }
+
+  /**
+   * A full sync's tables, each handed over once complete, so that the backend can load one while
+   * the next is planned: the service tables one by one (the services of one planned together),
+   * then the main tables, to which every service contributes. What partial syncs need to know of
+   * it is recorded in `record` last, while the kernel is still loading the last tables.
+   */
+  private *plannedTables(state: ClusterState, config: ProxyConfig, record: FullSyncRecord): Generator<Table> {
+    const byServiceTable = new Map<string, string[]>();
+    for (const key of [...state.services.keys()].sort()) {
+      const { namespace, name } = state.services.get(key)!;
+      push(byServiceTable, serviceTableOf(namespace, name, config), key);
+    }
+    const planned: { key: string; plans: ServicePortPlan[] }[] = [];
+    const allPlans: ServicePortPlan[] = [];
+    const yielded: Table[] = [];
+    for (const keys of byServiceTable.values()) {
+      const started = performance.now();
+      const plans: ServicePortPlan[] = [];
+      for (const key of keys) {
+        const servicePlans = servicePortViews(state, key).map((view) => planServicePort(view, config));
+        planned.push({ key, plans: servicePlans });
+        for (const plan of servicePlans) plans.push(plan);
+      }
+      const { tables } = withUniqueElements(assembleRuleset(plans, config, 'service'));
+      record.planMs += performance.now() - started;
+      for (const table of tables) yield table;
+      for (const plan of plans) allPlans.push(plan);
+      for (const table of tables) yielded.push(table);
+    }
+    const started = performance.now();
+    const { tables: mainTables } = withUniqueElements(assembleRuleset(allPlans, config, 'main'));
+    record.planMs += performance.now() - started;
+    record.servicePorts = allPlans.length;
+    for (const table of mainTables) yield table;
+
+    const recording = performance.now();
+    const loadOf = (family: TableFamily, name: string): TableLoad => {
+      const key = tableKey(family, name);
+      let load = record.loads.get(key);
+      if (!load) record.loads.set(key, (load = { table: new LoadedTable(skeletonOf(family, name, config)), added: new Map() }));
+      return load;
+    };
+    for (const table of yielded.concat(mainTables)) loadOf(table.family, table.name);
+    for (const { key, plans } of planned) {
+      const service = this.load(plans, (family, part) => loadOf(family, part.table));
+      if (service.length > 0) record.services.set(key, service);
+    }
+    record.recordMs = performance.now() - recording;
   }
 
   /**
@@ -303,7 +352,7 @@ export class NftablesProxier {
     for (const change of changes.values()) this.writeChange(transaction, cleanup, change);
     const planMs = performance.now() - started;
     if (transaction.messageCount === emptySize) {
-      return { kind: 'partial', planMs, servicePorts, messages: 0, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0, tables: 0, cleanupMs: 0 };
+      return { kind: 'partial', planMs, servicePorts, messages: 0, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0, wallMs: 0, tables: 0, cleanupMs: 0 };
     }
     try {
       const timings = await this.backend.commit(transaction, performance.now());

@@ -441,13 +441,14 @@ const serviceTableIndex = (table: Table) => Number(table.name.slice(table.name.l
 
 /**
  * Assembles service port plans into tables: per family the main table and the service tables that
- * hold services (always the IPv4 main table). Shared sets may hold an element more than once (see
- * withUniqueElements).
+ * hold services (always the IPv4 main table), or only the main tables or only the service tables.
+ * Shared sets may hold an element more than once (see withUniqueElements).
  */
-export function assembleRuleset(plans: ServicePortPlan[], config: ProxyConfig = DEFAULT_PROXY_CONFIG): Ruleset {
-  const tables = new Map<string, Table>([[tableKey('ip', config.tableName), skeletonTable('ip', config)]]);
+export function assembleRuleset(plans: ServicePortPlan[], config: ProxyConfig = DEFAULT_PROXY_CONFIG, only?: 'main' | 'service'): Ruleset {
+  const tables = new Map<string, Table>(only === 'service' ? [] : [[tableKey('ip', config.tableName), skeletonTable('ip', config)]]);
+  const parts = only === undefined ? contributions : (plan: ServicePortPlan) => contributions(plan).filter((part) => part === plan[only]);
   for (const plan of plans) {
-    for (const part of contributions(plan)) {
+    for (const part of parts(plan)) {
       const key = tableKey(plan.family, part.table);
       let table = tables.get(key);
       if (!table) tables.set(key, (table = skeletonOf(plan.family, part.table, config)));
