@@ -370,12 +370,16 @@ std::mutex commitMutex;
 
 class CommitWorker : public Napi::AsyncWorker {
  public:
+  // The transaction is copied: the caller may reuse its buffer for the next transaction at once,
+  // and a large one counts towards V8's external memory (whose growth triggers full GCs) only
+  // as long as the caller keeps it.
   CommitWorker(Napi::Env env, Napi::Uint8Array tx)
       : Napi::AsyncWorker(env, "kubenft.commit"),
         deferred_(Napi::Promise::Deferred::New(env)),
-        ref_(Napi::Persistent(tx)),
-        data_(tx.Data()),
-        len_(tx.ByteLength()) {}
+        data_(new uint8_t[tx.ByteLength()]),
+        len_(tx.ByteLength()) {
+    memcpy(data_.get(), tx.Data(), len_);
+  }
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
@@ -420,7 +424,7 @@ class CommitWorker : public Napi::AsyncWorker {
  private:
   void Run() {
     auto t0 = std::chrono::steady_clock::now();
-    Reader r(data_, len_);
+    Reader r(data_.get(), len_);
     uint32_t count = r.U32("message count");
     Batch b(std::max<size_t>(len_ * 2, 4096) + 65536);
     b.Push(nftnl_batch_begin(b.Reserve(256), b.BeginSeq()));
@@ -469,8 +473,7 @@ class CommitWorker : public Napi::AsyncWorker {
   }
 
   Napi::Promise::Deferred deferred_;
-  Napi::Reference<Napi::Uint8Array> ref_;  // keeps data_ alive while Execute runs
-  const uint8_t* data_;
+  std::unique_ptr<uint8_t[]> data_;
   size_t len_;
   int64_t index_ = -1;
   std::string error_;

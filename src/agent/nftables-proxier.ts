@@ -2,7 +2,7 @@ import type { ProxyConfig } from '../config.js';
 import { NftablesBackend, type SyncTimings, writeTable } from '../backend/nftables.js';
 import type { NftTransaction } from '../backend/nft-transaction.js';
 import {
-  SHARED_SETS, type ServicePortPlan, type TableContribution, assembleRuleset, contributions, endsEvaluation, planServicePort, serviceTableOf, skeletonOf, withUniqueElements,
+  SHARED_SETS, type ServicePortPlan, type SharedSet, type TableContribution, assembleInto, contributions, endsEvaluation, planServicePort, serviceTableOf, skeletonOf, tableKey, withUniqueElements,
 } from '../plan/planner.js';
 import type { Chain, DataType, NamedSet, SetElement, Table, TableFamily, Value, Verdict } from '../plan/ruleset.js';
 import type { ClusterState } from '../state/cluster-state.js';
@@ -30,7 +30,7 @@ export interface ProxierSyncResult extends SyncTimings {
   tables: number;
   /** A partial sync's second transaction, after the change is in force: removal of dead weight. */
   cleanupMs?: number;
-  /** A full sync's bookkeeping for partial syncs, done while the kernel loads its last tables. */
+  /** A full sync's bookkeeping for partial syncs, done while the kernel loads the tables. */
   recordMs?: number;
 }
 
@@ -43,9 +43,11 @@ class SharedElement {
   constructor(readonly key: string) {}
 }
 
-/** Every part joined, unlike the planner's shortcut key: keyValues must read the element back from it. */
-const elementKey = (element: SetElement) => element.key.join(' . ');
-const tableKey = (family: TableFamily, name: string) => `${family} ${name}`;
+/**
+ * Every part joined, except that a pair of equal parts (every hairpin element) is its one part:
+ * a full sync builds no string for most elements. keyValues reads either form back.
+ */
+const elementKey = ({ key }: SetElement) => (key.length === 1 || (key.length === 2 && key[0] === key[1]) ? String(key[0]) : key.join(' . '));
 
 /**
  * A copy of a string that shares no memory with it (a concatenation keeps its parts, a slice its
@@ -60,8 +62,13 @@ const detachedVerdict = (verdict: Verdict, copyOf: (text: string) => string): Ve
   verdict.kind === 'goto' || verdict.kind === 'jump' ? { kind: verdict.kind, chain: copyOf(verdict.chain) } : { kind: verdict.kind };
 
 const NUMERIC_TYPES = new Set<DataType>(['inet_service', 'mark', 'integer']);
-const keyValues = (key: string, types: DataType[]): Value[] =>
-  key.split(' . ').map((value, index) => (NUMERIC_TYPES.has(types[index]) ? Number(value) : value));
+const keyValues = (key: string, types: DataType[]): Value[] => {
+  const parts = key.split(' . ');
+  return types.map((type, index) => {
+    const value = parts.length === types.length ? parts[index] : parts[0];
+    return NUMERIC_TYPES.has(type) ? Number(value) : value;
+  });
+};
 
 class LoadedTable {
   /** Shared set name → element key → the element and how many service ports hold it. */
@@ -69,6 +76,13 @@ class LoadedTable {
   readonly sets: Map<string, NamedSet>;
   constructor(readonly skeleton: Table) {
     this.sets = new Map(skeleton.sets.map((set) => [set.name, set]));
+  }
+
+  /** The reference-counted elements of a shared set, by key. */
+  sharedSet(setName: string): Map<string, SharedElement> {
+    let elements = this.shared.get(setName);
+    if (!elements) this.shared.set(setName, (elements = new Map()));
+    return elements;
   }
 
   isVerdictMap(setName: string): boolean {
@@ -122,8 +136,8 @@ function loadedContributions(service: LoadedService): LoadedContribution[] {
 /** A table as a sync loads services into it. */
 interface TableLoad {
   table: LoadedTable;
-  /** Elements loaded for the first time, by set. */
-  added: Map<string, SetElement[]>;
+  /** Elements loaded for the first time, by set: what a partial sync adds. */
+  added?: Map<string, SetElement[]>;
 }
 
 /** What a full sync plans, as it goes. */
@@ -132,13 +146,14 @@ interface FullSyncRecord {
   loads: Map<string, TableLoad>;
   services: Map<string, LoadedService>;
   planMs: number;
-  /** Recording what was planned, for partial syncs, after the last table is handed over. */
+  /** Recording what was planned, for partial syncs, after each table is handed over. */
   recordMs: number;
   servicePorts: number;
 }
 
 /** Each service port's contributions to one table, before and after a change. */
 interface TableChange extends TableLoad {
+  added: Map<string, SetElement[]>;
   /** The table gets its first service in this change, so the transaction must create it. */
   created: boolean;
   before: LoadedContribution[];
@@ -147,6 +162,8 @@ interface TableChange extends TableLoad {
 
 export class NftablesProxier {
   private services = new Map<string, LoadedService>();
+  /** load()'s copies of one service's strings, reused from service to service. */
+  private readonly copies = new Map<string, string>();
   /** Loaded tables by family and name. */
   private tables = new Map<string, LoadedTable>();
   private loaded = false;
@@ -205,8 +222,9 @@ export class NftablesProxier {
   /**
    * A full sync's tables, each handed over once complete, so that the backend can load one while
    * the next is planned: the service tables one by one (the services of one planned together),
-   * then the main tables, to which every service contributes. What partial syncs need to know of
-   * it is recorded in `record` last, while the kernel is still loading the last tables.
+   * then the main tables, to which every service contributes. Each batch of services is recorded
+   * (for partial syncs) after its table is handed over, and its plans are dropped then but for
+   * their main table parts.
    */
   private *plannedTables(state: ClusterState, config: ProxyConfig, record: FullSyncRecord): Generator<Table> {
     const byServiceTable = new Map<string, string[]>();
@@ -214,57 +232,53 @@ export class NftablesProxier {
       const { namespace, name } = state.services.get(key)!;
       push(byServiceTable, serviceTableOf(namespace, name, config), key);
     }
-    const planned: { key: string; plans: ServicePortPlan[] }[] = [];
-    const allPlans: ServicePortPlan[] = [];
-    const yielded: Table[] = [];
-    for (const keys of byServiceTable.values()) {
-      const started = performance.now();
-      const plans: ServicePortPlan[] = [];
-      for (const key of keys) {
-        const servicePlans = servicePortViews(state, key).map((view) => planServicePort(view, config));
-        planned.push({ key, plans: servicePlans });
-        for (const plan of servicePlans) plans.push(plan);
-      }
-      const { tables } = withUniqueElements(assembleRuleset(plans, config, 'service'));
-      record.planMs += performance.now() - started;
-      for (const table of tables) yield table;
-      for (const plan of plans) allPlans.push(plan);
-      for (const table of tables) yielded.push(table);
-    }
-    const started = performance.now();
-    const { tables: mainTables } = withUniqueElements(assembleRuleset(allPlans, config, 'main'));
-    record.planMs += performance.now() - started;
-    record.servicePorts = allPlans.length;
-    for (const table of mainTables) yield table;
-
-    const recording = performance.now();
     const loadOf = (family: TableFamily, name: string): TableLoad => {
       const key = tableKey(family, name);
       let load = record.loads.get(key);
-      if (!load) record.loads.set(key, (load = { table: new LoadedTable(skeletonOf(family, name, config)), added: new Map() }));
+      if (!load) record.loads.set(key, (load = { table: new LoadedTable(skeletonOf(family, name, config)) }));
       return load;
     };
-    for (const table of yielded.concat(mainTables)) loadOf(table.family, table.name);
-    for (const { key, plans } of planned) {
-      const service = this.load(plans, (family, part) => loadOf(family, part.table));
-      if (service.length > 0) record.services.set(key, service);
+    const mainTables = new Map([[tableKey('ip', config.tableName), skeletonOf('ip', config.tableName, config)]]);
+    for (const keys of byServiceTable.values()) {
+      let started = performance.now();
+      const planned = keys.map((key) => ({ key, plans: servicePortViews(state, key).map((view) => planServicePort(view, config)) }));
+      const plans = planned.flatMap((service) => service.plans);
+      const serviceTables = new Map<string, Table>();
+      assembleInto(serviceTables, plans, config, 'service');
+      assembleInto(mainTables, plans, config, 'main');
+      record.servicePorts += plans.length;
+      record.planMs += performance.now() - started;
+      for (const table of withUniqueElements({ tables: [...serviceTables.values()] }).tables) yield table;
+      started = performance.now();
+      for (const table of serviceTables.values()) loadOf(table.family, table.name);
+      for (const { key, plans: servicePlans } of planned) {
+        const service = this.load(servicePlans, (family, part) => loadOf(family, part.table));
+        if (service.length > 0) record.services.set(key, service);
+      }
+      record.recordMs += performance.now() - started;
     }
-    record.recordMs = performance.now() - recording;
+    const started = performance.now();
+    const { tables } = withUniqueElements({ tables: [...mainTables.values()] });
+    for (const table of tables) loadOf(table.family, table.name);
+    record.planMs += performance.now() - started;
+    for (const table of tables) yield table;
   }
 
   /**
    * Retains a service's shared elements and returns what is remembered of it (see LoadedService);
-   * an element that no service port held before goes to its table's `added`. The strings and
-   * verdicts it keeps are copies: see `detached`.
+   * an element that no service port held before goes to its table's `added`, when it has one (a
+   * partial sync's change). The strings and verdicts it keeps are copies: see `detached`.
    */
   private load(plans: ServicePortPlan[], loadOf: (family: TableFamily, part: TableContribution) => TableLoad): LoadedService {
     const service: LoadedService = [];
-    const copies = new Map<string, string>();
+    const copies = this.copies;
+    copies.clear();
     const copyOf = (text: string) => {
       let copy = copies.get(text);
       if (copy === undefined) copies.set(text, (copy = detached(text)));
       return copy;
     };
+    // Loops without intermediate arrays: a full sync runs this for every service port.
     for (const plan of plans) {
       for (const part of contributions(plan)) {
         const { table, added } = loadOf(plan.family, part);
@@ -272,14 +286,17 @@ export class NftablesProxier {
         for (const chain of part.chains) service.push(copyOf(chain.name), chain.rules.length);
         service.push(part.sets.length);
         for (const set of part.sets) service.push(copyOf(set.name), set.dynamicTimeoutSeconds ? undefined : set.elements.length);
-        const shared = Object.entries(part.elements);
-        service.push(shared.length);
-        for (const [setName, elements] of shared) {
+        const countAt = service.length;
+        service.push(0);
+        for (const setName in part.elements) {
+          const elements = part.elements[setName as SharedSet]!;
+          service[countAt] = (service[countAt] as number) + 1;
           const verdicts = table.isVerdictMap(setName);
+          const shared = table.sharedSet(setName);
           service.push(setName, elements.length);
           for (const element of elements) {
-            const entry = this.retain(table, setName, element);
-            if (entry.owners === 1) push(added, setName, element);
+            const entry = retain(shared, element);
+            if (added && entry.owners === 1) push(added, setName, element);
             service.push(entry);
             if (verdicts) service.push(element.verdict && detachedVerdict(element.verdict, copyOf));
           }
@@ -288,21 +305,6 @@ export class NftablesProxier {
     }
     // An array grown by push keeps up to half its length spare; a copy is exactly as long.
     return service.slice();
-  }
-
-  /** Counts one more owner of a shared element (a new element starts with one). */
-  private retain(table: LoadedTable, setName: string, element: SetElement): SharedElement {
-    let elements = table.shared.get(setName);
-    if (!elements) table.shared.set(setName, (elements = new Map()));
-    const key = elementKey(element);
-    const existing = elements.get(key);
-    if (existing) {
-      existing.owners++;
-      return existing;
-    }
-    const entry = new SharedElement(key);
-    elements.set(key, entry);
-    return entry;
   }
 
   /** Counts one owner less; true when none is left (so it must be deleted). */
@@ -448,6 +450,19 @@ function changedVerdicts(before: LoadedContribution[], after: TableContribution[
     const key = `${setName} ${elementKey(element)}`;
     return previous.has(key) && verdictText(previous.get(key)) !== verdictText(element.verdict) ? [[setName, element]] : [];
   })));
+}
+
+/** Counts one more owner of a shared element (a new element starts with one). */
+function retain(shared: Map<string, SharedElement>, element: SetElement): SharedElement {
+  const key = elementKey(element);
+  const existing = shared.get(key);
+  if (existing) {
+    existing.owners++;
+    return existing;
+  }
+  const entry = new SharedElement(key);
+  shared.set(key, entry);
+  return entry;
 }
 
 function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {

@@ -64,6 +64,10 @@ export interface GenerationEvent {
 
 export interface NativeAddon {
   attributes: NativeAttributes;
+  /**
+   * Encodes and commits a transaction off the JS thread, one commit at a time. The transaction is
+   * copied before this returns, so its buffer may be reused at once.
+   */
   commit(transaction: Buffer): Promise<CommitResult>;
   dump(family: number, table: string): Promise<Dump | null>;
   generation(): Promise<number>;

@@ -71,12 +71,16 @@ const chainOf = (verdict: Verdict) => (verdict.kind === 'jump' || verdict.kind =
  * kernel error against message N can name the object (and the Kubernetes object behind it).
  */
 export class NftTransaction {
-  private readonly writer = new WireWriter();
   private readonly descriptions: string[] = [];
   /** The kernel requires every new set to carry a transaction-unique id (NFTA_SET_ID). */
   private nextSetId = 1;
 
-  constructor(private readonly attrs: NativeAttributes) {
+  /** `writer` may be a finished transaction's, once committed: its buffer is reused. */
+  constructor(
+    private readonly attrs: NativeAttributes,
+    private readonly writer = new WireWriter(),
+  ) {
+    writer.reset();
     this.writer.u32(0);
   }
 

@@ -177,4 +177,9 @@ export class WireWriter {
   finish(): Buffer {
     return this.buffer.subarray(0, this.length);
   }
+
+  /** Empties the writer, keeping its buffer for the next transaction (commits copy what they send). */
+  reset(): void {
+    this.length = 0;
+  }
 }

@@ -436,19 +436,32 @@ export const skeletonOf = (family: TableFamily, name: string, config: ProxyConfi
  */
 const elementKey = ({ key }: SetElement) => (key.length === 1 || (key.length === 2 && key[0] === key[1]) ? String(key[0]) : key.join(' . '));
 
-const tableKey = (family: TableFamily, name: string) => `${family} ${name}`;
+export const tableKey = (family: TableFamily, name: string) => `${family} ${name}`;
 const serviceTableIndex = (table: Table) => Number(table.name.slice(table.name.lastIndexOf('-') + 1));
 
 /**
  * Assembles service port plans into tables: per family the main table and the service tables that
- * hold services (always the IPv4 main table), or only the main tables or only the service tables.
- * Shared sets may hold an element more than once (see withUniqueElements).
+ * hold services (always the IPv4 main table). Shared sets may hold an element more than once (see
+ * withUniqueElements).
  */
-export function assembleRuleset(plans: ServicePortPlan[], config: ProxyConfig = DEFAULT_PROXY_CONFIG, only?: 'main' | 'service'): Ruleset {
-  const tables = new Map<string, Table>(only === 'service' ? [] : [[tableKey('ip', config.tableName), skeletonTable('ip', config)]]);
-  const parts = only === undefined ? contributions : (plan: ServicePortPlan) => contributions(plan).filter((part) => part === plan[only]);
+export function assembleRuleset(plans: ServicePortPlan[], config: ProxyConfig = DEFAULT_PROXY_CONFIG): Ruleset {
+  const tables = new Map<string, Table>([[tableKey('ip', config.tableName), skeletonTable('ip', config)]]);
+  assembleInto(tables, plans, config);
+  // Main table first, then service tables by number: the order nft lists them in does not matter
+  // to the kernel, but a stable one keeps renders comparable.
+  const order = (table: Table) => (table.family === 'ip' ? 0 : 1000) + (table.name === config.tableName ? -1 : serviceTableIndex(table));
+  return { tables: [...tables.values()].sort((a, b) => order(a) - order(b)) };
+}
+
+/**
+ * Adds the plans' contributions (or only those to main tables, or to service tables) to `tables`
+ * (by family and name), creating the tables they need: a full sync assembles its main tables from
+ * one batch of services after another.
+ */
+export function assembleInto(tables: Map<string, Table>, plans: ServicePortPlan[], config: ProxyConfig, only?: 'main' | 'service'): void {
   for (const plan of plans) {
-    for (const part of parts(plan)) {
+    for (const part of contributions(plan)) {
+      if (only !== undefined && part !== plan[only]) continue;
       const key = tableKey(plan.family, part.table);
       let table = tables.get(key);
       if (!table) tables.set(key, (table = skeletonOf(plan.family, part.table, config)));
@@ -461,10 +474,6 @@ export function assembleRuleset(plans: ServicePortPlan[], config: ProxyConfig = 
       }
     }
   }
-  // Main table first, then service tables by number: the order nft lists them in does not matter
-  // to the kernel, but a stable one keeps renders comparable.
-  const order = (table: Table) => (table.family === 'ip' ? 0 : 1000) + (table.name === config.tableName ? -1 : serviceTableIndex(table));
-  return { tables: [...tables.values()].sort((a, b) => order(a) - order(b)) };
 }
 
 /** Several services may share an endpoint or a ClusterIP; the kernel wants each element once. */
