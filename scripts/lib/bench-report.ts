@@ -41,7 +41,7 @@ function coldCell(result: ColdResult | undefined, timeoutMs: number): string {
 }
 
 export const splitText = (split: KubenftSplit) =>
-  `plan ${ms(split.planMs)} ms / encode ${ms(split.serializeMs + split.encodeMs)} ms (serialize ${ms(split.serializeMs)} + C++ ${ms(split.encodeMs)}) / kernel ${ms(split.kernelMs)} ms`;
+  `plan ${ms(split.planMs)} ms${split.recordMs > 0 ? ` (+ record ${ms(split.recordMs)})` : ''} / encode ${ms(split.serializeMs + split.encodeMs)} ms (serialize ${ms(split.serializeMs)} + C++ ${ms(split.encodeMs)}) / kernel ${ms(split.kernelMs)} ms`;
 
 function coldResult(results: BenchResults, implementation: ColdImplementation, services: number): ColdResult | undefined {
   return results.cold.find((entry) => entry.implementation === implementation && entry.services === services)?.result;
@@ -51,7 +51,7 @@ const measured = (result: ColdResult | undefined): result is ColdResult => resul
 
 function medianSplit(samples: KubenftSplit[]): KubenftSplit {
   const pick = (field: keyof KubenftSplit) => median(samples.map((sample) => sample[field]));
-  return { planMs: pick('planMs'), serializeMs: pick('serializeMs'), encodeMs: pick('encodeMs'), kernelMs: pick('kernelMs'), messages: pick('messages'), bytes: pick('bytes') };
+  return { planMs: pick('planMs'), recordMs: pick('recordMs'), serializeMs: pick('serializeMs'), encodeMs: pick('encodeMs'), kernelMs: pick('kernelMs'), messages: pick('messages'), bytes: pick('bytes') };
 }
 
 function incrementalSplit(result: IncrementalResult): KubenftSplit | undefined {
@@ -164,8 +164,8 @@ export function buildReport(results: BenchResults, stem: string, timeoutMs: numb
     const kubenftRows = coldSizes.flatMap((services) => {
       const result = coldResult(results, 'kubenft', services);
       if (!measured(result) || !result.split) return [];
-      const { planMs, serializeMs, encodeMs, kernelMs, messages, bytes } = result.split;
-      return [[count(services), ms(result.ingestMs), ms(planMs), ms(serializeMs), ms(encodeMs), ms(kernelMs), ms(result.wallMs), count(messages), `${(bytes / 2 ** 20).toFixed(1)} MiB`]];
+      const { planMs, recordMs, serializeMs, encodeMs, kernelMs, messages, bytes } = result.split;
+      return [[count(services), ms(result.ingestMs), ms(planMs), ms(recordMs), ms(serializeMs), ms(encodeMs), ms(kernelMs), ms(result.wallMs), count(messages), `${(bytes / 2 ** 20).toFixed(1)} MiB`]];
     });
     const splitRows = coldImplementations.filter((implementation) => implementation !== 'kubenft').flatMap((implementation) =>
       coldSizes.flatMap((services) => {
@@ -179,8 +179,8 @@ export function buildReport(results: BenchResults, stem: string, timeoutMs: numb
       table(['N', ...coldImplementations.map((implementation) => COLD_LABELS[implementation])], coldSizes.map((services) => [count(services), ...coldImplementations.map((implementation) => coldCell(coldResult(results, implementation, services), timeoutMs))])),
       ...(charts.has(chartName) ? [`![cold sync time vs N](${chartName})`] : []),
       '### kubenft sync split (ms)',
-      'plan = ClusterState → views → ruleset; serialize = ruleset → wire format (TypeScript); encode = wire → libnftnl messages (C++); kernel = the batch round trip. ingest (not part of the sync) = the objects applied to ClusterState.',
-      table(['N', 'ingest', 'plan', 'serialize', 'encode', 'kernel', 'wall', 'messages', 'batch'], kubenftRows),
+      'The agent\'s full sync (NftablesProxier). plan = ClusterState → views → tables; record = what later partial syncs need to know (reference counts); serialize = tables → wire format (TypeScript); encode = wire → libnftnl messages (C++); kernel = the batch round trips. ingest (not part of the sync) = the objects applied to ClusterState. Into an empty namespace the tables are loaded one per transaction, dormant, and switched on together at the end: the addon encodes and the kernel loads one table on a second thread while TypeScript plans and serializes the next, so wall is less than the sum.',
+      table(['N', 'ingest', 'plan', 'record', 'serialize', 'encode', 'kernel', 'wall', 'messages', 'batch'], kubenftRows),
       '### Other implementations: generate / load split (ms)',
       'plan = the iptables plan and restore input, or the upstream nft text; load = the tool run(s). kubenft --proxy-mode=iptables also runs iptables-save and `iptables-restore --test` before the real restore, hence about twice the one-pass figure.',
       table(['implementation', 'N', 'plan', 'load'], splitRows),

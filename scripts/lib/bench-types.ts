@@ -23,6 +23,8 @@ export type WorkerTask =
 /** Milliseconds of one kubenft sync, split as the issue asks. */
 export interface KubenftSplit {
   planMs: number;
+  /** A full sync's bookkeeping for later partial syncs (0 for a partial sync). */
+  recordMs: number;
   /** Wire format built in TypeScript. */
   serializeMs: number;
   /** libnftnl objects built in C++. */

@@ -44,9 +44,9 @@ function timed<T>(work: () => T): { value: T; ms: number } {
   return { value, ms: performance.now() - started };
 }
 
-function kubenftSplit(report: SyncTimings & { planMs: number }): KubenftSplit {
-  const { planMs, serializeMs, encodeMs, kernelMs, messages, bytes } = report;
-  return { planMs, serializeMs, encodeMs, kernelMs, messages, bytes };
+function kubenftSplit(report: SyncTimings & { planMs: number; recordMs?: number }): KubenftSplit {
+  const { planMs, recordMs = 0, serializeMs, encodeMs, kernelMs, messages, bytes } = report;
+  return { planMs, recordMs, serializeMs, encodeMs, kernelMs, messages, bytes };
 }
 
 /** The agent's full sync (NftablesProxier): planning and loading, overlapped as the agent does. */
