@@ -3,7 +3,7 @@
 // the kernel: what is under test is the agent's loop, not the kernel.
 import t from 'tap';
 import pino from 'pino';
-import { Agent } from '../src/agent/agent.js';
+import { Agent, FULL_SYNC_PERIOD_MS } from '../src/agent/agent.js';
 import type { Dataplane, DataplaneSync } from '../src/agent/dataplane.js';
 import { parseOptions } from '../src/options.js';
 import { service, slice } from './lib/manifests.js';
@@ -74,4 +74,25 @@ t.test('a sync asked for while the runner\'s is in flight waits for it (--once d
   await Promise.all([first, direct]);
   t.equal(dataplane.mostInFlight, 1, 'nor beside each other');
   t.equal(dataplane.syncs.length, 3);
+});
+
+t.test('periodic syncs are partial; one is full again once an hour has passed since the last full sync', async (t) => {
+  const options = parseOptions([
+    '--hostname-override', 'node-1', '--iptables-sync-period', '100ms', '--iptables-min-sync-period', '0s',
+    '--healthz-bind-address', '', '--metrics-bind-address', '',
+  ]);
+  const dataplane = new CountingDataplane();
+  const agent = new Agent(options, dataplane, pino({ level: 'silent' }));
+  t.teardown(() => agent.stop());
+  agent.handler().synced();
+  agent.start();
+  const periodic = async (count: number) => {
+    const target = dataplane.syncs.length + count;
+    while (dataplane.syncs.length < target) await new Promise((resolve) => setTimeout(resolve, 20));
+    return dataplane.syncs.slice(-count).map((sync) => sync.kind);
+  };
+  t.same(await periodic(4), ['full', 'partial', 'partial', 'partial'], 'the first sync is full, the periodic ones after it partial');
+  (agent as unknown as { lastFullSyncAt: number }).lastFullSyncAt -= FULL_SYNC_PERIOD_MS;
+  // A sync may be in flight, decided before the clock moved: of the next three, exactly one is full.
+  t.equal((await periodic(3)).filter((kind) => kind === 'full').length, 1, 'an hour after the last full sync a periodic sync is full');
 });

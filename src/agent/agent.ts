@@ -45,7 +45,7 @@ const LOOPBACK_CIDRS = ['127.0.0.0/8', '::1/128'];
  * FullSyncPeriod: partial syncs and drift repair keep the kernel right in between, and a full sync
  * of 100k services costs seconds of CPU.
  */
-const FULL_SYNC_PERIOD_MS = 60 * 60_000;
+export const FULL_SYNC_PERIOD_MS = 60 * 60_000;
 
 /** Local interface addresses inside the given CIDRs (for --nodeport-addresses CIDRs). */
 function localAddressesIn(cidrs: string[]): string[] {
