@@ -68,6 +68,8 @@ async function cleanup(log: Logger): Promise<number> {
 }
 
 async function syncOnce(agent: Agent, options: AgentOptions): Promise<number> {
+  // One sync, this one: the runner would start another as the source reports its objects.
+  agent.runner.stop();
   const source = new ManifestSource(options.manifests!, agent.handler());
   await source.start(false);
   const report = await agent.sync(true);
