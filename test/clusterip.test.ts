@@ -104,11 +104,14 @@ t.test('render --json describes exactly what the addon loads (nft is the oracle)
 });
 
 /** Runs test/fixtures/commit-invalid in the node namespace and checks the refusal it reports. */
-async function commitInvalid(t: Test, when: 'after a valid load' | 'first'): Promise<void> {
+function hostnamesRuleset() {
   const { state } = loadState([hostnamesService, hostnamesSlice()], 'node-1');
-  const ruleset = planRuleset(allServicePortViews(state), { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1' });
+  return planRuleset(allServicePortViews(state), { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1' });
+}
+
+async function commitInvalid(t: Test, when: 'after a valid load' | 'first'): Promise<void> {
   const driver = join(projectRoot(), 'dist/test/fixtures/commit-invalid.js');
-  const run = await topology.exec(topology.node, ['node', driver, JSON.stringify(ruleset), when === 'first' ? 'first' : 'second']);
+  const run = await topology.exec(topology.node, ['node', driver, JSON.stringify(hostnamesRuleset()), when === 'first' ? 'first' : 'second']);
   t.equal(run.code, 0, run.stderr);
   const outcome = JSON.parse(run.stdout);
   t.equal(outcome.committed, false);
@@ -121,6 +124,13 @@ t.test('a refused first load (loaded table by table, dormant) leaves nothing beh
   await commitInvalid(t, 'first');
   const tables = await topology.exec(topology.node, ['nft', 'list', 'tables']);
   t.equal(tables.stdout.trim(), '', 'the tables loaded before the refused one were deleted');
+});
+
+t.test('a first load whose planning fails half way leaves nothing behind', async (t) => {
+  const run = await topology.exec(topology.node, ['node', join(projectRoot(), 'dist/test/fixtures/commit-invalid.js'), JSON.stringify(hostnamesRuleset()), 'planning-fails']);
+  t.same(JSON.parse(run.stdout), { committed: false, message: 'the planner failed' }, run.stderr);
+  const tables = await topology.exec(topology.node, ['nft', 'list', 'tables']);
+  t.equal(tables.stdout.trim(), '', 'the table handed over before the failure was deleted');
 });
 
 t.test('a rejected transaction names the object and leaves the previous ruleset as it was', async (t) => {

@@ -110,8 +110,8 @@ export class NftablesBackend {
    * the addon encodes and the kernel loads one table while TypeScript serializes the next (10k
    * services: ~0.6 s in one transaction, 0.41 s in stages); then one transaction wakes them all.
    * Packets see nothing until that last, small batch is processed (hooks are registered as it is,
-   * table by table, within microseconds), then everything. If the kernel refuses a table, the ones
-   * loaded are deleted: nothing stays, as with one transaction.
+   * table by table, within microseconds), then everything. If the kernel refuses a table (or the
+   * planning fails half way), the ones loaded are deleted: nothing stays, as with one transaction.
    */
   private async loadInStages(planned: Iterable<Table>, started: number): Promise<SyncTimings> {
     const stages: { transaction: NftTransaction; committed: Promise<CommitResult> }[] = [];
@@ -120,32 +120,36 @@ export class NftablesBackend {
     // 100k services, and the full GCs that triggered took 1.5 s.
     const writer = new WireWriter();
     let serializeMs = 0;
-    for (const table of planned) {
-      tables.push(table);
-      const serializing = performance.now();
-      const transaction = new NftTransaction(this.addon.attributes, writer);
-      writeTable(transaction, table, { dormant: true });
-      const buffer = transaction.finish();
-      serializeMs += performance.now() - serializing;
-      stages.push({ transaction, committed: this.addon.commit(buffer) });
-    }
-    const outcomes = await Promise.allSettled(stages.map((stage) => stage.committed));
-    const refused = outcomes.findIndex((outcome) => outcome.status === 'rejected');
-    if (refused >= 0) {
+    try {
+      for (const table of planned) {
+        tables.push(table);
+        const serializing = performance.now();
+        const transaction = new NftTransaction(this.addon.attributes, writer);
+        writeTable(transaction, table, { dormant: true });
+        const buffer = transaction.finish();
+        serializeMs += performance.now() - serializing;
+        stages.push({ transaction, committed: this.addon.commit(buffer) });
+      }
+      const outcomes = await Promise.allSettled(stages.map((stage) => stage.committed));
+      const refused = outcomes.findIndex((outcome) => outcome.status === 'rejected');
+      if (refused >= 0) throw rejection(stages[refused].transaction, (outcomes[refused] as PromiseRejectedResult).reason);
+      const activation = this.newTransaction();
+      for (const { family, name } of tables) activation.addTableDormant(family, name, false);
+      const activated = await this.commit(activation, performance.now());
+      const committed = outcomes.map((outcome) => (outcome as PromiseFulfilledResult<CommitResult>).value).concat(activated);
+      const total = (field: 'messages' | 'bytes' | 'encodeMs' | 'kernelMs') => committed.reduce((sum, result) => sum + result[field], 0);
+      return {
+        generation: activated.generation, serializeMs, wallMs: performance.now() - started,
+        messages: total('messages'), bytes: total('bytes'), encodeMs: total('encodeMs'), kernelMs: total('kernelMs'),
+      };
+    } catch (error) {
+      // Whatever failed (planning, a table, the activation), nothing of this load stays.
+      await Promise.allSettled(stages.map((stage) => stage.committed));
       const rollback = new NftTransaction(this.addon.attributes);
       NftablesBackend.deleteTables(rollback, tables);
       await this.addon.commit(rollback.finish());
-      throw rejection(stages[refused].transaction, (outcomes[refused] as PromiseRejectedResult).reason);
+      throw error;
     }
-    const activation = this.newTransaction();
-    for (const { family, name } of tables) activation.addTableDormant(family, name, false);
-    const activated = await this.commit(activation, performance.now());
-    const committed = outcomes.map((outcome) => (outcome as PromiseFulfilledResult<CommitResult>).value).concat(activated);
-    const total = (field: 'messages' | 'bytes' | 'encodeMs' | 'kernelMs') => committed.reduce((sum, result) => sum + result[field], 0);
-    return {
-      generation: activated.generation, serializeMs, wallMs: performance.now() - started,
-      messages: total('messages'), bytes: total('bytes'), encodeMs: total('encodeMs'), kernelMs: total('kernelMs'),
-    };
   }
 
   /** Removes everything kubenft loaded in this network namespace. */
