@@ -65,7 +65,11 @@ t.test('drift: a flushed table, a deleted map element and a flushed chain come b
   t.equal((await nft('flush', 'chain', 'ip', webTable, 'svc/default/web/tcp/80')).code, 0);
   t.ok(await eventually(async () => (await nft('list', 'chain', 'ip', webTable, 'svc/default/web/tcp/80')).stdout.includes('dnat to'), 10_000), 'the chain is refilled');
   t.ok(await answers(), 'serving again');
-  t.ok((await metric('kubenft_drift_repairs_total')) >= 4, 'every repair is counted');
+
+  t.equal((await nft('add', 'table', 'ip', webTable, '{ flags dormant; }')).code, 0);
+  t.ok(await eventually(async () => !(await nft('list', 'table', 'ip', webTable)).stdout.includes('dormant'), 10_000), 'a table made dormant is woken');
+  t.ok(await answers(), 'serving again');
+  t.ok((await metric('kubenft_drift_repairs_total')) >= 5, 'every repair is counted');
 });
 
 t.test('a kernel rejection leaves the last good ruleset serving, is counted, and the next sync is full', async (t) => {

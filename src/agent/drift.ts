@@ -1,5 +1,6 @@
 import type { NftablesBackend } from '../backend/nftables.js';
 import type { TableShape } from './nftables-proxier.js';
+import { NFT_TABLE_F_DORMANT } from '../backend/uapi.js';
 
 // Notices when something other than kubenft changes kubenft's tables (`nft flush table`, a deleted
 // chain or map element) so the agent can restore them.
@@ -28,6 +29,7 @@ export async function findDrift(backend: NftablesBackend, expected: TableShape[]
       differences.push(`table ${shape.family} ${shape.name} is gone`);
       continue;
     }
+    if (dump.table.flags & NFT_TABLE_F_DORMANT) differences.push(`table ${shape.family} ${shape.name} is dormant`);
     const rules = new Map<string, number>();
     for (const rule of dump.rules) rules.set(rule.chain, (rules.get(rule.chain) ?? 0) + 1);
     for (const [chain, count] of shape.chains) {
