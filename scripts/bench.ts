@@ -44,7 +44,7 @@ const FULL: Sizes = {
   latency: [10, 1_000, 10_000, 30_000],
   distributionConnections: 30_000,
   memory: [10_000, 100_000],
-  latencyConnections: 1_000,
+  latencyConnections: 2_000,
   kubenftChanges: 50,
   iptablesChanges: 3,
 };
@@ -54,7 +54,7 @@ const QUICK: Sizes = {
   latency: [10, 1_000, 10_000],
   distributionConnections: 3_000,
   memory: [10_000],
-  latencyConnections: 300,
+  latencyConnections: 600,
   kubenftChanges: 20,
   iptablesChanges: 2,
 };
@@ -246,13 +246,16 @@ function latencyFigures(times: number[], attempted: number): LatencyFigures {
   return { samples: times.length, failures: attempted - times.length, p50Us: quantile(times, 0.5), p90Us: quantile(times, 0.9), p99Us: quantile(times, 0.99) };
 }
 
-const WARM_UP_CONNECTIONS = 30;
+const WARM_UP_CONNECTIONS = 200;
 /**
  * #1 and #N are probed in alternating rounds, so that drift on a shared machine hits both alike,
  * and each goes first in half of them: of two batches to the very same address (a pod, no NAT),
- * the second of a round measured 7-9% faster, which a fixed order credited to #N.
+ * the second of a round measured 7-9% faster, which a fixed order credited to #N. Many short
+ * rounds rather than a few long ones: the p50 of one probe process moves by ±10-20% from one
+ * process to the next (measured over ten batches of 200 connections to the same two services),
+ * and with six rounds the comparison of #1 and #N moved by ±10% between identical runs.
  */
-const LATENCY_ROUNDS = 6;
+const LATENCY_ROUNDS = 20;
 
 async function compareLatency(topology: Topology, first: string, last: string, connections: number): Promise<[LatencyFigures, LatencyFigures]> {
   // ARP, routes and the pods' accept queues warm up before anything is measured.
