@@ -17,6 +17,7 @@ import { SERVICE_CIDR, SERVICE_PORT, TARGET_PORT, clusterIPOf } from './lib/benc
 import { WorkerTimeout, runWorker, withScratchNamespace } from './lib/bench-netns.js';
 import { buildReport, checkTargets } from './lib/bench-report.js';
 import { formatTick } from './lib/bench-svg.js';
+import { goesToAlternate } from './lib/probe.js';
 import { chiSquareUniform, quantile } from './lib/bench-stats.js';
 import {
   type BenchResults, type ColdImplementation, type ColdResult, DATAPLANES, type Dataplane, type IncrementalResult, type LatencyFigures,
@@ -238,43 +239,28 @@ async function loadServices(topology: Topology, dataplane: Dataplane, services: 
 
 /**
  * The first connections of a probe process pay for its own start (code compiled on first use):
- * with a process per round, they would make up the p99.
+ * they would make up the p99.
  */
-const PROCESS_WARM_UP_CONNECTIONS = 5;
-
-/** Connect times (µs) of `connections` new TCP connections; failures are left out. */
-async function connectTimes(topology: Topology, address: string, connections: number): Promise<number[]> {
-  const count = connections + PROCESS_WARM_UP_CONNECTIONS;
-  const report = await topology.probe(topology.client, { address, port: SERVICE_PORT, protocol: 'tcp', count, timeoutMs: 1000, latency: true });
-  return report.results.slice(PROCESS_WARM_UP_CONNECTIONS).flatMap((attempt) => (attempt.ok && attempt.latencyUs !== undefined ? [attempt.latencyUs] : []));
-}
+const PROCESS_WARM_UP_CONNECTIONS = 10;
 
 function latencyFigures(times: number[], attempted: number): LatencyFigures {
   return { samples: times.length, failures: attempted - times.length, p50Us: quantile(times, 0.5), p90Us: quantile(times, 0.9), p99Us: quantile(times, 0.99) };
 }
 
-const WARM_UP_CONNECTIONS = 200;
 /**
- * #1 and #N are probed in alternating rounds, so that drift on a shared machine hits both alike,
- * and each goes first in half of them: of two batches to the very same address (a pod, no NAT),
- * the second of a round measured 7-9% faster, which a fixed order credited to #N. Many short
- * rounds rather than a few long ones: the p50 of one probe process moves by ±10-20% from one
- * process to the next (measured over ten batches of 200 connections to the same two services),
- * and with six rounds the comparison of #1 and #N moved by ±10% between identical runs.
+ * #1 and #N compared connection by connection: one probe process connects to them in turn (A B B A).
+ * Batches from separate processes differed too much for a 5% comparison: of two batches to the
+ * very same pod, the second of a pair measured 7-9% faster, and the p50 of one process moved by
+ * 10-20% from one process to the next, so #1 and #N still differed by ±9% between sizes of a run.
  */
-const LATENCY_ROUNDS = 20;
-
 async function compareLatency(topology: Topology, first: string, last: string, connections: number): Promise<[LatencyFigures, LatencyFigures]> {
-  // ARP, routes and the pods' accept queues warm up before anything is measured.
-  for (const address of [first, last]) await connectTimes(topology, address, WARM_UP_CONNECTIONS);
-  const perRound = Math.ceil(connections / LATENCY_ROUNDS);
-  const times = new Map<string, number[]>([[first, []], [last, []]]);
-  for (let round = 0; round < LATENCY_ROUNDS; round++) {
-    for (const address of round % 2 === 0 ? [first, last] : [last, first]) times.get(address)!.push(...(await connectTimes(topology, address, perRound)));
-  }
-  const [firstTimes, lastTimes] = [times.get(first)!, times.get(last)!];
-  const attempted = perRound * LATENCY_ROUNDS;
-  return [latencyFigures(firstTimes, attempted), latencyFigures(lastTimes, attempted)];
+  const count = 2 * (connections + PROCESS_WARM_UP_CONNECTIONS);
+  const report = await topology.probe(topology.client, {
+    address: first, alternateAddress: last, port: SERVICE_PORT, protocol: 'tcp', count, timeoutMs: 1000, latency: true,
+  });
+  const timesOf = (alternate: boolean) => report.results.flatMap((attempt, index) =>
+    (index >= 2 * PROCESS_WARM_UP_CONNECTIONS && goesToAlternate(index) === alternate && attempt.ok && attempt.latencyUs !== undefined ? [attempt.latencyUs] : []));
+  return [latencyFigures(timesOf(false), connections), latencyFigures(timesOf(true), connections)];
 }
 
 async function runLatencyPhase(topology: Topology, results: BenchResults, sizes: Sizes): Promise<void> {

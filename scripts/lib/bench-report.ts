@@ -228,7 +228,7 @@ export function buildReport(results: BenchResults, stem: string, timeoutMs: numb
     const percentiles = (figures: LatencyRow['first']) => `${figures.p50Us} / ${figures.p90Us} / ${figures.p99Us}${figures.failures > 0 ? ` (${figures.failures} failed)` : ''}`;
     sections.push(
       '## 3. Data plane: first-packet cost',
-      `TCP connect latency (SYN → SYN-ACK as the client sees it, µs) from the client namespace through the node namespace holding the rules to 3 pods; every connection is new, so it goes through the NAT rules. p50 / p90 / p99 of ${count(results.latency[0].first.samples + results.latency[0].first.failures)} connections to each service, made in short rounds that alternate between #1 and #N (one probe process per round: a process's p50 alone moves by ±10-20%).`,
+      `TCP connect latency (SYN → SYN-ACK as the client sees it, µs) from the client namespace through the node namespace holding the rules to 3 pods; every connection is new, so it goes through the NAT rules. p50 / p90 / p99 of ${count(results.latency[0].first.samples + results.latency[0].first.failures)} connections to each service, made by one probe process that connects to #1 and #N in turn, so that both see the same process and the same moments.`,
       table(['dataplane', 'N', 'service #1', 'service #N', 'p50 #N vs #1'], results.latency.map((row) => [
         row.dataplane, count(row.services), percentiles(row.first), percentiles(row.last), `${((row.last.p50Us / row.first.p50Us - 1) * 100).toFixed(1)}%`,
       ])),

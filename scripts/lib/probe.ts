@@ -2,7 +2,7 @@
 // hostnames server's reply or an error code, printed as one JSON document.
 //
 //   node probe.js --address A --port P --protocol tcp|udp --count N --timeout-ms T
-//                 [--source-port S] [--latency] [--max-run-ms M]
+//                 [--source-port S] [--latency] [--max-run-ms M] [--alternate-address B]
 //
 // Error codes tell "refused" from "dropped": a TCP RST or an ICMP unreachable
 // is the code Node reports (ECONNREFUSED, EHOSTUNREACH, ...); silence until our
@@ -28,11 +28,22 @@ export interface ProbeOptions {
   latency?: boolean;
   /** Stop starting new attempts after this long; the report is then `truncated`. */
   maxRunMs?: number;
+  /**
+   * Attempts alternate between `address` and this one (see goesToAlternate): two addresses
+   * compared connection by connection, from one process, see the same process and moments.
+   */
+  alternateAddress?: string;
 }
 
 export type AttemptResult =
   | ({ ok: true; latencyUs?: number } & HostnamesReply)
   | { ok: false; error: string };
+
+/**
+ * A B B A, A B B A, …: each address follows the other as often as itself (a connection right
+ * after one to the other address measured a few percent faster).
+ */
+export const goesToAlternate = (attempt: number) => attempt % 4 === 1 || attempt % 4 === 2;
 
 export interface LatencySummary {
   samples: number;
@@ -150,7 +161,9 @@ function summarizeLatency(results: AttemptResult[]): LatencySummary {
 export function validateProbeOptions(options: ProbeOptions): void {
   const inRange = (value: number, min: number, max: number): boolean =>
     Number.isInteger(value) && value >= min && value <= max;
-  if (net.isIP(options.address) === 0) throw new Error(`--address must be an IP literal: ${options.address}`);
+  for (const address of [options.address, options.alternateAddress ?? options.address]) {
+    if (net.isIP(address) === 0) throw new Error(`--address must be an IP literal: ${address}`);
+  }
   if (!inRange(options.port, 1, 65535)) throw new Error(`--port out of range: ${options.port}`);
   if (options.protocol !== 'tcp' && options.protocol !== 'udp') throw new Error(`bad --protocol: ${options.protocol}`);
   if (!inRange(options.count, 1, MAX_COUNT)) throw new Error(`--count must be 1..${MAX_COUNT}`);
@@ -167,8 +180,9 @@ export async function probe(options: ProbeOptions): Promise<ProbeReport> {
   const deadline = Date.now() + Math.min(options.maxRunMs ?? DEFAULT_MAX_RUN_MS, DEFAULT_MAX_RUN_MS);
   const results: AttemptResult[] = [];
   const counts: Record<string, number> = {};
+  const alternate = options.alternateAddress === undefined ? options : { ...options, address: options.alternateAddress };
   while (results.length < options.count && Date.now() < deadline) {
-    const result = await attempt(options);
+    const result = await attempt(goesToAlternate(results.length) ? alternate : options);
     results.push(result);
     const key = result.ok ? result.pod : `error:${result.error}`;
     counts[key] = (counts[key] ?? 0) + 1;
@@ -186,6 +200,7 @@ export function probeCliArgs(options: ProbeOptions): string[] {
   if (options.sourcePort !== undefined) args.push('--source-port', String(options.sourcePort));
   if (options.latency) args.push('--latency');
   if (options.maxRunMs !== undefined) args.push('--max-run-ms', String(options.maxRunMs));
+  if (options.alternateAddress !== undefined) args.push('--alternate-address', options.alternateAddress);
   return args;
 }
 
@@ -201,6 +216,7 @@ function parseCliArgs(argv: string[]): ProbeOptions {
       'source-port': { type: 'string' },
       latency: { type: 'boolean', default: false },
       'max-run-ms': { type: 'string' },
+      'alternate-address': { type: 'string' },
     },
   });
   const optionalNumber = (value: string | undefined): number | undefined =>
@@ -214,6 +230,7 @@ function parseCliArgs(argv: string[]): ProbeOptions {
     sourcePort: optionalNumber(values['source-port']),
     latency: values.latency,
     maxRunMs: optionalNumber(values['max-run-ms']),
+    alternateAddress: values['alternate-address'],
   };
 }
 
