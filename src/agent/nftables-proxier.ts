@@ -2,7 +2,7 @@ import type { ProxyConfig } from '../config.js';
 import { NftablesBackend, type SyncTimings, writeTable } from '../backend/nftables.js';
 import type { NftTransaction } from '../backend/nft-transaction.js';
 import {
-  SHARED_SETS, type ServicePortPlan, type SharedSet, type TableContribution, assembleInto, contributions, endsEvaluation, planServicePort, serviceTableOf, skeletonOf, tableKey, withUniqueElements,
+  SHARED_SETS, type ServicePortPlan, type SharedSet, type TableContribution, assembleInto, contributions, endsEvaluation, planServicePort, serviceTableOf, mainTableSeed, skeletonOf, tableKey,
 } from '../plan/planner.js';
 import type { Chain, DataType, NamedSet, SetElement, Table, TableFamily, Value, Verdict } from '../plan/ruleset.js';
 import type { ClusterState } from '../state/cluster-state.js';
@@ -136,8 +136,8 @@ function loadedContributions(service: LoadedService): LoadedContribution[] {
 /** A table as a sync loads services into it. */
 interface TableLoad {
   table: LoadedTable;
-  /** Elements loaded for the first time, by set: what a partial sync adds. */
-  added?: Map<string, SetElement[]>;
+  /** Elements loaded for the first time, by set. */
+  added: Map<string, SetElement[]>;
 }
 
 /** What a full sync plans, as it goes. */
@@ -153,7 +153,6 @@ interface FullSyncRecord {
 
 /** Each service port's contributions to one table, before and after a change. */
 interface TableChange extends TableLoad {
-  added: Map<string, SetElement[]>;
   /** The table gets its first service in this change, so the transaction must create it. */
   created: boolean;
   before: LoadedContribution[];
@@ -221,10 +220,10 @@ export class NftablesProxier {
 
   /**
    * A full sync's tables, each handed over once complete, so that the backend can load one while
-   * the next is planned: the service tables one by one (the services of one planned together),
-   * then the main tables, to which every service contributes. Each batch of services is recorded
-   * (for partial syncs) after its table is handed over, and its plans are dropped then but for
-   * their main table parts.
+   * the next is planned: the service tables one by one (the services of one planned and recorded
+   * together), then the main tables, to which every service contributes. A group's plans are
+   * dropped once its table is handed over, but for their main table parts. What partial syncs
+   * need to know goes to `record`.
    */
   private *plannedTables(state: ClusterState, config: ProxyConfig, record: FullSyncRecord): Generator<Table> {
     const byServiceTable = new Map<string, string[]>();
@@ -235,39 +234,44 @@ export class NftablesProxier {
     const loadOf = (family: TableFamily, name: string): TableLoad => {
       const key = tableKey(family, name);
       let load = record.loads.get(key);
-      if (!load) record.loads.set(key, (load = { table: new LoadedTable(skeletonOf(family, name, config)) }));
+      if (!load) record.loads.set(key, (load = { table: new LoadedTable(skeletonOf(family, name, config)), added: new Map() }));
       return load;
     };
-    const mainTables = new Map([[tableKey('ip', config.tableName), skeletonOf('ip', config.tableName, config)]]);
+    // The reference counts know each shared element once: load exactly those.
+    const counted = (tables: Map<string, Table>) => [...tables.values()].map((table) => {
+      const { added } = loadOf(table.family, table.name);
+      for (const set of table.sets) set.elements = added.get(set.name) ?? set.elements;
+      return table;
+    });
+    const mainTables = mainTableSeed(config);
     for (const keys of byServiceTable.values()) {
-      let started = performance.now();
+      const started = performance.now();
       const planned = keys.map((key) => ({ key, plans: servicePortViews(state, key).map((view) => planServicePort(view, config)) }));
       const plans = planned.flatMap((service) => service.plans);
       const serviceTables = new Map<string, Table>();
       assembleInto(serviceTables, plans, config, 'service');
       assembleInto(mainTables, plans, config, 'main');
       record.servicePorts += plans.length;
-      record.planMs += performance.now() - started;
-      for (const table of withUniqueElements({ tables: [...serviceTables.values()] }).tables) yield table;
-      started = performance.now();
-      for (const table of serviceTables.values()) loadOf(table.family, table.name);
+      const recording = performance.now();
       for (const { key, plans: servicePlans } of planned) {
         const service = this.load(servicePlans, (family, part) => loadOf(family, part.table));
         if (service.length > 0) record.services.set(key, service);
       }
-      record.recordMs += performance.now() - started;
+      record.recordMs += performance.now() - recording;
+      const tables = counted(serviceTables);
+      record.planMs += recording - started;
+      yield* tables;
     }
     const started = performance.now();
-    const { tables } = withUniqueElements({ tables: [...mainTables.values()] });
-    for (const table of tables) loadOf(table.family, table.name);
+    const tables = counted(mainTables);
     record.planMs += performance.now() - started;
-    for (const table of tables) yield table;
+    yield* tables;
   }
 
   /**
    * Retains a service's shared elements and returns what is remembered of it (see LoadedService);
-   * an element that no service port held before goes to its table's `added`, when it has one (a
-   * partial sync's change). The strings and verdicts it keeps are copies: see `detached`.
+   * an element that no service port held before goes to its table's `added`. The strings and
+   * verdicts it keeps are copies: see `detached`.
    */
   private load(plans: ServicePortPlan[], loadOf: (family: TableFamily, part: TableContribution) => TableLoad): LoadedService {
     const service: LoadedService = [];
@@ -296,7 +300,7 @@ export class NftablesProxier {
           service.push(setName, elements.length);
           for (const element of elements) {
             const entry = retain(shared, element);
-            if (added && entry.owners === 1) push(added, setName, element);
+            if (entry.owners === 1) push(added, setName, element);
             service.push(entry);
             if (verdicts) service.push(element.verdict && detachedVerdict(element.verdict, copyOf));
           }

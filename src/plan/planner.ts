@@ -445,13 +445,16 @@ const serviceTableIndex = (table: Table) => Number(table.name.slice(table.name.l
  * withUniqueElements).
  */
 export function assembleRuleset(plans: ServicePortPlan[], config: ProxyConfig = DEFAULT_PROXY_CONFIG): Ruleset {
-  const tables = new Map<string, Table>([[tableKey('ip', config.tableName), skeletonTable('ip', config)]]);
+  const tables = mainTableSeed(config);
   assembleInto(tables, plans, config);
   // Main table first, then service tables by number: the order nft lists them in does not matter
   // to the kernel, but a stable one keeps renders comparable.
   const order = (table: Table) => (table.family === 'ip' ? 0 : 1000) + (table.name === config.tableName ? -1 : serviceTableIndex(table));
   return { tables: [...tables.values()].sort((a, b) => order(a) - order(b)) };
 }
+
+/** The tables every ruleset has, by family and name: the IPv4 main table. */
+export const mainTableSeed = (config: ProxyConfig) => new Map<string, Table>([[tableKey('ip', config.tableName), skeletonTable('ip', config)]]);
 
 /**
  * Adds the plans' contributions (or only those to main tables, or to service tables) to `tables`
