@@ -30,7 +30,7 @@ export interface ProxierSyncResult extends SyncTimings {
   tables: number;
   /** A partial sync's second transaction, after the change is in force: removal of dead weight. */
   cleanupMs?: number;
-  /** A full sync's bookkeeping for partial syncs, done while the kernel loads the tables. */
+  /** A full sync's bookkeeping for partial syncs, done table by table while the kernel loads earlier ones. */
   recordMs?: number;
 }
 
@@ -146,7 +146,7 @@ interface FullSyncRecord {
   loads: Map<string, TableLoad>;
   services: Map<string, LoadedService>;
   planMs: number;
-  /** Recording what was planned, for partial syncs, after each table is handed over. */
+  /** Recording what was planned, for partial syncs (its reference counts also pick the elements to load). */
   recordMs: number;
   servicePorts: number;
 }
