@@ -5,7 +5,7 @@ import t, { type Test } from 'tap';
 import { join } from 'node:path';
 import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
 import { projectRoot } from '../src/backend/native.js';
-import { planRuleset } from '../src/plan/planner.js';
+import { CHAINS, planRuleset, serviceTableIndexOf, serviceTableLabel } from '../src/plan/planner.js';
 import { loadState } from '../src/state/load.js';
 import { allServicePortViews } from '../src/state/service-ports.js';
 import { createTopology, type Topology } from '../scripts/lib/topology.js';
@@ -44,6 +44,36 @@ t.test('300 connections to the VIP spread evenly over the three endpoints', asyn
   t.equal(counts.reduce((a, b) => a + b, 0), 300, 'every connection answered by a hostnames pod');
   const chiSquare = chiSquareUniform(counts);
   t.ok(chiSquare < CHI_SQUARE_CRITICAL_P001[2], `chi-square ${chiSquare.toFixed(2)} of ${counts.join('/')} is consistent with uniform`);
+});
+
+t.test('the main table labels a new connection for its service table, and only that table translates it', async (t) => {
+  manifests.write([hostnamesService, hostnamesSlice()]);
+  await syncOnce(topology, manifests.path);
+  const index = serviceTableIndexOf('default', 'hostnames', DEFAULT_PROXY_CONFIG);
+  const label = serviceTableLabel(index);
+  // The kernel's own label match is the oracle: counters in a table of the test's, after DNAT.
+  const nft = (...args: string[]) => topology.exec(topology.node, ['nft', ...args]);
+  const witness = await topology.exec(topology.node, ['nft', '-f', '-'], { input: `table ip label-witness {
+    chain forward { type filter hook forward priority 10; policy accept;
+      ct state new tcp dport 9376 counter
+      ct state new tcp dport 9376 ct label ${label} counter
+    }
+  }` });
+  t.equal(witness.code, 0, witness.stderr);
+  t.teardown(() => nft('delete', 'table', 'ip', 'label-witness'));
+  const report = await topology.probe(topology.client, { address: VIP, port: 80, protocol: 'tcp', count: 30, timeoutMs: 2000 });
+  t.equal(countsOf(report).reduce((a, b) => a + b, 0), 30);
+  const listed = JSON.parse((await nft('-j', 'list', 'table', 'ip', 'label-witness')).stdout);
+  const counters = listed.nftables.filter((item: { rule?: unknown }) => item.rule)
+    .map((item: { rule: { expr: { counter?: { packets: number } }[] } }) => item.rule.expr.find((expr) => expr.counter)!.counter!.packets);
+  t.same(counters, [30, 30], `every new connection to the service carries label ${label}`);
+
+  // Without the main table's label, the service table lets the connection pass untranslated, and
+  // the ClusterIP check refuses it: the table acts on labelled connections only.
+  const flushed = await nft('flush', 'chain', 'ip', DEFAULT_PROXY_CONFIG.tableName, CHAINS.serviceTable(index));
+  t.equal(flushed.code, 0, flushed.stderr);
+  const unlabelled = await topology.probe(topology.client, { address: VIP, port: 80, protocol: 'tcp', count: 3, timeoutMs: 2000 });
+  t.same(unlabelled.counts, { 'error:ECONNREFUSED': 3 });
 });
 
 t.test('a not-ready endpoint is never chosen, and updates leave nothing stale', async (t) => {

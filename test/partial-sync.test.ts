@@ -61,13 +61,14 @@ t.test('after one endpoint change among 1,000 services only that service is in t
   t.same(backend.transactions.slice(-2), [[
     'table ip kubenft',
     'removal of elements from cluster-ips',
+    'removal of elements from service-ip-tables',
     'removal of elements from service-ips',
     'flush of chain svc/default/svc-7/tcp/80',
     'delete of chain svc/default/svc-7/tcp/80',
   ], [
     'table ip kubenft',
     'removal of elements from hairpin-endpoints',
-  ]], 'a deleted service takes its elements and chain with it at once; its hairpin pairs follow');
+  ]], 'a deleted service takes its elements (its service table\'s label among them) and chain with it at once; its hairpin pairs follow');
 });
 
 t.test('an element shared by two services stays until its last owner goes', async (t) => {

@@ -2,9 +2,9 @@ import { DATATYPE_IDS, DATATYPE_LENGTHS, FIELDS, encodePrefix, encodeValue, regi
 import type { Chain, DataType, Field, NamedSet, Rule, SetElement, Statement, TableFamily, Value, Verdict } from '../plan/ruleset.js';
 import type { NativeAttributes } from './native.js';
 import {
-  CONCAT_TYPE_BITS, HOOKS, ICMP_PORT_UNREACH, NFPROTO, NFTA_FIB_F, NFT_CMP, NFT_CT_STATE, NFT_DATA_VERDICT, NFT_DYNSET_OP_UPDATE,
+  CONCAT_TYPE_BITS, HOOKS, ICMP_PORT_UNREACH, NFPROTO, NFTA_FIB_F, NFT_CMP, NFT_CT_LABELS, NFT_CT_STATE, NFT_DATA_VERDICT, NFT_DYNSET_OP_UPDATE,
   NFT_FIB_RESULT_ADDRTYPE, NFT_LOOKUP_F_INV, NFT_META_KEY, NFT_MSG, NFT_NAT_DNAT, NFT_NG_RANDOM, NFT_PAYLOAD_BASE, NFT_REG32_00,
-  NFT_REG_1, NFT_REG_2, NFT_REG_VERDICT, NFT_REJECT_ICMP_UNREACH, NFT_SET, NFT_TABLE_F_DORMANT, NFT_VERDICT, NF_CT_STATE_NEW, NF_NAT_RANGE, NF_VERDICT,
+  NFT_REG_1, NFT_REG_2, NFT_REG_VERDICT, NFT_REJECT_ICMP_UNREACH, NFT_SET, NFT_TABLE_F_DORMANT, NFT_VERDICT, NF_CT_LABELS_LENGTH, NF_CT_STATE_NEW, NF_NAT_RANGE, NF_VERDICT,
   NLM_F, RTN_LOCAL,
 } from './uapi.js';
 import { OBJECT_KIND, type ObjectKind, WireWriter } from './wire.js';
@@ -27,6 +27,13 @@ export const setKeyType = (types: DataType[]) =>
 
 export const setKeyLength = (types: DataType[]) =>
   types.length === 1 ? DATATYPE_LENGTHS[types[0]] : types.reduce((sum, type) => sum + registerWidth(DATATYPE_LENGTHS[type]), 0);
+
+/** The conntrack labels with one bit set, as the kernel holds them: an array of host-order longs. */
+const labelBit = (label: number) => {
+  const bits = Buffer.alloc(NF_CT_LABELS_LENGTH);
+  bits[label >> 3] = 1 << (label & 7);
+  return bits;
+};
 
 const verdictCode = (verdict: Verdict) =>
   verdict.kind === 'accept' || verdict.kind === 'drop' ? NF_VERDICT[verdict.kind] : NFT_VERDICT[verdict.kind];
@@ -441,6 +448,14 @@ export class NftTransaction {
     w.closeList();
   }
 
+  private ctLoad(key: number): void {
+    const w = this.writer;
+    const a = this.expr('ct');
+    w.attrU32(a.key, key);
+    w.attrU32(a.dreg, NFT_REG_1);
+    w.closeList();
+  }
+
   private statement(family: TableFamily, statement: Statement): void {
     const w = this.writer;
     switch (statement.kind) {
@@ -483,13 +498,27 @@ export class NftTransaction {
         return this.markUpdate(~statement.or, statement.or);
       case 'markToggle':
         return this.markUpdate(0xffffffff, statement.xor);
-      case 'ctStateNew': {
-        const a = this.expr('ct');
-        w.attrU32(a.key, NFT_CT_STATE);
-        w.attrU32(a.dreg, NFT_REG_1);
-        w.closeList();
+      case 'ctStateNew':
+        this.ctLoad(NFT_CT_STATE);
         this.bitwise(NFT_REG_1, u32(NF_CT_STATE_NEW), u32(0));
         this.cmp('!=', NFT_REG_1, u32(0));
+        return;
+      case 'ctLabelMatch': {
+        this.ctLoad(NFT_CT_LABELS);
+        const none = Buffer.alloc(NF_CT_LABELS_LENGTH);
+        this.bitwise(NFT_REG_1, labelBit(statement.label), none);
+        this.cmp('!=', NFT_REG_1, none);
+        return;
+      }
+      case 'ctLabelSet': {
+        const immediate = this.expr('immediate');
+        w.attrU32(immediate.dreg, NFT_REG_1);
+        w.attrBytes(immediate.data, labelBit(statement.label));
+        w.closeList();
+        const a = this.expr('ct');
+        w.attrU32(a.key, NFT_CT_LABELS);
+        w.attrU32(a.sreg, NFT_REG_1);
+        w.closeList();
         return;
       }
       case 'fibLocal': {

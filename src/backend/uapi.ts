@@ -34,6 +34,8 @@ export const NFT_REJECT_ICMP_UNREACH = 0;
 export const ICMP_PORT_UNREACH = { ip: 3, ip6: 4 } as const;
 
 export const NFT_CT_STATE = 0;
+export const NFT_CT_LABELS = 13;
+export const NF_CT_LABELS_LENGTH = 16;
 export const NF_CT_STATE_NEW = 8;
 export const NFT_FIB_RESULT_ADDRTYPE = 3;
 export const NFTA_FIB_F = { saddr: 1, daddr: 2 } as const;

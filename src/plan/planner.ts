@@ -12,7 +12,10 @@ import type { Chain, Field, Hook, NamedSet, Rule, Ruleset, SetElement, Statement
 // partial sync then pays for one service table, not for every service. Per-service objects are
 // chains, rules and elements of a few shared maps. Dispatch is one lookup in a verdict map keyed
 // address . protocol . port per service table, so the packet path does not grow with the number of
-// services; endpoint choice is a cascade of `numgen random mod k` rules (the iptables `statistic`
+// services. A new connection passes the NAT chains of every service table hooked before its own,
+// so the main table looks it up once and sets the conntrack label of the table that holds it: every
+// other service table costs one label test, whatever its place in the hook order. Endpoint choice
+// is a cascade of `numgen random mod k` rules (the iptables `statistic`
 // probabilities 1/n, 1/(n-1), ..., 1), which needs no per-service set. Only services with ClientIP
 // affinity get sets of their own (one per endpoint, as upstream).
 
@@ -27,6 +30,8 @@ export const CHAINS = {
   filterOutput: 'filter-output',
   filterOutputPostDnat: 'filter-output-post-dnat',
   services: 'services',
+  /** Main-table chains that mark a new connection for its service table (serviceTableLabel). */
+  serviceTable: (index: number) => `service-table-${index}`,
   firewallCheck: 'firewall-check',
   endpointsCheck: 'service-endpoints-check',
   clusterIPsCheck: 'cluster-ips-check',
@@ -41,6 +46,9 @@ export const SHARED_SETS = {
   /** The keys of service-nodeports again, as a plain set: a cheap first test (see serviceTableSkeleton). */
   nodePortKeys: 'nodeport-keys',
   // in the main table (nodeport-ips in both)
+  /** Which service table holds an address . protocol . port of service-ips, and a NodePort. */
+  serviceIPTables: 'service-ip-tables',
+  serviceNodePortTables: 'service-nodeport-tables',
   noEndpointServices: 'no-endpoint-services',
   noEndpointNodePorts: 'no-endpoint-nodeports',
   firewallIPs: 'firewall-ips',
@@ -50,6 +58,11 @@ export const SHARED_SETS = {
 } as const;
 export type SharedSet = (typeof SHARED_SETS)[keyof typeof SHARED_SETS];
 const SERVICE_TABLE_SETS = new Set<SharedSet>([SHARED_SETS.serviceIPs, SHARED_SETS.serviceNodePorts, SHARED_SETS.nodePortKeys]);
+/** The main-table map that sends each key of a service-table map to that table's label. */
+const TABLE_OF: Partial<Record<SharedSet, SharedSet>> = {
+  [SHARED_SETS.serviceIPs]: SHARED_SETS.serviceIPTables,
+  [SHARED_SETS.serviceNodePorts]: SHARED_SETS.serviceNodePortTables,
+};
 
 const FAMILY = {
   ip: { saddr: 'ip saddr', daddr: 'ip daddr', address: 'ipv4_addr', version: 4 },
@@ -65,8 +78,8 @@ const DROP: Verdict = { kind: 'drop' };
  * Statements that recur in every service are made once and frozen: the encoder compiles a frozen
  * statement once per transaction family and copies its bytes after that.
  */
-function sharedBy<K>(make: (key: K) => Statement): (key: K) => Statement {
-  const known = new Map<K, Statement>();
+function sharedBy<K, V extends object = Statement>(make: (key: K) => V): (key: K) => V {
+  const known = new Map<K, V>();
   return (key) => {
     let statement = known.get(key);
     if (!statement) known.set(key, (statement = Object.freeze(make(key))));
@@ -115,19 +128,32 @@ export const serviceTableName = (config: Pick<ProxyConfig, 'tableName'>, index: 
 export const allTableNames = (config: Pick<ProxyConfig, 'tableName'>) =>
   [config.tableName, ...Array.from({ length: MAX_SERVICE_TABLES }, (_, index) => serviceTableName(config, index))];
 
+/**
+ * The conntrack label bit of service table `index`: the upper half of the 128 label bits, one per
+ * possible table. Labels are only ever set, by kubenft on a connection's first packet, so they
+ * leave packet and connection marks, which CNIs and policy routing use, alone.
+ */
+export const serviceTableLabel = (index: number) => 64 + index;
+
 /** FNV-1a of namespace/name: stable across restarts and versions, so a service keeps its table. */
-export function serviceTableOf(namespace: string, name: string, config: Pick<ProxyConfig, 'tableName' | 'serviceTables'>): string {
+export function serviceTableIndexOf(namespace: string, name: string, config: Pick<ProxyConfig, 'serviceTables'>): number {
   let hash = 0x811c9dc5;
   const key = `${namespace}/${name}`;
   for (let index = 0; index < key.length; index++) hash = Math.imul(hash ^ key.charCodeAt(index), 0x01000193);
-  return serviceTableName(config, (hash >>> 0) % config.serviceTables);
+  return (hash >>> 0) % config.serviceTables;
 }
+
+export const serviceTableOf = (namespace: string, name: string, config: Pick<ProxyConfig, 'tableName' | 'serviceTables'>): string =>
+  serviceTableName(config, serviceTableIndexOf(namespace, name, config));
+
+const toServiceTable = sharedBy((index: number): Verdict => ({ kind: 'goto', chain: CHAINS.serviceTable(index) }));
 
 class ServicePortPlanner {
   private readonly family: TableFamily;
   private readonly fields: (typeof FAMILY)[TableFamily];
   private readonly protocol: string;
   private readonly base: string;
+  private readonly toServiceTable: Verdict;
   readonly plan: ServicePortPlan;
 
   constructor(
@@ -139,11 +165,13 @@ class ServicePortPlanner {
     this.protocol = view.port.protocol.toLowerCase();
     this.base = `${view.service.namespace}/${view.service.name}/${this.protocol}/${view.port.port}`;
     const part = (table: string): TableContribution => ({ table, chains: [], sets: [], elements: {} });
+    const serviceTable = serviceTableIndexOf(view.service.namespace, view.service.name, config);
+    this.toServiceTable = toServiceTable(serviceTable);
     this.plan = {
       family: this.family,
       name: servicePortName(view),
       main: part(config.tableName),
-      service: part(serviceTableOf(view.service.namespace, view.service.name, config)),
+      service: part(serviceTableName(config, serviceTable)),
     };
     this.build();
   }
@@ -151,6 +179,8 @@ class ServicePortPlanner {
   private add(set: SharedSet, element: SetElement): void {
     const part = SERVICE_TABLE_SETS.has(set) ? this.plan.service : this.plan.main;
     (part.elements[set] ??= []).push(element);
+    const tableOf = TABLE_OF[set];
+    if (tableOf) (this.plan.main.elements[tableOf] ??= []).push({ key: element.key, verdict: this.toServiceTable });
   }
 
   /** A chain of the service table (NAT); `part` main is for filter chains, which the main table hooks. */
@@ -354,6 +384,15 @@ export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
   const dispatch = dispatchFields(family);
   const nodePorts = nodePortAddressing(family, config);
   const endpointChecks = [rule(ctNew, verdict(jump(CHAINS.endpointsCheck))), rule(ctNew, verdict(jump(CHAINS.clusterIPsCheck)))];
+  // The label is a hint, not the decision: the service table still matches the connection exactly
+  // (a NodePort also by its address), so a NodePort is labelled whatever its destination address.
+  const natDispatch = [
+    rule(verdict(jump(CHAINS.clusterIPMasquerade))),
+    rule({ kind: 'vmap', fields: dispatch, map: SHARED_SETS.serviceIPTables }),
+    rule({ kind: 'vmap', fields: toNodePort, map: SHARED_SETS.serviceNodePortTables }),
+  ];
+  const labelChains = Array.from({ length: config.serviceTables }, (_, index): Chain =>
+    ({ name: CHAINS.serviceTable(index), rules: [rule({ kind: 'ctLabelSet', label: serviceTableLabel(index) })] }));
   return {
     family,
     name: config.tableName,
@@ -364,10 +403,12 @@ export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
       { name: SHARED_SETS.clusterIPs, keyType: [fields.address], elements: [] },
       nodePorts.set,
       { name: SHARED_SETS.hairpin, keyType: [fields.address, fields.address], elements: [] },
+      verdictMap(SHARED_SETS.serviceIPTables, [fields.address, 'inet_proto', 'inet_service']),
+      verdictMap(SHARED_SETS.serviceNodePortTables, ['inet_proto', 'inet_service']),
     ],
     chains: [
-      baseChain(CHAINS.natPrerouting, 'nat', 'prerouting', MAIN_NAT_PRIORITY, [rule(verdict(jump(CHAINS.clusterIPMasquerade)))]),
-      baseChain(CHAINS.natOutput, 'nat', 'output', MAIN_NAT_PRIORITY, [rule(verdict(jump(CHAINS.clusterIPMasquerade)))]),
+      baseChain(CHAINS.natPrerouting, 'nat', 'prerouting', MAIN_NAT_PRIORITY, natDispatch),
+      baseChain(CHAINS.natOutput, 'nat', 'output', MAIN_NAT_PRIORITY, natDispatch),
       baseChain(CHAINS.natPostrouting, 'nat', 'postrouting', 100, [
         // An endpoint reaching its own service would see its own address as the source and answer
         // itself directly, bypassing the reverse NAT: masquerade it (hairpin).
@@ -396,14 +437,19 @@ export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
         ...config.serviceCIDRs.filter(sameFamily(family)).map((cidr) => rule({ kind: 'match', field: fields.daddr, op: '==', value: cidr }, verdict(DROP))),
       ] },
       { name: CHAINS.reject, rules: [rule({ kind: 'reject' })] },
+      ...labelChains,
     ],
   };
 }
 
-/** The fixed part of a service table: DNAT dispatch through its two verdict maps. */
+/**
+ * The fixed part of a service table: DNAT dispatch through its two verdict maps, for the new
+ * connections the main table labelled for this table.
+ */
 export function serviceTableSkeleton(family: TableFamily, name: string, config: ProxyConfig): Table {
   const fields = FAMILY[family];
   const nodePorts = nodePortAddressing(family, config);
+  const own: Statement = { kind: 'ctLabelMatch', label: serviceTableLabel(serviceTableIndex(name)) };
   return {
     family,
     name,
@@ -414,12 +460,11 @@ export function serviceTableSkeleton(family: TableFamily, name: string, config: 
       nodePorts.set,
     ],
     chains: [
-      baseChain(CHAINS.natPrerouting, 'nat', 'prerouting', SERVICE_NAT_PRIORITY, [rule(verdict(jump(CHAINS.services)))]),
-      baseChain(CHAINS.natOutput, 'nat', 'output', SERVICE_NAT_PRIORITY, [rule(verdict(jump(CHAINS.services)))]),
+      baseChain(CHAINS.natPrerouting, 'nat', 'prerouting', SERVICE_NAT_PRIORITY, [rule(own, verdict(jump(CHAINS.services)))]),
+      baseChain(CHAINS.natOutput, 'nat', 'output', SERVICE_NAT_PRIORITY, [rule(own, verdict(jump(CHAINS.services)))]),
       { name: CHAINS.services, rules: [
         rule({ kind: 'vmap', fields: dispatchFields(family), map: SHARED_SETS.serviceIPs }),
-        // A new connection passes every service table's chains until one translates it: the
-        // node-address test (a route lookup without nodePortAddresses) only for this table's ports.
+        // The node-address test (a route lookup without nodePortAddresses) only for this table's ports.
         rule({ kind: 'lookup', fields: toNodePort, set: SHARED_SETS.nodePortKeys, op: '==' }, nodePorts.match,
           { kind: 'vmap', fields: toNodePort, map: SHARED_SETS.serviceNodePorts }),
       ] },
@@ -437,7 +482,7 @@ export const skeletonOf = (family: TableFamily, name: string, config: ProxyConfi
 const elementKey = ({ key }: SetElement) => (key.length === 1 || (key.length === 2 && key[0] === key[1]) ? String(key[0]) : key.join(' . '));
 
 export const tableKey = (family: TableFamily, name: string) => `${family} ${name}`;
-const serviceTableIndex = (table: Table) => Number(table.name.slice(table.name.lastIndexOf('-') + 1));
+const serviceTableIndex = (name: string) => Number(name.slice(name.lastIndexOf('-') + 1));
 
 /**
  * Assembles service port plans into tables: per family the main table and the service tables that
@@ -449,7 +494,7 @@ export function assembleRuleset(plans: ServicePortPlan[], config: ProxyConfig = 
   assembleInto(tables, plans, config);
   // Main table first, then service tables by number: the order nft lists them in does not matter
   // to the kernel, but a stable one keeps renders comparable.
-  const order = (table: Table) => (table.family === 'ip' ? 0 : 1000) + (table.name === config.tableName ? -1 : serviceTableIndex(table));
+  const order = (table: Table) => (table.family === 'ip' ? 0 : 1000) + (table.name === config.tableName ? -1 : serviceTableIndex(table.name));
   return { tables: [...tables.values()].sort((a, b) => order(a) - order(b)) };
 }
 

@@ -23,6 +23,7 @@ function valueJson(value: Value): Json {
 }
 
 const markJson = { meta: { key: 'mark' } };
+const labelJson = { ct: { key: 'label' } };
 
 export function statementJson(statement: Statement): Json {
   switch (statement.kind) {
@@ -42,6 +43,10 @@ export function statementJson(statement: Statement): Json {
       return { mangle: { key: markJson, value: { '^': [markJson, statement.xor] } } };
     case 'ctStateNew':
       return { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } };
+    case 'ctLabelSet':
+      return { mangle: { key: labelJson, value: statement.label } };
+    case 'ctLabelMatch':
+      return { match: { op: 'in', left: labelJson, right: statement.label } };
     case 'fibLocal':
       return { match: { op: statement.op, left: { fib: { result: 'type', flags: [statement.address] } }, right: 'local' } };
     case 'setUpdate':

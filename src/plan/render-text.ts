@@ -28,6 +28,10 @@ export function statementText(statement: Statement): string {
       return `meta mark set meta mark ^ ${hex(statement.xor)}`;
     case 'ctStateNew':
       return 'ct state new';
+    case 'ctLabelSet':
+      return `ct label set ${statement.label}`;
+    case 'ctLabelMatch':
+      return `ct label ${statement.label}`;
     case 'fibLocal':
       return `fib ${statement.address} type ${statement.op === '!=' ? '!= ' : ''}local`;
     case 'setUpdate':

@@ -26,6 +26,8 @@ export type Statement =
   | { kind: 'vmap'; fields: Field[]; map: string }
   | { kind: 'markSet'; or: number } | { kind: 'markToggle'; xor: number }
   | { kind: 'ctStateNew' }
+  /** A bit of the connection's conntrack labels (0-127): set, or tested for being set. */
+  | { kind: 'ctLabelSet'; label: number } | { kind: 'ctLabelMatch'; label: number }
   | { kind: 'fibLocal'; address: 'saddr' | 'daddr'; op: '==' | '!=' }
   | { kind: 'setUpdate'; field: Field; set: string }
   | { kind: 'dnat'; address: string; port: number }
