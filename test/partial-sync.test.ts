@@ -6,9 +6,10 @@ import { NftablesBackend, type SyncTimings } from '../src/backend/nftables.js';
 import type { NftTransaction } from '../src/backend/nft-transaction.js';
 import { NftablesProxier } from '../src/agent/nftables-proxier.js';
 import { NftablesDataplane } from '../src/agent/dataplane.js';
-import { serviceTableOf } from '../src/plan/planner.js';
+import { planRuleset, serviceTableOf } from '../src/plan/planner.js';
 import type { Table } from '../src/plan/ruleset.js';
 import { ClusterState } from '../src/state/cluster-state.js';
+import { allServicePortViews } from '../src/state/service-ports.js';
 import { service, slice } from './lib/manifests.js';
 
 class RecordingBackend extends NftablesBackend {
@@ -69,6 +70,37 @@ t.test('after one endpoint change among 1,000 services only that service is in t
     'table ip kubenft',
     'removal of elements from hairpin-endpoints',
   ]], 'a deleted service takes its elements (its service table\'s label among them) and chain with it at once; its hairpin pairs follow');
+});
+
+t.test('a full sync hands the main table over whole once, then only each group\'s additions, every element once', async (t) => {
+  const state = new ClusterState('node-1');
+  for (let index = 0; index < 200; index++) {
+    // Every service shares an endpoint, and two services in different service tables share an
+    // external IP and port: elements whose first owner comes in an earlier group.
+    state.apply(service(`svc-${index}`, `10.0.10.${index + 1}`, [{ port: 80, targetPort: 9376 }], index < 2 ? { externalIPs: ['192.0.2.1'] } : {}));
+    state.apply(slice(`svc-${index}`, [{ port: 9376 }], [...endpointsOf(index, [1]), { ip: '10.250.0.1' }]));
+  }
+  t.not(serviceTableOf('default', 'svc-0', DEFAULT_PROXY_CONFIG), serviceTableOf('default', 'svc-1', DEFAULT_PROXY_CONFIG));
+  const handedOver: Table[] = [];
+  class TableCollector extends NftablesBackend {
+    override async replace(tables: Iterable<Table>): Promise<SyncTimings> {
+      handedOver.push(...tables);
+      return { messages: 0, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0, wallMs: 0 };
+    }
+  }
+  const config = { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1' };
+  await new NftablesProxier(new TableCollector()).sync(state, config, 'full');
+
+  const mains = handedOver.filter((table) => table.name === config.tableName);
+  t.ok(mains.length > 1, 'the main table comes with each group of services');
+  const [whole, ...additions] = mains;
+  const expected = planRuleset(allServicePortViews(state), config).tables.find((table) => table.name === config.tableName)!;
+  t.same(whole.chains.map((chain) => chain.name), expected.chains.map((chain) => chain.name), 'first whole, with its skeleton');
+  t.ok(additions.every((table) => table.chains.length === 0), 'then additions without the skeleton\'s chains');
+  for (const set of expected.sets) {
+    const keys = mains.flatMap((table) => table.sets.find((candidate) => candidate.name === set.name)!.elements.map((element) => element.key.join(' . ')));
+    t.same(keys.sort(), set.elements.map((element) => element.key.join(' . ')).sort(), `${set.name}: every element, each once`);
+  }
 });
 
 t.test('an element shared by two services stays until its last owner goes', async (t) => {

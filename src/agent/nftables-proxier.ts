@@ -219,11 +219,11 @@ export class NftablesProxier {
   }
 
   /**
-   * A full sync's tables, each handed over once complete, so that the backend can load one while
-   * the next is planned: the service tables one by one (the services of one planned and recorded
-   * together), then the main tables, to which every service contributes. A group's plans are
-   * dropped once its table is handed over, but for their main table parts. What partial syncs
-   * need to know goes to `record`.
+   * A full sync's tables, handed over as they are planned, so that the backend can load one while
+   * the next is planned: a service table at a time (the services of one planned and recorded
+   * together), each followed by what its services add to the main tables (whole the first time,
+   * then as additions: see NftablesBackend.replace). A group's plans are dropped once handed over.
+   * What partial syncs need to know goes to `record`.
    */
   private *plannedTables(state: ClusterState, config: ProxyConfig, record: FullSyncRecord): Generator<Table> {
     const byServiceTable = new Map<string, string[]>();
@@ -237,19 +237,26 @@ export class NftablesProxier {
       if (!load) record.loads.set(key, (load = { table: new LoadedTable(skeletonOf(family, name, config)), added: new Map() }));
       return load;
     };
-    // The reference counts know each shared element once: load exactly those.
+    /** Main tables handed over already: a group brings only its own chains and elements to them. */
+    const mainTablesLoaded = new Set<string>();
+    // The reference counts know each shared element once: load exactly those, once. (A skeleton's
+    // own elements, such as the node addresses, are not counted: they come with the whole table.)
     const counted = (tables: Map<string, Table>) => [...tables.values()].map((table) => {
       const { added } = loadOf(table.family, table.name);
-      for (const set of table.sets) set.elements = added.get(set.name) ?? set.elements;
+      const addition = mainTablesLoaded.has(tableKey(table.family, table.name));
+      for (const set of table.sets) set.elements = added.get(set.name) ?? (addition ? [] : set.elements);
+      added.clear();
       return table;
     });
-    const mainTables = mainTableSeed(config);
+    const bare = (table: Table): Table => ({ ...table, chains: [], sets: table.sets.map((set) => ({ ...set, elements: [] })) });
     for (const keys of byServiceTable.values()) {
       const started = performance.now();
       const planned = keys.map((key) => ({ key, plans: servicePortViews(state, key).map((view) => planServicePort(view, config)) }));
       const plans = planned.flatMap((service) => service.plans);
       const serviceTables = new Map<string, Table>();
       assembleInto(serviceTables, plans, config, 'service');
+      const mainTables = mainTablesLoaded.size === 0 ? mainTableSeed(config) : new Map<string, Table>();
+      for (const key of mainTablesLoaded) mainTables.set(key, bare(record.loads.get(key)!.table.skeleton));
       assembleInto(mainTables, plans, config, 'main');
       record.servicePorts += plans.length;
       const recording = performance.now();
@@ -258,14 +265,12 @@ export class NftablesProxier {
         if (service.length > 0) record.services.set(key, service);
       }
       record.recordMs += performance.now() - recording;
-      const tables = counted(serviceTables);
+      const tables = [...counted(serviceTables), ...counted(mainTables)];
+      for (const key of mainTables.keys()) mainTablesLoaded.add(key);
       record.planMs += recording - started;
       yield* tables;
     }
-    const started = performance.now();
-    const tables = counted(mainTables);
-    record.planMs += performance.now() - started;
-    yield* tables;
+    if (mainTablesLoaded.size === 0) yield* counted(mainTableSeed(config));
   }
 
   /**

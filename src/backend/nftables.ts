@@ -94,6 +94,9 @@ export class NftablesBackend {
    * Replaces kubenft's tables with the given ruleset in one transaction: since the whole batch
    * commits atomically, packets never see a moment without rules. With none of them loaded (a
    * node's first sync) it loads in stages instead, all or nothing too: see loadInStages.
+   *
+   * A table may come more than once: the first time whole, then as additions (see writeTable), so
+   * that a table every service contributes to need not wait for the last service.
    */
   async replace(tables: Iterable<Table>): Promise<SyncTimings> {
     const started = performance.now();
@@ -101,7 +104,8 @@ export class NftablesBackend {
     if (loaded.length === 0) return this.loadInStages(tables, started);
     const transaction = this.newTransaction();
     NftablesBackend.deleteTables(transaction, loaded);
-    for (const table of tables) writeTable(transaction, table);
+    const written = new Set<string>();
+    for (const table of tables) writeTable(transaction, table, { addition: !firstTime(written, table) });
     return this.commit(transaction, started);
   }
 
@@ -121,11 +125,13 @@ export class NftablesBackend {
     const writer = new WireWriter();
     let serializeMs = 0;
     try {
+      const written = new Set<string>();
       for (const table of planned) {
-        tables.push(table);
+        const addition = !firstTime(written, table);
+        if (!addition) tables.push(table);
         const serializing = performance.now();
         const transaction = new NftTransaction(this.addon.attributes, writer);
-        writeTable(transaction, table, { dormant: true });
+        writeTable(transaction, table, { dormant: true, addition });
         const buffer = transaction.finish();
         serializeMs += performance.now() - serializing;
         stages.push({ transaction, committed: this.addon.commit(buffer) });
@@ -179,11 +185,25 @@ function rejection(transaction: NftTransaction, error: unknown): unknown {
   return new TransactionError(`kernel rejected the transaction at ${object}: ${kernel.message}`, kernel.errno, object);
 }
 
-export function writeTable(transaction: NftTransaction, table: Table, { dormant = false } = {}): void {
+/** Notes the table as written; true the first time. */
+function firstTime(written: Set<string>, { family, name }: TableId): boolean {
+  const key = `${family} ${name}`;
+  if (written.has(key)) return false;
+  written.add(key);
+  return true;
+}
+
+/**
+ * Writes a table: whole, or (`addition`) into the table as written before, whose sets its sets
+ * name: only its chains, their rules and its sets' elements are added.
+ */
+export function writeTable(transaction: NftTransaction, table: Table, { dormant = false, addition = false } = {}): void {
   const { family, name } = table;
-  if (dormant) transaction.addTableDormant(family, name, true);
-  else transaction.addTable(family, name);
-  for (const set of table.sets) transaction.addSet(family, name, set);
+  if (!addition) {
+    if (dormant) transaction.addTableDormant(family, name, true);
+    else transaction.addTable(family, name);
+    for (const set of table.sets) transaction.addSet(family, name, set);
+  }
   for (const chain of table.chains) transaction.addChain(family, name, chain);
   // Map elements may jump to chains, so they come after every chain exists.
   for (const set of table.sets) if (set.elements.length > 0) transaction.addElements(family, name, set, set.elements);
