@@ -49,7 +49,7 @@ t.test('300 connections to the VIP spread evenly over the three endpoints', asyn
 t.test('the main table labels a new connection for its service table, and only that table translates it', async (t) => {
   manifests.write([hostnamesService, hostnamesSlice()]);
   await syncOnce(topology, manifests.path);
-  const index = serviceTableIndexOf('default', 'hostnames', DEFAULT_PROXY_CONFIG);
+  const index = serviceTableIndexOf(VIP, DEFAULT_PROXY_CONFIG);
   const label = serviceTableLabel(index);
   // The kernel's own label match is the oracle: counters in a table of the test's, after DNAT.
   const nft = (...args: string[]) => topology.exec(topology.node, ['nft', ...args]);
@@ -100,12 +100,13 @@ t.test('a full sync deletes the tables an earlier --service-tables left, and no 
   };
   manifests.write([hostnamesService, hostnamesSlice()]);
   await syncOnce(topology, manifests.path, '--service-tables', '16');
-  t.ok((await tableNames()).includes('ip kubenft-services-7'), 'hostnames hashes to the eighth of sixteen');
+  t.ok((await tableNames()).includes('ip kubenft-services-15'), 'the last byte of hostnames\' ClusterIP (175 = 10 × 16 + 15) picks the last of sixteen');
   await topology.exec(topology.node, ['nft', 'add', 'table', 'ip', 'kubenft-neighbour']);
-  await syncOnce(topology, manifests.path, '--service-tables', '2');
+  // Three is no power of two: the main table then tells all 256 last bytes apart.
+  await syncOnce(topology, manifests.path, '--service-tables', '3');
   const after = await tableNames();
   t.ok(after.includes('ip kubenft-neighbour'), 'a table kubenft does not own stays');
-  t.same(after.filter((name) => name.includes('kubenft-services-')).filter((name) => !/-[01]$/.test(name)), [], 'only service tables 0 and 1 remain');
+  t.same(after.filter((name) => name.includes('kubenft-services-')).filter((name) => !/-[01]$/.test(name)), [], 'only a table of the three remains (175 mod 3 = 1)');
   t.equal(after.filter((name) => name.includes('kubenft-services-')).length, 1);
   await topology.exec(topology.node, ['nft', 'delete', 'table', 'ip', 'kubenft-neighbour']);
   const report = await topology.probe(topology.client, { address: VIP, port: 80, protocol: 'tcp', count: 30, timeoutMs: 2000 });

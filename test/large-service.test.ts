@@ -38,7 +38,7 @@ t.test(`${ENDPOINTS} endpoints: chosen through a map, uniformly, every one reach
   manifests.write(big(ENDPOINTS));
   const agent = topology.spawn(topology.node, ['node', CLI, '--manifests', manifests.path, '--iptables-min-sync-period', '100ms', '--healthz-bind-address', '', '--metrics-bind-address', '']);
   t.teardown(() => agent.stop());
-  t.ok(await eventually(async () => (await topology.exec(topology.node, ['nft', 'list', 'chain', 'ip', serviceTableOf('default', 'big', DEFAULT_PROXY_CONFIG), 'svc/default/big/tcp/80'])).stdout.includes(`numgen random mod ${ENDPOINTS} map`)), 'the chain picks through the map');
+  t.ok(await eventually(async () => (await topology.exec(topology.node, ['nft', 'list', 'chain', 'ip', serviceTableOf('10.0.5.5', DEFAULT_PROXY_CONFIG), 'svc/default/big/tcp/80'])).stdout.includes(`numgen random mod ${ENDPOINTS} map`)), 'the chain picks through the map');
 
   const connections = ENDPOINTS * 15;
   const report = await topology.probe(topology.client, { address: '10.0.5.5', port: 80, protocol: 'tcp', count: connections, timeoutMs: 2000 });
@@ -50,7 +50,7 @@ t.test(`${ENDPOINTS} endpoints: chosen through a map, uniformly, every one reach
   t.ok(chiSquare < CHI_SQUARE_CRITICAL_P001[ENDPOINTS - 1], `chi-square ${chiSquare.toFixed(1)} over ${ENDPOINTS} endpoints is consistent with uniform`);
 
   manifests.write(big(ENDPOINTS - 1));
-  t.ok(await eventually(async () => (await topology.exec(topology.node, ['nft', 'list', 'chain', 'ip', serviceTableOf('default', 'big', DEFAULT_PROXY_CONFIG), 'svc/default/big/tcp/80'])).stdout.includes(`mod ${ENDPOINTS - 1} map`)), 'a partial sync rewrote the rule');
+  t.ok(await eventually(async () => (await topology.exec(topology.node, ['nft', 'list', 'chain', 'ip', serviceTableOf('10.0.5.5', DEFAULT_PROXY_CONFIG), 'svc/default/big/tcp/80'])).stdout.includes(`mod ${ENDPOINTS - 1} map`)), 'a partial sync rewrote the rule');
   const after = await topology.probe(topology.client, { address: '10.0.5.5', port: 80, protocol: 'tcp', count: ENDPOINTS * 3, timeoutMs: 2000 });
   t.notOk(after.results.some((result) => result.ok && result.local === endpointAddress(ENDPOINTS - 1)), 'the removed endpoint is never chosen');
   t.ok(after.results.every((result) => result.ok), 'every connection is answered');

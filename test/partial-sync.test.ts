@@ -62,25 +62,26 @@ t.test('after one endpoint change among 1,000 services only that service is in t
   t.same(backend.transactions.slice(-2), [[
     'table ip kubenft',
     'removal of elements from cluster-ips',
-    'removal of elements from service-ip-tables',
     'removal of elements from service-ips',
     'flush of chain svc/default/svc-7/tcp/80',
     'delete of chain svc/default/svc-7/tcp/80',
   ], [
     'table ip kubenft',
     'removal of elements from hairpin-endpoints',
-  ]], 'a deleted service takes its elements (its service table\'s label among them) and chain with it at once; its hairpin pairs follow');
+  ]], 'a deleted service takes its elements and chain with it at once; its hairpin pairs follow');
 });
 
-t.test('a full sync hands the main table over whole once, then only each group\'s additions, every element once', async (t) => {
+t.test('a full sync hands each table over whole once, then only what each later group adds, every element once', async (t) => {
   const state = new ClusterState('node-1');
   for (let index = 0; index < 200; index++) {
-    // Every service shares an endpoint, and two services in different service tables share an
-    // external IP and port: elements whose first owner comes in an earlier group.
-    state.apply(service(`svc-${index}`, `10.0.10.${index + 1}`, [{ port: 80, targetPort: 9376 }], index < 2 ? { externalIPs: ['192.0.2.1'] } : {}));
+    // Every service shares an endpoint, two services in different service tables share an external
+    // IP and port, and every tenth is dual-stack, its IPv6 part in a table of another group.
+    const clusterIPs = index % 10 === 0 ? [`10.0.10.${index + 1}`, `fd00:10::${(index * 7 + 3).toString(16)}`] : `10.0.10.${index + 1}`;
+    state.apply(service(`svc-${index}`, clusterIPs, [{ port: 80, targetPort: 9376 }], index < 2 ? { externalIPs: ['192.0.2.1'] } : {}));
     state.apply(slice(`svc-${index}`, [{ port: 9376 }], [...endpointsOf(index, [1]), { ip: '10.250.0.1' }]));
+    if (index % 10 === 0) state.apply({ ...slice(`svc-${index}`, [{ port: 9376 }], [{ ip: `fd00:244::${index + 1}` }]), addressType: 'IPv6', metadata: { name: `svc-${index}-v6`, namespace: 'default', labels: { 'kubernetes.io/service-name': `svc-${index}` } } });
   }
-  t.not(serviceTableOf('default', 'svc-0', DEFAULT_PROXY_CONFIG), serviceTableOf('default', 'svc-1', DEFAULT_PROXY_CONFIG));
+  t.not(serviceTableOf('10.0.10.1', DEFAULT_PROXY_CONFIG), serviceTableOf('10.0.10.2', DEFAULT_PROXY_CONFIG));
   const handedOver: Table[] = [];
   class TableCollector extends NftablesBackend {
     override async replace(tables: Iterable<Table>): Promise<SyncTimings> {
@@ -91,15 +92,21 @@ t.test('a full sync hands the main table over whole once, then only each group\'
   const config = { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1' };
   await new NftablesProxier(new TableCollector()).sync(state, config, 'full');
 
-  const mains = handedOver.filter((table) => table.name === config.tableName);
-  t.ok(mains.length > 1, 'the main table comes with each group of services');
-  const [whole, ...additions] = mains;
-  const expected = planRuleset(allServicePortViews(state), config).tables.find((table) => table.name === config.tableName)!;
-  t.same(whole.chains.map((chain) => chain.name), expected.chains.map((chain) => chain.name), 'first whole, with its skeleton');
-  t.ok(additions.every((table) => table.chains.length === 0), 'then additions without the skeleton\'s chains');
-  for (const set of expected.sets) {
-    const keys = mains.flatMap((table) => table.sets.find((candidate) => candidate.name === set.name)!.elements.map((element) => element.key.join(' . ')));
-    t.same(keys.sort(), set.elements.map((element) => element.key.join(' . ')).sort(), `${set.name}: every element, each once`);
+  const expected = planRuleset(allServicePortViews(state), config).tables;
+  t.ok(expected.some((table) => table.family === 'ip6' && table.name !== config.tableName), 'IPv6 service tables too');
+  t.ok(handedOver.filter((table) => table.name === config.tableName && table.family === 'ip').length > 1, 'the main table comes with each group of services');
+  for (const table of expected) {
+    const [whole, ...additions] = handedOver.filter((candidate) => candidate.family === table.family && candidate.name === table.name);
+    const skeleton = whole.chains.filter((chain) => !/^(svc|local|external|firewall)\//.test(chain.name)).map((chain) => chain.name);
+    const chains = [whole, ...additions].flatMap((part) => part.chains.map((chain) => chain.name));
+    t.same(chains.sort(), table.chains.map((chain) => chain.name).sort(), `${table.family} ${table.name}: every chain once, the skeleton's in the first part`);
+    t.ok(additions.every((part) => part.chains.every((chain) => !skeleton.includes(chain.name))));
+    for (const set of table.sets) {
+      const keys = [whole, ...additions].flatMap((part) => part.sets.find((candidate) => candidate.name === set.name)?.elements.map((element) => element.key.join(' . ')) ?? []);
+      if (keys.length !== set.elements.length || JSON.stringify(keys.sort()) !== JSON.stringify(set.elements.map((element) => element.key.join(' . ')).sort())) {
+        t.fail(`${table.family} ${table.name} ${set.name}: ${keys.length} elements handed over, ${set.elements.length} planned`);
+      }
+    }
   }
 });
 
@@ -128,16 +135,17 @@ t.test('a service whose service table is not loaded yet creates it in the partia
   const config = { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1' };
   await proxier.sync(state, config, 'full');
   state.takeChanges();
-  const first = serviceTableOf('default', 'first', config);
-  const name = Array.from({ length: 100 }, (_, index) => `second-${index}`).find((candidate) => serviceTableOf('default', candidate, config) !== first)!;
+  const first = serviceTableOf('10.0.0.1', config);
+  const name = 'second';
+  t.not(serviceTableOf('10.0.0.2', config), first);
   state.apply(service(name, '10.0.0.2', [{ port: 80 }]));
   state.apply(slice(name, [{ port: 80 }], [{ ip: '10.244.1.2' }]));
   const result = await proxier.sync(state, config, state.takeChanges().services);
   t.equal(result.kind, 'partial');
   const transaction = backend.transactions.at(-1)!;
-  t.ok(transaction.includes(`table ip ${serviceTableOf('default', name, config)}`), 'the new service table is created');
+  t.ok(transaction.includes(`table ip ${serviceTableOf('10.0.0.2', config)}`), 'the new service table is created');
   t.ok(transaction.indexOf('chain services') < transaction.indexOf(`chain svc/default/${name}/tcp/80`), 'its skeleton comes before the service');
-  t.same(proxier.expectedShape().map((shape) => shape.name).sort(), ['kubenft', first, serviceTableOf('default', name, config)].sort(), 'drift checks expect all three tables');
+  t.same(proxier.expectedShape().map((shape) => shape.name).sort(), ['kubenft', first, serviceTableOf('10.0.0.2', config)].sort(), 'drift checks expect all three tables');
 });
 
 t.test('a kept key with a new verdict is replaced: removed and added again in the same transaction', async (t) => {

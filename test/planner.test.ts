@@ -15,7 +15,7 @@ t.test('hostnames: one service-ips element, an equal-probability cascade, hairpi
   const { state, errors } = loadState(hostnames, 'node-1');
   t.same(errors, []);
   const [main, services, ...others] = planRuleset(allServicePortViews(state), config).tables;
-  t.same([main.family, main.name, services.family, services.name, others], ['ip', 'kubenft', 'ip', serviceTableOf('default', 'hostnames', config), []]);
+  t.same([main.family, main.name, services.family, services.name, others], ['ip', 'kubenft', 'ip', serviceTableOf('10.0.1.175', config), []]);
   t.same(setNamed(services, SHARED_SETS.serviceIPs).elements, [
     { key: ['10.0.1.175', 'tcp', 80], verdict: { kind: 'goto', chain: 'svc/default/hostnames/tcp/80' } },
   ]);
@@ -76,15 +76,17 @@ t.test('headless services get nothing; selector-less services with manual Endpoi
   const { state, errors } = loadState([headless, manual, ...slices] as KubeObject[], 'node-1');
   t.same(errors, []);
   const tables = planRuleset(allServicePortViews(state), config).tables;
-  t.same(tables.map((table) => table.name), ['kubenft', serviceTableOf('default', 'external-db', config)], 'the headless service has no table of its own');
+  t.same(tables.map((table) => table.name), ['kubenft', serviceTableOf('10.0.7.7', config)], 'the headless service has no table of its own');
   t.same(tables[1].chains.filter((chain) => chain.name.startsWith('svc/')).map((chain) => chain.name), ['svc/default/external-db/tcp/5432']);
   t.same(setNamed(tables[1], SHARED_SETS.serviceIPs).elements.map((element) => element.key), [['10.0.7.7', 'tcp', 5432]]);
 });
 
-t.test('services spread evenly over the service tables, each service whole in one of them', async (t) => {
+t.test('services spread evenly over the service tables by their ClusterIP, each service whole in one of them', async (t) => {
+  // Scattered last bytes, as the API server allocates at random.
+  const clusterIPOf = (index: number) => `10.0.${index >> 8}.${(index * 37 + 11) & 255}`;
   const objects: KubeObject[] = Array.from({ length: 1600 }, (_, index) => ({
     apiVersion: 'v1', kind: 'Service', metadata: { name: `svc-${index}`, namespace: `ns-${index % 7}` },
-    spec: { clusterIP: `10.0.${index >> 8}.${index & 255}`, ports: [{ name: 'a', port: 80 }, { name: 'b', port: 81 }] },
+    spec: { clusterIP: clusterIPOf(index), ports: [{ name: 'a', port: 80 }, { name: 'b', port: 81 }] },
   }));
   const slices = objects.map((service) => ({
     apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: `${service.metadata.name}-1`, namespace: service.metadata.namespace, labels: { 'kubernetes.io/service-name': service.metadata.name } },
@@ -98,8 +100,8 @@ t.test('services spread evenly over the service tables, each service whole in on
   t.ok(Math.min(...perTable) > 0.7 * (3200 / config.serviceTables) && Math.max(...perTable) < 1.3 * (3200 / config.serviceTables), `balanced: ${perTable.join(' ')}`);
   for (const table of serviceTables) {
     for (const chain of table.chains.filter((candidate) => candidate.name.startsWith('svc/'))) {
-      const [, namespace, name] = chain.name.split('/');
-      if (serviceTableOf(namespace, name, config) !== table.name) t.fail(`${chain.name} is in ${table.name}`);
+      const index = Number(chain.name.split('/')[2].slice('svc-'.length));
+      if (serviceTableOf(clusterIPOf(index), config) !== table.name) t.fail(`${chain.name} is in ${table.name}`);
     }
   }
   t.equal(planRuleset(allServicePortViews(state), { ...config, serviceTables: 1 }).tables.length, 2, 'one service table when asked');

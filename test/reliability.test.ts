@@ -45,7 +45,7 @@ const metric = async (name: string) => {
 };
 
 let agent: ProcessHandle;
-const webTable = serviceTableOf('default', 'web', DEFAULT_PROXY_CONFIG);
+const webTable = serviceTableOf('10.0.1.1', DEFAULT_PROXY_CONFIG);
 
 t.test('drift: a flushed table, a deleted map element and a flushed chain come back', async (t) => {
   agent = startAgent();

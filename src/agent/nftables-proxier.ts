@@ -220,16 +220,18 @@ export class NftablesProxier {
 
   /**
    * A full sync's tables, handed over as they are planned, so that the backend can load one while
-   * the next is planned: a service table at a time (the services of one planned and recorded
-   * together), each followed by what its services add to the main tables (whole the first time,
-   * then as additions: see NftablesBackend.replace). A group's plans are dropped once handed over.
-   * What partial syncs need to know goes to `record`.
+   * the next is planned. Services go in groups, by the service table of their first ClusterIP; a
+   * group hands over the tables its services put something into: whole the first time, later only
+   * what the group adds (see NftablesBackend.replace): the main tables, to which every service
+   * contributes, and the other family's service tables of dual-stack services. A group's plans are
+   * dropped once handed over. What partial syncs need to know goes to `record`.
    */
   private *plannedTables(state: ClusterState, config: ProxyConfig, record: FullSyncRecord): Generator<Table> {
-    const byServiceTable = new Map<string, string[]>();
+    const groups = new Map<string, string[]>();
     for (const key of [...state.services.keys()].sort()) {
-      const { namespace, name } = state.services.get(key)!;
-      push(byServiceTable, serviceTableOf(namespace, name, config), key);
+      const [clusterIP] = state.services.get(key)!.clusterIPs;
+      // Headless services are not proxied: they plan nothing, in a group of their own.
+      push(groups, clusterIP === undefined ? '' : `${clusterIP.includes(':')} ${serviceTableOf(clusterIP, config)}`, key);
     }
     const loadOf = (family: TableFamily, name: string): TableLoad => {
       const key = tableKey(family, name);
@@ -237,27 +239,27 @@ export class NftablesProxier {
       if (!load) record.loads.set(key, (load = { table: new LoadedTable(skeletonOf(family, name, config)), added: new Map() }));
       return load;
     };
-    /** Main tables handed over already: a group brings only its own chains and elements to them. */
-    const mainTablesLoaded = new Set<string>();
+    const handedOver = new Set<string>();
     // The reference counts know each shared element once: load exactly those, once. (A skeleton's
     // own elements, such as the node addresses, are not counted: they come with the whole table.)
-    const counted = (tables: Map<string, Table>) => [...tables.values()].map((table) => {
+    const counted = (tables: Map<string, Table>) => [...tables.values()].filter((table) => {
+      const key = tableKey(table.family, table.name);
       const { added } = loadOf(table.family, table.name);
-      const addition = mainTablesLoaded.has(tableKey(table.family, table.name));
+      const addition = handedOver.has(key);
       for (const set of table.sets) set.elements = added.get(set.name) ?? (addition ? [] : set.elements);
       added.clear();
-      return table;
+      handedOver.add(key);
+      return !addition || table.chains.length > 0 || table.sets.some((set) => set.elements.length > 0);
     });
+    /** A table handed over already, as a group starts adding to it: its sets, empty. */
     const bare = (table: Table): Table => ({ ...table, chains: [], sets: table.sets.map((set) => ({ ...set, elements: [] })) });
-    for (const keys of byServiceTable.values()) {
+    for (const keys of groups.values()) {
       const started = performance.now();
       const planned = keys.map((key) => ({ key, plans: servicePortViews(state, key).map((view) => planServicePort(view, config)) }));
       const plans = planned.flatMap((service) => service.plans);
-      const serviceTables = new Map<string, Table>();
-      assembleInto(serviceTables, plans, config, 'service');
-      const mainTables = mainTablesLoaded.size === 0 ? mainTableSeed(config) : new Map<string, Table>();
-      for (const key of mainTablesLoaded) mainTables.set(key, bare(record.loads.get(key)!.table.skeleton));
-      assembleInto(mainTables, plans, config, 'main');
+      const tables = handedOver.size === 0 ? mainTableSeed(config) : new Map<string, Table>();
+      for (const key of handedOver) tables.set(key, bare(record.loads.get(key)!.table.skeleton));
+      assembleInto(tables, plans, config);
       record.servicePorts += plans.length;
       const recording = performance.now();
       for (const { key, plans: servicePlans } of planned) {
@@ -265,12 +267,11 @@ export class NftablesProxier {
         if (service.length > 0) record.services.set(key, service);
       }
       record.recordMs += performance.now() - recording;
-      const tables = [...counted(serviceTables), ...counted(mainTables)];
-      for (const key of mainTables.keys()) mainTablesLoaded.add(key);
+      const handing = counted(tables);
       record.planMs += recording - started;
-      yield* tables;
+      yield* handing;
     }
-    if (mainTablesLoaded.size === 0) yield* counted(mainTableSeed(config));
+    if (handedOver.size === 0) yield* counted(mainTableSeed(config));
   }
 
   /**

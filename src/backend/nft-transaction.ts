@@ -1,4 +1,4 @@
-import { DATATYPE_IDS, DATATYPE_LENGTHS, FIELDS, encodePrefix, encodeValue, registerWidth } from '../plan/fields.js';
+import { DATATYPE_IDS, DATATYPE_LENGTHS, FIELDS, encodeAddress, encodePrefix, encodeValue, registerWidth } from '../plan/fields.js';
 import type { Chain, DataType, Field, NamedSet, Rule, SetElement, Statement, TableFamily, Value, Verdict } from '../plan/ruleset.js';
 import type { NativeAttributes } from './native.js';
 import {
@@ -482,6 +482,10 @@ export class NftTransaction {
       case 'lookup':
       case 'vmap': {
         const register = this.loadKey(statement.fields);
+        if (statement.kind === 'vmap' && statement.mask) {
+          const mask = encodeAddress(statement.mask);
+          this.bitwise(register, mask, Buffer.alloc(mask.length));
+        }
         const a = this.expr('lookup');
         w.attrU32(a.sreg, register);
         if (statement.kind === 'vmap') {

@@ -95,8 +95,9 @@ export class NftablesBackend {
    * commits atomically, packets never see a moment without rules. With none of them loaded (a
    * node's first sync) it loads in stages instead, all or nothing too: see loadInStages.
    *
-   * A table may come more than once: the first time whole, then as additions (see writeTable), so
-   * that a table every service contributes to need not wait for the last service.
+   * A table may come more than once: the first time whole, later with more chains, sets and
+   * elements (the sets it had already are re-declared, which the kernel accepts), so that a table
+   * every service contributes to need not wait for the last service.
    */
   async replace(tables: Iterable<Table>): Promise<SyncTimings> {
     const started = performance.now();
@@ -104,8 +105,7 @@ export class NftablesBackend {
     if (loaded.length === 0) return this.loadInStages(tables, started);
     const transaction = this.newTransaction();
     NftablesBackend.deleteTables(transaction, loaded);
-    const written = new Set<string>();
-    for (const table of tables) writeTable(transaction, table, { addition: !firstTime(written, table) });
+    for (const table of tables) writeTable(transaction, table);
     return this.commit(transaction, started);
   }
 
@@ -127,11 +127,12 @@ export class NftablesBackend {
     try {
       const written = new Set<string>();
       for (const table of planned) {
-        const addition = !firstTime(written, table);
-        if (!addition) tables.push(table);
+        const key = `${table.family} ${table.name}`;
+        if (!written.has(key)) tables.push(table);
+        written.add(key);
         const serializing = performance.now();
         const transaction = new NftTransaction(this.addon.attributes, writer);
-        writeTable(transaction, table, { dormant: true, addition });
+        writeTable(transaction, table, { dormant: true });
         const buffer = transaction.finish();
         serializeMs += performance.now() - serializing;
         stages.push({ transaction, committed: this.addon.commit(buffer) });
@@ -185,25 +186,11 @@ function rejection(transaction: NftTransaction, error: unknown): unknown {
   return new TransactionError(`kernel rejected the transaction at ${object}: ${kernel.message}`, kernel.errno, object);
 }
 
-/** Notes the table as written; true the first time. */
-function firstTime(written: Set<string>, { family, name }: TableId): boolean {
-  const key = `${family} ${name}`;
-  if (written.has(key)) return false;
-  written.add(key);
-  return true;
-}
-
-/**
- * Writes a table: whole, or (`addition`) into the table as written before, whose sets its sets
- * name: only its chains, their rules and its sets' elements are added.
- */
-export function writeTable(transaction: NftTransaction, table: Table, { dormant = false, addition = false } = {}): void {
+export function writeTable(transaction: NftTransaction, table: Table, { dormant = false } = {}): void {
   const { family, name } = table;
-  if (!addition) {
-    if (dormant) transaction.addTableDormant(family, name, true);
-    else transaction.addTable(family, name);
-    for (const set of table.sets) transaction.addSet(family, name, set);
-  }
+  if (dormant) transaction.addTableDormant(family, name, true);
+  else transaction.addTable(family, name);
+  for (const set of table.sets) transaction.addSet(family, name, set);
   for (const chain of table.chains) transaction.addChain(family, name, chain);
   // Map elements may jump to chains, so they come after every chain exists.
   for (const set of table.sets) if (set.elements.length > 0) transaction.addElements(family, name, set, set.elements);

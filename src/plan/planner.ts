@@ -2,6 +2,7 @@ import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../config.js';
 import { type PortEndpoint, type ServicePortView, servicePortName } from '../state/service-ports.js';
 import { categorizeEndpoints, externallyAccessible } from '../state/topology.js';
 import ipaddr from 'ipaddr.js';
+import { encodeAddress } from './fields.js';
 import type { Chain, Field, Hook, NamedSet, Rule, Ruleset, SetElement, Statement, Table, TableFamily, Verdict } from './ruleset.js';
 
 // The planner: a pure function from the proxied services to the nftables ruleset.
@@ -12,10 +13,11 @@ import type { Chain, Field, Hook, NamedSet, Rule, Ruleset, SetElement, Statement
 // partial sync then pays for one service table, not for every service. Per-service objects are
 // chains, rules and elements of a few shared maps. Dispatch is one lookup in a verdict map keyed
 // address . protocol . port per service table, so the packet path does not grow with the number of
-// services. A new connection passes the NAT chains of every service table hooked before its own,
-// so the main table looks it up once and sets the conntrack label of the table that holds it: every
-// other service table costs one label test, whatever its place in the hook order. Endpoint choice
-// is a cascade of `numgen random mod k` rules (the iptables `statistic`
+// services. A service port lives in the service table its ClusterIP's last byte picks. A new
+// connection passes the NAT chains of every service table hooked before its own, so the main table
+// sets the conntrack label of the table that holds it (from the address's last byte for a
+// ClusterIP, from a map for the few other addresses and NodePorts): every other service table costs
+// one label test, whatever its place in the hook order. Endpoint choice is a cascade of `numgen random mod k` rules (the iptables `statistic`
 // probabilities 1/n, 1/(n-1), ..., 1), which needs no per-service set. Only services with ClientIP
 // affinity get sets of their own (one per endpoint, as upstream).
 
@@ -46,7 +48,8 @@ export const SHARED_SETS = {
   /** The keys of service-nodeports again, as a plain set: a cheap first test (see serviceTableSkeleton). */
   nodePortKeys: 'nodeport-keys',
   // in the main table (nodeport-ips in both)
-  /** Which service table holds an address . protocol . port of service-ips, and a NodePort. */
+  /** Which service table holds a ClusterIP (by its last byte), another address . protocol . port, a NodePort. */
+  clusterIPTables: 'cluster-ip-tables',
   serviceIPTables: 'service-ip-tables',
   serviceNodePortTables: 'service-nodeport-tables',
   noEndpointServices: 'no-endpoint-services',
@@ -58,11 +61,6 @@ export const SHARED_SETS = {
 } as const;
 export type SharedSet = (typeof SHARED_SETS)[keyof typeof SHARED_SETS];
 const SERVICE_TABLE_SETS = new Set<SharedSet>([SHARED_SETS.serviceIPs, SHARED_SETS.serviceNodePorts, SHARED_SETS.nodePortKeys]);
-/** The main-table map that sends each key of a service-table map to that table's label. */
-const TABLE_OF: Partial<Record<SharedSet, SharedSet>> = {
-  [SHARED_SETS.serviceIPs]: SHARED_SETS.serviceIPTables,
-  [SHARED_SETS.serviceNodePorts]: SHARED_SETS.serviceNodePortTables,
-};
 
 const FAMILY = {
   ip: { saddr: 'ip saddr', daddr: 'ip daddr', address: 'ipv4_addr', version: 4 },
@@ -135,16 +133,25 @@ export const allTableNames = (config: Pick<ProxyConfig, 'tableName'>) =>
  */
 export const serviceTableLabel = (index: number) => 64 + index;
 
-/** FNV-1a of namespace/name: stable across restarts and versions, so a service keeps its table. */
-export function serviceTableIndexOf(namespace: string, name: string, config: Pick<ProxyConfig, 'serviceTables'>): number {
-  let hash = 0x811c9dc5;
-  const key = `${namespace}/${name}`;
-  for (let index = 0; index < key.length; index++) hash = Math.imul(hash ^ key.charCodeAt(index), 0x01000193);
-  return (hash >>> 0) % config.serviceTables;
+/**
+ * The service table of a service port: its ClusterIP's last byte (allocated at random by the API
+ * server, and never changed) modulo the number of tables, which the main table can compute from
+ * a packet with one masked lookup instead of a map element per service.
+ */
+export function serviceTableIndexOf(clusterIP: string, config: Pick<ProxyConfig, 'serviceTables'>): number {
+  const bytes = encodeAddress(clusterIP);
+  return bytes[bytes.length - 1] % config.serviceTables;
 }
 
-export const serviceTableOf = (namespace: string, name: string, config: Pick<ProxyConfig, 'tableName' | 'serviceTables'>): string =>
-  serviceTableName(config, serviceTableIndexOf(namespace, name, config));
+/**
+ * How many values of a ClusterIP's last byte the main table tells apart: the number of service
+ * tables when it is a power of two (the low bits suffice), else all 256 (so that the tables still
+ * get nearly equal shares).
+ */
+const clusterIPBuckets = ({ serviceTables }: Pick<ProxyConfig, 'serviceTables'>) => ((serviceTables & (serviceTables - 1)) === 0 ? serviceTables : 256);
+
+export const serviceTableOf = (clusterIP: string, config: Pick<ProxyConfig, 'tableName' | 'serviceTables'>): string =>
+  serviceTableName(config, serviceTableIndexOf(clusterIP, config));
 
 const toServiceTable = sharedBy((index: number): Verdict => ({ kind: 'goto', chain: CHAINS.serviceTable(index) }));
 
@@ -165,7 +172,7 @@ class ServicePortPlanner {
     this.protocol = view.port.protocol.toLowerCase();
     this.base = `${view.service.namespace}/${view.service.name}/${this.protocol}/${view.port.port}`;
     const part = (table: string): TableContribution => ({ table, chains: [], sets: [], elements: {} });
-    const serviceTable = serviceTableIndexOf(view.service.namespace, view.service.name, config);
+    const serviceTable = serviceTableIndexOf(view.clusterIP, config);
     this.toServiceTable = toServiceTable(serviceTable);
     this.plan = {
       family: this.family,
@@ -179,8 +186,12 @@ class ServicePortPlanner {
   private add(set: SharedSet, element: SetElement): void {
     const part = SERVICE_TABLE_SETS.has(set) ? this.plan.service : this.plan.main;
     (part.elements[set] ??= []).push(element);
-    const tableOf = TABLE_OF[set];
-    if (tableOf) (this.plan.main.elements[tableOf] ??= []).push({ key: element.key, verdict: this.toServiceTable });
+  }
+
+  /** An element of a service-table map whose key the main table must also send to this service table. */
+  private addRouted(set: SharedSet, route: SharedSet, element: SetElement): void {
+    this.add(set, element);
+    this.add(route, { key: element.key, verdict: this.toServiceTable });
   }
 
   /** A chain of the service table (NAT); `part` main is for filter chains, which the main table hooks. */
@@ -226,13 +237,13 @@ class ServicePortPlanner {
     const externalChain = this.chain(`external/${this.base}`, this.externalRules(localCIDRs, clusterChain ?? localChain!, localChain, categories.local.length > 0));
     const externalAddresses = [...service.externalIPs, ...service.loadBalancerIPs].filter(sameFamily(family));
     for (const address of externalAddresses) {
-      if (categories.hasAny) this.add(SHARED_SETS.serviceIPs, { key: key(address), verdict: goto(externalChain) });
+      if (categories.hasAny) this.addRouted(SHARED_SETS.serviceIPs, SHARED_SETS.serviceIPTables, { key: key(address), verdict: goto(externalChain) });
       if (externalEndpoints.length === 0) this.add(SHARED_SETS.noEndpointServices, { key: key(address), verdict: noEndpoints });
     }
     if (view.port.nodePort !== undefined) {
       const nodePortKey = [this.protocol, view.port.nodePort];
       if (categories.hasAny) {
-        this.add(SHARED_SETS.serviceNodePorts, { key: nodePortKey, verdict: goto(externalChain) });
+        this.addRouted(SHARED_SETS.serviceNodePorts, SHARED_SETS.serviceNodePortTables, { key: nodePortKey, verdict: goto(externalChain) });
         this.add(SHARED_SETS.nodePortKeys, { key: nodePortKey });
       }
       if (externalEndpoints.length === 0) this.add(SHARED_SETS.noEndpointNodePorts, { key: nodePortKey, verdict: noEndpoints });
@@ -384,15 +395,21 @@ export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
   const dispatch = dispatchFields(family);
   const nodePorts = nodePortAddressing(family, config);
   const endpointChecks = [rule(ctNew, verdict(jump(CHAINS.endpointsCheck))), rule(ctNew, verdict(jump(CHAINS.clusterIPsCheck)))];
+  const buckets = clusterIPBuckets(config);
+  const bucketAddress = (byte: number) => (family === 'ip' ? `0.0.0.${byte}` : `::${byte.toString(16)}`);
   // The label is a hint, not the decision: the service table still matches the connection exactly
   // (a NodePort also by its address), so a NodePort is labelled whatever its destination address.
   const natDispatch = [
     rule(verdict(jump(CHAINS.clusterIPMasquerade))),
+    rule({ kind: 'lookup', fields: [fields.daddr], set: SHARED_SETS.clusterIPs, op: '==' },
+      { kind: 'vmap', fields: [fields.daddr], mask: bucketAddress(buckets - 1), map: SHARED_SETS.clusterIPTables }),
     rule({ kind: 'vmap', fields: dispatch, map: SHARED_SETS.serviceIPTables }),
     rule({ kind: 'vmap', fields: toNodePort, map: SHARED_SETS.serviceNodePortTables }),
   ];
   const labelChains = Array.from({ length: config.serviceTables }, (_, index): Chain =>
     ({ name: CHAINS.serviceTable(index), rules: [rule({ kind: 'ctLabelSet', label: serviceTableLabel(index) })] }));
+  const lastBytes = Array.from({ length: buckets }, (_, byte): SetElement =>
+    ({ key: [bucketAddress(byte)], verdict: toServiceTable(byte % config.serviceTables) }));
   return {
     family,
     name: config.tableName,
@@ -403,6 +420,7 @@ export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
       { name: SHARED_SETS.clusterIPs, keyType: [fields.address], elements: [] },
       nodePorts.set,
       { name: SHARED_SETS.hairpin, keyType: [fields.address, fields.address], elements: [] },
+      { ...verdictMap(SHARED_SETS.clusterIPTables, [fields.address]), elements: lastBytes },
       verdictMap(SHARED_SETS.serviceIPTables, [fields.address, 'inet_proto', 'inet_service']),
       verdictMap(SHARED_SETS.serviceNodePortTables, ['inet_proto', 'inet_service']),
     ],
@@ -502,14 +520,12 @@ export function assembleRuleset(plans: ServicePortPlan[], config: ProxyConfig = 
 export const mainTableSeed = (config: ProxyConfig) => new Map<string, Table>([[tableKey('ip', config.tableName), skeletonTable('ip', config)]]);
 
 /**
- * Adds the plans' contributions (or only those to main tables, or to service tables) to `tables`
- * (by family and name), creating the tables they need: a full sync assembles its main tables from
- * one batch of services after another.
+ * Adds the plans' contributions to `tables` (by family and name), creating the tables they need:
+ * a full sync assembles what one group of services adds to its tables after another.
  */
-export function assembleInto(tables: Map<string, Table>, plans: ServicePortPlan[], config: ProxyConfig, only?: 'main' | 'service'): void {
+export function assembleInto(tables: Map<string, Table>, plans: ServicePortPlan[], config: ProxyConfig): void {
   for (const plan of plans) {
     for (const part of contributions(plan)) {
-      if (only !== undefined && part !== plan[only]) continue;
       const key = tableKey(plan.family, part.table);
       let table = tables.get(key);
       if (!table) tables.set(key, (table = skeletonOf(plan.family, part.table, config)));

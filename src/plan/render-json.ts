@@ -36,7 +36,7 @@ export function statementJson(statement: Statement): Json {
     case 'lookup':
       return { match: { op: statement.op, left: fieldsJson(statement.fields), right: `@${statement.set}` } };
     case 'vmap':
-      return { vmap: { key: fieldsJson(statement.fields), data: `@${statement.map}` } };
+      return { vmap: { key: statement.mask ? { '&': [fieldsJson(statement.fields), statement.mask] } : fieldsJson(statement.fields), data: `@${statement.map}` } };
     case 'markSet':
       return { mangle: { key: markJson, value: { '|': [markJson, statement.or] } } };
     case 'markToggle':

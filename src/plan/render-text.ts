@@ -21,7 +21,7 @@ export function statementText(statement: Statement): string {
     case 'lookup':
       return `${statement.fields.join(' . ')} ${statement.op === '!=' ? '!= ' : ''}@${statement.set}`;
     case 'vmap':
-      return `${statement.fields.join(' . ')} vmap @${statement.map}`;
+      return `${statement.fields.join(' . ')}${statement.mask ? ` & ${statement.mask}` : ''} vmap @${statement.map}`;
     case 'markSet':
       return `meta mark set meta mark | ${hex(statement.or)}`;
     case 'markToggle':

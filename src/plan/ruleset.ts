@@ -23,7 +23,8 @@ export type Statement =
   | { kind: 'markMatch'; mask: number; op: '==' | '!='; value: number }
   | { kind: 'numgen'; modulus: number; equals: number }
   | { kind: 'lookup'; fields: Field[]; set: string; op: '==' | '!=' }
-  | { kind: 'vmap'; fields: Field[]; map: string }
+  /** `mask`: an address mask applied to the one field before the lookup. */
+  | { kind: 'vmap'; fields: Field[]; map: string; mask?: string }
   | { kind: 'markSet'; or: number } | { kind: 'markToggle'; xor: number }
   | { kind: 'ctStateNew' }
   /** A bit of the connection's conntrack labels (0-127): set, or tested for being set. */
