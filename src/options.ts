@@ -327,7 +327,7 @@ const SETTINGS: Setting[] = [
       if (v !== 'auto' && v !== 'legacy' && v !== 'nft') fail(where, v, 'must be auto, legacy or nft');
       o.iptablesBackend = v as IptablesBackend;
     } },
-  { flag: 'service-tables', own: true, kind: 'int', arg: 'N', help: `nftables mode: spread the services over N tables (1-${MAX_SERVICE_TABLES}); a change re-validates only its table`,
+  { flag: 'service-tables', own: true, kind: 'int', arg: 'N', help: `nftables mode: spread the services over N tables by their ClusterIP's last byte (1-${MAX_SERVICE_TABLES}); a change re-validates only its table`,
     defaultText: String(DEFAULT_PROXY_CONFIG.serviceTables),
     apply: (o, v: number, where) => { o.serviceTables = integerIn(v, 1, MAX_SERVICE_TABLES, where); } },
   { flag: 'service-cidr', own: true, kind: 'list', repeatable: true, arg: 'CIDR[,CIDR]', help: 'Service ClusterIP ranges: an address in them that no Service holds is dropped (repeatable)',
