@@ -231,7 +231,7 @@ export class NftablesProxier {
     for (const key of [...state.services.keys()].sort()) {
       const [clusterIP] = state.services.get(key)!.clusterIPs;
       // Headless services are not proxied: they plan nothing, in a group of their own.
-      push(groups, clusterIP === undefined ? '' : `${clusterIP.includes(':')} ${serviceTableOf(clusterIP, config)}`, key);
+      push(groups, clusterIP === undefined ? '' : tableKey(clusterIP.includes(':') ? 'ip6' : 'ip', serviceTableOf(clusterIP, config)), key);
     }
     const loadOf = (family: TableFamily, name: string): TableLoad => {
       const key = tableKey(family, name);

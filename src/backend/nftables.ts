@@ -3,7 +3,7 @@ import { type CommitResult, type Dump, type KernelError, type NativeAddon, nativ
 import { NFPROTO } from './uapi.js';
 import { NftTransaction } from './nft-transaction.js';
 import { WireWriter } from './wire.js';
-import { allTableNames } from '../plan/planner.js';
+import { allTableNames, tableKey } from '../plan/planner.js';
 
 const FAMILIES: TableFamily[] = ['ip', 'ip6'];
 
@@ -127,7 +127,7 @@ export class NftablesBackend {
     try {
       const written = new Set<string>();
       for (const table of planned) {
-        const key = `${table.family} ${table.name}`;
+        const key = tableKey(table.family, table.name);
         if (!written.has(key)) tables.push(table);
         written.add(key);
         const serializing = performance.now();
