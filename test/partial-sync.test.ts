@@ -148,6 +148,29 @@ t.test('a service whose service table is not loaded yet creates it in the partia
   t.same(proxier.expectedShape().map((shape) => shape.name).sort(), ['kubenft', first, serviceTableOf('10.0.0.2', config)].sort(), 'drift checks expect all three tables');
 });
 
+t.test('when the service whose table an external IP leads to goes, the other service claiming it gets it', async (t) => {
+  const state = new ClusterState('node-1');
+  const claimant = (name: string, clusterIP: string) => [
+    service(name, clusterIP, [{ port: 80, targetPort: 9376 }], { externalIPs: ['192.0.2.1'] }),
+    slice(name, [{ port: 9376 }], [{ ip: `10.244.1.${clusterIP.split('.')[3]}` }]),
+  ];
+  for (const object of [...claimant('first', '10.0.0.1'), ...claimant('second', '10.0.0.2')]) state.apply(object);
+  const config = { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1' };
+  t.not(serviceTableOf('10.0.0.1', config), serviceTableOf('10.0.0.2', config));
+  const backend = new RecordingBackend();
+  const proxier = new NftablesProxier(backend);
+  await proxier.sync(state, config, state.takeChanges().services);
+
+  state.delete(claimant('first', '10.0.0.1')[0]);
+  await proxier.sync(state, config, state.takeChanges().services);
+  const [change] = backend.transactions.slice(-2);
+  t.ok(change.includes('removal of elements from service-ip-tables') && change.includes('elements of service-ip-tables'),
+    'the routing element is replaced by the remaining owner\'s');
+  state.delete(claimant('second', '10.0.0.2')[0]);
+  await proxier.sync(state, config, state.takeChanges().services);
+  t.ok(backend.transactions.slice(-2)[0].includes('removal of elements from service-ip-tables'), 'and removed with the last owner');
+});
+
 t.test('a kept key with a new verdict is replaced: removed and added again in the same transaction', async (t) => {
   const state = new ClusterState('node-1');
   state.apply(service('web', '10.0.0.1', [{ port: 80 }]));

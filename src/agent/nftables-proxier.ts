@@ -40,7 +40,12 @@ export interface ProxierSyncResult extends SyncTimings {
  */
 class SharedElement {
   owners = 1;
-  constructor(readonly key: string) {}
+  /**
+   * In a verdict map, the verdict loaded: its first owner's. Owners may differ (two services
+   * claiming one external IP and port): when the owner whose verdict is loaded goes, another's
+   * replaces it.
+   */
+  constructor(readonly key: string, public verdict: Verdict | undefined) {}
 }
 
 /**
@@ -305,10 +310,11 @@ export class NftablesProxier {
           const shared = table.sharedSet(setName);
           service.push(setName, elements.length);
           for (const element of elements) {
-            const entry = retain(shared, element);
+            const verdict = verdicts ? element.verdict && detachedVerdict(element.verdict, copyOf) : undefined;
+            const entry = retain(shared, element, verdict);
             if (entry.owners === 1) push(added, setName, element);
             service.push(entry);
-            if (verdicts) service.push(element.verdict && detachedVerdict(element.verdict, copyOf));
+            if (verdicts) service.push(verdict);
           }
         }
       }
@@ -361,7 +367,16 @@ export class NftablesProxier {
         return this.fullSync(state, config);
       }
     }
-    for (const change of changes.values()) this.writeChange(transaction, cleanup, change);
+    // Rare (only keys that several services claim): a remaining owner's verdict, from the records.
+    const ownerVerdict = (entry: SharedElement): Verdict | undefined => {
+      const records = [...next.values(), ...[...this.services].filter(([key]) => !changed.has(key)).map(([, service]) => service)];
+      for (const service of records) {
+        const index = service.indexOf(entry);
+        if (index >= 0) return service[index + 1] as Verdict;
+      }
+      return undefined;
+    };
+    for (const change of changes.values()) this.writeChange(transaction, cleanup, change, ownerVerdict);
     const planMs = performance.now() - started;
     if (transaction.messageCount === emptySize) {
       return { kind: 'partial', planMs, servicePorts, messages: 0, bytes: 0, encodeMs: 0, kernelMs: 0, serializeMs: 0, wallMs: 0, tables: 0, cleanupMs: 0 };
@@ -394,21 +409,33 @@ export class NftablesProxier {
    * new cascade in front of them makes unreachable, hairpin pairs of endpoints that are gone —
    * goes to `cleanup`, a second transaction committed after the change is in force.
    */
-  private writeChange(transaction: NftTransaction, cleanup: NftTransaction, { table, created, before, after, added }: TableChange): void {
+  private writeChange(
+    transaction: NftTransaction, cleanup: NftTransaction, { table, created, before, after, added }: TableChange,
+    ownerVerdict: (entry: SharedElement) => Verdict | undefined,
+  ): void {
     const { family, name: tableName } = table.skeleton;
     if (created) writeTable(transaction, table.skeleton);
     const removed = new Map<string, SetElement[]>();
     for (const part of before) {
       for (const { setName, shared, verdict } of part.elements) {
-        if (!this.release(table, setName, shared)) continue;
-        const key = keyValues(shared.key, table.sets.get(setName)!.keyType);
-        push(removed, setName, verdict ? { key, verdict } : { key });
+        const key = () => keyValues(shared.key, table.sets.get(setName)!.keyType);
+        if (this.release(table, setName, shared)) {
+          push(removed, setName, verdict ? { key: key(), verdict } : { key: key() });
+          continue;
+        }
+        const successor = verdict && verdictText(verdict) === verdictText(shared.verdict) ? ownerVerdict(shared) : undefined;
+        if (successor && verdictText(successor) !== verdictText(verdict)) {
+          push(removed, setName, { key: key(), verdict });
+          push(added, setName, { key: key(), verdict: successor });
+          shared.verdict = successor;
+        }
       }
     }
     for (const [setName, element] of changedVerdicts(before, after)) {
       // Same key, new verdict (e.g. a traffic policy moved the entry to another chain): replace it.
       push(removed, setName, element);
       push(added, setName, element);
+      table.sharedSet(setName).get(elementKey(element))!.verdict = element.verdict && detachedVerdict(element.verdict, detached);
     }
     for (const [setName, elements] of removed) {
       // A hairpin pair of a removed endpoint matches no packet that needs it: remove it afterwards.
@@ -463,14 +490,14 @@ function changedVerdicts(before: LoadedContribution[], after: TableContribution[
 }
 
 /** Counts one more owner of a shared element (a new element starts with one). */
-function retain(shared: Map<string, SharedElement>, element: SetElement): SharedElement {
+function retain(shared: Map<string, SharedElement>, element: SetElement, verdict: Verdict | undefined): SharedElement {
   const key = elementKey(element);
   const existing = shared.get(key);
   if (existing) {
     existing.owners++;
     return existing;
   }
-  const entry = new SharedElement(key);
+  const entry = new SharedElement(key, verdict);
   shared.set(key, entry);
   return entry;
 }
