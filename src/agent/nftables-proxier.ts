@@ -367,11 +367,10 @@ export class NftablesProxier {
         return this.fullSync(state, config);
       }
     }
-    // Rare (only keys that several services claim): a remaining owner's verdict, from the records.
+    // Rare (keys that several services claim, one of them changing): an unchanged owner's verdict.
     const ownerVerdict = (entry: SharedElement): Verdict | undefined => {
-      const records = [...next.values(), ...[...this.services].filter(([key]) => !changed.has(key)).map(([, service]) => service)];
-      for (const service of records) {
-        const index = service.indexOf(entry);
+      for (const [key, service] of this.services) {
+        const index = changed.has(key) ? -1 : service.indexOf(entry);
         if (index >= 0) return service[index + 1] as Verdict;
       }
       return undefined;
@@ -416,6 +415,8 @@ export class NftablesProxier {
     const { family, name: tableName } = table.skeleton;
     if (created) writeTable(transaction, table.skeleton);
     const removed = new Map<string, SetElement[]>();
+    // Keys the changed services still hold: their verdicts are theirs to keep or change (changedVerdicts).
+    const kept = new Set(after.flatMap((part) => Object.entries(part.elements).flatMap(([setName, elements]) => elements.map((element) => `${setName} ${elementKey(element)}`))));
     for (const part of before) {
       for (const { setName, shared, verdict } of part.elements) {
         const key = () => keyValues(shared.key, table.sets.get(setName)!.keyType);
@@ -423,7 +424,8 @@ export class NftablesProxier {
           push(removed, setName, verdict ? { key: key(), verdict } : { key: key() });
           continue;
         }
-        const successor = verdict && verdictText(verdict) === verdictText(shared.verdict) ? ownerVerdict(shared) : undefined;
+        const loadedOwnerLeft = verdict && verdictText(verdict) === verdictText(shared.verdict) && !kept.has(`${setName} ${shared.key}`);
+        const successor = loadedOwnerLeft ? ownerVerdict(shared) : undefined;
         if (successor && verdictText(successor) !== verdictText(verdict)) {
           push(removed, setName, { key: key(), verdict });
           push(added, setName, { key: key(), verdict: successor });
