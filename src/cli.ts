@@ -5,6 +5,7 @@ import { IptablesBackend } from './backend/iptables.js';
 import { NftablesBackend } from './backend/nftables.js';
 import { Agent } from './agent/agent.js';
 import { type Dataplane, IptablesDataplane, NftablesDataplane } from './agent/dataplane.js';
+import type { StateDataplane } from './agent/state-dataplane.js';
 import { startHealthServer } from './agent/healthz.js';
 import { startMetricsServer } from './agent/metrics.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
@@ -37,11 +38,16 @@ function dataplaneFor(options: AgentOptions): Dataplane {
     : new NftablesDataplane(new NftablesBackend());
 }
 
+/** The dataplanes beside the proxy's rules that the options turn on. */
+function stateDataplanesFor(_options: AgentOptions, _log: Logger): StateDataplane[] {
+  return [];
+}
+
 /** Prints what would be loaded, from the manifests alone, touching nothing. */
 async function render(options: AgentOptions, log: Logger): Promise<number> {
   if (!options.manifests) throw new OptionsError('render needs --manifests PATH');
   const agent = new Agent(options, dataplaneFor(options), log);
-  await new ManifestSource(options.manifests, agent.handler()).start(false);
+  await new ManifestSource(options.manifests, agent.handler(), agent.state.kinds).start(false);
   const views = allServicePortViews(agent.state);
   const config = agent.proxyConfig();
   if (options.proxyMode === 'iptables') {
@@ -70,7 +76,7 @@ async function cleanup(log: Logger): Promise<number> {
 async function syncOnce(agent: Agent, options: AgentOptions): Promise<number> {
   // One sync, this one: the runner would start another as the source reports its objects.
   agent.runner.stop();
-  const source = new ManifestSource(options.manifests!, agent.handler());
+  const source = new ManifestSource(options.manifests!, agent.handler(), agent.state.kinds);
   await source.start(false);
   const report = await agent.sync(true);
   process.stdout.write(`${JSON.stringify({ mode: options.proxyMode, services: report.services, endpoints: report.endpoints, syncMs: Math.round(report.ms * 100) / 100 })}\n`);
@@ -92,7 +98,7 @@ async function run(agent: Agent, options: AgentOptions, log: Logger): Promise<nu
   const servers = [];
   if (options.healthzBindAddress !== '') servers.push(await startHealthServer(options.healthzBindAddress, agent.health));
   if (options.metricsBindAddress !== '') servers.push(await startMetricsServer(options.metricsBindAddress, agent.metrics, { healthz: agent.health }));
-  const source = options.manifests ? new ManifestSource(options.manifests, agent.handler()) : await kubernetesSource(options, agent);
+  const source = options.manifests ? new ManifestSource(options.manifests, agent.handler(), agent.state.kinds) : await kubernetesSource(options, agent);
   await (source instanceof ManifestSource ? source.start(true) : source.start());
   log.info({ mode: options.proxyMode, node: agent.state.nodeName, source: options.manifests ?? 'kubernetes' }, 'kubenft started');
   await agent.whenSynced();
@@ -127,7 +133,7 @@ export async function main(argv: string[]): Promise<number> {
   if (options.command === 'render') return render(options, log);
   requireNetAdmin();
   if (options.cleanup) return cleanup(log);
-  const agent = new Agent(options, dataplaneFor(options), log);
+  const agent = new Agent(options, dataplaneFor(options), log, stateDataplanesFor(options, log));
   if (options.once) {
     if (!options.manifests) throw new OptionsError('--once needs --manifests PATH');
     return syncOnce(agent, options);

@@ -10,6 +10,7 @@ import { servicePortViews } from '../state/service-ports.js';
 import { categorizeEndpoints } from '../state/topology.js';
 import type { SourceHandler } from '../source/kubernetes.js';
 import type { Dataplane } from './dataplane.js';
+import type { StateChanges, StateDataplane } from './state-dataplane.js';
 import type { DriftWatch } from './drift.js';
 import { type HealthCheckService, ProxyHealth, ServiceHealthServers } from './healthz.js';
 import { ProxyMetrics } from './metrics.js';
@@ -79,10 +80,14 @@ export class Agent {
   private readonly perService = new Map<string, { internalWithoutLocal: number; externalWithoutLocal: number; healthCheck?: HealthCheckService }>();
   private readonly syncedWaiters: (() => void)[] = [];
 
+  /** Dataplanes whose last update failed: their next update is a full one. */
+  private readonly stateDataplanesBehind = new Set<StateDataplane>();
+
   constructor(
     private readonly options: AgentOptions,
     private readonly dataplane: Dataplane,
     private readonly log: Logger,
+    private readonly stateDataplanes: StateDataplane[] = [],
   ) {
     this.state = new ClusterState(nodeNameOf(options));
     this.health = new ProxyHealth({ healthTimeoutMs: 2 * options.syncPeriodMs, metrics: this.metrics });
@@ -91,6 +96,7 @@ export class Agent {
       minIntervalMs: options.minSyncPeriodMs,
       maxIntervalMs: options.syncPeriodMs,
     });
+    for (const stateDataplane of stateDataplanes) stateDataplane.attach(this.state, this.metrics.registry);
   }
 
   /** What the planners need, from the options and what the Node object says about this node. */
@@ -203,12 +209,28 @@ export class Agent {
       this.metrics.setSize(report.services, report.endpoints);
       for (const trigger of this.triggerTimes.splice(0)) this.metrics.observeNetworkProgramming((Date.now() - trigger) / 1000);
       await this.afterSync(config, result.kind === 'full' ? 'full' : changes.services);
+      await this.updateStateDataplanes(config, { services: result.kind === 'full' ? 'full' : changes.services, kinds: changes.kinds });
       return report;
     } catch (error) {
       this.needFullSync = true;
       this.dataplane.invalidate();
       this.metrics.recordSyncFailure(this.dataplane.mode);
       throw error;
+    }
+  }
+
+  /** Each dataplane beside the rules gets the synced state; a failure stays its own. */
+  private async updateStateDataplanes(config: ProxyConfig, changes: StateChanges): Promise<void> {
+    for (const stateDataplane of this.stateDataplanes) {
+      const behind = this.stateDataplanesBehind.has(stateDataplane);
+      try {
+        await stateDataplane.update(this.state, config, behind ? { ...changes, services: 'full' } : changes);
+        this.stateDataplanesBehind.delete(stateDataplane);
+      } catch (error) {
+        this.stateDataplanesBehind.add(stateDataplane);
+        this.metrics.recordStateDataplaneFailure(stateDataplane.name);
+        this.log.error({ err: error, dataplane: stateDataplane.name }, `${stateDataplane.name} update failed, it keeps its previous state: ${(error as Error).message}`);
+      }
     }
   }
 
@@ -289,5 +311,6 @@ export class Agent {
     this.drift?.stop();
     this.runner.stop();
     await this.serviceHealth.close();
+    for (const stateDataplane of this.stateDataplanes) await stateDataplane.stop();
   }
 }

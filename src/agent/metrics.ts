@@ -63,6 +63,7 @@ export class ProxyMetrics {
   private readonly conntrackDeleted: Counter;
   private readonly kernelSeconds: Histogram;
   private readonly driftRepairs: Counter;
+  private readonly stateDataplaneFailures: Counter<'dataplane'>;
   private readonly servicesSize: Gauge;
   private readonly endpointsSize: Gauge;
 
@@ -150,6 +151,12 @@ export class ProxyMetrics {
       help: 'Cumulative repairs of kernel rules found to differ from what kubenft last wrote',
       registers,
     });
+    this.stateDataplaneFailures = new Counter({
+      name: `${OWN_PREFIX}_state_dataplane_update_failures_total`,
+      help: 'Cumulative failed updates of a dataplane beside the rules (dns, ingress, socket-lb), by dataplane',
+      labelNames: ['dataplane'],
+      registers,
+    });
     this.servicesSize = new Gauge({
       name: `${OWN_PREFIX}_sync_proxy_rules_services`,
       help: 'Number of services programmed by the last successful sync',
@@ -222,6 +229,10 @@ export class ProxyMetrics {
 
   recordDriftRepair(): void {
     this.driftRepairs.inc();
+  }
+
+  recordStateDataplaneFailure(dataplane: string): void {
+    this.stateDataplaneFailures.inc({ dataplane });
   }
 
   recordConntrackDeletions(n: number): void {

@@ -19,6 +19,8 @@ export class ManifestSource {
   constructor(
     private readonly path: string,
     private readonly handler: SourceHandler,
+    /** The kinds to read (ClusterState.kinds); other kinds share manifest directories and are left alone. */
+    private readonly kinds?: readonly string[],
     private readonly settleMs = 200,
   ) {}
 
@@ -48,7 +50,7 @@ export class ManifestSource {
   private async read(): Promise<void> {
     let manifests;
     try {
-      manifests = await readManifests(this.path);
+      manifests = await readManifests(this.path, this.kinds);
     } catch (error) {
       this.handler.problem(`reading ${this.path}: ${(error as Error).message}`);
       return;

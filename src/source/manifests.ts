@@ -1,13 +1,12 @@
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { loadAll } from 'js-yaml';
-import type { KubeObject } from '../state/cluster-state.js';
+import { type KubeObject, PROXY_KINDS } from '../state/cluster-state.js';
 
 // Reads Kubernetes objects from a YAML/JSON file (multi-document, or a `kind: List` as
 // `kubectl get -o yaml` prints it) or from every such file in a directory.
 
 const MANIFEST_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
-const KINDS = new Set(['Service', 'EndpointSlice', 'Endpoints', 'Node']);
 
 export interface ManifestProblem {
   file: string;
@@ -48,7 +47,9 @@ function parseDocuments(text: string, file: string): unknown[] {
   return loadAll(text, undefined, { json: true });
 }
 
-export async function readManifests(path: string): Promise<Manifests> {
+/** The objects of `kinds` (the proxy's, plus those other dataplanes registered) in the file or directory. */
+export async function readManifests(path: string, kinds: readonly string[] = PROXY_KINDS): Promise<Manifests> {
+  const wanted = new Set(kinds);
   const result: Manifests = { objects: [], problems: [], files: await manifestFiles(path) };
   for (const file of result.files) {
     let documents: unknown[];
@@ -61,7 +62,7 @@ export async function readManifests(path: string): Promise<Manifests> {
     for (const document of documents) {
       for (const object of flatten(document)) {
         // Other kinds (Deployments and the like) share manifest directories; they are not ours to judge.
-        if (typeof object.kind === 'string' && KINDS.has(object.kind)) result.objects.push(object);
+        if (typeof object.kind === 'string' && wanted.has(object.kind)) result.objects.push(object);
       }
     }
   }

@@ -13,6 +13,14 @@ export interface KubeObject {
 
 const sliceOwner = (slice: EndpointSliceInfo) => serviceKey(slice.namespace, slice.serviceName);
 
+/** The kinds the proxy itself reads; other dataplanes register theirs with registerKind. */
+export const PROXY_KINDS: readonly string[] = ['Service', 'EndpointSlice', 'Endpoints', 'Node'];
+
+/** Validates one object of a registered kind: returns what is kept, or throws ObjectError naming why not. */
+export type Normalizer = (object: KubeObject) => unknown;
+
+const otherKey = (object: KubeObject) => (object.metadata?.namespace ? `${object.metadata.namespace}/${object.metadata.name ?? ''}` : object.metadata?.name ?? '');
+
 export class ClusterState {
   readonly services = new Map<string, ServiceInfo>();
   /**
@@ -25,8 +33,28 @@ export class ClusterState {
   node: NodeInfo | undefined;
   private changed = new Set<string>();
   private nodeChanged = false;
+  private readonly normalizers = new Map<string, Normalizer>();
+  /** Objects of registered kinds (Namespace, Ingress, …): kind → namespace/name → normalized value. */
+  private readonly others = new Map<string, Map<string, unknown>>();
+  private changedKinds = new Set<string>();
 
   constructor(readonly nodeName: string) {}
+
+  /** Keeps objects of `kind` for another dataplane (DNS, ingress), validated by `normalize`. */
+  registerKind(kind: string, normalize: Normalizer): void {
+    this.normalizers.set(kind, normalize);
+    this.others.set(kind, new Map());
+  }
+
+  /** Every kind this state accepts: what a source should read. */
+  get kinds(): string[] {
+    return [...PROXY_KINDS, ...this.normalizers.keys()];
+  }
+
+  /** The valid objects of a registered kind, by namespace/name (name alone for cluster-scoped kinds). */
+  objectsOf<T>(kind: string): ReadonlyMap<string, T> {
+    return (this.others.get(kind) ?? new Map()) as ReadonlyMap<string, T>;
+  }
 
   /** Applies an added or modified object; throws ObjectError (and keeps the old version) when it is invalid. */
   apply(object: KubeObject): void {
@@ -56,8 +84,12 @@ export class ClusterState {
         this.node = node;
         return;
       }
-      default:
-        throw new ObjectError(object.kind ?? '<no kind>', object.metadata?.namespace, object.metadata?.name, 'unsupported kind');
+      default: {
+        const normalize = this.normalizers.get(object.kind ?? '');
+        if (!normalize) throw new ObjectError(object.kind ?? '<no kind>', object.metadata?.namespace, object.metadata?.name, 'unsupported kind');
+        this.others.get(object.kind!)!.set(otherKey(object), normalize(object));
+        this.changedKinds.add(object.kind!);
+      }
     }
   }
 
@@ -74,6 +106,8 @@ export class ClusterState {
     } else if (object.kind === 'Node' && name === this.nodeName) {
       this.node = undefined;
       this.nodeChanged = true;
+    } else if (this.others.get(object.kind ?? '')?.delete(otherKey(object))) {
+      this.changedKinds.add(object.kind!);
     }
   }
 
@@ -107,11 +141,12 @@ export class ClusterState {
     this.changed.add(owner);
   }
 
-  /** Service keys changed since the last call, and whether this node's labels changed. */
-  takeChanges(): { services: Set<string>; nodeLabelsChanged: boolean } {
-    const changes = { services: this.changed, nodeLabelsChanged: this.nodeChanged };
+  /** Service keys changed since the last call, whether this node's labels changed, and the other kinds changed. */
+  takeChanges(): { services: Set<string>; nodeLabelsChanged: boolean; kinds: Set<string> } {
+    const changes = { services: this.changed, nodeLabelsChanged: this.nodeChanged, kinds: this.changedKinds };
     this.changed = new Set();
     this.nodeChanged = false;
+    this.changedKinds = new Set();
     return changes;
   }
 
