@@ -19,8 +19,11 @@ export interface YamlDocument {
   problem?: { line: number; reason: string };
 }
 
-/** A marker line: `---` or `...` at the start of a line, alone or followed by a space. */
-const MARKER = /^(---|\.\.\.)(?=[ \t\r\n]|$)/gm;
+/**
+ * A marker line: `---` or `...` at the start of a line (after a YAML line break, not any of the
+ * ones JavaScript's ^ knows), alone or followed by a space.
+ */
+const MARKER = /(?<![^\n\r])(---|\.\.\.)(?=[ \t\r\n]|$)/g;
 /** A line holding something other than blanks, a comment or a directive. */
 const CONTENT = /^[ \t]*[^\s#%]/m;
 /** Aliases may grow a document to at most this many nodes, or one per character of its text if more. */
