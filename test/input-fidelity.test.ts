@@ -6,6 +6,7 @@
 import t from 'tap';
 import { stringify } from 'yaml';
 import { createTopology, type Topology } from '../scripts/lib/topology.js';
+import { HAZARDS, serviceHeader, serviceSpec } from './lib/broken-yaml.js';
 import { eventually } from './lib/eventually.js';
 import { CLI, kubenft, syncOnce } from './lib/kubenft.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';
@@ -22,22 +23,6 @@ const FLAGS = ['--hostname-override', 'node-1'];
 /** A valid Service answering from one pod, as its two objects. */
 const webService = (name: string, vip: string, pod: { ipv4: string }) => [service(name, vip, HTTP), slice(name, SLICE_PORTS, [{ ip: pod.ipv4 }])];
 const yaml = (object: unknown) => stringify(object);
-const serviceHeader = (name: string) => `apiVersion: v1\nkind: Service\nmetadata:\n  name: ${name}\n  namespace: default\n`;
-const serviceSpec = 'spec:\n  clusterIP: 10.0.29.1\n  ports:\n  - port: 80\n';
-
-/** Every hazard a document may hold, as [what, its text, the reason its log line must give]. */
-const HAZARDS: [string, string, RegExp][] = [
-  ['an unclosed flow mapping', 'apiVersion: v1\nkind: Service\nmetadata: {name: flow, namespace: default\nspec:\n  clusterIP: 10.0.29.2\n', /flow collection/],
-  ['an alias bomb', `${serviceHeader('bomb')}  labels:\n${['a', 'b', 'c', 'd', 'e', 'f'].map((level, index, levels) => `    ${level}: &${level} [${index === 0 ? Array(10).fill('x').join(', ') : Array(10).fill(`*${levels[index - 1]}`).join(', ')}]`).join('\n')}\n${serviceSpec}`, /aliases expand beyond/],
-  ['a custom tag', `apiVersion: v1\nkind: !svc Service\nmetadata:\n  name: tagged\n${serviceSpec}`, /unknown tag !<!svc>/],
-  ['a !!binary value', `${serviceHeader('binary')}  annotations:\n    blob: !!binary aGVsbG8=\n${serviceSpec}`, /unknown tag .*binary/],
-  ['a duplicate key', `${serviceHeader('twice')}  name: twice-again\n${serviceSpec}`, /duplicated mapping key/],
-  ['tab indentation', `apiVersion: v1\nkind: Service\nmetadata:\n\tname: tabbed\n${serviceSpec}`, /tab characters/],
-  ['a top-level sequence', `- ${serviceHeader('listed').trimEnd().replaceAll('\n', '\n  ')}\n`, /top-level sequence/],
-  ['an empty document', '', /document is empty/],
-  ['a comment-only document', '# a Service was here\n', /only comments/],
-  ['a `...` marker', `${serviceHeader('ended')}${serviceSpec}...\n`, /`\.\.\.` document end marker/],
-];
 
 interface LogLine {
   msg: string;
