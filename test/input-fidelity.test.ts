@@ -42,9 +42,9 @@ t.teardown(async () => {
 
 const answers = async (vip: string, count = 6) => (await topology.probe(topology.client, { address: vip, port: 80, protocol: 'tcp', count, timeoutMs: 1000 })).counts;
 
-/** `nft list ruleset` as JSON objects, without the metainfo (it names the nft version). */
-async function ruleset(): Promise<Record<string, Record<string, unknown>>[]> {
-  const listed = await topology.exec(topology.node, ['nft', '-j', 'list', 'ruleset']);
+/** `nft list ruleset` of a namespace as JSON objects, without the metainfo (it names the nft version). */
+async function ruleset(ns: string): Promise<Record<string, Record<string, unknown>>[]> {
+  const listed = await topology.exec(ns, ['nft', '-j', 'list', 'ruleset']);
   if (listed.code !== 0) throw new Error(listed.stderr);
   return (JSON.parse(listed.stdout).nftables as Record<string, Record<string, unknown>>[]).filter((entry) => !('metainfo' in entry));
 }
@@ -58,24 +58,29 @@ const isProxyObject = (entry: Record<string, Record<string, unknown>>) => {
   return type === 'rule' && (String(body.chain).startsWith('KUBE-') || JSON.stringify(body.expr).includes('"KUBE-'));
 };
 
-// First, while the namespace is fresh.
+// First, before any test loads the node: each case starts from a namespace kubenft never touched.
 t.test('--cleanup removes only kubenft\'s objects and creates none: in a fresh namespace and after each mode', async (t) => {
   // Someone else's table, which must come through every cleanup untouched.
-  const guard = await topology.exec(topology.node, ['nft', '-f', '-'], { input: 'table inet guard {\n chain input {\n  type filter hook input priority 10; policy accept;\n  tcp dport 9 counter accept\n }\n}\n' });
-  t.equal(guard.code, 0, guard.stderr);
-  const cleanup = async (when: string) => {
-    const before = await ruleset();
-    const result = await kubenft(topology, ['--cleanup']);
+  for (const ns of [topology.client, topology.node]) {
+    const guard = await topology.exec(ns, ['nft', '-f', '-'], { input: 'table inet guard {\n chain input {\n  type filter hook input priority 10; policy accept;\n  tcp dport 9 counter accept\n }\n}\n' });
+    t.equal(guard.code, 0, `someone else's table is loaded in ${ns} ${guard.stderr}`);
+  }
+  const cleanup = async (ns: string, when: string) => {
+    const before = await ruleset(ns);
+    const result = await topology.exec(ns, ['node', CLI, '--cleanup']);
     t.equal(result.code, 0, `${when}: --cleanup exits 0 ${result.stderr}`);
-    t.same(await ruleset(), before.filter((entry) => !isProxyObject(entry)), `${when}: the ruleset is as it was, less kubenft's objects`);
+    const after = await ruleset(ns);
+    t.same(after, before.filter((entry) => !isProxyObject(entry)), `${when}: the ruleset is as it was, less kubenft's objects`);
+    t.notOk(after.some(isProxyObject), `${when}: no kubenft table is left behind`);
     return before;
   };
-  await cleanup('fresh namespace');
+  // The client's namespace: nothing of kubenft's ever ran there.
+  await cleanup(topology.client, 'fresh namespace');
   manifests.write(webService('clean', '10.0.22.1', PODS[0]));
   for (const mode of ['iptables', 'nftables']) {
     // iptables-nft, whose chains live in the nftables ruleset where the comparison sees them.
     await syncOnce(topology, manifests.path, '--proxy-mode', mode, '--iptables-backend', 'nft', ...FLAGS);
-    const before = await cleanup(`after ${mode} mode`);
+    const before = await cleanup(topology.node, `after ${mode} mode`);
     t.ok(before.some(isProxyObject), `${mode} mode had loaded something for the cleanup to remove`);
   }
 });
