@@ -45,6 +45,9 @@ interface Chunk {
   endMarkerLine?: number;
 }
 
+/** Whether a chunk (up to `end`) holds more than blanks, comments, directives and its own `---`. */
+const holdsContent = (text: string, chunk: Chunk, end = chunk.end) => CONTENT.test(text.slice(chunk.explicit ? chunk.start + 3 : chunk.start, end));
+
 /**
  * Splits a stream at its document markers. Comments and directives before a `---` belong to the
  * document it opens; markers are only ever at the start of a line (the YAML spec forbids them
@@ -55,13 +58,12 @@ function chunksOf(text: string): Chunk[] {
   let current: Chunk = { start: 0, end: text.length, line: 1, explicit: false };
   let line = 1;
   let scanned = 0;
-  const hasContent = (chunk: Chunk, end: number) => CONTENT.test(text.slice(chunk.explicit ? chunk.start + 3 : chunk.start, end));
   for (const match of text.matchAll(MARKER)) {
     const at = match.index!;
     line += linesIn(text, scanned, at);
     scanned = at;
     if (match[1] === '---') {
-      if (current.explicit || hasContent(current, at)) {
+      if (current.explicit || holdsContent(text, current, at)) {
         chunks.push({ ...current, end: at });
         current = { start: at, end: text.length, line, explicit: true };
       } else {
@@ -76,7 +78,7 @@ function chunksOf(text: string): Chunk[] {
     }
   }
   // Trailing comments after the last document are not a document; a file of nothing but comments is.
-  if (current.explicit || hasContent(current, text.length) || chunks.length === 0) chunks.push(current);
+  if (current.explicit || holdsContent(text, current) || chunks.length === 0) chunks.push(current);
   return chunks;
 }
 
@@ -99,7 +101,7 @@ function parseChunk(text: string, chunk: Chunk, index: number): YamlDocument {
   const refuse = (line: number, reason: string) => ({ ...document, problem: { line, reason } });
   if (chunk.endMarkerLine !== undefined) return refuse(chunk.endMarkerLine, 'a `...` document end marker is not accepted');
   const source = text.slice(chunk.start, chunk.end);
-  if (!CONTENT.test(chunk.explicit ? source.slice(3) : source)) {
+  if (!holdsContent(text, chunk)) {
     return refuse(chunk.line, /^[ \t]*#/m.test(source) ? 'the document holds only comments' : 'the document is empty');
   }
   let value: unknown;
