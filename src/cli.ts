@@ -56,7 +56,7 @@ async function render(options: AgentOptions, log: Logger): Promise<number> {
     const ruleset = planRuleset(views, config);
     process.stdout.write(options.json ? `${JSON.stringify(rulesetJson(ruleset))}\n` : rulesetText(ruleset));
   }
-  return agent.rejected.size > 0 ? 1 : 0;
+  return agent.rejected.size > 0 || agent.skippedInputs > 0 ? 1 : 0;
 }
 
 /** Removes what kubenft (or kube-proxy) loaded in either mode, as kube-proxy --cleanup does. */
@@ -81,7 +81,7 @@ async function syncOnce(agent: Agent, options: AgentOptions): Promise<number> {
   const report = await agent.sync(true);
   process.stdout.write(`${JSON.stringify({ mode: options.proxyMode, services: report.services, endpoints: report.endpoints, syncMs: Math.round(report.ms * 100) / 100 })}\n`);
   await agent.stop();
-  return agent.rejected.size > 0 ? 1 : 0;
+  return agent.rejected.size > 0 || agent.skippedInputs > 0 ? 1 : 0;
 }
 
 /** client-node is large: it is loaded only when the API is the source, so manifest runs start fast. */

@@ -1,10 +1,13 @@
 // Bad input, object by object: each malformed or hostile object is rejected with one log line that
 // names it and says why, every valid object in the same input still works (asserted with packets),
-// and the process never crashes. A property test feeds random objects through the same path.
+// and the process never crashes. A property test feeds random objects, between broken YAML
+// documents, through the same path.
 import t from 'tap';
 import fc from 'fast-check';
+import { stringify } from 'yaml';
 import { createTopology, type Topology } from '../scripts/lib/topology.js';
 import { kubenft } from './lib/kubenft.js';
+import { HAZARDS } from './lib/broken-yaml.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';
 
 const POD = { name: 'good-pod', ipv4: '10.244.1.7' };
@@ -69,6 +72,13 @@ const CORPUS: [string, unknown, string, RegExp][] = [
   ['slice endpoints is a string', sliceWith('s10', { endpoints: '10.244.1.7' }), 'EndpointSlice default/s10', /must be a list/],
   ['slice hints forZones without names', sliceEndpoint('s11', { addresses: ['10.244.1.9'], hints: { forZones: [{}] } }), 'EndpointSlice default/s11', /forZones\[0\].name/],
   ['Endpoints with an invalid IP', { apiVersion: 'v1', kind: 'Endpoints', metadata: { name: 'legacy', namespace: 'default' }, subsets: [{ addresses: [{ ip: 'nope' }], ports: [{ port: 80 }] }] }, 'Endpoints default/legacy', /not an IP address/],
+  ['unspecified clusterIP', service('a8', '0.0.0.0', [{ port: 80 }]), 'Service default/a8', /clusterIPs\[0\] 0.0.0.0 is the unspecified address/],
+  ['externalIP on loopback', service('e8', '10.0.0.29', [{ port: 80 }], { externalIPs: ['127.0.0.1'] }), 'Service default/e8', /externalIPs\[0\] 127.0.0.1 is a loopback address/],
+  ['externalIP in the link-local multicast range', service('e9', '10.0.0.30', [{ port: 80 }], { externalIPs: ['ff02::1'] }), 'Service default/e9', /ff02::1 is a link-local multicast address/],
+  ['slice endpoint on the metadata address', sliceEndpoint('s12', { addresses: ['169.254.169.254'] }), 'EndpointSlice default/s12', /is a link-local address/],
+  ['slice endpoint with a loopback second address', sliceEndpoint('s13', { addresses: ['10.244.1.9', '127.0.0.1'] }), 'EndpointSlice default/s13', /addresses\[1\] 127.0.0.1 is a loopback address/],
+  ['slice endpoint with 101 addresses', sliceEndpoint('s14', { addresses: Array.from({ length: 101 }, (_, i) => `10.246.0.${i + 1}`) }), 'EndpointSlice default/s14', /101 addresses, more than the 100/],
+  ['Endpoints with a multicast address', { apiVersion: 'v1', kind: 'Endpoints', metadata: { name: 'legacy2', namespace: 'default' }, subsets: [{ addresses: [{ ip: '232.1.2.3' }], ports: [{ port: 80 }] }] }, 'Endpoints default/legacy2', /is a multicast address/],
   ['Node with an invalid address', { apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-a' }, status: { addresses: [{ type: 'InternalIP', address: '999.1.1.1' }] } }, 'Node default/node-a', /not an IP address/],
   ['Node with an invalid podCIDR', { apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-b' }, spec: { podCIDR: 'ten/8' } }, 'Node default/node-b', /not a CIDR/],
 ];
@@ -99,8 +109,8 @@ t.test(`${CORPUS.length} malformed objects: each named once with its reason; the
   t.same(report.counts, { 'good-pod': 5 }, 'the valid service answers');
 });
 
-t.test('random Services and EndpointSlices: rejected cleanly or accepted by the kernel', async (t) => {
-  const address = fc.oneof(fc.ipV4(), fc.ipV6(), fc.constantFrom('10.0.0.1', 'not-an-ip', '', '1.2.3.4/8'));
+t.test('random Services and EndpointSlices between broken documents: rejected cleanly or accepted by the kernel', async (t) => {
+  const address = fc.oneof(fc.ipV4(), fc.ipV6(), fc.constantFrom('10.0.0.1', 'not-an-ip', '', '1.2.3.4/8', '127.0.0.1', '0.0.0.0', '169.254.169.254', '224.0.0.1', '255.255.255.255', 'fe80::1'));
   const portNumber = fc.oneof(fc.integer({ min: -5, max: 70_000 }), fc.constantFrom('http', null));
   const name = fc.oneof(fc.stringMatching(/^[a-z][a-z0-9-]{0,10}[a-z0-9]$/), fc.string({ maxLength: 12 }));
   const randomService = fc.record({
@@ -113,15 +123,31 @@ t.test('random Services and EndpointSlices: rejected cleanly or accepted by the 
   const randomSlice = fc.record({
     service: name, addresses: fc.array(address, { maxLength: 4 }), port: portNumber, ready: fc.boolean(), family: fc.constantFrom<'IPv4' | 'IPv6'>('IPv4', 'IPv6'),
   }).map((spec) => slice(spec.service, [{ name: 'web', port: spec.port as number }], spec.addresses.map((ip) => ({ ip, ready: spec.ready, nodeName: 'node-1' })), { addressType: spec.family }));
+  // A document no reader may accept: one of each hazard, or random text (never a document marker).
+  const brokenDocument = fc.oneof(
+    fc.constantFrom(...HAZARDS.map(([, text]) => text)),
+    fc.string({ maxLength: 20 }).filter((text) => !/(^|\n)(---|\.\.\.)/.test(text)).map((text) => `${text}\n`),
+  );
+  const document = fc.oneof(
+    fc.oneof(randomService, randomSlice).map((object) => ({ text: stringify(object), broken: false })),
+    brokenDocument.map((text) => ({ text, broken: true })),
+  );
   const file = new ManifestFile();
   t.teardown(() => file.remove());
   await fc.assert(
-    fc.asyncProperty(fc.array(fc.oneof(randomService, randomSlice), { minLength: 1, maxLength: 12 }), async (objects) => {
-      file.write([...good, ...objects]);
+    fc.asyncProperty(fc.array(document, { minLength: 1, maxLength: 12 }), async (documents) => {
+      file.writeText([...good.map((object) => stringify(object)), ...documents.map(({ text }) => text)].join('---\n'));
       const result = await kubenft(topology, ['--manifests', file.path, '--once', '--hostname-override', 'node-1']);
       // 0: all loaded; 1: some objects skipped. Anything else (a crash, a kernel rejection) fails.
       if (result.code !== 0 && result.code !== 1) throw new Error(`exit ${result.code}: ${result.stderr}`);
       if (/kernel rejected/.test(result.stderr)) throw new Error(result.stderr);
+      const broken = documents.flatMap(({ broken }, index) => (broken ? [good.length + index + 1] : []));
+      if (broken.length > 0 && result.code !== 1) throw new Error(`broken documents ${broken.join(', ')} skipped with exit ${result.code}`);
+      for (const index of broken) {
+        if (!result.stderr.includes(`${file.path} document ${index} (line `)) throw new Error(`broken document ${index} not named: ${result.stderr}`);
+      }
+      // The valid objects around broken documents still load.
+      if (JSON.parse(result.stdout).services < 1) throw new Error(`the valid service was lost: ${result.stderr}`);
     }),
     { numRuns: 20, seed: 20261125 },
   );

@@ -67,6 +67,8 @@ export class Agent {
   private previousSync: Promise<unknown> = Promise.resolve();
   /** Objects the last reads rejected, by kind/namespace/name. */
   readonly rejected = new Map<string, ObjectError>();
+  /** Manifest documents, List items and files that could not be read at all, since the start. */
+  skippedInputs = 0;
   private needFullSync = true;
   private lastFullSyncAt = -Infinity;
   private lastConfig = '';
@@ -165,6 +167,11 @@ export class Agent {
         for (const resolve of this.syncedWaiters.splice(0)) resolve();
       },
       problem: (message: string) => this.log.warn(message),
+      skipped: (message: string) => {
+        this.skippedInputs++;
+        this.metrics.recordSkippedInput();
+        this.log.error(`skipped ${message}`);
+      },
     };
   }
 

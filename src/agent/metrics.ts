@@ -64,6 +64,7 @@ export class ProxyMetrics {
   private readonly kernelSeconds: Histogram;
   private readonly driftRepairs: Counter;
   private readonly stateDataplaneFailures: Counter<'dataplane'>;
+  private readonly skippedInputs: Counter;
   private readonly servicesSize: Gauge;
   private readonly endpointsSize: Gauge;
 
@@ -157,6 +158,11 @@ export class ProxyMetrics {
       labelNames: ['dataplane'],
       registers,
     });
+    this.skippedInputs = new Counter({
+      name: `${OWN_PREFIX}_manifest_skipped_total`,
+      help: 'Cumulative manifest documents, List items and files skipped because they could not be read or parsed',
+      registers,
+    });
     this.servicesSize = new Gauge({
       name: `${OWN_PREFIX}_sync_proxy_rules_services`,
       help: 'Number of services programmed by the last successful sync',
@@ -229,6 +235,11 @@ export class ProxyMetrics {
 
   recordDriftRepair(): void {
     this.driftRepairs.inc();
+  }
+
+  /** A manifest document, List item or file that could not be read or parsed. */
+  recordSkippedInput(): void {
+    this.skippedInputs.inc();
   }
 
   recordStateDataplaneFailure(dataplane: string): void {

@@ -161,8 +161,11 @@ export class NftablesBackend {
 
   /** Removes everything kubenft loaded in this network namespace. */
   async cleanup(): Promise<void> {
-    const transaction = this.newTransaction();
-    NftablesBackend.deleteTables(transaction, await this.loadedTables());
+    const loaded = await this.loadedTables();
+    if (loaded.length === 0) return;
+    // Without the generation mark, whose create-if-missing would leave an empty kubenft table behind.
+    const transaction = new NftTransaction(this.addon.attributes);
+    NftablesBackend.deleteTables(transaction, loaded);
     await this.commit(transaction, performance.now());
   }
 

@@ -31,6 +31,8 @@ export interface SourceHandler {
   synced(): void;
   /** Watch errors, expiries and restarts, for the log. */
   problem(message: string): void;
+  /** Input that could not be read at all (a manifest document, List item or file), named with why. */
+  skipped?(message: string): void;
 }
 
 export interface KubernetesSourceOptions {

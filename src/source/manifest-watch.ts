@@ -1,17 +1,25 @@
 import { type FSWatcher, statSync, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { KubeObject } from '../state/cluster-state.js';
-import { readManifests } from './manifests.js';
+import { describeProblem, readManifests } from './manifests.js';
 import type { SourceHandler } from './kubernetes.js';
 
 // Manifests as a source like the API server: every (re)read is diffed against the previous one
 // and turned into apply/delete calls, so the agent's change tracking and partial syncs work the
-// same whichever source feeds it.
+// same whichever source feeds it. A file that could not be read whole (a broken edit, or one
+// caught half-written) keeps the objects it held at its last good read, as the API server keeps
+// the last valid version of an object: only a file that reads cleanly can delete what it held.
 
 const objectKey = (object: KubeObject) => `${object.kind}/${object.metadata?.namespace ?? ''}/${object.metadata?.name ?? ''}`;
 
+interface Known {
+  object: KubeObject;
+  text: string;
+  file: string;
+}
+
 export class ManifestSource {
-  private known = new Map<string, { object: KubeObject; text: string }>();
+  private known = new Map<string, Known>();
   private watcher: FSWatcher | undefined;
   private timer: NodeJS.Timeout | undefined;
   private reading = Promise.resolve();
@@ -52,14 +60,27 @@ export class ManifestSource {
     try {
       manifests = await readManifests(this.path, this.kinds);
     } catch (error) {
-      this.handler.problem(`reading ${this.path}: ${(error as Error).message}`);
+      this.skipped(`${this.path}: ${(error as Error).message}`);
       return;
     }
-    for (const problem of manifests.problems) this.handler.problem(`skipped part of ${problem.file}: ${problem.reason}`);
-    const next = new Map<string, { object: KubeObject; text: string }>();
-    for (const object of manifests.objects) next.set(objectKey(object), { object, text: JSON.stringify(object) });
-    for (const [key, entry] of this.known) if (!next.has(key)) this.handler.delete(entry.object);
+    const broken = new Set<string>();
+    for (const problem of manifests.problems) {
+      broken.add(problem.file);
+      this.skipped(describeProblem(problem));
+    }
+    const next = new Map<string, Known>();
+    for (const { object, file } of manifests.objects) next.set(objectKey(object), { object, file, text: JSON.stringify(object) });
+    for (const [key, entry] of this.known) {
+      if (next.has(key)) continue;
+      if (broken.has(entry.file)) next.set(key, entry);
+      else this.handler.delete(entry.object);
+    }
     for (const [key, entry] of next) if (this.known.get(key)?.text !== entry.text) this.handler.apply(entry.object);
     this.known = next;
+  }
+
+  private skipped(message: string): void {
+    if (this.handler.skipped) this.handler.skipped(message);
+    else this.handler.problem(`skipped ${message}`);
   }
 }

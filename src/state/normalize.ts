@@ -22,6 +22,64 @@ export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 const NONE = Object.freeze([]) as unknown as never[];
 const held = <T>(list: T[]): T[] => (list.length === 0 ? NONE : list.slice());
 
+/** The special addresses, as Go's net.IP predicates (IsUnspecified, IsLoopback, …) that the API server uses define them. */
+type SpecialAddress = 'unspecified' | 'loopback' | 'link-local' | 'link-local multicast' | 'multicast' | 'broadcast';
+const SPECIAL_ADDRESS_NAMES: Record<SpecialAddress, string> = {
+  unspecified: 'the unspecified address',
+  loopback: 'a loopback address',
+  'link-local': 'a link-local address',
+  'link-local multicast': 'a link-local multicast address',
+  multicast: 'a multicast address',
+  broadcast: 'the broadcast address',
+};
+
+/** `text` is a valid IPv4 address (no leading zeros: node:net's isIP refuses them). */
+function specialIPv4(text: string): SpecialAddress | undefined {
+  const first = parseInt(text, 10);
+  // Most addresses are none of these: decided on the first octet, without splitting the text.
+  if (first !== 0 && first !== 127 && first !== 169 && first < 224) return undefined;
+  const [, second, third, fourth] = text.split('.').map(Number);
+  if (first === 0 && second === 0 && third === 0 && fourth === 0) return 'unspecified';
+  if (first === 127) return 'loopback';
+  if (first === 169 && second === 254) return 'link-local';
+  if (first === 224 && second === 0 && third === 0) return 'link-local multicast';
+  if (first >= 224 && first <= 239) return 'multicast';
+  if (first === 255 && second === 255 && third === 255 && fourth === 255) return 'broadcast';
+  return undefined;
+}
+
+function specialIPv6(bytes: number[]): SpecialAddress | undefined {
+  if (bytes.every((byte) => byte === 0)) return 'unspecified';
+  if (bytes[15] === 1 && bytes.slice(0, 15).every((byte) => byte === 0)) return 'loopback';
+  if (bytes[0] === 0xfe && (bytes[1] & 0xc0) === 0x80) return 'link-local';
+  // ffX2::/16 whatever the flags X, as Go's IsLinkLocalMulticast.
+  if (bytes[0] === 0xff && (bytes[1] & 0x0f) === 0x02) return 'link-local multicast';
+  if (bytes[0] === 0xff) return 'multicast';
+  return undefined;
+}
+
+// Objects read from manifests have no API server in front of them, so each address field refuses
+// the special addresses the API server refuses there (kubernetes/kubernetes, pkg/apis):
+const NO_SPECIAL_ADDRESS: ReadonlySet<SpecialAddress> = new Set();
+/**
+ * EndpointSlice (and Endpoints) addresses: discovery/validation validateEndpoints and
+ * core/validation validateEndpointAddress refuse, through ValidateEndpointIP / ValidateNonSpecialIP,
+ * unspecified, loopback, link-local and link-local multicast addresses. Multicast and broadcast
+ * addresses too here: no pod can have one (upstream lets global multicast through, which its own
+ * comment on ValidateEndpointIP calls probably a bug), and a DNAT to one cannot reach a pod.
+ */
+const ENDPOINT_REFUSED: ReadonlySet<SpecialAddress> = new Set(['unspecified', 'loopback', 'link-local', 'link-local multicast', 'multicast', 'broadcast']);
+/** spec.externalIPs: core/validation ValidateService, IsValidIP then ValidateNonSpecialIP. */
+const EXTERNAL_IP_REFUSED: ReadonlySet<SpecialAddress> = new Set(['unspecified', 'loopback', 'link-local', 'link-local multicast']);
+/**
+ * spec.clusterIPs: ValidateServiceClusterIPsRelatedFields checks only the syntax (IsValidIP), but
+ * the allocator (registry/core/service/ipallocator) never hands out a range's network address nor
+ * an IPv4 range's broadcast address, so no cluster IP is ever the unspecified or broadcast address.
+ */
+const CLUSTER_IP_REFUSED: ReadonlySet<SpecialAddress> = new Set(['unspecified', 'broadcast']);
+/** discovery/validation: maxAddresses. */
+const MAX_ENDPOINT_ADDRESSES = 100;
+
 class Reader {
   constructor(readonly fail: (reason: string) => never) {}
 
@@ -62,16 +120,25 @@ class Reader {
     return value as Protocol;
   }
 
-  address(value: unknown, path: string, family?: IPFamily): string {
+  /** A valid IP address (of `family`, when given) that is none of the `refused` special addresses. */
+  address(value: unknown, path: string, family?: IPFamily, refused: ReadonlySet<SpecialAddress> = NO_SPECIAL_ADDRESS): string {
     const text = this.string(value, path);
     const version = isIP(text);
     if (version === 0) this.fail(`${path} ${JSON.stringify(text)} is not an IP address`);
     if (family !== undefined && version !== family) this.fail(`${path} ${text} is not an IPv${family} address`);
-    if (version === 4) return text;
+    if (version === 4) {
+      if (refused.size > 0) this.refuseSpecial(path, text, specialIPv4(text), refused);
+      return text;
+    }
     const parsed = ipaddr.IPv6.parse(text);
     if (parsed.isIPv4MappedAddress()) this.fail(`${path} ${text} is an IPv4-mapped IPv6 address`);
+    if (refused.size > 0) this.refuseSpecial(path, text, specialIPv6(parsed.toByteArray()), refused);
     // One spelling per address, so that the same endpoint written two ways is one endpoint.
     return parsed.toString();
+  }
+
+  private refuseSpecial(path: string, text: string, special: SpecialAddress | undefined, refused: ReadonlySet<SpecialAddress>): void {
+    if (special !== undefined && refused.has(special)) this.fail(`${path} ${text} is ${SPECIAL_ADDRESS_NAMES[special]}`);
   }
 
   cidr(value: unknown, path: string): string {
@@ -147,7 +214,7 @@ export function normalizeService(raw: unknown): ServiceInfo | undefined {
   const headless = primary === 'None';
   const listed = read.list(spec.clusterIPs, 'spec.clusterIPs');
   const clusterIPsRaw = headless ? [] : listed.length > 0 ? listed : primary === undefined || primary === null || primary === '' ? [] : [primary];
-  const clusterIPs = held(clusterIPsRaw.map((ip, index) => read.address(ip, `spec.clusterIPs[${index}]`)));
+  const clusterIPs = held(clusterIPsRaw.map((ip, index) => read.address(ip, `spec.clusterIPs[${index}]`, undefined, CLUSTER_IP_REFUSED)));
   if (primary && !headless && clusterIPs.length > 0 && read.address(primary, 'spec.clusterIP') !== clusterIPs[0]) {
     read.fail(`spec.clusterIP ${String(primary)} differs from spec.clusterIPs[0]`);
   }
@@ -180,6 +247,7 @@ export function normalizeService(raw: unknown): ServiceInfo | undefined {
   const loadBalancer = read.optionalObject(status.loadBalancer, 'status.loadBalancer');
   const loadBalancerIPs = held(read.list(loadBalancer.ingress, 'status.loadBalancer.ingress').flatMap((entry, index) => {
     const ingress = read.object(entry, `status.loadBalancer.ingress[${index}]`);
+    // No special address is refused here: ValidateLoadBalancerStatus checks only the syntax (IsValidIP).
     return ingress.ip === undefined ? [] : [read.address(ingress.ip, `status.loadBalancer.ingress[${index}].ip`)];
   }));
   const affinity = spec.sessionAffinity === 'ClientIP';
@@ -195,7 +263,7 @@ export function normalizeService(raw: unknown): ServiceInfo | undefined {
     type: type as ServiceInfo['type'],
     clusterIPs,
     ports,
-    externalIPs: held(read.list(spec.externalIPs, 'spec.externalIPs').map((ip, index) => read.address(ip, `spec.externalIPs[${index}]`))),
+    externalIPs: held(read.list(spec.externalIPs, 'spec.externalIPs').map((ip, index) => read.address(ip, `spec.externalIPs[${index}]`, undefined, EXTERNAL_IP_REFUSED))),
     loadBalancerIPs,
     loadBalancerSourceRanges: held(read.list(spec.loadBalancerSourceRanges, 'spec.loadBalancerSourceRanges')
       .map((cidr, index) => read.cidr(String(cidr).trim(), `spec.loadBalancerSourceRanges[${index}]`))),
@@ -235,13 +303,16 @@ export function normalizeEndpointSlice(raw: unknown): EndpointSliceInfo | undefi
     const endpoint = read.object(entry, path);
     const addresses = read.list(endpoint.addresses, `${path}.addresses`);
     if (addresses.length === 0) read.fail(`${path}.addresses is empty`);
+    if (addresses.length > MAX_ENDPOINT_ADDRESSES) read.fail(`${path}.addresses holds ${addresses.length} addresses, more than the ${MAX_ENDPOINT_ADDRESSES} an endpoint may`);
+    // Only the first address is used (as upstream's proxy does), but any invalid one refuses the slice, as the API server would.
+    for (let index = 1; index < addresses.length; index++) read.address(addresses[index], `${path}.addresses[${index}]`, family, ENDPOINT_REFUSED);
     const conditions = read.optionalObject(endpoint.conditions, `${path}.conditions`);
     const ready = read.boolean(conditions.ready, `${path}.conditions.ready`, true);
     const hints = read.optionalObject(endpoint.hints, `${path}.hints`);
     const hintNames = (list: unknown, field: string) =>
       list === undefined ? undefined : held(read.list(list, `${path}.hints.${field}`).map((hint, i) => read.string(read.object(hint, `${path}.hints.${field}[${i}]`).name, `${path}.hints.${field}[${i}].name`)));
     const normalized: EndpointInfo = {
-      address: read.address(addresses[0], `${path}.addresses[0]`, family),
+      address: read.address(addresses[0], `${path}.addresses[0]`, family, ENDPOINT_REFUSED),
       ready,
       serving: read.boolean(conditions.serving, `${path}.conditions.serving`, ready),
       terminating: read.boolean(conditions.terminating, `${path}.conditions.terminating`, false),
@@ -297,7 +368,7 @@ export function endpointsToSlices(raw: unknown): unknown[] {
       const family = addressType === 'IPv6' ? 6 : 4;
       const endpoints = addresses.flatMap(({ address, ready }, index) => {
         const entryObject = read.object(address, `subsets[${subsetIndex}].addresses[${index}]`);
-        const ip = read.address(entryObject.ip, `subsets[${subsetIndex}].addresses[${index}].ip`);
+        const ip = read.address(entryObject.ip, `subsets[${subsetIndex}].addresses[${index}].ip`, undefined, ENDPOINT_REFUSED);
         return familyOf(ip) === family ? [{ addresses: [ip], conditions: { ready }, nodeName: entryObject.nodeName }] : [];
       });
       if (endpoints.length === 0) return [];

@@ -73,7 +73,12 @@ export class ManifestFile {
   }
 
   write(objects: unknown[]): void {
-    writeFileSync(this.path, objects.map((object) => stringify(object)).join('---\n'));
+    this.writeText(objects.map((object) => stringify(object)).join('---\n'));
+  }
+
+  /** Replaces the content with `text` as it is (documents a test wrote itself, broken ones too). */
+  writeText(text: string): void {
+    writeFileSync(this.path, text);
   }
 
   /** Writes another file next to the manifests (removed with them) and returns its path. */
