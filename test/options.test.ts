@@ -375,7 +375,7 @@ const FLAG_REJECTIONS: [string[], RegExp][] = [
   [['--feature-gates=A'], /--feature-gates "A": is not NAME=true or NAME=false/],
   [['--feature-gates=A=maybe'], /--feature-gates "A=maybe": is not NAME=true or NAME=false/],
   [['-v=-1'], /-v -1: must be an integer from 0/],
-  [['--json'], /--json applies to render only/],
+  [['--json'], /--json applies to render, services and explain only/],
   [['render', '--once'], /--once does not apply to render/],
   [['--bind-address-hard-fail'], /flag --bind-address-hard-fail "true" is not supported by kubenft/],
   [['--profiling'], /flag --profiling "true" is not supported by kubenft: kubenft has no \/debug\/pprof/],
