@@ -133,12 +133,15 @@ export function summarize(tables: LoadedTable[], environment: Environment, index
       const summary = entry(family, affinity[1], affinity[2], Number(affinity[3]));
       summary.affinity = { timeoutSeconds: Math.round((set.timeout ?? 0) / 1000), clients: (summary.affinity?.clients ?? 0) + set.elements.length };
     }
+    const clusterIPSet = setOf(SHARED_SETS.clusterIPs);
+    const clusterIPs = new Set(clusterIPSet?.elements.map((element) => String(decodeValue(clusterIPSet.keyType, element.key)[0])));
     for (const element of setOf(SHARED_SETS.noEndpointServices)?.elements ?? []) {
       const [address, protocol, port] = decodeValue(setOf(SHARED_SETS.noEndpointServices)!.keyType, element.key);
       const service = index.get(`${family} ${address} ${protocol} ${port}`);
       const summary = entry(family, service, String(protocol), Number(port), String(address));
       summary.noEndpoints.push({ key: `${address}:${port}`, verdict: verdictName(element.verdict! | 0, element.chain) });
-      if (!service) summary.clusterIP = String(address);
+      if (clusterIPs.has(String(address))) summary.clusterIP = String(address);
+      else if (!summary.externalAddresses.includes(String(address))) summary.externalAddresses.push(String(address));
     }
     for (const element of setOf(SHARED_SETS.noEndpointNodePorts)?.elements ?? []) {
       const [protocol, nodePort] = decodeValue(setOf(SHARED_SETS.noEndpointNodePorts)!.keyType, element.key);

@@ -4,7 +4,7 @@ import type { NftablesBackend } from '../backend/nftables.js';
 import { writeTable } from '../backend/nftables.js';
 import type { Dump, DumpedExpression, NativeAttributes } from '../backend/native.js';
 import { NftTransaction } from '../backend/nft-transaction.js';
-import { NFPROTO, NFT_SET } from '../backend/uapi.js';
+import { NFPROTO, NFT_REG32_00, NFT_REG_1, NFT_SET } from '../backend/uapi.js';
 import { OBJECT_KIND } from '../backend/wire.js';
 import { allTableNames } from '../plan/planner.js';
 import type { Ruleset, TableFamily } from '../plan/ruleset.js';
@@ -65,9 +65,14 @@ export const ruleTextKey = (family: TableFamily, table: string, handle: number) 
 
 // ---- the planner's tables, through the addon's wire format ----------------------------------------
 
-/** Attributes that hold names (NUL-terminated) or raw data; every other attribute is a number. */
-const STRING_ATTRIBUTES = new Set(['name', 'table', 'chain', 'set', 'setName', 'type']);
-const DATA_ATTRIBUTES = new Set(['data', 'mask', 'xor', 'fromData', 'toData', 'key', 'keyEnd', 'userdata']);
+/** Attributes that hold names (NUL-terminated) or raw data, by kind; every other attribute is a number. */
+const STRING_ATTRIBUTES = {
+  object: new Set(['name', 'table', 'chain', 'type']), elem: new Set(['chain']), expr: new Set(['chain', 'set', 'setName']),
+};
+const DATA_ATTRIBUTES = {
+  object: new Set(['userdata']), elem: new Set(['key', 'keyEnd', 'data', 'userdata']), expr: new Set(['data', 'mask', 'xor', 'fromData', 'toData']),
+};
+type AttributeKind = keyof typeof STRING_ATTRIBUTES;
 
 class WireReader {
   private offset = 0;
@@ -90,14 +95,14 @@ class WireReader {
   }
 
   /** A counted attribute list, named through `names` (id → name). */
-  attributes(names: Map<number, string>, numericType?: (name: string) => boolean): Record<string, number | string | Buffer> {
+  attributes(names: Map<number, string>, kind: AttributeKind = 'object'): Record<string, number | string | Buffer> {
     const attrs: Record<string, number | string | Buffer> = {};
     for (let count = this.u32(); count > 0; count--) {
       const id = this.u16();
       const value = this.bytes(this.u16());
       const name = names.get(id) ?? `attr${id}`;
-      if (STRING_ATTRIBUTES.has(name) && !numericType?.(name)) attrs[name] = value.subarray(0, value.length - 1).toString('latin1');
-      else if (DATA_ATTRIBUTES.has(name)) attrs[name] = Buffer.from(value);
+      if (STRING_ATTRIBUTES[kind].has(name)) attrs[name] = value.subarray(0, value.length - 1).toString('latin1');
+      else if (DATA_ATTRIBUTES[kind].has(name)) attrs[name] = Buffer.from(value);
       else if (value.length === 1) attrs[name] = value[0];
       else if (value.length === 8) attrs[name] = Number(value.readBigUInt64LE());
       else attrs[name] = value.readUInt32LE();
@@ -148,7 +153,7 @@ export function plannedTables(ruleset: Ruleset, attributes: NativeAttributes): L
       const attrs = reader.attributes(names.set);
       const set = tableOf(family, attrs.table as string).sets.find((candidate) => candidate.name === attrs.name)!;
       for (let count = reader.u32(); count > 0; count--) {
-        const element = reader.attributes(names.elem);
+        const element = reader.attributes(names.elem, 'elem');
         set.elements.push({
           key: element.key as Buffer, data: element.data as Buffer | undefined,
           verdict: element.verdict === undefined ? undefined : (element.verdict as number) | 0, chain: element.chain as string | undefined,
@@ -159,8 +164,7 @@ export function plannedTables(ruleset: Ruleset, attributes: NativeAttributes): L
       const expressions: DumpedExpression[] = [];
       for (let count = reader.u32(); count > 0; count--) {
         const name = reader.bytes(reader.u8()).toString('latin1');
-        // nat and numgen have a numeric attribute called "type"
-        expressions.push({ name, attrs: reader.attributes(exprNames.get(name) ?? new Map(), (attr) => attr === 'type') });
+        expressions.push({ name, attrs: reader.attributes(exprNames.get(name) ?? new Map(), 'expr') });
       }
       tableOf(family, attrs.table as string).rules.push({ chain: attrs.chain as string, handle: 0, exprs: expressions.map((e) => e.name), expressions, text: '' });
     }
@@ -170,11 +174,21 @@ export function plannedTables(ruleset: Ruleset, attributes: NativeAttributes): L
 
 // ---- comparing two sets of tables ------------------------------------------------------------------
 
-/** A rule as its expressions, zero-valued numbers left out (the kernel reports defaults the planner leaves unset). */
+/**
+ * A 32-bit register at the start of a 128-bit one, as the kernel reports it (nft_dump_register):
+ * NFT_REG32_00 + 4k is NFT_REG_1 + k.
+ */
+const canonicalRegister = (name: string, value: number) =>
+  /reg/i.test(name) && value >= NFT_REG32_00 && (value - NFT_REG32_00) % 4 === 0 ? NFT_REG_1 + (value - NFT_REG32_00) / 4 : value;
+
+/**
+ * A rule as its expressions, without the defaults the kernel reports and the planner leaves unset:
+ * zero-valued numbers, and a range's maximum register when it is its minimum's (nft_nat_init).
+ */
 const ruleSignature = (rule: LoadedTable['rules'][number]) =>
   JSON.stringify(rule.expressions.map((expression) => [expression.name, Object.entries(expression.attrs)
-    .filter(([, value]) => value !== 0)
-    .map(([name, value]) => [name, Buffer.isBuffer(value) ? value.toString('hex') : value])
+    .filter(([name, value]) => value !== 0 && !(name.endsWith('Max') && expression.attrs[name.replace(/Max$/, 'Min')] === value))
+    .map(([name, value]) => [name, Buffer.isBuffer(value) ? value.toString('hex') : typeof value === 'number' ? canonicalRegister(name, value) : value])
     .sort(([a], [b]) => String(a).localeCompare(String(b)))]));
 
 /**
