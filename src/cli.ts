@@ -80,14 +80,14 @@ async function plannedState(options: AgentOptions, log: Logger): Promise<Planned
 /** services and explain: what the kernel holds, read back; they change nothing. */
 async function inspect(options: AgentOptions, log: Logger): Promise<number> {
   const print = (report: object, text: string) => process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : text);
-  const tableName = DEFAULT_PROXY_CONFIG.tableName;
+  const target = { mode: options.proxyMode, tableName: DEFAULT_PROXY_CONFIG.tableName, iptablesBackend: options.iptablesBackend };
   if (options.command === 'services') {
-    const report = await servicesReport(tableName, options.inspect.service, await plannedState(options, log));
+    const report = await servicesReport(target, options.inspect.service, await plannedState(options, log));
     print(report, servicesText(report));
     return 0;
   }
   const { from, to, protocol, via } = options.inspect;
-  const report = await explainReport(tableName, { from: from!, to: to!, protocol, via });
+  const report = await explainReport(target, { from: from!, to: to!, protocol, via });
   print(report, explainText(report));
   return 0;
 }

@@ -4,7 +4,10 @@ import ipaddr from 'ipaddr.js';
 import type { ProxyConfig } from '../config.js';
 import { NftablesBackend } from '../backend/nftables.js';
 import { native } from '../backend/native.js';
+import { IptablesBackend } from '../backend/iptables.js';
+import { type IptablesFamily, iptablesRestoreInput, planIptables } from '../plan/iptables.js';
 import { planRuleset } from '../plan/planner.js';
+import { IptablesEvaluator, type IptablesRuleset, parseIptables, summarizeIptables } from './iptables.js';
 import type { ServicePortView } from '../state/service-ports.js';
 import { servicePortName } from '../state/service-ports.js';
 import { type Environment, EvaluationError, Evaluator, type Outcome, type Probe, type Protocol, type Step, type Via } from './evaluate.js';
@@ -31,9 +34,11 @@ export function localAddresses(): Set<string> {
   return addresses;
 }
 
-export function environmentOf(texts: Map<string, string>, local = localAddresses()): Environment {
+const isLocal = (local = localAddresses()) => (address: string) => local.has(address) || (isIP(address) === 4 && address.startsWith('127.'));
+
+export function environmentOf(texts: Map<string, string>): Environment {
   return {
-    isLocalAddress: (address) => local.has(address) || (isIP(address) === 4 && address.startsWith('127.')),
+    isLocalAddress: isLocal(),
     ruleText: (table, rule) => texts.get(ruleTextKey(table.family, table.table.name, rule.handle)) ?? rule.text.trim(),
   };
 }
@@ -55,17 +60,40 @@ export interface ServicesReport {
 const stateOf = (endpoint: ServicePortView['endpoints'][number]) =>
   `${endpoint.address}:${endpoint.port} ${endpoint.ready ? 'ready' : endpoint.serving ? (endpoint.terminating ? 'serving, terminating' : 'serving') : endpoint.terminating ? 'terminating' : 'not ready'}${endpoint.nodeName ? ` on ${endpoint.nodeName}` : ''}`;
 
-export async function servicesReport(tableName: string, filter: string | undefined, planned: PlannedState | undefined): Promise<ServicesReport> {
-  const { tables, environment } = await loadedRuleset(tableName);
+/** Which dataplane to read: nftables (kubenft's tables) or iptables (iptables-save of both families). */
+export interface InspectTarget {
+  mode: 'nftables' | 'iptables';
+  tableName: string;
+  iptablesBackend: 'auto' | 'legacy' | 'nft';
+}
+
+async function loadedIptables(target: InspectTarget, family: IptablesFamily): Promise<IptablesRuleset> {
+  return parseIptables(await new IptablesBackend({ backend: target.iptablesBackend }).save(family));
+}
+
+/** What is loaded, and what the plan would load, as service port summaries (and table differences for nftables). */
+async function summaries(target: InspectTarget, planned: PlannedState | undefined): Promise<{ have: ServicePortSummary[]; want?: ServicePortSummary[]; ruleset?: string[] }> {
+  if (target.mode === 'iptables') {
+    const local = isLocal();
+    const read = (ruleset: IptablesRuleset, family: IptablesFamily) => summarizeIptables(ruleset, family === 6, new IptablesEvaluator(ruleset, local));
+    const have: ServicePortSummary[] = [];
+    const want: ServicePortSummary[] = [];
+    for (const family of [4, 6] as const) {
+      have.push(...read(await loadedIptables(target, family), family));
+      if (planned) want.push(...read(parseIptables(iptablesRestoreInput(planIptables(planned.views, planned.config, family))), family));
+    }
+    return { have, want: planned ? want : undefined };
+  }
+  const { tables, environment } = await loadedRuleset(target.tableName);
   const index = serviceIndex(planned?.views ?? []);
   const have = summarize(tables, environment, index);
-  let want: ServicePortSummary[] | undefined;
-  let ruleset: string[] | undefined;
-  if (planned) {
-    const plannedRuleset = plannedTables(planRuleset(planned.views, planned.config), native().attributes);
-    want = summarize(plannedRuleset, environment, index);
-    ruleset = tableDifferences(tables, plannedRuleset, describeElement);
-  }
+  if (!planned) return { have };
+  const plannedRuleset = plannedTables(planRuleset(planned.views, planned.config), native().attributes);
+  return { have, want: summarize(plannedRuleset, environment, index), ruleset: tableDifferences(tables, plannedRuleset, describeElement) };
+}
+
+export async function servicesReport(target: InspectTarget, filter: string | undefined, planned: PlannedState | undefined): Promise<ServicesReport> {
+  const { have, want, ruleset } = await summaries(target, planned);
   const keys = [...new Set([...have, ...(want ?? [])].map((summary) => summaryKey(summary, summary.clusterIP)))].sort();
   const services: ServicesReport['services'] = [];
   for (const key of keys) {
@@ -137,22 +165,28 @@ function reasonOf(outcome: Outcome): string | undefined {
   if (outcome.fate === 'accept') return undefined;
   const last = outcome.steps[outcome.steps.length - 1];
   if (!last) return undefined;
-  if (last.element?.includes(' : ') && /no-endpoint/.test(last.text)) return 'the service has no usable endpoints';
-  if (last.chain.startsWith('firewall/')) return 'source not in the service\'s loadBalancerSourceRanges';
-  if (last.chain.startsWith('external/')) return 'externalTrafficPolicy Local and no endpoint on this node';
+  if ((last.element?.includes(' : ') && /no-endpoint/.test(last.text)) || / has no endpoints"/.test(last.text)) return 'the service has no usable endpoints';
+  if (last.chain.startsWith('firewall/') || last.chain === 'KUBE-PROXY-FIREWALL') return 'source not in the service\'s loadBalancerSourceRanges';
+  if (last.chain.startsWith('external/') || last.chain.startsWith('KUBE-EXT-')) return 'externalTrafficPolicy Local and no endpoint on this node';
   if (last.chain === 'cluster-ips-check') return last.text.includes('@cluster-ips') ? 'a ClusterIP, on a port no service defines' : 'an address of the service CIDR that no service holds';
   return undefined;
 }
 
-export async function explainReport(tableName: string, request: ExplainRequest, tables?: LoadedTable[], environment?: Environment): Promise<ExplainReport> {
+/** `loaded`: the nftables tables read once for many requests (the semantics harness). */
+export async function explainReport(target: InspectTarget, request: ExplainRequest, loaded?: { tables: LoadedTable[]; environment: Environment }): Promise<ExplainReport> {
   const source = parseEndpoint(request.from, '--from', false);
-  const target = parseEndpoint(request.to, '--to', true);
-  if (isIP(source.address) !== isIP(target.address)) throw new InspectError(`--from ${request.from} and --to ${request.to} are of different address families`);
-  if (!tables || !environment) ({ tables, environment } = await loadedRuleset(tableName));
-  const family = isIP(target.address) === 4 ? 'ip' : 'ip6';
-  const probe: Probe = { family, protocol: request.protocol, saddr: source.address, sport: source.port ?? 40000, daddr: target.address, dport: target.port! };
+  const destination = parseEndpoint(request.to, '--to', true);
+  if (isIP(source.address) !== isIP(destination.address)) throw new InspectError(`--from ${request.from} and --to ${request.to} are of different address families`);
+  const family = isIP(destination.address) === 4 ? 'ip' : 'ip6';
+  const probe: Probe = { family, protocol: request.protocol, saddr: source.address, sport: source.port ?? 40000, daddr: destination.address, dport: destination.port! };
   try {
-    const outcomes = new Evaluator(tables, family, environment).explain(probe, request.via);
+    let outcomes: Outcome[];
+    if (target.mode === 'iptables') {
+      outcomes = new IptablesEvaluator(await loadedIptables(target, family === 'ip' ? 4 : 6), isLocal()).explain(probe, request.via);
+    } else {
+      const { tables, environment } = loaded ?? (await loadedRuleset(target.tableName));
+      outcomes = new Evaluator(tables, family, environment).explain(probe, request.via);
+    }
     return { probe: { ...probe, via: request.via }, outcomes: outcomes.map((outcome) => ({ ...outcome, reason: reasonOf(outcome) })) };
   } catch (error) {
     if (error instanceof EvaluationError) throw new InspectError(`cannot explain: ${error.message}`);

@@ -71,7 +71,7 @@ interface Probed {
 export class Semantics {
   readonly manifests = new ManifestFile();
   private loaded: Mode | undefined;
-  /** While a behaviour runs in nftables mode: its probes, for checkExplain. */
+  /** While a behaviour runs: its probes, for checkExplain. */
   private probed: Probed[] | undefined;
 
   private constructor(readonly topology: Topology) {}
@@ -166,14 +166,14 @@ export class Semantics {
    * (an endpoint's answer, a refusal, silence) must be one explain gives, and every outcome explain
    * gives often enough to be seen (6 expected hits or more) must have been seen.
    */
-  async checkExplain(t: Test, probed: Probed[]): Promise<void> {
+  async checkExplain(t: Test, mode: Mode, probed: Probed[]): Promise<void> {
     if (probed.length === 0) return;
     const requests = probed.map(({ from, target }) => {
       const ipv6 = target.address.includes(':');
       return { from: this.sourceOf(from, ipv6), to: ipv6 ? `[${target.address}]:${target.port}` : `${target.address}:${target.port}`, protocol: target.protocol ?? 'tcp', via: from === 'node' ? 'output' : 'prerouting' };
     });
     const program = join(projectRoot(), 'test/fixtures/explain-probes.mjs');
-    const result = await this.topology.exec(this.topology.node, [process.execPath, program], { input: JSON.stringify(requests) });
+    const result = await this.topology.exec(this.topology.node, [process.execPath, program], { input: JSON.stringify({ mode, requests }) });
     t.equal(result.code, 0, `explain ran: ${result.stderr}`);
     if (result.code !== 0) return;
     const reports = JSON.parse(result.stdout) as { outcomes: { probability: number; fate: string; delivery?: string; dnat?: { address: string } }[] }[];
@@ -257,10 +257,10 @@ export async function behaviour(t: Test, semantics: Semantics, spec: Behaviour, 
     }
     await t.test(`${spec.name} (${mode})`, async (t) => {
       await semantics.load(mode, spec.objects, spec.flags);
-      const probed = semantics.recordProbes(mode === 'nftables');
+      const probed = semantics.recordProbes(true);
       await body(t, mode);
       semantics.recordProbes(false);
-      await semantics.checkExplain(t, probed);
+      await semantics.checkExplain(t, mode, probed);
     });
   }
 }
