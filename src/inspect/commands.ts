@@ -207,7 +207,7 @@ export function explainText(report: ExplainReport): string {
   for (const step of outcomes[0]?.steps.slice(0, common) ?? []) lines.push(`  ${stepText(step)}`);
   for (const outcome of outcomes) {
     const what = [outcome.fate, outcome.dnat ? `dnat to ${outcome.dnat.address.includes(':') ? `[${outcome.dnat.address}]` : outcome.dnat.address}:${outcome.dnat.port}` : undefined,
-      outcome.masquerade ? 'masquerade' : undefined, outcome.delivery ? `delivered ${outcome.delivery === 'local' ? 'to this node' : 'forwarded'}` : undefined].filter(Boolean).join(', ');
+      outcome.masquerade ? 'masquerade' : undefined, outcome.delivery === 'local' ? 'delivered to this node' : outcome.delivery].filter(Boolean).join(', ');
     lines.push(`${percent(outcome.probability).padStart(8)}  ${what}${outcome.reason ? `: ${outcome.reason}` : ''}`);
     for (const step of outcome.steps.slice(common)) lines.push(`            ${stepText(step)}`);
     for (const note of outcome.notes) lines.push(`            remembers: ${note}`);

@@ -147,7 +147,7 @@ export function plannedTables(ruleset: Ruleset, attributes: NativeAttributes): L
       const attrs = reader.attributes(names.set);
       tableOf(family, attrs.table as string).sets.push({
         name: attrs.name as string, handle: 0, flags: attrs.flags as number, keyType: attrs.keyType as number, keyLen: attrs.keyLen as number,
-        dataType: attrs.dataType as number | undefined, dataLen: attrs.dataLen as number | undefined, elements: [],
+        dataType: attrs.dataType as number | undefined, dataLen: attrs.dataLen as number | undefined, timeout: attrs.timeout as number | undefined, elements: [],
       });
     } else if (kind === OBJECT_KIND.setelems) {
       const attrs = reader.attributes(names.set);
