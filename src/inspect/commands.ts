@@ -2,6 +2,7 @@ import { networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { ProxyConfig } from '../config.js';
+import { OptionsError } from '../options.js';
 import { NftablesBackend } from '../backend/nftables.js';
 import { native } from '../backend/native.js';
 import { IptablesBackend } from '../backend/iptables.js';
@@ -36,17 +37,28 @@ export function localAddresses(): Set<string> {
 
 const isLocal = (local = localAddresses()) => (address: string) => local.has(address) || (isIP(address) === 4 && address.startsWith('127.'));
 
-export function environmentOf(texts: Map<string, string>): Environment {
-  return {
-    isLocalAddress: isLocal(),
-    ruleText: (table, rule) => texts.get(ruleTextKey(table.family, table.table.name, rule.handle)) ?? rule.text.trim(),
-  };
+/** kubenft's tables in this namespace, what evaluating them needs, and nft's rule texts as they are fetched. */
+export interface LoadedRuleset {
+  tables: LoadedTable[];
+  environment: Environment;
+  texts: Map<string, string>;
+  listed: Set<LoadedTable>;
 }
 
-/** kubenft's tables in this namespace and what evaluating them needs. */
-export async function loadedRuleset(tableName: string): Promise<{ tables: LoadedTable[]; environment: Environment }> {
+export async function loadedRuleset(tableName: string): Promise<LoadedRuleset> {
   const tables = await kernelTables(new NftablesBackend(tableName), tableName, () => native().tables());
-  return { tables, environment: environmentOf(await nftRuleText(tables)) };
+  return { tables, environment: { isLocalAddress: isLocal() }, texts: new Map(), listed: new Set() };
+}
+
+/** nft's own text for the steps' rules, listing only the tables the steps pass (once each). */
+async function withNftText(outcomes: Outcome[], family: 'ip' | 'ip6', loaded: LoadedRuleset): Promise<void> {
+  const passed = loaded.tables.filter((table) => table.family === family && !loaded.listed.has(table)
+    && outcomes.some((outcome) => outcome.steps.some((step) => step.table === table.table.name)));
+  for (const [key, text] of await nftRuleText(passed)) loaded.texts.set(key, text);
+  for (const table of passed) loaded.listed.add(table);
+  for (const step of outcomes.flatMap((outcome) => outcome.steps)) {
+    if (step.handle !== undefined) step.text = loaded.texts.get(ruleTextKey(family, step.table, step.handle)) ?? step.text;
+  }
 }
 
 // ---- services ------------------------------------------------------------------------------------
@@ -142,9 +154,9 @@ export function parseEndpoint(text: string, what: string, needPort: boolean): { 
   const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
   const plain = isIP(text) ? [text, text] : /^([^:]+):(\d+)$/.exec(text);
   const [address, port] = bracketed ? [bracketed[1], bracketed[2]] : plain ? [plain[1], plain[2] === plain[1] ? undefined : plain[2]] : [text, undefined];
-  if (!isIP(address)) throw new InspectError(`${what} ${JSON.stringify(text)}: not an address (ADDR, ADDR:PORT or [IPv6]:PORT)`);
-  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) throw new InspectError(`${what} ${JSON.stringify(text)}: port out of range`);
-  if (needPort && port === undefined) throw new InspectError(`${what} ${JSON.stringify(text)}: needs a port`);
+  if (!isIP(address)) throw new OptionsError(`${what} ${JSON.stringify(text)}: not an address (ADDR, ADDR:PORT or [IPv6]:PORT)`);
+  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) throw new OptionsError(`${what} ${JSON.stringify(text)}: port out of range`);
+  if (needPort && port === undefined) throw new OptionsError(`${what} ${JSON.stringify(text)}: needs a port`);
   return { address: ipaddr.process(address).toString(), port: port === undefined ? undefined : Number(port) };
 }
 
@@ -173,10 +185,10 @@ function reasonOf(outcome: Outcome): string | undefined {
 }
 
 /** `loaded`: the nftables tables read once for many requests (the semantics harness). */
-export async function explainReport(target: InspectTarget, request: ExplainRequest, loaded?: { tables: LoadedTable[]; environment: Environment }): Promise<ExplainReport> {
+export async function explainReport(target: InspectTarget, request: ExplainRequest, loaded?: LoadedRuleset): Promise<ExplainReport> {
   const source = parseEndpoint(request.from, '--from', false);
   const destination = parseEndpoint(request.to, '--to', true);
-  if (isIP(source.address) !== isIP(destination.address)) throw new InspectError(`--from ${request.from} and --to ${request.to} are of different address families`);
+  if (isIP(source.address) !== isIP(destination.address)) throw new OptionsError(`--from ${request.from} and --to ${request.to} are of different address families`);
   const family = isIP(destination.address) === 4 ? 'ip' : 'ip6';
   const probe: Probe = { family, protocol: request.protocol, saddr: source.address, sport: source.port ?? 40000, daddr: destination.address, dport: destination.port! };
   try {
@@ -184,8 +196,9 @@ export async function explainReport(target: InspectTarget, request: ExplainReque
     if (target.mode === 'iptables') {
       outcomes = new IptablesEvaluator(await loadedIptables(target, family === 'ip' ? 4 : 6), isLocal()).explain(probe, request.via);
     } else {
-      const { tables, environment } = loaded ?? (await loadedRuleset(target.tableName));
-      outcomes = new Evaluator(tables, family, environment).explain(probe, request.via);
+      const ruleset = loaded ?? (await loadedRuleset(target.tableName));
+      outcomes = new Evaluator(ruleset.tables, family, ruleset.environment).explain(probe, request.via);
+      await withNftText(outcomes, family, ruleset);
     }
     return { probe: { ...probe, via: request.via }, outcomes: outcomes.map((outcome) => ({ ...outcome, reason: reasonOf(outcome) })) };
   } catch (error) {

@@ -31,6 +31,7 @@ export interface Step {
   chain: string;
   /** The rule's handle; absent for a base chain's policy. */
   handle?: number;
+  /** libnftnl's text of the rule (explainReport replaces it with nft's) or the iptables-save line. */
   text: string;
   /** The set element a lookup or verdict map matched, as nft would print it. */
   element?: string;
@@ -52,10 +53,9 @@ export interface Outcome {
 
 export class EvaluationError extends Error {}
 
-/** Where the evaluation needs facts beyond the tables: this node's addresses and rule texts. */
+/** Where the evaluation needs facts beyond the tables: this node's addresses. */
 export interface Environment {
   isLocalAddress(address: string): boolean;
-  ruleText(table: LoadedTable, rule: LoadedTable['rules'][number]): string;
 }
 
 interface Branch {
@@ -226,7 +226,7 @@ export class Evaluator {
             next.push(after);
             continue;
           }
-          after.steps.push({ table: table.table.name, chain: name, handle: rule.handle, text: this.environment.ruleText(table, rule), element });
+          after.steps.push({ table: table.table.name, chain: name, handle: rule.handle, text: rule.text.trim(), element });
           if (verdict.code === NFT_VERDICT.continue) next.push(after);
           else if (verdict.code === NFT_VERDICT.return) ended.push([after, { kind: 'return' }]);
           else if (verdict.code === NFT_VERDICT.jump || verdict.code === NFT_VERDICT.goto) {
