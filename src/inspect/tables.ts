@@ -130,7 +130,8 @@ export function plannedTables(ruleset: Ruleset, attributes: NativeAttributes): L
   const tableOf = (family: TableFamily, name: string) => tables.get(`${family} ${name}`)!;
   for (let messages = reader.u32(); messages > 0; messages--) {
     const kind = reader.u8();
-    const family = FAMILIES.find((candidate) => NFPROTO[candidate] === reader.u8())!;
+    const familyNumber = reader.u8();
+    const family = FAMILIES.find((candidate) => NFPROTO[candidate] === familyNumber)!;
     reader.u16(); // message type: a planned ruleset is only additions
     reader.u16(); // flags
     reader.u16(); // padding
