@@ -12,7 +12,7 @@ import { describeAddress, describeElement } from './values.js';
 // `numgen` forks the evaluation into every value it can take, each with its probability, so the
 // result is every outcome the packet can have. Branches that reach the same state again are merged,
 // which keeps a cascade of n `numgen mod k` rules at n² steps. An expression or key it does not
-// know stops the evaluation with an error naming the rule: it never guesses.
+// know stops the evaluation with an error naming it (and the set or chain): it never guesses.
 
 export type Protocol = 'tcp' | 'udp' | 'sctp';
 export type Via = 'prerouting' | 'output';
