@@ -12,6 +12,7 @@
 #include <libnftnl/common.h>
 #include <libnftnl/gen.h>
 
+#include "attrs.h"
 #include "netlink.h"
 
 namespace knft {
@@ -110,12 +111,53 @@ struct ChainInfo {
   std::optional<std::string> type;
 };
 
+// One attribute of an expression, as the attribute table (attrs.cc) types it.
+struct ExprAttr {
+  const AttrSpec* spec;
+  uint64_t number = 0;
+  std::string text;
+  Bytes bytes;
+};
+
+struct ExprInfo {
+  std::string name;
+  std::vector<ExprAttr> attrs;
+};
+
 struct RuleInfo {
   std::string chain;
   uint64_t handle = 0;
-  std::vector<std::string> exprs;
+  std::vector<ExprInfo> exprs;
   std::string text;
 };
+
+// Every attribute of `e` that the attribute table knows, so readers can evaluate the rule; an
+// expression the table does not list keeps only its name.
+ExprInfo DescribeExpr(nftnl_expr* e) {
+  ExprInfo info;
+  info.name = Str(nftnl_expr_get_str(e, NFTNL_EXPR_NAME));
+  const AttrIndex* index = ExprAttrs(info.name);
+  if (!index) return info;
+  for (const AttrSpec* spec : index->byId) {
+    if (!spec || !nftnl_expr_is_set(e, spec->id)) continue;
+    ExprAttr attr{spec};
+    switch (spec->type) {
+      case AttrType::U8: attr.number = nftnl_expr_get_u8(e, spec->id); break;
+      case AttrType::U32: attr.number = nftnl_expr_get_u32(e, spec->id); break;
+      case AttrType::U64: attr.number = nftnl_expr_get_u64(e, spec->id); break;
+      case AttrType::Str: attr.text = Str(nftnl_expr_get_str(e, spec->id)); break;
+      case AttrType::Bytes:
+      case AttrType::Data: {
+        uint32_t len = 0;
+        auto* p = static_cast<const uint8_t*>(nftnl_expr_get(e, spec->id, &len));
+        if (p) attr.bytes.assign(p, p + len);
+        break;
+      }
+    }
+    info.attrs.push_back(std::move(attr));
+  }
+  return info;
+}
 
 struct DumpInfo {
   bool found = false;
@@ -285,7 +327,7 @@ int DumpOnce(uint16_t family, const std::string& table, DumpInfo& out) {
         nftnl_expr_foreach(
             p,
             [](nftnl_expr* e, void* data) {
-              static_cast<std::vector<std::string>*>(data)->push_back(Str(nftnl_expr_get_str(e, NFTNL_EXPR_NAME)));
+              static_cast<std::vector<ExprInfo>*>(data)->push_back(DescribeExpr(e));
               return 0;
             },
             &info.exprs);
@@ -415,8 +457,26 @@ class DumpWorker : public Worker {
       o.Set("chain", r.chain);
       o.Set("handle", num(static_cast<double>(r.handle)));
       Napi::Array exprs = Napi::Array::New(env, r.exprs.size());
-      for (size_t j = 0; j < r.exprs.size(); j++) exprs.Set(j, r.exprs[j]);
+      Napi::Array expressions = Napi::Array::New(env, r.exprs.size());
+      for (size_t j = 0; j < r.exprs.size(); j++) {
+        const ExprInfo& e = r.exprs[j];
+        exprs.Set(j, e.name);
+        Napi::Object attrs = Napi::Object::New(env);
+        for (const ExprAttr& a : e.attrs) {
+          switch (a.spec->type) {
+            case AttrType::Str: attrs.Set(a.spec->name, a.text); break;
+            case AttrType::Bytes:
+            case AttrType::Data: attrs.Set(a.spec->name, ToBuffer(env, a.bytes)); break;
+            default: attrs.Set(a.spec->name, num(static_cast<double>(a.number)));
+          }
+        }
+        Napi::Object expression = Napi::Object::New(env);
+        expression.Set("name", e.name);
+        expression.Set("attrs", attrs);
+        expressions.Set(j, expression);
+      }
       o.Set("exprs", exprs);
+      o.Set("expressions", expressions);
       o.Set("text", r.text);
       rules.Set(i, o);
     }

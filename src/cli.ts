@@ -8,11 +8,13 @@ import { type Dataplane, IptablesDataplane, NftablesDataplane } from './agent/da
 import type { StateDataplane } from './agent/state-dataplane.js';
 import { startHealthServer } from './agent/healthz.js';
 import { startMetricsServer } from './agent/metrics.js';
+import { explainReport, explainText, type PlannedState, servicesReport, servicesText } from './inspect/commands.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
 import { iptablesRestoreInput, planIptables } from './plan/iptables.js';
 import { planRuleset } from './plan/planner.js';
 import { rulesetJson } from './plan/render-json.js';
 import { rulesetText } from './plan/render-text.js';
+import { DEFAULT_PROXY_CONFIG } from './config.js';
 import { ManifestSource } from './source/manifest-watch.js';
 import { allServicePortViews } from './state/service-ports.js';
 
@@ -57,6 +59,37 @@ async function render(options: AgentOptions, log: Logger): Promise<number> {
     process.stdout.write(options.json ? `${JSON.stringify(rulesetJson(ruleset))}\n` : rulesetText(ruleset));
   }
   return agent.rejected.size > 0 || agent.skippedInputs > 0 ? 1 : 0;
+}
+
+/** What the manifests or the API would plan now, for the marks of `services`; nothing is synced. */
+async function plannedState(options: AgentOptions, log: Logger): Promise<PlannedState | undefined> {
+  if (!options.manifests && !options.kubeconfig) return undefined;
+  const agent = new Agent(options, dataplaneFor(options), log);
+  agent.runner.stop();
+  if (options.manifests) {
+    await new ManifestSource(options.manifests, agent.handler(), agent.state.kinds).start(false);
+  } else {
+    const source = await kubernetesSource(options, agent);
+    await source.start();
+    await agent.whenSynced();
+    await source.stop();
+  }
+  return { views: allServicePortViews(agent.state), config: agent.proxyConfig() };
+}
+
+/** services and explain: what the kernel holds, read back; they change nothing. */
+async function inspect(options: AgentOptions, log: Logger): Promise<number> {
+  const print = (report: object, text: string) => process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : text);
+  const target = { mode: options.proxyMode, tableName: DEFAULT_PROXY_CONFIG.tableName, iptablesBackend: options.iptablesBackend };
+  if (options.command === 'services') {
+    const report = await servicesReport(target, options.inspect.service, await plannedState(options, log));
+    print(report, servicesText(report));
+    return 0;
+  }
+  const { from, to, protocol, via } = options.inspect;
+  const report = await explainReport(target, { from: from!, to: to!, protocol, via });
+  print(report, explainText(report));
+  return 0;
 }
 
 /** Removes what kubenft (or kube-proxy) loaded in either mode, as kube-proxy --cleanup does. */
@@ -132,6 +165,7 @@ export async function main(argv: string[]): Promise<number> {
   const log = logger(options.verbosity);
   if (options.command === 'render') return render(options, log);
   requireNetAdmin();
+  if (options.command === 'services' || options.command === 'explain') return inspect(options, log);
   if (options.cleanup) return cleanup(log);
   const agent = new Agent(options, dataplaneFor(options), log, stateDataplanesFor(options, log));
   if (options.once) {

@@ -31,7 +31,7 @@ export interface ConntrackOptions {
 }
 
 export interface AgentOptions {
-  command: 'run' | 'render' | 'help' | 'version';
+  command: 'run' | 'render' | 'services' | 'explain' | 'help' | 'version';
   proxyMode: ProxyMode;
   /** kubenft's own: a file or directory of manifests instead of the API server. */
   manifests?: string;
@@ -41,6 +41,8 @@ export interface AgentOptions {
   json: boolean;
   /** kubenft's own: which iptables flavour iptables mode programs. */
   iptablesBackend: IptablesBackend;
+  /** kubenft's own, for services and explain: the service (NAMESPACE/NAME) and the connection to look at. */
+  inspect: { service?: string; from?: string; to?: string; protocol: 'tcp' | 'udp'; via: 'prerouting' | 'output' };
   /** kubenft's own: how many nftables tables the services' NAT objects are spread over. */
   serviceTables: number;
   cleanup: boolean;
@@ -95,6 +97,7 @@ function defaultOptions(): AgentOptions {
     once: false,
     json: false,
     iptablesBackend: 'auto',
+    inspect: { protocol: 'tcp', via: 'prerouting' },
     serviceTables: DEFAULT_PROXY_CONFIG.serviceTables,
     cleanup: false,
     initOnly: false,
@@ -320,8 +323,22 @@ const SETTINGS: Setting[] = [
     apply: (o, v: string) => { o.manifests = v || undefined; } },
   { flag: 'once', own: true, kind: 'bool', help: 'sync once and exit instead of following changes', defaultText: 'false',
     apply: (o, v: boolean) => { o.once = v; } },
-  { flag: 'json', own: true, kind: 'bool', help: 'with render: print the libnftables JSON schema instead of nft syntax', defaultText: 'false',
+  { flag: 'json', own: true, kind: 'bool', help: 'with render: print the libnftables JSON schema instead of nft syntax; with services and explain: JSON', defaultText: 'false',
     apply: (o, v: boolean) => { o.json = v; } },
+  { flag: 'from', own: true, kind: 'string', arg: 'ADDR[:PORT]', help: 'with explain: the new connection\'s source',
+    apply: (o, v: string) => { o.inspect.from = v || undefined; } },
+  { flag: 'to', own: true, kind: 'string', arg: 'ADDR:PORT', help: 'with explain: the new connection\'s destination ([IPv6]:PORT)',
+    apply: (o, v: string) => { o.inspect.to = v || undefined; } },
+  { flag: 'proto', own: true, kind: 'string', arg: 'tcp|udp', help: 'with explain: the connection\'s protocol', defaultText: 'tcp',
+    apply: (o, v: string, where) => {
+      if (v !== 'tcp' && v !== 'udp') fail(where, v, 'must be tcp or udp');
+      o.inspect.protocol = v as 'tcp' | 'udp';
+    } },
+  { flag: 'via', own: true, kind: 'string', arg: 'prerouting|output', help: 'with explain: where the connection enters: from another host or pod (prerouting) or from this node (output)', defaultText: 'prerouting',
+    apply: (o, v: string, where) => {
+      if (v !== 'prerouting' && v !== 'output') fail(where, v, 'must be prerouting or output');
+      o.inspect.via = v as 'prerouting' | 'output';
+    } },
   { flag: 'iptables-backend', own: true, kind: 'string', arg: 'auto|legacy|nft', help: 'which iptables flavour --proxy-mode=iptables programs', defaultText: 'auto',
     apply: (o, v: string, where) => {
       if (v !== 'auto' && v !== 'legacy' && v !== 'nft') fail(where, v, 'must be auto, legacy or nft');
@@ -617,10 +634,15 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
   if (help) return { ...options, command: 'help' };
   if (version) return { ...options, command: 'version' };
 
-  if (positionals.length > 1 || (positionals.length === 1 && positionals[0] !== 'render')) {
-    throw new OptionsError(`unknown command ${JSON.stringify(positionals.join(' '))}: the only command is render (none: run)`);
-  }
-  options.command = positionals[0] === 'render' ? 'render' : 'run';
+  const inspecting = positionals[0] === 'services' || positionals[0] === 'explain';
+  if (inspecting) {
+    if (positionals.length > (positionals[0] === 'services' ? 2 : 1)) throw new OptionsError(`${positionals[0]}: unexpected ${JSON.stringify(positionals.slice(positionals[0] === 'services' ? 2 : 1).join(' '))}`);
+    if (positionals[1] !== undefined && !/^[^/]+\/[^/]+$/.test(positionals[1])) throw new OptionsError(`services: ${JSON.stringify(positionals[1])} is not NAMESPACE/NAME`);
+    options.command = positionals[0] as 'services' | 'explain';
+    options.inspect.service = positionals[1];
+  } else if (positionals.length > 1 || (positionals.length === 1 && positionals[0] !== 'render')) {
+    throw new OptionsError(`unknown command ${JSON.stringify(positionals.join(' '))}: the commands are render, services and explain (none: run)`);
+  } else options.command = positionals[0] === 'render' ? 'render' : 'run';
 
   const flags = combineRepeats(rawFlags);
   for (const flag of flags) if ('setting' in flag.entry && flag.entry.setting.flag === 'config') applyGiven(options, flag, false);
@@ -639,7 +661,8 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
   if (options.minSyncPeriodMs > options.syncPeriodMs) {
     throw new OptionsError(`min sync period ${formatDuration(options.minSyncPeriodMs)} is longer than sync period ${formatDuration(options.syncPeriodMs)} (--iptables-min-sync-period, --iptables-sync-period)`);
   }
-  if (options.json && options.command !== 'render') throw new OptionsError('--json applies to render only');
+  if (options.json && options.command === 'run') throw new OptionsError('--json applies to render, services and explain only');
+  if (options.command === 'explain' && (!options.inspect.from || !options.inspect.to)) throw new OptionsError('explain needs --from ADDR[:PORT] and --to ADDR:PORT');
   if (options.once && options.command === 'render') throw new OptionsError('--once does not apply to render, which never stays running');
   return options;
 }
@@ -740,6 +763,10 @@ export function helpText(): string {
   return `Usage:
   kubenft [flags]           run the proxy: follow the API server (or --manifests) and program the node
   kubenft render [flags]    print the ruleset that would be loaded, touching nothing
+  kubenft services [--json] [NAMESPACE/NAME] [--manifests PATH | --kubeconfig FILE]
+                            every service port as loaded in the kernel, marked where it differs from the plan
+  kubenft explain --from ADDR[:PORT] --to ADDR:PORT [--proto tcp|udp] [--via prerouting|output] [--json]
+                            the path a new connection takes through the loaded rules, and its outcomes
 
 kubenft takes kube-proxy's flags and KubeProxyConfiguration file, so it can replace kube-proxy in
 its DaemonSet. Unlike kube-proxy, which ignores most flags when --config is set, flags given on

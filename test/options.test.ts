@@ -28,6 +28,7 @@ const DEFAULTS: AgentOptions = {
   once: false,
   json: false,
   iptablesBackend: 'auto',
+  inspect: { protocol: 'tcp', via: 'prerouting' },
   serviceTables: 16,
   cleanup: false,
   initOnly: false,
@@ -64,6 +65,12 @@ const FLAG_CASES: [string[], string, unknown][] = [
   [['--manifests', 'examples/'], 'manifests', 'examples/'],
   [['--once'], 'once', true],
   [['render', '--json'], 'json', true],
+  [['services'], 'command', 'services'],
+  [['services', 'default/web', '--json'], 'inspect.service', 'default/web'],
+  [['explain', '--from', '10.244.1.5', '--to', '10.0.0.10:80'], 'inspect.to', '10.0.0.10:80'],
+  [['explain', '--from=10.244.1.5:4000', '--to', '10.0.0.10:80'], 'inspect.from', '10.244.1.5:4000'],
+  [['explain', '--from', '10.244.1.5', '--to', '10.0.0.10:53', '--proto', 'udp'], 'inspect.protocol', 'udp'],
+  [['explain', '--from', '10.244.1.5', '--to', '10.0.0.10:53', '--via=output'], 'inspect.via', 'output'],
   [['--iptables-backend=legacy'], 'iptablesBackend', 'legacy'],
   [['--iptables-backend', 'nft'], 'iptablesBackend', 'nft'],
   [['--service-cidr=10.96.0.0/12,fd00:96::/108'], 'serviceCIDRs', ['10.96.0.0/12', 'fd00:96::/108']],
@@ -152,6 +159,8 @@ t.test('the last of a repeated flag wins; -- ends the flags', async (t) => {
   t.equal(parseOptions(['--iptables-masquerade-bit=3', '--iptables-masquerade-bit=4']).masqueradeBit, 4);
   t.throws(() => parseOptions(['--', '--once']), /unknown command "--once"/);
   t.equal(parseOptions(['--', 'render']).command, 'render');
+  t.throws(() => parseOptions(['services', 'default/web', 'extra']), /services: unexpected "extra"/);
+  t.throws(() => parseOptions(['explain', 'default/web']), /explain: unexpected "default\/web"/);
 });
 
 // [fields of a KubeProxyConfiguration, where in AgentOptions, expected value]
@@ -375,7 +384,7 @@ const FLAG_REJECTIONS: [string[], RegExp][] = [
   [['--feature-gates=A'], /--feature-gates "A": is not NAME=true or NAME=false/],
   [['--feature-gates=A=maybe'], /--feature-gates "A=maybe": is not NAME=true or NAME=false/],
   [['-v=-1'], /-v -1: must be an integer from 0/],
-  [['--json'], /--json applies to render only/],
+  [['--json'], /--json applies to render, services and explain only/],
   [['render', '--once'], /--once does not apply to render/],
   [['--bind-address-hard-fail'], /flag --bind-address-hard-fail "true" is not supported by kubenft/],
   [['--profiling'], /flag --profiling "true" is not supported by kubenft: kubenft has no \/debug\/pprof/],

@@ -108,6 +108,11 @@ export class IptablesBackend {
     return { restoreMs, backend };
   }
 
+  /** iptables-save of one family, from the implementation in use: what is loaded, for reading back. */
+  async save(family: IptablesFamily): Promise<string> {
+    return this.run(tool(await this.backend(), family, '-save'), []);
+  }
+
   /** Removes our jump rules and chains from both iptables implementations and both families. */
   async cleanup(): Promise<void> {
     for (const backend of BACKENDS) {

@@ -45,14 +45,22 @@ export interface DumpedSet {
   keyLen: number;
   dataType?: number;
   dataLen?: number;
-  elements: { key: Buffer; data?: Buffer; verdict?: number; chain?: string }[];
+  /** Milliseconds, for sets whose elements expire. */
+  timeout?: number;
+  elements: { key: Buffer; data?: Buffer; verdict?: number; chain?: string; timeout?: number; expiration?: number }[];
+}
+
+/** A rule expression with every attribute the addon's attribute table names (attrs.cc). */
+export interface DumpedExpression {
+  name: string;
+  attrs: Record<string, number | string | Buffer>;
 }
 
 export interface Dump {
   table: { name: string; flags: number; handle: number };
   chains: { name: string; handle: number; hooknum?: number; prio?: number; policy?: number; type?: string }[];
   sets: DumpedSet[];
-  rules: { chain: string; handle: number; exprs: string[]; text: string }[];
+  rules: { chain: string; handle: number; exprs: string[]; expressions: DumpedExpression[]; text: string }[];
 }
 
 export interface GenerationEvent {

@@ -61,9 +61,18 @@ export const valuesOf = <K extends keyof Answer>(report: ProbeReport, key: K): A
 
 const EXAMPLES = join(dirname(fileURLToPath(import.meta.url)), 'examples');
 
+/** A probe made while a behaviour ran, kept to compare with what `kubenft explain` says. */
+interface Probed {
+  from: From;
+  target: ProbeTarget;
+  report: ProbeReport;
+}
+
 export class Semantics {
   readonly manifests = new ManifestFile();
   private loaded: Mode | undefined;
+  /** While a behaviour runs: its probes, for checkExplain. */
+  private probed: Probed[] | undefined;
 
   private constructor(readonly topology: Topology) {}
 
@@ -108,6 +117,12 @@ export class Semantics {
     await this.flushConntrack();
   }
 
+  /** Starts keeping the probes made from now on (returned), or stops. */
+  recordProbes(on: boolean): Probed[] {
+    this.probed = on ? [] : undefined;
+    return this.probed ?? [];
+  }
+
   async cleanup(): Promise<void> {
     const result = await kubenft(this.topology, ['--cleanup']);
     if (result.code !== 0) throw new Error(`kubenft --cleanup exited ${result.code}: ${result.stderr}`);
@@ -125,14 +140,56 @@ export class Semantics {
     return result.stdout;
   }
 
-  probe(from: From, target: ProbeTarget): Promise<ProbeReport> {
-    return this.topology.probe(this.namespaceOf(from), {
+  async probe(from: From, target: ProbeTarget): Promise<ProbeReport> {
+    const report = await this.topology.probe(this.namespaceOf(from), {
       address: target.address,
       port: target.port,
       protocol: target.protocol ?? 'tcp',
       count: target.count ?? 4,
       timeoutMs: target.timeoutMs ?? 1500,
       sourcePort: target.sourcePort,
+    });
+    this.probed?.push({ from, target, report });
+    return report;
+  }
+
+  /** The address a probe from `from` leaves with ('' for the node: its route decides). */
+  private sourceOf(from: From, ipv6: boolean): string {
+    if (from === 'node') return '';
+    if (from === 'client') return ipv6 ? EXTERNAL.clientIPv6 : EXTERNAL.clientIPv4;
+    const pod = this.pod(from);
+    return (ipv6 ? pod.ipv6 : pod.ipv4) ?? '';
+  }
+
+  /**
+   * `kubenft explain` against what the probes of a behaviour did: every outcome a probe saw
+   * (an endpoint's answer, a refusal, silence) must be one explain gives, and every outcome explain
+   * gives often enough to be seen (6 expected hits or more) must have been seen.
+   */
+  async checkExplain(t: Test, mode: Mode, probed: Probed[]): Promise<void> {
+    if (probed.length === 0) return;
+    const requests = probed.map(({ from, target }) => {
+      const ipv6 = target.address.includes(':');
+      return { from: this.sourceOf(from, ipv6), to: ipv6 ? `[${target.address}]:${target.port}` : `${target.address}:${target.port}`, protocol: target.protocol ?? 'tcp', via: from === 'node' ? 'output' : 'prerouting' };
+    });
+    const program = join(projectRoot(), 'test/fixtures/explain-probes.mjs');
+    const result = await this.topology.exec(this.topology.node, [process.execPath, program], { input: JSON.stringify({ mode, requests }) });
+    t.equal(result.code, 0, `explain ran: ${result.stderr}`);
+    if (result.code !== 0) return;
+    const reports = JSON.parse(result.stdout) as { outcomes: { probability: number; fate: string; delivery?: string; dnat?: { address: string } }[] }[];
+    // Delivered to this node untranslated, a connection is answered or refused by the node's own stack.
+    const sameOutcome = (explained: string, seen: string) => explained === seen || (explained === 'to this node' && (seen === 'untranslated' || seen === 'reject'));
+    probed.forEach(({ from, target, report }, index) => {
+      const seen = new Set(report.results.map((attempt) => (attempt.ok ? (attempt.local === target.address ? 'untranslated' : attempt.local) : attempt.error === 'ECONNREFUSED' ? 'reject' : attempt.error === 'ETIMEDOUT' ? 'drop' : attempt.error)));
+      const explained = new Map<string, number>();
+      for (const outcome of reports[index].outcomes) {
+        const key = outcome.fate !== 'accept' ? outcome.fate : outcome.dnat?.address ?? (outcome.delivery === 'local' ? 'to this node' : 'untranslated');
+        explained.set(key, (explained.get(key) ?? 0) + outcome.probability);
+      }
+      const count = target.count ?? 4;
+      const what = `explain ${from} -> ${target.address}:${target.port}/${target.protocol ?? 'tcp'}`;
+      t.same([...seen].filter((outcome) => ![...explained.keys()].some((key) => sameOutcome(key, outcome))), [], `${what}: every outcome the packets had is explained (${[...explained].map(([k, p]) => `${k} ${p}`).join(', ')})`);
+      t.same([...explained].filter(([outcome, probability]) => count * probability >= 6 && ![...seen].some((key) => sameOutcome(outcome, key))).map(([outcome]) => outcome), [], `${what}: every likely outcome was seen (${[...seen].join(', ')})`);
     });
   }
 
@@ -200,7 +257,10 @@ export async function behaviour(t: Test, semantics: Semantics, spec: Behaviour, 
     }
     await t.test(`${spec.name} (${mode})`, async (t) => {
       await semantics.load(mode, spec.objects, spec.flags);
+      const probed = semantics.recordProbes(true);
       await body(t, mode);
+      semantics.recordProbes(false);
+      await semantics.checkExplain(t, mode, probed);
     });
   }
 }

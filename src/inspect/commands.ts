@@ -1,0 +1,229 @@
+import { networkInterfaces } from 'node:os';
+import { isIP } from 'node:net';
+import ipaddr from 'ipaddr.js';
+import type { ProxyConfig } from '../config.js';
+import { OptionsError } from '../options.js';
+import { NftablesBackend } from '../backend/nftables.js';
+import { native } from '../backend/native.js';
+import { IptablesBackend } from '../backend/iptables.js';
+import { type IptablesFamily, iptablesRestoreInput, planIptables } from '../plan/iptables.js';
+import { planRuleset } from '../plan/planner.js';
+import { IptablesEvaluator, type IptablesRuleset, parseIptables, summarizeIptables } from './iptables.js';
+import type { ServicePortView } from '../state/service-ports.js';
+import { servicePortName } from '../state/service-ports.js';
+import { type Environment, EvaluationError, Evaluator, type Outcome, type Probe, type Protocol, type Step, type Via } from './evaluate.js';
+import { compareSummaries, percent, selections, serviceIndex, type ServicePortSummary, summarize, summaryKey } from './services.js';
+import { kernelTables, type LoadedTable, nftRuleText, plannedTables, ruleTextKey, tableDifferences } from './tables.js';
+import { describeElement } from './values.js';
+
+// `kubenft services` and `kubenft explain` for the nftables mode: both read kubenft's tables back
+// from the kernel (never kubenft's memory) and print what they hold; services also compares them
+// with what the manifests or the API state would plan now.
+
+/** What the manifests or the API would plan now (for services' drift marks). */
+export interface PlannedState {
+  views: ServicePortView[];
+  config: ProxyConfig;
+}
+
+export class InspectError extends Error {}
+
+/** Addresses of this network namespace: what `fib … type local` and the routing decision test. */
+export function localAddresses(): Set<string> {
+  const addresses = new Set<string>();
+  for (const list of Object.values(networkInterfaces())) for (const entry of list ?? []) addresses.add(ipaddr.process(entry.address.split('%')[0]).toString());
+  return addresses;
+}
+
+const isLocal = (local = localAddresses()) => (address: string) => local.has(address) || (isIP(address) === 4 && address.startsWith('127.'));
+
+/** kubenft's tables in this namespace, what evaluating them needs, and nft's rule texts as they are fetched. */
+export interface LoadedRuleset {
+  tables: LoadedTable[];
+  environment: Environment;
+  texts: Map<string, string>;
+  listed: Set<LoadedTable>;
+}
+
+export async function loadedRuleset(tableName: string): Promise<LoadedRuleset> {
+  const tables = await kernelTables(new NftablesBackend(tableName), tableName, () => native().tables());
+  return { tables, environment: { isLocalAddress: isLocal() }, texts: new Map(), listed: new Set() };
+}
+
+/** nft's own text for the steps' rules, listing only the tables the steps pass (once each). */
+async function withNftText(outcomes: Outcome[], family: 'ip' | 'ip6', loaded: LoadedRuleset): Promise<void> {
+  const passed = loaded.tables.filter((table) => table.family === family && !loaded.listed.has(table)
+    && outcomes.some((outcome) => outcome.steps.some((step) => step.table === table.table.name)));
+  for (const [key, text] of await nftRuleText(passed)) loaded.texts.set(key, text);
+  for (const table of passed) loaded.listed.add(table);
+  for (const step of outcomes.flatMap((outcome) => outcome.steps)) {
+    if (step.handle !== undefined) step.text = loaded.texts.get(ruleTextKey(family, step.table, step.handle)) ?? step.text;
+  }
+}
+
+// ---- services ------------------------------------------------------------------------------------
+
+export interface ServicesReport {
+  services: (ServicePortSummary & { name?: string; endpointStates?: string[]; drift?: string[] })[];
+  /** Differences outside what the service entries show (main-table elements, rules), when compared. */
+  ruleset?: string[];
+}
+
+const stateOf = (endpoint: ServicePortView['endpoints'][number]) =>
+  `${endpoint.address}:${endpoint.port} ${endpoint.ready ? 'ready' : endpoint.serving ? (endpoint.terminating ? 'serving, terminating' : 'serving') : endpoint.terminating ? 'terminating' : 'not ready'}${endpoint.nodeName ? ` on ${endpoint.nodeName}` : ''}`;
+
+/** Which dataplane to read: nftables (kubenft's tables) or iptables (iptables-save of both families). */
+export interface InspectTarget {
+  mode: 'nftables' | 'iptables';
+  tableName: string;
+  iptablesBackend: 'auto' | 'legacy' | 'nft';
+}
+
+async function loadedIptables(target: InspectTarget, family: IptablesFamily): Promise<IptablesRuleset> {
+  return parseIptables(await new IptablesBackend({ backend: target.iptablesBackend }).save(family));
+}
+
+/** What is loaded, and what the plan would load, as service port summaries (and table differences for nftables). */
+async function summaries(target: InspectTarget, planned: PlannedState | undefined): Promise<{ have: ServicePortSummary[]; want?: ServicePortSummary[]; ruleset?: string[] }> {
+  if (target.mode === 'iptables') {
+    const local = isLocal();
+    const read = (ruleset: IptablesRuleset, family: IptablesFamily) => summarizeIptables(ruleset, family === 6, new IptablesEvaluator(ruleset, local));
+    const have: ServicePortSummary[] = [];
+    const want: ServicePortSummary[] = [];
+    for (const family of [4, 6] as const) {
+      have.push(...read(await loadedIptables(target, family), family));
+      if (planned) want.push(...read(parseIptables(iptablesRestoreInput(planIptables(planned.views, planned.config, family))), family));
+    }
+    return { have, want: planned ? want : undefined };
+  }
+  const { tables, environment } = await loadedRuleset(target.tableName);
+  const index = serviceIndex(planned?.views ?? []);
+  const have = summarize(tables, environment, index);
+  if (!planned) return { have };
+  const plannedRuleset = plannedTables(planRuleset(planned.views, planned.config), native().attributes);
+  return { have, want: summarize(plannedRuleset, environment, index), ruleset: tableDifferences(tables, plannedRuleset, describeElement) };
+}
+
+export async function servicesReport(target: InspectTarget, filter: string | undefined, planned: PlannedState | undefined): Promise<ServicesReport> {
+  const { have, want, ruleset } = await summaries(target, planned);
+  const keys = [...new Set([...have, ...(want ?? [])].map((summary) => summaryKey(summary, summary.clusterIP)))].sort();
+  const services: ServicesReport['services'] = [];
+  for (const key of keys) {
+    const mine = have.find((summary) => summaryKey(summary, summary.clusterIP) === key);
+    const theirs = want?.find((summary) => summaryKey(summary, summary.clusterIP) === key);
+    const summary = mine ?? { ...theirs!, clusterIP: undefined, internalTrafficPolicy: undefined, externalAddresses: [], nodePort: undefined, externalTrafficPolicy: undefined, sourceRanges: [], cluster: [], local: [], noEndpoints: [], affinity: undefined };
+    if (filter && summary.service !== filter) continue;
+    const view = planned?.views.find((candidate) => `${candidate.service.namespace}/${candidate.service.name}` === summary.service
+      && candidate.port.protocol.toLowerCase() === summary.protocol && candidate.port.port === summary.port && (candidate.family === 4) === (summary.family === 'ip'));
+    const drift = want ? compareSummaries(mine, theirs) : undefined;
+    services.push({ ...summary, name: view ? servicePortName(view) : undefined, endpointStates: view?.endpoints.map(stateOf), drift });
+  }
+  return { services, ruleset };
+}
+
+export function servicesText(report: ServicesReport): string {
+  const lines: string[] = [];
+  for (const entry of report.services) {
+    const title = entry.name ?? entry.service ?? `(no chain: named by no service) ${entry.clusterIP ?? ''}`;
+    lines.push(`${title} ${entry.protocol}/${entry.port} (${entry.family})${entry.drift?.length ? '  DIFFERS FROM PLAN' : ''}`);
+    if (entry.clusterIP) lines.push(`  ClusterIP ${entry.clusterIP}:${entry.port}${entry.internalTrafficPolicy ? `, internalTrafficPolicy ${entry.internalTrafficPolicy}` : ''}`);
+    if (entry.externalAddresses.length || entry.nodePort !== undefined) {
+      const parts = [...entry.externalAddresses.map((address) => `${address}:${entry.port}`), ...(entry.nodePort !== undefined ? [`NodePort ${entry.nodePort}`] : [])];
+      lines.push(`  external ${parts.join(', ')}${entry.externalTrafficPolicy ? `, externalTrafficPolicy ${entry.externalTrafficPolicy}` : ''}`);
+    }
+    if (entry.sourceRanges.length) lines.push(`  loadBalancerSourceRanges ${entry.sourceRanges.join(', ')}`);
+    if (entry.cluster.length) lines.push(`  cluster endpoints: ${selections(entry.cluster)}`);
+    if (entry.local.length) lines.push(`  local endpoints: ${selections(entry.local)}`);
+    for (const none of entry.noEndpoints) lines.push(`  no endpoints: ${none.key} ${none.verdict}`);
+    if (entry.affinity) lines.push(`  sessionAffinity ClientIP ${entry.affinity.timeoutSeconds}s, ${entry.affinity.clients} client(s) remembered`);
+    if (entry.endpointStates?.length) lines.push(`  endpoints in the API: ${entry.endpointStates.join('; ')}`);
+    for (const difference of entry.drift ?? []) lines.push(`  differs: ${difference}`);
+  }
+  if (report.ruleset?.length) {
+    lines.push('ruleset differences from the plan:');
+    for (const difference of report.ruleset) lines.push(`  ${difference}`);
+  }
+  if (report.services.length === 0) lines.push('no service ports loaded');
+  return `${lines.join('\n')}\n`;
+}
+
+// ---- explain -------------------------------------------------------------------------------------
+
+/** `ADDR` or `ADDR:PORT` (IPv6 with a port in brackets: `[fd00::1]:80`). */
+export function parseEndpoint(text: string, what: string, needPort: boolean): { address: string; port?: number } {
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
+  const plain = isIP(text) ? [text, text] : /^([^:]+):(\d+)$/.exec(text);
+  const [address, port] = bracketed ? [bracketed[1], bracketed[2]] : plain ? [plain[1], plain[2] === plain[1] ? undefined : plain[2]] : [text, undefined];
+  if (!isIP(address)) throw new OptionsError(`${what} ${JSON.stringify(text)}: not an address (ADDR, ADDR:PORT or [IPv6]:PORT)`);
+  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) throw new OptionsError(`${what} ${JSON.stringify(text)}: port out of range`);
+  if (needPort && port === undefined) throw new OptionsError(`${what} ${JSON.stringify(text)}: needs a port`);
+  return { address: ipaddr.process(address).toString(), port: port === undefined ? undefined : Number(port) };
+}
+
+export interface ExplainRequest {
+  from: string;
+  to: string;
+  protocol: Protocol;
+  via: Via;
+}
+
+export interface ExplainReport {
+  probe: Probe & { via: Via };
+  outcomes: (Outcome & { reason?: string })[];
+}
+
+/** The kubenft object a dropping or rejecting step belongs to, by its chain and set names. */
+function reasonOf(outcome: Outcome): string | undefined {
+  if (outcome.fate === 'accept') return undefined;
+  const last = outcome.steps[outcome.steps.length - 1];
+  if (!last) return undefined;
+  if ((last.element?.includes(' : ') && /no-endpoint/.test(last.text)) || / has no endpoints"/.test(last.text)) return 'the service has no usable endpoints';
+  if (last.chain.startsWith('firewall/') || last.chain === 'KUBE-PROXY-FIREWALL') return 'source not in the service\'s loadBalancerSourceRanges';
+  if (last.chain.startsWith('external/') || last.chain.startsWith('KUBE-EXT-')) return 'externalTrafficPolicy Local and no endpoint on this node';
+  if (last.chain === 'cluster-ips-check') return last.text.includes('@cluster-ips') ? 'a ClusterIP, on a port no service defines' : 'an address of the service CIDR that no service holds';
+  return undefined;
+}
+
+/** `loaded`: the nftables tables read once for many requests (the semantics harness). */
+export async function explainReport(target: InspectTarget, request: ExplainRequest, loaded?: LoadedRuleset): Promise<ExplainReport> {
+  const source = parseEndpoint(request.from, '--from', false);
+  const destination = parseEndpoint(request.to, '--to', true);
+  if (isIP(source.address) !== isIP(destination.address)) throw new OptionsError(`--from ${request.from} and --to ${request.to} are of different address families`);
+  const family = isIP(destination.address) === 4 ? 'ip' : 'ip6';
+  const probe: Probe = { family, protocol: request.protocol, saddr: source.address, sport: source.port ?? 40000, daddr: destination.address, dport: destination.port! };
+  try {
+    let outcomes: Outcome[];
+    if (target.mode === 'iptables') {
+      outcomes = new IptablesEvaluator(await loadedIptables(target, family === 'ip' ? 4 : 6), isLocal()).explain(probe, request.via);
+    } else {
+      const ruleset = loaded ?? (await loadedRuleset(target.tableName));
+      outcomes = new Evaluator(ruleset.tables, family, ruleset.environment).explain(probe, request.via);
+      await withNftText(outcomes, family, ruleset);
+    }
+    return { probe: { ...probe, via: request.via }, outcomes: outcomes.map((outcome) => ({ ...outcome, reason: reasonOf(outcome) })) };
+  } catch (error) {
+    if (error instanceof EvaluationError) throw new InspectError(`cannot explain: ${error.message}`);
+    throw error;
+  }
+}
+
+const stepText = (step: Step) =>
+  `${step.table} ${step.chain}${step.handle === undefined ? '' : ` #${step.handle}`}: ${step.text}${step.element ? `  [matched ${step.element}]` : ''}`;
+
+const sameStep = (a: Step | undefined, b: Step | undefined) => a !== undefined && b !== undefined && stepText(a) === stepText(b);
+
+export function explainText(report: ExplainReport): string {
+  const { probe, outcomes } = report;
+  const lines = [`new ${probe.protocol} connection ${probe.family === 'ip6' ? `[${probe.saddr}]` : probe.saddr}:${probe.sport} -> ${probe.family === 'ip6' ? `[${probe.daddr}]` : probe.daddr}:${probe.dport}, entering at ${probe.via} (${probe.family} tables)`];
+  let common = 0;
+  while (outcomes.length > 0 && outcomes.every((outcome) => sameStep(outcome.steps[common], outcomes[0].steps[common]))) common++;
+  for (const step of outcomes[0]?.steps.slice(0, common) ?? []) lines.push(`  ${stepText(step)}`);
+  for (const outcome of outcomes) {
+    const what = [outcome.fate, outcome.dnat ? `dnat to ${outcome.dnat.address.includes(':') ? `[${outcome.dnat.address}]` : outcome.dnat.address}:${outcome.dnat.port}` : undefined,
+      outcome.masquerade ? 'masquerade' : undefined, outcome.delivery === 'local' ? 'delivered to this node' : outcome.delivery].filter(Boolean).join(', ');
+    lines.push(`${percent(outcome.probability).padStart(8)}  ${what}${outcome.reason ? `: ${outcome.reason}` : ''}`);
+    for (const step of outcome.steps.slice(common)) lines.push(`            ${stepText(step)}`);
+    for (const note of outcome.notes) lines.push(`            remembers: ${note}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
