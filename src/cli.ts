@@ -7,6 +7,8 @@ import { Agent } from './agent/agent.js';
 import { type Dataplane, IptablesDataplane, NftablesDataplane } from './agent/dataplane.js';
 import type { StateDataplane } from './agent/state-dataplane.js';
 import { startHealthServer } from './agent/healthz.js';
+import { DnsDataplane } from './dns/dataplane.js';
+import { cleanUpDnsNetwork } from './dns/network.js';
 import { startMetricsServer } from './agent/metrics.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
 import { iptablesRestoreInput, planIptables } from './plan/iptables.js';
@@ -39,8 +41,10 @@ function dataplaneFor(options: AgentOptions): Dataplane {
 }
 
 /** The dataplanes beside the proxy's rules that the options turn on. */
-function stateDataplanesFor(_options: AgentOptions, _log: Logger): StateDataplane[] {
-  return [];
+function stateDataplanesFor(options: AgentOptions, log: Logger): StateDataplane[] {
+  const dataplanes: StateDataplane[] = [];
+  if (options.dns.addresses.length > 0) dataplanes.push(new DnsDataplane(options.dns, log));
+  return dataplanes;
 }
 
 /** Prints what would be loaded, from the manifests alone, touching nothing. */
@@ -69,6 +73,12 @@ async function cleanup(log: Logger): Promise<number> {
       failed++;
       log.error(`cleanup of the ${dataplane.mode} rules failed: ${(error as Error).message}`);
     }
+  }
+  try {
+    await cleanUpDnsNetwork();
+  } catch (error) {
+    failed++;
+    log.error(`cleanup of the cluster DNS interface and rules failed: ${(error as Error).message}`);
   }
   return failed > 0 ? 1 : 0;
 }
