@@ -100,6 +100,7 @@ async function kubernetesSource(options: AgentOptions, agent: Agent) {
   return new KubernetesSource({
     kubeconfig: options.kubeconfig, master: options.master, nodeName: agent.state.nodeName,
     contentType: options.kubeApiContentType, qps: options.kubeApiQps, burst: options.kubeApiBurst,
+    clusterDNS: options.dns.addresses.length > 0,
   }, agent.handler());
 }
 
