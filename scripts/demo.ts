@@ -1,8 +1,10 @@
 // The hostnames demo: three pods behind the classic ClusterIP service, programmed by kubenft in a
 // throwaway "node" namespace; 300 requests from a client namespace, a bar chart of who answered,
-// and the ruleset as `nft list ruleset` shows it. Every namespace is deleted at the end.
+// the ruleset as `nft list ruleset` shows it, and service-name access through kubenft's cluster DNS.
+// Every namespace is deleted at the end.
 import { join } from 'node:path';
 import { projectRoot } from '../src/backend/native.js';
+import { serviceNameAccess } from './lib/demo-dns.js';
 import { withTopology } from './lib/topology.js';
 
 const REQUESTS = 300;
@@ -40,6 +42,7 @@ async function main(): Promise<void> {
     console.log(`\n$ nft list ruleset   # kubenft's main table and the service table holding hostnames\n${listing.stdout}`);
     const answered = PODS.filter((pod) => (report.counts[pod.name] ?? 0) > 0).length;
     if (answered !== PODS.length) throw new Error(`only ${answered} of ${PODS.length} pods answered`);
+    await serviceNameAccess(topology, kubenft, manifests);
   });
   console.log('all namespaces deleted.');
 }

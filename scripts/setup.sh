@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack)
+packages=(libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack bind9-dnsutils)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

@@ -7,6 +7,8 @@ import { Agent } from './agent/agent.js';
 import { type Dataplane, IptablesDataplane, NftablesDataplane } from './agent/dataplane.js';
 import type { StateDataplane } from './agent/state-dataplane.js';
 import { startHealthServer } from './agent/healthz.js';
+import { DnsDataplane } from './dns/dataplane.js';
+import { cleanUpDnsNetwork } from './dns/network.js';
 import { startMetricsServer } from './agent/metrics.js';
 import { explainReport, explainText, type PlannedState, servicesReport, servicesText } from './inspect/commands.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
@@ -41,8 +43,10 @@ function dataplaneFor(options: AgentOptions): Dataplane {
 }
 
 /** The dataplanes beside the proxy's rules that the options turn on. */
-function stateDataplanesFor(_options: AgentOptions, _log: Logger): StateDataplane[] {
-  return [];
+function stateDataplanesFor(options: AgentOptions, log: Logger): StateDataplane[] {
+  const dataplanes: StateDataplane[] = [];
+  if (options.dns.addresses.length > 0) dataplanes.push(new DnsDataplane(options.dns, log));
+  return dataplanes;
 }
 
 /** Prints what would be loaded, from the manifests alone, touching nothing. */
@@ -103,6 +107,12 @@ async function cleanup(log: Logger): Promise<number> {
       log.error(`cleanup of the ${dataplane.mode} rules failed: ${(error as Error).message}`);
     }
   }
+  try {
+    await cleanUpDnsNetwork();
+  } catch (error) {
+    failed++;
+    log.error(`cleanup of the cluster DNS interface and rules failed: ${(error as Error).message}`);
+  }
   return failed > 0 ? 1 : 0;
 }
 
@@ -123,6 +133,7 @@ async function kubernetesSource(options: AgentOptions, agent: Agent) {
   return new KubernetesSource({
     kubeconfig: options.kubeconfig, master: options.master, nodeName: agent.state.nodeName,
     contentType: options.kubeApiContentType, qps: options.kubeApiQps, burst: options.kubeApiBurst,
+    clusterDNS: options.dns.addresses.length > 0,
   }, agent.handler());
 }
 

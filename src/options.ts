@@ -78,6 +78,8 @@ export interface AgentOptions {
   conntrack: ConntrackOptions;
   configFile?: string;
   writeConfigTo?: string;
+  /** kubenft's own cluster DNS: the addresses it serves on (none: off), see src/dns/. */
+  dns: { addresses: string[]; zone: string; upstreams?: { address: string; port: number }[]; ttl: number; pods: 'insecure' | 'disabled' };
 }
 
 export class OptionsError extends Error {
@@ -101,6 +103,7 @@ function defaultOptions(): AgentOptions {
     serviceTables: DEFAULT_PROXY_CONFIG.serviceTables,
     cleanup: false,
     initOnly: false,
+    dns: { addresses: [], zone: 'cluster.local', ttl: 5, pods: 'insecure' },
     clusterCIDRs: [],
     serviceCIDRs: [],
     nodePortAddresses: [],
@@ -349,6 +352,25 @@ const SETTINGS: Setting[] = [
     apply: (o, v: number, where) => { o.serviceTables = integerIn(v, 1, MAX_SERVICE_TABLES, where); } },
   { flag: 'service-cidr', own: true, kind: 'list', repeatable: true, arg: 'CIDR[,CIDR]', help: 'Service ClusterIP ranges: an address in them that no Service holds is dropped (repeatable)',
     apply: (o, v: string[], where) => { o.serviceCIDRs = cidrList(v, where); } },
+  { flag: 'cluster-dns', own: true, kind: 'list', arg: 'IP[,IP]', help: 'serve cluster DNS on these addresses, UDP and TCP 53 (e.g. 169.254.20.10 and the kube-dns ClusterIP)',
+    apply: (o, v: string[], where) => { o.dns.addresses = v.map((item) => (isIP(item) ? item : fail(where, item, 'is not an IP address'))); } },
+  { flag: 'cluster-domain', own: true, kind: 'string', arg: 'DOMAIN', help: 'the cluster DNS zone', defaultText: 'cluster.local',
+    apply: (o, v: string, where) => {
+      const zone = v.toLowerCase().replace(/\.$/, '');
+      if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(zone) || zone.length > 200) fail(where, v, 'is not a domain name');
+      o.dns.zone = zone;
+    } },
+  { flag: 'dns-upstream', own: true, kind: 'list', arg: 'IP[:PORT][,...]', help: 'where names outside the cluster go (default: /etc/resolv.conf\'s nameservers, minus --cluster-dns)',
+    apply: (o, v: string[], where) => {
+      o.dns.upstreams = v.map((item) => {
+        const [address, port] = hostPort(item, 53, where).replace(/^\[/, '').split(/\]?:(?=\d+$)/);
+        return { address, port: Number(port) };
+      });
+    } },
+  { flag: 'dns-ttl', own: true, kind: 'int', arg: 'SECONDS', help: 'TTL of cluster DNS answers (0-3600)', defaultText: '5',
+    apply: (o, v: number, where) => { o.dns.ttl = integerIn(v, 0, 3600, where); } },
+  { flag: 'dns-pods', own: true, kind: 'string', arg: 'insecure|disabled', help: 'pod A records a-b-c-d.<ns>.pod.<zone>: insecure (any dashed IP, as kubeadm\'s CoreDNS) or disabled', defaultText: 'insecure',
+    apply: (o, v: string, where) => { o.dns.pods = v === 'disabled' ? 'disabled' : v === 'insecure' || v === '' ? 'insecure' : fail(where, v, 'is not insecure or disabled'); } },
 
   // kube-proxy's
   { flag: 'config', kind: 'string', arg: 'FILE', help: 'read a KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1); flags given too override it',

@@ -50,7 +50,18 @@ const DEFAULTS: AgentOptions = {
   conntrack: {
     maxPerCore: 32768, min: 131072, tcpEstablishedTimeoutMs: 86_400_000, tcpCloseWaitTimeoutMs: 3_600_000, tcpBeLiberal: false, udpTimeoutMs: 0, udpStreamTimeoutMs: 0,
   },
+  dns: { addresses: [], zone: 'cluster.local', ttl: 5, pods: 'insecure' },
 };
+
+t.test('cluster DNS flags', async (t) => {
+  const { dns } = parseOptions(['--cluster-dns', '169.254.20.10,10.96.0.10', '--cluster-domain', 'Example.Org.', '--dns-upstream', '192.0.2.1,[fd00::1]:5353',
+    '--dns-ttl', '30', '--dns-pods', 'disabled']);
+  t.same(dns, { addresses: ['169.254.20.10', '10.96.0.10'], zone: 'example.org', ttl: 30, pods: 'disabled', upstreams: [{ address: '192.0.2.1', port: 53 }, { address: 'fd00::1', port: 5353 }] });
+  t.throws(() => parseOptions(['--cluster-dns', 'nameserver']), /not an IP address/);
+  t.throws(() => parseOptions(['--dns-pods', 'verified']), /insecure or disabled/);
+  t.throws(() => parseOptions(['--dns-ttl', '4000']), /0 to 3600/);
+  t.throws(() => parseOptions(['--cluster-domain', 'a b']), /domain name/);
+});
 
 t.test('no flags: kube-proxy\'s defaults, in nftables mode', async (t) => {
   t.same(parseOptions([]), DEFAULTS);

@@ -50,6 +50,11 @@ export interface KubernetesSourceOptions {
   /** --kube-api-qps and --kube-api-burst for list and watch requests (kube-proxy's defaults 5 and 10). */
   qps?: number;
   burst?: number;
+  /**
+   * Cluster DNS: also watch Namespaces and the EndpointSlices of headless services, which DNS answers
+   * for. The proxy's planners skip headless services (they have no ClusterIP), so this changes no rule.
+   */
+  clusterDNS?: boolean;
 }
 
 const DEFAULT_QPS = 5;
@@ -105,7 +110,7 @@ function overrideServer(config: KubeConfig, server: string): void {
 type ListFunction = (signal: AbortSignal) => Promise<KubernetesListObject<KubernetesObject>>;
 
 interface Resource {
-  kind: 'Service' | 'EndpointSlice' | 'Node';
+  kind: 'Service' | 'EndpointSlice' | 'Node' | 'Namespace';
   apiVersion: string;
   /** The collection's path, which the informer watches. */
   path: string;
@@ -130,7 +135,10 @@ function abortableBy(signal: AbortSignal) {
   };
 }
 
-function resources(config: KubeConfig, nodeName: string): Resource[] {
+/** Headless services' slices included: objects naming another service proxy still belong to that proxy. */
+export const DNS_SELECTOR = '!service.kubernetes.io/service-proxy-name';
+
+function resources(config: KubeConfig, nodeName: string, clusterDNS = false): Resource[] {
   const core = config.makeApiClient(CoreV1Api);
   const discovery = config.makeApiClient(DiscoveryV1Api);
   const nodeSelector = `metadata.name=${nodeName}`;
@@ -146,9 +154,9 @@ function resources(config: KubeConfig, nodeName: string): Resource[] {
       kind: 'EndpointSlice',
       apiVersion: 'discovery.k8s.io/v1',
       path: '/apis/discovery.k8s.io/v1/endpointslices',
-      labelSelector: PROXYABLE_SELECTOR,
+      labelSelector: clusterDNS ? DNS_SELECTOR : PROXYABLE_SELECTOR,
       list: (signal) =>
-        discovery.listEndpointSliceForAllNamespaces({ labelSelector: PROXYABLE_SELECTOR }, abortableBy(signal)),
+        discovery.listEndpointSliceForAllNamespaces({ labelSelector: clusterDNS ? DNS_SELECTOR : PROXYABLE_SELECTOR }, abortableBy(signal)),
     },
     {
       kind: 'Node',
@@ -157,6 +165,12 @@ function resources(config: KubeConfig, nodeName: string): Resource[] {
       fieldSelector: nodeSelector,
       list: (signal) => core.listNode({ fieldSelector: nodeSelector }, abortableBy(signal)),
     },
+    ...(clusterDNS ? [{
+      kind: 'Namespace' as const,
+      apiVersion: 'v1',
+      path: '/api/v1/namespaces',
+      list: (signal: AbortSignal) => core.listNamespace({}, abortableBy(signal)),
+    }] : []),
   ];
 }
 
@@ -419,7 +433,7 @@ export class KubernetesSource {
     const config = loadKubeConfig(options);
     this.limiter = new RequestLimiter(options.qps ?? DEFAULT_QPS, Math.max(1, options.burst ?? DEFAULT_BURST));
     const events: InformerEvents = { handler, listed: () => this.informerListed() };
-    this.informers = resources(config, options.nodeName).map(
+    this.informers = resources(config, options.nodeName, options.clusterDNS).map(
       (resource) => new ResourceInformer(resource, config, this.limiter, events),
     );
   }

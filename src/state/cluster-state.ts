@@ -48,7 +48,7 @@ export class ClusterState {
 
   /** Every kind this state accepts: what a source should read. */
   get kinds(): string[] {
-    return [...PROXY_KINDS, ...this.normalizers.keys()];
+    return [...new Set([...PROXY_KINDS, ...this.normalizers.keys()])];
   }
 
   /** The valid objects of a registered kind, by namespace/name (name alone for cluster-scoped kinds). */
@@ -71,9 +71,11 @@ export class ClusterState {
   private applyValid(object: KubeObject): void {
     switch (object.kind) {
       case 'Service':
-        return this.setService(object, normalizeService(object));
+        this.setService(object, normalizeService(object));
+        return this.applyOther(object);
       case 'EndpointSlice':
-        return this.setSlice(object, normalizeEndpointSlice(object));
+        this.setSlice(object, normalizeEndpointSlice(object));
+        return this.applyOther(object);
       case 'Endpoints':
         for (const slice of endpointsToSlices(object)) this.apply(slice as KubeObject);
         return;
@@ -84,18 +86,32 @@ export class ClusterState {
         this.node = node;
         return;
       }
-      default: {
-        const normalize = this.normalizers.get(object.kind ?? '');
-        if (!normalize) throw new ObjectError(object.kind ?? '<no kind>', object.metadata?.namespace, object.metadata?.name, 'unsupported kind');
-        this.others.get(object.kind!)!.set(otherKey(object), normalize(object));
-        this.changedKinds.add(object.kind!);
-      }
+      default:
+        if (!this.normalizers.has(object.kind ?? '')) throw new ObjectError(object.kind ?? '<no kind>', object.metadata?.namespace, object.metadata?.name, 'unsupported kind');
+        return this.applyOther(object);
     }
+  }
+
+  /**
+   * Keeps a registered kind's own view. Service and EndpointSlice may be registered too (DNS needs
+   * ExternalName services and endpoint hostnames, which the proxy drops): the proxy's view is applied
+   * first, so a rejection of the other view never costs the proxy its object.
+   */
+  private applyOther(object: KubeObject): void {
+    const normalize = this.normalizers.get(object.kind!);
+    if (!normalize) return;
+    const value = normalize(object);
+    if (value === undefined) this.others.get(object.kind!)!.delete(otherKey(object));
+    else this.others.get(object.kind!)!.set(otherKey(object), value);
+    this.changedKinds.add(object.kind!);
   }
 
   delete(object: KubeObject): void {
     const namespace = object.metadata?.namespace ?? 'default';
     const name = object.metadata?.name ?? '';
+    if (object.kind !== 'Endpoints' && PROXY_KINDS.includes(object.kind ?? '') && this.others.get(object.kind!)?.delete(otherKey(object))) {
+      this.changedKinds.add(object.kind!);
+    }
     if (object.kind === 'Service') {
       this.services.delete(serviceKey(namespace, name));
       this.changed.add(serviceKey(namespace, name));

@@ -1,0 +1,280 @@
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { parentPort, workerData } from 'node:worker_threads';
+import ipaddr from 'ipaddr.js';
+import dnsPacket from 'dns-packet';
+import { type PlannedName, mergeNames, podAddress, soaRecord } from '../plan/dns.js';
+import { Forwarder, type Upstream } from './forwarder.js';
+import {
+  MalformedQuery, QTYPE, RCODE, RCODE_NAMES, type PreparedName, type Query, addressRecord, answer, encodeRecord, formatError, parseQuery,
+  prepareName, rcodeOf, relay, respond, typeName, udpLimit,
+} from './wire.js';
+
+// The cluster DNS server, in a worker thread so that serving never waits for the agent's sync loop
+// (and the other way round). The agent posts planned names when the state changes; they are turned
+// into prepared answers here, before the next query needs them.
+
+export interface ServerConfig {
+  addresses: string[];
+  port: number;
+  zone: string;
+  ttl: number;
+  pods: 'insecure' | 'disabled';
+  upstreams: Upstream[];
+}
+
+/** agent → server: the names some owners now plan (replacing what they planned before). */
+export interface NamesUpdate {
+  type: 'names';
+  seq: number;
+  set: [owner: string, names: PlannedName[]][];
+  remove: string[];
+  namespaces?: string[];
+  serial: number;
+}
+
+/** server → agent. */
+export type ServerMessage =
+  | { type: 'listening' }
+  | { type: 'failed'; message: string }
+  | { type: 'applied'; seq: number }
+  | { type: 'metrics'; metrics: ServerMetrics };
+
+export interface ServerMetrics {
+  requests: Record<string, number>;
+  responses: Record<string, number>;
+  /** Request durations: counts per bucket bound (seconds), their sum. */
+  durationBuckets: number[];
+  durationSum: number;
+  cacheHits: Record<string, number>;
+  cacheMisses: number;
+  upstreamFailures: Record<string, number>;
+}
+
+export const DURATION_BUCKETS = [0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192];
+const METRICS_INTERVAL_MS = 500;
+const TCP_MAX_CONNECTIONS = 256;
+const TCP_IDLE_MS = 10_000;
+/** Two largest messages: a client pipelining faster than it reads is cut off. */
+const TCP_MAX_BUFFERED = 2 * (2 + 65_535);
+
+const emptyMetrics = (): ServerMetrics => ({
+  requests: {}, responses: {}, durationBuckets: DURATION_BUCKETS.map(() => 0), durationSum: 0, cacheHits: {}, cacheMisses: 0, upstreamFailures: {},
+});
+const bump = (counts: Record<string, number>, key: string) => { counts[key] = (counts[key] ?? 0) + 1; };
+
+export class ClusterDnsServer {
+  private readonly owners = new Map<string, PlannedName[]>();
+  private readonly ownersOf = new Map<string, Set<string>>();
+  private readonly names = new Map<string, PreparedName>();
+  private namespaces = new Set<string>();
+  private synced = false;
+  private soa: Buffer;
+  private readonly zoneSuffix: string;
+  private metrics = emptyMetrics();
+  readonly forwarder: Forwarder;
+
+  constructor(private readonly config: ServerConfig) {
+    this.zoneSuffix = `.${config.zone}`;
+    this.soa = encodeRecord(soaRecord(config.zone, config.ttl, 0));
+    this.forwarder = new Forwarder(config.upstreams, {
+      cacheHit: (kind) => bump(this.metrics.cacheHits, kind),
+      cacheMiss: () => this.metrics.cacheMisses++,
+      upstreamFailure: (to) => bump(this.metrics.upstreamFailures, to),
+    });
+  }
+
+  /** Applies planned names: each affected name's answers are prepared again from all its owners. */
+  apply(update: NamesUpdate): void {
+    const affected = new Set<string>();
+    const drop = (owner: string) => {
+      for (const name of this.owners.get(owner) ?? []) {
+        this.ownersOf.get(name.name)?.delete(owner);
+        affected.add(name.name);
+      }
+      this.owners.delete(owner);
+    };
+    for (const owner of update.remove) drop(owner);
+    for (const [owner, names] of update.set) {
+      drop(owner);
+      this.owners.set(owner, names);
+      for (const name of names) {
+        let owners = this.ownersOf.get(name.name);
+        if (!owners) this.ownersOf.set(name.name, (owners = new Set()));
+        owners.add(owner);
+        affected.add(name.name);
+      }
+    }
+    for (const name of affected) {
+      const owners = [...(this.ownersOf.get(name) ?? [])];
+      if (owners.length === 0) {
+        this.ownersOf.delete(name);
+        this.names.delete(name);
+        continue;
+      }
+      const parts = owners.flatMap((owner) => this.owners.get(owner)!.filter((planned) => planned.name === name));
+      this.names.set(name, prepareName(parts.length === 1 ? parts[0] : mergeNames(parts)));
+    }
+    if (update.namespaces) this.namespaces = new Set(update.namespaces);
+    this.soa = encodeRecord(soaRecord(this.config.zone, this.config.ttl, update.serial));
+    this.synced = true;
+  }
+
+  /** The response to one packet: a Buffer now, a promise when it is forwarded, undefined to drop it. */
+  handle(raw: Buffer, proto: 'udp' | 'tcp', family: string): Buffer | Promise<Buffer> | undefined {
+    const started = process.hrtime.bigint();
+    let query: Query;
+    try {
+      query = parseQuery(raw);
+    } catch (error) {
+      if (!(error instanceof MalformedQuery) || raw.length < 12 || raw[2] & 0x80) return undefined;
+      return this.count(started, formatError(raw));
+    }
+    bump(this.metrics.requests, `${proto}|${family}|${typeName(query.qtype)}`);
+    const limit = proto === 'udp' ? udpLimit(query) : Infinity;
+    const result = this.resolve(query, raw, limit);
+    return result instanceof Promise ? result.then((response) => this.count(started, response)) : this.count(started, result);
+  }
+
+  private count(started: bigint, response: Buffer): Buffer {
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const bucket = DURATION_BUCKETS.findIndex((bound) => seconds <= bound);
+    if (bucket >= 0) this.metrics.durationBuckets[bucket]++;
+    this.metrics.durationSum += seconds;
+    bump(this.metrics.responses, RCODE_NAMES[rcodeOf(response)] ?? String(rcodeOf(response)));
+    return response;
+  }
+
+  private resolve(query: Query, raw: Buffer, limit: number): Buffer | Promise<Buffer> {
+    if (query.qtype === QTYPE.AXFR || query.qtype === QTYPE.IXFR) return respond(query, raw, RCODE.REFUSED, [], [], limit);
+    const inZone = query.name === this.config.zone || query.name.endsWith(this.zoneSuffix);
+    const prepared = this.names.get(query.name);
+    if ((inZone || prepared) && !this.synced) return respond(query, raw, RCODE.SERVFAIL, [], [], limit);
+    if (!prepared && !inZone) return this.forward(query, raw, limit);
+    if (query.qclass !== 1) return respond(query, raw, RCODE.REFUSED, [], [], limit);
+    if (!prepared) return this.podAnswer(query, raw, limit) ?? respond(query, raw, RCODE.NXDOMAIN, [], [this.soa], limit);
+    const ready = prepared.byType.get(query.qtype);
+    if (ready) return answer(query, raw, ready, limit);
+    if (prepared.cname) return this.cnameAnswer(query, raw, prepared, limit);
+    return respond(query, raw, RCODE.NOERROR, [], [this.soa], limit);
+  }
+
+  /** Pod records, `insecure` as CoreDNS: any dashed address in an existing namespace. */
+  private podAnswer(query: Query, raw: Buffer, limit: number): Buffer | undefined {
+    if (this.config.pods !== 'insecure') return undefined;
+    const labels = query.name.slice(0, -this.zoneSuffix.length).split('.');
+    if (labels.length !== 3 || labels[2] !== 'pod' || !this.namespaces.has(labels[1])) return undefined;
+    const address = podAddress(labels[0]);
+    if (!address) return undefined;
+    const bytes = Buffer.from(ipaddr.parse(address).toByteArray());
+    const wanted = bytes.length === 4 ? QTYPE.A : QTYPE.AAAA;
+    return respond(query, raw, RCODE.NOERROR, query.qtype === wanted ? [addressRecord(bytes, this.config.ttl)] : [], query.qtype === wanted ? [] : [this.soa], limit);
+  }
+
+  /** ExternalName: the CNAME first, then for A/AAAA the target's records, from the zone or upstream (TC copied). */
+  private async cnameAnswer(query: Query, raw: Buffer, prepared: PreparedName, limit: number): Promise<Buffer> {
+    const cname = prepared.cname!;
+    const target = cname.data as string;
+    const answers: dnsPacket.Answer[] = [{ name: query.name, type: 'CNAME', class: 'IN', ttl: cname.ttl, data: target }];
+    let flags = 0;
+    if (query.qtype === QTYPE.A || query.qtype === QTYPE.AAAA) {
+      const type = query.qtype === QTYPE.A ? 'A' : 'AAAA';
+      const local = this.names.get(target)?.byType.get(query.qtype);
+      const chased = local?.packet ?? await this.forwarder.resolve(`${target}/${type}/1`, dnsPacket.encode({ id: 0, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ name: target, type }] }));
+      if (chased) {
+        try {
+          const decoded = dnsPacket.decode(chased);
+          answers.push(...(decoded.answers ?? []));
+          flags |= (decoded.flags ?? 0) & dnsPacket.TRUNCATED_RESPONSE;
+        } catch { /* an unreadable upstream answer leaves the CNAME alone */ }
+      }
+    }
+    const encoded = dnsPacket.encode({ id: query.id, type: 'response', flags: flags | dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_AVAILABLE | (query.rd ? dnsPacket.RECURSION_DESIRED : 0), questions: [{ name: query.name, type: typeName(query.qtype) as 'A', class: 'IN' }], answers });
+    return relay(query, raw, encoded, limit);
+  }
+
+  private async forward(query: Query, raw: Buffer, limit: number): Promise<Buffer> {
+    const response = await this.forwarder.resolve(`${query.name}/${query.qtype}/${query.qclass}`, raw);
+    return response ? relay(query, raw, response, limit) : respond(query, raw, RCODE.SERVFAIL, [], [], limit, false);
+  }
+
+  takeMetrics(): ServerMetrics | undefined {
+    const metrics = this.metrics;
+    if (Object.keys(metrics.requests).length === 0 && metrics.cacheMisses === 0 && Object.keys(metrics.responses).length === 0) return undefined;
+    this.metrics = emptyMetrics();
+    return metrics;
+  }
+}
+
+/** Binds UDP and TCP on every address; resolves once all listen. */
+export async function listen(server: ClusterDnsServer, config: ServerConfig): Promise<() => void> {
+  const closers: (() => void)[] = [];
+  for (const address of config.addresses) {
+    const family = net.isIPv6(address) ? '6' : '4';
+    const udp = dgram.createSocket({ type: family === '6' ? 'udp6' : 'udp4' });
+    udp.on('message', (message, from) => {
+      const response = server.handle(message, 'udp', family);
+      if (response instanceof Promise) void response.then((out) => udp.send(out, from.port, from.address));
+      else if (response) udp.send(response, from.port, from.address);
+    });
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(config.port, address, () => { udp.off('error', reject); udp.on('error', () => undefined); resolve(); });
+    });
+    closers.push(() => udp.close());
+    const tcp = net.createServer((socket) => serveTcp(server, socket, family));
+    tcp.maxConnections = TCP_MAX_CONNECTIONS;
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', reject);
+      tcp.listen(config.port, address, () => { tcp.off('error', reject); resolve(); });
+    });
+    closers.push(() => tcp.close());
+  }
+  return () => closers.forEach((close) => close());
+}
+
+/** RFC 7766 framing: each message after its 2-byte length; at most one 64 KiB message buffered. */
+function serveTcp(server: ClusterDnsServer, socket: net.Socket, family: string): void {
+  let buffered = Buffer.alloc(0);
+  socket.setTimeout(TCP_IDLE_MS, () => socket.destroy());
+  socket.on('error', () => socket.destroy());
+  socket.on('data', (chunk) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    if (buffered.length > TCP_MAX_BUFFERED) return socket.destroy();
+    while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
+      const message = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
+      buffered = buffered.subarray(2 + message.length);
+      const send = (out: Buffer | undefined) => {
+        if (!out || socket.destroyed) return;
+        const length = Buffer.alloc(2);
+        length.writeUInt16BE(out.length);
+        socket.write(Buffer.concat([length, out]));
+      };
+      const response = server.handle(message, 'tcp', family);
+      if (response instanceof Promise) void response.then(send);
+      else send(response);
+    }
+  });
+}
+
+async function main(): Promise<void> {
+  const config = workerData as ServerConfig;
+  const server = new ClusterDnsServer(config);
+  parentPort!.on('message', (update: NamesUpdate) => {
+    server.apply(update);
+    parentPort!.postMessage({ type: 'applied', seq: update.seq } satisfies ServerMessage);
+  });
+  try {
+    await listen(server, config);
+  } catch (error) {
+    parentPort!.postMessage({ type: 'failed', message: (error as Error).message } satisfies ServerMessage);
+    return;
+  }
+  parentPort!.postMessage({ type: 'listening' } satisfies ServerMessage);
+  setInterval(() => {
+    const metrics = server.takeMetrics();
+    if (metrics) parentPort!.postMessage({ type: 'metrics', metrics } satisfies ServerMessage);
+  }, METRICS_INTERVAL_MS).unref();
+}
+
+if (parentPort && workerData?.zone) void main();

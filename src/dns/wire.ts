@@ -1,0 +1,219 @@
+import dnsPacket from 'dns-packet';
+import type { PlannedName, PlannedRecord, PlannedType } from '../plan/dns.js';
+
+// The DNS wire format on the hot path. Answers for cluster names are encoded once, when the state
+// changes (dns-packet: a well-kept encoder of every record type, so no hand-written record encoding);
+// a query then costs a header and question parse, a lookup, and patching the ID, the RD bit and the
+// question's case into a copy of the prepared answer.
+
+export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
+export const RCODE_NAMES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
+export const QTYPE = { A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, IXFR: 251, AXFR: 252 } as const;
+const TYPE_NAMES = new Map<number, string>(Object.entries(QTYPE).map(([name, code]) => [code, name]));
+export const typeName = (code: number) => TYPE_NAMES.get(code) ?? 'other';
+
+const HEADER = 12;
+const FLAG_QR = 0x80;
+const FLAG_AA = 0x04;
+const FLAG_TC = 0x02;
+const FLAG_RD = 0x01;
+const FLAG_RA = 0x80;
+/** The size an answer over UDP may have without EDNS (RFC 1035). */
+export const CLASSIC_UDP_SIZE = 512;
+/** What kubenft advertises and accepts in EDNS: the DNS flag day 2020 size. */
+export const EDNS_UDP_SIZE = 1232;
+const OPT_RR = Buffer.from([0, 0, QTYPE.OPT, EDNS_UDP_SIZE >> 8, EDNS_UDP_SIZE & 0xff, 0, 0, 0, 0, 0, 0]);
+
+export interface Query {
+  id: number;
+  rd: boolean;
+  /** Lower-case, without the trailing dot; '' for the root. */
+  name: string;
+  qtype: number;
+  qclass: number;
+  /** Where the question's name ends, and the question. */
+  nameEnd: number;
+  questionEnd: number;
+  /** The client's EDNS UDP size, or undefined without EDNS. */
+  ednsSize?: number;
+}
+
+export class MalformedQuery extends Error {}
+
+/** Parses a query's header, single question and optional OPT record; throws MalformedQuery otherwise. */
+export function parseQuery(packet: Buffer): Query {
+  if (packet.length < HEADER) throw new MalformedQuery('shorter than a header');
+  if (packet[2] & FLAG_QR) throw new MalformedQuery('a response, not a query');
+  if (packet.readUInt16BE(4) !== 1) throw new MalformedQuery('not exactly one question');
+  const labels: string[] = [];
+  let offset = HEADER;
+  for (;;) {
+    if (offset >= packet.length) throw new MalformedQuery('question name runs past the packet');
+    const length = packet[offset];
+    if (length === 0) break;
+    if (length > 63) throw new MalformedQuery('compressed or oversized label in the question');
+    if (offset + 1 + length > packet.length) throw new MalformedQuery('label runs past the packet');
+    labels.push(packet.toString('latin1', offset + 1, offset + 1 + length));
+    offset += 1 + length;
+    if (offset - HEADER > 255) throw new MalformedQuery('question name longer than 255 bytes');
+  }
+  const nameEnd = offset + 1;
+  if (nameEnd + 4 > packet.length) throw new MalformedQuery('question type and class missing');
+  const query: Query = {
+    id: packet.readUInt16BE(0),
+    rd: (packet[2] & FLAG_RD) !== 0,
+    name: labels.join('.').toLowerCase(),
+    qtype: packet.readUInt16BE(nameEnd),
+    qclass: packet.readUInt16BE(nameEnd + 2),
+    nameEnd,
+    questionEnd: nameEnd + 4,
+  };
+  const additional = packet.readUInt16BE(10);
+  if (additional > 0 && packet.readUInt16BE(6) === 0 && packet.readUInt16BE(8) === 0) {
+    const opt = query.questionEnd;
+    if (opt + 11 <= packet.length && packet[opt] === 0 && packet.readUInt16BE(opt + 1) === QTYPE.OPT) {
+      query.ednsSize = Math.min(Math.max(packet.readUInt16BE(opt + 3), CLASSIC_UDP_SIZE), EDNS_UDP_SIZE);
+    }
+  }
+  return query;
+}
+
+/** The largest answer a client takes over UDP. */
+export const udpLimit = (query: Query) => query.ednsSize ?? CLASSIC_UDP_SIZE;
+
+/** Wire form of a name, for finding it in an encoded answer. */
+function wireName(name: string): Buffer {
+  const parts = name === '' ? [] : name.split('.');
+  return Buffer.concat([...parts.map((label) => Buffer.concat([Buffer.from([label.length]), Buffer.from(label, 'latin1')])), Buffer.from([0])]);
+}
+
+const toAnswer = (record: PlannedRecord): dnsPacket.Answer => ({ name: record.name, type: record.type, class: 'IN', ttl: record.ttl, data: record.data } as dnsPacket.Answer);
+
+/** A prepared answer: the encoded response and where the question's name recurs in it. */
+export interface Prepared {
+  packet: Buffer;
+  nameAt: number[];
+}
+
+/** Encodes a response for `name`/`type` with id 0; owner names equal to the question get its case at query time. */
+export function prepare(name: string, type: PlannedType | 'ANY', answers: PlannedRecord[], additionals: PlannedRecord[] = [], rcode = 'NOERROR', authorities: PlannedRecord[] = []): Prepared {
+  const packet = dnsPacket.encode({
+    id: 0,
+    type: 'response',
+    flags: dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_AVAILABLE | RCODE[rcode as keyof typeof RCODE],
+    questions: [{ name, type: type === 'ANY' ? 'A' : type, class: 'IN' }],
+    answers: answers.map(toAnswer),
+    additionals: additionals.map(toAnswer),
+    authorities: authorities.map(toAnswer),
+  });
+  const wire = wireName(name);
+  const nameAt: number[] = [];
+  for (let at = packet.indexOf(wire, HEADER + wire.length + 4); at !== -1; at = packet.indexOf(wire, at + 1)) nameAt.push(at);
+  return { packet, nameAt };
+}
+
+/** One resource record's bytes (an SOA for the authority section), without header or question. */
+export function encodeRecord(record: PlannedRecord): Buffer {
+  return dnsPacket.encode({ id: 0, type: 'response', authorities: [toAnswer(record)] }).subarray(HEADER);
+}
+
+/** A response with no room left for the answer: the question and TC, so that the client retries over TCP. */
+function truncated(query: Query, packet: Buffer): Buffer {
+  const out = Buffer.alloc(query.questionEnd + (query.ednsSize ? OPT_RR.length : 0));
+  packet.copy(out, 0, 0, query.questionEnd);
+  out[2] |= FLAG_TC;
+  out.writeUInt32BE(0, 6);
+  out.writeUInt16BE(query.ednsSize ? 1 : 0, 10);
+  if (query.ednsSize) OPT_RR.copy(out, query.questionEnd);
+  return out;
+}
+
+/** Fits a finished response into the client's limit (UDP) or sends it whole (TCP: limit Infinity). */
+function fit(query: Query, out: Buffer, limit: number): Buffer {
+  return out.length > limit ? truncated(query, out) : out;
+}
+
+/** The prepared answer as this query's response: its ID, RD bit, the question's case, and OPT when asked. */
+export function answer(query: Query, raw: Buffer, prepared: Prepared, limit: number): Buffer {
+  const { packet, nameAt } = prepared;
+  const out = Buffer.allocUnsafe(packet.length + (query.ednsSize ? OPT_RR.length : 0));
+  packet.copy(out);
+  out.writeUInt16BE(query.id, 0);
+  if (query.rd) out[2] |= FLAG_RD;
+  raw.copy(out, HEADER, HEADER, query.nameEnd);
+  for (const at of nameAt) raw.copy(out, at, HEADER, query.nameEnd);
+  if (query.ednsSize) {
+    OPT_RR.copy(out, packet.length);
+    out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
+  }
+  return fit(query, out, limit);
+}
+
+/** A response built for this query: rcode, answer records (bytes) and authority records (bytes). */
+export function respond(query: Query, raw: Buffer, rcode: number, answers: Buffer[] = [], authorities: Buffer[] = [], limit = Infinity, authoritative = true): Buffer {
+  const edns = query.ednsSize ? OPT_RR : Buffer.alloc(0);
+  const header = Buffer.alloc(HEADER);
+  header.writeUInt16BE(query.id, 0);
+  header[2] = FLAG_QR | (authoritative ? FLAG_AA : 0) | (query.rd ? FLAG_RD : 0);
+  header[3] = FLAG_RA | rcode;
+  header.writeUInt16BE(1, 4);
+  header.writeUInt16BE(answers.length, 6);
+  header.writeUInt16BE(authorities.length, 8);
+  header.writeUInt16BE(query.ednsSize ? 1 : 0, 10);
+  return fit(query, Buffer.concat([header, raw.subarray(HEADER, query.questionEnd), ...answers, ...authorities, edns]), limit);
+}
+
+/** An address record owned by the question's name (a compression pointer to it), for computed answers. */
+export function addressRecord(address: Buffer, ttl: number): Buffer {
+  const out = Buffer.alloc(12 + address.length);
+  out.writeUInt16BE(0xc000 | HEADER, 0);
+  out.writeUInt16BE(address.length === 4 ? QTYPE.A : QTYPE.AAAA, 2);
+  out.writeUInt16BE(1, 4);
+  out.writeUInt32BE(ttl, 6);
+  out.writeUInt16BE(address.length, 10);
+  address.copy(out, 12);
+  return out;
+}
+
+/** FORMERR for a packet whose header is readable but whose question is not. */
+export function formatError(packet: Buffer): Buffer {
+  const out = Buffer.alloc(HEADER);
+  packet.copy(out, 0, 0, 4);
+  out[2] = (out[2] & 0x79) | FLAG_QR;
+  out[3] = FLAG_RA | RCODE.FORMERR;
+  return out;
+}
+
+/** The response a prepared set of names gives: every type the name holds, plus what a CNAME says. */
+export interface PreparedName {
+  byType: Map<number, Prepared>;
+  cname?: PlannedRecord;
+}
+
+export function prepareName(name: PlannedName): PreparedName {
+  const byType = new Map<number, Prepared>();
+  for (const [type, rrset] of Object.entries(name.rrsets)) {
+    if (rrset) byType.set(QTYPE[type as keyof typeof QTYPE], prepare(name.name, type as PlannedType, rrset.answers, dedupe(rrset.additionals)));
+  }
+  return name.cname ? { byType, cname: name.cname } : { byType };
+}
+
+function dedupe(records: PlannedRecord[]): PlannedRecord[] {
+  const seen = new Set<string>();
+  return records.filter((record) => {
+    const key = `${record.name}/${record.type}/${String(record.data)}`;
+    return seen.has(key) ? false : (seen.add(key), true);
+  });
+}
+
+/** Rewrites the ID and RD of a relayed upstream response and puts back the client's question case. */
+export function relay(query: Query, raw: Buffer, response: Buffer, limit: number): Buffer {
+  const out = Buffer.from(response);
+  out.writeUInt16BE(query.id, 0);
+  out[2] = (out[2] & ~FLAG_RD) | (query.rd ? FLAG_RD : 0);
+  if (out.length >= query.nameEnd) raw.copy(out, HEADER, HEADER, query.nameEnd);
+  return fit(query, out, limit);
+}
+
+export const isTruncated = (response: Buffer) => response.length >= 3 && (response[2] & FLAG_TC) !== 0;
+export const rcodeOf = (response: Buffer) => (response.length >= 4 ? response[3] & 0x0f : RCODE.SERVFAIL);

@@ -1,0 +1,174 @@
+// Cluster DNS, end to end: the real kubenft agent in a throwaway node namespace serving on the
+// link-local address and the kube-dns ClusterIP, queried with dig from the client namespace; a tiny
+// responder plays the upstream (counting its queries) and the "CoreDNS pod" behind the ClusterIP.
+import t from 'tap';
+import { join } from 'node:path';
+import { createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
+import { projectRoot } from '../src/backend/native.js';
+import { eventually } from './lib/eventually.js';
+import { CLI, kubenft, scrape } from './lib/kubenft.js';
+import { ManifestFile, service, slice } from './lib/manifests.js';
+
+const LINK_LOCAL = '169.254.20.10';
+const KUBE_DNS_IP = '10.0.0.10';
+const UPSTREAM_PORT = '5353';
+const RESPONDER = join(projectRoot(), 'test/fixtures/dns-responder.mjs');
+const FUZZ = join(projectRoot(), 'test/fixtures/dns-fuzz.mjs');
+const COREDNS_POD = { name: 'coredns', ipv4: '10.244.1.53', udp: true };
+const Z = 'svc.cluster.local';
+
+const namespace = (name: string) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
+const inNamespace = <T extends { metadata: object }>(object: T, ns: string): T => ({ ...object, metadata: { ...object.metadata, namespace: ns } });
+const kubeDNS = [
+  inNamespace(service('kube-dns', KUBE_DNS_IP, [{ name: 'dns', port: 53, protocol: 'UDP' }, { name: 'dns-tcp', port: 53, protocol: 'TCP' }]), 'kube-system'),
+  inNamespace(slice('kube-dns', [{ name: 'dns', port: 53, protocol: 'UDP' }, { name: 'dns-tcp', port: 53, protocol: 'TCP' }], [{ ip: COREDNS_POD.ipv4 }]), 'kube-system'),
+];
+const objects = (webEndpoints: string[]) => [
+  namespace('default'), namespace('kube-system'), ...kubeDNS,
+  service('hostnames', ['10.0.0.20', 'fd00:10:96::20'], [{ name: 'http', port: 80 }]),
+  service('web', 'None', [{ name: 'http', port: 80 }]),
+  slice('web', [{ name: 'http', port: 80 }], webEndpoints.map((ip) => ({ ip }))),
+  { apiVersion: 'v1', kind: 'Service', metadata: { name: 'ext', namespace: 'default' }, spec: { type: 'ExternalName', externalName: 'hostnames.default.svc.cluster.local' } },
+  service('many', 'None', []),
+  slice('many', [], Array.from({ length: 60 }, (_, index) => ({ ip: `10.245.0.${index + 1}` }))),
+];
+
+let topology: Topology;
+let manifests: ManifestFile;
+let agent: ProcessHandle | undefined;
+let upstream: ProcessHandle;
+
+const dig = async (server: string, ...args: string[]) =>
+  (await topology.exec(topology.client, ['dig', '+time=2', '+tries=1', `@${server}`, ...args])).stdout;
+const short = async (...args: string[]) => (await dig(LINK_LOCAL, '+short', ...args)).trim().split('\n').filter(Boolean).sort();
+const status = async (...args: string[]) => /status: (\w+)/.exec(await dig(LINK_LOCAL, ...args))?.[1];
+
+async function startAgent(): Promise<void> {
+  agent = topology.spawn(topology.node, ['node', CLI, '--manifests', manifests.path, '--cluster-dns', `${LINK_LOCAL},${KUBE_DNS_IP}`,
+    '--dns-upstream', `127.0.0.1:${UPSTREAM_PORT}`, '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:10249']);
+  if (!(await eventually(async () => (await status(`hostnames.default.${Z}`)) === 'NOERROR'))) throw new Error(`kubenft did not serve: ${agent.output().stderr}`);
+}
+
+t.before(async () => {
+  topology = await createTopology({ pods: [COREDNS_POD] });
+  manifests = new ManifestFile(objects(['10.1.0.5', '10.1.0.6']));
+  upstream = topology.spawn(topology.node, ['node', RESPONDER, '127.0.0.1', UPSTREAM_PORT, '192.0.2.1']);
+  await upstream.waitForOutput(/listening/, 10_000);
+  await startAgent();
+});
+
+t.teardown(async () => {
+  await agent?.stop();
+  await upstream?.stop();
+  await topology?.destroy();
+  manifests?.remove();
+});
+
+t.test('ClusterIP services: A and AAAA (dual stack), SRV for named ports, PTR in both families', async (t) => {
+  t.same(await short(`hostnames.default.${Z}`, 'A'), ['10.0.0.20']);
+  t.same(await short(`hostnames.default.${Z}`, 'AAAA'), ['fd00:10:96::20']);
+  t.same(await short(`_http._tcp.hostnames.default.${Z}`, 'SRV'), [`0 50 80 hostnames.default.${Z}.`, `0 50 80 hostnames.default.${Z}.`]);
+  t.same(await short('-x', '10.0.0.20'), [`hostnames.default.${Z}.`]);
+  t.same(await short('-x', 'fd00:10:96::20'), [`hostnames.default.${Z}.`]);
+});
+
+t.test('the query\'s case is kept in the answer', async (t) => {
+  t.match(await dig(LINK_LOCAL, `HostNames.Default.${Z}`, 'A'), /^HostNames\.Default\.svc\.cluster\.local\.\s+5\s+IN\s+A\s+10\.0\.0\.20$/m);
+});
+
+t.test('headless services: one record per ready endpoint, endpoint names, SRV per endpoint', async (t) => {
+  t.same(await short(`web.default.${Z}`), ['10.1.0.5', '10.1.0.6']);
+  t.same(await short(`10-1-0-5.web.default.${Z}`), ['10.1.0.5']);
+  t.same(await short(`_http._tcp.web.default.${Z}`, 'SRV'), [`0 50 80 10-1-0-5.web.default.${Z}.`, `0 50 80 10-1-0-6.web.default.${Z}.`]);
+  t.same(await short('-x', '10.1.0.6'), [`10-1-0-6.web.default.${Z}.`]);
+});
+
+t.test('NXDOMAIN and NODATA carry the SOA; zone names and namespaces are NOERROR; AXFR is refused', async (t) => {
+  t.equal(await status(`nothing.default.${Z}`), 'NXDOMAIN');
+  t.match(await dig(LINK_LOCAL, `nothing.default.${Z}`), /AUTHORITY SECTION:\ncluster\.local\.\s+\d+\s+IN\s+SOA\s+ns\.dns\.cluster\.local\. hostmaster\.cluster\.local\./);
+  t.equal(await status(`hostnames.default.${Z}`, 'TXT'), 'NOERROR');
+  t.same(await short(`hostnames.default.${Z}`, 'TXT'), []);
+  for (const name of ['cluster.local', Z, 'pod.cluster.local', `default.${Z}`]) t.equal(await status(name, 'A'), 'NOERROR', name);
+  t.equal(await status(`nonamespace.${Z}`), 'NXDOMAIN');
+  t.same(await short('dns-version.cluster.local', 'TXT'), ['"1.1.0"']);
+  t.same(await short('cluster.local', 'NS'), [`kube-dns.kube-system.${Z}.`]);
+  t.match(await dig(LINK_LOCAL, 'cluster.local', 'AXFR'), /Transfer failed/);
+});
+
+t.test('ExternalName: the CNAME, then the target\'s records', async (t) => {
+  t.same(await short(`ext.default.${Z}`, 'A'), ['10.0.0.20', `hostnames.default.${Z}.`]);
+});
+
+t.test('pod records (insecure): a dashed address in an existing namespace', async (t) => {
+  t.same(await short('10-2-3-4.default.pod.cluster.local'), ['10.2.3.4']);
+  t.equal(await status('10-2-3-4.nonamespace.pod.cluster.local'), 'NXDOMAIN');
+});
+
+t.test('an answer larger than 512 bytes is truncated over UDP and complete over TCP', async (t) => {
+  t.match(await dig(LINK_LOCAL, '+noedns', '+ignore', `many.default.${Z}`), /flags: qr aa tc/);
+  t.equal((await short('+noedns', `many.default.${Z}`)).length, 60, 'dig retries over TCP');
+  t.equal((await short('+tcp', `many.default.${Z}`)).length, 60);
+});
+
+t.test('answers change within a sync of an EndpointSlice or Service change', async (t) => {
+  manifests.write(objects(['10.1.0.7']));
+  t.ok(await eventually(async () => (await short(`web.default.${Z}`)).join() === '10.1.0.7'), 'the new endpoint is answered');
+  t.equal(await status(`10-1-0-5.web.default.${Z}`), 'NXDOMAIN', 'the old endpoint\'s name is gone');
+  manifests.write(objects([]));
+  t.ok(await eventually(async () => (await status(`web.default.${Z}`)) === 'NXDOMAIN'), 'a headless service without ready endpoints is NXDOMAIN');
+  manifests.write(objects(['10.1.0.5', '10.1.0.6']));
+  t.ok(await eventually(async () => (await short(`web.default.${Z}`)).length === 2));
+});
+
+t.test('other names go upstream, cached; SERVFAIL-free TCP retry when the upstream truncates', async (t) => {
+  t.same(await short('www.example', 'A'), ['192.0.2.1']);
+  const count = async () => Number((await short('count.example', 'TXT'))[0]?.replace(/"/g, ''));
+  const before = await count();
+  for (let i = 0; i < 3; i++) t.same(await short('www.example', 'A'), ['192.0.2.1']);
+  t.equal(await count(), before + 1, 'the cached name did not reach the upstream again');
+  t.equal(await status('missing.example'), 'NXDOMAIN');
+  t.equal((await short('+tcp', 'big.example', 'TXT')).join('').replace(/[" ]/g, '').length, 1600, 'the upstream truncated over UDP; kubenft asked it over TCP');
+  const metrics = await eventually(async () => /kubenft_dns_cache_hits_total\{[^}]*type="success"\} [1-9]/.test((await scrape(topology, 'http://127.0.0.1:10249/metrics')).body));
+  t.ok(metrics, 'cache hits are counted');
+  const body = (await scrape(topology, 'http://127.0.0.1:10249/metrics')).body;
+  t.match(body, /kubenft_dns_requests_total\{[^}]*proto="udp"[^}]*type="A"\} \d+/);
+  t.match(body, /kubenft_dns_responses_total\{[^}]*rcode="NXDOMAIN"\} \d+/);
+  t.match(body, /kubenft_dns_request_duration_seconds_count \d+/);
+});
+
+t.test('the kube-dns ClusterIP is answered by kubenft, with no conntrack entry', async (t) => {
+  await topology.exec(topology.node, ['conntrack', '-F']);
+  t.same((await dig(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim(), '10.0.0.20');
+  const tracked = await topology.exec(topology.node, ['conntrack', '-L', '-d', KUBE_DNS_IP]);
+  t.equal(tracked.stdout.trim(), '', 'no conntrack entry for the query');
+});
+
+t.test('SIGKILL: the ClusterIP is answered by the DNS Service\'s endpoints, then by kubenft after a restart', async (t) => {
+  const responder = topology.spawn(topology.pods[0].ns, ['node', RESPONDER, COREDNS_POD.ipv4, '53', '192.0.2.53']);
+  await responder.waitForOutput(/listening/, 10_000);
+  try {
+    agent!.child.kill('SIGKILL');
+    await agent!.exited;
+    t.ok(await eventually(async () => (await dig(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim() === '192.0.2.53', 5_000, 100), 'the CoreDNS pod answers through the DNAT');
+    await startAgent();
+    t.ok(await eventually(async () => (await dig(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim() === '10.0.0.20'), 'kubenft answers again');
+  } finally {
+    await responder.stop();
+  }
+});
+
+t.test('random and mutated packets: the server keeps answering', async (t) => {
+  const fuzz = await topology.exec(topology.client, ['node', FUZZ, LINK_LOCAL, '53', '3000'], { timeoutMs: 60_000 });
+  t.equal(fuzz.code, 0, fuzz.stderr);
+  t.same(await short(`hostnames.default.${Z}`), ['10.0.0.20']);
+  t.match(await dig(LINK_LOCAL, '+tcp', `hostnames.default.${Z}`), /status: NOERROR/);
+});
+
+t.test('--cleanup removes the interface, its addresses and the table', async (t) => {
+  await agent!.stop();
+  agent = undefined;
+  const result = await kubenft(topology, ['--cleanup']);
+  t.equal(result.code, 0, result.stderr);
+  t.notMatch((await topology.exec(topology.node, ['ip', 'link', 'show'])).stdout, /kubenft-dns/);
+  t.notMatch((await topology.exec(topology.node, ['nft', 'list', 'tables'])).stdout, /kubenft-dns/);
+});
