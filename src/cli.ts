@@ -6,6 +6,7 @@ import { NftablesBackend } from './backend/nftables.js';
 import { Agent } from './agent/agent.js';
 import { type Dataplane, IptablesDataplane, NftablesDataplane } from './agent/dataplane.js';
 import type { StateDataplane } from './agent/state-dataplane.js';
+import { SocketLbDataplane, cleanupSocketLb } from './agent/socket-lb-dataplane.js';
 import { startHealthServer } from './agent/healthz.js';
 import { startMetricsServer } from './agent/metrics.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
@@ -39,8 +40,13 @@ function dataplaneFor(options: AgentOptions): Dataplane {
 }
 
 /** The dataplanes beside the proxy's rules that the options turn on. */
-function stateDataplanesFor(_options: AgentOptions, _log: Logger): StateDataplane[] {
-  return [];
+function stateDataplanesFor(options: AgentOptions, log: Logger): StateDataplane[] {
+  const dataplanes: StateDataplane[] = [];
+  if (options.socketLb) {
+    if (options.proxyMode !== 'nftables') throw new OptionsError('--socket-lb works in the nftables mode (--proxy-mode=nftables)');
+    dataplanes.push(new SocketLbDataplane({ cgroup: options.socketLbCgroup, hostOnly: options.socketLbHostOnly, pinDir: options.socketLbPinDir }, log));
+  }
+  return dataplanes;
 }
 
 /** Prints what would be loaded, from the manifests alone, touching nothing. */
@@ -60,8 +66,14 @@ async function render(options: AgentOptions, log: Logger): Promise<number> {
 }
 
 /** Removes what kubenft (or kube-proxy) loaded in either mode, as kube-proxy --cleanup does. */
-async function cleanup(log: Logger): Promise<number> {
+async function cleanup(log: Logger, options: AgentOptions): Promise<number> {
   let failed = 0;
+  try {
+    cleanupSocketLb(options.socketLbPinDir);
+  } catch (error) {
+    failed++;
+    log.error(`cleanup of the socket LB pins failed: ${(error as Error).message}`);
+  }
   for (const dataplane of [new NftablesDataplane(), new IptablesDataplane(new IptablesBackend({ backend: 'auto' }))]) {
     try {
       await dataplane.cleanup();
@@ -132,7 +144,7 @@ export async function main(argv: string[]): Promise<number> {
   const log = logger(options.verbosity);
   if (options.command === 'render') return render(options, log);
   requireNetAdmin();
-  if (options.cleanup) return cleanup(log);
+  if (options.cleanup) return cleanup(log, options);
   const agent = new Agent(options, dataplaneFor(options), log, stateDataplanesFor(options, log));
   if (options.once) {
     if (!options.manifests) throw new OptionsError('--once needs --manifests PATH');

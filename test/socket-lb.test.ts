@@ -1,0 +1,155 @@
+// Socket-level load balancing with real sockets: the programs attach only to a child cgroup this
+// test creates (never the root), their pins live on a bpf filesystem mounted in a private mount
+// namespace the test owns, and the clients run in the test topology's node namespace, placed in
+// the cgroup before they create a socket.
+import t from 'tap';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, rmdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { projectRoot } from '../src/backend/native.js';
+import { cgroupV2Root } from '../src/agent/socket-lb-dataplane.js';
+import { createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
+import { eventually } from './lib/eventually.js';
+import { CHI_SQUARE_CRITICAL_P001, CLI, chiSquareUniform } from './lib/kubenft.js';
+import { ManifestFile, service, slice } from './lib/manifests.js';
+
+const VIP = '10.0.3.10';
+const NODE_NAME = 'node-a';
+const PODS = [
+  { name: 'pod-a', ipv4: '10.244.1.7', nodeName: NODE_NAME },
+  { name: 'pod-b', ipv4: '10.244.2.3', nodeName: 'node-b' },
+  { name: 'pod-c', ipv4: '10.244.3.6', nodeName: 'node-c' },
+];
+const POD_PORT = 9376;
+const CLIENT = join(projectRoot(), 'test/fixtures/socket-lb-client.mjs');
+const PORTS = [{ name: 'http', port: 80, targetPort: POD_PORT }, { name: 'dns', port: 53, targetPort: POD_PORT, protocol: 'UDP' as const }];
+const SLICE_PORTS = [{ name: 'http', port: POD_PORT }, { name: 'dns', port: POD_PORT, protocol: 'UDP' }];
+const web = (pods = PODS, spec: Record<string, unknown> = {}) => [
+  service('web', VIP, PORTS, spec),
+  slice('web', SLICE_PORTS, pods.map((pod) => ({ ip: pod.ipv4, nodeName: pod.nodeName }))),
+];
+
+interface Summary { peers: Record<string, number>; pods: Record<string, number>; errors: Record<string, number> }
+
+let cgroupRoot: string | undefined;
+try {
+  cgroupRoot = cgroupV2Root();
+} catch (error) {
+  t.plan(0, (error as Error).message);
+}
+
+let topology: Topology;
+let manifests: ManifestFile;
+let cgroup: string;
+let pinRoot: string;
+let pinDir: string;
+/** Holds the private mount namespace where the test's bpf filesystem is mounted. */
+let mountHolder: ChildProcess | undefined;
+
+t.before(async () => {
+  if (!cgroupRoot) return;
+  topology = await createTopology({ pods: PODS.map(({ name, ipv4 }) => ({ name, ipv4 })) });
+  manifests = new ManifestFile();
+  cgroup = join(cgroupRoot, `kubenft-test-${process.pid}`);
+  mkdirSync(cgroup);
+  pinRoot = mkdtempSync(join(tmpdir(), 'kubenft-bpffs-'));
+  pinDir = join(pinRoot, 'kubenft');
+  mountHolder = spawn('unshare', ['--mount', '--propagation', 'private', 'sleep', '600'], { stdio: 'ignore' });
+  await eventually(async () => spawnSync('nsenter', ['-t', String(mountHolder!.pid), '-m', 'true']).status === 0, 5000, 50);
+  const mounted = spawnSync('nsenter', ['-t', String(mountHolder.pid), '-m', 'mount', '-t', 'bpf', 'bpf', pinRoot], { encoding: 'utf8' });
+  if (mounted.status !== 0) throw new Error(`mounting the test's bpf filesystem failed: ${mounted.stderr}`);
+});
+
+t.teardown(async () => {
+  if (!cgroupRoot) return;
+  try {
+    // Detaches and unpins whatever a failed test left, before the cgroup goes.
+    if (mountHolder) spawnSync('nsenter', ['-t', String(mountHolder.pid), '-m', process.execPath, CLI, '--socket-lb-pin-dir', pinDir, '--cleanup'], { timeout: 30_000 });
+    await topology?.destroy();
+  } finally {
+    mountHolder?.kill('SIGKILL');
+    if (existsSync(cgroup)) rmdirSync(cgroup);
+    rmSync(pinRoot, { recursive: true, force: true });
+    manifests?.remove();
+  }
+});
+
+/** kubenft in the node namespace and the test's mount namespace, with the socket LB on the test cgroup. */
+function agentArgv(...args: string[]): string[] {
+  return ['nsenter', '-t', String(mountHolder!.pid), '-m', process.execPath, CLI, '--manifests', manifests.path, '--hostname-override', NODE_NAME,
+    '--socket-lb', '--socket-lb-cgroup', cgroup, '--socket-lb-pin-dir', pinDir, '--healthz-bind-address', '', '--metrics-bind-address', '', ...args];
+}
+
+async function syncOnce(...args: string[]): Promise<void> {
+  const result = await topology.exec(topology.node, agentArgv('--once', ...args), { timeoutMs: 60_000 });
+  if (result.code !== 0) throw new Error(`kubenft exited ${result.code}: ${result.stderr}`);
+}
+
+/** The client, moved into the test cgroup before it execs (so its sockets are born there). */
+function clientInCgroup(args: string[]): ChildProcess {
+  return spawn('sh', ['-c', 'echo $$ > "$1" && shift && exec "$@"', 'sh', join(cgroup, 'cgroup.procs'), 'ip', 'netns', 'exec', topology.node, process.execPath, CLIENT, ...args],
+    { stdio: ['pipe', 'pipe', 'inherit'] });
+}
+
+function clientOutside(args: string[]): ChildProcess {
+  return spawn('ip', ['netns', 'exec', topology.node, process.execPath, CLIENT, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+}
+
+async function summary(child: ChildProcess): Promise<Summary> {
+  let output = '';
+  child.stdout!.on('data', (chunk) => (output += chunk));
+  child.stdin!.end();
+  const [code] = await new Promise<[number | null]>((resolve) => child.once('close', (exitCode) => resolve([exitCode])));
+  if (code !== 0) throw new Error(`client exited ${code}: ${output}`);
+  return JSON.parse(output) as Summary;
+}
+
+const inCgroup = (...args: string[]) => summary(clientInCgroup(args));
+const outside = (...args: string[]) => summary(clientOutside(args));
+
+/** A long-lived client: its stdout lines, one at a time. */
+function lines(child: ChildProcess): () => Promise<string> {
+  const queue: string[] = [];
+  const waiting: ((line: string) => void)[] = [];
+  createInterface({ input: child.stdout! }).on('line', (line) => (waiting.length > 0 ? waiting.shift()!(line) : queue.push(line)));
+  return () => (queue.length > 0 ? Promise.resolve(queue.shift()!) : new Promise((resolve) => waiting.push(resolve)));
+}
+
+async function conntrack(...args: string[]): Promise<string> {
+  const result = await topology.exec(topology.node, ['conntrack', ...args]);
+  return result.stdout;
+}
+const dnatEntries = async () => (await conntrack('-L', '--dst-nat')).split('\n').filter((line) => line.includes(VIP)).length;
+
+const podCounts = (report: Summary) => PODS.map((pod) => report.pods[pod.name] ?? 0);
+
+t.test('a client in the cgroup reaches the endpoints evenly, sees the Service address, and leaves no NAT entry', async (t) => {
+  manifests.write(web());
+  await syncOnce();
+  await conntrack('-F');
+  const report = await inCgroup('tcp', VIP, '80', '150');
+  t.same(report.errors, {});
+  t.same(report.peers, { [`${VIP}:80`]: 150 }, 'getpeername() returns the Service address and port');
+  const chiSquare = chiSquareUniform(podCounts(report));
+  t.ok(chiSquare < CHI_SQUARE_CRITICAL_P001[2], `chi-square ${chiSquare.toFixed(2)} of ${podCounts(report).join('/')} is consistent with uniform`);
+  t.equal(await dnatEntries(), 0, 'no connection was translated by nftables');
+
+  const udp = await inCgroup('udp', VIP, '53', '60');
+  t.same(udp.errors, {});
+  t.same(udp.peers, { [`${VIP}:53`]: 60 }, 'UDP replies come from the Service address');
+  t.equal(podCounts(udp).filter((count) => count > 0).length, 3, `UDP sockets spread over every endpoint: ${podCounts(udp).join('/')}`);
+  t.equal(await dnatEntries(), 0);
+});
+
+t.test('a client outside the cgroup still goes through the nftables rules', async (t) => {
+  manifests.write(web());
+  await syncOnce();
+  await conntrack('-F');
+  const report = await outside('tcp', VIP, '80', '30');
+  t.same(report.errors, {});
+  t.same(report.peers, { [`${VIP}:80`]: 30 });
+  t.equal(podCounts(report).reduce((sum, count) => sum + count, 0), 30);
+  t.ok(await dnatEntries() > 0, 'its connections were translated by nftables');
+});
