@@ -153,3 +153,124 @@ t.test('a client outside the cgroup still goes through the nftables rules', asyn
   t.equal(podCounts(report).reduce((sum, count) => sum + count, 0), 30);
   t.ok(await dnatEntries() > 0, 'its connections were translated by nftables');
 });
+
+t.test('an endpoint removed: no new connection reaches it, and a connected UDP socket aimed at it is destroyed', async (t) => {
+  manifests.write(web());
+  await syncOnce();
+  const holder = clientInCgroup(['udp-hold', VIP, '53']);
+  t.teardown(() => { holder.kill(); });
+  const next = lines(holder);
+  const first = JSON.parse(await next()) as { peer: string; pod: string };
+  t.equal(first.peer, `${VIP}:53`, 'the connected socket\'s peer is the Service address');
+  const gone = PODS.find((pod) => pod.name === first.pod)!;
+  const connectedTo = async () => (await topology.exec(topology.node, ['ss', '-Hnu', 'state', 'established', 'dst', gone.ipv4])).stdout.trim();
+  t.not(await connectedTo(), '', `the kernel shows the UDP socket connected to ${gone.ipv4}`);
+
+  manifests.write(web(PODS.filter((pod) => pod !== gone)));
+  await syncOnce();
+  t.equal(await connectedTo(), '', 'the socket connected to the removed endpoint is gone');
+  const report = await inCgroup('tcp', VIP, '80', '60');
+  t.same(report.errors, {});
+  t.equal(report.pods[gone.name], undefined, `no connection reached ${gone.name}: ${JSON.stringify(report.pods)}`);
+  t.equal(Object.keys(report.pods).length, 2);
+});
+
+t.test('ClientIP affinity keeps a client on one endpoint', async (t) => {
+  manifests.write(web(PODS, { sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } } }));
+  await syncOnce();
+  const report = await inCgroup('tcp', VIP, '80', '30');
+  t.same(report.errors, {});
+  t.equal(Object.keys(report.pods).length, 1, `every connection on one pod: ${JSON.stringify(report.pods)}`);
+});
+
+t.test('internalTrafficPolicy Local: only this node\'s endpoint', async (t) => {
+  manifests.write(web(PODS, { internalTrafficPolicy: 'Local' }));
+  await syncOnce();
+  const report = await inCgroup('tcp', VIP, '80', '30');
+  t.same(report.errors, {});
+  t.same(report.pods, { 'pod-a': 30 });
+  t.same(report.peers, { [`${VIP}:80`]: 30 });
+});
+
+t.test('a service without endpoints and an unknown address fall through to the rules', async (t) => {
+  manifests.write([...web([]), service('other', '10.0.3.11', PORTS), slice('other', SLICE_PORTS, [{ ip: PODS[0].ipv4 }])]);
+  await syncOnce();
+  const empty = await inCgroup('tcp', VIP, '80', '3');
+  t.same(empty.errors, { ECONNREFUSED: 3 }, 'the nftables reject answers, as it does outside the cgroup');
+  t.same(await outside('tcp', VIP, '80', '3'), empty);
+  const unknownPort = await inCgroup('tcp', '10.0.3.11', '81', '1');
+  t.same(unknownPort, await outside('tcp', '10.0.3.11', '81', '1'), 'an unknown port of a known address: what the rules do');
+  t.equal(Object.keys(unknownPort.pods).length, 0);
+});
+
+t.test('a restarted agent takes the pinned programs over; open connections and the pause in between keep working', async (t) => {
+  manifests.write(web());
+  let agent: ProcessHandle = topology.spawn(topology.node, agentArgv());
+  t.teardown(() => agent.stop());
+  t.ok(await eventually(async () => (await inCgroup('tcp', VIP, '80', '1')).peers[`${VIP}:80`] === 1), 'the first agent balances');
+  const held = clientInCgroup(['hold', VIP, '80']);
+  t.teardown(() => { held.kill(); });
+  const next = lines(held);
+  t.same(JSON.parse(await next()), { peer: `${VIP}:80` });
+  held.stdin!.write('one\n');
+  const pod = (await next()).split(' ')[0];
+
+  await agent.stop();
+  const between = await inCgroup('tcp', VIP, '80', '15');
+  t.same(between.peers, { [`${VIP}:80`]: 15 }, 'with no agent running, the pinned programs still balance');
+  t.same(between.errors, {});
+
+  agent = topology.spawn(topology.node, agentArgv());
+  held.stdin!.write('two\n');
+  t.equal(await next(), `${pod} two`, 'the connection opened before the restart still works');
+  // A change after the restart reaches the maps through the new agent's partial syncs.
+  const gone = PODS.find((candidate) => candidate.name !== pod)!;
+  manifests.write(web(PODS.filter((candidate) => candidate !== gone)));
+  t.ok(await eventually(async () => {
+    const report = await inCgroup('tcp', VIP, '80', '20');
+    return report.pods[gone.name] === undefined && report.peers[`${VIP}:80`] === 20;
+  }), `the new agent removed ${gone.name} from the maps`);
+  held.stdin!.write('three\n');
+  t.equal(await next(), `${pod} three`);
+});
+
+t.test('--socket-lb-host-only: a socket of another network namespace is left to the rules', async (t) => {
+  manifests.write(web());
+  await syncOnce('--socket-lb-host-only');
+  t.same((await inCgroup('tcp', VIP, '80', '5')).peers, { [`${VIP}:80`]: 5 });
+  await conntrack('-F');
+  // The external client namespace, in the cgroup too: routed through the node, translated there.
+  const fromClientNs = await summary(spawn('sh', ['-c', 'echo $$ > "$1" && shift && exec "$@"', 'sh', join(cgroup, 'cgroup.procs'),
+    'ip', 'netns', 'exec', topology.client, process.execPath, CLIENT, 'tcp', VIP, '80', '5'], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  t.same(fromClientNs.errors, {});
+  t.equal(await dnatEntries(), 5, 'its connections were translated by nftables');
+  await conntrack('-F');
+  await inCgroup('tcp', VIP, '80', '5');
+  t.equal(await dnatEntries(), 0, 'the node namespace\'s were not');
+});
+
+t.test('a start that cannot attach says why and leaves nothing attached or pinned', async (t) => {
+  manifests.write(web());
+  t.equal((await topology.exec(topology.node, agentArgv('--cleanup'))).code, 0);
+  const missing = await topology.exec(topology.node, agentArgv('--once', '--socket-lb-cgroup', join(cgroup, 'missing')));
+  t.equal(missing.code, 1);
+  t.match(missing.stderr, /socket LB: opening cgroup .*missing failed: No such file or directory/);
+  const notBpffs = await topology.exec(topology.node, agentArgv('--once', '--socket-lb-pin-dir', join(manifests.path, '..', 'pins')));
+  t.equal(notBpffs.code, 1);
+  t.match(notBpffs.stderr, /is not a bpf filesystem/);
+  t.notMatch(spawnSync('bpftool', ['cgroup', 'show', cgroup], { encoding: 'utf8' }).stdout, /connect4/, 'nothing is attached');
+});
+
+t.test('--cleanup detaches the programs and removes the pins', async (t) => {
+  manifests.write(web());
+  await syncOnce();
+  const attached = spawnSync('bpftool', ['cgroup', 'show', cgroup], { encoding: 'utf8' }).stdout;
+  t.match(attached, /connect4/, 'bpftool shows the programs on the test cgroup');
+  const result = await topology.exec(topology.node, agentArgv('--cleanup'));
+  t.equal(result.code, 0, result.stderr);
+  t.notMatch(spawnSync('bpftool', ['cgroup', 'show', cgroup], { encoding: 'utf8' }).stdout, /connect4/, 'nothing is attached');
+  const pins = spawnSync('nsenter', ['-t', String(mountHolder!.pid), '-m', 'ls', pinRoot], { encoding: 'utf8' }).stdout.split('\n');
+  t.notOk(pins.includes('kubenft'), `no pin is left: ${pins.join(' ')}`);
+  const report = await inCgroup('tcp', VIP, '80', '1');
+  t.equal(report.peers[`${VIP}:80`], undefined, 'no longer balanced by the programs (and --cleanup removed the rules too)');
+});
