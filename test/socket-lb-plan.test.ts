@@ -41,7 +41,6 @@ const plan = (...frontends: SocketLbFrontend[]) => new Map<string, SocketLbFront
 function recording(handle: SocketLbHandle) {
   const calls: string[] = [];
   const recorded: SocketLbHandle = {
-    ...handle,
     attach: (path) => handle.attach(path),
     update: (map: SocketLbMapName, keys, values) => { calls.push(`update ${map}`); handle.update(map, keys, values); },
     remove: (map: SocketLbMapName, keys) => { calls.push(`remove ${map}`); handle.remove(map, keys); },

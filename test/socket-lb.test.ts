@@ -4,12 +4,10 @@
 // the cgroup before they create a socket.
 import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, rmdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { projectRoot } from '../src/backend/native.js';
-import { cgroupV2Root } from '../src/agent/socket-lb-dataplane.js';
+import { type SocketLbSandbox, createSocketLbSandbox, sandboxUnavailable } from '../scripts/lib/socket-lb-sandbox.js';
 import { createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';
 import { CHI_SQUARE_CRITICAL_P001, CLI, chiSquareUniform } from './lib/kubenft.js';
@@ -33,53 +31,38 @@ const web = (pods = PODS, spec: Record<string, unknown> = {}) => [
 
 interface Summary { peers: Record<string, number>; pods: Record<string, number>; errors: Record<string, number> }
 
-let cgroupRoot: string | undefined;
-try {
-  cgroupRoot = cgroupV2Root();
-} catch (error) {
-  t.plan(0, (error as Error).message);
-}
+const unavailable = sandboxUnavailable();
+if (unavailable) t.plan(0, unavailable);
 
 let topology: Topology;
 let manifests: ManifestFile;
+let sandbox: SocketLbSandbox;
 let cgroup: string;
-let pinRoot: string;
-let pinDir: string;
-/** Holds the private mount namespace where the test's bpf filesystem is mounted. */
-let mountHolder: ChildProcess | undefined;
 
 t.before(async () => {
-  if (!cgroupRoot) return;
+  if (unavailable) return;
   topology = await createTopology({ pods: PODS.map(({ name, ipv4 }) => ({ name, ipv4 })) });
   manifests = new ManifestFile();
-  cgroup = join(cgroupRoot, `kubenft-test-${process.pid}`);
-  mkdirSync(cgroup);
-  pinRoot = mkdtempSync(join(tmpdir(), 'kubenft-bpffs-'));
-  pinDir = join(pinRoot, 'kubenft');
-  mountHolder = spawn('unshare', ['--mount', '--propagation', 'private', 'sleep', '600'], { stdio: 'ignore' });
-  await eventually(async () => spawnSync('nsenter', ['-t', String(mountHolder!.pid), '-m', 'true']).status === 0, 5000, 50);
-  const mounted = spawnSync('nsenter', ['-t', String(mountHolder.pid), '-m', 'mount', '-t', 'bpf', 'bpf', pinRoot], { encoding: 'utf8' });
-  if (mounted.status !== 0) throw new Error(`mounting the test's bpf filesystem failed: ${mounted.stderr}`);
+  sandbox = await createSocketLbSandbox('test', ['clients']);
+  cgroup = sandbox.cgroups.clients;
 });
 
 t.teardown(async () => {
-  if (!cgroupRoot) return;
+  if (unavailable) return;
   try {
     // Detaches and unpins whatever a failed test left, before the cgroup goes.
-    if (mountHolder) spawnSync('nsenter', ['-t', String(mountHolder.pid), '-m', process.execPath, CLI, '--socket-lb-pin-dir', pinDir, '--cleanup'], { timeout: 30_000 });
+    sandbox?.run([process.execPath, CLI, '--socket-lb-pin-dir', sandbox.pinDir, '--cleanup']);
     await topology?.destroy();
   } finally {
-    mountHolder?.kill('SIGKILL');
-    if (existsSync(cgroup)) rmdirSync(cgroup);
-    rmSync(pinRoot, { recursive: true, force: true });
+    sandbox?.destroy();
     manifests?.remove();
   }
 });
 
-/** kubenft in the node namespace and the test's mount namespace, with the socket LB on the test cgroup. */
+/** kubenft in the node namespace and the sandbox's mount namespace, with the socket LB on the test cgroup. */
 function agentArgv(...args: string[]): string[] {
-  return ['nsenter', '-t', String(mountHolder!.pid), '-m', process.execPath, CLI, '--manifests', manifests.path, '--hostname-override', NODE_NAME,
-    '--socket-lb', '--socket-lb-cgroup', cgroup, '--socket-lb-pin-dir', pinDir, '--healthz-bind-address', '', '--metrics-bind-address', '', ...args];
+  return sandbox.inMountNamespace([process.execPath, CLI, '--manifests', manifests.path, '--hostname-override', NODE_NAME,
+    '--socket-lb', '--socket-lb-cgroup', cgroup, '--socket-lb-pin-dir', sandbox.pinDir, '--healthz-bind-address', '', '--metrics-bind-address', '', ...args]);
 }
 
 async function syncOnce(...args: string[]): Promise<void> {
@@ -87,11 +70,8 @@ async function syncOnce(...args: string[]): Promise<void> {
   if (result.code !== 0) throw new Error(`kubenft exited ${result.code}: ${result.stderr}`);
 }
 
-/** The client, moved into the test cgroup before it execs (so its sockets are born there). */
-function clientInCgroup(args: string[]): ChildProcess {
-  return spawn('sh', ['-c', 'echo $$ > "$1" && shift && exec "$@"', 'sh', join(cgroup, 'cgroup.procs'), 'ip', 'netns', 'exec', topology.node, process.execPath, CLIENT, ...args],
-    { stdio: ['pipe', 'pipe', 'inherit'] });
-}
+/** The client in the test cgroup, in the node namespace (or another). */
+const clientInCgroup = (args: string[], netns = topology.node) => sandbox.spawnInCgroup(cgroup, netns, [process.execPath, CLIENT, ...args]);
 
 function clientOutside(args: string[]): ChildProcess {
   return spawn('ip', ['netns', 'exec', topology.node, process.execPath, CLIENT, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -240,8 +220,7 @@ t.test('--socket-lb-host-only: a socket of another network namespace is left to 
   t.same((await inCgroup('tcp', VIP, '80', '5')).peers, { [`${VIP}:80`]: 5 });
   await conntrack('-F');
   // The external client namespace, in the cgroup too: routed through the node, translated there.
-  const fromClientNs = await summary(spawn('sh', ['-c', 'echo $$ > "$1" && shift && exec "$@"', 'sh', join(cgroup, 'cgroup.procs'),
-    'ip', 'netns', 'exec', topology.client, process.execPath, CLIENT, 'tcp', VIP, '80', '5'], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  const fromClientNs = await summary(clientInCgroup(['tcp', VIP, '80', '5'], topology.client));
   t.same(fromClientNs.errors, {});
   t.equal(await dnatEntries(), 5, 'its connections were translated by nftables');
   await conntrack('-F');
@@ -269,7 +248,7 @@ t.test('--cleanup detaches the programs and removes the pins', async (t) => {
   const result = await topology.exec(topology.node, agentArgv('--cleanup'));
   t.equal(result.code, 0, result.stderr);
   t.notMatch(spawnSync('bpftool', ['cgroup', 'show', cgroup], { encoding: 'utf8' }).stdout, /connect4/, 'nothing is attached');
-  const pins = spawnSync('nsenter', ['-t', String(mountHolder!.pid), '-m', 'ls', pinRoot], { encoding: 'utf8' }).stdout.split('\n');
+  const pins = sandbox.run(['ls', sandbox.pinRoot]).stdout.split('\n');
   t.notOk(pins.includes('kubenft'), `no pin is left: ${pins.join(' ')}`);
   const report = await inCgroup('tcp', VIP, '80', '1');
   t.equal(report.peers[`${VIP}:80`], undefined, 'no longer balanced by the programs (and --cleanup removed the rules too)');
