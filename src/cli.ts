@@ -6,7 +6,7 @@ import { NftablesBackend } from './backend/nftables.js';
 import { Agent } from './agent/agent.js';
 import { type Dataplane, IptablesDataplane, NftablesDataplane } from './agent/dataplane.js';
 import type { StateDataplane } from './agent/state-dataplane.js';
-import { SocketLbDataplane, cleanupSocketLb } from './agent/socket-lb-dataplane.js';
+import { SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from './agent/socket-lb-dataplane.js';
 import { startHealthServer } from './agent/healthz.js';
 import { startMetricsServer } from './agent/metrics.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
@@ -145,6 +145,7 @@ export async function main(argv: string[]): Promise<number> {
   if (options.command === 'render') return render(options, log);
   requireNetAdmin();
   if (options.cleanup) return cleanup(log, options);
+  if (!options.socketLb) removeLeftoverSocketLb(options.socketLbPinDir, log);
   const agent = new Agent(options, dataplaneFor(options), log, stateDataplanesFor(options, log));
   if (options.once) {
     if (!options.manifests) throw new OptionsError('--once needs --manifests PATH');

@@ -240,6 +240,20 @@ t.test('a start that cannot attach says why and leaves nothing attached or pinne
   t.notMatch(spawnSync('bpftool', ['cgroup', 'show', cgroup], { encoding: 'utf8' }).stdout, /connect4/, 'nothing is attached');
 });
 
+t.test('an agent started without --socket-lb detaches the programs a previous one pinned', async (t) => {
+  manifests.write(web());
+  await syncOnce();
+  t.match(spawnSync('bpftool', ['cgroup', 'show', cgroup], { encoding: 'utf8' }).stdout, /connect4/);
+  const withoutFlag = await topology.exec(topology.node, sandbox.inMountNamespace([process.execPath, CLI, '--manifests', manifests.path, '--once',
+    '--socket-lb-pin-dir', sandbox.pinDir, '--healthz-bind-address', '', '--metrics-bind-address', '']));
+  t.equal(withoutFlag.code, 0, withoutFlag.stderr);
+  t.notMatch(spawnSync('bpftool', ['cgroup', 'show', cgroup], { encoding: 'utf8' }).stdout, /connect4/, 'nothing is attached');
+  await conntrack('-F');
+  const report = await inCgroup('tcp', VIP, '80', '20');
+  t.same(report.errors, {});
+  t.ok(await dnatEntries() > 0, 'the rules serve the cgroup\'s clients again');
+});
+
 t.test('--cleanup detaches the programs and removes the pins', async (t) => {
   manifests.write(web());
   await syncOnce();

@@ -44,6 +44,15 @@ export function cleanupSocketLb(pinDir: string): number {
   return socketLbAddon().cleanup(pinDir);
 }
 
+/**
+ * An agent started without --socket-lb removes the programs a previous one left pinned (as
+ * kube-proxy removes the other mode's rules): turning the socket LB off is dropping the flag.
+ */
+export function removeLeftoverSocketLb(pinDir: string, log: Logger): void {
+  const removed = cleanupSocketLb(pinDir);
+  if (removed > 0) log.info({ pinDir, removed }, 'socket LB is off: detached the pinned programs a previous agent left');
+}
+
 export class SocketLbDataplane implements StateDataplane {
   readonly name = 'socket-lb';
   private handle?: SocketLbHandle;
