@@ -327,6 +327,22 @@ void CollectNetns(const std::string& cgroup, std::set<ino_t>& seen, std::vector<
   closedir(dir);
 }
 
+struct UdpDiagRequest {
+  nlmsghdr header;
+  inet_diag_req_v2 request;
+};
+
+UdpDiagRequest UdpDiag(uint16_t type, uint16_t flags, int family, uint32_t states) {
+  UdpDiagRequest message = {};
+  message.header.nlmsg_len = sizeof message;
+  message.header.nlmsg_type = type;
+  message.header.nlmsg_flags = NLM_F_REQUEST | flags;
+  message.request.sdiag_family = family;
+  message.request.sdiag_protocol = IPPROTO_UDP;
+  message.request.idiag_states = states;
+  return message;
+}
+
 // In the calling thread's network namespace: destroys the connected UDP sockets whose peer is one
 // of `endpoints` and whose (cookie, peer) the programs recorded in the reverse map.
 int DestroyInNetns(int reverseFd, const std::set<Endpoint>& endpoints) {
@@ -335,16 +351,7 @@ int DestroyInNetns(int reverseFd, const std::set<Endpoint>& endpoints) {
   int destroyed = 0;
   std::vector<std::pair<int, inet_diag_sockid>> victims;  // family, socket
   for (int family : {AF_INET, AF_INET6}) {
-    struct {
-      nlmsghdr header;
-      inet_diag_req_v2 request;
-    } dump = {};
-    dump.header.nlmsg_len = sizeof dump;
-    dump.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    dump.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    dump.request.sdiag_family = family;
-    dump.request.sdiag_protocol = IPPROTO_UDP;
-    dump.request.idiag_states = 1 << 1;  // TCP_ESTABLISHED: connected UDP sockets
+    UdpDiagRequest dump = UdpDiag(SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, family, 1 << 1);  // TCP_ESTABLISHED: connected UDP sockets
     if (send(nl, &dump, sizeof dump, 0) < 0) continue;
     std::vector<char> buffer(64 * 1024);
     bool done = false;
@@ -375,16 +382,7 @@ int DestroyInNetns(int reverseFd, const std::set<Endpoint>& endpoints) {
     }
   }
   for (const auto& [victimFamily, victim] : victims) {
-    struct {
-      nlmsghdr header;
-      inet_diag_req_v2 request;
-    } destroy = {};
-    destroy.header.nlmsg_len = sizeof destroy;
-    destroy.header.nlmsg_type = SOCK_DESTROY;
-    destroy.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-    destroy.request.sdiag_family = victimFamily;
-    destroy.request.sdiag_protocol = IPPROTO_UDP;
-    destroy.request.idiag_states = ~0u;
+    UdpDiagRequest destroy = UdpDiag(SOCK_DESTROY, NLM_F_ACK, victimFamily, ~0u);
     destroy.request.id = victim;
     if (send(nl, &destroy, sizeof destroy, 0) < 0) continue;
     char ack[512];
