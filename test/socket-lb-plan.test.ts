@@ -3,6 +3,7 @@ import t from 'tap';
 import { type SocketLbFrontend, frontendKey, planSocketLb } from '../src/plan/socket-lb.js';
 import { type SocketLbHandle, type SocketLbMapName, SocketLbMaps, socketLbAddon } from '../src/backend/socket-lb.js';
 import type { ServicePortView } from '../src/state/service-ports.js';
+import { cgroupV2Root } from '../src/agent/socket-lb-dataplane.js';
 import type { EndpointInfo, ServiceInfo } from '../src/state/model.js';
 
 const NODE = { nodeName: 'node-a', zone: 'zone-1' };
@@ -80,4 +81,11 @@ t.test('the map writer: new slots, then the frontend, then the old slots; a new 
   t.equal(handle.dump('services').keys.length, 0);
   t.equal(slotCount(), 0);
   t.throws(() => handle.update('services', Buffer.alloc(19), Buffer.alloc(16)), /not whole entries of 20/);
+});
+
+t.test('the default cgroup is the cgroup v2 mount point from mountinfo', async (t) => {
+  const hybrid = '30 1 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n40 30 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n';
+  t.equal(cgroupV2Root(hybrid), '/sys/fs/cgroup/unified');
+  t.equal(cgroupV2Root('40 30 0:37 / /run/cgroup\\040v2 rw - cgroup2 cgroup2 rw\n'), '/run/cgroup v2', 'octal escapes are decoded');
+  t.throws(() => cgroupV2Root('30 1 0:26 / /sys/fs/cgroup ro - tmpfs tmpfs ro\n'), /no cgroup v2 filesystem is mounted/);
 });

@@ -21,6 +21,8 @@ const PODS = [
   { name: 'pod-c', ipv4: '10.244.3.6', nodeName: 'node-c' },
 ];
 const POD_PORT = 9376;
+/** How long a started agent may take to sync, on a loaded machine (an upper bound, not a figure). */
+const AGENT_WAIT_MS = 60_000;
 const CLIENT = join(projectRoot(), 'test/fixtures/socket-lb-client.mjs');
 const PORTS = [{ name: 'http', port: 80, targetPort: POD_PORT }, { name: 'dns', port: 53, targetPort: POD_PORT, protocol: 'UDP' as const }];
 const SLICE_PORTS = [{ name: 'http', port: POD_PORT }, { name: 'dns', port: POD_PORT, protocol: 'UDP' }];
@@ -43,7 +45,7 @@ t.before(async () => {
   if (unavailable) return;
   topology = await createTopology({ pods: PODS.map(({ name, ipv4 }) => ({ name, ipv4 })) });
   manifests = new ManifestFile();
-  sandbox = await createSocketLbSandbox('test', ['clients']);
+  sandbox = await createSocketLbSandbox('test', ['clients', 'other']);
   cgroup = sandbox.cgroups.clients;
 });
 
@@ -187,7 +189,7 @@ t.test('a restarted agent takes the pinned programs over; open connections and t
   manifests.write(web());
   let agent: ProcessHandle = topology.spawn(topology.node, agentArgv());
   t.teardown(() => agent.stop());
-  t.ok(await eventually(async () => (await inCgroup('tcp', VIP, '80', '1')).peers[`${VIP}:80`] === 1), 'the first agent balances');
+  t.ok(await eventually(async () => (await inCgroup('tcp', VIP, '80', '1')).peers[`${VIP}:80`] === 1, AGENT_WAIT_MS), 'the first agent balances');
   const held = clientInCgroup(['hold', VIP, '80']);
   t.teardown(() => { held.kill(); });
   const next = lines(held);
@@ -209,7 +211,7 @@ t.test('a restarted agent takes the pinned programs over; open connections and t
   t.ok(await eventually(async () => {
     const report = await inCgroup('tcp', VIP, '80', '20');
     return report.pods[gone.name] === undefined && report.peers[`${VIP}:80`] === 20;
-  }), `the new agent removed ${gone.name} from the maps`);
+  }, AGENT_WAIT_MS), `the new agent removed ${gone.name} from the maps`);
   held.stdin!.write('three\n');
   t.equal(await next(), `${pod} three`);
 });
@@ -226,6 +228,18 @@ t.test('--socket-lb-host-only: a socket of another network namespace is left to 
   await conntrack('-F');
   await inCgroup('tcp', VIP, '80', '5');
   t.equal(await dnatEntries(), 0, 'the node namespace\'s were not');
+});
+
+t.test('another --socket-lb-cgroup: the programs move there, attached before the old links go', async (t) => {
+  manifests.write(web());
+  await syncOnce();
+  const attachedTo = (path: string) => /connect4/.test(spawnSync('bpftool', ['cgroup', 'show', path], { encoding: 'utf8' }).stdout);
+  await syncOnce('--socket-lb-cgroup', sandbox.cgroups.other);
+  t.ok(attachedTo(sandbox.cgroups.other), 'attached to the other cgroup');
+  t.notOk(attachedTo(cgroup), 'and no longer to the first');
+  await syncOnce();
+  t.ok(attachedTo(cgroup));
+  t.notOk(attachedTo(sandbox.cgroups.other));
 });
 
 t.test('a start that cannot attach says why and leaves nothing attached or pinned', async (t) => {
