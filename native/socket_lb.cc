@@ -148,6 +148,7 @@ class SocketLb : public Napi::ObjectWrap<SocketLb> {
     std::vector<std::string> createdPins;
     std::vector<bpf_link*> replaced;  // pinned links of another cgroup, detached once all are in place
     std::vector<bpf_link*> links;
+    std::vector<std::pair<bpf_link*, std::string>> toPin;  // new links, pinned once all are attached
     auto undo = [&](const std::string& message, int err) {
       for (bpf_link* link : created) bpf_link__destroy(link);
       for (const std::string& pin : createdPins) unlink(pin.c_str());
@@ -173,7 +174,7 @@ class SocketLb : public Napi::ObjectWrap<SocketLb> {
           links.push_back(pinned);
           continue;
         }
-        bpf_link__unpin(pinned);
+        // Attached to another cgroup: it keeps its pin until every new link is attached.
         replaced.push_back(pinned);
       }
       bpf_link* link = bpf_program__attach_cgroup(program, cgroupFd);
@@ -185,15 +186,17 @@ class SocketLb : public Napi::ObjectWrap<SocketLb> {
       }
       created.push_back(link);
       links.push_back(link);
-      if (!pin.empty()) {
-        if (int err = bpf_link__pin(link, pin.c_str())) throw undo("pinning " + pin + " failed: " + ErrnoText(-err), -err);
-        createdPins.push_back(pin);
-      }
+      if (!pin.empty()) toPin.emplace_back(link, pin);
     }
     for (bpf_link* link : replaced) {
+      bpf_link__unpin(link);
       bpf_link__detach(link);
-      bpf_link__destroy(link);
     }
+    for (auto& [link, pin] : toPin) {
+      if (int err = bpf_link__pin(link, pin.c_str())) throw undo("pinning " + pin + " failed: " + ErrnoText(-err), -err);
+      createdPins.push_back(pin);
+    }
+    for (bpf_link* link : replaced) bpf_link__destroy(link);
     close(cgroupFd);
     DropLinks();
     links_ = std::move(links);

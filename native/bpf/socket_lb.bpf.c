@@ -17,16 +17,20 @@ const volatile __u64 host_netns_cookie = 0;
 // How far an affinity lookup searches for a remembered endpoint whose slot moved.
 #define AFFINITY_SEARCH_LIMIT 256
 
+// Sized for 100,000 services with several ports and a change in flight; allocated on use
+// (BPF_F_NO_PREALLOC), so a small cluster does not pay for the large limits.
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 65536);
+  __uint(max_entries, 262144);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
   __type(key, struct slb_service_key);
   __type(value, struct slb_service);
 } slb_services SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 524288);
+  __uint(max_entries, 1048576);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
   __type(key, struct slb_slot_key);
   __type(value, struct slb_backend);
 } slb_slots SEC(".maps");
