@@ -6,6 +6,7 @@ FROM node:20-bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libnftnl-dev libmnl-dev build-essential python3 pkg-config \
+      clang llvm libbpf-dev bpftool \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 # Dependencies first, so source edits reuse this layer. binding.gyp is not copied yet: with it
@@ -22,7 +23,7 @@ RUN npm run build && npm prune --omit=dev
 FROM node:20-bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libnftnl11 libmnl0 nftables iptables conntrack \
+      libnftnl11 libmnl0 libbpf1 nftables iptables conntrack \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production

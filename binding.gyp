@@ -8,14 +8,24 @@
         "native/commit.cc",
         "native/dump.cc",
         "native/monitor.cc",
-        "native/netlink.cc"
+        "native/netlink.cc",
+        "native/socket_lb.cc"
+      ],
+      "actions": [
+        {
+          "action_name": "socket_lb_skeleton",
+          "inputs": ["native/bpf/socket_lb.bpf.c", "native/bpf/socket_lb.h", "native/bpf/skeleton.sh"],
+          "outputs": ["<(INTERMEDIATE_DIR)/socket_lb.skel.h"],
+          "action": ["sh", "native/bpf/skeleton.sh", "native/bpf/socket_lb.bpf.c", "<(INTERMEDIATE_DIR)/socket_lb.skel.h"]
+        }
       ],
       "include_dirs": [
         "<!@(node -p \"require('node-addon-api').include\")",
-        "<!@(pkg-config --cflags-only-I libnftnl libmnl | sed s/-I//g)"
+        "<!@(pkg-config --cflags-only-I libnftnl libmnl libbpf | sed s/-I//g)",
+        "<(INTERMEDIATE_DIR)"
       ],
       "libraries": [
-        "<!@(pkg-config --libs libnftnl libmnl)"
+        "<!@(pkg-config --libs libnftnl libmnl libbpf)"
       ],
       "defines": [
         "NAPI_VERSION=8",

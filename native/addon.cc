@@ -50,6 +50,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("monitor", Napi::Function::New(env, knft::Monitor, "monitor"));
   exports.Set("trimNativeHeap", Napi::Function::New(env, TrimNativeHeap, "trimNativeHeap"));
   exports.Set("compactJsHeap", Napi::Function::New(env, CompactJsHeap, "compactJsHeap"));
+  exports.Set("socketLb", knft::SocketLbExports(env));
   return exports;
 }
 

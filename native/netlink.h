@@ -86,5 +86,7 @@ Napi::Value Dump(const Napi::CallbackInfo& info);
 Napi::Value Generation(const Napi::CallbackInfo& info);
 Napi::Value Tables(const Napi::CallbackInfo& info);
 Napi::Value Monitor(const Napi::CallbackInfo& info);
+// The socket LB's class and functions (socket_lb.cc).
+Napi::Object SocketLbExports(Napi::Env env);
 
 }  // namespace knft

@@ -24,8 +24,9 @@ import {
   type LoadResult, type Machine, type MemoryResult, type PartialSyncerName, type WorkerTask,
 } from './lib/bench-types.js';
 import { withTopology, type Topology } from './lib/topology.js';
+import { runSocketLbBench, socketLbMarkdown, socketLbSizes } from './lib/bench-socket-lb.js';
 
-const PHASES = ['cold', 'incremental', 'latency', 'distribution', 'memory'] as const;
+const PHASES = ['cold', 'incremental', 'latency', 'distribution', 'memory', 'socket-lb'] as const;
 type Phase = (typeof PHASES)[number];
 
 interface Sizes {
@@ -355,7 +356,7 @@ function parseOptions() {
     },
   });
   if (values.help) {
-    process.stdout.write('usage: npm run bench -- [--quick] [--json] [--phases cold,incremental,latency,distribution,memory] [--timeout-s 120] [--out DIR]\n');
+    process.stdout.write('usage: npm run bench -- [--quick] [--json] [--phases cold,incremental,latency,distribution,memory,socket-lb] [--timeout-s 120] [--out DIR]\n');
     process.exit(0);
   }
   const phases = new Set(values.phases.split(',').map((phase) => phase.trim()));
@@ -377,6 +378,7 @@ async function main(): Promise<void> {
     ['cold', () => runColdPhase(results, sizes, options.timeoutMs)],
     ['incremental', () => runIncrementalPhase(results, sizes, options.timeoutMs)],
     ['memory', () => runMemoryPhase(results, sizes)],
+    ['socket-lb', async () => { results.socketLb = await runSocketLbBench(socketLbSizes(options.quick), (message) => progress('socket-lb', message)); }],
   ];
   for (const [phase, run] of phaseRunners) {
     if (!options.phases.has(phase)) continue;
@@ -396,7 +398,7 @@ async function main(): Promise<void> {
   const stem = `${results.machine.date}${options.quick ? '-quick' : ''}`;
   const report = buildReport(results, stem, options.timeoutMs);
   mkdirSync(options.out, { recursive: true });
-  writeFileSync(join(options.out, `${stem}.md`), report.markdown);
+  writeFileSync(join(options.out, `${stem}.md`), report.markdown + (results.socketLb ? `\n${socketLbMarkdown(results.socketLb)}` : ''));
   writeFileSync(join(options.out, `${stem}.json`), `${JSON.stringify(results, null, 2)}\n`);
   for (const [name, svg] of report.charts) writeFileSync(join(options.out, name), svg);
   progress('bench', `report: ${join(options.out, `${stem}.md`)}`);

@@ -6,6 +6,7 @@ import { NftablesBackend } from './backend/nftables.js';
 import { Agent } from './agent/agent.js';
 import { type Dataplane, IptablesDataplane, NftablesDataplane } from './agent/dataplane.js';
 import type { StateDataplane } from './agent/state-dataplane.js';
+import { SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from './agent/socket-lb-dataplane.js';
 import { startHealthServer } from './agent/healthz.js';
 import { DnsDataplane } from './dns/dataplane.js';
 import { cleanUpDnsNetwork } from './dns/network.js';
@@ -46,6 +47,10 @@ function dataplaneFor(options: AgentOptions): Dataplane {
 function stateDataplanesFor(options: AgentOptions, log: Logger): StateDataplane[] {
   const dataplanes: StateDataplane[] = [];
   if (options.dns.addresses.length > 0) dataplanes.push(new DnsDataplane(options.dns, log));
+  if (options.socketLb) {
+    if (options.proxyMode !== 'nftables') throw new OptionsError('--socket-lb works in the nftables mode (--proxy-mode=nftables)');
+    dataplanes.push(new SocketLbDataplane({ cgroup: options.socketLbCgroup, hostOnly: options.socketLbHostOnly, pinDir: options.socketLbPinDir }, log));
+  }
   return dataplanes;
 }
 
@@ -97,8 +102,14 @@ async function inspect(options: AgentOptions, log: Logger): Promise<number> {
 }
 
 /** Removes what kubenft (or kube-proxy) loaded in either mode, as kube-proxy --cleanup does. */
-async function cleanup(log: Logger): Promise<number> {
+async function cleanup(log: Logger, options: AgentOptions): Promise<number> {
   let failed = 0;
+  try {
+    cleanupSocketLb(options.socketLbPinDir);
+  } catch (error) {
+    failed++;
+    log.error(`cleanup of the socket LB pins failed: ${(error as Error).message}`);
+  }
   for (const dataplane of [new NftablesDataplane(), new IptablesDataplane(new IptablesBackend({ backend: 'auto' }))]) {
     try {
       await dataplane.cleanup();
@@ -177,7 +188,8 @@ export async function main(argv: string[]): Promise<number> {
   if (options.command === 'render') return render(options, log);
   requireNetAdmin();
   if (options.command === 'services' || options.command === 'explain') return inspect(options, log);
-  if (options.cleanup) return cleanup(log);
+  if (options.cleanup) return cleanup(log, options);
+  if (!options.socketLb) removeLeftoverSocketLb(options.socketLbPinDir, log);
   const agent = new Agent(options, dataplaneFor(options), log, stateDataplanesFor(options, log));
   if (options.once) {
     if (!options.manifests) throw new OptionsError('--once needs --manifests PATH');

@@ -45,6 +45,14 @@ export interface AgentOptions {
   inspect: { service?: string; from?: string; to?: string; protocol: 'tcp' | 'udp'; via: 'prerouting' | 'output' };
   /** kubenft's own: how many nftables tables the services' NAT objects are spread over. */
   serviceTables: number;
+  /** kubenft's own: socket-level load balancing (cgroup BPF programs) beside the nftables rules. */
+  socketLb: boolean;
+  /** The cgroup (v2) the socket LB programs attach to; undefined: the cgroup v2 root. */
+  socketLbCgroup?: string;
+  /** Rewrite only for sockets of the agent's own (the node's) network namespace. */
+  socketLbHostOnly: boolean;
+  /** Where the socket LB's links and maps are pinned (on a bpf filesystem). */
+  socketLbPinDir: string;
   cleanup: boolean;
   initOnly: boolean;
   kubeconfig?: string;
@@ -87,6 +95,7 @@ export class OptionsError extends Error {
 }
 
 const DEFAULT_HEALTHZ_PORT = 10256;
+export const DEFAULT_SOCKET_LB_PIN_DIR = '/sys/fs/bpf/kubenft';
 const DEFAULT_METRICS_PORT = 10249;
 const SECOND_MS = 1000;
 const MINUTE_MS = 60 * SECOND_MS;
@@ -101,6 +110,9 @@ function defaultOptions(): AgentOptions {
     iptablesBackend: 'auto',
     inspect: { protocol: 'tcp', via: 'prerouting' },
     serviceTables: DEFAULT_PROXY_CONFIG.serviceTables,
+    socketLb: false,
+    socketLbHostOnly: false,
+    socketLbPinDir: DEFAULT_SOCKET_LB_PIN_DIR,
     cleanup: false,
     initOnly: false,
     dns: { addresses: [], zone: 'cluster.local', ttl: 5, pods: 'insecure' },
@@ -371,6 +383,14 @@ const SETTINGS: Setting[] = [
     apply: (o, v: number, where) => { o.dns.ttl = integerIn(v, 0, 3600, where); } },
   { flag: 'dns-pods', own: true, kind: 'string', arg: 'insecure|disabled', help: 'pod A records a-b-c-d.<ns>.pod.<zone>: insecure (any dashed IP, as kubeadm\'s CoreDNS) or disabled', defaultText: 'insecure',
     apply: (o, v: string, where) => { o.dns.pods = v === 'disabled' ? 'disabled' : v === 'insecure' || v === '' ? 'insecure' : fail(where, v, 'is not insecure or disabled'); } },
+  { flag: 'socket-lb', own: true, kind: 'bool', help: 'nftables mode: a local connect() or sendmsg() to a ClusterIP goes straight to an endpoint (cgroup BPF), no per-packet NAT', defaultText: 'false',
+    apply: (o, v: boolean) => { o.socketLb = v; } },
+  { flag: 'socket-lb-cgroup', own: true, kind: 'string', arg: 'PATH', help: 'the cgroup v2 directory the socket LB attaches to', defaultText: 'the cgroup v2 root',
+    apply: (o, v: string) => { o.socketLbCgroup = v || undefined; } },
+  { flag: 'socket-lb-host-only', own: true, kind: 'bool', help: 'socket LB only for processes in the node\'s network namespace (pods keep the packet-level path: sidecar meshes)', defaultText: 'false',
+    apply: (o, v: boolean) => { o.socketLbHostOnly = v; } },
+  { flag: 'socket-lb-pin-dir', own: true, kind: 'string', arg: 'PATH', help: 'where the socket LB pins its links and maps, on a bpf filesystem (mounted at /sys/fs/bpf if missing)', defaultText: DEFAULT_SOCKET_LB_PIN_DIR,
+    apply: (o, v: string) => { o.socketLbPinDir = v || DEFAULT_SOCKET_LB_PIN_DIR; } },
 
   // kube-proxy's
   { flag: 'config', kind: 'string', arg: 'FILE', help: 'read a KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1); flags given too override it',

@@ -125,6 +125,7 @@ export interface BenchResults {
   latency: LatencyRow[];
   distribution: DistributionRow[];
   memory: Array<{ services: number; result: MemoryResult }>;
+  socketLb?: import('./bench-socket-lb.js').SocketLbBenchResult;
   /** Phases that failed as a whole, with why. */
   failures: Array<{ phase: string; error: string }>;
   elapsedSeconds: number;
