@@ -7,6 +7,7 @@ import { Agent } from './agent/agent.js';
 import { type Dataplane, IptablesDataplane, NftablesDataplane } from './agent/dataplane.js';
 import type { StateDataplane } from './agent/state-dataplane.js';
 import { startHealthServer } from './agent/healthz.js';
+import { IngressDataplane } from './ingress/dataplane.js';
 import { startMetricsServer } from './agent/metrics.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
 import { iptablesRestoreInput, planIptables } from './plan/iptables.js';
@@ -39,8 +40,10 @@ function dataplaneFor(options: AgentOptions): Dataplane {
 }
 
 /** The dataplanes beside the proxy's rules that the options turn on. */
-function stateDataplanesFor(_options: AgentOptions, _log: Logger): StateDataplane[] {
-  return [];
+function stateDataplanesFor(options: AgentOptions, log: Logger): StateDataplane[] {
+  const dataplanes: StateDataplane[] = [];
+  if (options.ingress.enabled) dataplanes.push(new IngressDataplane(options.ingress, log));
+  return dataplanes;
 }
 
 /** Prints what would be loaded, from the manifests alone, touching nothing. */

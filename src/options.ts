@@ -4,6 +4,7 @@ import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
 import { parseCIDR } from './state/normalize.js';
 import { DEFAULT_PROXY_CONFIG } from './config.js';
 import { MAX_SERVICE_TABLES } from './plan/planner.js';
+import type { IngressOptions } from './ingress/dataplane.js';
 
 // kubenft's command line and KubeProxyConfiguration file. kubenft replaces kube-proxy in an
 // existing DaemonSet, so it must accept kube-proxy's flags and config files as they are written
@@ -76,6 +77,8 @@ export interface AgentOptions {
   conntrack: ConntrackOptions;
   configFile?: string;
   writeConfigTo?: string;
+  /** kubenft's own --ingress*: the ingress controller and its proxy (src/ingress). */
+  ingress: IngressOptions & { enabled: boolean };
 }
 
 export class OptionsError extends Error {
@@ -121,6 +124,10 @@ function defaultOptions(): AgentOptions {
       tcpBeLiberal: false,
       udpTimeoutMs: 0,
       udpStreamTimeoutMs: 0,
+    },
+    ingress: {
+      enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
+      maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, workers: 0,
     },
   };
 }
@@ -330,6 +337,29 @@ const SETTINGS: Setting[] = [
   { flag: 'service-tables', own: true, kind: 'int', arg: 'N', help: `nftables mode: spread the services over N tables by their ClusterIP's last byte (1-${MAX_SERVICE_TABLES}); a change re-validates only its table`,
     defaultText: String(DEFAULT_PROXY_CONFIG.serviceTables),
     apply: (o, v: number, where) => { o.serviceTables = integerIn(v, 1, MAX_SERVICE_TABLES, where); } },
+  { flag: 'ingress', own: true, kind: 'bool', help: 'also be the cluster\'s ingress controller: route Ingresses of --ingress-class with a proxy on every node', defaultText: 'false',
+    apply: (o, v: boolean) => { o.ingress.enabled = v; } },
+  { flag: 'ingress-class', own: true, kind: 'string', arg: 'NAME', help: 'serve Ingresses whose kubernetes.io/ingress.class annotation is NAME (and those of IngressClasses with controller kubenft.io/ingress-controller)', defaultText: 'kubenft',
+    apply: (o, v: string, where) => { o.ingress.className = v || fail(where, v, 'must not be empty'); } },
+  { flag: 'ingress-http-address', own: true, kind: 'string', arg: 'IP:PORT', help: 'plain HTTP listener of the ingress proxy; empty disables it', defaultText: '0.0.0.0:80',
+    apply: (o, v: string, where) => { o.ingress.httpAddress = v === '' ? undefined : hostPort(v, 80, where); } },
+  { flag: 'ingress-https-address', own: true, kind: 'string', arg: 'IP:PORT', help: 'HTTPS (and HTTP/2) listener of the ingress proxy; empty disables it', defaultText: '0.0.0.0:443',
+    apply: (o, v: string, where) => { o.ingress.httpsAddress = v === '' ? undefined : hostPort(v, 443, where); } },
+  { flag: 'ingress-default-certificate', own: true, kind: 'string', arg: 'NAMESPACE/NAME', help: 'kubernetes.io/tls Secret served for unknown or absent SNI (default: a certificate generated at start)',
+    apply: (o, v: string, where) => {
+      if (v !== '' && !/^[a-z0-9-]+\/[a-z0-9.-]+$/.test(v)) fail(where, v, 'is not NAMESPACE/NAME');
+      o.ingress.defaultCertificate = v || undefined;
+    } },
+  { flag: 'ingress-max-body-size', own: true, kind: 'int', arg: 'BYTES', help: 'larger request bodies get a 413', defaultText: String(100 * 1024 * 1024),
+    apply: (o, v: number, where) => { o.ingress.maxBodyBytes = integerIn(v, 0, Number.MAX_SAFE_INTEGER, where); } },
+  { flag: 'ingress-max-header-size', own: true, kind: 'int', arg: 'BYTES', help: 'larger request (or response) headers get a 431 (or a 502)', defaultText: String(16 * 1024),
+    apply: (o, v: number, where) => { o.ingress.maxHeaderBytes = integerIn(v, 1024, 1024 * 1024, where); } },
+  { flag: 'ingress-client-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'close client connections idle (or sending a request) this long', defaultText: '1m0s',
+    apply: (o, v: number, where) => { o.ingress.clientTimeoutMs = positive(v, where); } },
+  { flag: 'ingress-backend-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'a backend silent this long (connecting, before its response header, within its body) fails the request (504)', defaultText: '1m0s',
+    apply: (o, v: number, where) => { o.ingress.backendTimeoutMs = positive(v, where); } },
+  { flag: 'ingress-workers', own: true, kind: 'int', arg: 'N', help: 'ingress proxy worker processes; 0: one per core', defaultText: '0',
+    apply: (o, v: number, where) => { o.ingress.workers = integerIn(v, 0, 256, where); } },
   { flag: 'service-cidr', own: true, kind: 'list', repeatable: true, arg: 'CIDR[,CIDR]', help: 'Service ClusterIP ranges: an address in them that no Service holds is dropped (repeatable)',
     apply: (o, v: string[], where) => { o.serviceCIDRs = cidrList(v, where); } },
 

@@ -7,7 +7,7 @@ import { type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeI
 import { ObjectError } from '../src/state/model.js';
 import { servicePortViews } from '../src/state/service-ports.js';
 import { service, slice } from './lib/manifests.js';
-import { OUR_CLASS, certificate, ingress, type IngressPathSpec as Path, tlsSecret } from './lib/ingress-manifests.js';
+import { OUR_CLASS, PATH_TABLE, certificate, ingress, type IngressPathSpec as Path, tlsSecret } from './lib/ingress-manifests.js';
 
 /** A state with a few services (web, api, other, each with endpoints) and the given objects. */
 function stateWith(objects: KubeObject[]): ClusterState {
@@ -44,34 +44,8 @@ function route(objects: KubeObject[], host: string, path: string): string {
 }
 
 t.test('the Ingress docs path table, row by row', async (t) => {
-  // Each row: the rules (type, path → service), the request, and the service that must answer ('none' when the default backend would).
-  const rows: [string, [string, string][], string, string][] = [
-    ['Prefix / matches all', [['Prefix', '/']], '/anything/at/all', 'web'],
-    ['Exact /foo matches /foo', [['Exact', '/foo']], '/foo', 'web'],
-    ['Exact /foo does not match /bar', [['Exact', '/foo']], '/bar', 'none'],
-    ['Exact /foo does not match /foo/', [['Exact', '/foo']], '/foo/', 'none'],
-    ['Exact /foo/ does not match /foo', [['Exact', '/foo/']], '/foo', 'none'],
-    ['Prefix /foo matches /foo', [['Prefix', '/foo']], '/foo', 'web'],
-    ['Prefix /foo matches /foo/', [['Prefix', '/foo']], '/foo/', 'web'],
-    ['Prefix /foo/ matches /foo', [['Prefix', '/foo/']], '/foo', 'web'],
-    ['Prefix /foo/ matches /foo/', [['Prefix', '/foo/']], '/foo/', 'web'],
-    ['Prefix /aaa/bb does not match /aaa/bbb', [['Prefix', '/aaa/bb']], '/aaa/bbb', 'none'],
-    ['Prefix /aaa/bbb matches /aaa/bbb', [['Prefix', '/aaa/bbb']], '/aaa/bbb', 'web'],
-    ['Prefix /aaa/bbb/ matches /aaa/bbb (ignores the trailing slash)', [['Prefix', '/aaa/bbb/']], '/aaa/bbb', 'web'],
-    ['Prefix /aaa/bbb matches /aaa/bbb/ (matches the trailing slash)', [['Prefix', '/aaa/bbb']], '/aaa/bbb/', 'web'],
-    ['Prefix /aaa/bbb matches /aaa/bbb/ccc (a subpath)', [['Prefix', '/aaa/bbb']], '/aaa/bbb/ccc', 'web'],
-    ['Prefix /aaa/bbb does not match /aaa/bbbxyz (no string prefix)', [['Prefix', '/aaa/bbb']], '/aaa/bbbxyz', 'none'],
-    ['Prefix /, /aaa: /aaa/ccc matches /aaa', [['Prefix', '/'], ['Prefix', '/aaa']], '/aaa/ccc', 'api'],
-    ['Prefix /, /aaa, /aaa/bbb: /aaa/bbb matches /aaa/bbb', [['Prefix', '/'], ['Prefix', '/aaa'], ['Prefix', '/aaa/bbb']], '/aaa/bbb', 'other'],
-    ['Prefix /, /aaa, /aaa/bbb: /ccc matches /', [['Prefix', '/'], ['Prefix', '/aaa'], ['Prefix', '/aaa/bbb']], '/ccc', 'web'],
-    ['Prefix /aaa does not match /ccc', [['Prefix', '/aaa']], '/ccc', 'none'],
-    ['Prefix and Exact /foo: /foo prefers Exact', [['Prefix', '/foo'], ['Exact', '/foo']], '/foo', 'api'],
-    ['Exact is case-sensitive', [['Exact', '/foo']], '/FOO', 'none'],
-    ['Prefix is case-sensitive', [['Prefix', '/foo']], '/FOO', 'none'],
-    ['ImplementationSpecific is Prefix', [['ImplementationSpecific', '/foo']], '/foo/bar', 'web'],
-  ];
   const services = ['web', 'api', 'other'];
-  for (const [name, rules, request, expected] of rows) {
+  for (const [name, rules, request, expected] of PATH_TABLE) {
     const objects = [ingress('table', [{ paths: rules.map(([pathType, path], index) => ({ path, pathType, service: services[index] })) }])];
     t.equal(route(objects, 'example.com', request), expected, name);
   }
