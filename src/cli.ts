@@ -93,6 +93,7 @@ async function kubernetesSource(options: AgentOptions, agent: Agent) {
   return new KubernetesSource({
     kubeconfig: options.kubeconfig, master: options.master, nodeName: agent.state.nodeName,
     contentType: options.kubeApiContentType, qps: options.kubeApiQps, burst: options.kubeApiBurst,
+    kinds: agent.state.kinds,
   }, agent.handler());
 }
 

@@ -1,7 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import { type Socket, connect as tcpConnect } from 'node:net';
-import { pipeline } from 'node:stream';
+import { Readable, pipeline } from 'node:stream';
 import { type SecureContext, createSecureContext } from 'node:tls';
 import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
 import { Router, type RouteMatch, type RouteTable, routingHost } from '../plan/ingress.js';
@@ -145,19 +145,16 @@ function hasBody(request: Request): boolean {
   return (length !== undefined && length !== '0') || request.headers['transfer-encoding'] !== undefined || ('stream' in request && !request.stream.readableEnded && request.headers[':method'] !== 'GET' && request.headers[':method'] !== 'HEAD');
 }
 
-/** Counts the body's bytes as they pass, failing the request past --ingress-max-body-size. */
-function limitBody(request: Request, response: Response): boolean {
-  const declared = Number(request.headers['content-length'] ?? 0);
-  if (declared > settings.maxBodyBytes) {
-    replyPlain(response, 413, 'Content Too Large', { connection: 'close' });
-    return false;
-  }
+class BodyTooLarge extends Error {}
+
+/** The request body as it streams to the backend, failing past --ingress-max-body-size (a declared length fails at once). */
+async function* limitedBody(request: Request): AsyncGenerator<Buffer> {
   let seen = 0;
-  request.on('data', (chunk: Buffer) => {
+  for await (const chunk of request as AsyncIterable<Buffer>) {
     seen += chunk.length;
-    if (seen > settings.maxBodyBytes) request.destroy(new Error('request body larger than the limit'));
-  });
-  return true;
+    if (seen > settings.maxBodyBytes) throw new BodyTooLarge();
+    yield chunk;
+  }
 }
 
 async function handle(request: Request, response: Response, secure: boolean): Promise<void> {
@@ -177,7 +174,10 @@ async function handle(request: Request, response: Response, secure: boolean): Pr
     record(match, 503, started);
     return replyPlain(response, 503, 'Service Unavailable');
   }
-  if (!limitBody(request, response)) return record(match, 413, started);
+  if (Number(request.headers['content-length'] ?? 0) > settings.maxBodyBytes) {
+    record(match, 413, started);
+    return replyPlain(response, 413, 'Content Too Large', { connection: 'close' });
+  }
   const method = (request.method ?? 'GET') as Dispatcher.HttpMethod;
   const body = hasBody(request);
   const retryable = IDEMPOTENT.has(method as string) && !body;
@@ -187,11 +187,15 @@ async function handle(request: Request, response: Response, secure: boolean): Pr
     const endpoint = pickEndpoint(match.route.backend, endpoints, tried)!;
     tried.add(endpoint);
     try {
-      const upstream = await poolFor(endpoint).request({ path: target, method, headers, body: body ? request : null, headersTimeout: settings.backendTimeoutMs });
+      const upstream = await poolFor(endpoint).request({ path: target, method, headers, body: body ? Readable.from(limitedBody(request)) : null, headersTimeout: settings.backendTimeoutMs });
       sendResponse(response, upstream.statusCode, upstream.headers, upstream.body);
       record(match, upstream.statusCode, started);
       return;
     } catch (error) {
+      if (error instanceof BodyTooLarge) {
+        record(match, 413, started);
+        return replyPlain(response, 413, 'Content Too Large', { connection: 'close' });
+      }
       upstreamErrors[match.route.backend] = (upstreamErrors[match.route.backend] ?? 0) + 1;
       if (response.destroyed || request.destroyed) return;
       if (retryable && attempt < MAX_ATTEMPTS && tried.size < endpoints.length) continue;

@@ -9,7 +9,7 @@ import type { KubeObject } from '../../src/state/cluster-state.js';
 // as far as client-node's informers can tell: list responses whose items carry no kind, watch streams
 // of JSON lines from a resourceVersion on, and 410 Gone once that resourceVersion has been compacted.
 
-export type FakeKind = 'Service' | 'EndpointSlice' | 'Node';
+export type FakeKind = 'Service' | 'EndpointSlice' | 'Node' | 'Ingress' | 'IngressClass' | 'Secret';
 
 interface Collection {
   kind: FakeKind;
@@ -21,6 +21,9 @@ const COLLECTIONS: Collection[] = [
   { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services' },
   { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', path: '/apis/discovery.k8s.io/v1/endpointslices' },
   { kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes' },
+  { kind: 'Ingress', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingresses' },
+  { kind: 'IngressClass', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingressclasses' },
+  { kind: 'Secret', apiVersion: 'v1', path: '/api/v1/secrets' },
 ];
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -316,7 +319,7 @@ function status(response: ServerResponse, code: number, reason: string, message:
 
 /**
  * Label selectors of the equality and existence forms (`a`, `!a`, `a=b`, `a==b`, `a!=b`) and field
- * selectors on metadata.name and metadata.namespace; anything else is refused as a real server would.
+ * selectors on metadata.name, metadata.namespace and (Secrets') type; anything else is refused as a real server would.
  */
 function matcher(labelSelector: string | undefined, fieldSelector: string | undefined): Matcher {
   const tests: Matcher[] = [];
@@ -329,9 +332,9 @@ function matcher(labelSelector: string | undefined, fieldSelector: string | unde
     else tests.push((object) => label(object) === value);
   }
   for (const requirement of splitSelector(fieldSelector)) {
-    const [, field, operator, value] = /^(metadata\.name|metadata\.namespace)\s*(==|=|!=)\s*(.*)$/.exec(requirement) ?? [];
+    const [, field, operator, value] = /^(metadata\.name|metadata\.namespace|type)\s*(==|=|!=)\s*(.*)$/.exec(requirement) ?? [];
     if (!field) throw new Error(`unsupported field selector "${requirement}"`);
-    const read = (object: KubeObject) => (field === 'metadata.name' ? object.metadata?.name : object.metadata?.namespace) ?? '';
+    const read = (object: KubeObject) => (field === 'type' ? object.type as string | undefined : field === 'metadata.name' ? object.metadata?.name : object.metadata?.namespace) ?? '';
     tests.push(operator === '!=' ? (object) => read(object) !== value : (object) => read(object) === value);
   }
   return (object) => tests.every((test) => test(object));
