@@ -42,7 +42,7 @@ function dataplaneFor(options: AgentOptions): Dataplane {
 /** The dataplanes beside the proxy's rules that the options turn on. */
 function stateDataplanesFor(options: AgentOptions, log: Logger): StateDataplane[] {
   const dataplanes: StateDataplane[] = [];
-  if (options.ingress.enabled) dataplanes.push(new IngressDataplane(options.ingress, log));
+  if (options.ingress.enabled) dataplanes.push(new IngressDataplane(options.ingress, log, options.manifests ? undefined : { kubeconfig: options.kubeconfig, master: options.master }));
   return dataplanes;
 }
 

@@ -128,6 +128,7 @@ function defaultOptions(): AgentOptions {
     ingress: {
       enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
       maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, workers: 0,
+      statusAddresses: [],
     },
   };
 }
@@ -358,6 +359,8 @@ const SETTINGS: Setting[] = [
     apply: (o, v: number, where) => { o.ingress.clientTimeoutMs = positive(v, where); } },
   { flag: 'ingress-backend-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'a backend silent this long (connecting, before its response header, within its body) fails the request (504)', defaultText: '1m0s',
     apply: (o, v: number, where) => { o.ingress.backendTimeoutMs = positive(v, where); } },
+  { flag: 'ingress-status-address', own: true, kind: 'list', arg: 'IP[,IP]', help: 'agent mode: the addresses written to the served Ingresses\' status.loadBalancer (default: the writing node\'s addresses; one agent, elected by a Lease, writes)',
+    apply: (o, v: string[], where) => { o.ingress.statusAddresses = v.map((item) => (isIP(item) === 0 ? fail(where, item, 'is not an IP address') : item)); } },
   { flag: 'ingress-workers', own: true, kind: 'int', arg: 'N', help: 'ingress proxy worker processes; 0: one per core', defaultText: '0',
     apply: (o, v: number, where) => { o.ingress.workers = integerIn(v, 0, 256, where); } },
   { flag: 'service-cidr', own: true, kind: 'list', repeatable: true, arg: 'CIDR[,CIDR]', help: 'Service ClusterIP ranges: an address in them that no Service holds is dropped (repeatable)',

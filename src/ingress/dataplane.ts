@@ -14,6 +14,7 @@ import {
 } from '../state/ingress-objects.js';
 import { servicePortViews } from '../state/service-ports.js';
 import type { FromWorker, ProxySettings, ToWorker } from './proxy-protocol.js';
+import type { IngressStatusWriter } from './status.js';
 
 // The ingress controller as a dataplane beside the rules: every good sync plans the route table
 // (src/plan/ingress.ts) and hands it whole to the proxy's worker processes, which swap it in. No
@@ -33,6 +34,14 @@ export interface IngressOptions {
   backendTimeoutMs: number;
   /** Worker processes; 0: one per core. */
   workers: number;
+  /** --ingress-status-address: what status.loadBalancer shows (default: the status writer's node addresses). */
+  statusAddresses: string[];
+}
+
+/** Agent mode: where the elected status writer reaches the API server. */
+export interface IngressStatusSource {
+  kubeconfig?: string;
+  master?: string;
 }
 
 const execFileAsync = promisify(execFile);
@@ -73,7 +82,9 @@ export class IngressDataplane implements StateDataplane {
     served: Gauge;
   };
 
-  constructor(private readonly options: IngressOptions, private readonly log: Logger) {}
+  private status: IngressStatusWriter | undefined;
+
+  constructor(private readonly options: IngressOptions, private readonly log: Logger, private readonly statusSource?: IngressStatusSource) {}
 
   attach(state: ClusterState, registry: Registry): void {
     state.registerKind('Ingress', normalizeIngress);
@@ -105,6 +116,19 @@ export class IngressDataplane implements StateDataplane {
     this.lastRoutes = { type: 'routes', table, defaultCertificate };
     if (this.workers.size === 0) await this.startWorkers();
     for (const worker of this.workers) worker.send(this.lastRoutes);
+    if (this.statusSource) await this.publishStatus(state, config, table);
+  }
+
+  private async publishStatus(state: ClusterState, config: ProxyConfig, table: RouteTable): Promise<void> {
+    if (!this.status) {
+      // client-node is large: loaded only in agent mode, as the API source is.
+      const [{ loadKubeConfig }, { DEFAULT_STATUS_LEASE, IngressStatusWriter }] = await Promise.all([import('../source/kubernetes.js'), import('./status.js')]);
+      this.status = new IngressStatusWriter(loadKubeConfig(this.statusSource!), { ...DEFAULT_STATUS_LEASE, identity: config.nodeName }, this.log);
+      this.status.start();
+    }
+    const ingresses = state.objectsOf<IngressInfo>('Ingress');
+    const targets = table.served.map((key) => ingresses.get(key)!).map((ingress) => ({ namespace: ingress.namespace, name: ingress.name, current: ingress.statusAddresses }));
+    await this.status.publish(targets, this.options.statusAddresses.length > 0 ? this.options.statusAddresses : config.nodeIPs);
   }
 
   /** --ingress-default-certificate's Secret, added to the table so the workers hold it like any other. */
@@ -184,6 +208,7 @@ export class IngressDataplane implements StateDataplane {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    await this.status?.stop();
     await Promise.all([...this.workers].map((worker) => new Promise<void>((resolve) => {
       worker.once('exit', () => resolve());
       worker.disconnect();

@@ -44,6 +44,8 @@ export interface IngressInfo {
   defaultBackend?: IngressBackend;
   rules: IngressRule[];
   tls: { hosts: string[]; secretName?: string }[];
+  /** status.loadBalancer.ingress as the API server holds it (IPs or host names), sorted. */
+  statusAddresses: string[];
 }
 
 export interface IngressClassInfo {
@@ -196,10 +198,16 @@ export function normalizeIngress(raw: KubeObject): IngressInfo {
     if (secretName !== undefined && secretName !== null && (typeof secretName !== 'string' || !DNS1123_SUBDOMAIN.test(secretName))) fail(context, `spec.tls[${index}].secretName must be a DNS-1123 subdomain`);
     return { hosts, secretName: (secretName as string | null | undefined) || undefined };
   });
+  const status = isObject(raw.status) && isObject(raw.status.loadBalancer) ? raw.status.loadBalancer : {};
+  const statusAddresses = (Array.isArray(status.ingress) ? status.ingress : [])
+    .map((entry: unknown) => (isObject(entry) ? entry.ip ?? entry.hostname : undefined))
+    .filter((address): address is string => typeof address === 'string')
+    .sort();
   return {
     namespace: context.namespace!,
     name: context.name,
     created: creationTime(metadata),
+    statusAddresses,
     className: (className as string | null | undefined) || undefined,
     annotationClass: typeof annotationClass === 'string' && annotationClass !== '' ? annotationClass : undefined,
     sslRedirect: annotations[SSL_REDIRECT_ANNOTATION] !== 'false',
