@@ -24,8 +24,9 @@ import {
   type LoadResult, type Machine, type MemoryResult, type PartialSyncerName, type WorkerTask,
 } from './lib/bench-types.js';
 import { withTopology, type Topology } from './lib/topology.js';
+import { ingressReport, runIngressBench } from './lib/bench-ingress.js';
 
-const PHASES = ['cold', 'incremental', 'latency', 'distribution', 'memory'] as const;
+const PHASES = ['cold', 'incremental', 'latency', 'distribution', 'memory', 'ingress'] as const;
 type Phase = (typeof PHASES)[number];
 
 interface Sizes {
@@ -355,7 +356,7 @@ function parseOptions() {
     },
   });
   if (values.help) {
-    process.stdout.write('usage: npm run bench -- [--quick] [--json] [--phases cold,incremental,latency,distribution,memory] [--timeout-s 120] [--out DIR]\n');
+    process.stdout.write('usage: npm run bench -- [--quick] [--json] [--phases cold,incremental,latency,distribution,memory,ingress] [--timeout-s 120] [--out DIR]\n');
     process.exit(0);
   }
   const phases = new Set(values.phases.split(',').map((phase) => phase.trim()));
@@ -377,7 +378,9 @@ async function main(): Promise<void> {
     ['cold', () => runColdPhase(results, sizes, options.timeoutMs)],
     ['incremental', () => runIncrementalPhase(results, sizes, options.timeoutMs)],
     ['memory', () => runMemoryPhase(results, sizes)],
+    ['ingress', async () => { ingressSection = ingressReport(await runIngressBench({ quick: options.quick, progress: (message) => progress('ingress', message) })); }],
   ];
+  let ingressSection = '';
   for (const [phase, run] of phaseRunners) {
     if (!options.phases.has(phase)) continue;
     await run().catch((error: unknown) => {
@@ -396,7 +399,7 @@ async function main(): Promise<void> {
   const stem = `${results.machine.date}${options.quick ? '-quick' : ''}`;
   const report = buildReport(results, stem, options.timeoutMs);
   mkdirSync(options.out, { recursive: true });
-  writeFileSync(join(options.out, `${stem}.md`), report.markdown);
+  writeFileSync(join(options.out, `${stem}.md`), report.markdown + ingressSection);
   writeFileSync(join(options.out, `${stem}.json`), `${JSON.stringify(results, null, 2)}\n`);
   for (const [name, svg] of report.charts) writeFileSync(join(options.out, name), svg);
   progress('bench', `report: ${join(options.out, `${stem}.md`)}`);
