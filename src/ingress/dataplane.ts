@@ -110,9 +110,9 @@ export class IngressDataplane implements StateDataplane {
       node: config,
       ingressClass: this.options.className,
     });
+    const defaultCertificate = this.defaultCertificateOf(table, state, problems);
     this.report(problems);
     this.metrics.served.set(table.served.length);
-    const defaultCertificate = this.defaultCertificateOf(table, state);
     this.lastRoutes = { type: 'routes', table, defaultCertificate };
     if (this.workers.size === 0) await this.startWorkers();
     for (const worker of this.workers) worker.send(this.lastRoutes);
@@ -132,12 +132,12 @@ export class IngressDataplane implements StateDataplane {
   }
 
   /** --ingress-default-certificate's Secret, added to the table so the workers hold it like any other. */
-  private defaultCertificateOf(table: RouteTable, state: ClusterState): string | undefined {
+  private defaultCertificateOf(table: RouteTable, state: ClusterState, problems: IngressProblem[]): string | undefined {
     const key = this.options.defaultCertificate;
     if (!key) return undefined;
     const secret = state.objectsOf<TlsSecretInfo | null>('Secret').get(key);
     if (!secret) {
-      this.report([{ object: `Secret ${key}`, reason: '--ingress-default-certificate names no kubernetes.io/tls Secret: the generated certificate is served instead' }], true);
+      problems.push({ object: `Secret ${key}`, reason: '--ingress-default-certificate names no kubernetes.io/tls Secret: the generated certificate is served instead' });
       return undefined;
     }
     table.certificates[key] = { cert: secret.cert, key: secret.key };
@@ -145,13 +145,9 @@ export class IngressDataplane implements StateDataplane {
   }
 
   /** Each problem is logged once, when it appears; the gauge holds how many there are now. */
-  private report(problems: IngressProblem[], additional = false): void {
+  private report(problems: IngressProblem[]): void {
     const now = new Set(problems.map((problem) => `${problem.object}: ${problem.reason}`));
     for (const text of now) if (!this.reported.has(text)) this.log.error(`ingress: skipped ${text}`);
-    if (additional) {
-      for (const text of now) this.reported.add(text);
-      return;
-    }
     this.reported = now;
     this.metrics.problems.set(now.size);
   }
@@ -175,20 +171,25 @@ export class IngressDataplane implements StateDataplane {
   private fork(): Promise<void> {
     const worker = cluster.fork();
     this.workers.add(worker);
+    let listened = false;
     const listening = new Promise<void>((resolve, reject) => {
       worker.on('message', (message: FromWorker) => {
         // A worker asks once it is loaded: messages sent before it listens for them would be lost.
         if (message.type === 'ready') {
           worker.send({ type: 'settings', settings: this.settings! } satisfies ToWorker);
           if (this.lastRoutes) worker.send(this.lastRoutes);
-        } else if (message.type === 'listening') resolve();
+        } else if (message.type === 'listening') {
+          listened = true;
+          resolve();
+        }
         else this.recordStats(worker.id, message);
       });
       worker.once('exit', (code, signal) => {
         reject(new Error(`ingress worker exited (${signal ?? code}) before listening`));
         this.workers.delete(worker);
         this.connectionsByWorker.delete(worker.id);
-        if (this.stopping) return;
+        // One that never listened (an address in use, say) fails the update instead: no restart loop.
+        if (this.stopping || !listened) return;
         this.log.error(`ingress worker ${worker.process.pid} exited (${signal ?? code}); starting another`);
         void this.fork().catch((error: Error) => this.log.error(error.message));
       });

@@ -130,6 +130,8 @@ function replyPlain(response: Response, status: number, text: string, extra: Rec
     response.destroy();
     return;
   }
+  // HTTP/2 has no Connection header (node refuses it): the stream ends, the session goes on.
+  if (response instanceof http2.Http2ServerResponse) delete extra.connection;
   const body = `${status} ${text}\n`;
   response.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), server: SERVER_NAME, ...extra });
   response.end(body);
