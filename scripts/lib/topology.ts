@@ -33,7 +33,8 @@ export const DEFAULT_POD_PORT = 9376;
 
 const DEFAULT_EXEC_TIMEOUT_MS = 30_000;
 const STOP_GRACE_MS = 3_000;
-const SERVER_READY_TIMEOUT_MS = 10_000;
+// Node starting on a loaded machine (the suite runs test files side by side) can take well over 10 s.
+const SERVER_READY_TIMEOUT_MS = 30_000;
 const OUTPUT_TAIL_CHARS = 64 * 1024;
 
 export interface PodSpec {
@@ -53,7 +54,7 @@ export interface TopologySpec {
   serviceCidrs?: string[];
   /** Extra node addresses on ext0 (e.g. for NodePort / externalIPs). */
   nodeAddresses?: string[];
-  /** How long each pod's server may take to start; default 10 s (many pods on a loaded machine need more). */
+  /** How long each pod's server may take to start; default 30 s (many pods on a loaded machine need more). */
   serverReadyTimeoutMs?: number;
 }
 
