@@ -26,7 +26,9 @@ import {
 import { withTopology, type Topology } from './lib/topology.js';
 import { runSocketLbBench, socketLbMarkdown, socketLbSizes } from './lib/bench-socket-lb.js';
 
-const PHASES = ['cold', 'incremental', 'latency', 'distribution', 'memory', 'socket-lb'] as const;
+const PHASES = ['cold', 'incremental', 'latency', 'distribution', 'memory', 'socket-lb', 'ingress'] as const;
+import { ingressReport, runIngressBench } from './lib/bench-ingress.js';
+
 type Phase = (typeof PHASES)[number];
 
 interface Sizes {
@@ -356,7 +358,7 @@ function parseOptions() {
     },
   });
   if (values.help) {
-    process.stdout.write('usage: npm run bench -- [--quick] [--json] [--phases cold,incremental,latency,distribution,memory,socket-lb] [--timeout-s 120] [--out DIR]\n');
+    process.stdout.write('usage: npm run bench -- [--quick] [--json] [--phases cold,incremental,latency,distribution,memory,socket-lb,ingress] [--timeout-s 120] [--out DIR]\n');
     process.exit(0);
   }
   const phases = new Set(values.phases.split(',').map((phase) => phase.trim()));
@@ -379,7 +381,9 @@ async function main(): Promise<void> {
     ['incremental', () => runIncrementalPhase(results, sizes, options.timeoutMs)],
     ['memory', () => runMemoryPhase(results, sizes)],
     ['socket-lb', async () => { results.socketLb = await runSocketLbBench(socketLbSizes(options.quick), (message) => progress('socket-lb', message)); }],
+    ['ingress', async () => { ingressSection = ingressReport(await runIngressBench({ quick: options.quick, progress: (message) => progress('ingress', message) })); }],
   ];
+  let ingressSection = '';
   for (const [phase, run] of phaseRunners) {
     if (!options.phases.has(phase)) continue;
     await run().catch((error: unknown) => {
@@ -398,7 +402,7 @@ async function main(): Promise<void> {
   const stem = `${results.machine.date}${options.quick ? '-quick' : ''}`;
   const report = buildReport(results, stem, options.timeoutMs);
   mkdirSync(options.out, { recursive: true });
-  writeFileSync(join(options.out, `${stem}.md`), report.markdown + (results.socketLb ? `\n${socketLbMarkdown(results.socketLb)}` : ''));
+  writeFileSync(join(options.out, `${stem}.md`), report.markdown + (results.socketLb ? `\n${socketLbMarkdown(results.socketLb)}` : '') + ingressSection);
   writeFileSync(join(options.out, `${stem}.json`), `${JSON.stringify(results, null, 2)}\n`);
   for (const [name, svg] of report.charts) writeFileSync(join(options.out, name), svg);
   progress('bench', `report: ${join(options.out, `${stem}.md`)}`);

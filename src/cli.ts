@@ -10,6 +10,7 @@ import { SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from './ag
 import { startHealthServer } from './agent/healthz.js';
 import { DnsDataplane } from './dns/dataplane.js';
 import { cleanUpDnsNetwork } from './dns/network.js';
+import { IngressDataplane } from './ingress/dataplane.js';
 import { startMetricsServer } from './agent/metrics.js';
 import { explainReport, explainText, type PlannedState, servicesReport, servicesText } from './inspect/commands.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
@@ -51,6 +52,7 @@ function stateDataplanesFor(options: AgentOptions, log: Logger): StateDataplane[
     if (options.proxyMode !== 'nftables') throw new OptionsError('--socket-lb works in the nftables mode (--proxy-mode=nftables)');
     dataplanes.push(new SocketLbDataplane({ cgroup: options.socketLbCgroup, hostOnly: options.socketLbHostOnly, pinDir: options.socketLbPinDir }, log));
   }
+  if (options.ingress.enabled) dataplanes.push(new IngressDataplane(options.ingress, log, options.manifests ? undefined : { kubeconfig: options.kubeconfig, master: options.master }));
   return dataplanes;
 }
 
@@ -145,6 +147,7 @@ async function kubernetesSource(options: AgentOptions, agent: Agent) {
     kubeconfig: options.kubeconfig, master: options.master, nodeName: agent.state.nodeName,
     contentType: options.kubeApiContentType, qps: options.kubeApiQps, burst: options.kubeApiBurst,
     clusterDNS: options.dns.addresses.length > 0,
+    kinds: agent.state.kinds,
   }, agent.handler());
 }
 

@@ -4,6 +4,7 @@ import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
 import { parseCIDR } from './state/normalize.js';
 import { DEFAULT_PROXY_CONFIG } from './config.js';
 import { MAX_SERVICE_TABLES } from './plan/planner.js';
+import type { IngressOptions } from './ingress/dataplane.js';
 
 // kubenft's command line and KubeProxyConfiguration file. kubenft replaces kube-proxy in an
 // existing DaemonSet, so it must accept kube-proxy's flags and config files as they are written
@@ -88,6 +89,8 @@ export interface AgentOptions {
   writeConfigTo?: string;
   /** kubenft's own cluster DNS: the addresses it serves on (none: off), see src/dns/. */
   dns: { addresses: string[]; zone: string; upstreams?: { address: string; port: number }[]; ttl: number; pods: 'insecure' | 'disabled' };
+  /** kubenft's own --ingress*: the ingress controller and its proxy (src/ingress). */
+  ingress: IngressOptions & { enabled: boolean };
 }
 
 export class OptionsError extends Error {
@@ -139,6 +142,11 @@ function defaultOptions(): AgentOptions {
       tcpBeLiberal: false,
       udpTimeoutMs: 0,
       udpStreamTimeoutMs: 0,
+    },
+    ingress: {
+      enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
+      maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, workers: 0,
+      statusAddresses: [],
     },
   };
 }
@@ -362,6 +370,31 @@ const SETTINGS: Setting[] = [
   { flag: 'service-tables', own: true, kind: 'int', arg: 'N', help: `nftables mode: spread the services over N tables by their ClusterIP's last byte (1-${MAX_SERVICE_TABLES}); a change re-validates only its table`,
     defaultText: String(DEFAULT_PROXY_CONFIG.serviceTables),
     apply: (o, v: number, where) => { o.serviceTables = integerIn(v, 1, MAX_SERVICE_TABLES, where); } },
+  { flag: 'ingress', own: true, kind: 'bool', help: 'also be the ingress controller: a proxy on every node routes the served Ingresses', defaultText: 'false',
+    apply: (o, v: boolean) => { o.ingress.enabled = v; } },
+  { flag: 'ingress-class', own: true, kind: 'string', arg: 'NAME', help: 'serve Ingresses annotated kubernetes.io/ingress.class: NAME (and those of kubenft.io/ingress-controller\'s IngressClasses)', defaultText: 'kubenft',
+    apply: (o, v: string, where) => { o.ingress.className = v || fail(where, v, 'must not be empty'); } },
+  { flag: 'ingress-http-address', own: true, kind: 'string', arg: 'IP:PORT', help: 'plain HTTP listener of the ingress proxy; empty disables it', defaultText: '0.0.0.0:80',
+    apply: (o, v: string, where) => { o.ingress.httpAddress = v === '' ? undefined : hostPort(v, 80, where); } },
+  { flag: 'ingress-https-address', own: true, kind: 'string', arg: 'IP:PORT', help: 'HTTPS (and HTTP/2) listener of the ingress proxy; empty disables it', defaultText: '0.0.0.0:443',
+    apply: (o, v: string, where) => { o.ingress.httpsAddress = v === '' ? undefined : hostPort(v, 443, where); } },
+  { flag: 'ingress-default-certificate', own: true, kind: 'string', arg: 'NAMESPACE/NAME', help: 'TLS Secret served for unknown or absent SNI (default: one generated at start)',
+    apply: (o, v: string, where) => {
+      if (v !== '' && !/^[a-z0-9-]+\/[a-z0-9.-]+$/.test(v)) fail(where, v, 'is not NAMESPACE/NAME');
+      o.ingress.defaultCertificate = v || undefined;
+    } },
+  { flag: 'ingress-max-body-size', own: true, kind: 'int', arg: 'BYTES', help: 'larger request bodies get a 413', defaultText: String(100 * 1024 * 1024),
+    apply: (o, v: number, where) => { o.ingress.maxBodyBytes = integerIn(v, 0, Number.MAX_SAFE_INTEGER, where); } },
+  { flag: 'ingress-max-header-size', own: true, kind: 'int', arg: 'BYTES', help: 'larger request (or response) headers get a 431 (or a 502)', defaultText: String(16 * 1024),
+    apply: (o, v: number, where) => { o.ingress.maxHeaderBytes = integerIn(v, 1024, 1024 * 1024, where); } },
+  { flag: 'ingress-client-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'close client connections idle (or sending a request) this long', defaultText: '1m0s',
+    apply: (o, v: number, where) => { o.ingress.clientTimeoutMs = positive(v, where); } },
+  { flag: 'ingress-backend-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'a backend silent this long (connecting, before its response, within its body) fails the request (504)', defaultText: '1m0s',
+    apply: (o, v: number, where) => { o.ingress.backendTimeoutMs = positive(v, where); } },
+  { flag: 'ingress-status-address', own: true, kind: 'list', arg: 'IP[,IP]', help: 'agent mode: the served Ingresses\' status.loadBalancer addresses (default: the elected writer\'s node addresses)',
+    apply: (o, v: string[], where) => { o.ingress.statusAddresses = v.map((item) => (isIP(item) === 0 ? fail(where, item, 'is not an IP address') : item)); } },
+  { flag: 'ingress-workers', own: true, kind: 'int', arg: 'N', help: 'ingress proxy worker processes; 0: one per core', defaultText: '0',
+    apply: (o, v: number, where) => { o.ingress.workers = integerIn(v, 0, 256, where); } },
   { flag: 'service-cidr', own: true, kind: 'list', repeatable: true, arg: 'CIDR[,CIDR]', help: 'Service ClusterIP ranges: an address in them that no Service holds is dropped (repeatable)',
     apply: (o, v: string[], where) => { o.serviceCIDRs = cidrList(v, where); } },
   { flag: 'cluster-dns', own: true, kind: 'list', arg: 'IP[,IP]', help: 'serve cluster DNS on these addresses, UDP and TCP 53 (e.g. 169.254.20.10 and the kube-dns ClusterIP)',

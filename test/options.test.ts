@@ -54,6 +54,10 @@ const DEFAULTS: AgentOptions = {
     maxPerCore: 32768, min: 131072, tcpEstablishedTimeoutMs: 86_400_000, tcpCloseWaitTimeoutMs: 3_600_000, tcpBeLiberal: false, udpTimeoutMs: 0, udpStreamTimeoutMs: 0,
   },
   dns: { addresses: [], zone: 'cluster.local', ttl: 5, pods: 'insecure' },
+  ingress: {
+    enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
+    maxBodyBytes: 104_857_600, maxHeaderBytes: 16_384, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, workers: 0, statusAddresses: [],
+  },
 };
 
 t.test('cluster DNS flags', async (t) => {

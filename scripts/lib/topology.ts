@@ -33,7 +33,8 @@ export const DEFAULT_POD_PORT = 9376;
 
 const DEFAULT_EXEC_TIMEOUT_MS = 30_000;
 const STOP_GRACE_MS = 3_000;
-const SERVER_READY_TIMEOUT_MS = 10_000;
+// Node starting on a loaded machine (the suite runs test files side by side) can take well over 10 s.
+const SERVER_READY_TIMEOUT_MS = 30_000;
 const OUTPUT_TAIL_CHARS = 64 * 1024;
 
 export interface PodSpec {
@@ -53,6 +54,8 @@ export interface TopologySpec {
   serviceCidrs?: string[];
   /** Extra node addresses on ext0 (e.g. for NodePort / externalIPs). */
   nodeAddresses?: string[];
+  /** How long each pod's server may take to start; default 30 s (many pods on a loaded machine need more). */
+  serverReadyTimeoutMs?: number;
 }
 
 export interface ExecOptions {
@@ -294,7 +297,7 @@ class NetnsTopology implements Topology {
     readonly nodeAddresses: readonly string[],
   ) {}
 
-  async build(podSpecs: PodSpec[]): Promise<void> {
+  async build(podSpecs: PodSpec[], serverReadyTimeoutMs = SERVER_READY_TIMEOUT_MS): Promise<void> {
     const serverProgram = compiledProgram('hostnames-server.js');
     this.node = await this.addNamespace('node');
     this.client = await this.addNamespace('client');
@@ -310,7 +313,7 @@ class NetnsTopology implements Topology {
       const udp = pod.udp ? ['--udp'] : [];
       const argv = [process.execPath, serverProgram, '--name', pod.name, ...ports, ...udp, '--exit-on-stdin-eof'];
       const server = this.spawn(pod.ns, argv);
-      await server.waitForOutput(/^ready$/m, SERVER_READY_TIMEOUT_MS);
+      await server.waitForOutput(/^ready$/m, serverReadyTimeoutMs);
       return { ...pod, server };
     });
     this.pods.push(...(await Promise.all(startedPods)));
@@ -471,7 +474,7 @@ export async function createTopology(spec: TopologySpec): Promise<Topology> {
   const topology = new NetnsTopology(spec.serviceCidrs ?? DEFAULT_SERVICE_CIDRS, spec.nodeAddresses ?? []);
   track(topology);
   try {
-    await topology.build(spec.pods);
+    await topology.build(spec.pods, spec.serverReadyTimeoutMs);
   } catch (error) {
     await topology.destroy();
     throw error;

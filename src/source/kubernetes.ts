@@ -7,6 +7,7 @@ import {
   ERROR,
   KubeConfig,
   ListWatch,
+  NetworkingV1Api,
   Observable,
   UPDATE,
   Watch,
@@ -55,6 +56,8 @@ export interface KubernetesSourceOptions {
    * for. The proxy's planners skip headless services (they have no ClusterIP), so this changes no rule.
    */
   clusterDNS?: boolean;
+  /** The state's registered kinds (ClusterState.kinds): those with a resource below are watched too. */
+  kinds?: readonly string[];
 }
 
 const DEFAULT_QPS = 5;
@@ -110,7 +113,7 @@ function overrideServer(config: KubeConfig, server: string): void {
 type ListFunction = (signal: AbortSignal) => Promise<KubernetesListObject<KubernetesObject>>;
 
 interface Resource {
-  kind: 'Service' | 'EndpointSlice' | 'Node' | 'Namespace';
+  kind: string;
   apiVersion: string;
   /** The collection's path, which the informer watches. */
   path: string;
@@ -137,6 +140,28 @@ function abortableBy(signal: AbortSignal) {
 
 /** Headless services' slices included: objects naming another service proxy still belong to that proxy. */
 export const DNS_SELECTOR = '!service.kubernetes.io/service-proxy-name';
+
+/** The kinds other dataplanes register (ClusterState.registerKind), by kind. */
+function extraResources(config: KubeConfig): Record<string, Resource> {
+  const core = config.makeApiClient(CoreV1Api);
+  const networking = config.makeApiClient(NetworkingV1Api);
+  // Only TLS Secrets, selected by the server: the ingress never reads another Secret's data.
+  const tlsSecrets = 'type=kubernetes.io/tls';
+  return {
+    Ingress: {
+      kind: 'Ingress', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingresses',
+      list: (signal) => networking.listIngressForAllNamespaces({}, abortableBy(signal)),
+    },
+    IngressClass: {
+      kind: 'IngressClass', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingressclasses',
+      list: (signal) => networking.listIngressClass({}, abortableBy(signal)),
+    },
+    Secret: {
+      kind: 'Secret', apiVersion: 'v1', path: '/api/v1/secrets', fieldSelector: tlsSecrets,
+      list: (signal) => core.listSecretForAllNamespaces({ fieldSelector: tlsSecrets }, abortableBy(signal)),
+    },
+  };
+}
 
 function resources(config: KubeConfig, nodeName: string, clusterDNS = false): Resource[] {
   const core = config.makeApiClient(CoreV1Api);
@@ -433,7 +458,9 @@ export class KubernetesSource {
     const config = loadKubeConfig(options);
     this.limiter = new RequestLimiter(options.qps ?? DEFAULT_QPS, Math.max(1, options.burst ?? DEFAULT_BURST));
     const events: InformerEvents = { handler, listed: () => this.informerListed() };
-    this.informers = resources(config, options.nodeName, options.clusterDNS).map(
+    const extra = extraResources(config);
+    const watched = [...resources(config, options.nodeName, options.clusterDNS), ...(options.kinds ?? []).filter((kind) => Object.hasOwn(extra, kind)).map((kind) => extra[kind])];
+    this.informers = watched.map(
       (resource) => new ResourceInformer(resource, config, this.limiter, events),
     );
   }

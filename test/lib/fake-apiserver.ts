@@ -9,7 +9,7 @@ import type { KubeObject } from '../../src/state/cluster-state.js';
 // as far as client-node's informers can tell: list responses whose items carry no kind, watch streams
 // of JSON lines from a resourceVersion on, and 410 Gone once that resourceVersion has been compacted.
 
-export type FakeKind = 'Service' | 'EndpointSlice' | 'Node';
+export type FakeKind = 'Service' | 'EndpointSlice' | 'Node' | 'Ingress' | 'IngressClass' | 'Secret' | 'Lease';
 
 interface Collection {
   kind: FakeKind;
@@ -21,6 +21,16 @@ const COLLECTIONS: Collection[] = [
   { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services' },
   { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', path: '/apis/discovery.k8s.io/v1/endpointslices' },
   { kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes' },
+  { kind: 'Ingress', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingresses' },
+  { kind: 'IngressClass', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingressclasses' },
+  { kind: 'Secret', apiVersion: 'v1', path: '/api/v1/secrets' },
+  { kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', path: '/apis/coordination.k8s.io/v1/leases' },
+];
+
+/** Single objects that can be read and written: Leases, and Ingresses through their status subresource. */
+const OBJECT_PATHS: { kind: FakeKind; pattern: RegExp }[] = [
+  { kind: 'Lease', pattern: /^\/apis\/coordination\.k8s\.io\/v1\/namespaces\/([^/]+)\/leases(?:\/([^/]+))?$/ },
+  { kind: 'Ingress', pattern: /^\/apis\/networking\.k8s\.io\/v1\/namespaces\/([^/]+)\/ingresses\/([^/]+)\/status$/ },
 ];
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -220,6 +230,11 @@ export class FakeApiServer {
     const query = Object.fromEntries(url.searchParams);
     const watch = query.watch === 'true' || query.watch === '1';
     this.requests.push({ method: request.method ?? 'GET', path: url.pathname, query, watch });
+    const single = OBJECT_PATHS.map(({ kind, pattern }) => ({ kind, match: pattern.exec(url.pathname) })).find(({ match }) => match);
+    if (single) {
+      void this.handleObject(request, response, single.kind, single.match![1], single.match![2]);
+      return;
+    }
     const collection = COLLECTIONS.find((candidate) => candidate.path === url.pathname);
     if (request.method !== 'GET' || !collection) return status(response, 404, 'NotFound', `${request.method} ${url.pathname} is not served here`);
     let matches: Matcher;
@@ -230,6 +245,31 @@ export class FakeApiServer {
     }
     if (watch) this.watch(collection, matches, query, response);
     else this.list(collection, matches, response);
+  }
+
+  /** GET, POST (create) and PUT (replace, refused with 409 on a stale resourceVersion), as a real server answers them. */
+  private async handleObject(request: IncomingMessage, response: ServerResponse, kind: FakeKind, namespace: string, name: string | undefined): Promise<void> {
+    let text = '';
+    for await (const chunk of request) text += chunk;
+    const body = text ? JSON.parse(text) as KubeObject : undefined;
+    const key = objectKey(kind, namespace, name ?? body?.metadata?.name);
+    const existing = this.objects.get(key);
+    const reply = (object: KubeObject, code = 200) => {
+      response.writeHead(code, { 'Content-Type': 'application/json' });
+      response.end(JSON.stringify(object));
+    };
+    if (request.method === 'GET') return existing ? reply(existing) : status(response, 404, 'NotFound', `${key} not found`);
+    if (request.method === 'POST') {
+      if (existing) return status(response, 409, 'AlreadyExists', `${key} already exists`);
+      return reply(this.upsert({ ...body!, kind, metadata: { ...body!.metadata, namespace } }), 201);
+    }
+    if (request.method === 'PUT' && existing && body) {
+      if (body.metadata?.resourceVersion !== existing.metadata?.resourceVersion) return status(response, 409, 'Conflict', `${key}: the object has been modified`);
+      // The status subresource changes the status only.
+      const updated = kind === 'Ingress' ? { ...existing, status: body.status } : { ...body, kind };
+      return reply(this.upsert(updated));
+    }
+    return status(response, 404, 'NotFound', `${request.method} ${key} is not served here`);
   }
 
   private list(collection: Collection, matches: Matcher, response: ServerResponse): void {
@@ -316,7 +356,7 @@ function status(response: ServerResponse, code: number, reason: string, message:
 
 /**
  * Label selectors of the equality and existence forms (`a`, `!a`, `a=b`, `a==b`, `a!=b`) and field
- * selectors on metadata.name and metadata.namespace; anything else is refused as a real server would.
+ * selectors on metadata.name, metadata.namespace and (Secrets') type; anything else is refused as a real server would.
  */
 function matcher(labelSelector: string | undefined, fieldSelector: string | undefined): Matcher {
   const tests: Matcher[] = [];
@@ -329,9 +369,9 @@ function matcher(labelSelector: string | undefined, fieldSelector: string | unde
     else tests.push((object) => label(object) === value);
   }
   for (const requirement of splitSelector(fieldSelector)) {
-    const [, field, operator, value] = /^(metadata\.name|metadata\.namespace)\s*(==|=|!=)\s*(.*)$/.exec(requirement) ?? [];
+    const [, field, operator, value] = /^(metadata\.name|metadata\.namespace|type)\s*(==|=|!=)\s*(.*)$/.exec(requirement) ?? [];
     if (!field) throw new Error(`unsupported field selector "${requirement}"`);
-    const read = (object: KubeObject) => (field === 'metadata.name' ? object.metadata?.name : object.metadata?.namespace) ?? '';
+    const read = (object: KubeObject) => (field === 'type' ? object.type as string | undefined : field === 'metadata.name' ? object.metadata?.name : object.metadata?.namespace) ?? '';
     tests.push(operator === '!=' ? (object) => read(object) !== value : (object) => read(object) === value);
   }
   return (object) => tests.every((test) => test(object));

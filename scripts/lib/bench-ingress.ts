@@ -1,0 +1,270 @@
+// The ingress benchmark: wrk against kubenft's proxy, nginx and HAProxy (Debian's, configured here
+// for the same route and endpoints) and one backend directly, side by side in one topology;
+// the time from an Ingress change to traffic following it at 10 and 10,000 Ingresses; and failed
+// requests while endpoints change (kubenft: a route table swap; nginx: a reload per change;
+// HAProxy: its runtime API). Bench-only packages (wrk, nginx-light, haproxy) are installed here.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { projectRoot } from '../../src/backend/native.js';
+import { type ProcessHandle, type Topology, withTopology } from './topology.js';
+
+const PODS = Array.from({ length: 4 }, (_, index) => ({ name: `backend-${index}`, ipv4: `10.244.${index + 1}.5` }));
+const BACKEND_PORT = 8080;
+const HOST = 'bench.example.com';
+const PORTS = { kubenft: [80, 443], nginx: [8080, 8443], haproxy: [9080, 9443] } as const;
+const CONNECTIONS = [16, 256];
+const PACKAGES: [string, string][] = [['wrk', 'wrk'], ['nginx', 'nginx-light'], ['haproxy', 'haproxy']];
+
+export interface ThroughputRow { target: string; scheme: 'http' | 'https'; connections: number; requestsPerSecond: number; p99Ms: number; errors: number }
+export interface ChangeRow { ingresses: number; changeToTrafficMs: number }
+export interface ChurnRow { proxy: string; changes: number; requests: number; failed: number }
+export interface IngressBenchResult { throughput: ThroughputRow[]; changes: ChangeRow[]; churn: ChurnRow[] }
+
+interface Options { quick: boolean; progress: (message: string) => void }
+
+/** Installs what only the bench needs; Debian's postinst must not start nginx or HAProxy in the root namespace (RUNLEVEL=1). */
+function ensurePackages(): void {
+  const missing = PACKAGES.filter(([command]) => {
+    try {
+      execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' });
+      return false;
+    } catch {
+      return true;
+    }
+  }).map(([, name]) => name);
+  if (missing.length === 0) return;
+  execFileSync('apt-get', ['-o', 'DPkg::Lock::Timeout=600', 'install', '-y', '-qq', '--no-install-recommends', ...missing], {
+    stdio: 'inherit', env: { ...process.env, RUNLEVEL: '1', DEBIAN_FRONTEND: 'noninteractive' },
+  });
+}
+
+const endpoints = (pods = PODS) => pods.map((pod) => `${pod.ipv4}:${BACKEND_PORT}`);
+
+function manifestObjects(ingressCount: number, pods = PODS, extraHost?: string): unknown[] {
+  const backend = { service: { name: 'backend', port: { number: 80 } } };
+  const ingress = (name: string, host: string) => ({
+    apiVersion: 'networking.k8s.io/v1', kind: 'Ingress', metadata: { name, namespace: 'default', creationTimestamp: '2024-01-01T00:00:00Z' },
+    spec: { ingressClassName: 'kubenft', rules: [{ host, http: { paths: [{ path: '/', pathType: 'Prefix', backend }] } }] },
+  });
+  return [
+    { apiVersion: 'networking.k8s.io/v1', kind: 'IngressClass', metadata: { name: 'kubenft' }, spec: { controller: 'kubenft.io/ingress-controller' } },
+    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'backend', namespace: 'default' }, spec: { clusterIP: '10.0.0.10', ports: [{ name: 'http', port: 80, targetPort: BACKEND_PORT }] } },
+    {
+      apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'backend-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'backend' } },
+      addressType: 'IPv4', ports: [{ name: 'http', port: BACKEND_PORT, protocol: 'TCP' }], endpoints: pods.map((pod) => ({ addresses: [pod.ipv4], conditions: { ready: true } })),
+    },
+    ingress('bench', HOST),
+    ...Array.from({ length: Math.max(0, ingressCount - 1) }, (_, index) => ingress(`filler-${index}`, `filler-${index}.example.com`)),
+    ...(extraHost ? [ingress('probe', extraHost)] : []),
+  ];
+}
+
+const writeManifests = (path: string, objects: unknown[]) => writeFileSync(path, objects.map((object) => stringify(object)).join('---\n'));
+
+function nginxConfig(directory: string, pem: string, pods = PODS): string {
+  return `worker_processes auto;
+pid ${directory}/nginx.pid;
+error_log ${directory}/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${directory}/nginx-body;
+  proxy_temp_path ${directory}/nginx-proxy;
+  upstream backend { ${endpoints(pods).map((endpoint) => `server ${endpoint};`).join(' ')} keepalive 64; }
+  server {
+    listen ${PORTS.nginx[0]}; listen ${PORTS.nginx[1]} ssl http2;
+    server_name ${HOST};
+    ssl_certificate ${pem}; ssl_certificate_key ${pem};
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_next_upstream error timeout; }
+  }
+}
+`;
+}
+
+function haproxyConfig(directory: string, pem: string): string {
+  return `global
+  nbthread 2
+  stats socket ${directory}/haproxy.sock level admin
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  retries 2
+  option redispatch
+frontend web
+  bind :${PORTS.haproxy[0]}
+  bind :${PORTS.haproxy[1]} ssl crt ${pem} alpn h2,http/1.1
+  use_backend backend if { hdr(host) -i ${HOST} }
+backend backend
+  balance roundrobin
+  http-reuse always
+${PODS.map((pod, index) => `  server s${index} ${pod.ipv4}:${BACKEND_PORT}`).join('\n')}
+`;
+}
+
+/** wrk's requests/s, p99 and errors (socket errors plus non-2xx/3xx responses). */
+function parseWrk(output: string): { requestsPerSecond: number; p99Ms: number; errors: number; requests: number } {
+  const requestsPerSecond = Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1] ?? NaN);
+  const p99 = /99%\s+([\d.]+)(us|ms|s)/.exec(output);
+  const p99Ms = p99 ? Number(p99[1]) * (p99[2] === 'us' ? 0.001 : p99[2] === 's' ? 1000 : 1) : NaN;
+  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
+  const errors = (socket ? socket.slice(1).reduce((sum, count) => sum + Number(count), 0) : 0) + Number(/Non-2xx or 3xx responses: (\d+)/.exec(output)?.[1] ?? 0);
+  const requests = Number(/(\d+) requests in/.exec(output)?.[1] ?? 0);
+  return { requestsPerSecond, p99Ms, errors, requests };
+}
+
+async function wrk(topology: Topology, url: string, connections: number, seconds: number): Promise<ReturnType<typeof parseWrk>> {
+  const result = await topology.exec(topology.client, ['wrk', '-t2', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Host: ${HOST}`, url], { timeoutMs: (seconds + 30) * 1000 });
+  if (result.code !== 0) throw new Error(`wrk ${url}: ${result.stderr || result.stdout}`);
+  return parseWrk(result.stdout);
+}
+
+async function until(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+const answers = async (topology: Topology, port: number, host = HOST) =>
+  (await topology.exec(topology.client, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', '-H', `Host: ${host}`, `http://${topology.external.nodeIPv4}:${port}/`])).stdout === '200';
+
+function startKubenft(topology: Topology, manifests: string): ProcessHandle {
+  return topology.spawn(topology.node, [
+    'node', join(projectRoot(), 'dist/src/cli.js'), '--manifests', manifests, '--hostname-override', 'node-1', '--ingress', '--iptables-min-sync-period', '0s',
+    '--healthz-bind-address', '', '--metrics-bind-address', '',
+  ]);
+}
+
+/** From a manifest change to the first request the new route answers, polled from the client every 10 ms (manifests settle 200 ms first). */
+async function changeToTraffic(topology: Topology, directory: string, ingresses: number): Promise<number> {
+  const manifests = join(directory, `changes-${ingresses}.yaml`);
+  writeManifests(manifests, manifestObjects(ingresses));
+  const agent = startKubenft(topology, manifests);
+  try {
+    await until(() => answers(topology, 80), 120_000, `kubenft with ${ingresses} Ingresses`);
+    const probeHost = 'probe.example.com';
+    const poller = topology.spawn(topology.client, ['node', '-e', `
+      const started = Date.now();
+      const poll = () => fetch('http://${topology.external.nodeIPv4}/', { headers: { host: '${probeHost}' } })
+        .then((response) => response.status === 200 ? console.log('answered ' + Date.now()) : setTimeout(poll, 10), () => setTimeout(poll, 10));
+      poll();`]);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const written = Date.now();
+    writeManifests(manifests, manifestObjects(ingresses, PODS, probeHost));
+    await poller.waitForOutput(/answered \d+/, 60_000);
+    const answered = Number(/answered (\d+)/.exec(poller.output().stdout)![1]);
+    await poller.stop();
+    return answered - written;
+  } finally {
+    await agent.stop();
+  }
+}
+
+/** wrk runs while `change(i)` is called `count` times; returns wrk's totals. */
+async function underChurn(topology: Topology, url: string, count: number, intervalMs: number, change: (index: number) => Promise<void>): Promise<{ requests: number; failed: number }> {
+  const load = wrk(topology, url, 16, Math.ceil((count * intervalMs) / 1000) + 2);
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  for (let index = 0; index < count; index++) {
+    await change(index);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+  const result = await load;
+  return { requests: result.requests, failed: result.errors };
+}
+
+function haproxyCommand(topology: Topology, socket: string, command: string): Promise<unknown> {
+  return topology.exec(topology.node, ['node', '-e', `const s = require('net').connect(${JSON.stringify(socket)}, () => s.end(${JSON.stringify(`${command}\n`)})); s.resume();`]);
+}
+
+export async function runIngressBench(options: Options): Promise<IngressBenchResult> {
+  ensurePackages();
+  const seconds = options.quick ? 3 : 8;
+  const churnChanges = options.quick ? 20 : 100;
+  const result: IngressBenchResult = { throughput: [], changes: [], churn: [] };
+  const directory = mkdtempSync(join(tmpdir(), 'kubenft-bench-ingress-'));
+  try {
+    const pem = join(directory, 'bench.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', `/CN=${HOST}`, '-keyout', pem, '-out', join(directory, 'cert.pem')], { stdio: 'ignore' });
+    execFileSync('sh', ['-c', 'cat "$1" >> "$2"', 'sh', join(directory, 'cert.pem'), pem]);
+    await withTopology({ pods: PODS, serverReadyTimeoutMs: 60_000 }, async (topology) => {
+      const backends = PODS.map((pod, index) => topology.spawn(topology.pods[index].ns, ['node', join(projectRoot(), 'test/fixtures/http-echo.mjs'), pod.name, String(BACKEND_PORT)]));
+      await Promise.all(backends.map((backend) => backend.waitForOutput(/ready/, 60_000)));
+      const manifests = join(directory, 'manifests.yaml');
+      writeManifests(manifests, manifestObjects(1));
+      const nginxConf = join(directory, 'nginx.conf');
+      writeFileSync(nginxConf, nginxConfig(directory, pem));
+      const haproxyConf = join(directory, 'haproxy.cfg');
+      writeFileSync(haproxyConf, haproxyConfig(directory, pem));
+      const kubenft = startKubenft(topology, manifests);
+      const nginx = topology.spawn(topology.node, ['nginx', '-c', nginxConf, '-g', 'daemon off;']);
+      const haproxy = topology.spawn(topology.node, ['haproxy', '-f', haproxyConf, '-db']);
+      try {
+        for (const [name, ports] of Object.entries(PORTS)) await until(() => answers(topology, ports[0]), 60_000, name);
+        const node = topology.external.nodeIPv4;
+        const targets: [string, string, 'http' | 'https'][] = [
+          ...Object.entries(PORTS).flatMap(([name, [http, https]]): [string, string, 'http' | 'https'][] => [[name, `http://${node}:${http}/`, 'http'], [name, `https://${node}:${https}/`, 'https']]),
+          ['backend directly', `http://${PODS[0].ipv4}:${BACKEND_PORT}/`, 'http'],
+        ];
+        for (const connections of CONNECTIONS) {
+          for (const [target, url, scheme] of targets) {
+            const run = await wrk(topology, url, connections, seconds);
+            result.throughput.push({ target, scheme, connections, requestsPerSecond: run.requestsPerSecond, p99Ms: run.p99Ms, errors: run.errors });
+            options.progress(`${target} ${scheme} c${connections}: ${run.requestsPerSecond.toFixed(0)} req/s, p99 ${run.p99Ms.toFixed(2)} ms, ${run.errors} errors`);
+          }
+        }
+
+        // Endpoint churn: backend-3 leaves and comes back, again and again.
+        const without = PODS.slice(0, 3);
+        const kubenftChurn = await underChurn(topology, `http://${node}:${PORTS.kubenft[0]}/`, churnChanges, 300, async (index) => {
+          writeManifests(manifests, manifestObjects(1, index % 2 === 0 ? without : PODS));
+        });
+        const nginxChurn = await underChurn(topology, `http://${node}:${PORTS.nginx[0]}/`, churnChanges, 300, async (index) => {
+          writeFileSync(nginxConf, nginxConfig(directory, pem, index % 2 === 0 ? without : PODS));
+          await topology.exec(topology.node, ['nginx', '-c', nginxConf, '-s', 'reload']);
+        });
+        const haproxyChurn = await underChurn(topology, `http://${node}:${PORTS.haproxy[0]}/`, churnChanges, 300, async (index) => {
+          await haproxyCommand(topology, join(directory, 'haproxy.sock'), `set server backend/s3 state ${index % 2 === 0 ? 'maint' : 'ready'}`);
+        });
+        for (const [proxy, churn] of [['kubenft (route table swap)', kubenftChurn], ['nginx (reload per change)', nginxChurn], ['HAProxy (runtime API)', haproxyChurn]] as const) {
+          result.churn.push({ proxy, changes: churnChanges, ...churn });
+          options.progress(`${proxy}: ${churn.failed} failed of ${churn.requests} requests during ${churnChanges} endpoint changes`);
+        }
+      } finally {
+        await Promise.all([kubenft.stop(), nginx.stop(), haproxy.stop()]);
+      }
+      for (const ingresses of [10, options.quick ? 1_000 : 10_000]) {
+        const ms = await changeToTraffic(topology, directory, ingresses);
+        result.changes.push({ ingresses, changeToTrafficMs: ms });
+        options.progress(`Ingress change → traffic at ${ingresses} Ingresses: ${ms} ms (manifests settle 200 ms of it)`);
+      }
+    });
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+  return result;
+}
+
+/** The phase's section of the report, ratios to HAProxy side by side. */
+export function ingressReport(result: IngressBenchResult): string {
+  const haproxy = (row: ThroughputRow) => result.throughput.find((other) => other.target === 'haproxy' && other.scheme === row.scheme && other.connections === row.connections);
+  const lines = [
+    '## Ingress proxy (one run, side by side; 4 backend pods; wrk -t2 from the client namespace)', '',
+    '| target | scheme | connections | req/s | p99 ms | errors | req/s vs HAProxy |', '|---|---|---|---|---|---|---|',
+    ...result.throughput.map((row) => {
+      const base = haproxy(row);
+      return `| ${row.target} | ${row.scheme} | ${row.connections} | ${row.requestsPerSecond.toFixed(0)} | ${row.p99Ms.toFixed(2)} | ${row.errors} | ${base ? (row.requestsPerSecond / base.requestsPerSecond).toFixed(2) : '—'} |`;
+    }),
+    '', '| Ingresses | change → traffic (ms, incl. the manifests source\'s 200 ms settle) |', '|---|---|',
+    ...result.changes.map((row) => `| ${row.ingresses} | ${row.changeToTrafficMs} |`),
+    '', '| proxy | endpoint changes | requests | failed |', '|---|---|---|---|',
+    ...result.churn.map((row) => `| ${row.proxy} | ${row.changes} | ${row.requests} | ${row.failed} |`),
+    '',
+  ];
+  return lines.join('\n');
+}

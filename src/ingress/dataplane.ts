@@ -1,0 +1,219 @@
+import { execFile } from 'node:child_process';
+import cluster, { type Worker } from 'node:cluster';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import type { Logger } from 'pino';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { ProxyConfig } from '../config.js';
+import type { StateChanges, StateDataplane } from '../agent/state-dataplane.js';
+import { type IngressProblem, type RouteTable, planIngress } from '../plan/ingress.js';
+import type { ClusterState } from '../state/cluster-state.js';
+import {
+  type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret,
+} from '../state/ingress-objects.js';
+import { servicePortViews } from '../state/service-ports.js';
+import type { FromWorker, ProxySettings, ToWorker } from './proxy-protocol.js';
+import type { IngressStatusWriter } from './status.js';
+
+// The ingress controller as a dataplane beside the rules: every good sync plans the route table
+// (src/plan/ingress.ts) and hands it whole to the proxy's worker processes, which swap it in. No
+// process restarts and no listener closes on any change, so open connections never notice one.
+
+export interface IngressOptions {
+  /** --ingress-class: the legacy annotation value served (and the IngressClass name by convention). */
+  className: string;
+  /** host:port, or undefined when that listener is off. */
+  httpAddress?: string;
+  httpsAddress?: string;
+  /** --ingress-default-certificate NAMESPACE/NAME. */
+  defaultCertificate?: string;
+  maxBodyBytes: number;
+  maxHeaderBytes: number;
+  clientTimeoutMs: number;
+  backendTimeoutMs: number;
+  /** Worker processes; 0: one per core. */
+  workers: number;
+  /** --ingress-status-address: what status.loadBalancer shows (default: the status writer's node addresses). */
+  statusAddresses: string[];
+}
+
+/** Agent mode: where the elected status writer reaches the API server. */
+export interface IngressStatusSource {
+  kubeconfig?: string;
+  master?: string;
+}
+
+const execFileAsync = promisify(execFile);
+const WORKER_SCRIPT = fileURLToPath(new URL('./proxy-worker.js', import.meta.url));
+
+/** A self-signed certificate made once per agent with the openssl CLI (an argument vector, no shell): Node's crypto makes keys, not X.509 certificates. */
+async function generateDefaultCertificate(): Promise<{ cert: string; key: string }> {
+  const { stdout } = await execFileAsync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '3650',
+    '-subj', '/O=kubenft/CN=kubenft ingress default certificate', '-keyout', '-', '-out', '-',
+  ]);
+  const key = /-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----\n/.exec(stdout)?.[0];
+  const cert = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/.exec(stdout)?.[0];
+  if (!key || !cert) throw new Error('openssl did not print a certificate and key');
+  return { cert, key };
+}
+
+function splitAddress(text: string | undefined): { host: string; port: number } | undefined {
+  if (!text) return undefined;
+  const separator = text.lastIndexOf(':');
+  return { host: text.slice(0, separator).replace(/^\[|\]$/g, ''), port: Number(text.slice(separator + 1)) };
+}
+
+export class IngressDataplane implements StateDataplane {
+  readonly name = 'ingress';
+  private readonly workers = new Set<Worker>();
+  private settings: ProxySettings | undefined;
+  private lastRoutes: ToWorker | undefined;
+  private reported = new Set<string>();
+  private stopping = false;
+  private readonly connectionsByWorker = new Map<number, number>();
+  private metrics!: {
+    requests: Counter<'ingress' | 'host' | 'path' | 'status'>;
+    durations: Histogram<'ingress'>;
+    upstreamErrors: Counter<'backend'>;
+    connections: Gauge;
+    problems: Gauge;
+    served: Gauge;
+  };
+
+  private status: IngressStatusWriter | undefined;
+
+  constructor(private readonly options: IngressOptions, private readonly log: Logger, private readonly statusSource?: IngressStatusSource) {}
+
+  attach(state: ClusterState, registry: Registry): void {
+    state.registerKind('Ingress', normalizeIngress);
+    state.registerKind('IngressClass', normalizeIngressClass);
+    state.registerKind('Secret', normalizeTlsSecret);
+    const registers = [registry];
+    this.metrics = {
+      requests: new Counter({ name: 'kubenft_ingress_requests_total', help: 'Requests answered by the ingress proxy, by Ingress, rule host, rule path and status', labelNames: ['ingress', 'host', 'path', 'status'], registers }),
+      durations: new Histogram({ name: 'kubenft_ingress_request_duration_seconds', help: 'Time from a request to its response header, by Ingress', labelNames: ['ingress'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers }),
+      upstreamErrors: new Counter({ name: 'kubenft_ingress_upstream_errors_total', help: 'Failed attempts to reach an endpoint (connection refused or reset, timeouts), by backend', labelNames: ['backend'], registers }),
+      connections: new Gauge({ name: 'kubenft_ingress_active_connections', help: 'Client connections open on the ingress proxy', registers }),
+      problems: new Gauge({ name: 'kubenft_ingress_problems', help: 'Ingresses (or parts of them) skipped: invalid, unknown backend, missing Secret, conflict', registers }),
+      served: new Gauge({ name: 'kubenft_ingress_served', help: 'Ingresses served by this controller', registers }),
+    };
+  }
+
+  async update(state: ClusterState, config: ProxyConfig, _changes: StateChanges): Promise<void> {
+    const { table, problems } = planIngress({
+      ingresses: state.objectsOf<IngressInfo>('Ingress').values(),
+      classes: state.objectsOf<IngressClassInfo>('IngressClass').values(),
+      secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
+      servicePorts: (key) => servicePortViews(state, key),
+      node: config,
+      ingressClass: this.options.className,
+    });
+    const defaultCertificate = this.defaultCertificateOf(table, state, problems);
+    this.report(problems);
+    this.metrics.served.set(table.served.length);
+    this.lastRoutes = { type: 'routes', table, defaultCertificate };
+    if (this.workers.size === 0) await this.startWorkers();
+    for (const worker of this.workers) worker.send(this.lastRoutes);
+    if (this.statusSource) await this.publishStatus(state, config, table);
+  }
+
+  private async publishStatus(state: ClusterState, config: ProxyConfig, table: RouteTable): Promise<void> {
+    if (!this.status) {
+      // client-node is large: loaded only in agent mode, as the API source is.
+      const [{ loadKubeConfig }, { DEFAULT_STATUS_LEASE, IngressStatusWriter }] = await Promise.all([import('../source/kubernetes.js'), import('./status.js')]);
+      this.status = new IngressStatusWriter(loadKubeConfig(this.statusSource!), { ...DEFAULT_STATUS_LEASE, identity: config.nodeName }, this.log);
+      this.status.start();
+    }
+    const ingresses = state.objectsOf<IngressInfo>('Ingress');
+    const targets = table.served.map((key) => ingresses.get(key)!).map((ingress) => ({ namespace: ingress.namespace, name: ingress.name, current: ingress.statusAddresses }));
+    await this.status.publish(targets, this.options.statusAddresses.length > 0 ? this.options.statusAddresses : config.nodeIPs);
+  }
+
+  /** --ingress-default-certificate's Secret, added to the table so the workers hold it like any other. */
+  private defaultCertificateOf(table: RouteTable, state: ClusterState, problems: IngressProblem[]): string | undefined {
+    const key = this.options.defaultCertificate;
+    if (!key) return undefined;
+    const secret = state.objectsOf<TlsSecretInfo | null>('Secret').get(key);
+    if (!secret) {
+      problems.push({ object: `Secret ${key}`, reason: '--ingress-default-certificate names no kubernetes.io/tls Secret: the generated certificate is served instead' });
+      return undefined;
+    }
+    table.certificates[key] = { cert: secret.cert, key: secret.key };
+    return key;
+  }
+
+  /** Each problem is logged once, when it appears; the gauge holds how many there are now. */
+  private report(problems: IngressProblem[]): void {
+    const now = new Set(problems.map((problem) => `${problem.object}: ${problem.reason}`));
+    for (const text of now) if (!this.reported.has(text)) this.log.error(`ingress: skipped ${text}`);
+    this.reported = now;
+    this.metrics.problems.set(now.size);
+  }
+
+  private async startWorkers(): Promise<void> {
+    const defaultCertificate = await generateDefaultCertificate();
+    this.settings = {
+      httpAddress: splitAddress(this.options.httpAddress), httpsAddress: splitAddress(this.options.httpsAddress), defaultCertificate,
+      maxBodyBytes: this.options.maxBodyBytes, maxHeaderBytes: this.options.maxHeaderBytes,
+      clientTimeoutMs: this.options.clientTimeoutMs, backendTimeoutMs: this.options.backendTimeoutMs,
+    };
+    // The agent opens each listening socket once and every worker accepts on it (SCHED_NONE): the
+    // agent's event loop never touches a connection.
+    cluster.schedulingPolicy = cluster.SCHED_NONE;
+    cluster.setupPrimary({ exec: WORKER_SCRIPT, args: [], serialization: 'advanced' });
+    const count = this.options.workers || availableParallelism();
+    await Promise.all(Array.from({ length: count }, () => this.fork()));
+    this.log.info({ workers: count, http: this.options.httpAddress, https: this.options.httpsAddress }, 'ingress proxy listening');
+  }
+
+  private fork(): Promise<void> {
+    const worker = cluster.fork();
+    this.workers.add(worker);
+    let listened = false;
+    const listening = new Promise<void>((resolve, reject) => {
+      worker.on('message', (message: FromWorker) => {
+        // A worker asks once it is loaded: messages sent before it listens for them would be lost.
+        if (message.type === 'ready') {
+          worker.send({ type: 'settings', settings: this.settings! } satisfies ToWorker);
+          if (this.lastRoutes) worker.send(this.lastRoutes);
+        } else if (message.type === 'listening') {
+          listened = true;
+          resolve();
+        }
+        else this.recordStats(worker.id, message);
+      });
+      worker.once('exit', (code, signal) => {
+        reject(new Error(`ingress worker exited (${signal ?? code}) before listening`));
+        this.workers.delete(worker);
+        this.connectionsByWorker.delete(worker.id);
+        // One that never listened (an address in use, say) fails the update instead: no restart loop.
+        if (this.stopping || !listened) return;
+        this.log.error(`ingress worker ${worker.process.pid} exited (${signal ?? code}); starting another`);
+        void this.fork().catch((error: Error) => this.log.error(error.message));
+      });
+    });
+    return listening;
+  }
+
+  private recordStats(workerId: number, stats: FromWorker & { type: 'stats' }): void {
+    for (const request of stats.requests) {
+      this.metrics.requests.inc({ ingress: request.ingress, host: request.host, path: request.path, status: String(request.status) });
+      this.metrics.durations.observe({ ingress: request.ingress }, request.seconds);
+    }
+    for (const [backend, count] of Object.entries(stats.upstreamErrors)) this.metrics.upstreamErrors.inc({ backend }, count);
+    this.connectionsByWorker.set(workerId, stats.activeConnections);
+    this.metrics.connections.set([...this.connectionsByWorker.values()].reduce((sum, count) => sum + count, 0));
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.status?.stop();
+    await Promise.all([...this.workers].map((worker) => new Promise<void>((resolve) => {
+      worker.once('exit', () => resolve());
+      worker.disconnect();
+      setTimeout(() => worker.process.kill('SIGKILL'), 5_000).unref();
+    })));
+  }
+}

@@ -1,0 +1,350 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import { type Socket, connect as tcpConnect } from 'node:net';
+import { Readable, pipeline } from 'node:stream';
+import { type SecureContext, createSecureContext } from 'node:tls';
+import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
+import { Router, type RouteMatch, type RouteTable, routingHost } from '../plan/ingress.js';
+import type { FromWorker, ProxySettings, RequestRecord, ToWorker } from './proxy-protocol.js';
+
+// One of the ingress proxy's worker processes (one per core, forked by the agent through the
+// cluster module, all accepting on the same listening sockets). It routes every request with the
+// last route table the agent sent: a table swap is one assignment, so a change is in force for the
+// next request and never touches an open connection.
+
+type Request = IncomingMessage | Http2ServerRequest;
+type Response = ServerResponse | Http2ServerResponse;
+
+const SERVER_NAME = 'kubenft';
+const STATS_INTERVAL_MS = 500;
+const MAX_ATTEMPTS = 3;
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+// RFC 9110 7.6.1: connection-specific fields never cross a proxy (plus those the Connection header names).
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings']);
+// The proxy sets these itself: a client cannot forge its address to a backend.
+const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip']);
+
+let settings: ProxySettings;
+let router = new Router({ hosts: {}, wildcards: {}, backends: {}, certificates: {}, tlsHosts: {}, tlsWildcards: {}, served: [] });
+let defaultContext: SecureContext;
+let contexts = new Map<string, { pem: string; context: SecureContext }>();
+const pools = new Map<string, Pool>();
+const cursors = new Map<string, number>();
+let activeConnections = 0;
+let records: RequestRecord[] = [];
+let upstreamErrors: Record<string, number> = {};
+
+const send = (message: FromWorker) => process.send?.(message);
+
+function applyRoutes(table: RouteTable, defaultCertificate: string | undefined): void {
+  // Contexts are rebuilt only for a changed certificate: a rotation takes effect on the next handshake,
+  // and handshakes already done keep theirs.
+  const next = new Map<string, { pem: string; context: SecureContext }>();
+  for (const [key, { cert, key: privateKey }] of Object.entries(table.certificates)) {
+    const pem = cert + privateKey;
+    const kept = contexts.get(key);
+    next.set(key, kept?.pem === pem ? kept : { pem, context: createSecureContext({ cert, key: privateKey }) });
+  }
+  contexts = next;
+  defaultContext = (defaultCertificate ? contexts.get(defaultCertificate)?.context : undefined) ?? createSecureContext(settings.defaultCertificate);
+  router = new Router(table);
+  // A removed endpoint gets no new request; its pool finishes what it carries, then closes.
+  const live = new Set(Object.values(table.backends).flat());
+  for (const [endpoint, pool] of pools) {
+    if (live.has(endpoint)) continue;
+    pools.delete(endpoint);
+    void pool.close().catch(() => undefined);
+  }
+}
+
+function poolFor(endpoint: string): Pool {
+  let pool = pools.get(endpoint);
+  if (!pool) {
+    pool = new Pool(`http://${endpoint}`, {
+      headersTimeout: settings.backendTimeoutMs, bodyTimeout: settings.backendTimeoutMs, connectTimeout: settings.backendTimeoutMs,
+      keepAliveTimeout: 4_000, maxHeaderSize: settings.maxHeaderBytes,
+    });
+    pools.set(endpoint, pool);
+  }
+  return pool;
+}
+
+/** Round robin from a random start, so that workers and restarts do not all begin with the same pod. */
+function pickEndpoint(backend: string, endpoints: string[], exclude: Set<string>): string | undefined {
+  const start = cursors.get(backend) ?? Math.floor(Math.random() * endpoints.length);
+  for (let offset = 0; offset < endpoints.length; offset++) {
+    const endpoint = endpoints[(start + offset) % endpoints.length];
+    if (exclude.has(endpoint)) continue;
+    cursors.set(backend, (start + offset + 1) % endpoints.length);
+    return endpoint;
+  }
+  return undefined;
+}
+
+/** The request's path and query exactly as sent; an absolute-form target (a proxy request) gives its path. */
+function originForm(target: string): string | undefined {
+  if (target.startsWith('/') || target === '*') return target;
+  const match = /^https?:\/\/[^/?#]*(.*)$/i.exec(target);
+  if (!match) return undefined;
+  return match[1] === '' || match[1].startsWith('?') ? `/${match[1]}` : match[1];
+}
+
+const pathOf = (target: string) => {
+  const query = target.indexOf('?');
+  return query < 0 ? target : target.slice(0, query);
+};
+
+function connectionTokens(headers: IncomingMessage['headers']): Set<string> {
+  const value = headers.connection;
+  const text = Array.isArray(value) ? value.join(',') : value ?? '';
+  return new Set(text.split(',').map((token) => token.trim().toLowerCase()).filter((token) => token !== ''));
+}
+
+/** The request's header fields for the backend: raw names and order kept, hop-by-hop and forwarding fields replaced. */
+function upstreamHeaders(request: Request, host: string, secure: boolean, keep: ReadonlySet<string> = new Set()): string[] {
+  const named = connectionTokens(request.headers);
+  const fields: string[] = [];
+  const raw = request.rawHeaders;
+  let hasHost = false;
+  for (let index = 0; index < raw.length; index += 2) {
+    const name = raw[index].toLowerCase();
+    if (name.startsWith(':') || FORWARDING.has(name)) continue;
+    if ((HOP_BY_HOP.has(name) || named.has(name)) && !keep.has(name)) continue;
+    if (name === 'host') hasHost = true;
+    fields.push(raw[index], raw[index + 1]);
+  }
+  if (!hasHost && host !== '') fields.push('host', host);
+  const client = request.socket.remoteAddress ?? '';
+  const address = client.startsWith('::ffff:') ? client.slice(7) : client;
+  fields.push('x-forwarded-for', address, 'x-real-ip', address, 'x-forwarded-proto', secure ? 'https' : 'http', 'x-forwarded-host', host, 'x-forwarded-port', String(request.socket.localPort ?? ''));
+  return fields;
+}
+
+function requestHost(request: Request): string {
+  const authority = (request.headers[':authority'] as string | undefined) ?? request.headers.host;
+  return authority ?? '';
+}
+
+function replyPlain(response: Response, status: number, text: string, extra: Record<string, string> = {}): void {
+  if (response.headersSent) {
+    response.destroy();
+    return;
+  }
+  // HTTP/2 has no Connection header (node refuses it): the stream ends, the session goes on.
+  if (response instanceof http2.Http2ServerResponse) delete extra.connection;
+  const body = `${status} ${text}\n`;
+  response.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), server: SERVER_NAME, ...extra });
+  response.end(body);
+}
+
+function record(match: RouteMatch & { kind: 'route' }, status: number, started: number): void {
+  records.push({ ingress: match.route.ingress, host: match.ruleHost, path: match.path, status, seconds: (performance.now() - started) / 1000 });
+}
+
+/** Whether the client is still sending a body: such a request cannot be replayed on another endpoint. */
+function hasBody(request: Request): boolean {
+  const length = request.headers['content-length'];
+  return (length !== undefined && length !== '0') || request.headers['transfer-encoding'] !== undefined || ('stream' in request && !request.stream.readableEnded && request.headers[':method'] !== 'GET' && request.headers[':method'] !== 'HEAD');
+}
+
+class BodyTooLarge extends Error {}
+
+/** The request body as it streams to the backend, failing past --ingress-max-body-size (a declared length fails at once). */
+async function* limitedBody(request: Request): AsyncGenerator<Buffer> {
+  let seen = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    seen += chunk.length;
+    if (seen > settings.maxBodyBytes) throw new BodyTooLarge();
+    yield chunk;
+  }
+}
+
+async function handle(request: Request, response: Response, secure: boolean): Promise<void> {
+  const started = performance.now();
+  const target = originForm(request.url ?? '');
+  if (target === undefined) return replyPlain(response, 400, 'Bad Request');
+  const rawHost = requestHost(request);
+  const host = routingHost(rawHost);
+  const match = router.match(host, pathOf(target));
+  if (match.kind === 'none') return replyPlain(response, 404, 'Not Found');
+  if (!secure && match.redirectToHttps) {
+    record(match, 308, started);
+    return replyPlain(response, 308, 'Permanent Redirect', { location: `https://${host}${target}` });
+  }
+  const { endpoints } = match;
+  if (endpoints.length === 0) {
+    record(match, 503, started);
+    return replyPlain(response, 503, 'Service Unavailable');
+  }
+  if (Number(request.headers['content-length'] ?? 0) > settings.maxBodyBytes) {
+    record(match, 413, started);
+    return replyPlain(response, 413, 'Content Too Large', { connection: 'close' });
+  }
+  const method = (request.method ?? 'GET') as Dispatcher.HttpMethod;
+  const body = hasBody(request);
+  const retryable = IDEMPOTENT.has(method as string) && !body;
+  const headers = upstreamHeaders(request, rawHost, secure);
+  const tried = new Set<string>();
+  for (let attempt = 1; ; attempt++) {
+    const endpoint = pickEndpoint(match.route.backend, endpoints, tried)!;
+    tried.add(endpoint);
+    try {
+      const upstream = await poolFor(endpoint).request({ path: target, method, headers, body: body ? Readable.from(limitedBody(request)) : null, headersTimeout: settings.backendTimeoutMs });
+      sendResponse(response, upstream.statusCode, upstream.headers, upstream.body);
+      record(match, upstream.statusCode, started);
+      return;
+    } catch (error) {
+      if (error instanceof BodyTooLarge) {
+        record(match, 413, started);
+        return replyPlain(response, 413, 'Content Too Large', { connection: 'close' });
+      }
+      upstreamErrors[match.route.backend] = (upstreamErrors[match.route.backend] ?? 0) + 1;
+      if (response.destroyed || request.destroyed) return;
+      if (retryable && attempt < MAX_ATTEMPTS && tried.size < endpoints.length) continue;
+      const timedOut = error instanceof undiciErrors.HeadersTimeoutError || error instanceof undiciErrors.ConnectTimeoutError;
+      record(match, timedOut ? 504 : 502, started);
+      return replyPlain(response, timedOut ? 504 : 502, timedOut ? 'Gateway Timeout' : 'Bad Gateway');
+    }
+  }
+}
+
+function sendResponse(response: Response, status: number, headers: Record<string, string | string[] | undefined>, body: NodeJS.ReadableStream & { destroy(): void }): void {
+  const named = connectionTokens(headers as IncomingMessage['headers']);
+  const fields: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || HOP_BY_HOP.has(name) || named.has(name)) continue;
+    fields[name] = value;
+  }
+  fields.server ??= SERVER_NAME;
+  response.writeHead(status, fields);
+  pipeline(body, response as NodeJS.WritableStream, () => undefined);
+}
+
+/** WebSocket and other upgrades: the request goes to an endpoint over a fresh connection, then bytes flow both ways untouched. */
+function tunnel(request: IncomingMessage, client: Socket, head: Buffer, secure: boolean): void {
+  client.on('error', () => client.destroy());
+  const fail = (status: number, text: string) => {
+    client.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\nserver: ${SERVER_NAME}\r\n\r\n`);
+  };
+  const target = originForm(request.url ?? '');
+  if (target === undefined) return fail(400, 'Bad Request');
+  const rawHost = requestHost(request);
+  const host = routingHost(rawHost);
+  const match = router.match(host, pathOf(target));
+  if (match.kind === 'none') return fail(404, 'Not Found');
+  const endpoint = pickEndpoint(match.route.backend, match.endpoints, new Set());
+  if (endpoint === undefined) return fail(503, 'Service Unavailable');
+  const started = performance.now();
+  const separator = endpoint.lastIndexOf(':');
+  const upstream = tcpConnect({ host: endpoint.slice(0, separator).replace(/^\[|\]$/g, ''), port: Number(endpoint.slice(separator + 1)) });
+  const fields = upstreamHeaders(request, rawHost, secure, new Set(['connection', 'upgrade']));
+  let lines = `${request.method} ${target} HTTP/1.1\r\n`;
+  for (let index = 0; index < fields.length; index += 2) lines += `${fields[index]}: ${fields[index + 1]}\r\n`;
+  upstream.setNoDelay(true);
+  upstream.once('connect', () => {
+    record(match, 101, started);
+    upstream.write(`${lines}\r\n`);
+    if (head.length > 0) upstream.write(head);
+    upstream.pipe(client).on('error', () => upstream.destroy());
+    client.pipe(upstream);
+  });
+  upstream.on('error', () => {
+    upstreamErrors[match.route.backend] = (upstreamErrors[match.route.backend] ?? 0) + 1;
+    if (upstream.connecting || client.bytesWritten === 0) fail(502, 'Bad Gateway');
+    else client.destroy();
+  });
+  client.on('close', () => upstream.destroy());
+  upstream.on('close', () => client.destroy());
+}
+
+function onRequest(secure: boolean) {
+  return (request: Request, response: Response) => {
+    handle(request, response, secure).catch(() => {
+      if (!response.destroyed) replyPlain(response, 500, 'Internal Server Error');
+    });
+  };
+}
+
+/** Malformed requests (bad request line, headers too large, …) get a 400 and a closed connection; nothing reaches a backend. */
+function onClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+  if (socket.writable && !(socket as Socket & { _httpMessage?: unknown })._httpMessage) {
+    const status = error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nserver: ${SERVER_NAME}\r\n\r\n`);
+  }
+  socket.destroy();
+}
+
+function countConnections(server: http.Server | http2.Http2SecureServer, event: 'connection' | 'secureConnection'): void {
+  server.on(event, (socket: Socket) => {
+    activeConnections++;
+    socket.once('close', () => activeConnections--);
+  });
+}
+
+function listen(server: http.Server | http2.Http2SecureServer, address: { host: string; port: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: address.host, port: address.port }, () => resolve());
+  });
+}
+
+async function start(): Promise<void> {
+  const servers: Promise<void>[] = [];
+  const common = { maxHeaderSize: settings.maxHeaderBytes, requestTimeout: settings.clientTimeoutMs, headersTimeout: settings.clientTimeoutMs, keepAliveTimeout: settings.clientTimeoutMs };
+  if (settings.httpAddress) {
+    const server = http.createServer({ ...common }, onRequest(false));
+    server.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => tunnel(request, socket, head, false));
+    server.on('clientError', onClientError);
+    countConnections(server, 'connection');
+    servers.push(listen(server, settings.httpAddress));
+  }
+  if (settings.httpsAddress) {
+    const server = http2.createSecureServer({
+      allowHTTP1: true,
+      SNICallback: (serverName, done) => {
+        const key = router.certificateFor(serverName);
+        done(null, (key ? contexts.get(key)?.context : undefined) ?? defaultContext);
+      },
+      ...settings.defaultCertificate,
+      maxSessionMemory: 10,
+      settings: { maxHeaderListSize: settings.maxHeaderBytes },
+    }, onRequest(true));
+    server.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => tunnel(request, socket, head, true));
+    server.on('tlsClientError', (_error, socket) => socket.destroy());
+    server.setTimeout(settings.clientTimeoutMs);
+    countConnections(server, 'secureConnection');
+    servers.push(listen(server, settings.httpsAddress));
+    httpsServer = server;
+  }
+  await Promise.all(servers);
+  setInterval(() => {
+    if (records.length === 0 && Object.keys(upstreamErrors).length === 0 && activeConnections === lastReportedConnections) return;
+    send({ type: 'stats', requests: records, upstreamErrors, activeConnections });
+    lastReportedConnections = activeConnections;
+    records = [];
+    upstreamErrors = {};
+  }, STATS_INTERVAL_MS).unref();
+  send({ type: 'listening' });
+}
+
+let httpsServer: http2.Http2SecureServer | undefined;
+let lastReportedConnections = 0;
+
+process.on('message', (message: ToWorker) => {
+  if (message.type === 'settings') {
+    settings = message.settings;
+    defaultContext = createSecureContext(settings.defaultCertificate);
+    start().catch((error: Error) => {
+      process.stderr.write(`kubenft ingress worker: ${error.message}\n`);
+      process.exit(1);
+    });
+  } else {
+    applyRoutes(message.table, message.defaultCertificate);
+    // Connections without SNI get the server's own context: keep it the default certificate.
+    if (httpsServer && message.defaultCertificate) httpsServer.setSecureContext(message.table.certificates[message.defaultCertificate] ?? settings.defaultCertificate);
+  }
+});
+// Nothing a client sends may end the worker: an unexpected error is logged and the connection it came from is lost at most.
+process.on('uncaughtException', (error) => process.stderr.write(`kubenft ingress worker: unexpected error: ${error.stack ?? error.message}\n`));
+process.on('disconnect', () => process.exit(0));
+send({ type: 'ready' });
