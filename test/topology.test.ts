@@ -115,7 +115,8 @@ t.test('withTopology destroys after a failure', async (t) => {
   t.same(liveNamespaces().filter((name) => namespaces.includes(name)), []);
 });
 
-t.test('a process killed by SIGTERM leaves nothing behind', async (t) => {
+/** A child process with a topology of its own; its namespaces and pod servers, once it is built. */
+async function childWithTopology() {
   const moduleUrl = new URL('../dist/scripts/lib/topology.js', import.meta.url).href;
   const script = `
     const { createTopology } = await import(${JSON.stringify(moduleUrl)});
@@ -125,11 +126,28 @@ t.test('a process killed by SIGTERM leaves nothing behind', async (t) => {
     setTimeout(() => {}, 30000);`;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
   const [firstLine] = (await once(child.stdout!.setEncoding('utf8'), 'data')) as [string];
-  const { namespaces, pids } = JSON.parse(firstLine) as { namespaces: string[]; pids: number[] };
-  t.equal(liveNamespaces().filter((name) => namespaces.includes(name)).length, 3);
-  process.kill(child.pid!, 'SIGTERM');
-  const [, signal] = (await once(child, 'exit')) as [number | null, string | null];
-  t.equal(signal, 'SIGTERM', 'the signal still terminates the process');
-  t.same(liveNamespaces().filter((name) => namespaces.includes(name)), []);
-  for (const pid of pids) t.notOk(isRunning(pid), `pod server ${pid} is gone`);
+  return { child, ...(JSON.parse(firstLine) as { namespaces: string[]; pids: number[] }) };
+}
+
+// SIGALRM is tap's signal for a test file past its timeout.
+for (const exitSignal of ['SIGTERM', 'SIGALRM'] as const) {
+  t.test(`a process killed by ${exitSignal} leaves nothing behind`, async (t) => {
+    const { child, namespaces, pids } = await childWithTopology();
+    t.equal(liveNamespaces().filter((name) => namespaces.includes(name)).length, 3);
+    process.kill(child.pid!, exitSignal);
+    const [, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    t.equal(signal, exitSignal, 'the signal still terminates the process');
+    t.same(liveNamespaces().filter((name) => namespaces.includes(name)), []);
+    for (const pid of pids) t.notOk(isRunning(pid), `pod server ${pid} is gone`);
+  });
+}
+
+t.test('the namespaces of a process killed by SIGKILL go with the next topology', async (t) => {
+  const { child, namespaces } = await childWithTopology();
+  process.kill(child.pid!, 'SIGKILL');
+  await once(child, 'exit');
+  t.equal(liveNamespaces().filter((name) => namespaces.includes(name)).length, 3, 'SIGKILL leaves no chance to clean up');
+  await withTopology({ pods: [SPEC.pods[0]!] }, async () => {
+    t.same(liveNamespaces().filter((name) => namespaces.includes(name)), [], 'the next topology deleted them');
+  });
 });

@@ -247,7 +247,8 @@ function startProcess(ns: string, argv: string[]): ProcessHandle {
 // Cleanup when the test process ends without destroy(): exit, SIGINT, SIGTERM.
 
 const liveTopologies = new Set<NetnsTopology>();
-const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+// SIGALRM is how tap ends a test file that ran past its timeout.
+const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGALRM'] as const;
 const signalHandlers = new Map<NodeJS.Signals, () => void>(
   EXIT_SIGNALS.map((signal) => [signal, () => onExitSignal(signal)]),
 );
@@ -264,7 +265,38 @@ function onExitSignal(signal: NodeJS.Signals): void {
   process.kill(process.pid, signal);
 }
 
+const NAMESPACE_PREFIX = 'knft';
+/** knft-<pid of the process that made it>-<topology>-<role> */
+const OWN_NAMESPACE = new RegExp(`^${NAMESPACE_PREFIX}-(\\d+)-\\d+-[a-z0-9]+$`);
+
+function processIsAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * A process killed with SIGKILL (tap's last resort after a timeout, or a run stopped from outside)
+ * cannot delete its namespaces. The next topology of any run deletes them: they carry the PID of
+ * the process that made them, and that process is gone. Namespaces of live processes (a parallel
+ * run's) and every other namespace are left alone.
+ */
+function removeOrphanedNamespaces(): void {
+  const listing = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8', timeout: 10_000 }).stdout ?? '';
+  for (const line of listing.split('\n')) {
+    const name = line.split(' ')[0];
+    const owner = OWN_NAMESPACE.exec(name);
+    if (owner && Number(owner[1]) !== process.pid && !processIsAlive(Number(owner[1]))) {
+      spawnSync('ip', ['netns', 'delete', name], { timeout: 10_000 });
+    }
+  }
+}
+
 function track(topology: NetnsTopology): void {
+  removeOrphanedNamespaces();
   if (liveTopologies.size === 0) {
     process.on('exit', destroyAllNow);
     for (const [signal, handler] of signalHandlers) process.on(signal, handler);
@@ -287,7 +319,7 @@ class NetnsTopology implements Topology {
   readonly pods: Pod[] = [];
   node = '';
   client = '';
-  private readonly prefix = `knft-${process.pid}-${++topologyCounter}`;
+  private readonly prefix = `${NAMESPACE_PREFIX}-${process.pid}-${++topologyCounter}`;
   private readonly namespaces: string[] = [];
   private readonly children = new Set<ProcessHandle>();
   private destroying: Promise<void> | undefined;
