@@ -53,6 +53,43 @@ export interface Outcome {
 
 export class EvaluationError extends Error {}
 
+/** What a path through the hooks needs of an evaluator's branch: what an outcome reports. */
+type PathBranch = Omit<Outcome, 'fate' | 'delivery'>;
+type NetfilterHook = 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
+
+/**
+ * A new connection's first packet through the hooks, as the kernel routes it: from prerouting to
+ * input (a local destination, after any DNAT) or forward and postrouting; from output to
+ * postrouting, then input when it stays on this node. Every branch ends as an outcome, most
+ * probable first. `hook` evaluates one hook's chains for the branches that reach it.
+ */
+export function followNewConnection<B extends PathBranch>(
+  start: B, via: Via, hook: (name: NetfilterHook, branches: B[]) => [B, Fate][], isLocal: (branch: B) => boolean,
+): Outcome[] {
+  const outcomes: Outcome[] = [];
+  const finish = (branch: B, fate: Fate, delivery?: Outcome['delivery']) =>
+    outcomes.push({ probability: branch.probability, fate, delivery, dnat: branch.dnat, masquerade: branch.masquerade, notes: branch.notes, steps: branch.steps });
+  for (const [branch, fate] of hook(via === 'prerouting' ? 'prerouting' : 'output', [start])) {
+    if (fate !== 'accept') {
+      finish(branch, fate);
+      continue;
+    }
+    const local = isLocal(branch);
+    const path: NetfilterHook[] = via === 'prerouting' ? (local ? ['input'] : ['forward', 'postrouting']) : local ? ['postrouting', 'input'] : ['postrouting'];
+    let live: B[] = [branch];
+    for (const name of path) {
+      const next: B[] = [];
+      for (const [after, hookFate] of hook(name, live)) {
+        if (hookFate === 'accept') next.push(after);
+        else finish(after, hookFate);
+      }
+      live = next;
+    }
+    for (const delivered of live) finish(delivered, 'accept', local ? 'local' : 'forwarded');
+  }
+  return outcomes.sort((a, b) => b.probability - a.probability);
+}
+
 /** Where the evaluation needs facts beyond the tables: this node's addresses. */
 export interface Environment {
   isLocalAddress(address: string): boolean;
@@ -127,29 +164,7 @@ export class Evaluator {
       mark: 0, labels: Buffer.alloc(NF_CT_LABELS_LENGTH), registers: Buffer.alloc(NFT_REG_COUNT_BYTES), masquerade: false, notes: [], steps: [],
     };
     this.protocol = PROTOCOL_NUMBERS[probe.protocol];
-    const outcomes: Outcome[] = [];
-    const finish = (branch: Branch, fate: Fate, delivery?: Outcome['delivery']) =>
-      outcomes.push({ probability: branch.probability, fate, delivery, dnat: branch.dnat, masquerade: branch.masquerade, notes: branch.notes, steps: branch.steps });
-    const first = via === 'prerouting' ? 'prerouting' : 'output';
-    for (const [branch, fate] of this.hook(first, [start])) {
-      if (fate !== 'accept') {
-        finish(branch, fate);
-        continue;
-      }
-      const local = this.environment.isLocalAddress(describeAddress(branch.daddr));
-      const path: (keyof typeof HOOKS)[] = via === 'prerouting' ? (local ? ['input'] : ['forward', 'postrouting']) : local ? ['postrouting', 'input'] : ['postrouting'];
-      let live: Branch[] = [branch];
-      for (const hook of path) {
-        const next: Branch[] = [];
-        for (const [after, hookFate] of this.hook(hook, live)) {
-          if (hookFate === 'accept') next.push(after);
-          else finish(after, hookFate);
-        }
-        live = next;
-      }
-      for (const delivered of live) finish(delivered, 'accept', local ? 'local' : 'forwarded');
-    }
-    return outcomes.sort((a, b) => b.probability - a.probability);
+    return followNewConnection(start, via, (hook, branches) => this.hook(hook, branches), (branch) => this.environment.isLocalAddress(describeAddress(branch.daddr)));
   }
 
   /**

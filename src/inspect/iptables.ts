@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import ipaddr from 'ipaddr.js';
 import type { ServicePortSummary, Selection } from './services.js';
-import { EvaluationError, type Fate, type Outcome, type Probe, type Step, type Via } from './evaluate.js';
+import { EvaluationError, type Fate, followNewConnection, type Outcome, type Probe, type Step, type Via } from './evaluate.js';
 
 // The iptables mode read back: iptables-save text (or the planner's restore input, which has the
 // same syntax) parsed into rules, a new connection evaluated through the filter and nat chains it
@@ -145,28 +145,7 @@ export class IptablesEvaluator {
   explain(probe: Probe, via: Via): Outcome[] {
     const start: Branch = { probability: 1, saddr: probe.saddr, daddr: probe.daddr, sport: probe.sport, dport: probe.dport, mark: 0, masquerade: false, notes: [], steps: [] };
     this.protocol = probe.protocol;
-    const outcomes: Outcome[] = [];
-    const finish = (branch: Branch, fate: Fate, delivery?: Outcome['delivery']) =>
-      outcomes.push({ probability: branch.probability, fate, delivery, dnat: branch.dnat, masquerade: branch.masquerade, notes: branch.notes, steps: branch.steps });
-    for (const [branch, fate] of this.hook(via, [start])) {
-      if (fate !== 'accept') {
-        finish(branch, fate);
-        continue;
-      }
-      const local = this.isLocalAddress(branch.daddr);
-      const path = via === 'prerouting' ? (local ? ['input'] : ['forward', 'postrouting']) : local ? ['postrouting', 'input'] : ['postrouting'];
-      let live = [branch];
-      for (const hook of path) {
-        const next: Branch[] = [];
-        for (const [after, hookFate] of this.hook(hook, live)) {
-          if (hookFate === 'accept') next.push(after);
-          else finish(after, hookFate);
-        }
-        live = next;
-      }
-      for (const delivered of live) finish(delivered, 'accept', local ? 'local' : 'forwarded');
-    }
-    return outcomes.sort((a, b) => b.probability - a.probability);
+    return followNewConnection(start, via, (hook, branches) => this.hook(hook, branches), (branch) => this.isLocalAddress(branch.daddr));
   }
 
   /** The endpoints a nat chain picks when entered directly (see Evaluator.selections). */
