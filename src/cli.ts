@@ -105,26 +105,20 @@ async function inspect(options: AgentOptions, log: Logger): Promise<number> {
 
 /** Removes what kubenft (or kube-proxy) loaded in either mode, as kube-proxy --cleanup does. */
 async function cleanup(log: Logger, options: AgentOptions): Promise<number> {
+  const steps: [string, () => unknown][] = [
+    ['the socket LB pins', () => cleanupSocketLb(options.socketLbPinDir)],
+    ['the nftables rules', () => new NftablesDataplane().cleanup()],
+    ['the iptables rules', () => new IptablesDataplane(new IptablesBackend({ backend: 'auto' })).cleanup()],
+    ['the cluster DNS interface and rules', () => cleanUpDnsNetwork()],
+  ];
   let failed = 0;
-  try {
-    cleanupSocketLb(options.socketLbPinDir);
-  } catch (error) {
-    failed++;
-    log.error(`cleanup of the socket LB pins failed: ${(error as Error).message}`);
-  }
-  for (const dataplane of [new NftablesDataplane(), new IptablesDataplane(new IptablesBackend({ backend: 'auto' }))]) {
+  for (const [what, step] of steps) {
     try {
-      await dataplane.cleanup();
+      await step();
     } catch (error) {
       failed++;
-      log.error(`cleanup of the ${dataplane.mode} rules failed: ${(error as Error).message}`);
+      log.error(`cleanup of ${what} failed: ${(error as Error).message}`);
     }
-  }
-  try {
-    await cleanUpDnsNetwork();
-  } catch (error) {
-    failed++;
-    log.error(`cleanup of the cluster DNS interface and rules failed: ${(error as Error).message}`);
   }
   return failed > 0 ? 1 : 0;
 }
