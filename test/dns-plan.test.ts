@@ -5,7 +5,8 @@ import { dashedAddress, mergeNames, planService, planZone, podAddress, reverseNa
 import { parseQuery } from '../src/dns/wire.js';
 import { defaultUpstreams, dnsRuleset } from '../src/dns/network.js';
 import { ClusterState } from '../src/state/cluster-state.js';
-import { dnsNamespace, dnsService, dnsSlice } from '../src/state/dns-objects.js';
+import { allServicePortViews } from '../src/state/service-ports.js';
+import { normalizeEndpointSlice, normalizeNamespace, normalizeService } from '../src/state/normalize.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';
 
 const config = { zone: 'cluster.local', ttl: 5 };
@@ -47,26 +48,26 @@ t.test('malformed queries are named as such', async (t) => {
 });
 
 t.test('objects: ExternalName kept, hostnames validated, namespaces named', async (t) => {
-  t.equal(dnsService({ kind: 'Service', metadata: { name: 'ext', namespace: 'default' }, spec: { type: 'ExternalName', externalName: 'Example.COM.' } }).externalName, 'example.com');
-  t.throws(() => dnsService({ kind: 'Service', metadata: { name: 'ext', namespace: 'default' }, spec: { type: 'ExternalName', externalName: 'a b' } }), /spec.externalName/);
+  t.equal(normalizeService({ kind: 'Service', metadata: { name: 'ext', namespace: 'default' }, spec: { type: 'ExternalName', externalName: 'Example.COM.' } }).externalName, 'example.com');
+  t.throws(() => normalizeService({ kind: 'Service', metadata: { name: 'ext', namespace: 'default' }, spec: { type: 'ExternalName', externalName: 'a b' } }), /spec.externalName/);
   const bad = { ...slice('web', [], [{ ip: '10.1.0.1' }]), endpoints: [{ addresses: ['10.1.0.1'], hostname: 'Not_A_Label' }] };
-  t.throws(() => dnsSlice(bad), /endpoints\[0\]\.hostname/);
-  t.throws(() => dnsNamespace({ kind: 'Namespace', metadata: { name: 'Bad' } }), /Namespace/);
+  t.throws(() => normalizeEndpointSlice(bad), /endpoints\[0\]\.hostname/);
+  const named = { ...slice('web', [], [{ ip: '10.1.0.1' }]), endpoints: [{ addresses: ['10.1.0.1'], hostname: 'web-0' }] };
+  t.equal(normalizeEndpointSlice(named)!.endpoints[0].hostname, 'web-0', 'a valid hostname is kept');
+  t.throws(() => normalizeNamespace({ kind: 'Namespace', metadata: { name: 'Bad' } }), /Namespace/);
 });
 
-t.test('the state keeps the DNS view beside the proxy\'s, which is unchanged', async (t) => {
+t.test('ExternalName services are in the state for DNS, and give the proxy nothing to program', async (t) => {
   const state = new ClusterState('node');
-  state.registerKind('Service', dnsService);
-  state.registerKind('EndpointSlice', dnsSlice);
-  t.same(state.kinds.filter((kind) => kind === 'Service'), ['Service'], 'a kind is listed once');
   const external = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'ext', namespace: 'default' }, spec: { type: 'ExternalName', externalName: 'example.com' } };
   state.apply(external);
   state.apply(service('web', 'None', []));
-  t.notOk(state.services.has('default/ext'), 'the proxy does not see ExternalName services');
-  t.ok(state.objectsOf('Service').has('default/ext'), 'DNS does');
+  t.equal(state.services.get('default/ext')?.externalName, 'example.com', 'DNS finds the alias in the proxy\'s own view');
+  t.ok(state.services.get('default/web')?.headless, 'a headless service is marked so');
+  t.same(allServicePortViews(state), [], 'neither has a service port for the proxy\'s rules');
   state.delete(external);
-  t.notOk(state.objectsOf('Service').has('default/ext'));
-  t.same(state.takeChanges().kinds, new Set(['Service']));
+  t.notOk(state.services.has('default/ext'));
+  t.same(state.takeChanges().services, new Set(['default/ext', 'default/web']));
 });
 
 t.test('the notrack table and the upstream default', async (t) => {

@@ -14,7 +14,7 @@ const USER_RULE = '-A INPUT -s 198.51.100.1/32 -j ACCEPT';
 
 function serviceInfo(name: string, clusterIPs: string[]): ServiceInfo {
   return {
-    namespace: 'default', name, type: 'ClusterIP', clusterIPs, ports: [], externalIPs: [], loadBalancerIPs: [],
+    namespace: 'default', name, type: 'ClusterIP', headless: false, clusterIPs, ports: [], externalIPs: [], loadBalancerIPs: [],
     loadBalancerSourceRanges: [], externalTrafficPolicyLocal: false, internalTrafficPolicyLocal: false,
   };
 }

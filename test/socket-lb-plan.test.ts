@@ -10,7 +10,7 @@ const NODE = { nodeName: 'node-a', zone: 'zone-1' };
 
 function view(endpoints: Partial<EndpointInfo & { port: number }>[], service: Partial<ServiceInfo> = {}, protocol: 'TCP' | 'UDP' | 'SCTP' = 'TCP'): ServicePortView {
   return {
-    service: { namespace: 'default', name: 'web', type: 'ClusterIP', clusterIPs: ['10.0.0.1'], ports: [], externalIPs: [], loadBalancerIPs: [], loadBalancerSourceRanges: [],
+    service: { namespace: 'default', name: 'web', type: 'ClusterIP', headless: false, clusterIPs: ['10.0.0.1'], ports: [], externalIPs: [], loadBalancerIPs: [], loadBalancerSourceRanges: [],
       externalTrafficPolicyLocal: false, internalTrafficPolicyLocal: false, ...service },
     port: { name: '', protocol, port: 80, targetPort: 8080 },
     family: 4,

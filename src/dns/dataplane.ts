@@ -5,7 +5,7 @@ import type { ProxyConfig } from '../config.js';
 import type { StateChanges, StateDataplane } from '../agent/state-dataplane.js';
 import { type DnsPlanConfig, planService, planZone } from '../plan/dns.js';
 import type { ClusterState } from '../state/cluster-state.js';
-import { type DnsService, type DnsSlice, dnsNamespace, dnsService, dnsSlice } from '../state/dns-objects.js';
+import { normalizeNamespace } from '../state/normalize.js';
 import type { Upstream } from './forwarder.js';
 import { defaultUpstreams, setUpDnsNetwork } from './network.js';
 import { DURATION_BUCKETS, type NamesUpdate, type ServerConfig, type ServerMessage, type ServerMetrics } from './server.js';
@@ -44,9 +44,7 @@ export class DnsDataplane implements StateDataplane {
   }
 
   attach(state: ClusterState, registry: Registry): void {
-    state.registerKind('Service', dnsService);
-    state.registerKind('EndpointSlice', dnsSlice);
-    state.registerKind('Namespace', dnsNamespace);
+    state.registerKind('Namespace', normalizeNamespace);
     this.metrics = dnsMetrics(registry);
     this.started = this.start();
     // Failures surface in update(), which the agent logs and counts; none may go unhandled first.
@@ -77,19 +75,13 @@ export class DnsDataplane implements StateDataplane {
 
   async update(state: ClusterState, _config: ProxyConfig, changes: StateChanges): Promise<void> {
     await this.started;
-    const services = state.objectsOf<DnsService>('Service');
-    const slicesByService = new Map<string, DnsSlice[]>();
-    for (const slice of state.objectsOf<DnsSlice>('EndpointSlice').values()) {
-      const list = slicesByService.get(slice.service);
-      if (list) list.push(slice);
-      else slicesByService.set(slice.service, [slice]);
-    }
+    const { services } = state;
     const keys = changes.services === 'full' ? new Set([...services.keys(), ...this.planned]) : changes.services;
     const update: NamesUpdate = { type: 'names', seq: ++this.seq, set: [], remove: [], serial: Math.floor(Date.now() / 1000) };
     for (const key of keys) {
       const service = services.get(key);
       if (service) {
-        update.set.push([key, planService(service, slicesByService.get(key) ?? [], this.plan)]);
+        update.set.push([key, planService(service, state.slices.get(key) ?? [], this.plan)]);
         this.planned.add(key);
       } else if (this.planned.delete(key)) {
         update.remove.push(key);

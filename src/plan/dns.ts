@@ -1,5 +1,5 @@
 import ipaddr from 'ipaddr.js';
-import type { DnsService, DnsSlice } from '../state/dns-objects.js';
+import type { EndpointSliceInfo, ServiceInfo, ServicePortInfo } from '../state/model.js';
 
 // Cluster DNS records from the watched state (Kubernetes DNS-Based Service Discovery 1.1.0, with
 // CoreDNS's kubernetes plugin behaviour where the spec is silent). Pure: the server turns these into
@@ -29,6 +29,11 @@ export interface PlannedName {
   rrsets: Partial<Record<PlannedType, PlannedRRSet>>;
   cname?: PlannedRecord;
 }
+
+/** What the records of a Service need of it: the proxy's own view of Services, as the state holds them. */
+export type DnsService = Pick<ServiceInfo, 'namespace' | 'name' | 'headless' | 'clusterIPs' | 'externalName'> & { ports: readonly Pick<ServicePortInfo, 'name' | 'protocol' | 'port'>[] };
+/** What the records need of a Service's EndpointSlices. */
+export type DnsSlice = Pick<EndpointSliceInfo, 'ports' | 'endpoints'>;
 
 export interface DnsPlanConfig {
   zone: string;

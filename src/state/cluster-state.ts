@@ -48,7 +48,7 @@ export class ClusterState {
 
   /** Every kind this state accepts: what a source should read. */
   get kinds(): string[] {
-    return [...new Set([...PROXY_KINDS, ...this.normalizers.keys()])];
+    return [...PROXY_KINDS, ...this.normalizers.keys()];
   }
 
   /** The valid objects of a registered kind, by namespace/name (name alone for cluster-scoped kinds). */
@@ -71,11 +71,9 @@ export class ClusterState {
   private applyValid(object: KubeObject): void {
     switch (object.kind) {
       case 'Service':
-        this.setService(object, normalizeService(object));
-        return this.applyOther(object);
+        return this.setService(object, normalizeService(object));
       case 'EndpointSlice':
-        this.setSlice(object, normalizeEndpointSlice(object));
-        return this.applyOther(object);
+        return this.setSlice(object, normalizeEndpointSlice(object));
       case 'Endpoints':
         for (const slice of endpointsToSlices(object)) this.apply(slice as KubeObject);
         return;
@@ -92,15 +90,9 @@ export class ClusterState {
     }
   }
 
-  /**
-   * Keeps a registered kind's own view. Service and EndpointSlice may be registered too (DNS needs
-   * ExternalName services and endpoint hostnames, which the proxy drops): the proxy's view is applied
-   * first, so a rejection of the other view never costs the proxy its object.
-   */
+  /** Keeps a registered kind's object; a normalizer's undefined means the object is not one to keep. */
   private applyOther(object: KubeObject): void {
-    const normalize = this.normalizers.get(object.kind!);
-    if (!normalize) return;
-    const value = normalize(object);
+    const value = this.normalizers.get(object.kind!)!(object);
     if (value === undefined) this.others.get(object.kind!)!.delete(otherKey(object));
     else this.others.get(object.kind!)!.set(otherKey(object), value);
     this.changedKinds.add(object.kind!);
@@ -109,9 +101,6 @@ export class ClusterState {
   delete(object: KubeObject): void {
     const namespace = object.metadata?.namespace ?? 'default';
     const name = object.metadata?.name ?? '';
-    if (object.kind !== 'Endpoints' && PROXY_KINDS.includes(object.kind ?? '') && this.others.get(object.kind!)?.delete(otherKey(object))) {
-      this.changedKinds.add(object.kind!);
-    }
     if (object.kind === 'Service') {
       this.services.delete(serviceKey(namespace, name));
       this.changed.add(serviceKey(namespace, name));
@@ -127,10 +116,9 @@ export class ClusterState {
     }
   }
 
-  private setService(object: KubeObject, service: ServiceInfo | undefined): void {
+  private setService(object: KubeObject, service: ServiceInfo): void {
     const key = serviceKey(object.metadata?.namespace ?? 'default', object.metadata?.name ?? '');
-    if (service) this.services.set(key, service);
-    else this.services.delete(key);
+    this.services.set(key, service);
     this.changed.add(key);
   }
 

@@ -16,7 +16,12 @@ export interface ServicePortInfo {
 export interface ServiceInfo {
   namespace: string;
   name: string;
-  type: 'ClusterIP' | 'NodePort' | 'LoadBalancer';
+  /** ExternalName services have no address and no rules: only cluster DNS answers for them. */
+  type: 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
+  /** clusterIP None: cluster DNS answers with the ready endpoints' addresses. */
+  headless: boolean;
+  /** The name an ExternalName service aliases (lower case, no trailing dot). */
+  externalName?: string;
   /** One per family, primary first; empty for headless services. */
   clusterIPs: string[];
   ports: ServicePortInfo[];
@@ -40,6 +45,8 @@ export interface EndpointInfo {
   zone?: string;
   hintZones?: string[];
   hintNodes?: string[];
+  /** The endpoint's DNS name below a headless service, when its slice names one. */
+  hostname?: string;
 }
 
 export interface EndpointSlicePort {

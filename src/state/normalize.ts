@@ -202,12 +202,25 @@ function readerFor(kind: string, raw: unknown): { read: Reader; metadata: { name
   return { read, metadata: { namespace, name: name as string } };
 }
 
-/** Returns undefined for Services kube-proxy does not proxy (ExternalName). */
-export function normalizeService(raw: unknown): ServiceInfo | undefined {
+/** A DNS name as spec.externalName holds it (RFC 1123 subdomain; a trailing dot allowed). */
+const EXTERNAL_NAME = /^(?=.{1,253}\.?$)([A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9])?\.?$/;
+
+/** ExternalName services carry only their alias: they have no address for any dataplane but DNS. */
+function externalNameService(read: Reader, metadata: { namespace: string; name: string }, spec: Raw): ServiceInfo {
+  const target = spec.externalName;
+  if (typeof target !== 'string' || !EXTERNAL_NAME.test(target)) read.fail('spec.externalName is not a DNS name');
+  return {
+    namespace: metadata.namespace, name: metadata.name, type: 'ExternalName', headless: false, externalName: target.toLowerCase().replace(/\.$/, ''),
+    clusterIPs: NONE, ports: NONE, externalIPs: NONE, loadBalancerIPs: NONE, loadBalancerSourceRanges: NONE,
+    externalTrafficPolicyLocal: false, internalTrafficPolicyLocal: false,
+  };
+}
+
+export function normalizeService(raw: unknown): ServiceInfo {
   const { read, metadata } = readerFor('Service', raw);
   const spec = read.object((raw as Raw).spec, 'spec');
   const type = spec.type ?? 'ClusterIP';
-  if (type === 'ExternalName') return undefined;
+  if (type === 'ExternalName') return externalNameService(read, metadata, spec);
   if (type !== 'ClusterIP' && type !== 'NodePort' && type !== 'LoadBalancer') read.fail(`spec.type ${JSON.stringify(type)} is not ClusterIP, NodePort, LoadBalancer or ExternalName`);
 
   const primary = spec.clusterIP;
@@ -261,6 +274,7 @@ export function normalizeService(raw: unknown): ServiceInfo | undefined {
     namespace: metadata.namespace,
     name: metadata.name,
     type: type as ServiceInfo['type'],
+    headless,
     clusterIPs,
     ports,
     externalIPs: held(read.list(spec.externalIPs, 'spec.externalIPs').map((ip, index) => read.address(ip, `spec.externalIPs[${index}]`, undefined, EXTERNAL_IP_REFUSED))),
@@ -326,11 +340,21 @@ export function normalizeEndpointSlice(raw: unknown): EndpointSliceInfo | undefi
     if (hintZones !== undefined) normalized.hintZones = hintZones;
     const hintNodes = hintNames(hints.forNodes, 'forNodes');
     if (hintNodes !== undefined) normalized.hintNodes = hintNodes;
+    const hostname = read.optionalString(endpoint.hostname, `${path}.hostname`);
+    if (hostname !== undefined && !DNS1123_LABEL.test(hostname)) read.fail(`${path}.hostname is not a DNS-1123 label`);
+    if (hostname) normalized.hostname = hostname;
     return normalized;
   }));
 
   if (typeof serviceName !== 'string' || !DNS1035_LABEL.test(serviceName)) read.fail(`metadata.labels["${SERVICE_NAME_LABEL}"] is not a Service name`);
   return { namespace: metadata.namespace, name: metadata.name, serviceName: serviceName as string, family, ports, endpoints };
+}
+
+/** A Namespace's name: cluster DNS answers for the namespaces that exist. */
+export function normalizeNamespace(raw: unknown): string {
+  const name = isObject(raw) && isObject(raw.metadata) ? raw.metadata.name : undefined;
+  if (typeof name !== 'string' || !DNS1123_LABEL.test(name)) throw new ObjectError('Namespace', undefined, typeof name === 'string' ? name : undefined, 'metadata.name is not a DNS-1123 label');
+  return name;
 }
 
 export function normalizeNode(raw: unknown): NodeInfo {
