@@ -45,6 +45,8 @@ export interface IngressStatusSource {
 }
 
 const execFileAsync = promisify(execFile);
+/** The kinds this dataplane registers: a change to any of them can change the routes. */
+const INGRESS_KINDS = ['Ingress', 'IngressClass', 'Secret'];
 const WORKER_SCRIPT = fileURLToPath(new URL('./proxy-worker.js', import.meta.url));
 
 /** A self-signed certificate made once per agent with the openssl CLI (an argument vector, no shell): Node's crypto makes keys, not X.509 certificates. */
@@ -70,6 +72,8 @@ export class IngressDataplane implements StateDataplane {
   private readonly workers = new Set<Worker>();
   private settings: ProxySettings | undefined;
   private lastRoutes: ToWorker | undefined;
+  /** The Services (namespace/name) the last plan looked up, found or not: only their changes can move a route. */
+  private backendServices = new Set<string>();
   private reported = new Set<string>();
   private stopping = false;
   private readonly connectionsByWorker = new Map<number, number>();
@@ -101,12 +105,17 @@ export class IngressDataplane implements StateDataplane {
     };
   }
 
-  async update(state: ClusterState, config: ProxyConfig, _changes: StateChanges): Promise<void> {
+  async update(state: ClusterState, config: ProxyConfig, changes: StateChanges): Promise<void> {
+    if (this.lastRoutes && !this.concerns(changes)) return;
+    const backendServices = new Set<string>();
     const { table, problems } = planIngress({
       ingresses: state.objectsOf<IngressInfo>('Ingress').values(),
       classes: state.objectsOf<IngressClassInfo>('IngressClass').values(),
       secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
-      servicePorts: (key) => servicePortViews(state, key),
+      servicePorts: (key) => {
+        backendServices.add(key);
+        return servicePortViews(state, key);
+      },
       node: config,
       ingressClass: this.options.className,
     });
@@ -114,9 +123,20 @@ export class IngressDataplane implements StateDataplane {
     this.report(problems);
     this.metrics.served.set(table.served.length);
     this.lastRoutes = { type: 'routes', table, defaultCertificate };
+    this.backendServices = backendServices;
     if (this.workers.size === 0) await this.startWorkers();
     for (const worker of this.workers) worker.send(this.lastRoutes);
     if (this.statusSource) await this.publishStatus(state, config, table);
+  }
+
+  /**
+   * Whether a sync can change the routes: a full one, a change to Ingresses, classes or Secrets, or
+   * to a Service the routes point at. Other syncs (an endpoint of some other Service) replan nothing.
+   */
+  private concerns(changes: StateChanges): boolean {
+    if (changes.services === 'full' || INGRESS_KINDS.some((kind) => changes.kinds.has(kind))) return true;
+    for (const key of changes.services) if (this.backendServices.has(key)) return true;
+    return false;
   }
 
   private async publishStatus(state: ClusterState, config: ProxyConfig, table: RouteTable): Promise<void> {
