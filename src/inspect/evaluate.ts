@@ -53,6 +53,19 @@ export interface Outcome {
 
 export class EvaluationError extends Error {}
 
+/** The translations a chain's branches end with, each address and port once with its summed probability. */
+export function translations(branches: PathBranch[]): { address: string; port: number; probability: number }[] {
+  const picks = new Map<string, { address: string; port: number; probability: number }>();
+  for (const branch of branches) {
+    if (!branch.dnat) continue;
+    const key = `${branch.dnat.address} ${branch.dnat.port}`;
+    const known = picks.get(key);
+    if (known) known.probability += branch.probability;
+    else picks.set(key, { ...branch.dnat, probability: branch.probability });
+  }
+  return [...picks.values()];
+}
+
 /** What a path through the hooks needs of an evaluator's branch: what an outcome reports. */
 type PathBranch = Omit<Outcome, 'fate' | 'delivery'>;
 type NetfilterHook = 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
@@ -179,15 +192,7 @@ export class Evaluator {
       probability: 1, saddr: encodeAddress(unspecified), daddr: encodeAddress(unspecified), sport: 0, dport: 0,
       mark: 0, labels: Buffer.alloc(NF_CT_LABELS_LENGTH), registers: Buffer.alloc(NFT_REG_COUNT_BYTES), masquerade: false, notes: [], steps: [],
     };
-    const picks = new Map<string, { address: string; port: number; probability: number }>();
-    for (const [branch] of this.chain(table, chain, [start], 0)) {
-      if (!branch.dnat) continue;
-      const key = `${branch.dnat.address} ${branch.dnat.port}`;
-      const known = picks.get(key);
-      if (known) known.probability += branch.probability;
-      else picks.set(key, { ...branch.dnat, probability: branch.probability });
-    }
-    return [...picks.values()];
+    return translations(this.chain(table, chain, [start], 0).map(([branch]) => branch));
   }
 
   private protocol = 0;

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import ipaddr from 'ipaddr.js';
 import type { ServicePortSummary, Selection } from './services.js';
-import { EvaluationError, type Fate, followNewConnection, type Outcome, type Probe, type Step, type Via } from './evaluate.js';
+import { EvaluationError, type Fate, followNewConnection, type Outcome, type Probe, type Step, translations, type Via } from './evaluate.js';
 
 // The iptables mode read back: iptables-save text (or the planner's restore input, which has the
 // same syntax) parsed into rules, a new connection evaluated through the filter and nat chains it
@@ -153,15 +153,7 @@ export class IptablesEvaluator {
     this.protocol = protocol;
     const unspecified = ipv6 ? '::' : '0.0.0.0';
     const start: Branch = { probability: 1, saddr: unspecified, daddr: unspecified, sport: 0, dport: 0, mark: 0, masquerade: false, notes: [], steps: [] };
-    const picks = new Map<string, Selection>();
-    for (const [branch] of this.chain('nat', chain, [start], 0)) {
-      if (!branch.dnat) continue;
-      const key = `${branch.dnat.address} ${branch.dnat.port}`;
-      const known = picks.get(key);
-      if (known) known.probability += branch.probability;
-      else picks.set(key, { ...branch.dnat, probability: branch.probability });
-    }
-    return [...picks.values()];
+    return translations(this.chain('nat', chain, [start], 0).map(([branch]) => branch));
   }
 
   private protocol: Probe['protocol'] = 'tcp';
