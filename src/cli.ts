@@ -56,11 +56,25 @@ function stateDataplanesFor(options: AgentOptions, log: Logger): StateDataplane[
   return dataplanes;
 }
 
+/** An agent holding what the manifests or the API hold now; its sync runner is stopped, so nothing reaches the kernel. */
+async function plannedAgent(options: AgentOptions, log: Logger): Promise<Agent> {
+  const agent = new Agent(options, dataplaneFor(options), log);
+  agent.runner.stop();
+  if (options.manifests) {
+    await new ManifestSource(options.manifests, agent.handler(), agent.state.kinds).start(false);
+  } else {
+    const source = await kubernetesSource(options, agent);
+    await source.start();
+    await agent.whenSynced();
+    await source.stop();
+  }
+  return agent;
+}
+
 /** Prints what would be loaded, from the manifests alone, touching nothing. */
 async function render(options: AgentOptions, log: Logger): Promise<number> {
   if (!options.manifests) throw new OptionsError('render needs --manifests PATH');
-  const agent = new Agent(options, dataplaneFor(options), log);
-  await new ManifestSource(options.manifests, agent.handler(), agent.state.kinds).start(false);
+  const agent = await plannedAgent(options, log);
   const views = allServicePortViews(agent.state);
   const config = agent.proxyConfig();
   if (options.proxyMode === 'iptables') {
@@ -75,16 +89,7 @@ async function render(options: AgentOptions, log: Logger): Promise<number> {
 /** What the manifests or the API would plan now, for the marks of `services`; nothing is synced. */
 async function plannedState(options: AgentOptions, log: Logger): Promise<PlannedState | undefined> {
   if (!options.manifests && !options.kubeconfig) return undefined;
-  const agent = new Agent(options, dataplaneFor(options), log);
-  agent.runner.stop();
-  if (options.manifests) {
-    await new ManifestSource(options.manifests, agent.handler(), agent.state.kinds).start(false);
-  } else {
-    const source = await kubernetesSource(options, agent);
-    await source.start();
-    await agent.whenSynced();
-    await source.stop();
-  }
+  const agent = await plannedAgent(options, log);
   return { views: allServicePortViews(agent.state), config: agent.proxyConfig() };
 }
 

@@ -119,9 +119,10 @@ t.test('render --json describes exactly what the addon loads (nft is the oracle)
   manifests.write([hostnamesService, hostnamesSlice()]);
   await syncOnce(topology, manifests.path, '--cluster-cidr', '10.244.0.0/16');
   const loaded = await listRulesetJson(topology);
+  await topology.exec(topology.node, ['nft', 'flush', 'ruleset']);
   const rendered = await kubenft(topology, ['render', '--json', '--manifests', manifests.path, '--cluster-cidr', '10.244.0.0/16']);
   t.equal(rendered.code, 0);
-  await topology.exec(topology.node, ['nft', 'flush', 'ruleset']);
+  t.equal((await topology.exec(topology.node, ['nft', 'list', 'tables'])).stdout, '', 'render loads nothing');
   const viaNft = await topology.exec(topology.node, ['nft', '-j', '-f', manifests.writeBeside('rendered.json', rendered.stdout)]);
   t.equal(viaNft.code, 0, viaNft.stderr);
   // The kernel lists tables in the order they were created, which differs between the two loads.
