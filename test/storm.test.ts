@@ -66,6 +66,7 @@ t.test('a sync asked for while the runner\'s is in flight waits for it (--once d
   t.teardown(() => agent.stop());
   const handler = agent.handler();
   handler.apply(service('web', '10.1.0.1', [{ port: 80 }]));
+  agent.start();
   await new Promise((resolve) => setTimeout(resolve, 10)); // the runner's sync is now in flight
   t.equal(dataplane.inFlight, 1);
   const first = agent.sync(true);

@@ -2,6 +2,9 @@
 // than a token bucket allows (one token per minInterval, `burst` tokens at most), and at least
 // every maxInterval. Requests while a run is in progress or while waiting for a token collapse
 // into one pending run, so an event storm costs a bounded number of syncs, never a queue.
+// Requests before start() are only remembered: the source asks for a sync with every object of its
+// first lists, and a sync then would load a partial cluster (Services listed, their EndpointSlices
+// not yet) only to be replaced by the next one.
 
 export interface SyncRunnerOptions {
   minIntervalMs: number;
@@ -17,6 +20,7 @@ export class SyncRunner {
   private pending = false;
   private timer: NodeJS.Timeout | undefined;
   private periodic: NodeJS.Timeout | undefined;
+  private started = false;
   private stopped = false;
   private readonly burst: number;
   private readonly now: () => number;
@@ -33,6 +37,7 @@ export class SyncRunner {
 
   /** Starts the periodic runs and does the first sync at once. */
   start(): void {
+    this.started = true;
     this.schedulePeriodic();
     this.run();
   }
@@ -43,11 +48,11 @@ export class SyncRunner {
     clearTimeout(this.periodic);
   }
 
-  /** Asks for a sync; it happens as soon as the rate limit allows. */
+  /** Asks for a sync; it happens as soon as the rate limit allows, and not before start(). */
   run(): void {
     if (this.stopped) return;
     this.pending = true;
-    if (this.running || this.timer) return;
+    if (!this.started || this.running || this.timer) return;
     this.refill();
     if (this.tokens >= 1) {
       this.timer = setTimeout(() => this.fire('requested'), 0);

@@ -65,6 +65,8 @@ export class FakeApiServer {
   readonly requests: LoggedRequest[] = [];
   /** How an expired resourceVersion is refused: an ERROR event in a 200 stream (what a real server sends) or HTTP 410. */
   goneResponse: 'event' | 'http' = 'event';
+  /** Lists of these kinds are answered this many milliseconds late (a slow collection, a busy server). */
+  readonly listDelayMs: Partial<Record<FakeKind, number>> = {};
   private readonly objects = new Map<string, KubeObject>();
   private history: Change[] = [];
   /** Watches from before this resourceVersion are answered 410 Gone. */
@@ -244,7 +246,7 @@ export class FakeApiServer {
       return status(response, 400, 'BadRequest', (error as Error).message);
     }
     if (watch) this.watch(collection, matches, query, response);
-    else this.list(collection, matches, response);
+    else setTimeout(() => this.list(collection, matches, response), this.listDelayMs[collection.kind] ?? 0);
   }
 
   /** GET, POST (create) and PUT (replace, refused with 409 on a stale resourceVersion), as a real server answers them. */
