@@ -152,6 +152,24 @@ function asDelivered(object: KubernetesObject, resource: Resource): KubernetesOb
   return object;
 }
 
+/**
+ * Kinds whose objects the state turns into models of its own and forgets (the rest may keep the
+ * object itself), and whose deletion needs only kind, namespace and name.
+ */
+const MODELLED_KINDS = new Set(['Service', 'EndpointSlice']);
+
+/**
+ * What the informer's cache needs of an object once the state has it: which object and which
+ * version (to tell a relist's deletions and a watch's updates), and for a deletion, kind,
+ * namespace and name. At 100,000 services the cache otherwise held every Service and
+ * EndpointSlice whole. Nested values are left alone: only this object's own fields go.
+ */
+function keepIdentityOnly(object: KubernetesObject): void {
+  const { name, namespace, resourceVersion, uid } = object.metadata ?? {};
+  for (const field of Object.keys(object)) if (field !== 'kind' && field !== 'apiVersion') delete (object as Record<string, unknown>)[field];
+  object.metadata = { name, namespace, resourceVersion, uid };
+}
+
 function describeError(error: unknown): string {
   const status = (error as { statusCode?: unknown } | undefined)?.statusCode;
   if (error instanceof Error) return status ? `HTTP ${status}: ${error.message}` : error.message;
@@ -377,13 +395,16 @@ class ResourceInformer {
 
   private deliver(change: 'apply' | 'delete', object: KubernetesObject): void {
     if (this.stopped) return;
-    const delivered = object as KubeObject;
+    // The handler gets a copy of its own: the cache's object is cut down to its identity below.
+    const delivered = { ...object } as KubeObject;
     try {
       this.events.handler[change](delivered);
     } catch (error) {
       // An invalid object is skipped (the state keeps its last valid version); the watch goes on.
       const name = `${delivered.kind} ${delivered.metadata?.namespace ? `${delivered.metadata.namespace}/` : ''}${delivered.metadata?.name}`;
       this.events.handler.problem(error instanceof ObjectError ? error.message : `${name}: ${describeError(error)}`);
+    } finally {
+      if (change === 'apply' && MODELLED_KINDS.has(this.resource.kind)) keepIdentityOnly(object);
     }
   }
 }
