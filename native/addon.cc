@@ -44,6 +44,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #endif
   exports.Set("attributes", knft::Attributes(env));
   exports.Set("commit", Napi::Function::New(env, knft::Commit, "commit"));
+  exports.Set("captureBatches", Napi::Function::New(env, knft::CaptureBatches, "captureBatches"));
+  exports.Set("takeCapturedBatches", Napi::Function::New(env, knft::TakeCapturedBatches, "takeCapturedBatches"));
   exports.Set("dump", Napi::Function::New(env, knft::Dump, "dump"));
   exports.Set("generation", Napi::Function::New(env, knft::Generation, "generation"));
   exports.Set("tables", Napi::Function::New(env, knft::Tables, "tables"));

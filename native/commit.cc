@@ -368,6 +368,18 @@ void SendBatch(const Batch& b, Outcome& out) {
 
 std::mutex commitMutex;
 
+// Capture: a copy of every batch sent, exactly as sent, for a replay by another program (the
+// bench's kernel floor). Off unless asked for; guarded apart from commitMutex, which a commit
+// holds for its whole run.
+std::mutex captureMutex;
+bool capturing = false;
+std::vector<std::string> captured;
+
+void Capture(const Batch& b) {
+  std::lock_guard<std::mutex> guard(captureMutex);
+  if (capturing) captured.emplace_back(b.Data(), b.Size());
+}
+
 class CommitWorker : public Napi::AsyncWorker {
  public:
   // The transaction is copied: the caller may reuse its buffer for the next transaction at once,
@@ -440,6 +452,7 @@ class CommitWorker : public Napi::AsyncWorker {
     out_.bytes = b.Size();
     out_.encodeMs = MsSince(t0);
 
+    Capture(b);
     auto t1 = std::chrono::steady_clock::now();
     SendBatch(b, out_);
     out_.kernelMs = MsSince(t1);
@@ -482,6 +495,24 @@ class CommitWorker : public Napi::AsyncWorker {
 };
 
 }  // namespace
+
+Napi::Value CaptureBatches(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> guard(captureMutex);
+  capturing = info.Length() > 0 && info[0].ToBoolean();
+  return info.Env().Undefined();
+}
+
+Napi::Value TakeCapturedBatches(const Napi::CallbackInfo& info) {
+  std::vector<std::string> batches;
+  {
+    std::lock_guard<std::mutex> guard(captureMutex);
+    batches.swap(captured);
+  }
+  Napi::Array list = Napi::Array::New(info.Env(), batches.size());
+  for (size_t i = 0; i < batches.size(); i++)
+    list.Set(i, Napi::Buffer<char>::Copy(info.Env(), batches[i].data(), batches[i].size()));
+  return list;
+}
 
 Napi::Value Commit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

@@ -82,6 +82,10 @@ inline double MsSince(std::chrono::steady_clock::time_point start) {
 // Entry points, one per exported function.
 Napi::Object Attributes(Napi::Env env);
 Napi::Value Commit(const Napi::CallbackInfo& info);
+// captureBatches(on): from now on keep a copy of every batch commit() sends;
+// takeCapturedBatches(): those copies (Buffers, in order), forgotten here.
+Napi::Value CaptureBatches(const Napi::CallbackInfo& info);
+Napi::Value TakeCapturedBatches(const Napi::CallbackInfo& info);
 Napi::Value Dump(const Napi::CallbackInfo& info);
 Napi::Value Generation(const Napi::CallbackInfo& info);
 Napi::Value Tables(const Napi::CallbackInfo& info);

@@ -134,7 +134,8 @@ async function syncOnce(agent: Agent, options: AgentOptions): Promise<number> {
   const source = new ManifestSource(options.manifests!, agent.handler(), agent.state.kinds);
   await source.start(false);
   const report = await agent.sync(true);
-  process.stdout.write(`${JSON.stringify({ mode: options.proxyMode, services: report.services, endpoints: report.endpoints, syncMs: Math.round(report.ms * 100) / 100 })}\n`);
+  const { services, endpoints, split } = report;
+  process.stdout.write(`${JSON.stringify({ mode: options.proxyMode, services, endpoints, syncMs: Math.round(report.ms * 100) / 100, firstLists: agent.firstLists, split })}\n`);
   await agent.stop();
   return agent.rejected.size > 0 || agent.skippedInputs > 0 ? 1 : 0;
 }

@@ -122,6 +122,32 @@ t.test('loadKubeConfig: a kubeconfig file, --master over it, --master alone, and
   t.throws(() => loadKubeConfig({}), /KUBERNETES_SERVICE_HOST/);
 });
 
+t.test('listed and watched objects arrive without managedFields; a refused list is reported with its reason', async (t) => {
+  const server = await FakeApiServer.create();
+  t.teardown(() => server.close());
+  const managed = (object: KubeObject): KubeObject => ({
+    ...object,
+    metadata: { ...object.metadata, managedFields: [{ manager: 'kubectl', operation: 'Update', fieldsType: 'FieldsV1', fieldsV1: { 'f:spec': {} } }] },
+  });
+  server.upsert(managed(service('listed', '10.96.0.20')));
+  server.upsert(node(NODE, 'zone-a'));
+  const recorder = new Recorder();
+  // The fake server has no Namespaces: that list is refused with 404, and only it is retried.
+  const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE, clusterDNS: true }, recorder);
+  t.teardown(() => source.stop());
+  await source.start();
+  await waitFor('the refused list reported', () => anyMatches(recorder.problems, /^Namespace list\/watch failed: HTTP 404: GET \/api\/v1\/namespaces is not served here; retrying/));
+  await waitFor('the services watch', () => server.requests.some((request) => request.path === '/api/v1/services' && request.watch));
+  server.upsert(managed(service('watched', '10.96.0.21')));
+  await waitFor('the watched service', () => recorder.seen.has('Service/default/watched'));
+  for (const name of ['listed', 'watched']) {
+    const object = recorder.seen.get(`Service/default/${name}`);
+    t.same([object?.kind, object?.apiVersion], ['Service', 'v1'], `the ${name} service carries kind and apiVersion`);
+    t.notOk(object?.metadata && 'managedFields' in object.metadata, `the ${name} service comes without managedFields`);
+  }
+  t.same(recorder.syncedAfter, [], 'not synced while a kind has not listed');
+});
+
 t.test('the source follows the API server through watches, relists and an outage', async (t) => {
   const server = await FakeApiServer.create();
   t.teardown(() => server.close());

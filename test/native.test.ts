@@ -24,6 +24,8 @@ type Report = {
   genFinal: number;
   first: Attempt;
   afterFirst: Summary;
+  captured: { bytes: number; messages: { length: number; type: number }[] }[];
+  capturedWhileOff: number;
   second: Attempt;
   afterSecond: Summary;
   truncated: Attempt;
@@ -104,6 +106,19 @@ if (process.getuid?.() !== 0) {
     t.match(report.afterFirst.rules[0]?.expr, [{ vmap: { data: '@services', key: { concat: [
       { payload: { protocol: 'ip', field: 'daddr' } }, { meta: { key: 'l4proto' } },
       { payload: { protocol: 'th', field: 'dport' } }] } } }]);
+  });
+
+  t.test('captureBatches keeps the batches sent while it is on, byte for byte', async (t) => {
+    const ok = report.first.ok;
+    if (!ok) return t.fail('the first commit failed');
+    t.equal(report.captured.length, 1, 'one commit, one batch');
+    const [batch] = report.captured;
+    t.equal(batch?.bytes, ok.bytes, 'as many bytes as the commit sent');
+    t.equal(batch?.messages.length, ok.messages, 'as many netlink messages');
+    const NFNL_MSG_BATCH_BEGIN = 0x10;
+    const NFNL_MSG_BATCH_END = 0x11;
+    t.same([batch?.messages[0]?.type, batch?.messages.at(-1)?.type], [NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END], 'a whole batch, begin to end');
+    t.equal(report.capturedWhileOff, 0, 'nothing is kept once it is off');
   });
 
   t.test('a failing message rejects the whole batch with its index', async (t) => {

@@ -66,20 +66,33 @@ export async function withScratchNamespace<T>(fn: (namespace: string) => Promise
 
 export class WorkerTimeout extends Error {}
 
-function workerProgram(): string {
-  const path = join(projectRoot(), 'dist', 'scripts', 'lib', 'bench-worker.js');
+/**
+ * Everything a worker does rewrites the namespace's rules, so a worker refuses to run unless the
+ * orchestrator said which namespace it runs in (PARENT_NETNS_ENV) and this is another one.
+ */
+export function assertInScratchNamespace(program: string): void {
+  const parent = process.env[PARENT_NETNS_ENV];
+  if (parent === undefined || String(statSync('/proc/self/ns/net').ino) === parent) {
+    throw new Error(`${program} must be started by scripts/bench.js, inside a scratch network namespace`);
+  }
+}
+
+function workerProgram(name: string): string {
+  const path = join(projectRoot(), 'dist', 'scripts', 'lib', `${name}.js`);
   if (!existsSync(path)) throw new Error(`${path} is missing: run tsc first`);
   return path;
 }
 
 export interface WorkerOptions {
   timeoutMs: number;
+  /** The worker program, a module of scripts/lib (bench-worker by default). */
+  program?: string;
 }
 
-/** Runs one bench-worker task in `namespace` and returns its JSON result. */
-export function runWorker<T>(namespace: string, task: WorkerTask, options: WorkerOptions): Promise<T> {
+/** Runs one worker task in `namespace` and returns its JSON result. */
+export function runWorker<T>(namespace: string, task: WorkerTask | { kind: string }, options: WorkerOptions): Promise<T> {
   installCleanupHandlers();
-  const argv = ['netns', 'exec', namespace, process.execPath, workerProgram(), JSON.stringify(task)];
+  const argv = ['netns', 'exec', namespace, process.execPath, workerProgram(options.program ?? 'bench-worker'), JSON.stringify(task)];
   return new Promise((resolve, reject) => {
     // `ip netns exec` execs in place: the child's PID is the worker's.
     const env = { ...process.env, [PARENT_NETNS_ENV]: String(statSync('/proc/self/ns/net').ino) };

@@ -2,7 +2,6 @@
 //   ip netns exec NS node dist/scripts/lib/bench-worker.js '<WorkerTask as JSON>'
 // prints its result as one JSON document on stdout. A fresh process per measurement keeps the
 // figures (and the memory reading) free of what earlier runs left in the heap.
-import { statSync } from 'node:fs';
 import { IptablesBackend } from '../../src/backend/iptables.js';
 import { NftablesBackend, type SyncTimings } from '../../src/backend/nftables.js';
 import { JUMP_RULES, planIptables, iptablesRestoreInput, savedJumpRule } from '../../src/plan/iptables.js';
@@ -10,7 +9,7 @@ import { planRuleset } from '../../src/plan/planner.js';
 import type { ClusterState } from '../../src/state/cluster-state.js';
 import { allServicePortViews } from '../../src/state/service-ports.js';
 import { BENCH_CONFIG, POD_CIDR, benchServiceKey, buildClusterState, endpointChange } from './bench-cluster.js';
-import { PARENT_NETNS_ENV } from './bench-netns.js';
+import { assertInScratchNamespace } from './bench-netns.js';
 import { killRunningCommands, runChecked, runCommand } from './bench-command.js';
 import { PARTIAL_SYNC_CONFIGS } from './bench-partial-sync.js';
 import { NftablesProxier } from '../../src/agent/nftables-proxier.js';
@@ -23,17 +22,6 @@ import { upstreamNftablesText } from './bench-upstream-nft.js';
 const RESTORE_TIMEOUT_MS = 600_000;
 /** kube-proxy's default --min-sync-period, which kubenft shares. */
 const MIN_SYNC_PERIOD_MS = 1000;
-
-/**
- * Everything here rewrites the namespace's rules, so a worker refuses to run unless the
- * orchestrator said which namespace it runs in (PARENT_NETNS_ENV) and this is another one.
- */
-function assertInScratchNamespace(): void {
-  const parent = process.env[PARENT_NETNS_ENV];
-  if (parent === undefined || String(statSync('/proc/self/ns/net').ino) === parent) {
-    throw new Error('bench-worker must be started by scripts/bench.js, inside a scratch network namespace');
-  }
-}
 
 const nftablesBackend = () => new NftablesBackend(BENCH_CONFIG.tableName);
 const iptablesFlavor = (dataplane: Dataplane): IptablesFlavor => (dataplane === 'iptables-legacy' ? 'legacy' : 'nft');
@@ -209,7 +197,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 }
 
 try {
-  assertInScratchNamespace();
+  assertInScratchNamespace('bench-worker');
   const task = JSON.parse(process.argv[2] ?? '') as WorkerTask;
   process.stdout.write(`${JSON.stringify(await run(task))}\n`);
 } catch (error) {

@@ -9,7 +9,7 @@ import { ObjectError } from '../state/model.js';
 import { servicePortViews } from '../state/service-ports.js';
 import { categorizeEndpoints } from '../state/topology.js';
 import type { SourceHandler } from '../source/kubernetes.js';
-import type { Dataplane } from './dataplane.js';
+import type { Dataplane, SyncSplit } from './dataplane.js';
 import type { StateChanges, StateDataplane } from './state-dataplane.js';
 import type { DriftWatch } from './drift.js';
 import { type HealthCheckService, ProxyHealth, ServiceHealthServers } from './healthz.js';
@@ -33,6 +33,16 @@ export interface SyncReport {
   ms: number;
   services: number;
   endpoints: number;
+  /** Where the sync's time went, with the kernel's share. */
+  split?: SyncSplit & { kernelMs: number };
+}
+
+/** A start-up's first lists: when the last source had listed, and how long the state took to take them in. */
+export interface FirstLists {
+  /** Milliseconds since the process started (performance.now()); 0 until every source has listed. */
+  listedAtMs: number;
+  /** Validating and storing the listed objects, a part of listedAtMs. */
+  stateMs: number;
 }
 
 export function nodeNameOf(options: AgentOptions): string {
@@ -81,6 +91,7 @@ export class Agent {
   /** What afterSync derived for each service, kept so a partial sync recomputes only its changes. */
   private readonly perService = new Map<string, { internalWithoutLocal: number; externalWithoutLocal: number; healthCheck?: HealthCheckService }>();
   private readonly syncedWaiters: (() => void)[] = [];
+  readonly firstLists: FirstLists = { listedAtMs: 0, stateMs: 0 };
 
   /** Dataplanes whose last update failed: their next update is a full one. */
   private readonly stateDataplanesBehind = new Set<StateDataplane>();
@@ -145,6 +156,7 @@ export class Agent {
     return {
       apply: (object: KubeObject) => {
         const id = objectId(object);
+        const started = this.synced ? 0 : performance.now();
         try {
           this.state.apply(object);
           this.rejected.delete(id);
@@ -154,6 +166,8 @@ export class Agent {
           this.rejected.set(id, error);
           this.log.error({ kind: error.kind, namespace: error.namespace, name: error.objectName }, `skipped ${error.message}`);
           return;
+        } finally {
+          if (!this.synced) this.firstLists.stateMs += performance.now() - started;
         }
         queue(object);
       },
@@ -163,6 +177,10 @@ export class Agent {
         queue(object);
       },
       synced: () => {
+        if (!this.synced) {
+          this.firstLists.listedAtMs = performance.now();
+          this.log.info({ ...this.firstLists, services: this.state.services.size, endpoints: this.state.endpointCount }, 'every source has listed');
+        }
         this.synced = true;
         for (const resolve of this.syncedWaiters.splice(0)) resolve();
       },
@@ -212,7 +230,8 @@ export class Agent {
       const ms = performance.now() - started;
       this.metrics.recordSync(result.kind, ms / 1000, result.kernelMs / 1000);
       this.health.updated();
-      const report = { kind: result.kind, ms, services: this.state.services.size, endpoints: this.state.endpointCount };
+      const split = result.split && { ...result.split, kernelMs: result.kernelMs };
+      const report: SyncReport = { kind: result.kind, ms, services: this.state.services.size, endpoints: this.state.endpointCount, split };
       this.metrics.setSize(report.services, report.endpoints);
       for (const trigger of this.triggerTimes.splice(0)) this.metrics.observeNetworkProgramming((Date.now() - trigger) / 1000);
       await this.afterSync(config, result.kind === 'full' ? 'full' : changes.services);

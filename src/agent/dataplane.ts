@@ -15,6 +15,18 @@ export interface DataplaneSync {
   kernelMs: number;
   /** Netlink messages (nftables) — 0 when nothing needed writing. */
   messages: number;
+  /** Where the rest of an nftables sync's time went (a staged first load overlaps these). */
+  split?: SyncSplit;
+}
+
+export interface SyncSplit {
+  planMs: number;
+  /** A full sync's bookkeeping for later partial syncs. */
+  recordMs: number;
+  /** The wire format, built in TypeScript. */
+  serializeMs: number;
+  /** libnftnl objects and the netlink batch, built in C++. */
+  encodeMs: number;
 }
 
 export interface Dataplane {
@@ -49,7 +61,8 @@ export class NftablesDataplane implements Dataplane {
       const result = await this.proxier.sync(state, config, changed);
       // The ruleset such a sync built is garbage now; without compaction the heap keeps its pages.
       if (result.kind === 'full' && result.bytes >= COMPACT_AFTER_BYTES) this.backend.releaseMemory();
-      return { kind: result.kind, kernelMs: result.kernelMs, messages: result.messages };
+      const split = { planMs: result.planMs, recordMs: result.recordMs ?? 0, serializeMs: result.serializeMs, encodeMs: result.encodeMs };
+      return { kind: result.kind, kernelMs: result.kernelMs, messages: result.messages, split };
     } finally {
       this.syncing = false;
     }

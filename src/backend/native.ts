@@ -77,6 +77,10 @@ export interface NativeAddon {
    * copied before this returns, so its buffer may be reused at once.
    */
   commit(transaction: Buffer): Promise<CommitResult>;
+  /** From now on (true) or no longer (false), keep a copy of every netlink batch commit() sends. */
+  captureBatches(on: boolean): void;
+  /** The batches captured so far, byte for byte as sent, in order; the addon forgets them. */
+  takeCapturedBatches(): Buffer[];
   dump(family: number, table: string): Promise<Dump | null>;
   generation(): Promise<number>;
   /** Every table in the network namespace (family is an NFPROTO number). */

@@ -1,27 +1,22 @@
 import {
   ADD,
-  ApiException,
-  CoreV1Api,
   DELETE,
-  DiscoveryV1Api,
   ERROR,
   KubeConfig,
   ListWatch,
-  NetworkingV1Api,
-  Observable,
   UPDATE,
   Watch,
   type Cluster,
   type KubernetesListObject,
   type KubernetesObject,
-  type RequestContext,
-  type ResponseContext,
 } from '@kubernetes/client-node';
 import type { KubeObject } from '../state/cluster-state.js';
 import { ObjectError } from '../state/model.js';
+import { listCollection } from './list-request.js';
 
 // Services, EndpointSlices and this Node from the API server, through client-node informers (a list,
-// then a watch from the list's resourceVersion). The agent keeps the last ruleset loaded while the
+// then a watch from the list's resourceVersion). The lists are read as plain JSON (list-request.ts),
+// not through client-node's model classes. The agent keeps the last ruleset loaded while the
 // API is unreachable, so nothing here ever gives up: every failure is reported and retried.
 
 export interface SourceHandler {
@@ -110,115 +105,72 @@ function overrideServer(config: KubeConfig, server: string): void {
   config.clusters = config.clusters.map((cluster) => (cluster === current ? replacement : cluster));
 }
 
-type ListFunction = (signal: AbortSignal) => Promise<KubernetesListObject<KubernetesObject>>;
-
 interface Resource {
   kind: string;
   apiVersion: string;
-  /** The collection's path, which the informer watches. */
+  /** The collection's path, which the informer lists and watches. */
   path: string;
   labelSelector?: string;
   fieldSelector?: string;
-  list: ListFunction;
-}
-
-/** Per-call options for the generated (object-parameter, hence Observable-middleware) API: an abortable request. */
-function abortableBy(signal: AbortSignal) {
-  return {
-    middleware: [
-      {
-        pre: (context: RequestContext) => {
-          context.setSignal(signal);
-          return new Observable(Promise.resolve(context));
-        },
-        post: (context: ResponseContext) => new Observable(Promise.resolve(context)),
-      },
-    ],
-    middlewareMergeStrategy: 'append' as const,
-  };
 }
 
 /** Headless services' slices included: objects naming another service proxy still belong to that proxy. */
 export const DNS_SELECTOR = '!service.kubernetes.io/service-proxy-name';
 
 /** The kinds other dataplanes register (ClusterState.registerKind), by kind. */
-function extraResources(config: KubeConfig): Record<string, Resource> {
-  const core = config.makeApiClient(CoreV1Api);
-  const networking = config.makeApiClient(NetworkingV1Api);
+const EXTRA_RESOURCES: Record<string, Resource> = {
+  Ingress: { kind: 'Ingress', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingresses' },
+  IngressClass: { kind: 'IngressClass', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingressclasses' },
   // Only TLS Secrets, selected by the server: the ingress never reads another Secret's data.
-  const tlsSecrets = 'type=kubernetes.io/tls';
-  return {
-    Ingress: {
-      kind: 'Ingress', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingresses',
-      list: (signal) => networking.listIngressForAllNamespaces({}, abortableBy(signal)),
-    },
-    IngressClass: {
-      kind: 'IngressClass', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingressclasses',
-      list: (signal) => networking.listIngressClass({}, abortableBy(signal)),
-    },
-    Secret: {
-      kind: 'Secret', apiVersion: 'v1', path: '/api/v1/secrets', fieldSelector: tlsSecrets,
-      list: (signal) => core.listSecretForAllNamespaces({ fieldSelector: tlsSecrets }, abortableBy(signal)),
-    },
-  };
-}
+  Secret: { kind: 'Secret', apiVersion: 'v1', path: '/api/v1/secrets', fieldSelector: 'type=kubernetes.io/tls' },
+};
 
-function resources(config: KubeConfig, nodeName: string, clusterDNS = false): Resource[] {
-  const core = config.makeApiClient(CoreV1Api);
-  const discovery = config.makeApiClient(DiscoveryV1Api);
-  const nodeSelector = `metadata.name=${nodeName}`;
+function resources(nodeName: string, clusterDNS = false): Resource[] {
   return [
-    {
-      kind: 'Service',
-      apiVersion: 'v1',
-      path: '/api/v1/services',
-      labelSelector: PROXYABLE_SELECTOR,
-      list: (signal) => core.listServiceForAllNamespaces({ labelSelector: PROXYABLE_SELECTOR }, abortableBy(signal)),
-    },
+    { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector: PROXYABLE_SELECTOR },
     {
       kind: 'EndpointSlice',
       apiVersion: 'discovery.k8s.io/v1',
       path: '/apis/discovery.k8s.io/v1/endpointslices',
       labelSelector: clusterDNS ? DNS_SELECTOR : PROXYABLE_SELECTOR,
-      list: (signal) =>
-        discovery.listEndpointSliceForAllNamespaces({ labelSelector: clusterDNS ? DNS_SELECTOR : PROXYABLE_SELECTOR }, abortableBy(signal)),
     },
-    {
-      kind: 'Node',
-      apiVersion: 'v1',
-      path: '/api/v1/nodes',
-      fieldSelector: nodeSelector,
-      list: (signal) => core.listNode({ fieldSelector: nodeSelector }, abortableBy(signal)),
-    },
-    ...(clusterDNS ? [{
-      kind: 'Namespace' as const,
-      apiVersion: 'v1',
-      path: '/api/v1/namespaces',
-      list: (signal: AbortSignal) => core.listNamespace({}, abortableBy(signal)),
-    }] : []),
+    { kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes', fieldSelector: `metadata.name=${nodeName}` },
+    ...(clusterDNS ? [{ kind: 'Namespace', apiVersion: 'v1', path: '/api/v1/namespaces' }] : []),
   ];
 }
 
 /**
- * Listed items come deserialized (Date timestamps, no kind or apiVersion), watched ones as raw JSON.
- * A JSON round trip makes both wire JSON: for these kinds the model's field names are the wire names.
+ * What the informer keeps and hands out, from a list item or a watched object (both fresh from
+ * JSON.parse, so ours to change): wire JSON with kind and apiVersion (list items carry neither),
+ * without managedFields, which nothing reads and which the informer's cache would otherwise hold
+ * for every object of the cluster.
  */
-function plainObject(object: KubernetesObject, resource: Resource): KubeObject {
-  const plain = JSON.parse(JSON.stringify(object)) as KubeObject;
-  return { ...plain, apiVersion: resource.apiVersion, kind: resource.kind };
+function asDelivered(object: KubernetesObject, resource: Resource): KubernetesObject {
+  object.kind = resource.kind;
+  object.apiVersion = resource.apiVersion;
+  if (object.metadata) delete object.metadata.managedFields;
+  return object;
+}
+
+/**
+ * Kinds whose objects the state turns into models of its own and forgets (the rest may keep the
+ * object itself), and whose deletion needs only kind, namespace and name.
+ */
+const MODELLED_KINDS = new Set(['Service', 'EndpointSlice']);
+
+/**
+ * What the informer's cache needs of an object once the state has it: which object and which
+ * version (to tell a relist's deletions and a watch's updates), and for a deletion, kind,
+ * namespace and name. At 100,000 services the cache otherwise held every Service and
+ * EndpointSlice whole. Nested values are left alone: only this object's own fields go.
+ */
+function keepIdentityOnly(object: KubernetesObject): void {
+  const { name, namespace, resourceVersion, uid } = object.metadata ?? {};
+  for (const field of Object.keys(object)) if (field !== 'kind' && field !== 'apiVersion') delete (object as Record<string, unknown>)[field];
+  object.metadata = { name, namespace, resourceVersion, uid };
 }
 
 function describeError(error: unknown): string {
-  if (error instanceof ApiException) {
-    // Its message spells out the body and every header; the Status message is what tells the reason.
-    let reason = '';
-    try {
-      reason = String(JSON.parse(String(error.body)).message ?? '');
-    } catch {
-      // not a Status body
-    }
-    return `HTTP ${error.code}${reason ? `: ${reason}` : ''}`;
-  }
   const status = (error as { statusCode?: unknown } | undefined)?.statusCode;
   if (error instanceof Error) return status ? `HTTP ${status}: ${error.message}` : error.message;
   return String(error);
@@ -267,13 +219,16 @@ interface WatchHooks {
   watchRequested(): void;
   connected(): void;
   expired(): void;
+  /** A watched object (an ADDED, MODIFIED or DELETED event's), before the informer sees it. */
+  received(object: KubernetesObject): void;
 }
 
 /**
  * The informer's watches, rate limited and closable. ListWatch.stop() only aborts a watch already
  * established, so one still connecting when it is called would outlive it: close() refuses new
  * watches and aborts the rest. It also makes every failure reach the informer's 'error' event, and
- * tells when a watch connected (the backoff resets) or expired (for the log).
+ * tells when a watch connected (the backoff resets) or expired (for the log), and shows the hooks
+ * every watched object first.
  */
 class GuardedWatch extends Watch {
   private readonly open = new Set<AbortController>();
@@ -305,6 +260,7 @@ class GuardedWatch extends Watch {
     let finished = false;
     const onEvent = (phase: string, object: any, event?: any) => {
       if (phase === 'ERROR' && object?.code === 410) this.hooks.expired();
+      if (phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED') this.hooks.received(object);
       callback(phase, object, event);
     };
     const onDone = (error: any) => {
@@ -360,7 +316,7 @@ class ResourceInformer {
 
   constructor(
     private readonly resource: Resource,
-    config: KubeConfig,
+    private readonly config: KubeConfig,
     private readonly limiter: RequestLimiter,
     private readonly events: InformerEvents,
   ) {
@@ -368,6 +324,7 @@ class ResourceInformer {
       watchRequested: () => this.listHandedOut(),
       connected: () => this.succeeded(),
       expired: () => this.events.handler.problem(`${resource.kind} watch expired (410 Gone): relisting`),
+      received: (object) => asDelivered(object, resource),
     });
     this.informer = new ListWatch(
       resource.path,
@@ -401,7 +358,10 @@ class ResourceInformer {
 
   private async list(): Promise<KubernetesListObject<KubernetesObject>> {
     await this.limiter.take();
-    const list = await this.resource.list(AbortSignal.any([this.stopping.signal, AbortSignal.timeout(LIST_TIMEOUT_MS)]));
+    const { path, labelSelector, fieldSelector } = this.resource;
+    const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(LIST_TIMEOUT_MS)]);
+    const list = await listCollection(this.config, path, { labelSelector, fieldSelector }, signal);
+    for (const item of list.items) asDelivered(item, this.resource);
     this.succeeded();
     this.listArriving = true;
     return list;
@@ -435,13 +395,16 @@ class ResourceInformer {
 
   private deliver(change: 'apply' | 'delete', object: KubernetesObject): void {
     if (this.stopped) return;
-    const plain = plainObject(object, this.resource);
+    // The handler gets a copy of its own: the cache's object is cut down to its identity below.
+    const delivered = { ...object } as KubeObject;
     try {
-      this.events.handler[change](plain);
+      this.events.handler[change](delivered);
     } catch (error) {
       // An invalid object is skipped (the state keeps its last valid version); the watch goes on.
-      const name = `${plain.kind} ${plain.metadata?.namespace ? `${plain.metadata.namespace}/` : ''}${plain.metadata?.name}`;
+      const name = `${delivered.kind} ${delivered.metadata?.namespace ? `${delivered.metadata.namespace}/` : ''}${delivered.metadata?.name}`;
       this.events.handler.problem(error instanceof ObjectError ? error.message : `${name}: ${describeError(error)}`);
+    } finally {
+      if (change === 'apply' && MODELLED_KINDS.has(this.resource.kind)) keepIdentityOnly(object);
     }
   }
 }
@@ -458,8 +421,8 @@ export class KubernetesSource {
     const config = loadKubeConfig(options);
     this.limiter = new RequestLimiter(options.qps ?? DEFAULT_QPS, Math.max(1, options.burst ?? DEFAULT_BURST));
     const events: InformerEvents = { handler, listed: () => this.informerListed() };
-    const extra = extraResources(config);
-    const watched = [...resources(config, options.nodeName, options.clusterDNS), ...(options.kinds ?? []).filter((kind) => Object.hasOwn(extra, kind)).map((kind) => extra[kind])];
+    const extra = (options.kinds ?? []).filter((kind) => Object.hasOwn(EXTRA_RESOURCES, kind)).map((kind) => EXTRA_RESOURCES[kind]);
+    const watched = [...resources(options.nodeName, options.clusterDNS), ...extra];
     this.informers = watched.map(
       (resource) => new ResourceInformer(resource, config, this.limiter, events),
     );

@@ -1,0 +1,39 @@
+// What the cold-start phase's worker (bench-coldstart-worker.ts) is asked and answers.
+
+export type ColdstartTask =
+  | { kind: 'capture'; services: number; batchesPath: string }
+  | { kind: 'agent'; services: number; timeoutMs: number }
+  | { kind: 'once'; services: number; manifestPath: string; timeoutMs: number };
+
+/** The agent's full sync (state → commit) of N services, whose batches were captured. */
+export interface FullSyncCapture {
+  wallMs: number;
+  planMs: number;
+  recordMs: number;
+  serializeMs: number;
+  encodeMs: number;
+  kernelMs: number;
+  batches: number;
+  bytes: number;
+}
+
+/** One kubenft process started cold. Times in ms from its spawn unless said otherwise. */
+export interface ColdstartRun {
+  /** The last VIP answered. */
+  vipMs: number;
+  /** The agent's first request reached the API server (node start-up and module loading). */
+  firstRequestMs?: number;
+  /** Every source had listed (the process's own clock, from its start). */
+  listedAtMs: number;
+  /** Of listedAtMs: validating and storing the objects. */
+  stateMs: number;
+  /** The first sync, start to commit. */
+  syncMs: number;
+  split?: { planMs: number; recordMs: number; serializeMs: number; encodeMs: number; kernelMs: number };
+  /** Main-thread GC pauses (and incremental marking steps) until the VIP answered, from --trace-gc. */
+  gcMs: number;
+  collections: number;
+  peakRssBytes: number;
+  /** The agent's RSS a few seconds after its first sync (the long-running agent only). */
+  steadyRssBytes?: number;
+}
