@@ -13,11 +13,11 @@ const TYPE_NAMES = new Map<number, string>(Object.entries(QTYPE).map(([name, cod
 export const typeName = (code: number) => TYPE_NAMES.get(code) ?? 'other';
 
 const HEADER = 12;
-const FLAG_QR = 0x80;
-const FLAG_AA = 0x04;
+export const FLAG_QR = 0x80;
+export const FLAG_AA = 0x04;
 const FLAG_TC = 0x02;
 const FLAG_RD = 0x01;
-const FLAG_RA = 0x80;
+export const FLAG_RA = 0x80;
 /** The size an answer over UDP may have without EDNS (RFC 1035). */
 export const CLASSIC_UDP_SIZE = 512;
 /** What kubenft advertises and accepts in EDNS: the DNS flag day 2020 size. */
@@ -81,8 +81,8 @@ export function parseQuery(packet: Buffer): Query {
 /** The largest answer a client takes over UDP. */
 export const udpLimit = (query: Query) => query.ednsSize ?? CLASSIC_UDP_SIZE;
 
-/** Wire form of a name, for finding it in an encoded answer. */
-function wireName(name: string): Buffer {
+/** Wire form of a name, for finding it in an encoded answer and keying the addon's answer table. */
+export function wireName(name: string): Buffer {
   const parts = name === '' ? [] : name.split('.');
   return Buffer.concat([...parts.map((label) => Buffer.concat([Buffer.from([label.length]), Buffer.from(label, 'latin1')])), Buffer.from([0])]);
 }
