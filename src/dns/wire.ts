@@ -215,5 +215,39 @@ export function relay(query: Query, raw: Buffer, response: Buffer, limit: number
   return fit(query, out, limit);
 }
 
+/** Past a name at `at` (labels, then a terminator or a compression pointer); throws past the end. */
+function skipName(packet: Buffer, at: number): number {
+  for (;;) {
+    if (at >= packet.length) throw new MalformedQuery('name runs past the packet');
+    const length = packet[at];
+    if (length === 0) return at + 1;
+    if ((length & 0xc0) === 0xc0) return at + 2;
+    at += 1 + length;
+  }
+}
+
+/**
+ * A copy of a cached response whose records' TTLs are lowered by the seconds it spent in the cache
+ * (never below 0), as a cache must (RFC 1035 §7.4). The OPT record's TTL field holds flags and is
+ * left alone. An unreadable response is returned as it was.
+ */
+export function agedResponse(response: Buffer, seconds: number): Buffer {
+  const out = Buffer.from(response);
+  try {
+    let at = HEADER;
+    for (let question = out.readUInt16BE(4); question > 0; question--) at = skipName(out, at) + 4;
+    const records = out.readUInt16BE(6) + out.readUInt16BE(8) + out.readUInt16BE(10);
+    for (let record = 0; record < records; record++) {
+      at = skipName(out, at);
+      if (at + 10 > out.length) throw new MalformedQuery('record runs past the packet');
+      if (out.readUInt16BE(at) !== QTYPE.OPT) out.writeUInt32BE(Math.max(0, out.readUInt32BE(at + 4) - seconds), at + 4);
+      at += 10 + out.readUInt16BE(at + 8);
+    }
+    return out;
+  } catch {
+    return response;
+  }
+}
+
 export const isTruncated = (response: Buffer) => response.length >= 3 && (response[2] & FLAG_TC) !== 0;
 export const rcodeOf = (response: Buffer) => (response.length >= 4 ? response[3] & 0x0f : RCODE.SERVFAIL);
