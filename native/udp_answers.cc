@@ -42,6 +42,7 @@ constexpr int kBatch = 64;
 constexpr size_t kInSlot = 4096;
 constexpr size_t kOutSlot = 2048;
 constexpr size_t kMissQueue = 1024;
+constexpr int kReceiveBuffer = 4 << 20;
 constexpr uint16_t kClassicUdpSize = 512;
 constexpr uint16_t kEdnsUdpSize = 1232;
 constexpr uint16_t kTypeOpt = 41;
@@ -56,6 +57,9 @@ struct Entry {
   // kExact: the response, and where the question's name recurs in it.
   std::string packet;
   std::vector<uint16_t> nameAt;
+  // Where the zone ends other names (SRV targets, glue): they get the query's case for it.
+  std::vector<uint16_t> zoneAt;
+  uint8_t zoneLength = 0;
   // kName, kSuffix: pass to JS, or answer with these header flags and authority.
   bool pass = false;
   uint16_t flags = 0;
@@ -179,6 +183,9 @@ class Server {
       int one = 1;
       if (threads > 1 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) Fail(errno, "SO_REUSEPORT");
       if (family_ == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) Fail(errno, "IPV6_V6ONLY");
+      // A burst arriving while the thread is off its core waits here instead of being dropped.
+      int buffer = kReceiveBuffer;
+      if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buffer, sizeof(buffer)) < 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof(buffer));
       if (bind(fd, reinterpret_cast<sockaddr*>(&local), localLength) < 0) Fail(errno, "cannot bind " + address + ":" + std::to_string(port));
       if (i == 0 && port == 0) {
         sockaddr_storage first{};
@@ -265,15 +272,27 @@ class Server {
         need(2);
         uint16_t length = Get16(p + at);
         at += 2;
-        need(length + 1);
+        need(length);
         entry.packet.assign(reinterpret_cast<const char*>(p + at), length);
         at += length;
-        uint8_t offsets = p[at++];
-        need(2 * offsets);
-        for (uint8_t i = 0; i < offsets; i++, at += 2) {
+        need(2);
+        uint16_t offsets = Get16(p + at);
+        at += 2;
+        need(2 * offsets + 3);
+        for (uint16_t i = 0; i < offsets; i++, at += 2) {
           uint16_t offset = Get16(p + at);
           if (offset < kHeader || offset + nameLength > length) throw std::invalid_argument("name offset outside the answer");
           entry.nameAt.push_back(offset);
+        }
+        entry.zoneLength = p[at];
+        uint16_t zoneOffsets = Get16(p + at + 1);
+        at += 3;
+        need(2 * zoneOffsets);
+        if (entry.zoneLength > nameLength) throw std::invalid_argument("zone longer than the name");
+        for (uint16_t i = 0; i < zoneOffsets; i++, at += 2) {
+          uint16_t offset = Get16(p + at);
+          if (offset < kHeader || offset + entry.zoneLength > length) throw std::invalid_argument("zone offset outside the answer");
+          entry.zoneAt.push_back(offset);
         }
         if (length < kHeader + nameLength + 4) throw std::invalid_argument("answer shorter than its question");
       } else if (op == kSetTemplate) {
@@ -362,6 +381,7 @@ class Server {
       out[2] |= p[2] & kFlagRd;
       std::memcpy(out + kHeader, p + kHeader, q.nameEnd - kHeader);
       for (uint16_t at : e.nameAt) std::memcpy(out + at, p + kHeader, q.nameEnd - kHeader);
+      for (uint16_t at : e.zoneAt) std::memcpy(out + at, p + q.nameEnd - e.zoneLength, e.zoneLength);
     } else {
       MakeKey(key, kName, 0, q.klass, q.lower, nameLength);
       found = table.Find(key);

@@ -46,6 +46,10 @@ t.test('the table answers cluster names natively; the rest reaches the JS server
   t.match(await dig(`hostnames.default.${Z}`, 'AAAA'), /IN\s+AAAA\s+fd00:10:96::20/);
   t.match(await dig(`_http._tcp.hostnames.default.${Z}`, 'SRV'), /IN\s+SRV\s+0 50 80 hostnames\.default\.svc\.cluster\.local\./);
   t.match(await dig('-x', '10.0.0.20'), /PTR\s+hostnames\.default\.svc\.cluster\.local\./);
+  const srv = await dig(`_HtTp._TcP.HostNames.Default.svc.ClUsTeR.LoCaL`, 'SRV');
+  t.match(srv, /^_HtTp\._TcP\.HostNames\.Default\.svc\.ClUsTeR\.LoCaL\.\s+5\s+IN\s+SRV\s+0 50 80 hostnames\.default\.svc\.ClUsTeR\.LoCaL\.$/m,
+    'an SRV target keeps the query\'s case for the zone, as CoreDNS\'s');
+  t.match(srv, /^hostnames\.default\.svc\.ClUsTeR\.LoCaL\.\s+5\s+IN\s+A\s+10\.0\.0\.20$/m, 'and so does its glue');
   t.match(await dig(`hostnames.default.${Z}`, 'TXT'), /status: NOERROR[\s\S]*ANSWER: 0[\s\S]*AUTHORITY SECTION:\ncluster\.local\.\s+5\s+IN\s+SOA/, 'NODATA carries the SOA');
   t.match(await dig(`nothing.default.${Z}`), /status: NXDOMAIN[\s\S]*AUTHORITY SECTION:\ncluster\.local\.\s+5\s+IN\s+SOA\s+ns\.dns\.cluster\.local\./, 'NXDOMAIN carries the SOA');
   t.match(await dig('+nord', `hostnames.default.${Z}`), /flags: qr aa ra;/, 'RD is copied from the query, not set');
@@ -72,7 +76,7 @@ t.test('a malformed table update or socket is refused, naming what is wrong', as
   const good = new TableOps().setTemplate(MATCH.suffix, 'example', { flags: 0x8403 }).take();
   t.throws(() => socket.update(good.subarray(0, good.length - 2)), /truncated/);
   t.throws(() => socket.update(Buffer.from([9, 0, 0, 0, 0, 1, 1, 0])), /unknown table op 9/);
-  t.throws(() => socket.update(Buffer.from([1, 0, 0, 1, 0, 1, 1, 0, 0, 2, 0, 0, 0])), /shorter than its question/);
+  t.throws(() => socket.update(Buffer.from([1, 0, 0, 1, 0, 1, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0])), /shorter than its question/);
   t.throws(() => native().udpAnswers({ address: 'not an address', port: 0, threads: 1, durationBounds: [] }, () => undefined), /not an IP address/);
   t.throws(() => native().udpAnswers({ address: '127.0.0.1', port: socket.port, threads: 1, durationBounds: [] }, () => undefined), /cannot bind 127\.0\.0\.1:\d+: .*in use/i);
 });
@@ -81,7 +85,7 @@ t.test('a malformed table update or socket is refused, naming what is wrong', as
 function hostilePackets(count: number): Buffer[] {
   const random = (n: number) => Math.floor(Math.random() * n);
   const questions: [string, dnsPacket.RecordType][] = [
-    [`hostnames.default.${Z}`, 'A'], [`HOSTNAMES.default.${Z}`, 'AAAA'], [`_http._tcp.hostnames.default.${Z}`, 'SRV'], [`many.default.${Z}`, 'A'],
+    [`hostnames.default.${Z}`, 'A'], [`HOSTNAMES.default.${Z}`, 'AAAA'], ['_http._TCP.hostnames.default.svc.CLUSTER.local', 'SRV'], [`_http._tcp.hostnames.default.${Z}`, 'SRV'], [`many.default.${Z}`, 'A'],
     ['20.0.0.10.in-addr.arpa', 'PTR'], [`nothing.default.${Z}`, 'A'], [`hostnames.default.${Z}`, 'MX'], ['cluster.local', 'SOA'], ['cluster.local', 'NS'],
     ['10-1-2-3.default.pod.cluster.local', 'A'], [`ext.default.${Z}`, 'A'], ['cluster.local', 'AXFR'], ['x.example', 'A'],
   ];

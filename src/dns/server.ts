@@ -131,7 +131,7 @@ export class ClusterDnsServer {
         continue;
       }
       const parts = owners.flatMap((owner) => this.owners.get(owner)!.filter((planned) => planned.name === name));
-      const prepared = prepareName(parts.length === 1 ? parts[0] : mergeNames(parts));
+      const prepared = prepareName(parts.length === 1 ? parts[0] : mergeNames(parts), this.config.zone);
       this.names.set(name, prepared);
       this.addToTable(name, prepared);
     }

@@ -23,13 +23,17 @@ export class TableOps {
     return this.parts.length === 0;
   }
 
-  /** The prepared answer to (name, type) in class IN, its question's name recurring at `nameAt`. */
+  /** The prepared answer to (name, type) in class IN, its question's name recurring at `nameAt`, the zone ending names at `zoneAt`. */
   setAnswer(name: string, type: number, prepared: Prepared): this {
-    const tail = Buffer.alloc(2 + prepared.packet.length + 1 + 2 * prepared.nameAt.length);
-    tail.writeUInt16BE(prepared.packet.length, 0);
-    prepared.packet.copy(tail, 2);
-    tail[2 + prepared.packet.length] = prepared.nameAt.length;
-    prepared.nameAt.forEach((at, index) => tail.writeUInt16BE(at, 3 + prepared.packet.length + 2 * index));
+    const { packet, nameAt, zoneAt, zoneLength } = prepared;
+    const tail = Buffer.alloc(2 + packet.length + 2 + 2 * nameAt.length + 3 + 2 * zoneAt.length);
+    let at = tail.writeUInt16BE(packet.length, 0);
+    at += packet.copy(tail, at);
+    at = tail.writeUInt16BE(nameAt.length, at);
+    for (const offset of nameAt) at = tail.writeUInt16BE(offset, at);
+    at = tail.writeUInt8(zoneLength, at);
+    at = tail.writeUInt16BE(zoneAt.length, at);
+    for (const offset of zoneAt) at = tail.writeUInt16BE(offset, at);
     return this.push(OP.setAnswer, MATCH.exact, name, type, tail);
   }
 

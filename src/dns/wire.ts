@@ -89,27 +89,45 @@ export function wireName(name: string): Buffer {
 
 const toAnswer = (record: PlannedRecord): dnsPacket.Answer => ({ name: record.name, type: record.type, class: 'IN', ttl: record.ttl, data: record.data } as dnsPacket.Answer);
 
-/** A prepared answer: the encoded response and where the question's name recurs in it. */
+/**
+ * A prepared answer: the encoded response, where the question's name recurs in it, and where the
+ * zone ends other names (SRV targets, their glue), which get the query's case for the zone as
+ * CoreDNS gives them (`svc.ns.svc.ClUsTeR.lOcAl.` for a query in that case).
+ */
 export interface Prepared {
   packet: Buffer;
   nameAt: number[];
+  zoneAt: number[];
+  /** The zone's wire length (0 when the question is not in the zone). */
+  zoneLength: number;
 }
 
-/** Encodes a response for `name`/`type` with id 0; owner names equal to the question get its case at query time. */
-export function prepare(name: string, type: PlannedType | 'ANY', answers: PlannedRecord[], additionals: PlannedRecord[] = [], rcode = 'NOERROR', authorities: PlannedRecord[] = []): Prepared {
+const occurrences = (packet: Buffer, wire: Buffer, from: number) => {
+  const found: number[] = [];
+  for (let at = packet.indexOf(wire, from); at !== -1; at = packet.indexOf(wire, at + 1)) found.push(at);
+  return found;
+};
+
+/** Encodes a response for `name`/`type` with id 0; names equal to the question, and the zone, get the query's case at query time. */
+export function prepare(name: string, type: PlannedType, answers: PlannedRecord[], additionals: PlannedRecord[], zone: string): Prepared {
   const packet = dnsPacket.encode({
     id: 0,
     type: 'response',
-    flags: dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_AVAILABLE | RCODE[rcode as keyof typeof RCODE],
-    questions: [{ name, type: type === 'ANY' ? 'A' : type, class: 'IN' }],
+    flags: dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_AVAILABLE,
+    questions: [{ name, type, class: 'IN' }],
     answers: answers.map(toAnswer),
     additionals: additionals.map(toAnswer),
-    authorities: authorities.map(toAnswer),
   });
   const wire = wireName(name);
-  const nameAt: number[] = [];
-  for (let at = packet.indexOf(wire, HEADER + wire.length + 4); at !== -1; at = packet.indexOf(wire, at + 1)) nameAt.push(at);
-  return { packet, nameAt };
+  const afterQuestion = HEADER + wire.length + 4;
+  const inZone = name === zone || name.endsWith(`.${zone}`);
+  const zoneWire = wireName(zone);
+  return {
+    packet,
+    nameAt: occurrences(packet, wire, afterQuestion),
+    zoneAt: inZone ? occurrences(packet, zoneWire, afterQuestion) : [],
+    zoneLength: inZone ? zoneWire.length : 0,
+  };
 }
 
 /** One resource record's bytes (an SOA for the authority section), without header or question. */
@@ -142,6 +160,7 @@ export function answer(query: Query, raw: Buffer, prepared: Prepared, limit: num
   if (query.rd) out[2] |= FLAG_RD;
   raw.copy(out, HEADER, HEADER, query.nameEnd);
   for (const at of nameAt) raw.copy(out, at, HEADER, query.nameEnd);
+  for (const at of prepared.zoneAt) raw.copy(out, at, query.nameEnd - prepared.zoneLength, query.nameEnd);
   if (query.ednsSize) {
     OPT_RR.copy(out, packet.length);
     out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
@@ -190,10 +209,10 @@ export interface PreparedName {
   cname?: PlannedRecord;
 }
 
-export function prepareName(name: PlannedName): PreparedName {
+export function prepareName(name: PlannedName, zone: string): PreparedName {
   const byType = new Map<number, Prepared>();
   for (const [type, rrset] of Object.entries(name.rrsets)) {
-    if (rrset) byType.set(QTYPE[type as keyof typeof QTYPE], prepare(name.name, type as PlannedType, rrset.answers, dedupe(rrset.additionals)));
+    if (rrset) byType.set(QTYPE[type as keyof typeof QTYPE], prepare(name.name, type as PlannedType, rrset.answers, dedupe(rrset.additionals), zone));
   }
   return name.cname ? { byType, cname: name.cname } : { byType };
 }
