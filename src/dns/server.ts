@@ -64,6 +64,8 @@ export interface ServerMetrics {
 
 export const DURATION_BUCKETS = [0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192];
 const METRICS_INTERVAL_MS = 500;
+/** Services in an update (a full sync's) that leave enough garbage behind to compact the heaps after it. */
+export const LARGE_UPDATE = 1000;
 const TCP_MAX_CONNECTIONS = 256;
 const TCP_IDLE_MS = 10_000;
 /** Two largest messages: a client pipelining faster than it reads is cut off. */
@@ -332,6 +334,13 @@ async function main(): Promise<void> {
   const server = new ClusterDnsServer(config);
   parentPort!.on('message', (update: NamesUpdate) => {
     server.apply(update);
+    // A full update (the first, a resync) leaves the plans it carried and the table's old shards
+    // freed but mapped, in this thread's heap and malloc arena: hand them back, as the agent does
+    // after a large sync.
+    if (update.set.length >= LARGE_UPDATE) {
+      native().compactJsHeap();
+      native().trimNativeHeap();
+    }
     parentPort!.postMessage({ type: 'applied', seq: update.seq } satisfies ServerMessage);
   });
   try {
