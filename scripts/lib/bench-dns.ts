@@ -5,7 +5,7 @@
 // (bench-dns-worker.ts): how long an EndpointSlice change takes to be answered, and the agent's RSS
 // with cluster DNS on and off. Bench-only packages (dnsperf, unbound) are installed here.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -129,7 +129,7 @@ function unboundConfig(directory: string, address: string, services: number, hea
   return [
     'server:',
     `  interface: ${address}@53`, '  do-daemonize: no', '  username: ""', '  chroot: ""', '  pidfile: ""', `  directory: "${directory}"`,
-    '  use-syslog: no', '  logfile: ""', '  verbosity: 0', '  num-threads: 1', '  access-control: 0.0.0.0/0 allow', '  module-config: "iterator"',
+    '  use-syslog: no', '  logfile: ""', '  verbosity: 0', '  num-threads: 1', '  so-rcvbuf: 4m', '  access-control: 0.0.0.0/0 allow', '  module-config: "iterator"',
     `  local-zone: "${ZONE}." static`, '  local-zone: "10.in-addr.arpa." static', '  local-zone: "6.9.0.0.0.1.0.0.0.0.d.f.ip6.arpa." static',
     ...data.map((record) => `  local-data: "${record}"`),
     ...pointers.map((pointer) => `  local-data-ptr: "${pointer}"`),
@@ -164,12 +164,17 @@ function parseDnsperf(output: string): DnsperfRun {
   };
 }
 
-async function dnsperf(topology: Topology, server: string, queries: string, seconds: number, rate?: number, verbose = false): Promise<DnsperfRun> {
-  const argv = ['taskset', '-c', DNSPERF_CORE, 'dnsperf', '-s', server, '-d', queries, '-l', String(seconds), '-c', String(DNSPERF_CLIENTS),
-    '-q', String(DNSPERF_OUTSTANDING), '-t', '2', ...(rate ? ['-Q', String(Math.round(rate))] : []), ...(verbose ? ['-v'] : [])];
+/**
+ * One dnsperf run. With `latencies`, every answer's latency is written to that file (dnsperf -v)
+ * rather than streamed to this process, which is not pinned and would compete for the server's core.
+ */
+async function dnsperf(topology: Topology, server: string, queries: string, seconds: number, rate?: number, latencies?: string): Promise<DnsperfRun> {
+  const dnsperfArgv = ['taskset', '-c', DNSPERF_CORE, 'dnsperf', '-s', server, '-d', queries, '-l', String(seconds), '-c', String(DNSPERF_CLIENTS),
+    '-q', String(DNSPERF_OUTSTANDING), '-t', '2', ...(rate ? ['-Q', String(Math.round(rate))] : []), ...(latencies ? ['-v'] : [])];
+  const argv = latencies ? ['sh', '-c', 'out="$1"; shift; "$@" > "$out"', 'sh', latencies, ...dnsperfArgv] : dnsperfArgv;
   const result = await topology.exec(topology.client, argv, { timeoutMs: (seconds + 30) * 1000 });
   if (result.code !== 0) throw new Error(`dnsperf against ${server}: ${result.stderr || result.stdout}`);
-  return parseDnsperf(result.stdout);
+  return parseDnsperf(latencies ? readFileSync(latencies, 'utf8') : result.stdout);
 }
 
 /**
@@ -211,7 +216,7 @@ interface Contender { name: string; address: string }
  * Every server measured in turn at each step of its own search, so that the machine's drift (this
  * VM's throughput moved by 3× between runs minutes apart) falls on all of them alike.
  */
-async function measureSideBySide(topology: Topology, contenders: Contender[], queries: string, seconds: number, progress: (message: string) => void): Promise<ServerFigures[]> {
+async function measureSideBySide(topology: Topology, contenders: Contender[], queries: string, latencyFile: string, seconds: number, progress: (message: string) => void): Promise<ServerFigures[]> {
   const unthrottledQps: number[] = [];
   for (const { name, address } of contenders) {
     await dnsperf(topology, address, queries, 2); // warm-up: code paths compiled, caches filled
@@ -229,7 +234,7 @@ async function measureSideBySide(topology: Topology, contenders: Contender[], qu
   const figures: ServerFigures[] = [];
   for (const [index, { name, address }] of contenders.entries()) {
     const { maxQps, steps } = searches[index];
-    const half = await dnsperf(topology, address, queries, seconds, Math.max(1, maxQps / 2), true);
+    const half = await dnsperf(topology, address, queries, seconds, Math.max(1, maxQps / 2), latencyFile);
     const halfLoad = {
       offeredQps: Math.round(maxQps / 2), answered: half.completed, lost: half.lost,
       p50Ms: quantile(half.latenciesMs, 0.5), p99Ms: quantile(half.latenciesMs, 0.99), maxMs: quantile(half.latenciesMs, 1),
@@ -298,7 +303,7 @@ export async function runDnsBench(options: Options): Promise<DnsBenchResult> {
       let servers: ServerFigures[];
       try {
         for (const { name, address } of contenders) await until(() => answers(topology, address), 60_000, `${name} to answer`);
-        servers = await measureSideBySide(topology, contenders, queries, seconds, options.progress);
+        servers = await measureSideBySide(topology, contenders, queries, join(directory, 'latencies.txt'), seconds, options.progress);
       } finally {
         await Promise.all([kubenft.stop(), unbound.stop()]);
       }
@@ -327,7 +332,7 @@ export function dnsReport(result: DnsBenchResult): string {
   const { change, memory } = result;
   return [
     '', `## Cluster DNS (one run, side by side; ${result.services} dual-stack services + ${result.headless} headless; load average ${result.loadAverage.map((value) => value.toFixed(2)).join(' ')} at the start)`, '',
-    `Query mix: ${result.queryMix}. Both servers pinned to one core (taskset -c ${SERVER_CORE}), dnsperf on the other with ${DNSPERF_CLIENTS} sockets;`,
+    `Query mix: ${result.queryMix}. Both servers pinned to one core (taskset -c ${SERVER_CORE}), dnsperf on the other with ${DNSPERF_CLIENTS} sockets; both sockets have a 4 MiB receive buffer;`,
     'max qps = the highest offered rate (dnsperf -Q, stepped) answered with < 0.1% loss; the servers are measured in turn at every step.', '',
     '| server | unthrottled qps | max qps (< 0.1% loss) | vs unbound | p50 ms at half | p99 ms at half | p99 vs unbound |', '|---|---|---|---|---|---|---|',
     ...result.servers.map((server) => `| ${server.server} | ${server.unthrottledQps} | ${server.maxQps} | ${ratio(server.maxQps, unbound?.maxQps)} | ${server.halfLoad.p50Ms.toFixed(3)} | ${server.halfLoad.p99Ms.toFixed(3)} | ${ratio(server.halfLoad.p99Ms, unbound?.halfLoad.p99Ms)} |`),
