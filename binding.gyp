@@ -9,7 +9,8 @@
         "native/dump.cc",
         "native/monitor.cc",
         "native/netlink.cc",
-        "native/socket_lb.cc"
+        "native/socket_lb.cc",
+        "native/udp_answers.cc"
       ],
       "actions": [
         {

@@ -8,6 +8,10 @@
 #include <malloc.h>
 #endif
 
+namespace knft {
+Napi::Value UdpAnswers(const Napi::CallbackInfo& info);  // udp_answers.cc
+}
+
 namespace {
 
 // A commit's batch (libnftnl objects, the netlink buffer) is built on a
@@ -53,6 +57,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("trimNativeHeap", Napi::Function::New(env, TrimNativeHeap, "trimNativeHeap"));
   exports.Set("compactJsHeap", Napi::Function::New(env, CompactJsHeap, "compactJsHeap"));
   exports.Set("socketLb", knft::SocketLbExports(env));
+  exports.Set("udpAnswers", Napi::Function::New(env, knft::UdpAnswers, "udpAnswers"));
   return exports;
 }
 

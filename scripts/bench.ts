@@ -26,8 +26,9 @@ import {
 import { withTopology, type Topology } from './lib/topology.js';
 import { runSocketLbBench, socketLbMarkdown, socketLbSizes } from './lib/bench-socket-lb.js';
 
-const PHASES = ['cold', 'incremental', 'latency', 'distribution', 'memory', 'socket-lb', 'ingress', 'coldstart'] as const;
+const PHASES = ['cold', 'incremental', 'latency', 'distribution', 'memory', 'socket-lb', 'ingress', 'dns', 'coldstart'] as const;
 import { ingressReport, runIngressBench } from './lib/bench-ingress.js';
+import { dnsReport, runDnsBench } from './lib/bench-dns.js';
 import { coldstartReport, runColdstartBench } from './lib/bench-coldstart.js';
 
 type Phase = (typeof PHASES)[number];
@@ -359,7 +360,7 @@ function parseOptions() {
     },
   });
   if (values.help) {
-    process.stdout.write('usage: npm run bench -- [--quick] [--json] [--phases cold,incremental,latency,distribution,memory,socket-lb,ingress,coldstart] [--timeout-s 120] [--out DIR]\n');
+    process.stdout.write('usage: npm run bench -- [--quick] [--json] [--phases cold,incremental,latency,distribution,memory,socket-lb,ingress,dns,coldstart] [--timeout-s 120] [--out DIR]\n');
     process.exit(0);
   }
   const phases = new Set(values.phases.split(',').map((phase) => phase.trim()));
@@ -383,9 +384,11 @@ async function main(): Promise<void> {
     ['memory', () => runMemoryPhase(results, sizes)],
     ['socket-lb', async () => { results.socketLb = await runSocketLbBench(socketLbSizes(options.quick), (message) => progress('socket-lb', message)); }],
     ['ingress', async () => { ingressSection = ingressReport(await runIngressBench({ quick: options.quick, progress: (message) => progress('ingress', message) })); }],
+    ['dns', async () => { dnsSection = dnsReport(await runDnsBench({ quick: options.quick, progress: (message) => progress('dns', message) })); }],
     ['coldstart', async () => { coldstartSection = coldstartReport(await runColdstartBench({ quick: options.quick, progress: (message) => progress('coldstart', message) })); }],
   ];
   let ingressSection = '';
+  let dnsSection = '';
   let coldstartSection = '';
   for (const [phase, run] of phaseRunners) {
     if (!options.phases.has(phase)) continue;
@@ -405,7 +408,7 @@ async function main(): Promise<void> {
   const stem = `${results.machine.date}${options.quick ? '-quick' : ''}`;
   const report = buildReport(results, stem, options.timeoutMs);
   mkdirSync(options.out, { recursive: true });
-  writeFileSync(join(options.out, `${stem}.md`), report.markdown + (results.socketLb ? `\n${socketLbMarkdown(results.socketLb)}` : '') + ingressSection + coldstartSection);
+  writeFileSync(join(options.out, `${stem}.md`), report.markdown + (results.socketLb ? `\n${socketLbMarkdown(results.socketLb)}` : '') + ingressSection + dnsSection + coldstartSection);
   writeFileSync(join(options.out, `${stem}.json`), `${JSON.stringify(results, null, 2)}\n`);
   for (const [name, svg] of report.charts) writeFileSync(join(options.out, name), svg);
   progress('bench', `report: ${join(options.out, `${stem}.md`)}`);

@@ -93,6 +93,23 @@ export interface NativeAddon {
   trimNativeHeap(): boolean;
   /** V8's low-memory collection: compacts the JS heap and returns the emptied pages. */
   compactJsHeap(): void;
+  /**
+   * A UDP socket (`threads` of them with SO_REUSEPORT) answering DNS queries from a table on
+   * native threads; what the table does not answer goes to onMiss (native/udp_answers.cc).
+   */
+  udpAnswers(options: { address: string; port: number; threads: number; durationBounds: number[] }, onMiss: (packet: Buffer, address: string, port: number) => void): UdpAnswerSocket;
+}
+
+export interface UdpAnswerSocket {
+  /** The bound port (the one asked for, or the free one port 0 found). */
+  port: number;
+  /** Applies table ops (src/dns/udp-table.ts) to a copy of the table and swaps it in. */
+  update(ops: Buffer): void;
+  /** Sends from the socket's address and port (the answers to what onMiss received). */
+  send(packet: Buffer, address: string, port: number): void;
+  /** What the native threads answered since the last call: by qtype, by rcode, durations; packets dropped. */
+  takeCounters(): { requests: Record<string, number>; responses: Record<string, number>; durationBuckets: number[]; durationSum: number; dropped: number };
+  close(): void;
 }
 
 /** The project root: the addon lives in build/ there, whether we run from src/ or dist/src/. */

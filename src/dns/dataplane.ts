@@ -7,8 +7,9 @@ import { type DnsPlanConfig, planService, planZone } from '../plan/dns.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import { normalizeNamespace } from '../state/normalize.js';
 import type { Upstream } from './forwarder.js';
+import { native } from '../backend/native.js';
 import { defaultUpstreams, setUpDnsNetwork } from './network.js';
-import { DURATION_BUCKETS, type NamesUpdate, type ServerConfig, type ServerMessage, type ServerMetrics } from './server.js';
+import { DURATION_BUCKETS, LARGE_UPDATE, type NamesUpdate, type ServerConfig, type ServerMessage, type ServerMetrics } from './server.js';
 
 // Cluster DNS as a dataplane beside the proxy's rules: on every sync it plans the names of the
 // services that changed (src/plan/dns.ts) and posts them to the server's worker thread, which
@@ -97,6 +98,8 @@ export class DnsDataplane implements StateDataplane {
       this.applied.set(update.seq, () => { this.applied.delete(update.seq); resolve(); });
       this.worker!.postMessage(update);
     });
+    // The plans of a full update were copied to the worker and are garbage here: give their pages back.
+    if (update.set.length >= LARGE_UPDATE) native().compactJsHeap();
   }
 
   async stop(): Promise<void> {

@@ -1,7 +1,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
-import { RCODE, isTruncated, rcodeOf } from './wire.js';
+import { RCODE, agedResponse, isTruncated, rcodeOf } from './wire.js';
 
 // Names outside the cluster go to the upstreams: UDP, TCP when an upstream truncates, the next
 // upstream when one fails or times out, SERVFAIL when all fail. Answers are cached (positive at
@@ -26,7 +26,7 @@ export interface ForwarderEvents {
 interface Pending { resolve(response: Buffer | undefined): void; from: Upstream }
 
 export class Forwarder {
-  private readonly cache = new Map<string, { response: Buffer; expires: number }>();
+  private readonly cache = new Map<string, { response: Buffer; stored: number; expires: number }>();
   private readonly pending = new Map<number, Pending>();
   private readonly sockets = new Map<4 | 6, dgram.Socket>();
 
@@ -37,7 +37,7 @@ export class Forwarder {
     const cached = this.cache.get(key);
     if (cached && cached.expires > Date.now()) {
       this.events.cacheHit(isNegative(cached.response) ? 'denial' : 'success');
-      return cached.response;
+      return agedResponse(cached.response, Math.floor((Date.now() - cached.stored) / 1000));
     }
     this.events.cacheMiss();
     if (this.pending.size >= MAX_OUTSTANDING) return undefined;
@@ -101,7 +101,7 @@ export class Forwarder {
     if (ttl <= 0) return;
     if (this.cache.size >= CACHE_ENTRIES) this.cache.delete(this.cache.keys().next().value!);
     this.cache.delete(key);
-    this.cache.set(key, { response, expires: Date.now() + ttl * 1000 });
+    this.cache.set(key, { response, stored: Date.now(), expires: Date.now() + ttl * 1000 });
   }
 }
 

@@ -1,18 +1,22 @@
-import dgram from 'node:dgram';
 import net from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
 import ipaddr from 'ipaddr.js';
 import dnsPacket from 'dns-packet';
 import { type PlannedName, mergeNames, podAddress, soaRecord } from '../plan/dns.js';
+import { type UdpAnswerSocket, native } from '../backend/native.js';
 import { Forwarder, type Upstream } from './forwarder.js';
+import { MATCH, TableOps } from './udp-table.js';
 import {
-  MalformedQuery, QTYPE, RCODE, RCODE_NAMES, type PreparedName, type Query, addressRecord, answer, encodeRecord, formatError, parseQuery,
-  prepareName, rcodeOf, relay, respond, typeName, udpLimit,
+  FLAG_AA, FLAG_QR, FLAG_RA, MalformedQuery, QTYPE, RCODE, RCODE_NAMES, type PreparedName, type Query, addressRecord, answer, encodeRecord, formatError,
+  parseQuery, prepareName, rcodeOf, relay, respond, typeName, udpLimit,
 } from './wire.js';
 
 // The cluster DNS server, in a worker thread so that serving never waits for the agent's sync loop
 // (and the other way round). The agent posts planned names when the state changes; they are turned
-// into prepared answers here, before the next query needs them.
+// into prepared answers here, before the next query needs them. Over UDP the addon's answer table
+// (native/udp_answers.cc) answers what it holds on native threads: every prepared answer, NODATA
+// for the names and NXDOMAIN below the zone; the rest (pod names, ExternalName, forwarded names,
+// anything malformed or unusual) reaches handle() here, as TCP does.
 
 export interface ServerConfig {
   addresses: string[];
@@ -22,6 +26,13 @@ export interface ServerConfig {
   pods: 'insecure' | 'disabled';
   upstreams: Upstream[];
 }
+
+/**
+ * Native threads answering UDP per address. One: a node's DNS shares the node with its pods, and
+ * one thread already answers more than unbound on a core (docs/performance.md); the addon takes
+ * more (SO_REUSEPORT sockets), which the tests exercise.
+ */
+const UDP_THREADS = 1;
 
 /** agent → server: the names some owners now plan (replacing what they planned before). */
 export interface NamesUpdate {
@@ -53,6 +64,8 @@ export interface ServerMetrics {
 
 export const DURATION_BUCKETS = [0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192];
 const METRICS_INTERVAL_MS = 500;
+/** Services in an update (a full sync's) that leave enough garbage behind to compact the heaps after it. */
+export const LARGE_UPDATE = 1000;
 const TCP_MAX_CONNECTIONS = 256;
 const TCP_IDLE_MS = 10_000;
 /** Two largest messages: a client pipelining faster than it reads is cut off. */
@@ -61,7 +74,10 @@ const TCP_MAX_BUFFERED = 2 * (2 + 65_535);
 const emptyMetrics = (): ServerMetrics => ({
   requests: {}, responses: {}, durationBuckets: DURATION_BUCKETS.map(() => 0), durationSum: 0, cacheHits: {}, cacheMisses: 0, upstreamFailures: {},
 });
-const bump = (counts: Record<string, number>, key: string) => { counts[key] = (counts[key] ?? 0) + 1; };
+const bump = (counts: Record<string, number>, key: string, count = 1) => { counts[key] = (counts[key] ?? 0) + count; };
+/** The answer table's slot for the zone's SOA, which NXDOMAIN and NODATA carry. */
+const SOA_SLOT = 0;
+const emptyResponse = (rcode: number) => ({ flags: ((FLAG_QR | FLAG_AA) << 8) | FLAG_RA | rcode, authority: SOA_SLOT });
 
 export class ClusterDnsServer {
   private readonly owners = new Map<string, PlannedName[]>();
@@ -73,6 +89,9 @@ export class ClusterDnsServer {
   private readonly zoneSuffix: string;
   private metrics = emptyMetrics();
   readonly forwarder: Forwarder;
+  /** The answer table's changes since they were last handed to the sockets. */
+  private readonly tableOps = new TableOps();
+  private readonly tables: { socket: UdpAnswerSocket; family: string }[] = [];
 
   constructor(private readonly config: ServerConfig) {
     this.zoneSuffix = `.${config.zone}`;
@@ -106,6 +125,7 @@ export class ClusterDnsServer {
       }
     }
     for (const name of affected) {
+      this.removeFromTable(name);
       const owners = [...(this.ownersOf.get(name) ?? [])];
       if (owners.length === 0) {
         this.ownersOf.delete(name);
@@ -113,11 +133,53 @@ export class ClusterDnsServer {
         continue;
       }
       const parts = owners.flatMap((owner) => this.owners.get(owner)!.filter((planned) => planned.name === name));
-      this.names.set(name, prepareName(parts.length === 1 ? parts[0] : mergeNames(parts)));
+      const prepared = prepareName(parts.length === 1 ? parts[0] : mergeNames(parts), this.config.zone);
+      this.names.set(name, prepared);
+      this.addToTable(name, prepared);
     }
     if (update.namespaces) this.namespaces = new Set(update.namespaces);
     this.soa = encodeRecord(soaRecord(this.config.zone, this.config.ttl, update.serial));
+    this.addZoneToTable(this.tableOps);
     this.synced = true;
+    this.flushTable();
+  }
+
+  /** The answer table serves these sockets from now on; their counters join the metrics. */
+  serveTable(socket: UdpAnswerSocket, family: string): void {
+    this.tables.push({ socket, family });
+    if (this.synced) socket.update(this.fullTable());
+  }
+
+  private fullTable(): Buffer {
+    const ops = new TableOps();
+    for (const [name, prepared] of this.names) this.addToTable(name, prepared, ops);
+    this.addZoneToTable(ops);
+    return ops.take();
+  }
+
+  /** NXDOMAIN (with the SOA) for every other name in the zone, except pod names, which handle() computes. */
+  private addZoneToTable(ops: TableOps): void {
+    ops.setAuthority(SOA_SLOT, [this.soa]).setTemplate(MATCH.suffix, this.config.zone, emptyResponse(RCODE.NXDOMAIN));
+    if (this.config.pods === 'insecure') ops.setTemplate(MATCH.suffix, `pod.${this.config.zone}`, undefined);
+  }
+
+  /** Every type a name holds is answered from the table; other types NODATA, and an ExternalName (chased) by handle(). */
+  private addToTable(name: string, prepared: PreparedName, ops = this.tableOps): void {
+    for (const [type, answer] of prepared.byType) ops.setAnswer(name, type, answer);
+    ops.setTemplate(MATCH.name, name, prepared.cname ? undefined : emptyResponse(RCODE.NOERROR));
+  }
+
+  private removeFromTable(name: string): void {
+    const previous = this.names.get(name);
+    if (!previous) return;
+    for (const type of previous.byType.keys()) this.tableOps.remove(MATCH.exact, name, type);
+    this.tableOps.remove(MATCH.name, name);
+  }
+
+  private flushTable(): void {
+    if (this.tables.length === 0) return;
+    const ops = this.tableOps.take();
+    for (const { socket } of this.tables) socket.update(ops);
   }
 
   /** The response to one packet: a Buffer now, a promise when it is forwarded, undefined to drop it. */
@@ -200,10 +262,29 @@ export class ClusterDnsServer {
 
   takeMetrics(): ServerMetrics | undefined {
     const metrics = this.metrics;
+    for (const { socket, family } of this.tables) {
+      const counted = socket.takeCounters();
+      for (const [type, count] of Object.entries(counted.requests)) bump(metrics.requests, `udp|${family}|${typeName(Number(type))}`, count);
+      for (const [rcode, count] of Object.entries(counted.responses)) bump(metrics.responses, RCODE_NAMES[Number(rcode)] ?? rcode, count);
+      counted.durationBuckets.forEach((count, index) => { metrics.durationBuckets[index] += count; });
+      metrics.durationSum += counted.durationSum;
+    }
     if (Object.keys(metrics.requests).length === 0 && metrics.cacheMisses === 0 && Object.keys(metrics.responses).length === 0) return undefined;
     this.metrics = emptyMetrics();
     return metrics;
   }
+}
+
+/** UDP on one address: the addon's answer table on native threads, handle() for what it passes up. */
+export function serveUdp(server: ClusterDnsServer, address: string, port: number, threads: number): UdpAnswerSocket {
+  const family = net.isIPv6(address) ? '6' : '4';
+  const udp: UdpAnswerSocket = native().udpAnswers({ address, port, threads, durationBounds: DURATION_BUCKETS }, (message, from, fromPort) => {
+    const response = server.handle(message, 'udp', family);
+    if (response instanceof Promise) void response.then((out) => udp.send(out, from, fromPort));
+    else if (response) udp.send(response, from, fromPort);
+  });
+  server.serveTable(udp, family);
+  return udp;
 }
 
 /** Binds UDP and TCP on every address; resolves once all listen. */
@@ -211,16 +292,7 @@ export async function listen(server: ClusterDnsServer, config: ServerConfig): Pr
   const closers: (() => void)[] = [];
   for (const address of config.addresses) {
     const family = net.isIPv6(address) ? '6' : '4';
-    const udp = dgram.createSocket({ type: family === '6' ? 'udp6' : 'udp4' });
-    udp.on('message', (message, from) => {
-      const response = server.handle(message, 'udp', family);
-      if (response instanceof Promise) void response.then((out) => udp.send(out, from.port, from.address));
-      else if (response) udp.send(response, from.port, from.address);
-    });
-    await new Promise<void>((resolve, reject) => {
-      udp.once('error', reject);
-      udp.bind(config.port, address, () => { udp.off('error', reject); udp.on('error', () => undefined); resolve(); });
-    });
+    const udp = serveUdp(server, address, config.port, UDP_THREADS);
     closers.push(() => udp.close());
     const tcp = net.createServer((socket) => serveTcp(server, socket, family));
     tcp.maxConnections = TCP_MAX_CONNECTIONS;
@@ -262,6 +334,13 @@ async function main(): Promise<void> {
   const server = new ClusterDnsServer(config);
   parentPort!.on('message', (update: NamesUpdate) => {
     server.apply(update);
+    // A full update (the first, a resync) leaves the plans it carried and the table's old shards
+    // freed but mapped, in this thread's heap and malloc arena: hand them back, as the agent does
+    // after a large sync.
+    if (update.set.length >= LARGE_UPDATE) {
+      native().compactJsHeap();
+      native().trimNativeHeap();
+    }
     parentPort!.postMessage({ type: 'applied', seq: update.seq } satisfies ServerMessage);
   });
   try {

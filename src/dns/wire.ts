@@ -13,11 +13,11 @@ const TYPE_NAMES = new Map<number, string>(Object.entries(QTYPE).map(([name, cod
 export const typeName = (code: number) => TYPE_NAMES.get(code) ?? 'other';
 
 const HEADER = 12;
-const FLAG_QR = 0x80;
-const FLAG_AA = 0x04;
+export const FLAG_QR = 0x80;
+export const FLAG_AA = 0x04;
 const FLAG_TC = 0x02;
 const FLAG_RD = 0x01;
-const FLAG_RA = 0x80;
+export const FLAG_RA = 0x80;
 /** The size an answer over UDP may have without EDNS (RFC 1035). */
 export const CLASSIC_UDP_SIZE = 512;
 /** What kubenft advertises and accepts in EDNS: the DNS flag day 2020 size. */
@@ -81,35 +81,53 @@ export function parseQuery(packet: Buffer): Query {
 /** The largest answer a client takes over UDP. */
 export const udpLimit = (query: Query) => query.ednsSize ?? CLASSIC_UDP_SIZE;
 
-/** Wire form of a name, for finding it in an encoded answer. */
-function wireName(name: string): Buffer {
+/** Wire form of a name, for finding it in an encoded answer and keying the addon's answer table. */
+export function wireName(name: string): Buffer {
   const parts = name === '' ? [] : name.split('.');
   return Buffer.concat([...parts.map((label) => Buffer.concat([Buffer.from([label.length]), Buffer.from(label, 'latin1')])), Buffer.from([0])]);
 }
 
 const toAnswer = (record: PlannedRecord): dnsPacket.Answer => ({ name: record.name, type: record.type, class: 'IN', ttl: record.ttl, data: record.data } as dnsPacket.Answer);
 
-/** A prepared answer: the encoded response and where the question's name recurs in it. */
+/**
+ * A prepared answer: the encoded response, where the question's name recurs in it, and where the
+ * zone ends other names (SRV targets, their glue), which get the query's case for the zone as
+ * CoreDNS gives them (`svc.ns.svc.ClUsTeR.lOcAl.` for a query in that case).
+ */
 export interface Prepared {
   packet: Buffer;
   nameAt: number[];
+  zoneAt: number[];
+  /** The zone's wire length (0 when the question is not in the zone). */
+  zoneLength: number;
 }
 
-/** Encodes a response for `name`/`type` with id 0; owner names equal to the question get its case at query time. */
-export function prepare(name: string, type: PlannedType | 'ANY', answers: PlannedRecord[], additionals: PlannedRecord[] = [], rcode = 'NOERROR', authorities: PlannedRecord[] = []): Prepared {
+const occurrences = (packet: Buffer, wire: Buffer, from: number) => {
+  const found: number[] = [];
+  for (let at = packet.indexOf(wire, from); at !== -1; at = packet.indexOf(wire, at + 1)) found.push(at);
+  return found;
+};
+
+/** Encodes a response for `name`/`type` with id 0; names equal to the question, and the zone, get the query's case at query time. */
+export function prepare(name: string, type: PlannedType, answers: PlannedRecord[], additionals: PlannedRecord[], zone: string): Prepared {
   const packet = dnsPacket.encode({
     id: 0,
     type: 'response',
-    flags: dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_AVAILABLE | RCODE[rcode as keyof typeof RCODE],
-    questions: [{ name, type: type === 'ANY' ? 'A' : type, class: 'IN' }],
+    flags: dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_AVAILABLE,
+    questions: [{ name, type, class: 'IN' }],
     answers: answers.map(toAnswer),
     additionals: additionals.map(toAnswer),
-    authorities: authorities.map(toAnswer),
   });
   const wire = wireName(name);
-  const nameAt: number[] = [];
-  for (let at = packet.indexOf(wire, HEADER + wire.length + 4); at !== -1; at = packet.indexOf(wire, at + 1)) nameAt.push(at);
-  return { packet, nameAt };
+  const afterQuestion = HEADER + wire.length + 4;
+  const inZone = name === zone || name.endsWith(`.${zone}`);
+  const zoneWire = wireName(zone);
+  return {
+    packet,
+    nameAt: occurrences(packet, wire, afterQuestion),
+    zoneAt: inZone ? occurrences(packet, zoneWire, afterQuestion) : [],
+    zoneLength: inZone ? zoneWire.length : 0,
+  };
 }
 
 /** One resource record's bytes (an SOA for the authority section), without header or question. */
@@ -142,6 +160,7 @@ export function answer(query: Query, raw: Buffer, prepared: Prepared, limit: num
   if (query.rd) out[2] |= FLAG_RD;
   raw.copy(out, HEADER, HEADER, query.nameEnd);
   for (const at of nameAt) raw.copy(out, at, HEADER, query.nameEnd);
+  for (const at of prepared.zoneAt) raw.copy(out, at, query.nameEnd - prepared.zoneLength, query.nameEnd);
   if (query.ednsSize) {
     OPT_RR.copy(out, packet.length);
     out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
@@ -190,10 +209,10 @@ export interface PreparedName {
   cname?: PlannedRecord;
 }
 
-export function prepareName(name: PlannedName): PreparedName {
+export function prepareName(name: PlannedName, zone: string): PreparedName {
   const byType = new Map<number, Prepared>();
   for (const [type, rrset] of Object.entries(name.rrsets)) {
-    if (rrset) byType.set(QTYPE[type as keyof typeof QTYPE], prepare(name.name, type as PlannedType, rrset.answers, dedupe(rrset.additionals)));
+    if (rrset) byType.set(QTYPE[type as keyof typeof QTYPE], prepare(name.name, type as PlannedType, rrset.answers, dedupe(rrset.additionals), zone));
   }
   return name.cname ? { byType, cname: name.cname } : { byType };
 }
@@ -213,6 +232,40 @@ export function relay(query: Query, raw: Buffer, response: Buffer, limit: number
   out[2] = (out[2] & ~FLAG_RD) | (query.rd ? FLAG_RD : 0);
   if (out.length >= query.nameEnd) raw.copy(out, HEADER, HEADER, query.nameEnd);
   return fit(query, out, limit);
+}
+
+/** Past a name at `at` (labels, then a terminator or a compression pointer); throws past the end. */
+function skipName(packet: Buffer, at: number): number {
+  for (;;) {
+    if (at >= packet.length) throw new MalformedQuery('name runs past the packet');
+    const length = packet[at];
+    if (length === 0) return at + 1;
+    if ((length & 0xc0) === 0xc0) return at + 2;
+    at += 1 + length;
+  }
+}
+
+/**
+ * A copy of a cached response whose records' TTLs are lowered by the seconds it spent in the cache
+ * (never below 0), as a cache must (RFC 1035 §7.4). The OPT record's TTL field holds flags and is
+ * left alone. An unreadable response is returned as it was.
+ */
+export function agedResponse(response: Buffer, seconds: number): Buffer {
+  const out = Buffer.from(response);
+  try {
+    let at = HEADER;
+    for (let question = out.readUInt16BE(4); question > 0; question--) at = skipName(out, at) + 4;
+    const records = out.readUInt16BE(6) + out.readUInt16BE(8) + out.readUInt16BE(10);
+    for (let record = 0; record < records; record++) {
+      at = skipName(out, at);
+      if (at + 10 > out.length) throw new MalformedQuery('record runs past the packet');
+      if (out.readUInt16BE(at) !== QTYPE.OPT) out.writeUInt32BE(Math.max(0, out.readUInt32BE(at + 4) - seconds), at + 4);
+      at += 10 + out.readUInt16BE(at + 8);
+    }
+    return out;
+  } catch {
+    return response;
+  }
 }
 
 export const isTruncated = (response: Buffer) => response.length >= 3 && (response[2] & FLAG_TC) !== 0;
