@@ -96,7 +96,7 @@ function servedIngresses(input: IngressPlanInput, problems: IngressProblem[]): I
 const hostPort = (address: string, port: number) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
 
 /** A backend's ready endpoints, or why the backend is unknown. */
-function resolveBackend(input: IngressPlanInput, namespace: string, backend: IngressBackend): BackendResolution {
+function resolveBackend(input: IngressPlanInput, namespace: string, backend: IngressBackend): { key: string; endpoints: string[] } | string {
   const views = input.servicePorts(`${namespace}/${backend.service}`);
   if (views.length === 0) return `service ${backend.service} not found (or headless, which ingress does not route to)`;
   const matching = views.filter((view) => view.port.protocol === 'TCP' && (typeof backend.port === 'number' ? view.port.port === backend.port : view.port.name === backend.port));
@@ -117,18 +117,13 @@ interface ResolvedIngress {
   backends: Map<IngressBackend, string>;
 }
 
-type BackendResolution = { key: string; endpoints: string[] } | string;
-
 /** Resolves every backend and Secret of one Ingress, or reports the first that fails: an Ingress is served whole or not at all. */
-function resolveIngress(input: IngressPlanInput, ingress: IngressInfo, table: RouteTable, known: Map<string, BackendResolution>): ResolvedIngress | string {
+function resolveIngress(input: IngressPlanInput, ingress: IngressInfo, table: RouteTable): ResolvedIngress | string {
   const backends = new Map<IngressBackend, string>();
   const all = [...(ingress.defaultBackend ? [ingress.defaultBackend] : []), ...ingress.rules.flatMap((rule) => rule.paths.map((path) => path.backend))];
   const resolved: { key: string; endpoints: string[] }[] = [];
   for (const backend of all) {
-    // Many Ingresses share a backend: each service port is resolved (its endpoints categorized) once per plan.
-    const lookup = `${ingress.namespace}/${backend.service} ${typeof backend.port} ${backend.port}`;
-    let result = known.get(lookup);
-    if (result === undefined) known.set(lookup, (result = resolveBackend(input, ingress.namespace, backend)));
+    const result = resolveBackend(input, ingress.namespace, backend);
     if (typeof result === 'string') return result;
     backends.set(backend, result.key);
     resolved.push(result);
@@ -154,9 +149,8 @@ export function planIngress(input: IngressPlanInput): IngressPlan {
   const problems: IngressProblem[] = [];
   const table: RouteTable = { hosts: {}, wildcards: {}, backends: {}, certificates: {}, tlsHosts: {}, tlsWildcards: {}, served: [] };
   const resolved: ResolvedIngress[] = [];
-  const backends = new Map<string, BackendResolution>();
   for (const ingress of servedIngresses(input, problems)) {
-    const result = resolveIngress(input, ingress, table, backends);
+    const result = resolveIngress(input, ingress, table);
     if (typeof result === 'string') problems.push({ object: `Ingress ${ingress.namespace}/${ingress.name}`, reason: result });
     else resolved.push(result);
   }
