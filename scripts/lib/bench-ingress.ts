@@ -1,21 +1,29 @@
 // The ingress benchmark: wrk against kubenft's proxy, nginx and HAProxy (Debian's, configured here
-// for the same route and endpoints) and one backend directly, side by side in one topology;
-// the time from an Ingress change to traffic following it at 10 and 10,000 Ingresses; and failed
-// requests while endpoints change (kubenft: a route table swap; nginx: a reload per change;
-// HAProxy: its runtime API). Bench-only packages (wrk, nginx-light, haproxy) are installed here.
+// for the same route and endpoints, two workers or threads each as kubenft has on two cores) and
+// one backend directly, side by side in one topology; the time from an Ingress change to traffic
+// following it at 10 and 10,000 Ingresses; and failed requests while endpoints change (kubenft: a
+// route table swap; nginx: a reload per change; HAProxy: its runtime API). kubenft runs in agent
+// mode against the tests' fake API server, so a change reaches it as a watch event, as in a
+// cluster. Bench-only packages (wrk, nginx-light, haproxy) are installed here.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
 import { projectRoot } from '../../src/backend/native.js';
-import { type ProcessHandle, type Topology, withTopology } from './topology.js';
+import type { KubeObject } from '../../src/state/cluster-state.js';
+import { FakeApiServer } from '../../test/lib/fake-apiserver.js';
+import { EXTERNAL, type ProcessHandle, type Topology, withTopology } from './topology.js';
 
 const PODS = Array.from({ length: 4 }, (_, index) => ({ name: `backend-${index}`, ipv4: `10.244.${index + 1}.5` }));
 const BACKEND_PORT = 8080;
 const HOST = 'bench.example.com';
 const PORTS = { kubenft: [80, 443], nginx: [8080, 8443], haproxy: [9080, 9443] } as const;
 const CONNECTIONS = [16, 256];
+const CHURN_CHANGES = 100;
+const CHURN_INTERVAL_MS = 200;
+const CHANGE_SIZES = [10, 10_000];
+/** The fake API server's forwarder in the node namespace listens here (and on the next ports for the change runs). */
+const API_PORT = 16443;
 const PACKAGES: [string, string][] = [['wrk', 'wrk'], ['nginx', 'nginx-light'], ['haproxy', 'haproxy']];
 
 export interface ThroughputRow { target: string; scheme: 'http' | 'https'; connections: number; requestsPerSecond: number; p99Ms: number; errors: number }
@@ -43,26 +51,32 @@ function ensurePackages(): void {
 
 const endpoints = (pods = PODS) => pods.map((pod) => `${pod.ipv4}:${BACKEND_PORT}`);
 
-function manifestObjects(ingressCount: number, pods = PODS, extraHost?: string): unknown[] {
-  const backend = { service: { name: 'backend', port: { number: 80 } } };
-  const ingress = (name: string, host: string) => ({
+const NODE_NAME = 'node-1';
+const backendSlice = (pods = PODS): KubeObject => ({
+  apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'backend-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'backend' } },
+  addressType: 'IPv4', ports: [{ name: 'http', port: BACKEND_PORT, protocol: 'TCP' }], endpoints: pods.map((pod) => ({ addresses: [pod.ipv4], conditions: { ready: true } })),
+});
+
+/** An Ingress for one host to the backend; `published` already carries this node's status, so the status writer has nothing to do for it. */
+function hostIngress(name: string, host: string, published = true): KubeObject {
+  return {
     apiVersion: 'networking.k8s.io/v1', kind: 'Ingress', metadata: { name, namespace: 'default', creationTimestamp: '2024-01-01T00:00:00Z' },
-    spec: { ingressClassName: 'kubenft', rules: [{ host, http: { paths: [{ path: '/', pathType: 'Prefix', backend }] } }] },
-  });
-  return [
-    { apiVersion: 'networking.k8s.io/v1', kind: 'IngressClass', metadata: { name: 'kubenft' }, spec: { controller: 'kubenft.io/ingress-controller' } },
-    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'backend', namespace: 'default' }, spec: { clusterIP: '10.0.0.10', ports: [{ name: 'http', port: 80, targetPort: BACKEND_PORT }] } },
-    {
-      apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'backend-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'backend' } },
-      addressType: 'IPv4', ports: [{ name: 'http', port: BACKEND_PORT, protocol: 'TCP' }], endpoints: pods.map((pod) => ({ addresses: [pod.ipv4], conditions: { ready: true } })),
-    },
-    ingress('bench', HOST),
-    ...Array.from({ length: Math.max(0, ingressCount - 1) }, (_, index) => ingress(`filler-${index}`, `filler-${index}.example.com`)),
-    ...(extraHost ? [ingress('probe', extraHost)] : []),
-  ];
+    spec: { ingressClassName: 'kubenft', rules: [{ host, http: { paths: [{ path: '/', pathType: 'Prefix', backend: { service: { name: 'backend', port: { number: 80 } } } }] } }] },
+    ...(published ? { status: { loadBalancer: { ingress: [{ ip: EXTERNAL.nodeIPv4 }] } } } : {}),
+  };
 }
 
-const writeManifests = (path: string, objects: unknown[]) => writeFileSync(path, objects.map((object) => stringify(object)).join('---\n'));
+/** The cluster the agent watches: this node, the backend Service and its slice, the bench's Ingress and `ingressCount - 1` others. */
+function clusterObjects(ingressCount: number): KubeObject[] {
+  return [
+    { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE_NAME }, status: { addresses: [{ type: 'InternalIP', address: EXTERNAL.nodeIPv4 }] } },
+    { apiVersion: 'networking.k8s.io/v1', kind: 'IngressClass', metadata: { name: 'kubenft' }, spec: { controller: 'kubenft.io/ingress-controller' } },
+    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'backend', namespace: 'default' }, spec: { clusterIP: '10.0.0.10', ports: [{ name: 'http', port: 80, targetPort: BACKEND_PORT }] } },
+    backendSlice(),
+    hostIngress('bench', HOST),
+    ...Array.from({ length: Math.max(0, ingressCount - 1) }, (_, index) => hostIngress(`filler-${index}`, `filler-${index}.example.com`)),
+  ];
+}
 
 function nginxConfig(directory: string, pem: string, pods = PODS): string {
   return `worker_processes auto;
@@ -134,35 +148,67 @@ async function until(check: () => Promise<boolean>, timeoutMs: number, what: str
 const answers = async (topology: Topology, port: number, host = HOST) =>
   (await topology.exec(topology.client, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', '-H', `Host: ${host}`, `http://${topology.external.nodeIPv4}:${port}/`])).stdout === '200';
 
-function startKubenft(topology: Topology, manifests: string): ProcessHandle {
-  return topology.spawn(topology.node, [
-    'node', join(projectRoot(), 'dist/src/cli.js'), '--manifests', manifests, '--hostname-override', 'node-1', '--ingress', '--iptables-min-sync-period', '0s',
-    '--healthz-bind-address', '', '--metrics-bind-address', '',
-  ]);
+interface KubenftUnderTest {
+  api: FakeApiServer;
+  stop(): Promise<void>;
 }
 
-/** From a manifest change to the first request the new route answers, polled from the client every 10 ms (manifests settle 200 ms first). */
-async function changeToTraffic(topology: Topology, directory: string, ingresses: number): Promise<number> {
-  const manifests = join(directory, `changes-${ingresses}.yaml`);
-  writeManifests(manifests, manifestObjects(ingresses));
-  const agent = startKubenft(topology, manifests);
+/**
+ * kubenft --ingress in agent mode in the node namespace, watching a fake API server that holds
+ * `objects` (reached over a Unix socket through a forwarder in the namespace, on `apiPort`).
+ */
+async function startKubenft(topology: Topology, directory: string, objects: KubeObject[], apiPort: number): Promise<KubenftUnderTest> {
+  const socket = join(directory, `apiserver-${apiPort}.sock`);
+  const api = await FakeApiServer.create(socket);
+  for (const object of objects) api.upsert(object);
+  const forwarder = topology.spawn(topology.node, ['node', join(projectRoot(), 'test/fixtures/tcp-to-unix.mjs'), String(apiPort), socket]);
+  let agent: ProcessHandle | undefined;
+  const stop = async () => {
+    await agent?.stop();
+    await forwarder.stop();
+    await api.close();
+  };
   try {
-    await until(() => answers(topology, 80), 120_000, `kubenft with ${ingresses} Ingresses`);
+    await forwarder.waitForOutput(/ready/, 30_000);
+    agent = topology.spawn(topology.node, [
+      'node', join(projectRoot(), 'dist/src/cli.js'), '--kubeconfig', api.kubeconfigPath(`http://127.0.0.1:${apiPort}`), '--hostname-override', NODE_NAME,
+      '--ingress', '--iptables-min-sync-period', '0s', '--healthz-bind-address', '', '--metrics-bind-address', '',
+    ]);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { api, stop };
+}
+
+/**
+ * From an Ingress created in the API server to the first request its route answers: a poller in
+ * the client namespace asks for the new host on a fresh connection every 5 ms, from before the change.
+ */
+async function changeToTraffic(topology: Topology, directory: string, ingresses: number, apiPort: number): Promise<number> {
+  const kubenft = await startKubenft(topology, directory, clusterObjects(ingresses), apiPort);
+  try {
+    await until(() => answers(topology, 80), 180_000, `kubenft with ${ingresses} Ingresses`);
     const probeHost = 'probe.example.com';
     const poller = topology.spawn(topology.client, ['node', '-e', `
-      const started = Date.now();
-      const poll = () => fetch('http://${topology.external.nodeIPv4}/', { headers: { host: '${probeHost}' } })
-        .then((response) => response.status === 200 ? console.log('answered ' + Date.now()) : setTimeout(poll, 10), () => setTimeout(poll, 10));
+      const http = require('node:http');
+      const poll = () => http.get({ host: '${EXTERNAL.nodeIPv4}', path: '/', agent: false, headers: { host: '${probeHost}' } }, (response) => {
+        response.resume();
+        if (response.statusCode === 200) console.log('answered ' + (performance.timeOrigin + performance.now()));
+        else setTimeout(poll, 5);
+      }).on('error', () => setTimeout(poll, 5));
       poll();`]);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    const written = Date.now();
-    writeManifests(manifests, manifestObjects(ingresses, PODS, probeHost));
-    await poller.waitForOutput(/answered \d+/, 60_000);
-    const answered = Number(/answered (\d+)/.exec(poller.output().stdout)![1]);
-    await poller.stop();
-    return answered - written;
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const created = performance.timeOrigin + performance.now();
+      kubenft.api.upsert(hostIngress('probe', probeHost, false));
+      await poller.waitForOutput(/answered [\d.]+/, 60_000);
+      return Number(/answered ([\d.]+)/.exec(poller.output().stdout)![1]) - created;
+    } finally {
+      await poller.stop();
+    }
   } finally {
-    await agent.stop();
+    await kubenft.stop();
   }
 }
 
@@ -185,7 +231,6 @@ function haproxyCommand(topology: Topology, socket: string, command: string): Pr
 export async function runIngressBench(options: Options): Promise<IngressBenchResult> {
   ensurePackages();
   const seconds = options.quick ? 3 : 8;
-  const churnChanges = options.quick ? 20 : 100;
   const result: IngressBenchResult = { throughput: [], changes: [], churn: [] };
   const directory = mkdtempSync(join(tmpdir(), 'kubenft-bench-ingress-'));
   try {
@@ -195,13 +240,11 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
     await withTopology({ pods: PODS, serverReadyTimeoutMs: 60_000 }, async (topology) => {
       const backends = PODS.map((pod, index) => topology.spawn(topology.pods[index].ns, ['node', join(projectRoot(), 'test/fixtures/http-echo.mjs'), pod.name, String(BACKEND_PORT)]));
       await Promise.all(backends.map((backend) => backend.waitForOutput(/ready/, 60_000)));
-      const manifests = join(directory, 'manifests.yaml');
-      writeManifests(manifests, manifestObjects(1));
       const nginxConf = join(directory, 'nginx.conf');
       writeFileSync(nginxConf, nginxConfig(directory, pem));
       const haproxyConf = join(directory, 'haproxy.cfg');
       writeFileSync(haproxyConf, haproxyConfig(directory, pem));
-      const kubenft = startKubenft(topology, manifests);
+      const kubenft = await startKubenft(topology, directory, clusterObjects(1), API_PORT);
       const nginx = topology.spawn(topology.node, ['nginx', '-c', nginxConf, '-g', 'daemon off;']);
       const haproxy = topology.spawn(topology.node, ['haproxy', '-f', haproxyConf, '-db']);
       try {
@@ -213,6 +256,8 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
         ];
         for (const connections of CONNECTIONS) {
           for (const [target, url, scheme] of targets) {
+            // A warm-up first: the JIT, the connection pools and the TLS sessions of each proxy are ready before it is measured.
+            await wrk(topology, url, connections, 1);
             const run = await wrk(topology, url, connections, seconds);
             result.throughput.push({ target, scheme, connections, requestsPerSecond: run.requestsPerSecond, p99Ms: run.p99Ms, errors: run.errors });
             options.progress(`${target} ${scheme} c${connections}: ${run.requestsPerSecond.toFixed(0)} req/s, p99 ${run.p99Ms.toFixed(2)} ms, ${run.errors} errors`);
@@ -221,27 +266,27 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
 
         // Endpoint churn: backend-3 leaves and comes back, again and again.
         const without = PODS.slice(0, 3);
-        const kubenftChurn = await underChurn(topology, `http://${node}:${PORTS.kubenft[0]}/`, churnChanges, 300, async (index) => {
-          writeManifests(manifests, manifestObjects(1, index % 2 === 0 ? without : PODS));
+        const kubenftChurn = await underChurn(topology, `http://${node}:${PORTS.kubenft[0]}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
+          kubenft.api.upsert(backendSlice(index % 2 === 0 ? without : PODS));
         });
-        const nginxChurn = await underChurn(topology, `http://${node}:${PORTS.nginx[0]}/`, churnChanges, 300, async (index) => {
+        const nginxChurn = await underChurn(topology, `http://${node}:${PORTS.nginx[0]}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
           writeFileSync(nginxConf, nginxConfig(directory, pem, index % 2 === 0 ? without : PODS));
           await topology.exec(topology.node, ['nginx', '-c', nginxConf, '-s', 'reload']);
         });
-        const haproxyChurn = await underChurn(topology, `http://${node}:${PORTS.haproxy[0]}/`, churnChanges, 300, async (index) => {
+        const haproxyChurn = await underChurn(topology, `http://${node}:${PORTS.haproxy[0]}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
           await haproxyCommand(topology, join(directory, 'haproxy.sock'), `set server backend/s3 state ${index % 2 === 0 ? 'maint' : 'ready'}`);
         });
         for (const [proxy, churn] of [['kubenft (route table swap)', kubenftChurn], ['nginx (reload per change)', nginxChurn], ['HAProxy (runtime API)', haproxyChurn]] as const) {
-          result.churn.push({ proxy, changes: churnChanges, ...churn });
-          options.progress(`${proxy}: ${churn.failed} failed of ${churn.requests} requests during ${churnChanges} endpoint changes`);
+          result.churn.push({ proxy, changes: CHURN_CHANGES, ...churn });
+          options.progress(`${proxy}: ${churn.failed} failed of ${churn.requests} requests during ${CHURN_CHANGES} endpoint changes`);
         }
       } finally {
         await Promise.all([kubenft.stop(), nginx.stop(), haproxy.stop()]);
       }
-      for (const ingresses of [10, options.quick ? 1_000 : 10_000]) {
-        const ms = await changeToTraffic(topology, directory, ingresses);
+      for (const [index, ingresses] of CHANGE_SIZES.entries()) {
+        const ms = await changeToTraffic(topology, directory, ingresses, API_PORT + 1 + index);
         result.changes.push({ ingresses, changeToTrafficMs: ms });
-        options.progress(`Ingress change → traffic at ${ingresses} Ingresses: ${ms} ms (manifests settle 200 ms of it)`);
+        options.progress(`Ingress created → traffic at ${ingresses} Ingresses: ${ms.toFixed(1)} ms`);
       }
     });
   } finally {
@@ -250,20 +295,20 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
   return result;
 }
 
-/** The phase's section of the report, ratios to HAProxy side by side. */
+/** The phase's section of the report: every figure beside its anchors of the same run, as ratios. */
 export function ingressReport(result: IngressBenchResult): string {
-  const haproxy = (row: ThroughputRow) => result.throughput.find((other) => other.target === 'haproxy' && other.scheme === row.scheme && other.connections === row.connections);
+  const find = (target: string, scheme: string, connections: number) => result.throughput.find((row) => row.target === target && row.scheme === scheme && row.connections === connections);
+  const ratio = (row: ThroughputRow, anchor: ThroughputRow | undefined) => (anchor && anchor !== row ? `${(row.requestsPerSecond / anchor.requestsPerSecond).toFixed(2)}` : '—');
   const lines = [
-    '## Ingress proxy (one run, side by side; 4 backend pods; wrk -t2 from the client namespace)', '',
-    '| target | scheme | connections | req/s | p99 ms | errors | req/s vs HAProxy |', '|---|---|---|---|---|---|---|',
-    ...result.throughput.map((row) => {
-      const base = haproxy(row);
-      return `| ${row.target} | ${row.scheme} | ${row.connections} | ${row.requestsPerSecond.toFixed(0)} | ${row.p99Ms.toFixed(2)} | ${row.errors} | ${base ? (row.requestsPerSecond / base.requestsPerSecond).toFixed(2) : '—'} |`;
-    }),
-    '', '| Ingresses | change → traffic (ms, incl. the manifests source\'s 200 ms settle) |', '|---|---|',
-    ...result.changes.map((row) => `| ${row.ingresses} | ${row.changeToTrafficMs} |`),
-    '', '| proxy | endpoint changes | requests | failed |', '|---|---|---|---|',
-    ...result.churn.map((row) => `| ${row.proxy} | ${row.changes} | ${row.requests} | ${row.failed} |`),
+    `## Ingress proxy (one run, side by side; ${PODS.length} backend pods; two workers or threads per proxy; wrk -t2 from the client namespace)`, '',
+    'Backends directly: wrk against one pod over plain HTTP, no proxy hop (the HTTPS rows are compared with it too).', '',
+    '| target | scheme | connections | req/s | p99 ms | errors | req/s vs HAProxy | req/s vs nginx | req/s vs backends directly |', '|---|---|---|---|---|---|---|---|---|',
+    ...result.throughput.map((row) => `| ${row.target} | ${row.scheme} | ${row.connections} | ${row.requestsPerSecond.toFixed(0)} | ${row.p99Ms.toFixed(2)} | ${row.errors} | ${
+      ratio(row, find('haproxy', row.scheme, row.connections))} | ${ratio(row, find('nginx', row.scheme, row.connections))} | ${ratio(row, find('backend directly', 'http', row.connections))} |`),
+    '', '| Ingresses | Ingress created in the API server → first request its route answers (ms) | vs the 100 ms goal |', '|---|---|---|',
+    ...result.changes.map((row) => `| ${row.ingresses} | ${row.changeToTrafficMs.toFixed(1)} | ${(row.changeToTrafficMs / 100).toFixed(2)} |`),
+    '', `| proxy | endpoint changes (every ${CHURN_INTERVAL_MS} ms, wrk -c16) | requests | failed | failed per 10,000 |`, '|---|---|---|---|---|',
+    ...result.churn.map((row) => `| ${row.proxy} | ${row.changes} | ${row.requests} | ${row.failed} | ${((row.failed / Math.max(1, row.requests)) * 10_000).toFixed(2)} |`),
     '',
   ];
   return lines.join('\n');

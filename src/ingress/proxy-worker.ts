@@ -1,7 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import { type Socket, connect as tcpConnect } from 'node:net';
-import { Readable, pipeline } from 'node:stream';
+import { Readable } from 'node:stream';
 import { type SecureContext, createSecureContext } from 'node:tls';
 import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
 import { Router, type RouteMatch, type RouteTable, routingHost } from '../plan/ingress.js';
@@ -23,6 +23,8 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings']);
 // The proxy sets these itself: a client cannot forge its address to a backend.
 const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip']);
+/** An upgrade request keeps the fields that ask the backend for it. */
+const UPGRADE_FIELDS = new Set(['connection', 'upgrade']);
 
 let settings: ProxySettings;
 let router = new Router({ hosts: {}, wildcards: {}, backends: {}, certificates: {}, tlsHosts: {}, tlsWildcards: {}, served: [] });
@@ -94,35 +96,69 @@ const pathOf = (target: string) => {
   return query < 0 ? target : target.slice(0, query);
 };
 
-function connectionTokens(headers: IncomingMessage['headers']): Set<string> {
-  const value = headers.connection;
-  const text = Array.isArray(value) ? value.join(',') : value ?? '';
-  return new Set(text.split(',').map((token) => token.trim().toLowerCase()).filter((token) => token !== ''));
+/** What routing and forwarding need from a request's header fields, read in one pass over the raw fields (Node's headers object is built lazily: never asking for it saves building it). */
+interface RequestFields {
+  /** Host, or HTTP/2's :authority. */
+  host: string;
+  /** The tokens of the Connection field(s), lower case, or undefined without one. */
+  connection: Set<string> | undefined;
+  contentLength: string | undefined;
+  transferEncoding: boolean;
+}
+
+function tokens(value: string, into: Set<string> = new Set()): Set<string> {
+  for (const token of value.split(',')) {
+    const trimmed = token.trim().toLowerCase();
+    if (trimmed !== '') into.add(trimmed);
+  }
+  return into;
+}
+
+function requestFields(request: Request): RequestFields {
+  const fields: RequestFields = { host: '', connection: undefined, contentLength: undefined, transferEncoding: false };
+  const raw = request.rawHeaders;
+  let authority: string | undefined;
+  for (let index = 0; index < raw.length; index += 2) {
+    const name = raw[index];
+    // Field names are compared by length first: the common case is decided without lowering case.
+    switch (name.length) {
+      case 4:
+        if (name.toLowerCase() === 'host') fields.host ||= raw[index + 1];
+        break;
+      case 10:
+        if (name === ':authority') authority = raw[index + 1];
+        else if (name.toLowerCase() === 'connection') fields.connection = tokens(raw[index + 1], fields.connection);
+        break;
+      case 14:
+        if (name.toLowerCase() === 'content-length') fields.contentLength = raw[index + 1];
+        break;
+      case 17:
+        if (name.toLowerCase() === 'transfer-encoding') fields.transferEncoding = true;
+        break;
+    }
+  }
+  if (authority !== undefined) fields.host = authority;
+  return fields;
 }
 
 /** The request's header fields for the backend: raw names and order kept, hop-by-hop and forwarding fields replaced. */
-function upstreamHeaders(request: Request, host: string, secure: boolean, keep: ReadonlySet<string> = new Set()): string[] {
-  const named = connectionTokens(request.headers);
-  const fields: string[] = [];
+function upstreamHeaders(request: Request, fields: RequestFields, secure: boolean, keep?: ReadonlySet<string>): string[] {
+  const named = fields.connection;
+  const headers: string[] = [];
   const raw = request.rawHeaders;
   let hasHost = false;
   for (let index = 0; index < raw.length; index += 2) {
     const name = raw[index].toLowerCase();
-    if (name.startsWith(':') || FORWARDING.has(name)) continue;
-    if ((HOP_BY_HOP.has(name) || named.has(name)) && !keep.has(name)) continue;
+    if (name.charCodeAt(0) === 0x3a || FORWARDING.has(name)) continue;
+    if ((HOP_BY_HOP.has(name) || named?.has(name)) && !keep?.has(name)) continue;
     if (name === 'host') hasHost = true;
-    fields.push(raw[index], raw[index + 1]);
+    headers.push(raw[index], raw[index + 1]);
   }
-  if (!hasHost && host !== '') fields.push('host', host);
+  if (!hasHost && fields.host !== '') headers.push('host', fields.host);
   const client = request.socket.remoteAddress ?? '';
   const address = client.startsWith('::ffff:') ? client.slice(7) : client;
-  fields.push('x-forwarded-for', address, 'x-real-ip', address, 'x-forwarded-proto', secure ? 'https' : 'http', 'x-forwarded-host', host, 'x-forwarded-port', String(request.socket.localPort ?? ''));
-  return fields;
-}
-
-function requestHost(request: Request): string {
-  const authority = (request.headers[':authority'] as string | undefined) ?? request.headers.host;
-  return authority ?? '';
+  headers.push('x-forwarded-for', address, 'x-real-ip', address, 'x-forwarded-proto', secure ? 'https' : 'http', 'x-forwarded-host', fields.host, 'x-forwarded-port', String(request.socket.localPort ?? ''));
+  return headers;
 }
 
 function replyPlain(response: Response, status: number, text: string, extra: Record<string, string> = {}): void {
@@ -137,14 +173,16 @@ function replyPlain(response: Response, status: number, text: string, extra: Rec
   response.end(body);
 }
 
-function record(match: RouteMatch & { kind: 'route' }, status: number, started: number): void {
+type RoutedMatch = RouteMatch & { kind: 'route' };
+
+function record(match: RoutedMatch, status: number, started: number): void {
   records.push({ ingress: match.route.ingress, host: match.ruleHost, path: match.path, status, seconds: (performance.now() - started) / 1000 });
 }
 
 /** Whether the client is still sending a body: such a request cannot be replayed on another endpoint. */
-function hasBody(request: Request): boolean {
-  const length = request.headers['content-length'];
-  return (length !== undefined && length !== '0') || request.headers['transfer-encoding'] !== undefined || ('stream' in request && !request.stream.readableEnded && request.headers[':method'] !== 'GET' && request.headers[':method'] !== 'HEAD');
+function hasBody(request: Request, fields: RequestFields): boolean {
+  if ((fields.contentLength !== undefined && fields.contentLength !== '0') || fields.transferEncoding) return true;
+  return 'stream' in request && !request.stream.readableEnded && request.method !== 'GET' && request.method !== 'HEAD';
 }
 
 class BodyTooLarge extends Error {}
@@ -159,65 +197,122 @@ async function* limitedBody(request: Request): AsyncGenerator<Buffer> {
   }
 }
 
-async function handle(request: Request, response: Response, secure: boolean): Promise<void> {
+function handle(request: Request, response: Response, secure: boolean): void {
   const started = performance.now();
   const target = originForm(request.url ?? '');
   if (target === undefined) return replyPlain(response, 400, 'Bad Request');
-  const rawHost = requestHost(request);
-  const host = routingHost(rawHost);
+  const fields = requestFields(request);
+  const host = routingHost(fields.host);
   const match = router.match(host, pathOf(target));
   if (match.kind === 'none') return replyPlain(response, 404, 'Not Found');
   if (!secure && match.redirectToHttps) {
     record(match, 308, started);
     return replyPlain(response, 308, 'Permanent Redirect', { location: `https://${host}${target}` });
   }
-  const { endpoints } = match;
-  if (endpoints.length === 0) {
+  if (match.endpoints.length === 0) {
     record(match, 503, started);
     return replyPlain(response, 503, 'Service Unavailable');
   }
-  if (Number(request.headers['content-length'] ?? 0) > settings.maxBodyBytes) {
+  if (Number(fields.contentLength ?? 0) > settings.maxBodyBytes) {
     record(match, 413, started);
     return replyPlain(response, 413, 'Content Too Large', { connection: 'close' });
   }
-  const method = (request.method ?? 'GET') as Dispatcher.HttpMethod;
-  const body = hasBody(request);
-  const retryable = IDEMPOTENT.has(method as string) && !body;
-  const headers = upstreamHeaders(request, rawHost, secure);
-  const tried = new Set<string>();
-  for (let attempt = 1; ; attempt++) {
-    const endpoint = pickEndpoint(match.route.backend, endpoints, tried)!;
-    tried.add(endpoint);
-    try {
-      const upstream = await poolFor(endpoint).request({ path: target, method, headers, body: body ? Readable.from(limitedBody(request)) : null, headersTimeout: settings.backendTimeoutMs });
-      sendResponse(response, upstream.statusCode, upstream.headers, upstream.body);
-      record(match, upstream.statusCode, started);
-      return;
-    } catch (error) {
-      if (error instanceof BodyTooLarge) {
-        record(match, 413, started);
-        return replyPlain(response, 413, 'Content Too Large', { connection: 'close' });
-      }
-      upstreamErrors[match.route.backend] = (upstreamErrors[match.route.backend] ?? 0) + 1;
-      if (response.destroyed || request.destroyed) return;
-      if (retryable && attempt < MAX_ATTEMPTS && tried.size < endpoints.length) continue;
-      const timedOut = error instanceof undiciErrors.HeadersTimeoutError || error instanceof undiciErrors.ConnectTimeoutError;
-      record(match, timedOut ? 504 : 502, started);
-      return replyPlain(response, timedOut ? 504 : 502, timedOut ? 'Gateway Timeout' : 'Bad Gateway');
-    }
-  }
+  const method = request.method ?? 'GET';
+  const body = hasBody(request, fields);
+  new Exchange(request, response, match, started, {
+    path: target, method: method as Dispatcher.HttpMethod, headers: upstreamHeaders(request, fields, secure),
+    body: body ? Readable.from(limitedBody(request)) : null,
+  }, IDEMPOTENT.has(method) && !body).attempt();
 }
 
-function sendResponse(response: Response, status: number, headers: Record<string, string | string[] | undefined>, body: NodeJS.ReadableStream & { destroy(): void }): void {
-  const named = connectionTokens(headers as IncomingMessage['headers']);
-  const fields: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || named.has(name)) continue;
-    fields[name] = value;
+/**
+ * One request's way to a backend, on undici's dispatch API: the response streams straight from
+ * the endpoint's connection into the client's (no body stream, no promise, no pipeline per
+ * request), with backpressure both ways. A connection that fails before any response byte moves
+ * an idempotent request to another endpoint.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  private readonly tried = new Set<string>();
+  private controller: Dispatcher.DispatchController | undefined;
+  private responding = false;
+  private finished = false;
+
+  constructor(
+    private readonly request: Request,
+    private readonly response: Response,
+    private readonly match: RoutedMatch,
+    private readonly started: number,
+    private readonly options: Dispatcher.DispatchOptions,
+    private readonly retryable: boolean,
+  ) {}
+
+  attempt(): void {
+    const endpoint = pickEndpoint(this.match.route.backend, this.match.endpoints, this.tried)!;
+    this.tried.add(endpoint);
+    poolFor(endpoint).dispatch(this.options, this);
   }
-  fields.server ??= SERVER_NAME;
-  response.writeHead(status, fields);
-  pipeline(body, response as NodeJS.WritableStream, () => undefined);
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    if (this.controller === undefined) {
+      // The client gone: the backend's request is abandoned too, and its connection with it.
+      this.response.once('close', () => {
+        if (!this.finished) this.controller?.abort(new Error('client closed'));
+      });
+    }
+    this.controller = controller;
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    // 1xx interim responses stay between the proxy and the backend.
+    if (statusCode < 200) return;
+    this.responding = true;
+    const connection = headers.connection;
+    const named = connection === undefined ? undefined : tokens(Array.isArray(connection) ? connection.join(',') : connection);
+    for (const name in headers) if (HOP_BY_HOP.has(name) || named?.has(name)) delete headers[name];
+    headers.server ??= SERVER_NAME;
+    try {
+      this.response.writeHead(statusCode, headers as Record<string, string | string[]>);
+    } catch {
+      // A field the client's protocol cannot carry (HTTP/2 is stricter than HTTP/1.1): the exchange fails, the worker goes on.
+      controller.abort(new Error('response header not forwardable'));
+      this.response.destroy();
+      return;
+    }
+    record(this.match, statusCode, this.started);
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if ((this.response as NodeJS.WritableStream).write(chunk)) return;
+    controller.pause();
+    this.response.once('drain', () => controller.resume());
+  }
+
+  onResponseEnd(): void {
+    this.finished = true;
+    this.response.end();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    this.finished = true;
+    if (this.responding) {
+      this.response.destroy();
+      return;
+    }
+    if (error instanceof BodyTooLarge) {
+      record(this.match, 413, this.started);
+      return replyPlain(this.response, 413, 'Content Too Large', { connection: 'close' });
+    }
+    if (this.response.destroyed || this.request.destroyed) return;
+    const { backend } = this.match.route;
+    upstreamErrors[backend] = (upstreamErrors[backend] ?? 0) + 1;
+    if (this.retryable && this.tried.size < MAX_ATTEMPTS && this.tried.size < this.match.endpoints.length) {
+      this.finished = false;
+      return this.attempt();
+    }
+    const timedOut = error instanceof undiciErrors.HeadersTimeoutError || error instanceof undiciErrors.ConnectTimeoutError;
+    record(this.match, timedOut ? 504 : 502, this.started);
+    replyPlain(this.response, timedOut ? 504 : 502, timedOut ? 'Gateway Timeout' : 'Bad Gateway');
+  }
 }
 
 /** WebSocket and other upgrades: the request goes to an endpoint over a fresh connection, then bytes flow both ways untouched. */
@@ -228,18 +323,17 @@ function tunnel(request: IncomingMessage, client: Socket, head: Buffer, secure: 
   };
   const target = originForm(request.url ?? '');
   if (target === undefined) return fail(400, 'Bad Request');
-  const rawHost = requestHost(request);
-  const host = routingHost(rawHost);
-  const match = router.match(host, pathOf(target));
+  const fields = requestFields(request);
+  const match = router.match(routingHost(fields.host), pathOf(target));
   if (match.kind === 'none') return fail(404, 'Not Found');
   const endpoint = pickEndpoint(match.route.backend, match.endpoints, new Set());
   if (endpoint === undefined) return fail(503, 'Service Unavailable');
   const started = performance.now();
   const separator = endpoint.lastIndexOf(':');
   const upstream = tcpConnect({ host: endpoint.slice(0, separator).replace(/^\[|\]$/g, ''), port: Number(endpoint.slice(separator + 1)) });
-  const fields = upstreamHeaders(request, rawHost, secure, new Set(['connection', 'upgrade']));
+  const headers = upstreamHeaders(request, fields, secure, UPGRADE_FIELDS);
   let lines = `${request.method} ${target} HTTP/1.1\r\n`;
-  for (let index = 0; index < fields.length; index += 2) lines += `${fields[index]}: ${fields[index + 1]}\r\n`;
+  for (let index = 0; index < headers.length; index += 2) lines += `${headers[index]}: ${headers[index + 1]}\r\n`;
   upstream.setNoDelay(true);
   upstream.once('connect', () => {
     record(match, 101, started);
@@ -259,9 +353,11 @@ function tunnel(request: IncomingMessage, client: Socket, head: Buffer, secure: 
 
 function onRequest(secure: boolean) {
   return (request: Request, response: Response) => {
-    handle(request, response, secure).catch(() => {
+    try {
+      handle(request, response, secure);
+    } catch {
       if (!response.destroyed) replyPlain(response, 500, 'Internal Server Error');
-    });
+    }
   };
 }
 
