@@ -176,8 +176,8 @@ export class ClusterDnsServer {
     this.tableOps.remove(MATCH.name, name);
   }
 
+  /** Hands the changes to the sockets; with none yet, they are dropped (serveTable sends the whole table). */
   private flushTable(): void {
-    if (this.tables.length === 0) return;
     const ops = this.tableOps.take();
     for (const { socket } of this.tables) socket.update(ops);
   }
