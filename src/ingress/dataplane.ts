@@ -12,7 +12,7 @@ import type { ClusterState } from '../state/cluster-state.js';
 import {
   type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret,
 } from '../state/ingress-objects.js';
-import { servicePortViews } from '../state/service-ports.js';
+import { endpointPortViews } from '../state/service-ports.js';
 import type { FromWorker, ProxySettings, ToWorker } from './proxy-protocol.js';
 import type { IngressStatusWriter } from './status.js';
 
@@ -114,7 +114,7 @@ export class IngressDataplane implements StateDataplane {
       secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
       servicePorts: (key) => {
         backendServices.add(key);
-        return servicePortViews(state, key);
+        return endpointPortViews(state, key);
       },
       node: config,
       ingressClass: this.options.className,
