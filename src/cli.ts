@@ -52,8 +52,6 @@ function stateDataplanesFor(options: AgentOptions, log: Logger): StateDataplane[
     if (options.proxyMode !== 'nftables') throw new OptionsError('--socket-lb works in the nftables mode (--proxy-mode=nftables)');
     dataplanes.push(new SocketLbDataplane({ cgroup: options.socketLbCgroup, hostOnly: options.socketLbHostOnly, pinDir: options.socketLbPinDir }, log));
   }
-  if (options.ingress.service && !options.ingress.enabled) throw new OptionsError('--ingress-service needs --ingress');
-  if (options.ingress.service && options.proxyMode !== 'nftables') throw new OptionsError('--ingress-service steers its addresses to the proxy with nftables rules: it needs --proxy-mode=nftables');
   if (options.ingress.enabled) dataplanes.push(new IngressDataplane(options.ingress, log, options.manifests ? undefined : { kubeconfig: options.kubeconfig, master: options.master }));
   return dataplanes;
 }

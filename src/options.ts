@@ -746,6 +746,8 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
   if (options.json && options.command === 'run') throw new OptionsError('--json applies to render, services and explain only');
   if (options.command === 'explain' && (!options.inspect.from || !options.inspect.to)) throw new OptionsError('explain needs --from ADDR[:PORT] and --to ADDR:PORT');
   if (options.once && options.command === 'render') throw new OptionsError('--once does not apply to render, which never stays running');
+  if (options.ingress.service && !options.ingress.enabled) throw new OptionsError('--ingress-service needs --ingress');
+  if (options.ingress.service && options.proxyMode !== 'nftables') throw new OptionsError('--ingress-service steers its addresses to the proxy with nftables rules: it needs --proxy-mode=nftables');
   return options;
 }
 

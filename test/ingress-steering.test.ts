@@ -90,7 +90,9 @@ t.test('the status shows --ingress-status-address, else the ingress Service\'s a
 
 t.test('--ingress-service: NAMESPACE/NAME, named in --help', async (t) => {
   t.equal(parseOptions(['--ingress', '--ingress-service', 'ingress-system/kubenft']).ingress.service, 'ingress-system/kubenft');
-  t.throws(() => parseOptions(['--ingress-service', 'kubenft']), /--ingress-service "kubenft": is not NAMESPACE\/NAME/);
+  t.throws(() => parseOptions(['--ingress', '--ingress-service', 'kubenft']), /--ingress-service "kubenft": is not NAMESPACE\/NAME/);
+  t.throws(() => parseOptions(['--ingress-service', 'a/b']), /--ingress-service needs --ingress/);
+  t.throws(() => parseOptions(['--ingress', '--ingress-service', 'a/b', '--proxy-mode', 'iptables']), /it needs --proxy-mode=nftables/);
   t.match(helpText(), /--ingress-service NAMESPACE\/NAME/);
 });
 
