@@ -229,10 +229,6 @@ class ServicePortPlanner {
     const noEndpoints: Verdict = categories.hasAny ? DROP : goto(CHAINS.reject);
 
     const key = (address: string) => [address, this.protocol, view.port.port];
-    const externalAddresses = [...service.externalIPs, ...service.loadBalancerIPs].filter(sameFamily(family));
-    if (config.ingressSteering?.service === serviceKey(service.namespace, service.name)) {
-      for (const address of externalAddresses) this.add(SHARED_SETS.ingressIPs, { key: [address] });
-    }
     const internalEntry = (service.internalTrafficPolicyLocal ? localChain : clusterChain)!;
     this.add(SHARED_SETS.clusterIPs, { key: [view.clusterIP] });
     if (internalEndpoints.length > 0) this.add(SHARED_SETS.serviceIPs, { key: key(view.clusterIP), verdict: goto(internalEntry) });
@@ -241,6 +237,10 @@ class ServicePortPlanner {
 
     if (!externallyAccessible(view)) return;
     const externalChain = this.chain(`external/${this.base}`, this.externalRules(localCIDRs, clusterChain ?? localChain!, localChain, categories.local.length > 0));
+    const externalAddresses = [...service.externalIPs, ...service.loadBalancerIPs].filter(sameFamily(family));
+    if (config.ingressSteering?.service === serviceKey(service.namespace, service.name)) {
+      for (const address of externalAddresses) this.add(SHARED_SETS.ingressIPs, { key: [address] });
+    }
     for (const address of externalAddresses) {
       if (categories.hasAny) this.addRouted(SHARED_SETS.serviceIPs, SHARED_SETS.serviceIPTables, { key: key(address), verdict: goto(externalChain) });
       if (externalEndpoints.length === 0) this.add(SHARED_SETS.noEndpointServices, { key: key(address), verdict: noEndpoints });
