@@ -3,6 +3,7 @@
 // addresses, and real packets: curl from the client namespace to the LB IP on 80 and 443 is answered
 // by kubenft's proxy, while another port of that IP still reaches the Service's endpoint.
 import t from 'tap';
+import { execFileSync } from 'node:child_process';
 import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../src/config.js';
 import { statusAddresses } from '../src/ingress/dataplane.js';
 import { SHARED_SETS, planRuleset, setNamed } from '../src/plan/planner.js';
@@ -65,6 +66,17 @@ t.test('planned: the Service\'s LB and external IPs in ingress-ips; redirects to
 
   const bound = rulesetText(planRuleset(views, steering([{ address: '192.168.100.1', port: 8443 }])));
   t.match(bound, 'ip daddr @ingress-ips meta l4proto tcp th dport 8443 dnat to 192.168.100.1:8443', 'a listener bound to an address: DNAT to it');
+});
+
+t.test('kubenft render shows the steering for the listeners the flags give', async (t) => {
+  const manifests = new ManifestFile(objects([LB_IP]));
+  t.teardown(() => manifests.remove());
+  const render = (...flags: string[]) => execFileSync('node', [CLI, 'render', '--manifests', manifests.path, '--hostname-override', 'node-1', ...flags], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const text = render('--ingress', '--ingress-service', 'default/ingress', '--ingress-http-address', '0.0.0.0:8081', '--ingress-https-address', '');
+  t.match(text, 'ip daddr @ingress-ips meta l4proto tcp th dport 8081 redirect to :8081');
+  t.notMatch(text, 'th dport 443 redirect', 'no HTTPS listener, no HTTPS steering');
+  t.match(text, new RegExp(`set ingress-ips \\{[^}]*elements = \\{ ${EXTERNAL_IP},\\s+${LB_IP} \\}`));
+  t.notMatch(render('--ingress'), 'ingress-ips', 'without --ingress-service');
 });
 
 t.test('planned, dual-stack: the IPv6 addresses too, when a listener takes IPv6', async (t) => {
