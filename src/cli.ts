@@ -147,6 +147,7 @@ async function kubernetesSource(options: AgentOptions, agent: Agent) {
     kubeconfig: options.kubeconfig, master: options.master, nodeName: agent.state.nodeName,
     contentType: options.kubeApiContentType, qps: options.kubeApiQps, burst: options.kubeApiBurst,
     clusterDNS: options.dns.addresses.length > 0,
+    headlessEndpoints: options.ingress.enabled,
     kinds: agent.state.kinds,
   }, agent.handler());
 }

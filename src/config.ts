@@ -5,6 +5,14 @@ import type { NodeContext } from './state/topology.js';
 
 export type LocalDetectMode = 'ClusterCIDR' | 'NodeCIDR';
 
+/** --ingress-service: where this node's ingress proxy takes the traffic of the ingress Service's addresses. */
+export interface IngressSteering {
+  /** namespace/name of the Service whose load-balancer and external IPs are the ingress's. */
+  service: string;
+  /** The proxy's listeners (an address of its own, or the wildcard 0.0.0.0 or ::). */
+  listeners: { address: string; port: number }[];
+}
+
 export interface ProxyConfig extends NodeContext {
   /** nftables table name / iptables chain prefix owner. */
   tableName: string;
@@ -30,6 +38,11 @@ export interface ProxyConfig extends NodeContext {
    * share of the services (docs/architecture.md).
    */
   serviceTables: number;
+  /**
+   * New TCP connections to the ingress Service's load-balancer and external IPs on a listener's port
+   * go to this node's ingress proxy, before the Service's own DNAT could take them.
+   */
+  ingressSteering?: IngressSteering;
 }
 
 export const DEFAULT_PROXY_CONFIG: ProxyConfig = {

@@ -286,6 +286,12 @@ function hostPort(text: string, defaultPort: number, where: string): string {
   return text;
 }
 
+/** NAMESPACE/NAME of an object, or undefined for ''. */
+function namespacedName(text: string, where: string): string | undefined {
+  if (text !== '' && !/^[a-z0-9-]+\/[a-z0-9.-]+$/.test(text)) fail(where, text, 'is not NAMESPACE/NAME');
+  return text || undefined;
+}
+
 function integerIn(value: number, low: number, high: number, where: string): number {
   if (!Number.isInteger(value) || value < low || value > high) fail(where, value, `must be an integer from ${low} to ${high}`);
   return value;
@@ -380,9 +386,10 @@ const SETTINGS: Setting[] = [
     apply: (o, v: string, where) => { o.ingress.httpsAddress = v === '' ? undefined : hostPort(v, 443, where); } },
   { flag: 'ingress-default-certificate', own: true, kind: 'string', arg: 'NAMESPACE/NAME', help: 'TLS Secret served for unknown or absent SNI (default: one generated at start)',
     apply: (o, v: string, where) => {
-      if (v !== '' && !/^[a-z0-9-]+\/[a-z0-9.-]+$/.test(v)) fail(where, v, 'is not NAMESPACE/NAME');
-      o.ingress.defaultCertificate = v || undefined;
+      o.ingress.defaultCertificate = namespacedName(v, where);
     } },
+  { flag: 'ingress-service', own: true, kind: 'string', arg: 'NAMESPACE/NAME', help: 'the ingress\'s LoadBalancer Service (cf. --publish-service): its LB and external IPs on the listeners\' ports reach the proxy; the status shows them',
+    apply: (o, v: string, where) => { o.ingress.service = namespacedName(v, where); } },
   { flag: 'ingress-max-body-size', own: true, kind: 'int', arg: 'BYTES', help: 'larger request bodies get a 413', defaultText: String(100 * 1024 * 1024),
     apply: (o, v: number, where) => { o.ingress.maxBodyBytes = integerIn(v, 0, Number.MAX_SAFE_INTEGER, where); } },
   { flag: 'ingress-max-header-size', own: true, kind: 'int', arg: 'BYTES', help: 'larger request (or response) headers get a 431 (or a 502)', defaultText: String(16 * 1024),
@@ -739,6 +746,8 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
   if (options.json && options.command === 'run') throw new OptionsError('--json applies to render, services and explain only');
   if (options.command === 'explain' && (!options.inspect.from || !options.inspect.to)) throw new OptionsError('explain needs --from ADDR[:PORT] and --to ADDR:PORT');
   if (options.once && options.command === 'render') throw new OptionsError('--once does not apply to render, which never stays running');
+  if (options.ingress.service && !options.ingress.enabled) throw new OptionsError('--ingress-service needs --ingress');
+  if (options.ingress.service && options.proxyMode !== 'nftables') throw new OptionsError('--ingress-service steers its addresses to the proxy with nftables rules: it needs --proxy-mode=nftables');
   return options;
 }
 

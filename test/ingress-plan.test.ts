@@ -5,7 +5,7 @@ import { type IngressPlan, Router, planIngress, routingHost } from '../src/plan/
 import { ClusterState, type KubeObject } from '../src/state/cluster-state.js';
 import { type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret } from '../src/state/ingress-objects.js';
 import { ObjectError } from '../src/state/model.js';
-import { servicePortViews } from '../src/state/service-ports.js';
+import { endpointPortViews, servicePortViews } from '../src/state/service-ports.js';
 import { service, slice } from './lib/manifests.js';
 import { OUR_CLASS, PATH_TABLE, certificate, ingress, type IngressPathSpec as Path, tlsSecret } from './lib/ingress-manifests.js';
 
@@ -31,7 +31,7 @@ function plan(objects: KubeObject[], ingressClass = 'kubenft'): IngressPlan {
     ingresses: state.objectsOf<IngressInfo>('Ingress').values(),
     classes: state.objectsOf<IngressClassInfo>('IngressClass').values(),
     secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
-    servicePorts: (key) => servicePortViews(state, key),
+    servicePorts: (key) => endpointPortViews(state, key),
     node: { nodeName: 'node-1' },
     ingressClass,
   });
@@ -144,13 +144,44 @@ t.test('an Ingress with an unknown backend or a missing Secret is reported and s
     'Ingress default/no-port-name: service web has no TCP port "grpc"',
     'Ingress default/no-port: service web has no TCP port 81',
     'Ingress default/no-secret: secret gone not found',
-    'Ingress default/no-service: service missing not found (or headless, which ingress does not route to)',
+    'Ingress default/no-service: service missing not found',
     'Ingress default/not-tls: secret opaque is not of type kubernetes.io/tls',
   ]);
   t.equal(route([good, unknownService], 'bad.com', '/'), 'none');
   const empty = ingress('empty', [{ paths: [{ path: '/', pathType: 'Prefix', service: 'empty' }] }]);
   const match = new Router(plan([empty]).table).match('', '/');
   t.same(match.kind === 'route' && match.endpoints, [], 'a Service without ready endpoints is routed, to no endpoint (503)');
+});
+
+t.test('a headless Service is a backend: its ready endpoints, by port number or name, in both families', async (t) => {
+  const headless = (name: string, ports: { name?: string; port: number; targetPort?: number | string }[]) => service(name, 'None', ports) as KubeObject;
+  const objects: KubeObject[] = [
+    headless('db', [{ name: 'http', port: 80, targetPort: 'web' }, { name: 'admin', port: 9000 }]),
+    slice('db', [{ name: 'http', port: 8080 }, { name: 'admin', port: 9000 }], [{ ip: '10.244.2.1' }, { ip: '10.244.2.2' }, { ip: '10.244.2.3', ready: false }]) as KubeObject,
+    slice('db', [{ name: 'http', port: 8080 }, { name: 'admin', port: 9000 }], [{ ip: 'fd00:244::1' }], { addressType: 'IPv6' }) as KubeObject,
+    headless('idle', [{ name: 'http', port: 80 }]),
+    ingress('headless', [
+      { host: 'db.example.com', paths: [{ path: '/', pathType: 'Prefix', service: 'db', port: 80 }, { path: '/admin', pathType: 'Prefix', service: 'db', port: 'admin' }] },
+      { host: 'idle.example.com', paths: [{ path: '/', pathType: 'Prefix', service: 'idle', port: 'http' }] },
+    ]),
+  ];
+  const state = stateWith(objects);
+  t.same(servicePortViews(state, 'default/db'), [], 'the proxy\'s rules still see no headless service');
+  const result = plan(objects);
+  t.same(result.problems, []);
+  t.same(result.table.backends, {
+    ...result.table.backends,
+    'default/db:http': ['10.244.2.1:8080', '10.244.2.2:8080', '[fd00:244::1]:8080'],
+    'default/db:admin': ['10.244.2.1:9000', '10.244.2.2:9000', '[fd00:244::1]:9000'],
+    'default/idle:http': [],
+  }, 'the slices give the endpoint ports; not-ready endpoints stay out; without a slice the port resolves to no endpoint');
+  const router = new Router(result.table);
+  const backendOf = (host: string, path: string) => { const match = router.match(host, path); return match.kind === 'route' ? match.route.backend : 'none'; };
+  t.equal(backendOf('db.example.com', '/x'), 'default/db:http', 'by port number');
+  t.equal(backendOf('db.example.com', '/admin/x'), 'default/db:admin', 'by port name');
+  t.equal(backendOf('idle.example.com', '/'), 'default/idle:http', 'no slice yet: routed to no endpoint (503)');
+  const missingPort = plan([...objects, ingress('bad', [{ host: 'bad.example.com', paths: [{ path: '/', pathType: 'Prefix', service: 'db', port: 81 }] }])]);
+  t.same(missingPort.problems.map((problem) => problem.reason), ['service db has no TCP port 81'], 'a port the headless Service does not name is reported');
 });
 
 t.test('bad objects are rejected with their name and the reason', async (t) => {

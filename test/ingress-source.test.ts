@@ -1,12 +1,14 @@
 // Agent mode: the API source watches Ingresses, IngressClasses and only TLS Secrets when the state
 // has those kinds registered (--ingress), and nothing of them otherwise.
 import t from 'tap';
-import { KubernetesSource, type SourceHandler } from '../src/source/kubernetes.js';
+import { DNS_SELECTOR, KubernetesSource, PROXYABLE_SELECTOR, type SourceHandler } from '../src/source/kubernetes.js';
 import { ClusterState, type KubeObject } from '../src/state/cluster-state.js';
 import { normalizeIngress, normalizeIngressClass, normalizeTlsSecret } from '../src/state/ingress-objects.js';
 import { eventually } from './lib/eventually.js';
 import { FakeApiServer } from './lib/fake-apiserver.js';
 import { OUR_CLASS, certificate, ingress, tlsSecret } from './lib/ingress-manifests.js';
+import { service, slice } from './lib/manifests.js';
+import { servicePortViews } from '../src/state/service-ports.js';
 
 const NODE = 'node-1';
 const INGRESS_KINDS = ['Ingress', 'IngressClass', 'Secret'];
@@ -59,4 +61,26 @@ t.test('without them, no ingress resource is requested', async (t) => {
   await source.start();
   t.ok(await eventually(async () => synced, 10_000));
   t.same(server.requests.filter((request) => INGRESS_KINDS.some((kind) => request.path.includes(kind.toLowerCase()))), []);
+});
+
+t.test('with headlessEndpoints (--ingress) the slices of headless services are watched too; the proxy\'s views still leave them out', async (t) => {
+  for (const headlessEndpoints of [true, false]) {
+    const server = await FakeApiServer.create();
+    t.teardown(() => server.close());
+    server.upsert(service('db', 'None', [{ name: 'http', port: 80 }]) as KubeObject);
+    const headlessSlice = slice('db', [{ name: 'http', port: 8080 }], [{ ip: '10.244.1.8' }]);
+    headlessSlice.metadata.labels = { ...headlessSlice.metadata.labels, 'service.kubernetes.io/headless': '' };
+    server.upsert(headlessSlice as KubeObject);
+    const state = stateWithIngressKinds();
+    let synced = false;
+    const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE, kinds: state.kinds, headlessEndpoints }, handlerFor(state, () => (synced = true)));
+    t.teardown(() => source.stop());
+    await source.start();
+    t.ok(await eventually(async () => synced, 10_000), 'synced');
+    const slices = server.requests.find((request) => request.path === '/apis/discovery.k8s.io/v1/endpointslices' && !request.watch);
+    t.equal(slices?.query.labelSelector, headlessEndpoints ? DNS_SELECTOR : PROXYABLE_SELECTOR, `headlessEndpoints ${headlessEndpoints}: the selector`);
+    t.equal(state.slices.get('default/db')?.length ?? 0, headlessEndpoints ? 1 : 0, `headlessEndpoints ${headlessEndpoints}: the headless slice`);
+    t.same(servicePortViews(state, 'default/db'), [], 'no rule is planned for it');
+    await source.stop();
+  }
 });

@@ -1,7 +1,8 @@
 import { networkInterfaces, hostname } from 'node:os';
 import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
-import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../config.js';
+import { DEFAULT_PROXY_CONFIG, type IngressSteering, type ProxyConfig } from '../config.js';
+import { splitAddress } from '../ingress/dataplane.js';
 import { type ConntrackFilter, deleteFlows } from '../backend/conntrack.js';
 import type { AgentOptions } from '../options.js';
 import { ClusterState, type KubeObject } from '../state/cluster-state.js';
@@ -136,7 +137,16 @@ export class Agent {
       serviceTables: options.serviceTables,
       nodePortAddresses,
       nodeIPs,
+      ingressSteering: this.ingressSteering(),
     };
+  }
+
+  /** --ingress-service: the ingress Service's addresses go to the proxy's listeners. */
+  private ingressSteering(): IngressSteering | undefined {
+    const { enabled, service, httpAddress, httpsAddress } = this.options.ingress;
+    if (!enabled || !service) return undefined;
+    const listeners = [httpAddress, httpsAddress].flatMap((text) => splitAddress(text) ?? []).map(({ host, port }) => ({ address: host, port }));
+    return { service, listeners };
   }
 
   /** The source's callbacks: every change is tracked and asks the runner for a sync. */

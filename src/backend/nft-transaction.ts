@@ -557,6 +557,14 @@ export class NftTransaction {
         this.dnat(statement.family, NFT_REG32_00, NFT_REG32_00 + addressLength / 4);
         return;
       }
+      case 'redirect': {
+        this.immediate(NFT_REG_1, 'inet_service', statement.port);
+        const a = this.expr('redir');
+        w.attrU32(a.regProtoMin, NFT_REG_1);
+        w.attrU32(a.flags, NF_NAT_RANGE.PROTO_SPECIFIED);
+        w.closeList();
+        return;
+      }
       case 'masquerade': {
         const a = this.expr('masq');
         w.attrU32(a.flags, NF_NAT_RANGE.PROTO_RANDOM_FULLY);

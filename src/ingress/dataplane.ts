@@ -12,7 +12,7 @@ import type { ClusterState } from '../state/cluster-state.js';
 import {
   type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret,
 } from '../state/ingress-objects.js';
-import { servicePortViews } from '../state/service-ports.js';
+import { endpointPortViews } from '../state/service-ports.js';
 import type { FromWorker, ProxySettings, ToWorker } from './proxy-protocol.js';
 import type { IngressStatusWriter } from './status.js';
 
@@ -34,8 +34,10 @@ export interface IngressOptions {
   backendTimeoutMs: number;
   /** Worker processes; 0: one per core. */
   workers: number;
-  /** --ingress-status-address: what status.loadBalancer shows (default: the status writer's node addresses). */
+  /** --ingress-status-address: what status.loadBalancer shows (default: the ingress Service's addresses, else the status writer's node addresses). */
   statusAddresses: string[];
+  /** --ingress-service NAMESPACE/NAME: the Service whose load-balancer and external IPs reach the proxy. */
+  service?: string;
 }
 
 /** Agent mode: where the elected status writer reaches the API server. */
@@ -61,10 +63,22 @@ async function generateDefaultCertificate(): Promise<{ cert: string; key: string
   return { cert, key };
 }
 
-function splitAddress(text: string | undefined): { host: string; port: number } | undefined {
+export function splitAddress(text: string | undefined): { host: string; port: number } | undefined {
   if (!text) return undefined;
   const separator = text.lastIndexOf(':');
   return { host: text.slice(0, separator).replace(/^\[|\]$/g, ''), port: Number(text.slice(separator + 1)) };
+}
+
+/**
+ * What the served Ingresses' status.loadBalancer shows, chosen as ingress-nginx does: the
+ * --ingress-status-address list, else the --ingress-service's load-balancer and external IPs (none
+ * while it has none), else the node's addresses.
+ */
+export function statusAddresses(options: Pick<IngressOptions, 'statusAddresses' | 'service'>, state: ClusterState, nodeIPs: string[]): string[] {
+  if (options.statusAddresses.length > 0) return options.statusAddresses;
+  if (!options.service) return nodeIPs;
+  const service = state.services.get(options.service);
+  return service ? [...new Set([...service.loadBalancerIPs, ...service.externalIPs])] : [];
 }
 
 export class IngressDataplane implements StateDataplane {
@@ -114,7 +128,7 @@ export class IngressDataplane implements StateDataplane {
       secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
       servicePorts: (key) => {
         backendServices.add(key);
-        return servicePortViews(state, key);
+        return endpointPortViews(state, key);
       },
       node: config,
       ingressClass: this.options.className,
@@ -135,7 +149,7 @@ export class IngressDataplane implements StateDataplane {
    */
   private concerns(changes: StateChanges): boolean {
     if (changes.services === 'full' || INGRESS_KINDS.some((kind) => changes.kinds.has(kind))) return true;
-    for (const key of changes.services) if (this.backendServices.has(key)) return true;
+    for (const key of changes.services) if (this.backendServices.has(key) || key === this.options.service) return true;
     return false;
   }
 
@@ -148,7 +162,7 @@ export class IngressDataplane implements StateDataplane {
     }
     const ingresses = state.objectsOf<IngressInfo>('Ingress');
     const targets = table.served.map((key) => ingresses.get(key)!).map((ingress) => ({ namespace: ingress.namespace, name: ingress.name, current: ingress.statusAddresses }));
-    await this.status.publish(targets, this.options.statusAddresses.length > 0 ? this.options.statusAddresses : config.nodeIPs);
+    await this.status.publish(targets, statusAddresses(this.options, state, config.nodeIPs));
   }
 
   /** --ingress-default-certificate's Secret, added to the table so the workers hold it like any other. */

@@ -219,7 +219,9 @@ export function explainText(report: ExplainReport): string {
   while (outcomes.length > 0 && outcomes.every((outcome) => sameStep(outcome.steps[common], outcomes[0].steps[common]))) common++;
   for (const step of outcomes[0]?.steps.slice(0, common) ?? []) lines.push(`  ${stepText(step)}`);
   for (const outcome of outcomes) {
-    const what = [outcome.fate, outcome.dnat ? `dnat to ${outcome.dnat.address.includes(':') ? `[${outcome.dnat.address}]` : outcome.dnat.address}:${outcome.dnat.port}` : undefined,
+    const translation = outcome.dnat?.redirect ? `redirect to :${outcome.dnat.port}`
+      : outcome.dnat ? `dnat to ${outcome.dnat.address.includes(':') ? `[${outcome.dnat.address}]` : outcome.dnat.address}:${outcome.dnat.port}` : undefined;
+    const what = [outcome.fate, translation,
       outcome.masquerade ? 'masquerade' : undefined, outcome.delivery === 'local' ? 'delivered to this node' : outcome.delivery].filter(Boolean).join(', ');
     lines.push(`${percent(outcome.probability).padStart(8)}  ${what}${outcome.reason ? `: ${outcome.reason}` : ''}`);
     for (const step of outcome.steps.slice(common)) lines.push(`            ${stepText(step)}`);

@@ -44,7 +44,8 @@ export interface Outcome {
   fate: Fate;
   /** Where an accepted packet goes after the NAT hooks: this node, or forwarded. */
   delivery?: 'local' | 'forwarded';
-  dnat?: { address: string; port: number };
+  /** A redirect is a DNAT to this node: to the receiving interface's address, or loopback from this node. */
+  dnat?: { address: string; port: number; redirect?: boolean };
   masquerade: boolean;
   /** Things the connection leaves behind: an affinity set update. */
   notes: string[];
@@ -117,7 +118,7 @@ interface Branch {
   mark: number;
   labels: Buffer;
   registers: Buffer;
-  dnat?: { address: string; port: number };
+  dnat?: Outcome['dnat'];
   masquerade: boolean;
   notes: string[];
   steps: Step[];
@@ -437,6 +438,15 @@ export class Evaluator {
         branch.daddr = address;
         branch.dport = port;
         branch.dnat = { address: describeAddress(address), port };
+        return { verdict: { code: NF_VERDICT.accept } };
+      }
+      case 'redir': {
+        // To the receiving interface's address, or loopback from this node: this node either way.
+        const loopback = this.family === 'ip' ? '127.0.0.1' : '::1';
+        const port = this.registerBytes(branch, attr('regProtoMin'), 2).readUInt16BE();
+        branch.daddr = encodeAddress(loopback);
+        branch.dport = port;
+        branch.dnat = { address: loopback, port, redirect: true };
         return { verdict: { code: NF_VERDICT.accept } };
       }
       case 'masq':

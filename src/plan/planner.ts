@@ -1,5 +1,5 @@
 import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../config.js';
-import { type PortEndpoint, type ServicePortView, servicePortName } from '../state/service-ports.js';
+import { type PortEndpoint, type ServicePortView, serviceKey, servicePortName } from '../state/service-ports.js';
 import { categorizeEndpoints, externallyAccessible } from '../state/topology.js';
 import ipaddr from 'ipaddr.js';
 import { encodeAddress } from './fields.js';
@@ -58,6 +58,8 @@ export const SHARED_SETS = {
   clusterIPs: 'cluster-ips',
   nodePortIPs: 'nodeport-ips',
   hairpin: 'hairpin-endpoints',
+  /** The ingress Service's load-balancer and external IPs (--ingress-service), steered to the ingress proxy. */
+  ingressIPs: 'ingress-ips',
 } as const;
 export type SharedSet = (typeof SHARED_SETS)[keyof typeof SHARED_SETS];
 const SERVICE_TABLE_SETS = new Set<SharedSet>([SHARED_SETS.serviceIPs, SHARED_SETS.serviceNodePorts, SHARED_SETS.nodePortKeys]);
@@ -236,6 +238,9 @@ class ServicePortPlanner {
     if (!externallyAccessible(view)) return;
     const externalChain = this.chain(`external/${this.base}`, this.externalRules(localCIDRs, clusterChain ?? localChain!, localChain, categories.local.length > 0));
     const externalAddresses = [...service.externalIPs, ...service.loadBalancerIPs].filter(sameFamily(family));
+    if (config.ingressSteering?.service === serviceKey(service.namespace, service.name)) {
+      for (const address of externalAddresses) this.add(SHARED_SETS.ingressIPs, { key: [address] });
+    }
     for (const address of externalAddresses) {
       if (categories.hasAny) this.addRouted(SHARED_SETS.serviceIPs, SHARED_SETS.serviceIPTables, { key: key(address), verdict: goto(externalChain) });
       if (externalEndpoints.length === 0) this.add(SHARED_SETS.noEndpointServices, { key: key(address), verdict: noEndpoints });
@@ -382,6 +387,22 @@ function nodePortAddressing(family: TableFamily, config: ProxyConfig): { set: Na
 }
 
 /**
+ * --ingress-service: new TCP connections to the ingress Service's addresses on a listener's port
+ * reach this node's proxy: redirected to a wildcard listener ('::' takes IPv4 too), DNATed to one
+ * bound to an address of the family. First in the main table's NAT chains, so that the Service's
+ * own DNAT (a later chain of the hook) never sees them; its other ports keep their rules.
+ */
+function ingressSteeringRules(family: TableFamily, config: ProxyConfig): Rule[] {
+  const toIngressIP: Statement = { kind: 'lookup', fields: [FAMILY[family].daddr], set: SHARED_SETS.ingressIPs, op: '==' };
+  return (config.ingressSteering?.listeners ?? []).flatMap(({ address, port }) => {
+    const toListener: Statement | undefined = address === '0.0.0.0' || address === '::'
+      ? (family === 'ip' || address === '::' ? { kind: 'redirect', port } : undefined)
+      : sameFamily(family)(address) ? { kind: 'dnat', address, port } : undefined;
+    return toListener ? [rule(toIngressIP, protocolMatch('tcp'), { kind: 'match', field: 'th dport', op: '==', value: port }, toListener)] : [];
+  });
+}
+
+/**
  * NAT priority of the main table's chains: before the service tables' DNAT (-100), because once a
  * packet is translated the kernel skips the remaining NAT chains of the hook.
  */
@@ -400,6 +421,7 @@ export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
   // The label is a hint, not the decision: the service table still matches the connection exactly
   // (a NodePort also by its address), so a NodePort is labelled whatever its destination address.
   const natDispatch = [
+    ...ingressSteeringRules(family, config),
     rule(verdict(jump(CHAINS.clusterIPMasquerade))),
     rule({ kind: 'lookup', fields: [fields.daddr], set: SHARED_SETS.clusterIPs, op: '==' },
       { kind: 'vmap', fields: [fields.daddr], mask: bucketAddress(buckets - 1), map: SHARED_SETS.clusterIPTables }),
@@ -423,6 +445,7 @@ export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
       { ...verdictMap(SHARED_SETS.clusterIPTables, [fields.address]), elements: lastBytes },
       verdictMap(SHARED_SETS.serviceIPTables, [fields.address, 'inet_proto', 'inet_service']),
       verdictMap(SHARED_SETS.serviceNodePortTables, ['inet_proto', 'inet_service']),
+      ...(config.ingressSteering ? [{ name: SHARED_SETS.ingressIPs, keyType: [fields.address], elements: [] }] : []),
     ],
     chains: [
       baseChain(CHAINS.natPrerouting, 'nat', 'prerouting', MAIN_NAT_PRIORITY, natDispatch),

@@ -55,6 +55,8 @@ export function statementJson(statement: Statement): Json {
       return { dnat: { addr: statement.address, port: statement.port } };
     case 'dnatMap':
       return { dnat: { family: statement.family, addr: { map: { key: { numgen: { mode: 'random', mod: statement.modulus, offset: 0 } }, data: `@${statement.map}` } } } };
+    case 'redirect':
+      return { redirect: { port: statement.port } };
     case 'masquerade':
       return { masquerade: { flags: 'fully-random' } };
     case 'reject':

@@ -40,6 +40,8 @@ export function statementText(statement: Statement): string {
       return `dnat to ${statement.address.includes(':') ? `[${statement.address}]` : statement.address}:${statement.port}`;
     case 'dnatMap':
       return `dnat ${statement.family} to numgen random mod ${statement.modulus} map @${statement.map}`;
+    case 'redirect':
+      return `redirect to :${statement.port}`;
     case 'masquerade':
       return 'masquerade fully-random';
     case 'reject':

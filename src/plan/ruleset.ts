@@ -34,6 +34,8 @@ export type Statement =
   | { kind: 'dnat'; address: string; port: number }
   /** dnat to the address . port that `numgen random mod modulus` picks from a data map. */
   | { kind: 'dnatMap'; family: TableFamily; modulus: number; map: string }
+  /** To this node's port: the receiving interface's address (prerouting) or loopback (output). */
+  | { kind: 'redirect'; port: number }
   | { kind: 'masquerade' }
   | { kind: 'reject' }
   | { kind: 'verdict'; verdict: Verdict };

@@ -51,6 +51,8 @@ export interface KubernetesSourceOptions {
    * for. The proxy's planners skip headless services (they have no ClusterIP), so this changes no rule.
    */
   clusterDNS?: boolean;
+  /** The ingress: also watch the EndpointSlices of headless services, which it routes to (no Namespaces). */
+  headlessEndpoints?: boolean;
   /** The state's registered kinds (ClusterState.kinds): those with a resource below are watched too. */
   kinds?: readonly string[];
 }
@@ -114,7 +116,10 @@ interface Resource {
   fieldSelector?: string;
 }
 
-/** Headless services' slices included: objects naming another service proxy still belong to that proxy. */
+/**
+ * Headless services' slices included, for the dataplanes that use them (cluster DNS, the ingress):
+ * objects naming another service proxy still belong to that proxy.
+ */
 export const DNS_SELECTOR = '!service.kubernetes.io/service-proxy-name';
 
 /** The kinds other dataplanes register (ClusterState.registerKind), by kind. */
@@ -125,14 +130,14 @@ const EXTRA_RESOURCES: Record<string, Resource> = {
   Secret: { kind: 'Secret', apiVersion: 'v1', path: '/api/v1/secrets', fieldSelector: 'type=kubernetes.io/tls' },
 };
 
-function resources(nodeName: string, clusterDNS = false): Resource[] {
+function resources({ nodeName, clusterDNS = false, headlessEndpoints = false }: KubernetesSourceOptions): Resource[] {
   return [
     { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector: PROXYABLE_SELECTOR },
     {
       kind: 'EndpointSlice',
       apiVersion: 'discovery.k8s.io/v1',
       path: '/apis/discovery.k8s.io/v1/endpointslices',
-      labelSelector: clusterDNS ? DNS_SELECTOR : PROXYABLE_SELECTOR,
+      labelSelector: clusterDNS || headlessEndpoints ? DNS_SELECTOR : PROXYABLE_SELECTOR,
     },
     { kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes', fieldSelector: `metadata.name=${nodeName}` },
     ...(clusterDNS ? [{ kind: 'Namespace', apiVersion: 'v1', path: '/api/v1/namespaces' }] : []),
@@ -422,7 +427,7 @@ export class KubernetesSource {
     this.limiter = new RequestLimiter(options.qps ?? DEFAULT_QPS, Math.max(1, options.burst ?? DEFAULT_BURST));
     const events: InformerEvents = { handler, listed: () => this.informerListed() };
     const extra = (options.kinds ?? []).filter((kind) => Object.hasOwn(EXTRA_RESOURCES, kind)).map((kind) => EXTRA_RESOURCES[kind]);
-    const watched = [...resources(options.nodeName, options.clusterDNS), ...extra];
+    const watched = [...resources(options), ...extra];
     this.informers = watched.map(
       (resource) => new ResourceInformer(resource, config, this.limiter, events),
     );
