@@ -43,6 +43,31 @@ const dig = async (server: string, ...args: string[]) =>
 const short = async (...args: string[]) => (await dig(LINK_LOCAL, '+short', ...args)).trim().split('\n').filter(Boolean).sort();
 const status = async (...args: string[]) => /status: (\w+)/.exec(await dig(LINK_LOCAL, ...args))?.[1];
 
+/** The DNS table as nft (the independent oracle) lists it: each rule's expressions, each set's elements. */
+async function listedDnsTable(): Promise<{ rules: [string, unknown[]][]; sets: Record<string, unknown[]> }> {
+  const listed = JSON.parse((await topology.exec(topology.node, ['nft', '-j', 'list', 'table', 'inet', 'kubenft-dns'])).stdout) as { nftables: Record<string, { chain?: string; expr?: unknown[]; name?: string; elem?: unknown[] }>[] };
+  const rules: [string, unknown[]][] = [];
+  const sets: Record<string, unknown[]> = {};
+  for (const object of listed.nftables) {
+    if (object.rule) rules.push([object.rule.chain!, object.rule.expr!]);
+    if (object.set) sets[object.set.name!] = object.set.elem!;
+  }
+  return { rules, sets };
+}
+
+const servedBy = (address: string, port: string) => ({
+  match: { op: '==', left: { concat: [{ payload: { protocol: 'ip', field: address } }, { meta: { key: 'l4proto' } }, { payload: { protocol: 'th', field: port } }] }, right: '@served-ipv4' },
+});
+const EXPECTED_DNS_TABLE = {
+  rules: [
+    ['prerouting', [servedBy('daddr', 'dport'), { match: { op: '==', left: { socket: { key: 'wildcard' } }, right: 0 } }, { notrack: null }]],
+    ['output', [servedBy('saddr', 'sport'), { notrack: null }]],
+  ],
+  sets: { 'served-ipv4': [LINK_LOCAL, KUBE_DNS_IP].flatMap((address) => ['tcp', 'udp'].map((protocol) => ({ concat: [address, protocol, 53] }))) },
+};
+const sortedElements = (table: { sets: Record<string, unknown[]> }) =>
+  Object.fromEntries(Object.entries(table.sets).map(([name, elements]) => [name, elements.map((element) => JSON.stringify(element)).sort()]));
+
 async function startAgent(): Promise<void> {
   agent = topology.spawn(topology.node, ['node', CLI, '--manifests', manifests.path, '--cluster-dns', `${LINK_LOCAL},${KUBE_DNS_IP}`,
     '--dns-upstream', `127.0.0.1:${UPSTREAM_PORT}`, '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:10249']);
@@ -143,6 +168,12 @@ t.test('the kube-dns ClusterIP is answered by kubenft, with no conntrack entry',
   t.equal(tracked.stdout.trim(), '', 'no conntrack entry for the query');
 });
 
+t.test('the notrack table, loaded by the addon, is exactly what nft lists', async (t) => {
+  const listed = await listedDnsTable();
+  t.same(listed.rules, EXPECTED_DNS_TABLE.rules);
+  t.same(sortedElements(listed), sortedElements(EXPECTED_DNS_TABLE));
+});
+
 t.test('SIGKILL: the ClusterIP is answered by the DNS Service\'s endpoints, then by kubenft after a restart', async (t) => {
   const responder = topology.spawn(topology.pods[0].ns, ['node', RESPONDER, COREDNS_POD.ipv4, '53', '192.0.2.53']);
   await responder.waitForOutput(/listening/, 10_000);
@@ -152,6 +183,7 @@ t.test('SIGKILL: the ClusterIP is answered by the DNS Service\'s endpoints, then
     t.ok(await eventually(async () => (await dig(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim() === '192.0.2.53', 5_000, 100), 'the CoreDNS pod answers through the DNAT');
     await startAgent();
     t.ok(await eventually(async () => (await dig(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim() === '10.0.0.20'), 'kubenft answers again');
+    t.same((await listedDnsTable()).rules, EXPECTED_DNS_TABLE.rules, 'the restart replaced the table: no rule twice');
   } finally {
     await responder.stop();
   }
