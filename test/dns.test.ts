@@ -16,6 +16,8 @@ const RESPONDER = join(projectRoot(), 'test/fixtures/dns-responder.mjs');
 const FUZZ = join(projectRoot(), 'test/fixtures/dns-fuzz.mjs');
 const COREDNS_POD = { name: 'coredns', ipv4: '10.244.1.53', udp: true };
 const Z = 'svc.cluster.local';
+const OTHER_PROXY_IP = '10.0.0.30';
+const OTHER_PROXY = { 'service.kubernetes.io/service-proxy-name': 'other-proxy' };
 
 const namespace = (name: string) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
 const inNamespace = <T extends { metadata: object }>(object: T, ns: string): T => ({ ...object, metadata: { ...object.metadata, namespace: ns } });
@@ -29,6 +31,8 @@ const objects = (webEndpoints: string[]) => [
   service('web', 'None', [{ name: 'http', port: 80 }]),
   slice('web', [{ name: 'http', port: 80 }], webEndpoints.map((ip) => ({ ip }))),
   { apiVersion: 'v1', kind: 'Service', metadata: { name: 'ext', namespace: 'default' }, spec: { type: 'ExternalName', externalName: 'hostnames.default.svc.cluster.local' } },
+  service('elsewhere', OTHER_PROXY_IP, [{ name: 'http', port: 80 }], {}, { metadata: { name: 'elsewhere', namespace: 'default', labels: OTHER_PROXY } }),
+  { ...slice('elsewhere', [{ name: 'http', port: 80 }], [{ ip: '10.1.0.9' }]), metadata: { name: 'elsewhere-ipv4', namespace: 'default', labels: { 'kubernetes.io/service-name': 'elsewhere', ...OTHER_PROXY } } },
   service('many', 'None', []),
   slice('many', [], Array.from({ length: 60 }, (_, index) => ({ ip: `10.245.0.${index + 1}` }))),
 ];
@@ -95,6 +99,14 @@ t.test('ClusterIP services: A and AAAA (dual stack), SRV for named ports, PTR in
   t.same(await short(`_http._tcp.hostnames.default.${Z}`, 'SRV'), [`0 50 80 hostnames.default.${Z}.`, `0 50 80 hostnames.default.${Z}.`]);
   t.same(await short('-x', '10.0.0.20'), [`hostnames.default.${Z}.`]);
   t.same(await short('-x', 'fd00:10:96::20'), [`hostnames.default.${Z}.`]);
+});
+
+t.test('another proxy\'s Service has a name, and no rule of kubenft\'s proxy', async (t) => {
+  t.same(await short(`elsewhere.default.${Z}`, 'A'), [OTHER_PROXY_IP]);
+  t.same(await short(`_http._tcp.elsewhere.default.${Z}`, 'SRV'), [`0 100 80 elsewhere.default.${Z}.`]);
+  const ruleset = (await topology.exec(topology.node, ['nft', 'list', 'ruleset'])).stdout;
+  t.match(ruleset, /10\.0\.0\.20/, 'the proxy\'s rules hold the other services');
+  t.notMatch(ruleset, /10\.0\.0\.30|10\.1\.0\.9/, 'neither its ClusterIP nor its endpoint');
 });
 
 t.test('the query\'s case is kept in the answer', async (t) => {

@@ -21,9 +21,14 @@ export interface ServicePortView {
 export const servicePortName = (view: ServicePortView) =>
   `${view.service.namespace}/${view.service.name}${view.port.name ? `:${view.port.name}` : ''}`;
 
+/**
+ * What the proxying dataplanes (rules, socket LB, ingress backends, health checks) see of a
+ * service: nothing of another proxy's service, nor of the slices kube-proxy's label selector
+ * leaves out, whichever source delivered them (the API with cluster DNS on, or manifests).
+ */
 export function servicePortViews(state: ClusterState, key: string): ServicePortView[] {
   const service = state.services.get(key);
-  if (!service) return [];
+  if (!service || service.otherProxy) return [];
   const slices = state.slices.get(key) ?? [];
   return service.clusterIPs.flatMap((clusterIP) => {
     const family = familyOf(clusterIP);
@@ -31,7 +36,7 @@ export function servicePortViews(state: ClusterState, key: string): ServicePortV
       const seen = new Set<string>();
       const endpoints: PortEndpoint[] = [];
       for (const slice of slices) {
-        if (slice.family !== family) continue;
+        if (slice.family !== family || slice.unproxied) continue;
         const target = slice.ports.find((candidate) => candidate.name === port.name && candidate.protocol === port.protocol);
         if (!target) continue;
         for (const endpoint of slice.endpoints) {
