@@ -42,8 +42,11 @@ let manifests: ManifestFile;
 let agent: ProcessHandle | undefined;
 let upstream: ProcessHandle;
 
-const dig = async (server: string, ...args: string[]) =>
-  (await topology.exec(topology.client, ['dig', '+time=2', '+tries=1', `@${server}`, ...args])).stdout;
+const digFrom = async (ns: string, server: string, ...args: string[]) =>
+  (await topology.exec(ns, ['dig', '+time=2', '+tries=1', `@${server}`, ...args])).stdout;
+const dig = (server: string, ...args: string[]) => digFrom(topology.client, server, ...args);
+/** A host-network client: the node namespace itself, where the proxy's output rules apply. */
+const digFromNode = (server: string, ...args: string[]) => digFrom(topology.node, server, ...args);
 const short = async (...args: string[]) => (await dig(LINK_LOCAL, '+short', ...args)).trim().split('\n').filter(Boolean).sort();
 const status = async (...args: string[]) => /status: (\w+)/.exec(await dig(LINK_LOCAL, ...args))?.[1];
 
@@ -66,6 +69,7 @@ const EXPECTED_DNS_TABLE = {
   rules: [
     ['prerouting', [servedBy('daddr', 'dport'), { match: { op: '==', left: { socket: { key: 'wildcard' } }, right: 0 } }, { notrack: null }]],
     ['output', [servedBy('saddr', 'sport'), { notrack: null }]],
+    ['output', [servedBy('daddr', 'dport'), { match: { op: '==', left: { fib: { result: 'type', flags: ['daddr'] } }, right: 'local' } }, { notrack: null }]],
   ],
   sets: { 'served-ipv4': [LINK_LOCAL, KUBE_DNS_IP].flatMap((address) => ['tcp', 'udp'].map((protocol) => ({ concat: [address, protocol, 53] }))) },
 };
@@ -180,6 +184,14 @@ t.test('the kube-dns ClusterIP is answered by kubenft, with no conntrack entry',
   t.equal(tracked.stdout.trim(), '', 'no conntrack entry for the query');
 });
 
+t.test('a query from the node itself to the kube-dns ClusterIP is answered by kubenft, with no conntrack entry', async (t) => {
+  await topology.exec(topology.node, ['conntrack', '-F']);
+  t.same((await digFromNode(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim(), '10.0.0.20');
+  t.same((await digFromNode(KUBE_DNS_IP, '+tcp', '+short', `hostnames.default.${Z}`)).trim(), '10.0.0.20', 'over TCP too');
+  const tracked = await topology.exec(topology.node, ['conntrack', '-L', '-d', KUBE_DNS_IP]);
+  t.equal(tracked.stdout.trim(), '', 'no conntrack entry for the queries');
+});
+
 t.test('the notrack table, loaded by the addon, is exactly what nft lists', async (t) => {
   const listed = await listedDnsTable();
   t.same(listed.rules, EXPECTED_DNS_TABLE.rules);
@@ -192,10 +204,13 @@ t.test('SIGKILL: the ClusterIP is answered by the DNS Service\'s endpoints, then
   try {
     agent!.child.kill('SIGKILL');
     await agent!.exited;
+    t.notMatch((await topology.exec(topology.node, ['ip', '-br', 'addr'])).stdout, /10\.0\.0\.10/, 'the TUN device, and the ClusterIP on it, died with the process');
     t.ok(await eventually(async () => (await dig(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim() === '192.0.2.53', 5_000, 100), 'the CoreDNS pod answers through the DNAT');
+    t.equal((await digFromNode(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim(), '192.0.2.53', 'the node\'s own queries too');
     await startAgent();
     t.ok(await eventually(async () => (await dig(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim() === '10.0.0.20'), 'kubenft answers again');
     t.same((await listedDnsTable()).rules, EXPECTED_DNS_TABLE.rules, 'the restart replaced the table: no rule twice');
+    t.equal((await digFromNode(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim(), '10.0.0.20', 'kubenft answers the node\'s own queries again');
   } finally {
     await responder.stop();
   }

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { isIPv6 } from 'node:net';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
+import { native } from '../backend/native.js';
 import { NftablesBackend } from '../backend/nftables.js';
 import { DNS_TABLE, dnsTable } from '../plan/dns-table.js';
 import type { Upstream } from './forwarder.js';
@@ -18,22 +19,37 @@ async function ip(args: string[]): Promise<void> {
   await run('ip', args);
 }
 
-/** Creates the interface (dummy, else an empty bridge on kernels without dummy), its addresses and the table. */
+/**
+ * Creates the interface, its addresses and the table. The interface is a TUN device this process
+ * holds, so the addresses vanish when it exits (see dnsTable's hostClients); without /dev/net/tun,
+ * a dummy link (an empty bridge on kernels without the dummy type) that outlives the process.
+ */
 export async function setUpDnsNetwork(addresses: string[], log: Logger): Promise<void> {
-  const links = JSON.parse((await run('ip', ['-j', 'link', 'show'])).stdout) as { ifname: string }[];
-  if (!links.some((link) => link.ifname === DNS_INTERFACE)) {
-    try {
-      await ip(['link', 'add', DNS_INTERFACE, 'type', 'dummy']);
-    } catch {
-      await ip(['link', 'add', DNS_INTERFACE, 'type', 'bridge']);
-      log.info(`this kernel has no dummy link type: ${DNS_INTERFACE} is an empty bridge`);
-    }
+  // A link of that name is a previous run's (a TUN device does not outlive its process).
+  await ip(['link', 'del', DNS_INTERFACE]).catch(() => undefined);
+  let hostClients = true;
+  try {
+    // The descriptor is never closed: the device lives exactly as long as this process.
+    native().openTun(DNS_INTERFACE);
+  } catch (error) {
+    hostClients = false;
+    log.warn(`${(error as Error).message}: the served addresses go on a link that outlives kubenft, and queries from the node itself are left to the proxy's DNAT`);
+    await persistentLink(log);
   }
   await ip(['link', 'set', DNS_INTERFACE, 'up']);
   for (const address of addresses) {
     await ip(['addr', 'replace', `${address}/${isIPv6(address) ? 128 : 32}`, 'dev', DNS_INTERFACE, ...(isIPv6(address) ? ['nodad'] : [])]);
   }
-  await new NftablesBackend().replaceTable(dnsTable(addresses));
+  await new NftablesBackend().replaceTable(dnsTable(addresses, { hostClients }));
+}
+
+async function persistentLink(log: Logger): Promise<void> {
+  try {
+    await ip(['link', 'add', DNS_INTERFACE, 'type', 'dummy']);
+  } catch {
+    await ip(['link', 'add', DNS_INTERFACE, 'type', 'bridge']);
+    log.info(`this kernel has no dummy link type: ${DNS_INTERFACE} is an empty bridge`);
+  }
 }
 
 /** --cleanup: the table and the interface (its addresses go with it). Absent pieces are not errors. */

@@ -23,10 +23,15 @@ const baseChain = (hook: 'prerouting' | 'output', rules: Rule[]): Chain => ({
  * Queries to the served addresses are notrack only while a server socket is bound to the address
  * itself (`socket wildcard 0`, looked up per packet): when the server is down they are tracked
  * again, and the proxy's rules DNAT the kube-dns ClusterIP to the DNS Service's endpoints with no
- * agent involved. The server's answers are notrack. Queries from the node itself stay tracked: in
- * output, `socket` finds the sender, not the server, so it cannot tell whether the server is up.
+ * agent involved. The server's answers are notrack.
+ *
+ * Queries from the node itself: in output, `socket` finds the sender, not the server, so it cannot
+ * tell whether the server is up. With `hostClients` the addresses live on a device the agent's
+ * process holds (a TUN device the kernel deletes when the process exits), so `fib daddr type local`
+ * tells it instead: local, the query is notrack and reaches the server through loopback; once the
+ * process is gone, it is tracked and DNATed like the pods' queries. Without it they stay tracked.
  */
-export function dnsTable(addresses: string[]): Table<'inet'> {
+export function dnsTable(addresses: string[], { hostClients }: { hostClients: boolean }): Table<'inet'> {
   const sets: NamedSet[] = [];
   const prerouting: Rule[] = [];
   const output: Rule[] = [];
@@ -43,8 +48,10 @@ export function dnsTable(addresses: string[]): Table<'inet'> {
       { kind: 'match', field: 'meta nfproto', op: '==', value: family.nfproto },
       { kind: 'lookup', fields: [address, 'meta l4proto', port], set: family.set, op: '==' },
     ];
-    prerouting.push({ statements: [...servedBy(family.daddr, 'th dport'), { kind: 'socketWildcard', wildcard: false }, { kind: 'notrack' }] });
+    const query = servedBy(family.daddr, 'th dport');
+    prerouting.push({ statements: [...query, { kind: 'socketWildcard', wildcard: false }, { kind: 'notrack' }] });
     output.push({ statements: [...servedBy(family.saddr, 'th sport'), { kind: 'notrack' }] });
+    if (hostClients) output.push({ statements: [...query, { kind: 'fibLocal', address: 'daddr', op: '==' }, { kind: 'notrack' }] });
   }
   return { family: 'inet', name: DNS_TABLE, sets, chains: [baseChain('prerouting', prerouting), baseChain('output', output)] };
 }
