@@ -76,8 +76,9 @@ const EXPECTED_DNS_TABLE = {
 const sortedElements = (table: { sets: Record<string, unknown[]> }) =>
   Object.fromEntries(Object.entries(table.sets).map(([name, elements]) => [name, elements.map((element) => JSON.stringify(element)).sort()]));
 
-async function startAgent(): Promise<void> {
-  agent = topology.spawn(topology.node, ['node', CLI, '--manifests', manifests.path, '--cluster-dns', `${LINK_LOCAL},${KUBE_DNS_IP}`,
+/** `wrapper`: a command the agent runs under, given the agent's argv as "$@". */
+async function startAgent(wrapper: string[] = []): Promise<void> {
+  agent = topology.spawn(topology.node, [...wrapper, 'node', CLI, '--manifests', manifests.path, '--cluster-dns', `${LINK_LOCAL},${KUBE_DNS_IP}`,
     '--dns-upstream', `127.0.0.1:${UPSTREAM_PORT}`, '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:10249']);
   if (!(await eventually(async () => (await status(`hostnames.default.${Z}`)) === 'NOERROR'))) throw new Error(`kubenft did not serve: ${agent.output().stderr}`);
 }
@@ -221,6 +222,16 @@ t.test('random and mutated packets: the server keeps answering', async (t) => {
   t.equal(fuzz.code, 0, fuzz.stderr);
   t.same(await short(`hostnames.default.${Z}`), ['10.0.0.20']);
   t.match(await dig(LINK_LOCAL, '+tcp', `hostnames.default.${Z}`), /status: NOERROR/);
+});
+
+t.test('without /dev/net/tun: a link that outlives the agent, and the node\'s own queries left to the DNAT', async (t) => {
+  await agent!.stop();
+  // A mount namespace of the agent's own where /dev/net/tun is /dev/null: the TUN ioctl fails.
+  await startAgent(['unshare', '--mount', 'sh', '-c', 'mount --bind /dev/null /dev/net/tun && exec "$@"', 'agent']);
+  t.match(agent!.output().stderr, /TUNSETIFF|TUN device/, 'the fallback is logged');
+  t.match((await topology.exec(topology.node, ['ip', '-d', 'link', 'show', 'kubenft-dns'])).stdout, /dummy|bridge/);
+  t.same((await listedDnsTable()).rules, EXPECTED_DNS_TABLE.rules.filter((rule) => !JSON.stringify(rule).includes('fib')), 'no output rule for the node\'s own queries');
+  t.same(await short(`hostnames.default.${Z}`), ['10.0.0.20'], 'pods are answered as before');
 });
 
 t.test('--cleanup removes the interface, its addresses and the table', async (t) => {
