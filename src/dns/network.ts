@@ -20,19 +20,23 @@ async function ip(args: string[]): Promise<void> {
 }
 
 /**
- * Creates the interface, its addresses and the table. The interface is a TUN device this process
- * holds, so the addresses vanish when it exits (see dnsTable's hostClients); without /dev/net/tun,
- * a dummy link (an empty bridge on kernels without the dummy type) that outlives the process.
+ * Creates the interface, its addresses and the table, whose rule for the node's own queries waits
+ * for serveHostClients. The interface is a TUN device this process holds, so the addresses vanish
+ * when it exits (see dnsTable's hostClients); without /dev/net/tun, a dummy link (an empty bridge
+ * on kernels without the dummy type) that outlives the process. Returns whether it is the TUN device.
  */
-export async function setUpDnsNetwork(addresses: string[], log: Logger): Promise<void> {
+export async function setUpDnsNetwork(addresses: string[], log: Logger): Promise<boolean> {
+  // First a table without that rule: a previous run's would send the node's queries to the
+  // addresses as soon as they are local again, before the server is bound, and have them refused.
+  await new NftablesBackend().replaceTable(dnsTable(addresses, { hostClients: false }));
   // A link of that name is a previous run's (a TUN device does not outlive its process).
   await ip(['link', 'del', DNS_INTERFACE]).catch(() => undefined);
-  let hostClients = true;
+  let tun = true;
   try {
     // The descriptor is never closed: the device lives exactly as long as this process.
     native().openTun(DNS_INTERFACE);
   } catch (error) {
-    hostClients = false;
+    tun = false;
     log.warn(`${(error as Error).message}: the served addresses go on a link that outlives kubenft, and queries from the node itself are left to the proxy's DNAT`);
     await persistentLink(log);
   }
@@ -40,7 +44,12 @@ export async function setUpDnsNetwork(addresses: string[], log: Logger): Promise
   for (const address of addresses) {
     await ip(['addr', 'replace', `${address}/${isIPv6(address) ? 128 : 32}`, 'dev', DNS_INTERFACE, ...(isIPv6(address) ? ['nodad'] : [])]);
   }
-  await new NftablesBackend().replaceTable(dnsTable(addresses, { hostClients }));
+  return tun;
+}
+
+/** Once the server is bound: the node's own queries go to it (the table replaced whole). */
+export async function serveHostClients(addresses: string[]): Promise<void> {
+  await new NftablesBackend().replaceTable(dnsTable(addresses, { hostClients: true }));
 }
 
 async function persistentLink(log: Logger): Promise<void> {
