@@ -10,6 +10,7 @@
         "native/monitor.cc",
         "native/netlink.cc",
         "native/socket_lb.cc",
+        "native/tun.cc",
         "native/udp_answers.cc"
       ],
       "actions": [

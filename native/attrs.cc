@@ -126,6 +126,10 @@ const AttrSpec kAttrs[] = {
     EXPR("fib", "dreg", NFTNL_EXPR_FIB_DREG, U32),
     EXPR("fib", "result", NFTNL_EXPR_FIB_RESULT, U32),
     EXPR("fib", "flags", NFTNL_EXPR_FIB_FLAGS, U32),
+    EXPR("socket", "key", NFTNL_EXPR_SOCKET_KEY, U32),
+    EXPR("socket", "dreg", NFTNL_EXPR_SOCKET_DREG, U32),
+    EXPR("socket", "level", NFTNL_EXPR_SOCKET_LEVEL, U32),
+    // notrack has no attributes: the compiler allocates any expression libnftnl knows by name.
 };
 
 #undef OBJ

@@ -3,7 +3,9 @@
 import t from 'tap';
 import { dashedAddress, mergeNames, planService, planZone, podAddress, reverseName } from '../src/plan/dns.js';
 import { parseQuery } from '../src/dns/wire.js';
-import { defaultUpstreams, dnsRuleset } from '../src/dns/network.js';
+import { defaultUpstreams } from '../src/dns/network.js';
+import { dnsTable } from '../src/plan/dns-table.js';
+import { tableText } from '../src/plan/render-text.js';
 import { ClusterState } from '../src/state/cluster-state.js';
 import { allServicePortViews } from '../src/state/service-ports.js';
 import { normalizeEndpointSlice, normalizeNamespace, normalizeService } from '../src/state/normalize.js';
@@ -71,9 +73,14 @@ t.test('ExternalName services are in the state for DNS, and give the proxy nothi
 });
 
 t.test('the notrack table and the upstream default', async (t) => {
-  const ruleset = dnsRuleset(['169.254.20.10', 'fd00::10']);
-  t.match(ruleset, /ip daddr \{ 169\.254\.20\.10 \} meta l4proto \{ tcp, udp \} th dport 53 socket wildcard 0 notrack/);
-  t.match(ruleset, /ip6 saddr \{ fd00::10 \} meta l4proto \{ tcp, udp \} th sport 53 notrack/);
+  const table = tableText(dnsTable(['169.254.20.10', 'fd00::10'], { hostClients: true }));
+  t.match(table, /elements = \{ 169\.254\.20\.10 \. udp \. 53,\s+169\.254\.20\.10 \. tcp \. 53 \}/);
+  t.match(table, /meta nfproto ipv4 ip daddr \. meta l4proto \. th dport @served-ipv4 socket wildcard 0 notrack/);
+  t.match(table, /meta nfproto ipv6 ip6 saddr \. meta l4proto \. th sport @served-ipv6 notrack/);
+  t.match(table, /meta nfproto ipv6 ip6 daddr \. meta l4proto \. th dport @served-ipv6 fib daddr type local notrack/);
+  const persistent = tableText(dnsTable(['169.254.20.10'], { hostClients: false }));
+  t.notMatch(persistent, /ipv6/, 'no IPv6 address, no IPv6 set or rules');
+  t.notMatch(persistent, /fib/, 'addresses that outlive the server: the node\'s own queries stay tracked');
   const file = new ManifestFile();
   const path = file.writeBeside('resolv.conf', 'search x\nnameserver 169.254.20.10\nnameserver 192.0.2.1\nnameserver fe80::1%eth0\n');
   t.same(defaultUpstreams(['169.254.20.10'], path), [{ address: '192.0.2.1', port: 53 }, { address: 'fe80::1', port: 53 }]);

@@ -16,6 +16,8 @@ const RESPONDER = join(projectRoot(), 'test/fixtures/dns-responder.mjs');
 const FUZZ = join(projectRoot(), 'test/fixtures/dns-fuzz.mjs');
 const COREDNS_POD = { name: 'coredns', ipv4: '10.244.1.53', udp: true };
 const Z = 'svc.cluster.local';
+const OTHER_PROXY_IP = '10.0.0.30';
+const OTHER_PROXY = { 'service.kubernetes.io/service-proxy-name': 'other-proxy' };
 
 const namespace = (name: string) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
 const inNamespace = <T extends { metadata: object }>(object: T, ns: string): T => ({ ...object, metadata: { ...object.metadata, namespace: ns } });
@@ -29,6 +31,8 @@ const objects = (webEndpoints: string[]) => [
   service('web', 'None', [{ name: 'http', port: 80 }]),
   slice('web', [{ name: 'http', port: 80 }], webEndpoints.map((ip) => ({ ip }))),
   { apiVersion: 'v1', kind: 'Service', metadata: { name: 'ext', namespace: 'default' }, spec: { type: 'ExternalName', externalName: 'hostnames.default.svc.cluster.local' } },
+  service('elsewhere', OTHER_PROXY_IP, [{ name: 'http', port: 80 }], {}, { metadata: { name: 'elsewhere', namespace: 'default', labels: OTHER_PROXY } }),
+  { ...slice('elsewhere', [{ name: 'http', port: 80 }], [{ ip: '10.1.0.9' }]), metadata: { name: 'elsewhere-ipv4', namespace: 'default', labels: { 'kubernetes.io/service-name': 'elsewhere', ...OTHER_PROXY } } },
   service('many', 'None', []),
   slice('many', [], Array.from({ length: 60 }, (_, index) => ({ ip: `10.245.0.${index + 1}` }))),
 ];
@@ -38,13 +42,43 @@ let manifests: ManifestFile;
 let agent: ProcessHandle | undefined;
 let upstream: ProcessHandle;
 
-const dig = async (server: string, ...args: string[]) =>
-  (await topology.exec(topology.client, ['dig', '+time=2', '+tries=1', `@${server}`, ...args])).stdout;
+const digFrom = async (ns: string, server: string, ...args: string[]) =>
+  (await topology.exec(ns, ['dig', '+time=2', '+tries=1', `@${server}`, ...args])).stdout;
+const dig = (server: string, ...args: string[]) => digFrom(topology.client, server, ...args);
+/** A host-network client: the node namespace itself, where the proxy's output rules apply. */
+const digFromNode = (server: string, ...args: string[]) => digFrom(topology.node, server, ...args);
 const short = async (...args: string[]) => (await dig(LINK_LOCAL, '+short', ...args)).trim().split('\n').filter(Boolean).sort();
 const status = async (...args: string[]) => /status: (\w+)/.exec(await dig(LINK_LOCAL, ...args))?.[1];
 
-async function startAgent(): Promise<void> {
-  agent = topology.spawn(topology.node, ['node', CLI, '--manifests', manifests.path, '--cluster-dns', `${LINK_LOCAL},${KUBE_DNS_IP}`,
+/** The DNS table as nft (the independent oracle) lists it: each rule's expressions, each set's elements. */
+async function listedDnsTable(): Promise<{ rules: [string, unknown[]][]; sets: Record<string, unknown[]> }> {
+  const listed = JSON.parse((await topology.exec(topology.node, ['nft', '-j', 'list', 'table', 'inet', 'kubenft-dns'])).stdout) as { nftables: Record<string, { chain?: string; expr?: unknown[]; name?: string; elem?: unknown[] }>[] };
+  const rules: [string, unknown[]][] = [];
+  const sets: Record<string, unknown[]> = {};
+  for (const object of listed.nftables) {
+    if (object.rule) rules.push([object.rule.chain!, object.rule.expr!]);
+    if (object.set) sets[object.set.name!] = object.set.elem!;
+  }
+  return { rules, sets };
+}
+
+const servedBy = (address: string, port: string) => ({
+  match: { op: '==', left: { concat: [{ payload: { protocol: 'ip', field: address } }, { meta: { key: 'l4proto' } }, { payload: { protocol: 'th', field: port } }] }, right: '@served-ipv4' },
+});
+const EXPECTED_DNS_TABLE = {
+  rules: [
+    ['prerouting', [servedBy('daddr', 'dport'), { match: { op: '==', left: { socket: { key: 'wildcard' } }, right: 0 } }, { notrack: null }]],
+    ['output', [servedBy('saddr', 'sport'), { notrack: null }]],
+    ['output', [servedBy('daddr', 'dport'), { match: { op: '==', left: { fib: { result: 'type', flags: ['daddr'] } }, right: 'local' } }, { notrack: null }]],
+  ],
+  sets: { 'served-ipv4': [LINK_LOCAL, KUBE_DNS_IP].flatMap((address) => ['tcp', 'udp'].map((protocol) => ({ concat: [address, protocol, 53] }))) },
+};
+const sortedElements = (table: { sets: Record<string, unknown[]> }) =>
+  Object.fromEntries(Object.entries(table.sets).map(([name, elements]) => [name, elements.map((element) => JSON.stringify(element)).sort()]));
+
+/** `wrapper`: a command the agent runs under, given the agent's argv as "$@". */
+async function startAgent(wrapper: string[] = []): Promise<void> {
+  agent = topology.spawn(topology.node, [...wrapper, 'node', CLI, '--manifests', manifests.path, '--cluster-dns', `${LINK_LOCAL},${KUBE_DNS_IP}`,
     '--dns-upstream', `127.0.0.1:${UPSTREAM_PORT}`, '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:10249']);
   if (!(await eventually(async () => (await status(`hostnames.default.${Z}`)) === 'NOERROR'))) throw new Error(`kubenft did not serve: ${agent.output().stderr}`);
 }
@@ -70,6 +104,14 @@ t.test('ClusterIP services: A and AAAA (dual stack), SRV for named ports, PTR in
   t.same(await short(`_http._tcp.hostnames.default.${Z}`, 'SRV'), [`0 50 80 hostnames.default.${Z}.`, `0 50 80 hostnames.default.${Z}.`]);
   t.same(await short('-x', '10.0.0.20'), [`hostnames.default.${Z}.`]);
   t.same(await short('-x', 'fd00:10:96::20'), [`hostnames.default.${Z}.`]);
+});
+
+t.test('another proxy\'s Service has a name, and no rule of kubenft\'s proxy', async (t) => {
+  t.same(await short(`elsewhere.default.${Z}`, 'A'), [OTHER_PROXY_IP]);
+  t.same(await short(`_http._tcp.elsewhere.default.${Z}`, 'SRV'), [`0 100 80 elsewhere.default.${Z}.`]);
+  const ruleset = (await topology.exec(topology.node, ['nft', 'list', 'ruleset'])).stdout;
+  t.match(ruleset, /10\.0\.0\.20/, 'the proxy\'s rules hold the other services');
+  t.notMatch(ruleset, /10\.0\.0\.30|10\.1\.0\.9/, 'neither its ClusterIP nor its endpoint');
 });
 
 t.test('the query\'s case is kept in the answer', async (t) => {
@@ -143,15 +185,33 @@ t.test('the kube-dns ClusterIP is answered by kubenft, with no conntrack entry',
   t.equal(tracked.stdout.trim(), '', 'no conntrack entry for the query');
 });
 
+t.test('a query from the node itself to the kube-dns ClusterIP is answered by kubenft, with no conntrack entry', async (t) => {
+  await topology.exec(topology.node, ['conntrack', '-F']);
+  t.same((await digFromNode(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim(), '10.0.0.20');
+  t.same((await digFromNode(KUBE_DNS_IP, '+tcp', '+short', `hostnames.default.${Z}`)).trim(), '10.0.0.20', 'over TCP too');
+  const tracked = await topology.exec(topology.node, ['conntrack', '-L', '-d', KUBE_DNS_IP]);
+  t.equal(tracked.stdout.trim(), '', 'no conntrack entry for the queries');
+});
+
+t.test('the notrack table, loaded by the addon, is exactly what nft lists', async (t) => {
+  const listed = await listedDnsTable();
+  t.same(listed.rules, EXPECTED_DNS_TABLE.rules);
+  t.same(sortedElements(listed), sortedElements(EXPECTED_DNS_TABLE));
+});
+
 t.test('SIGKILL: the ClusterIP is answered by the DNS Service\'s endpoints, then by kubenft after a restart', async (t) => {
   const responder = topology.spawn(topology.pods[0].ns, ['node', RESPONDER, COREDNS_POD.ipv4, '53', '192.0.2.53']);
   await responder.waitForOutput(/listening/, 10_000);
   try {
     agent!.child.kill('SIGKILL');
     await agent!.exited;
+    t.notMatch((await topology.exec(topology.node, ['ip', '-br', 'addr'])).stdout, /10\.0\.0\.10/, 'the TUN device, and the ClusterIP on it, died with the process');
     t.ok(await eventually(async () => (await dig(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim() === '192.0.2.53', 5_000, 100), 'the CoreDNS pod answers through the DNAT');
+    t.equal((await digFromNode(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim(), '192.0.2.53', 'the node\'s own queries too');
     await startAgent();
     t.ok(await eventually(async () => (await dig(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim() === '10.0.0.20'), 'kubenft answers again');
+    t.same((await listedDnsTable()).rules, EXPECTED_DNS_TABLE.rules, 'the restart replaced the table: no rule twice');
+    t.equal((await digFromNode(KUBE_DNS_IP, '+short', `hostnames.default.${Z}`)).trim(), '10.0.0.20', 'kubenft answers the node\'s own queries again');
   } finally {
     await responder.stop();
   }
@@ -162,6 +222,16 @@ t.test('random and mutated packets: the server keeps answering', async (t) => {
   t.equal(fuzz.code, 0, fuzz.stderr);
   t.same(await short(`hostnames.default.${Z}`), ['10.0.0.20']);
   t.match(await dig(LINK_LOCAL, '+tcp', `hostnames.default.${Z}`), /status: NOERROR/);
+});
+
+t.test('without /dev/net/tun: a link that outlives the agent, and the node\'s own queries left to the DNAT', async (t) => {
+  await agent!.stop();
+  // A mount namespace of the agent's own where /dev/net/tun is /dev/null: the TUN ioctl fails.
+  await startAgent(['unshare', '--mount', 'sh', '-c', 'mount --bind /dev/null /dev/net/tun && exec "$@"', 'agent']);
+  t.match(agent!.output().stderr, /TUNSETIFF|TUN device/, 'the fallback is logged');
+  t.match((await topology.exec(topology.node, ['ip', '-d', 'link', 'show', 'kubenft-dns'])).stdout, /dummy|bridge/);
+  t.same((await listedDnsTable()).rules, EXPECTED_DNS_TABLE.rules.filter((rule) => !JSON.stringify(rule).includes('fib')), 'no output rule for the node\'s own queries');
+  t.same(await short(`hostnames.default.${Z}`), ['10.0.0.20'], 'pods are answered as before');
 });
 
 t.test('--cleanup removes the interface, its addresses and the table', async (t) => {

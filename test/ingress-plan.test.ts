@@ -144,7 +144,7 @@ t.test('an Ingress with an unknown backend or a missing Secret is reported and s
     'Ingress default/no-port-name: service web has no TCP port "grpc"',
     'Ingress default/no-port: service web has no TCP port 81',
     'Ingress default/no-secret: secret gone not found',
-    'Ingress default/no-service: service missing not found',
+    'Ingress default/no-service: service missing not found (or another proxy\'s, which the ingress does not route to)',
     'Ingress default/not-tls: secret opaque is not of type kubernetes.io/tls',
   ]);
   t.equal(route([good, unknownService], 'bad.com', '/'), 'none');

@@ -1,7 +1,7 @@
 // Agent mode: the API source watches Ingresses, IngressClasses and only TLS Secrets when the state
 // has those kinds registered (--ingress), and nothing of them otherwise.
 import t from 'tap';
-import { DNS_SELECTOR, KubernetesSource, PROXYABLE_SELECTOR, type SourceHandler } from '../src/source/kubernetes.js';
+import { HEADLESS_INCLUDED_SELECTOR, KubernetesSource, PROXYABLE_SELECTOR, type SourceHandler } from '../src/source/kubernetes.js';
 import { ClusterState, type KubeObject } from '../src/state/cluster-state.js';
 import { normalizeIngress, normalizeIngressClass, normalizeTlsSecret } from '../src/state/ingress-objects.js';
 import { eventually } from './lib/eventually.js';
@@ -78,7 +78,7 @@ t.test('with headlessEndpoints (--ingress) the slices of headless services are w
     await source.start();
     t.ok(await eventually(async () => synced, 10_000), 'synced');
     const slices = server.requests.find((request) => request.path === '/apis/discovery.k8s.io/v1/endpointslices' && !request.watch);
-    t.equal(slices?.query.labelSelector, headlessEndpoints ? DNS_SELECTOR : PROXYABLE_SELECTOR, `headlessEndpoints ${headlessEndpoints}: the selector`);
+    t.equal(slices?.query.labelSelector, headlessEndpoints ? HEADLESS_INCLUDED_SELECTOR : PROXYABLE_SELECTOR, `headlessEndpoints ${headlessEndpoints}: the selector`);
     t.equal(state.slices.get('default/db')?.length ?? 0, headlessEndpoints ? 1 : 0, `headlessEndpoints ${headlessEndpoints}: the headless slice`);
     t.same(servicePortViews(state, 'default/db'), [], 'no rule is planned for it');
     await source.stop();

@@ -3,6 +3,7 @@
 import t from 'tap';
 import { KubernetesSource, loadKubeConfig, PROXYABLE_SELECTOR, type SourceHandler } from '../src/source/kubernetes.js';
 import { ClusterState, type KubeObject } from '../src/state/cluster-state.js';
+import { allServicePortViews, servicePortName } from '../src/state/service-ports.js';
 import { FakeApiServer } from './lib/fake-apiserver.js';
 
 const NODE = 'node-1';
@@ -146,6 +147,33 @@ t.test('listed and watched objects arrive without managedFields; a refused list 
     t.notOk(object?.metadata && 'managedFields' in object.metadata, `the ${name} service comes without managedFields`);
   }
   t.same(recorder.syncedAfter, [], 'not synced while a kind has not listed');
+});
+
+t.test('with cluster DNS, other proxies\' objects arrive for DNS and the proxy leaves them out, as from manifests', async (t) => {
+  const server = await FakeApiServer.create();
+  t.teardown(() => server.close());
+  const objects = [
+    service('web', '10.96.0.10'), slice('web-abcde', 'web', '10.244.1.7'),
+    service('elsewhere', '10.96.0.11', { [PROXY_NAME_LABEL]: 'other-proxy' }), slice('elsewhere-abcde', 'elsewhere', '10.244.1.9', { [PROXY_NAME_LABEL]: 'other-proxy' }),
+    // A slice the selector would leave out although its service is proxied: kube-proxy proxies no endpoint of it.
+    service('mixed', '10.96.0.12'), slice('mixed-abcde', 'mixed', '10.244.1.10', { [HEADLESS_LABEL]: '' }),
+    node(NODE, 'zone-a'),
+  ];
+  for (const object of objects) server.upsert(object);
+  const recorder = new Recorder();
+  const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE, clusterDNS: true }, recorder);
+  t.teardown(() => source.stop());
+  await source.start();
+  await waitFor('every object', () => recorder.seen.size === objects.length);
+  const query = (path: string) => server.requests.find((request) => request.path === path && !request.watch)?.query;
+  t.equal(query('/api/v1/services')?.labelSelector, undefined, 'no selector: DNS names every Service');
+  t.equal(query('/apis/discovery.k8s.io/v1/endpointslices')?.labelSelector, undefined);
+  t.ok(recorder.state.services.has('default/elsewhere'), 'the other proxy\'s service is in the state, for DNS');
+  const proxied = (state: ClusterState) => allServicePortViews(state).map((view) => `${servicePortName(view)} ${view.endpoints.map((endpoint) => endpoint.address).join()}`);
+  t.same(proxied(recorder.state), ['default/mixed:http ', 'default/web:http 10.244.1.7'], 'the proxy sees neither the other proxy\'s service nor the selected-out slice');
+  const fromManifests = new ClusterState(NODE);
+  for (const object of objects) fromManifests.apply(object);
+  t.same(proxied(fromManifests), proxied(recorder.state), 'the manifest source\'s objects are filtered the same way');
 });
 
 t.test('the source follows the API server through watches, relists and an outage', async (t) => {

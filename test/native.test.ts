@@ -84,7 +84,7 @@ if (process.getuid?.() !== 0) {
       for (const name of names) t.ok(Number.isInteger(A[kind]?.[name]), `${kind}.${name}`);
     const exprs = A.expr as Record<string, Record<string, number>>;
     t.same(Object.keys(exprs).sort(), ['bitwise', 'cmp', 'counter', 'ct', 'dynset', 'fib', 'immediate', 'lookup',
-      'masq', 'meta', 'nat', 'numgen', 'payload', 'range', 'redir', 'reject'].sort());
+      'masq', 'meta', 'nat', 'numgen', 'payload', 'range', 'redir', 'reject', 'socket'].sort());
     t.equal(A.table?.name, 0, 'NFTNL_TABLE_NAME');
     t.equal(A.chain?.prio, 4, 'NFTNL_CHAIN_PRIO');
   });

@@ -97,6 +97,11 @@ export interface NativeAddon {
    * A UDP socket (`threads` of them with SO_REUSEPORT) answering DNS queries from a table on
    * native threads; what the table does not answer goes to onMiss (native/udp_answers.cc).
    */
+  /**
+   * Creates a non-persistent TUN device and returns its descriptor: the kernel deletes the device
+   * (and its addresses) when the descriptor closes, at the latest when the process exits.
+   */
+  openTun(name: string): number;
   udpAnswers(options: { address: string; port: number; threads: number; durationBounds: number[] }, onMiss: (packet: Buffer, address: string, port: number) => void): UdpAnswerSocket;
 }
 

@@ -1,10 +1,10 @@
 import { DATATYPE_IDS, DATATYPE_LENGTHS, FIELDS, encodeAddress, encodePrefix, encodeValue, registerWidth } from '../plan/fields.js';
-import type { Chain, DataType, Field, NamedSet, Rule, SetElement, Statement, TableFamily, Value, Verdict } from '../plan/ruleset.js';
+import type { Chain, DataType, Field, NamedSet, NftFamily, Rule, SetElement, Statement, TableFamily, Value, Verdict } from '../plan/ruleset.js';
 import type { NativeAttributes } from './native.js';
 import {
   CONCAT_TYPE_BITS, HOOKS, ICMP_PORT_UNREACH, NFPROTO, NFTA_FIB_F, NFT_CMP, NFT_CT_LABELS, NFT_CT_STATE, NFT_DATA_VERDICT, NFT_DYNSET_OP_UPDATE,
   NFT_FIB_RESULT_ADDRTYPE, NFT_LOOKUP_F_INV, NFT_META_KEY, NFT_MSG, NFT_NAT_DNAT, NFT_NG_RANDOM, NFT_PAYLOAD_BASE, NFT_REG32_00,
-  NFT_REG_1, NFT_REG_2, NFT_REG_VERDICT, NFT_REJECT_ICMP_UNREACH, NFT_SET, NFT_TABLE_F_DORMANT, NFT_VERDICT, NF_CT_LABELS_LENGTH, NF_CT_STATE_NEW, NF_NAT_RANGE, NF_VERDICT,
+  NFT_REG_1, NFT_REG_2, NFT_REG_VERDICT, NFT_REJECT_ICMP_UNREACH, NFT_SET, NFT_SOCKET_WILDCARD, NFT_TABLE_F_DORMANT, NFT_VERDICT, NF_CT_LABELS_LENGTH, NF_CT_STATE_NEW, NF_NAT_RANGE, NF_VERDICT,
   NLM_F, RTN_LOCAL,
 } from './uapi.js';
 import { OBJECT_KIND, type ObjectKind, WireWriter } from './wire.js';
@@ -55,7 +55,7 @@ const expressionHeader = (name: string) => {
 const FEW_VALUED: Partial<Record<DataType, Map<Value, Buffer>>> = { inet_proto: new Map(), inet_service: new Map(), mark: new Map(), integer: new Map() };
 
 /** Encoded expressions by statement object, per family (a reject or dnat encodes differently in each). */
-const COMPILED: Record<TableFamily, WeakMap<Statement, { bytes: Buffer; expressions: number }>> = { ip: new WeakMap(), ip6: new WeakMap() };
+const COMPILED: Record<NftFamily, WeakMap<Statement, { bytes: Buffer; expressions: number }>> = { ip: new WeakMap(), ip6: new WeakMap(), inet: new WeakMap() };
 
 /**
  * A dnat's expressions (immediate address, immediate port, nat) differ only in the address between
@@ -70,6 +70,12 @@ const DNAT_TEMPLATES: Record<TableFamily, Map<number, DnatTemplate>> = { ip: new
 
 /** libnftnl user data TLV: NFTNL_UDATA_SET_KEYBYTEORDER (0), 4 bytes, BYTEORDER_HOST_ENDIAN (1). */
 const HOST_ORDER_KEY_USERDATA = Buffer.from([0, 4, 1, 0, 0, 0]);
+
+/** dnat and reject encode an address family, which an inet table's rules would have to name. */
+function addressFamily(family: NftFamily, statement: Statement): TableFamily {
+  if (family === 'inet') throw new Error(`${statement.kind} is only supported in ip and ip6 tables`);
+  return family;
+}
 
 const chainOf = (verdict: Verdict) => (verdict.kind === 'jump' || verdict.kind === 'goto' ? verdict.chain : undefined);
 
@@ -105,7 +111,7 @@ export class NftTransaction {
   }
 
   /** Starts a message and its attribute list, which the caller writes and closes. */
-  private message(kind: ObjectKind, family: TableFamily, type: number, flags: number, description: string): void {
+  private message(kind: ObjectKind, family: NftFamily, type: number, flags: number, description: string): void {
     const w = this.writer;
     w.u8(OBJECT_KIND[kind]);
     w.u8(NFPROTO[family]);
@@ -116,14 +122,14 @@ export class NftTransaction {
     this.descriptions.push(description);
   }
 
-  private tableMessage(family: TableFamily, type: number, flags: number, description: string, name: string, tableFlags?: number): void {
+  private tableMessage(family: NftFamily, type: number, flags: number, description: string, name: string, tableFlags?: number): void {
     this.message('table', family, type, flags, description);
     this.writer.attrString(this.attrs.table.name, name);
     if (tableFlags !== undefined) this.writer.attrU32(this.attrs.table.flags, tableFlags);
     this.writer.closeList();
   }
 
-  addTable(family: TableFamily, name: string): void {
+  addTable(family: NftFamily, name: string): void {
     this.tableMessage(family, NFT_MSG.NEWTABLE, NLM_F.CREATE, `table ${family} ${name}`, name);
   }
 
@@ -131,7 +137,7 @@ export class NftTransaction {
    * Creates a table dormant (its base chains hooked nowhere) or, for an existing one, sets whether
    * it is: a table can be loaded unseen by packets and switched on later.
    */
-  addTableDormant(family: TableFamily, name: string, dormant: boolean): void {
+  addTableDormant(family: NftFamily, name: string, dormant: boolean): void {
     const description = `${dormant ? 'dormant ' : 'activation of '}table ${family} ${name}`;
     this.tableMessage(family, NFT_MSG.NEWTABLE, NLM_F.CREATE, description, name, dormant ? NFT_TABLE_F_DORMANT : 0);
   }
@@ -141,15 +147,15 @@ export class NftTransaction {
    * generation this transaction commits, which tells our own commits from anyone else's.
    * It must be the first message of the batch.
    */
-  markGeneration(family: TableFamily, name: string): void {
+  markGeneration(family: NftFamily, name: string): void {
     this.tableMessage(family, NFT_MSG.NEWTABLE, NLM_F.CREATE | NLM_F.ECHO, `table ${family} ${name}`, name);
   }
 
-  deleteTable(family: TableFamily, name: string): void {
+  deleteTable(family: NftFamily, name: string): void {
     this.tableMessage(family, NFT_MSG.DELTABLE, 0, `delete of table ${family} ${name}`, name);
   }
 
-  addChain(family: TableFamily, table: string, chain: Chain, origin = ''): void {
+  addChain(family: NftFamily, table: string, chain: Chain, origin = ''): void {
     const a = this.attrs.chain;
     const w = this.writer;
     this.message('chain', family, NFT_MSG.NEWCHAIN, NLM_F.CREATE, `chain ${chain.name}${origin}`);
@@ -164,7 +170,7 @@ export class NftTransaction {
     w.closeList();
   }
 
-  deleteChain(family: TableFamily, table: string, chain: string): void {
+  deleteChain(family: NftFamily, table: string, chain: string): void {
     const a = this.attrs.chain;
     this.message('chain', family, NFT_MSG.DELCHAIN, 0, `delete of chain ${chain}`);
     this.writer.attrString(a.table, table);
@@ -173,7 +179,7 @@ export class NftTransaction {
   }
 
   /** A rule message's attributes, then the opened list of its expressions. */
-  private ruleMessage(family: TableFamily, type: number, flags: number, description: string, table: string, chain: string): void {
+  private ruleMessage(family: NftFamily, type: number, flags: number, description: string, table: string, chain: string): void {
     const w = this.writer;
     this.message('rule', family, type, flags, description);
     w.attrString(this.attrs.rule.table, table);
@@ -183,21 +189,21 @@ export class NftTransaction {
   }
 
   /** A DELRULE naming only the chain removes every rule in it. */
-  flushChain(family: TableFamily, table: string, chain: string): void {
+  flushChain(family: NftFamily, table: string, chain: string): void {
     this.ruleMessage(family, NFT_MSG.DELRULE, 0, `flush of chain ${chain}`, table, chain);
     this.writer.closeList();
   }
 
-  addRule(family: TableFamily, table: string, chain: string, rule: Rule, origin = ''): void {
+  addRule(family: NftFamily, table: string, chain: string, rule: Rule, origin = ''): void {
     this.newRule(NLM_F.CREATE | NLM_F.APPEND, family, table, chain, rule, `rule in chain ${chain}${origin}`);
   }
 
   /** Inserts the rule at the head of the chain (so rules prepended in reverse order end up in order). */
-  prependRule(family: TableFamily, table: string, chain: string, rule: Rule): void {
+  prependRule(family: NftFamily, table: string, chain: string, rule: Rule): void {
     this.newRule(NLM_F.CREATE, family, table, chain, rule, `rule in front of chain ${chain}`);
   }
 
-  private newRule(flags: number, family: TableFamily, table: string, chain: string, rule: Rule, description: string): void {
+  private newRule(flags: number, family: NftFamily, table: string, chain: string, rule: Rule, description: string): void {
     this.ruleMessage(family, NFT_MSG.NEWRULE, flags, description, table, chain);
     for (const statement of rule.statements) this.compiledStatement(family, statement);
     this.writer.closeList();
@@ -207,7 +213,7 @@ export class NftTransaction {
    * The planner shares (and freezes) statement objects that recur in every service — a protocol
    * match, a numgen step, a mark: their expressions are encoded once and copied after that.
    */
-  private compiledStatement(family: TableFamily, statement: Statement): void {
+  private compiledStatement(family: NftFamily, statement: Statement): void {
     if (!Object.isFrozen(statement)) return this.statement(family, statement);
     const cache = COMPILED[family];
     const known = cache.get(statement);
@@ -222,7 +228,7 @@ export class NftTransaction {
     cache.set(statement, { bytes: this.writer.copyOf(start, this.writer.offset), expressions: this.writer.itemCount - counted });
   }
 
-  addSet(family: TableFamily, table: string, set: NamedSet): void {
+  addSet(family: NftFamily, table: string, set: NamedSet): void {
     const a = this.attrs.set;
     const w = this.writer;
     this.message('set', family, NFT_MSG.NEWSET, NLM_F.CREATE, `${set.dataType ? 'map' : 'set'} ${set.name}`);
@@ -251,7 +257,7 @@ export class NftTransaction {
     w.closeList();
   }
 
-  deleteSet(family: TableFamily, table: string, name: string): void {
+  deleteSet(family: NftFamily, table: string, name: string): void {
     const a = this.attrs.set;
     this.message('set', family, NFT_MSG.DELSET, 0, `delete of set ${name}`);
     this.writer.attrString(a.table, table);
@@ -259,20 +265,20 @@ export class NftTransaction {
     this.writer.closeList();
   }
 
-  addElements(family: TableFamily, table: string, set: NamedSet, elements: SetElement[]): void {
+  addElements(family: NftFamily, table: string, set: NamedSet, elements: SetElement[]): void {
     this.elements(NFT_MSG.NEWSETELEM, NLM_F.CREATE, `elements of ${set.name}`, family, table, set, elements);
   }
 
   /** A DELSETELEM without elements empties the set. */
-  flushSet(family: TableFamily, table: string, set: NamedSet): void {
+  flushSet(family: NftFamily, table: string, set: NamedSet): void {
     this.elements(NFT_MSG.DELSETELEM, 0, `flush of set ${set.name}`, family, table, set, []);
   }
 
-  deleteElements(family: TableFamily, table: string, set: NamedSet, elements: SetElement[]): void {
+  deleteElements(family: NftFamily, table: string, set: NamedSet, elements: SetElement[]): void {
     this.elements(NFT_MSG.DELSETELEM, 0, `removal of elements from ${set.name}`, family, table, set, elements);
   }
 
-  private elements(type: number, flags: number, description: string, family: TableFamily, table: string, set: NamedSet, elements: SetElement[]): void {
+  private elements(type: number, flags: number, description: string, family: NftFamily, table: string, set: NamedSet, elements: SetElement[]): void {
     const a = this.attrs.set;
     const e = this.attrs.elem;
     const w = this.writer;
@@ -456,7 +462,7 @@ export class NftTransaction {
     w.closeList();
   }
 
-  private statement(family: TableFamily, statement: Statement): void {
+  private statement(family: NftFamily, statement: Statement): void {
     const w = this.writer;
     switch (statement.kind) {
       case 'match': {
@@ -544,7 +550,7 @@ export class NftTransaction {
         return;
       }
       case 'dnat':
-        return this.dnatTo(family, statement.address, statement.port);
+        return this.dnatTo(addressFamily(family, statement), statement.address, statement.port);
       case 'dnatMap': {
         const addressLength = statement.family === 'ip' ? 4 : 16;
         this.numgen(NFT_REG32_00, statement.modulus);
@@ -574,10 +580,22 @@ export class NftTransaction {
       case 'reject': {
         const a = this.expr('reject');
         w.attrU32(a.type, NFT_REJECT_ICMP_UNREACH);
-        w.attrU8(a.code, ICMP_PORT_UNREACH[family]);
+        w.attrU8(a.code, ICMP_PORT_UNREACH[addressFamily(family, statement)]);
         w.closeList();
         return;
       }
+      case 'socketWildcard': {
+        const a = this.expr('socket');
+        w.attrU32(a.key, NFT_SOCKET_WILDCARD);
+        w.attrU32(a.dreg, NFT_REG_1);
+        w.closeList();
+        this.cmp('==', NFT_REG_1, Buffer.from([statement.wildcard ? 1 : 0]));
+        return;
+      }
+      case 'notrack':
+        this.expr('notrack');
+        w.closeList();
+        return;
       case 'verdict': {
         const a = this.expr('immediate');
         w.attrU32(a.dreg, NFT_REG_VERDICT);

@@ -1,4 +1,4 @@
-import type { Table, TableFamily } from '../plan/ruleset.js';
+import type { NftFamily, Table, TableFamily } from '../plan/ruleset.js';
 import { type CommitResult, type Dump, type KernelError, type NativeAddon, native } from './native.js';
 import { NFPROTO } from './uapi.js';
 import { NftTransaction } from './nft-transaction.js';
@@ -29,7 +29,7 @@ export interface SyncTimings extends CommitResult {
 }
 
 interface TableId {
-  family: TableFamily;
+  family: NftFamily;
   name: string;
 }
 
@@ -159,6 +159,24 @@ export class NftablesBackend {
     }
   }
 
+  /**
+   * Replaces one table whole in one transaction (declared, deleted, loaded again, so that it need
+   * not exist before): packets see either the old rules or the new ones, never none.
+   */
+  replaceTable(table: Table<NftFamily>): Promise<SyncTimings> {
+    const transaction = new NftTransaction(this.addon.attributes);
+    NftablesBackend.deleteTables(transaction, [table]);
+    writeTable(transaction, table);
+    return this.commit(transaction, performance.now());
+  }
+
+  /** Deletes one table, if it exists. */
+  async deleteTable(family: NftFamily, name: string): Promise<void> {
+    const transaction = new NftTransaction(this.addon.attributes);
+    NftablesBackend.deleteTables(transaction, [{ family, name }]);
+    await this.commit(transaction, performance.now());
+  }
+
   /** Removes everything kubenft loaded in this network namespace. */
   async cleanup(): Promise<void> {
     const loaded = await this.loadedTables();
@@ -189,7 +207,7 @@ function rejection(transaction: NftTransaction, error: unknown): unknown {
   return new TransactionError(`kernel rejected the transaction at ${object}: ${kernel.message}`, kernel.errno, object);
 }
 
-export function writeTable(transaction: NftTransaction, table: Table, { dormant = false } = {}): void {
+export function writeTable(transaction: NftTransaction, table: Table<NftFamily>, { dormant = false } = {}): void {
   const { family, name } = table;
   if (dormant) transaction.addTableDormant(family, name, true);
   else transaction.addTable(family, name);

@@ -9,7 +9,7 @@ export const NFT_MSG = {
 
 export const NLM_F = { ECHO: 0x8, REPLACE: 0x100, EXCL: 0x200, CREATE: 0x400, APPEND: 0x800 } as const;
 
-export const NFPROTO = { ip: 2, ip6: 10 } as const;
+export const NFPROTO = { inet: 1, ip: 2, ip6: 10 } as const;
 
 export const NFT_TABLE_F_DORMANT = 1;
 
@@ -24,7 +24,7 @@ export const NFT_REG_2 = 2;
 export const NFT_REG32_00 = 8;
 
 export const NFT_PAYLOAD_BASE = { network: 1, transport: 2 } as const;
-export const NFT_META_KEY = { mark: 3, l4proto: 16 } as const;
+export const NFT_META_KEY = { mark: 3, nfproto: 15, l4proto: 16 } as const;
 export const NFT_CMP = { '==': 0, '!=': 1 } as const;
 export const NFT_LOOKUP_F_INV = 1;
 export const NFT_NG_RANDOM = 1;
@@ -41,6 +41,7 @@ export const NFT_FIB_RESULT_ADDRTYPE = 3;
 export const NFTA_FIB_F = { saddr: 1, daddr: 2 } as const;
 export const RTN_LOCAL = 2;
 export const NFT_DYNSET_OP_UPDATE = 1;
+export const NFT_SOCKET_WILDCARD = 2;
 
 export const NFT_SET = { MAP: 0x8, TIMEOUT: 0x10, EVAL: 0x20 } as const;
 export const NFT_DATA_VERDICT = 0xffffff00;

@@ -8,7 +8,7 @@ import type { ClusterState } from '../state/cluster-state.js';
 import { normalizeNamespace } from '../state/normalize.js';
 import type { Upstream } from './forwarder.js';
 import { native } from '../backend/native.js';
-import { defaultUpstreams, setUpDnsNetwork } from './network.js';
+import { defaultUpstreams, serveHostClients, setUpDnsNetwork } from './network.js';
 import { DURATION_BUCKETS, LARGE_UPDATE, type NamesUpdate, type ServerConfig, type ServerMessage, type ServerMetrics } from './server.js';
 
 // Cluster DNS as a dataplane beside the proxy's rules: on every sync it plans the names of the
@@ -54,7 +54,7 @@ export class DnsDataplane implements StateDataplane {
 
   private async start(): Promise<void> {
     const { addresses } = this.options;
-    if (this.options.network !== false) await setUpDnsNetwork(addresses, this.log);
+    const addressesDieWithProcess = this.options.network !== false && (await setUpDnsNetwork(addresses, this.log));
     const upstreams = this.options.upstreams ?? defaultUpstreams(addresses);
     const config: ServerConfig = { addresses, port: this.options.port ?? 53, zone: this.options.zone, ttl: this.options.ttl, pods: this.options.pods, upstreams };
     // Under tap the sources run as .ts, and the worker inherits the loader that runs them.
@@ -70,6 +70,7 @@ export class DnsDataplane implements StateDataplane {
       worker.once('error', reject);
       worker.once('exit', (code) => reject(new Error(`cluster DNS server exited (${code})`)));
     });
+    if (addressesDieWithProcess) await serveHostClients(addresses);
     worker.on('error', (error) => this.log.error({ err: error }, `cluster DNS server failed: ${error.message}`));
     this.log.info({ addresses, upstreams: upstreams.map((upstream) => `${upstream.address}:${upstream.port}`) }, 'cluster DNS serving');
   }

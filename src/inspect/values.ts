@@ -1,6 +1,6 @@
 import ipaddr from 'ipaddr.js';
 import type { DumpedSet } from '../backend/native.js';
-import { DATATYPE_IDS, DATATYPE_LENGTHS, PROTOCOL_NUMBERS, registerWidth } from '../plan/fields.js';
+import { DATATYPE_IDS, DATATYPE_LENGTHS, NFPROTO_NUMBERS, PROTOCOL_NUMBERS, registerWidth } from '../plan/fields.js';
 import type { DataType } from '../plan/ruleset.js';
 import { CONCAT_TYPE_BITS, NFT_DATA_VERDICT, NFT_VERDICT, NF_VERDICT } from '../backend/uapi.js';
 
@@ -10,6 +10,7 @@ export type Scalar = string | number;
 
 const TYPES_BY_ID = new Map(Object.entries(DATATYPE_IDS).map(([type, id]) => [id, type as DataType]));
 const PROTOCOL_NAMES = new Map<number, string>(Object.entries(PROTOCOL_NUMBERS).map(([name, number]) => [number, name]));
+const NFPROTO_NAMES = new Map<number, string>(Object.entries(NFPROTO_NUMBERS).map(([name, number]) => [number, name]));
 
 export const describeAddress = (bytes: Uint8Array) => ipaddr.fromByteArray([...bytes]).toString();
 
@@ -31,6 +32,8 @@ function scalar(type: DataType, bytes: Buffer): Scalar {
       return describeAddress(bytes);
     case 'inet_proto':
       return PROTOCOL_NAMES.get(bytes[0]) ?? bytes[0];
+    case 'nf_proto':
+      return NFPROTO_NAMES.get(bytes[0]) ?? bytes[0];
     case 'inet_service':
       return bytes.readUInt16BE();
     case 'mark':

@@ -4,7 +4,7 @@ import type { DataType, Field, Value } from './ruleset.js';
 /** How a field is loaded into a register, in nf_tables terms. */
 export type FieldLoad =
   | { expr: 'payload'; base: 'network' | 'transport'; offset: number; len: number }
-  | { expr: 'meta'; key: 'l4proto' | 'mark'; len: number };
+  | { expr: 'meta'; key: 'l4proto' | 'mark' | 'nfproto'; len: number };
 
 export interface FieldInfo {
   type: DataType;
@@ -24,17 +24,20 @@ export const FIELDS: Record<Field, FieldInfo> = {
   'ip6 saddr': { type: 'ipv6_addr', ...payload('ip6', 'saddr', 'network', 8, 16) },
   'ip6 daddr': { type: 'ipv6_addr', ...payload('ip6', 'daddr', 'network', 24, 16) },
   'th dport': { type: 'inet_service', ...payload('th', 'dport', 'transport', 2, 2) },
+  'th sport': { type: 'inet_service', ...payload('th', 'sport', 'transport', 0, 2) },
   'meta l4proto': { type: 'inet_proto', json: { meta: { key: 'l4proto' } }, load: { expr: 'meta', key: 'l4proto', len: 1 } },
   'meta mark': { type: 'mark', json: { meta: { key: 'mark' } }, load: { expr: 'meta', key: 'mark', len: 4 } },
+  /** In an inet table, the address family a network-header field needs matched before it is read. */
+  'meta nfproto': { type: 'nf_proto', json: { meta: { key: 'nfproto' } }, load: { expr: 'meta', key: 'nfproto', len: 1 } },
 };
 
 /** nft's datatype numbers (src/datatype.h), which the kernel stores as a set's key type. */
 export const DATATYPE_IDS: Record<DataType, number> = {
-  integer: 4, ipv4_addr: 7, ipv6_addr: 8, inet_proto: 12, inet_service: 13, mark: 19,
+  nf_proto: 2, integer: 4, ipv4_addr: 7, ipv6_addr: 8, inet_proto: 12, inet_service: 13, mark: 19,
 };
 
 export const DATATYPE_LENGTHS: Record<DataType, number> = {
-  integer: 4, ipv4_addr: 4, ipv6_addr: 16, inet_proto: 1, inet_service: 2, mark: 4,
+  nf_proto: 1, integer: 4, ipv4_addr: 4, ipv6_addr: 16, inet_proto: 1, inet_service: 2, mark: 4,
 };
 
 /** Concatenated keys live in 4-byte registers, so each component is padded to a multiple of 4. */
@@ -42,6 +45,9 @@ export const registerWidth = (len: number): number => Math.ceil(len / 4) * 4;
 
 export const PROTOCOL_NUMBERS = { tcp: 6, udp: 17, sctp: 132, icmp: 1, icmpv6: 58 } as const;
 export type ProtocolName = keyof typeof PROTOCOL_NUMBERS;
+
+/** Netfilter's address family numbers (NFPROTO_IPV4, NFPROTO_IPV6), as `meta nfproto` names them. */
+export const NFPROTO_NUMBERS: Record<string, number> = { ipv4: 2, ipv6: 10 };
 
 /** The bytes of one value of a data type, unpadded, in the byte order nf_tables compares. */
 export function encodeValue(type: DataType, value: Value): Buffer {
@@ -52,6 +58,11 @@ export function encodeValue(type: DataType, value: Value): Buffer {
     case 'inet_proto': {
       const number = typeof value === 'number' ? value : PROTOCOL_NUMBERS[value as ProtocolName];
       if (number === undefined) throw new Error(`unknown protocol ${value}`);
+      return Buffer.from([number]);
+    }
+    case 'nf_proto': {
+      const number = NFPROTO_NUMBERS[String(value)];
+      if (number === undefined) throw new Error(`unknown address family ${value}`);
       return Buffer.from([number]);
     }
     case 'inet_service': {

@@ -98,7 +98,7 @@ const hostPort = (address: string, port: number) => (address.includes(':') ? `[$
 /** A backend's ready endpoints, or why the backend is unknown. */
 function resolveBackend(input: IngressPlanInput, namespace: string, backend: IngressBackend): { key: string; endpoints: string[] } | string {
   const views = input.servicePorts(`${namespace}/${backend.service}`);
-  if (views.length === 0) return `service ${backend.service} not found`;
+  if (views.length === 0) return `service ${backend.service} not found (or another proxy's, which the ingress does not route to)`;
   const matching = views.filter((view) => view.port.protocol === 'TCP' && (typeof backend.port === 'number' ? view.port.port === backend.port : view.port.name === backend.port));
   if (matching.length === 0) return `service ${backend.service} has no TCP port ${JSON.stringify(backend.port)}`;
   const endpoints = new Set<string>();

@@ -1,5 +1,5 @@
 import { FIELDS } from './fields.js';
-import type { Field, NamedSet, Rule, Ruleset, Statement, Table, Value, Verdict } from './ruleset.js';
+import type { Field, NamedSet, NftFamily, Rule, Ruleset, Statement, Table, Value, Verdict } from './ruleset.js';
 
 // Renders a ruleset in the libnftables JSON schema (`nft -j`): objects without a command are "add".
 
@@ -61,12 +61,16 @@ export function statementJson(statement: Statement): Json {
       return { masquerade: { flags: 'fully-random' } };
     case 'reject':
       return { reject: null };
+    case 'socketWildcard':
+      return { match: { op: '==', left: { socket: { key: 'wildcard' } }, right: statement.wildcard ? 1 : 0 } };
+    case 'notrack':
+      return { notrack: null };
     case 'verdict':
       return verdictJson(statement.verdict);
   }
 }
 
-function setJson(table: Table, set: NamedSet): Json {
+function setJson(table: Table<NftFamily>, set: NamedSet): Json {
   const type = set.keyType.length === 1 ? set.keyType[0] : set.keyType;
   const body: Record<string, Json> = { family: table.family, table: table.name, name: set.name, type };
   if (set.dataType) body.map = Array.isArray(set.dataType) ? (set.dataType.length === 1 ? set.dataType[0] : set.dataType) : set.dataType;
@@ -74,18 +78,18 @@ function setJson(table: Table, set: NamedSet): Json {
   return { [set.dataType ? 'map' : 'set']: body };
 }
 
-function elementsJson(table: Table, set: NamedSet): Json {
+function elementsJson(table: Table<NftFamily>, set: NamedSet): Json {
   const key = (values: Value[]) => (values.length === 1 ? values[0] : { concat: values });
   const elem = set.elements.map((element) =>
     element.verdict ? [key(element.key), verdictJson(element.verdict)] : element.data ? [key(element.key), key(element.data)] : key(element.key));
   return { element: { family: table.family, table: table.name, name: set.name, elem } };
 }
 
-const ruleJson = (table: Table, chain: string, rule: Rule): Json => ({
+const ruleJson = (table: Table<NftFamily>, chain: string, rule: Rule): Json => ({
   rule: { family: table.family, table: table.name, chain, expr: rule.statements.map(statementJson) },
 });
 
-export function tableJson(table: Table): Json[] {
+export function tableJson(table: Table<NftFamily>): Json[] {
   const objects: Json[] = [{ table: { family: table.family, name: table.name } }];
   for (const set of table.sets) objects.push(setJson(table, set));
   for (const chain of table.chains) {

@@ -1,4 +1,4 @@
-import type { Chain, NamedSet, Rule, Ruleset, SetElement, Statement, Table, Value, Verdict } from './ruleset.js';
+import type { Chain, NamedSet, NftFamily, Rule, Ruleset, SetElement, Statement, Table, Value, Verdict } from './ruleset.js';
 
 // Renders a ruleset in nft syntax, as `nft list table` prints it, so `nft -f` loads the same ruleset.
 
@@ -46,6 +46,10 @@ export function statementText(statement: Statement): string {
       return 'masquerade fully-random';
     case 'reject':
       return 'reject';
+    case 'socketWildcard':
+      return `socket wildcard ${statement.wildcard ? 1 : 0}`;
+    case 'notrack':
+      return 'notrack';
     case 'verdict':
       return verdictText(statement.verdict);
   }
@@ -82,7 +86,7 @@ function chainText(chain: Chain): string[] {
   return lines;
 }
 
-export function tableText(table: Table): string {
+export function tableText(table: Table<NftFamily>): string {
   const body = [...table.sets.map(setText), ...table.chains.map(chainText)];
   const sections = body.map((lines) => lines.join('\n'));
   return `table ${table.family} ${table.name} {\n${sections.join('\n\n')}\n}\n`;

@@ -3,15 +3,18 @@
 
 export type TableFamily = 'ip' | 'ip6';
 
+/** An inet table holds rules for both address families; the proxy's tables are per family. */
+export type NftFamily = TableFamily | 'inet';
+
 /** Packet fields the rules read, each with one meaning in nft text, libnftables JSON and bytecode. */
 export type Field =
   | 'ip saddr' | 'ip daddr' | 'ip6 saddr' | 'ip6 daddr'
-  | 'meta l4proto' | 'th dport' | 'meta mark';
+  | 'meta l4proto' | 'th dport' | 'th sport' | 'meta mark' | 'meta nfproto';
 
 /** Data types of set keys and map values, named as nft names them. */
-export type DataType = 'ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service' | 'mark' | 'integer';
+export type DataType = 'ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service' | 'mark' | 'integer' | 'nf_proto';
 
-/** A literal value: an address (v4/v6), a prefix "a/len", a protocol name, a port or integer. */
+/** A literal value: an address (v4/v6), a prefix "a/len", a protocol name, a port or integer, ipv4/ipv6 (nf_proto). */
 export type Value = string | number;
 
 export type Verdict =
@@ -38,6 +41,9 @@ export type Statement =
   | { kind: 'redirect'; port: number }
   | { kind: 'masquerade' }
   | { kind: 'reject' }
+  /** Whether the local socket the packet belongs to is bound to a wildcard address; no socket: no match. */
+  | { kind: 'socketWildcard'; wildcard: boolean }
+  | { kind: 'notrack' }
   | { kind: 'verdict'; verdict: Verdict };
 
 export interface Rule {
@@ -82,8 +88,8 @@ export interface NamedSet {
   elements: SetElement[];
 }
 
-export interface Table {
-  family: TableFamily;
+export interface Table<Family extends NftFamily = TableFamily> {
+  family: Family;
   name: string;
   sets: NamedSet[];
   chains: Chain[];

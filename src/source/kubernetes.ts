@@ -12,6 +12,7 @@ import {
 } from '@kubernetes/client-node';
 import type { KubeObject } from '../state/cluster-state.js';
 import { ObjectError } from '../state/model.js';
+import { HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL } from '../state/normalize.js';
 import { listCollection } from './list-request.js';
 
 // Services, EndpointSlices and this Node from the API server, through client-node informers (a list,
@@ -47,8 +48,10 @@ export interface KubernetesSourceOptions {
   qps?: number;
   burst?: number;
   /**
-   * Cluster DNS: also watch Namespaces and the EndpointSlices of headless services, which DNS answers
-   * for. The proxy's planners skip headless services (they have no ClusterIP), so this changes no rule.
+   * Cluster DNS: also watch Namespaces, the EndpointSlices of headless services and other proxies'
+   * Services and slices, which DNS answers for. The state keeps them from the proxy's planners
+   * (headless services have no ClusterIP; servicePortViews leaves other proxies' out), so this
+   * changes no rule.
    */
   clusterDNS?: boolean;
   /** The ingress: also watch the EndpointSlices of headless services, which it routes to (no Namespaces). */
@@ -69,9 +72,10 @@ const MIN_WATCH_SECONDS = 300;
 /**
  * Slices of headless services have no ClusterIP to proxy, and objects naming a service proxy belong to
  * that other proxy. kube-proxy sets this selector on its shared informer factory, so it filters Services
- * as well as EndpointSlices.
+ * as well as EndpointSlices. Without cluster DNS it spares the informers' memory; the state applies the
+ * same filter to whatever a source delivers (the manifest source has no selectors).
  */
-export const PROXYABLE_SELECTOR = '!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name';
+export const PROXYABLE_SELECTOR = `!${HEADLESS_LABEL},!${SERVICE_PROXY_NAME_LABEL}`;
 
 /** --kubeconfig, else --master alone, else the pod's service account, as kube-proxy chooses. */
 export function loadKubeConfig(options: Pick<KubernetesSourceOptions, 'kubeconfig' | 'master'>): KubeConfig {
@@ -117,10 +121,10 @@ interface Resource {
 }
 
 /**
- * Headless services' slices included, for the dataplanes that use them (cluster DNS, the ingress):
- * objects naming another service proxy still belong to that proxy.
+ * The ingress without cluster DNS: headless services' slices included (it routes to them), another
+ * service proxy's still left to that proxy.
  */
-export const DNS_SELECTOR = '!service.kubernetes.io/service-proxy-name';
+export const HEADLESS_INCLUDED_SELECTOR = '!service.kubernetes.io/service-proxy-name';
 
 /** The kinds other dataplanes register (ClusterState.registerKind), by kind. */
 const EXTRA_RESOURCES: Record<string, Resource> = {
@@ -132,12 +136,13 @@ const EXTRA_RESOURCES: Record<string, Resource> = {
 
 function resources({ nodeName, clusterDNS = false, headlessEndpoints = false }: KubernetesSourceOptions): Resource[] {
   return [
-    { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector: PROXYABLE_SELECTOR },
+    // CoreDNS names every Service: with cluster DNS on, nothing is selected out.
+    { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector: clusterDNS ? undefined : PROXYABLE_SELECTOR },
     {
       kind: 'EndpointSlice',
       apiVersion: 'discovery.k8s.io/v1',
       path: '/apis/discovery.k8s.io/v1/endpointslices',
-      labelSelector: clusterDNS || headlessEndpoints ? DNS_SELECTOR : PROXYABLE_SELECTOR,
+      labelSelector: clusterDNS ? undefined : headlessEndpoints ? HEADLESS_INCLUDED_SELECTOR : PROXYABLE_SELECTOR,
     },
     { kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes', fieldSelector: `metadata.name=${nodeName}` },
     ...(clusterDNS ? [{ kind: 'Namespace', apiVersion: 'v1', path: '/api/v1/namespaces' }] : []),

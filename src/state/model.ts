@@ -20,6 +20,11 @@ export interface ServiceInfo {
   type: 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
   /** clusterIP None: cluster DNS answers with the ready endpoints' addresses. */
   headless: boolean;
+  /**
+   * Labelled service.kubernetes.io/service-proxy-name: another proxy's service. kubenft's proxying
+   * dataplanes leave it alone, as kube-proxy does; cluster DNS names it, as CoreDNS does.
+   */
+  otherProxy?: boolean;
   /** The name an ExternalName service aliases (lower case, no trailing dot). */
   externalName?: string;
   /** One per family, primary first; empty for headless services. */
@@ -62,6 +67,13 @@ export interface EndpointSliceInfo {
   family: IPFamily;
   ports: EndpointSlicePort[];
   endpoints: EndpointInfo[];
+  /** Labelled service.kubernetes.io/service-proxy-name: another proxy's endpoints, for cluster DNS only. */
+  otherProxy?: boolean;
+  /**
+   * Labelled service.kubernetes.io/headless, which kube-proxy's selector leaves out: endpoints for
+   * cluster DNS and for the ingress, which picks endpoints itself.
+   */
+  headless?: boolean;
 }
 
 export interface NodeInfo {

@@ -14,6 +14,12 @@ const isObject = (value: unknown): value is Raw => typeof value === 'object' && 
 const PROTOCOLS: Protocol[] = ['TCP', 'UDP', 'SCTP'];
 const ZONE_LABEL = 'topology.kubernetes.io/zone';
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+/** Objects labelled so belong to another service proxy (kube-proxy's informers select them out). */
+export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name';
+/** The EndpointSlice controller's label on the slices of headless services (selected out too). */
+export const HEADLESS_LABEL = 'service.kubernetes.io/headless';
+
+const labelsOf = (read: Reader, raw: unknown) => read.optionalObject(((raw as Raw).metadata as Raw).labels, 'metadata.labels');
 
 // The lists a normalized object holds are exact-size copies (flatMap and filter leave room to grow:
 // ~130 bytes a list), and every empty one is this one frozen array: most services have no
@@ -206,11 +212,11 @@ function readerFor(kind: string, raw: unknown): { read: Reader; metadata: { name
 const EXTERNAL_NAME = /^(?=.{1,253}\.?$)([A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9])?\.?$/;
 
 /** ExternalName services carry only their alias: they have no address for any dataplane but DNS. */
-function externalNameService(read: Reader, metadata: { namespace: string; name: string }, spec: Raw): ServiceInfo {
+function externalNameService(read: Reader, metadata: { namespace: string; name: string }, spec: Raw, otherProxy: boolean): ServiceInfo {
   const target = spec.externalName;
   if (typeof target !== 'string' || !EXTERNAL_NAME.test(target)) read.fail('spec.externalName is not a DNS name');
   return {
-    namespace: metadata.namespace, name: metadata.name, type: 'ExternalName', headless: false, externalName: target.toLowerCase().replace(/\.$/, ''),
+    namespace: metadata.namespace, name: metadata.name, type: 'ExternalName', headless: false, otherProxy, externalName: target.toLowerCase().replace(/\.$/, ''),
     clusterIPs: NONE, ports: NONE, externalIPs: NONE, loadBalancerIPs: NONE, loadBalancerSourceRanges: NONE,
     externalTrafficPolicyLocal: false, internalTrafficPolicyLocal: false,
   };
@@ -219,8 +225,9 @@ function externalNameService(read: Reader, metadata: { namespace: string; name: 
 export function normalizeService(raw: unknown): ServiceInfo {
   const { read, metadata } = readerFor('Service', raw);
   const spec = read.object((raw as Raw).spec, 'spec');
+  const otherProxy = labelsOf(read, raw)[SERVICE_PROXY_NAME_LABEL] !== undefined;
   const type = spec.type ?? 'ClusterIP';
-  if (type === 'ExternalName') return externalNameService(read, metadata, spec);
+  if (type === 'ExternalName') return externalNameService(read, metadata, spec, otherProxy);
   if (type !== 'ClusterIP' && type !== 'NodePort' && type !== 'LoadBalancer') read.fail(`spec.type ${JSON.stringify(type)} is not ClusterIP, NodePort, LoadBalancer or ExternalName`);
 
   const primary = spec.clusterIP;
@@ -275,6 +282,7 @@ export function normalizeService(raw: unknown): ServiceInfo {
     name: metadata.name,
     type: type as ServiceInfo['type'],
     headless,
+    otherProxy,
     clusterIPs,
     ports,
     externalIPs: held(read.list(spec.externalIPs, 'spec.externalIPs').map((ip, index) => read.address(ip, `spec.externalIPs[${index}]`, undefined, EXTERNAL_IP_REFUSED))),
@@ -292,7 +300,7 @@ export function normalizeService(raw: unknown): ServiceInfo {
 /** Returns undefined for slices kube-proxy ignores (FQDN, or not owned by a Service). */
 export function normalizeEndpointSlice(raw: unknown): EndpointSliceInfo | undefined {
   const { read, metadata } = readerFor('EndpointSlice', raw);
-  const labels = read.optionalObject(((raw as Raw).metadata as Raw).labels, 'metadata.labels');
+  const labels = labelsOf(read, raw);
   const serviceName = labels[SERVICE_NAME_LABEL];
   const addressType = (raw as Raw).addressType;
   if (addressType === 'FQDN' || serviceName === undefined) return undefined;
@@ -347,7 +355,8 @@ export function normalizeEndpointSlice(raw: unknown): EndpointSliceInfo | undefi
   }));
 
   if (typeof serviceName !== 'string' || !DNS1035_LABEL.test(serviceName)) read.fail(`metadata.labels["${SERVICE_NAME_LABEL}"] is not a Service name`);
-  return { namespace: metadata.namespace, name: metadata.name, serviceName: serviceName as string, family, ports, endpoints };
+  return { namespace: metadata.namespace, name: metadata.name, serviceName: serviceName as string, family, ports, endpoints,
+    otherProxy: labels[SERVICE_PROXY_NAME_LABEL] !== undefined, headless: labels[HEADLESS_LABEL] !== undefined };
 }
 
 /** A Namespace's name: cluster DNS answers for the namespaces that exist. */

@@ -22,12 +22,13 @@ export interface ServicePortView {
 export const servicePortName = (view: ServicePortView) =>
   `${view.service.namespace}/${view.service.name}${view.port.name ? `:${view.port.name}` : ''}`;
 
-/** One service port's endpoints of one family, their target port resolved through the slices' ports. */
+/** One service port's endpoints of one family, their target port resolved through the admitted slices' ports. */
 function portView(service: ServiceInfo, slices: readonly EndpointSliceInfo[], port: ServicePortInfo, family: IPFamily, clusterIP: string): ServicePortView {
   const seen = new Set<string>();
   const endpoints: PortEndpoint[] = [];
   for (const slice of slices) {
-    if (slice.family !== family) continue;
+    // Another proxy's slices are never ours; headless ones only in a headless service's views.
+    if (slice.family !== family || slice.otherProxy || (slice.headless && clusterIP !== '')) continue;
     const target = slice.ports.find((candidate) => candidate.name === port.name && candidate.protocol === port.protocol);
     if (!target) continue;
     for (const endpoint of slice.endpoints) {
@@ -44,10 +45,14 @@ function portView(service: ServiceInfo, slices: readonly EndpointSliceInfo[], po
   return { service, port, family, clusterIP, endpoints };
 }
 
-/** The views the proxy's rules are planned from: one per ClusterIP and port (none for a headless service). */
+/**
+ * What the proxying dataplanes (rules, socket LB, health checks) see of a service: one view per
+ * ClusterIP and port; nothing of another proxy's service, nor of the slices kube-proxy's label
+ * selector leaves out, whichever source delivered them (the API with cluster DNS on, or manifests).
+ */
 export function servicePortViews(state: ClusterState, key: string): ServicePortView[] {
   const service = state.services.get(key);
-  if (!service) return [];
+  if (!service || service.otherProxy) return [];
   const slices = state.slices.get(key) ?? [];
   return service.clusterIPs.flatMap((clusterIP) => service.ports.map((port) => portView(service, slices, port, familyOf(clusterIP), clusterIP)));
 }
@@ -59,8 +64,8 @@ export function servicePortViews(state: ClusterState, key: string): ServicePortV
  */
 export function endpointPortViews(state: ClusterState, key: string): ServicePortView[] {
   const service = state.services.get(key);
-  if (!service?.headless) return servicePortViews(state, key);
-  const slices = state.slices.get(key) ?? [];
+  if (!service?.headless || service.otherProxy) return servicePortViews(state, key);
+  const slices = (state.slices.get(key) ?? []).filter((slice) => !slice.otherProxy);
   const families = [...new Set(slices.map((slice) => slice.family))].sort();
   // Without slices the ports are still the Service's (a backend port resolves, to no endpoint).
   if (families.length === 0) families.push(4);
