@@ -71,14 +71,17 @@ t.test('the table answers cluster names natively; the rest reaches the JS server
 });
 
 t.test('a malformed table update or socket is refused, naming what is wrong', async (t) => {
-  const socket = native().udpAnswers({ address: '127.0.0.1', port: 0, threads: 1, durationBounds: DURATION_BUCKETS }, () => undefined);
+  const table = native().answerTable();
+  const socket = native().udpAnswers({ address: '127.0.0.1', port: 0, threads: 1, durationBounds: DURATION_BUCKETS, table }, () => undefined);
   t.teardown(() => socket.close());
   const good = new TableOps().setTemplate(MATCH.suffix, 'example', { flags: 0x8403 }).take();
-  t.throws(() => socket.update(good.subarray(0, good.length - 2)), /truncated/);
-  t.throws(() => socket.update(Buffer.from([9, 0, 0, 0, 0, 1, 1, 0])), /unknown table op 9/);
-  t.throws(() => socket.update(Buffer.from([1, 0, 0, 1, 0, 1, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0])), /shorter than its question/);
-  t.throws(() => native().udpAnswers({ address: 'not an address', port: 0, threads: 1, durationBounds: [] }, () => undefined), /not an IP address/);
-  t.throws(() => native().udpAnswers({ address: '127.0.0.1', port: socket.port, threads: 1, durationBounds: [] }, () => undefined), /cannot bind 127\.0\.0\.1:\d+: .*in use/i);
+  t.throws(() => table.update(good.subarray(0, good.length - 2)), /truncated/);
+  t.throws(() => table.update(Buffer.from([9, 0, 0, 0, 0, 1, 1, 0])), /unknown table op 9/);
+  t.throws(() => table.update(Buffer.from([1, 0, 0, 1, 0, 1, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0])), /shorter than its question/);
+  t.throws(() => table.update(Buffer.from([2, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0])), /answers are exact matches/);
+  t.throws(() => native().udpAnswers({ address: '127.0.0.1', port: 0, threads: 1, durationBounds: [], table: {} as never }, () => undefined), /table must be an answerTable/);
+  t.throws(() => native().udpAnswers({ address: 'not an address', port: 0, threads: 1, durationBounds: [], table }, () => undefined), /not an IP address/);
+  t.throws(() => native().udpAnswers({ address: '127.0.0.1', port: socket.port, threads: 1, durationBounds: [], table }, () => undefined), /cannot bind 127\.0\.0\.1:\d+: .*in use/i);
 });
 
 /** Valid queries of every kind the table holds, then mutated: case, flags, EDNS sizes, lengths, bytes. */

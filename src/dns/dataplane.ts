@@ -28,6 +28,8 @@ export interface DnsOptions {
 }
 
 const ZONE_OWNER = '';
+/** Top-level, so that no closure over an update keeps it alive through the compaction. */
+const compactJsHeap = () => native().compactJsHeap();
 const KUBE_DNS = 'kube-system/kube-dns';
 
 export class DnsDataplane implements StateDataplane {
@@ -98,8 +100,9 @@ export class DnsDataplane implements StateDataplane {
       this.applied.set(update.seq, () => { this.applied.delete(update.seq); resolve(); });
       this.worker!.postMessage(update);
     });
-    // The plans of a full update were copied to the worker and are garbage here: give their pages back.
-    if (update.set.length >= LARGE_UPDATE) native().compactJsHeap();
+    // The plans of a full update were copied to the worker and are garbage here: give their pages
+    // back, once this call has returned (its context holds the update until then).
+    if (update.set.length >= LARGE_UPDATE) setImmediate(compactJsHeap);
   }
 
   async stop(): Promise<void> {

@@ -29,6 +29,8 @@ export interface Query {
   rd: boolean;
   /** Lower-case, without the trailing dot; '' for the root. */
   name: string;
+  /** The name in wire form, lower-case (the answer table's key). */
+  wire: Buffer;
   qtype: number;
   qclass: number;
   /** Where the question's name ends, and the question. */
@@ -63,6 +65,7 @@ export function parseQuery(packet: Buffer): Query {
     id: packet.readUInt16BE(0),
     rd: (packet[2] & FLAG_RD) !== 0,
     name: labels.join('.').toLowerCase(),
+    wire: lowerCase(packet.subarray(HEADER, nameEnd)),
     qtype: packet.readUInt16BE(nameEnd),
     qclass: packet.readUInt16BE(nameEnd + 2),
     nameEnd,
@@ -76,6 +79,13 @@ export function parseQuery(packet: Buffer): Query {
     }
   }
   return query;
+}
+
+/** A copy with ASCII letters lower-cased, as DNS compares names (RFC 4343); length bytes are never letters. */
+function lowerCase(wire: Buffer): Buffer {
+  const out = Buffer.from(wire);
+  for (let at = 0; at < out.length; at++) if (out[at] >= 0x41 && out[at] <= 0x5a) out[at] |= 0x20;
+  return out;
 }
 
 /** The largest answer a client takes over UDP. */
@@ -149,23 +159,6 @@ function truncated(query: Query, packet: Buffer): Buffer {
 /** Fits a finished response into the client's limit (UDP) or sends it whole (TCP: limit Infinity). */
 function fit(query: Query, out: Buffer, limit: number): Buffer {
   return out.length > limit ? truncated(query, out) : out;
-}
-
-/** The prepared answer as this query's response: its ID, RD bit, the question's case, and OPT when asked. */
-export function answer(query: Query, raw: Buffer, prepared: Prepared, limit: number): Buffer {
-  const { packet, nameAt } = prepared;
-  const out = Buffer.allocUnsafe(packet.length + (query.ednsSize ? OPT_RR.length : 0));
-  packet.copy(out);
-  out.writeUInt16BE(query.id, 0);
-  if (query.rd) out[2] |= FLAG_RD;
-  raw.copy(out, HEADER, HEADER, query.nameEnd);
-  for (const at of nameAt) raw.copy(out, at, HEADER, query.nameEnd);
-  for (const at of prepared.zoneAt) raw.copy(out, at, query.nameEnd - prepared.zoneLength, query.nameEnd);
-  if (query.ednsSize) {
-    OPT_RR.copy(out, packet.length);
-    out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
-  }
-  return fit(query, out, limit);
 }
 
 /** A response built for this query: rcode, answer records (bytes) and authority records (bytes). */
