@@ -4,7 +4,7 @@
 // the JS server gives for it (or both stay silent), and the server keeps answering.
 import t from 'tap';
 import dgram from 'node:dgram';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import dnsPacket from 'dns-packet';
 import { native } from '../src/backend/native.js';
@@ -146,6 +146,23 @@ t.test('differential fuzz: the native answer is the JS answer, byte for byte', a
   t.equal(differences, 0, `${answered} answers, each identical to the JS server's`);
   t.ok(answered > 600);
   t.equal(await exchange(Buffer.alloc(5000, 7), 50), undefined, 'a datagram over 4 KiB is dropped');
+  t.same(native.takeMetrics()?.dropped, { oversized: 1 }, 'and counted');
   const after = dnsPacket.decode((await exchange(dnsPacket.encode({ id: 9, type: 'query', questions: [{ name: `hostnames.default.${Z}`, type: 'A' }] }), 1000))!);
   t.same(after.answers!.map((answer) => answer.data), ['10.0.0.20'], 'the server keeps answering');
+});
+
+t.test('queries passed up while the JS thread is busy beyond the queue\'s 1024 are dropped and counted', async (t) => {
+  const server = new ClusterDnsServer(config);
+  server.apply(names(1));
+  const socket = serveUdp(server, '127.0.0.1', 0, 1);
+  t.teardown(() => { socket.close(); server.forwarder.close(); });
+  // A pod name: the table passes it up. execFileSync blocks this thread while the child sends.
+  const query = dnsPacket.encode({ id: 1, type: 'query', questions: [{ name: '10-1-2-3.default.pod.cluster.local', type: 'A' }] }).toString('hex');
+  const sender = `const s = require('node:dgram').createSocket('udp4'); const q = Buffer.from('${query}', 'hex'); let left = 2000;
+    const next = () => left-- > 0 ? s.send(q, ${socket.port}, '127.0.0.1', next) : setTimeout(() => s.close(), 200); next();`;
+  execFileSync(process.execPath, ['-e', sender]);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const dropped = server.takeMetrics()?.dropped;
+  t.ok(dropped?.backlog !== undefined && dropped.backlog >= 2000 - 1024 - 1, `${dropped?.backlog} of 2000 dropped with 1024 queued`);
+  t.notOk(dropped?.oversized);
 });

@@ -134,6 +134,10 @@ t.test('other names go upstream, cached; SERVFAIL-free TCP retry when the upstre
   t.match(body, /kubenft_dns_requests_total\{[^}]*proto="udp"[^}]*type="A"\} \d+/);
   t.match(body, /kubenft_dns_responses_total\{[^}]*rcode="NXDOMAIN"\} \d+/);
   t.match(body, /kubenft_dns_request_duration_seconds_count \d+/);
+  const oversized = `require('node:dgram').createSocket('udp4').send(Buffer.alloc(5000), 53, '${LINK_LOCAL}', (error) => process.exit(error ? 1 : 0))`;
+  t.equal((await topology.exec(topology.client, ['node', '-e', oversized])).code, 0);
+  t.ok(await eventually(async () => /kubenft_dns_dropped_requests_total\{[^}]*reason="oversized"\} [1-9]/.test((await scrape(topology, 'http://127.0.0.1:10249/metrics')).body)),
+    'a datagram over 4 KiB is dropped and counted');
 });
 
 t.test('the kube-dns ClusterIP is answered by kubenft, with no conntrack entry', async (t) => {

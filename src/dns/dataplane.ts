@@ -121,6 +121,7 @@ export class DnsDataplane implements StateDataplane {
     for (const [type, count] of Object.entries(metrics.cacheHits)) m.cacheHits.inc({ server: 'dns://:53', type }, count);
     if (metrics.cacheMisses > 0) m.cacheMisses.inc({ server: 'dns://:53' }, metrics.cacheMisses);
     for (const [to, count] of Object.entries(metrics.upstreamFailures)) m.upstreamFailures.inc({ to }, count);
+    for (const [reason, count] of Object.entries(metrics.dropped)) m.dropped.inc({ server: 'dns://:53', reason }, count);
   }
 }
 
@@ -160,5 +161,9 @@ function dnsMetrics(registry: Registry) {
     cacheHits: new Counter({ name: 'kubenft_dns_cache_hits_total', help: 'Forwarded names answered from the cache (type success or denial).', labelNames: ['server', 'type'], registers }),
     cacheMisses: new Counter({ name: 'kubenft_dns_cache_misses_total', help: 'Forwarded names not in the cache.', labelNames: ['server'], registers }),
     upstreamFailures: new Counter({ name: 'kubenft_dns_upstream_failures_total', help: 'Upstream queries that failed or timed out (type to: the upstream).', labelNames: ['to'], registers }),
+    dropped: new Counter({
+      name: 'kubenft_dns_dropped_requests_total', labelNames: ['server', 'reason'], registers,
+      help: 'UDP queries dropped unanswered, by reason: oversized (over the 4 KiB a socket reads), backlog (the queue to the JS server was full).',
+    }),
   };
 }
