@@ -7,7 +7,7 @@ import dnsPacket from 'dns-packet';
 import { planService, planZone, reverseName } from '../src/plan/dns.js';
 import { ClusterDnsServer, type NamesUpdate } from '../src/dns/server.js';
 import { Forwarder } from '../src/dns/forwarder.js';
-import { agedResponse } from '../src/dns/wire.js';
+import { agedResponse, parseQuery } from '../src/dns/wire.js';
 
 const config = { addresses: [], port: 0, zone: 'cluster.local', ttl: 5, pods: 'insecure' as const, upstreams: [] };
 const ask = async (server: ClusterDnsServer, name: string, type: dnsPacket.RecordType = 'A') =>
@@ -32,6 +32,24 @@ t.test('answers from planned names, SERVFAIL before the first sync, FORMERR for 
   t.equal((await ask(server, 'a.default.svc.cluster.local')).rcode, 'NXDOMAIN');
   t.ok(server.takeMetrics());
   server.forwarder.close();
+});
+
+t.test('a label holding a dot is one label: the name it spells with its neighbours is another name', async (t) => {
+  const server = new ClusterDnsServer(config);
+  t.teardown(() => server.forwarder.close());
+  const plan = { zone: 'cluster.local', ttl: 5 };
+  server.apply({ type: 'names', seq: 1, serial: 1, remove: [], namespaces: ['default'],
+    set: [['default/a', planService({ namespace: 'default', name: 'a', headless: false, clusterIPs: ['10.0.0.1'], ports: [] }, [], plan)], ['', planZone(['default'], undefined, plan, 1)]] });
+  // Raw: dns-packet (like zone files) would read an escaped dot, not put a '.' byte in a label.
+  const query = (labels: string[], type = 1) => Buffer.concat([Buffer.from([0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+    ...labels.map((label) => Buffer.concat([Buffer.from([label.length]), Buffer.from(label, 'latin1')])), Buffer.from([0, 0, type, 0, 1])]);
+  const rcode = async (labels: string[]) => dnsPacket.decode((await server.handle(query(labels), 'tcp', '4'))!).rcode;
+  t.equal(await rcode(['a', 'default', 'svc', 'cluster', 'local']), 'NOERROR');
+  t.equal(await rcode(['a.default', 'svc', 'cluster', 'local']), 'NXDOMAIN', 'not the service\'s name');
+  t.equal(await rcode(['10-1-2-3.default', 'pod', 'cluster', 'local']), 'NXDOMAIN', 'not a pod name');
+  t.equal(await rcode(['10-1-2-3', 'default', 'pod', 'cluster', 'local']), 'NOERROR');
+  t.equal(await rcode(['x.cluster', 'local']), 'SERVFAIL', 'not in the zone: forwarded (to no upstream here)');
+  t.equal(parseQuery(query(['A.b\\', 'C'])).name, 'a\\.b\\\\.c', 'the key escapes dots and backslashes');
 });
 
 t.test('a name two services share is merged from both, whichever changes or goes, though the plans are dropped once applied', async (t) => {

@@ -58,9 +58,10 @@ t.test('the table answers cluster names natively; the rest reaches the JS server
   t.equal(passed, 0, 'none of these reached the JS server');
 
   t.match(await dig('10-1-2-3.default.pod.cluster.local'), /IN\s+A\s+10\.1\.2\.3/, 'pod names are computed by the JS server');
+  t.equal(await status('10-1-2-3\\.default.pod.cluster.local'), 'NXDOMAIN', 'a label holding a dot is not two labels (the JS server)');
   t.match(await dig(`ext.default.${Z}`), /CNAME\s+hostnames\.default\.svc\.cluster\.local\.[\s\S]*A\s+10\.0\.0\.20/, 'ExternalName is chased by the JS server');
   t.match(await dig('-c', 'CH', `hostnames.default.${Z}`), /status: REFUSED/, 'another class goes to the JS server');
-  t.equal(passed, 3);
+  t.equal(passed, 4);
 
   server.apply({ type: 'names', seq: 2, serial: 2, remove: ['default/hostnames'], set: [] });
   t.equal(await status(`hostnames.default.${Z}`), 'NXDOMAIN', 'an update swaps the table');
@@ -91,13 +92,21 @@ function hostilePackets(count: number): Buffer[] {
     [`hostnames.default.${Z}`, 'A'], [`HOSTNAMES.default.${Z}`, 'AAAA'], ['_http._TCP.hostnames.default.svc.CLUSTER.local', 'SRV'], [`_http._tcp.hostnames.default.${Z}`, 'SRV'], [`many.default.${Z}`, 'A'],
     ['20.0.0.10.in-addr.arpa', 'PTR'], [`nothing.default.${Z}`, 'A'], [`hostnames.default.${Z}`, 'MX'], ['cluster.local', 'SOA'], ['cluster.local', 'NS'],
     ['10-1-2-3.default.pod.cluster.local', 'A'], [`ext.default.${Z}`, 'A'], ['cluster.local', 'AXFR'], ['x.example', 'A'],
+    ['10-1-2-3.default.pod.cluster.local', 'A'], [`hostnames.default.${Z}`, 'A'], [`ext.default.${Z}`, 'A'],
   ];
+  /** Questions whose first dot is a byte of the first label: they must not match the name they spell. */
+  const dotted = new Set([14, 15, 16]);
   const packets: Buffer[] = [];
   for (let i = 0; i < count; i++) {
     const [name, type] = questions[i % questions.length];
     const edns = i % 3 === 0 ? [] : [{ type: 'OPT' as const, name: '.', udpPayloadSize: [0, 100, 512, 1232, 4096][random(5)] }];
     const valid = dnsPacket.encode({ id: random(65536), type: 'query', flags: random(2) ? dnsPacket.RECURSION_DESIRED : 0, questions: [{ name, type }], additionals: edns });
     const packet = Buffer.from(valid);
+    if (dotted.has(i % questions.length)) {
+      const first = packet[12];
+      packet[12] = first + 1 + packet[13 + first];
+      packet[13 + first] = '.'.charCodeAt(0);
+    }
     switch (i % 8) {
       case 0: break;
       case 1: packet[random(packet.length)] = random(256); break;

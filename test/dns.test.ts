@@ -76,6 +76,13 @@ t.test('the query\'s case is kept in the answer', async (t) => {
   t.match(await dig(LINK_LOCAL, `HostNames.Default.${Z}`, 'A'), /^HostNames\.Default\.svc\.cluster\.local\.\s+5\s+IN\s+A\s+10\.0\.0\.20$/m);
 });
 
+t.test('a label holding a dot (an escaped dot) is one label, not the name its text spells', async (t) => {
+  for (const tcp of ['+notcp', '+tcp']) {
+    t.equal(await status(tcp, `hostnames\\.default.${Z}`), 'NXDOMAIN', tcp);
+    t.equal(await status(tcp, '10-1-2-3\\.default.pod.cluster.local'), 'NXDOMAIN', tcp);
+  }
+});
+
 t.test('headless services: one record per ready endpoint, endpoint names, SRV per endpoint', async (t) => {
   t.same(await short(`web.default.${Z}`), ['10.1.0.5', '10.1.0.6']);
   t.same(await short(`10-1-0-5.web.default.${Z}`), ['10.1.0.5']);

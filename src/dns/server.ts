@@ -8,7 +8,7 @@ import { Forwarder, type Upstream } from './forwarder.js';
 import { MATCH, TableOps } from './udp-table.js';
 import {
   FLAG_AA, FLAG_QR, FLAG_RA, MalformedQuery, QTYPE, RCODE, RCODE_NAMES, type Query, addressRecord, encodeRecord, formatError,
-  parseQuery, prepareName, rcodeOf, relay, respond, typeName, udpLimit, wireName,
+  endsWithLabels, parseQuery, prepareName, rcodeOf, relay, respond, typeName, udpLimit, wireName,
 } from './wire.js';
 
 // The cluster DNS server, in a worker thread so that serving never waits for the agent's sync loop
@@ -99,13 +99,13 @@ export class ClusterDnsServer {
   private namespaces = new Set<string>();
   private synced = false;
   private soa: Buffer;
-  private readonly zoneSuffix: string;
+  private readonly zoneLabels: string[];
   private metrics = emptyMetrics();
   readonly forwarder: Forwarder;
   private readonly sockets: { socket: UdpAnswerSocket; family: string }[] = [];
 
   constructor(private readonly config: ServerConfig) {
-    this.zoneSuffix = `.${config.zone}`;
+    this.zoneLabels = config.zone === '' ? [] : config.zone.split('.');
     this.soa = encodeRecord(soaRecord(config.zone, config.ttl, 0));
     this.forwarder = new Forwarder(config.upstreams, {
       cacheHit: (kind) => bump(this.metrics.cacheHits, kind),
@@ -242,7 +242,7 @@ export class ClusterDnsServer {
     if (query.qtype === QTYPE.AXFR || query.qtype === QTYPE.IXFR) return respond(query, raw, RCODE.REFUSED, [], [], limit);
     const fromTable = this.table.answer(raw, limit);
     if (fromTable) return fromTable;
-    const inZone = query.name === this.config.zone || query.name.endsWith(this.zoneSuffix);
+    const inZone = endsWithLabels(query.labels, this.zoneLabels);
     const exists = this.table.prepared(query.wire, 0) !== undefined;
     if ((inZone || exists) && !this.synced) return respond(query, raw, RCODE.SERVFAIL, [], [], limit);
     if (!exists && !inZone) return this.forward(query, raw, limit);
@@ -256,7 +256,7 @@ export class ClusterDnsServer {
   /** Pod records, `insecure` as CoreDNS: any dashed address in an existing namespace. */
   private podAnswer(query: Query, raw: Buffer, limit: number): Buffer | undefined {
     if (this.config.pods !== 'insecure') return undefined;
-    const labels = query.name.slice(0, -this.zoneSuffix.length).split('.');
+    const labels = query.labels.slice(0, query.labels.length - this.zoneLabels.length);
     if (labels.length !== 3 || labels[2] !== 'pod' || !this.namespaces.has(labels[1])) return undefined;
     const address = podAddress(labels[0]);
     if (!address) return undefined;

@@ -27,8 +27,14 @@ const OPT_RR = Buffer.from([0, 0, QTYPE.OPT, EDNS_UDP_SIZE >> 8, EDNS_UDP_SIZE &
 export interface Query {
   id: number;
   rd: boolean;
-  /** Lower-case, without the trailing dot; '' for the root. */
+  /**
+   * Lower-case, without the trailing dot; '' for the root. A '.' or '\' inside a label is escaped
+   * (`a\.b`), as in zone files, so that no two names share a key: joined as they come, the labels
+   * `a.b` and `c` would read as the three of `a.b.c`.
+   */
   name: string;
+  /** The labels, lower-case. */
+  labels: string[];
   /** The name in wire form, lower-case (the answer table's key). */
   wire: Buffer;
   qtype: number;
@@ -47,7 +53,6 @@ export function parseQuery(packet: Buffer): Query {
   if (packet.length < HEADER) throw new MalformedQuery('shorter than a header');
   if (packet[2] & FLAG_QR) throw new MalformedQuery('a response, not a query');
   if (packet.readUInt16BE(4) !== 1) throw new MalformedQuery('not exactly one question');
-  const labels: string[] = [];
   let offset = HEADER;
   for (;;) {
     if (offset >= packet.length) throw new MalformedQuery('question name runs past the packet');
@@ -55,17 +60,20 @@ export function parseQuery(packet: Buffer): Query {
     if (length === 0) break;
     if (length > 63) throw new MalformedQuery('compressed or oversized label in the question');
     if (offset + 1 + length > packet.length) throw new MalformedQuery('label runs past the packet');
-    labels.push(packet.toString('latin1', offset + 1, offset + 1 + length));
     offset += 1 + length;
     if (offset - HEADER > 255) throw new MalformedQuery('question name longer than 255 bytes');
   }
   const nameEnd = offset + 1;
   if (nameEnd + 4 > packet.length) throw new MalformedQuery('question type and class missing');
+  const wire = lowerCase(packet.subarray(HEADER, nameEnd));
+  const labels: string[] = [];
+  for (let at = 0; wire[at] !== 0; at += 1 + wire[at]) labels.push(wire.toString('latin1', at + 1, at + 1 + wire[at]));
   const query: Query = {
     id: packet.readUInt16BE(0),
     rd: (packet[2] & FLAG_RD) !== 0,
-    name: labels.join('.').toLowerCase(),
-    wire: lowerCase(packet.subarray(HEADER, nameEnd)),
+    name: labels.map((label) => label.replace(/[.\\]/g, '\\$&')).join('.'),
+    labels,
+    wire,
     qtype: packet.readUInt16BE(nameEnd),
     qclass: packet.readUInt16BE(nameEnd + 2),
     nameEnd,
@@ -87,6 +95,10 @@ function lowerCase(wire: Buffer): Buffer {
   for (let at = 0; at < out.length; at++) if (out[at] >= 0x41 && out[at] <= 0x5a) out[at] |= 0x20;
   return out;
 }
+
+/** Whether labels end with the suffix's (the name is the suffix or below it). */
+export const endsWithLabels = (labels: readonly string[], suffix: readonly string[]) =>
+  labels.length >= suffix.length && suffix.every((label, index) => labels[labels.length - suffix.length + index] === label);
 
 /** The largest answer a client takes over UDP. */
 export const udpLimit = (query: Query) => query.ednsSize ?? CLASSIC_UDP_SIZE;
