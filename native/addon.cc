@@ -9,6 +9,7 @@
 #endif
 
 namespace knft {
+Napi::Value AnswerTable(const Napi::CallbackInfo& info);  // udp_answers.cc
 Napi::Value UdpAnswers(const Napi::CallbackInfo& info);  // udp_answers.cc
 Napi::Value OpenTun(const Napi::CallbackInfo& info);     // tun.cc
 }
@@ -58,6 +59,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("trimNativeHeap", Napi::Function::New(env, TrimNativeHeap, "trimNativeHeap"));
   exports.Set("compactJsHeap", Napi::Function::New(env, CompactJsHeap, "compactJsHeap"));
   exports.Set("socketLb", knft::SocketLbExports(env));
+  exports.Set("answerTable", Napi::Function::New(env, knft::AnswerTable, "answerTable"));
   exports.Set("udpAnswers", Napi::Function::New(env, knft::UdpAnswers, "udpAnswers"));
   exports.Set("openTun", Napi::Function::New(env, knft::OpenTun, "openTun"));
   return exports;

@@ -4,10 +4,10 @@
 import t from 'tap';
 import dgram from 'node:dgram';
 import dnsPacket from 'dns-packet';
-import { planService, planZone } from '../src/plan/dns.js';
-import { ClusterDnsServer } from '../src/dns/server.js';
+import { planService, planZone, reverseName } from '../src/plan/dns.js';
+import { ClusterDnsServer, type NamesUpdate } from '../src/dns/server.js';
 import { Forwarder } from '../src/dns/forwarder.js';
-import { agedResponse } from '../src/dns/wire.js';
+import { agedResponse, parseQuery } from '../src/dns/wire.js';
 
 const config = { addresses: [], port: 0, zone: 'cluster.local', ttl: 5, pods: 'insecure' as const, upstreams: [] };
 const ask = async (server: ClusterDnsServer, name: string, type: dnsPacket.RecordType = 'A') =>
@@ -32,6 +32,54 @@ t.test('answers from planned names, SERVFAIL before the first sync, FORMERR for 
   t.equal((await ask(server, 'a.default.svc.cluster.local')).rcode, 'NXDOMAIN');
   t.ok(server.takeMetrics());
   server.forwarder.close();
+});
+
+t.test('a label holding a dot is one label: the name it spells with its neighbours is another name', async (t) => {
+  const server = new ClusterDnsServer(config);
+  t.teardown(() => server.forwarder.close());
+  const plan = { zone: 'cluster.local', ttl: 5 };
+  server.apply({ type: 'names', seq: 1, serial: 1, remove: [], namespaces: ['default'],
+    set: [['default/a', planService({ namespace: 'default', name: 'a', headless: false, clusterIPs: ['10.0.0.1'], ports: [] }, [], plan)], ['', planZone(['default'], undefined, plan, 1)]] });
+  // Raw: dns-packet (like zone files) would read an escaped dot, not put a '.' byte in a label.
+  const query = (labels: string[], type = 1) => Buffer.concat([Buffer.from([0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+    ...labels.map((label) => Buffer.concat([Buffer.from([label.length]), Buffer.from(label, 'latin1')])), Buffer.from([0, 0, type, 0, 1])]);
+  const rcode = async (labels: string[]) => dnsPacket.decode((await server.handle(query(labels), 'tcp', '4'))!).rcode;
+  t.equal(await rcode(['a', 'default', 'svc', 'cluster', 'local']), 'NOERROR');
+  t.equal(await rcode(['a.default', 'svc', 'cluster', 'local']), 'NXDOMAIN', 'not the service\'s name');
+  t.equal(await rcode(['10-1-2-3.default', 'pod', 'cluster', 'local']), 'NXDOMAIN', 'not a pod name');
+  t.equal(await rcode(['10-1-2-3', 'default', 'pod', 'cluster', 'local']), 'NOERROR');
+  t.equal(await rcode(['x.cluster', 'local']), 'SERVFAIL', 'not in the zone: forwarded (to no upstream here)');
+  t.equal(parseQuery(query(['A.b\\', 'C'])).name, 'a\\.b\\\\.c', 'the key escapes dots and backslashes');
+});
+
+t.test('a name two services share is merged from both, whichever changes or goes, though the plans are dropped once applied', async (t) => {
+  const server = new ClusterDnsServer(config);
+  t.teardown(() => server.forwarder.close());
+  const plan = { zone: 'cluster.local', ttl: 5 };
+  const headless = (name: string, addresses: string[]) => planService({ namespace: 'default', name, headless: true, clusterIPs: [], ports: [{ name: 'http', protocol: 'TCP', port: 80 }] },
+    [{ ports: [{ name: 'http', protocol: 'TCP', port: 8080 }], endpoints: addresses.map((address) => ({ address, ready: true })) }], plan);
+  let seq = 0;
+  const apply = (set: NamesUpdate['set'], remove: string[] = []) => server.apply({ type: 'names', seq: ++seq, serial: seq, remove, set, namespaces: ['default'] });
+  const pointers = async (address: string) => ((await ask(server, reverseName(address), 'PTR')).answers ?? []).map((answer) => (answer as { data: string }).data).sort();
+  const a = (name: string) => `10-1-0-1.${name}.default.svc.cluster.local`;
+
+  apply([['default/a', headless('a', ['10.1.0.1', '10.1.0.2'])], ['', planZone(['default'], undefined, plan, 1)]]);
+  apply([['default/b', headless('b', ['10.1.0.1'])]]);
+  t.same(await pointers('10.1.0.1'), [a('a'), a('b')], 'the second owner\'s part is merged with what the table held for the first');
+  apply([['default/a', headless('a', ['10.1.0.1', '10.1.0.3'])]]);
+  t.same(await pointers('10.1.0.1'), [a('a'), a('b')], 'a change of one owner keeps the other\'s part');
+  t.same(await pointers('10.1.0.2'), [], 'and drops the names it no longer plans');
+  t.same(await pointers('10.1.0.3'), ['10-1-0-3.a.default.svc.cluster.local']);
+  apply([], ['default/b']);
+  t.same(await pointers('10.1.0.1'), [a('a')], 'the owner that goes takes its part along');
+  apply([['default/b', headless('b', ['10.1.0.1'])]]);
+  apply([], ['default/a']);
+  t.same(await pointers('10.1.0.1'), [a('b')]);
+  const srv = await ask(server, '_http._tcp.b.default.svc.cluster.local', 'SRV');
+  t.same(srv.answers!.map((answer) => (answer as { data: { target: string } }).data.target), [a('b')], 'the other names are untouched');
+  t.same(srv.additionals!.map((record) => record.name), [a('b')], 'glue included');
+  apply([], ['default/b']);
+  t.equal((await ask(server, reverseName('10.1.0.1'), 'PTR')).rcode, 'SERVFAIL', 'a reverse name nobody owns is forwarded (no upstream here)');
 });
 
 t.test('a cached upstream answer is served with its TTLs lowered by its time in the cache', async (t) => {

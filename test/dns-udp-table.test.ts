@@ -4,7 +4,7 @@
 // the JS server gives for it (or both stay silent), and the server keeps answering.
 import t from 'tap';
 import dgram from 'node:dgram';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import dnsPacket from 'dns-packet';
 import { native } from '../src/backend/native.js';
@@ -58,9 +58,10 @@ t.test('the table answers cluster names natively; the rest reaches the JS server
   t.equal(passed, 0, 'none of these reached the JS server');
 
   t.match(await dig('10-1-2-3.default.pod.cluster.local'), /IN\s+A\s+10\.1\.2\.3/, 'pod names are computed by the JS server');
+  t.equal(await status('10-1-2-3\\.default.pod.cluster.local'), 'NXDOMAIN', 'a label holding a dot is not two labels (the JS server)');
   t.match(await dig(`ext.default.${Z}`), /CNAME\s+hostnames\.default\.svc\.cluster\.local\.[\s\S]*A\s+10\.0\.0\.20/, 'ExternalName is chased by the JS server');
   t.match(await dig('-c', 'CH', `hostnames.default.${Z}`), /status: REFUSED/, 'another class goes to the JS server');
-  t.equal(passed, 3);
+  t.equal(passed, 4);
 
   server.apply({ type: 'names', seq: 2, serial: 2, remove: ['default/hostnames'], set: [] });
   t.equal(await status(`hostnames.default.${Z}`), 'NXDOMAIN', 'an update swaps the table');
@@ -71,14 +72,17 @@ t.test('the table answers cluster names natively; the rest reaches the JS server
 });
 
 t.test('a malformed table update or socket is refused, naming what is wrong', async (t) => {
-  const socket = native().udpAnswers({ address: '127.0.0.1', port: 0, threads: 1, durationBounds: DURATION_BUCKETS }, () => undefined);
+  const table = native().answerTable();
+  const socket = native().udpAnswers({ address: '127.0.0.1', port: 0, threads: 1, durationBounds: DURATION_BUCKETS, table }, () => undefined);
   t.teardown(() => socket.close());
   const good = new TableOps().setTemplate(MATCH.suffix, 'example', { flags: 0x8403 }).take();
-  t.throws(() => socket.update(good.subarray(0, good.length - 2)), /truncated/);
-  t.throws(() => socket.update(Buffer.from([9, 0, 0, 0, 0, 1, 1, 0])), /unknown table op 9/);
-  t.throws(() => socket.update(Buffer.from([1, 0, 0, 1, 0, 1, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0])), /shorter than its question/);
-  t.throws(() => native().udpAnswers({ address: 'not an address', port: 0, threads: 1, durationBounds: [] }, () => undefined), /not an IP address/);
-  t.throws(() => native().udpAnswers({ address: '127.0.0.1', port: socket.port, threads: 1, durationBounds: [] }, () => undefined), /cannot bind 127\.0\.0\.1:\d+: .*in use/i);
+  t.throws(() => table.update(good.subarray(0, good.length - 2)), /truncated/);
+  t.throws(() => table.update(Buffer.from([9, 0, 0, 0, 0, 1, 1, 0])), /unknown table op 9/);
+  t.throws(() => table.update(Buffer.from([1, 0, 0, 1, 0, 1, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0])), /shorter than its question/);
+  t.throws(() => table.update(Buffer.from([2, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0])), /answers are exact matches/);
+  t.throws(() => native().udpAnswers({ address: '127.0.0.1', port: 0, threads: 1, durationBounds: [], table: {} as never }, () => undefined), /table must be an answerTable/);
+  t.throws(() => native().udpAnswers({ address: 'not an address', port: 0, threads: 1, durationBounds: [], table }, () => undefined), /not an IP address/);
+  t.throws(() => native().udpAnswers({ address: '127.0.0.1', port: socket.port, threads: 1, durationBounds: [], table }, () => undefined), /cannot bind 127\.0\.0\.1:\d+: .*in use/i);
 });
 
 /** Valid queries of every kind the table holds, then mutated: case, flags, EDNS sizes, lengths, bytes. */
@@ -88,13 +92,21 @@ function hostilePackets(count: number): Buffer[] {
     [`hostnames.default.${Z}`, 'A'], [`HOSTNAMES.default.${Z}`, 'AAAA'], ['_http._TCP.hostnames.default.svc.CLUSTER.local', 'SRV'], [`_http._tcp.hostnames.default.${Z}`, 'SRV'], [`many.default.${Z}`, 'A'],
     ['20.0.0.10.in-addr.arpa', 'PTR'], [`nothing.default.${Z}`, 'A'], [`hostnames.default.${Z}`, 'MX'], ['cluster.local', 'SOA'], ['cluster.local', 'NS'],
     ['10-1-2-3.default.pod.cluster.local', 'A'], [`ext.default.${Z}`, 'A'], ['cluster.local', 'AXFR'], ['x.example', 'A'],
+    ['10-1-2-3.default.pod.cluster.local', 'A'], [`hostnames.default.${Z}`, 'A'], [`ext.default.${Z}`, 'A'],
   ];
+  /** Questions whose first dot is a byte of the first label: they must not match the name they spell. */
+  const dotted = new Set([14, 15, 16]);
   const packets: Buffer[] = [];
   for (let i = 0; i < count; i++) {
     const [name, type] = questions[i % questions.length];
     const edns = i % 3 === 0 ? [] : [{ type: 'OPT' as const, name: '.', udpPayloadSize: [0, 100, 512, 1232, 4096][random(5)] }];
     const valid = dnsPacket.encode({ id: random(65536), type: 'query', flags: random(2) ? dnsPacket.RECURSION_DESIRED : 0, questions: [{ name, type }], additionals: edns });
     const packet = Buffer.from(valid);
+    if (dotted.has(i % questions.length)) {
+      const first = packet[12];
+      packet[12] = first + 1 + packet[13 + first];
+      packet[13 + first] = '.'.charCodeAt(0);
+    }
     switch (i % 8) {
       case 0: break;
       case 1: packet[random(packet.length)] = random(256); break;
@@ -143,6 +155,23 @@ t.test('differential fuzz: the native answer is the JS answer, byte for byte', a
   t.equal(differences, 0, `${answered} answers, each identical to the JS server's`);
   t.ok(answered > 600);
   t.equal(await exchange(Buffer.alloc(5000, 7), 50), undefined, 'a datagram over 4 KiB is dropped');
+  t.same(native.takeMetrics()?.dropped, { oversized: 1 }, 'and counted');
   const after = dnsPacket.decode((await exchange(dnsPacket.encode({ id: 9, type: 'query', questions: [{ name: `hostnames.default.${Z}`, type: 'A' }] }), 1000))!);
   t.same(after.answers!.map((answer) => answer.data), ['10.0.0.20'], 'the server keeps answering');
+});
+
+t.test('queries passed up while the JS thread is busy beyond the queue\'s 1024 are dropped and counted', async (t) => {
+  const server = new ClusterDnsServer(config);
+  server.apply(names(1));
+  const socket = serveUdp(server, '127.0.0.1', 0, 1);
+  t.teardown(() => { socket.close(); server.forwarder.close(); });
+  // A pod name: the table passes it up. execFileSync blocks this thread while the child sends.
+  const query = dnsPacket.encode({ id: 1, type: 'query', questions: [{ name: '10-1-2-3.default.pod.cluster.local', type: 'A' }] }).toString('hex');
+  const sender = `const s = require('node:dgram').createSocket('udp4'); const q = Buffer.from('${query}', 'hex'); let left = 2000;
+    const next = () => left-- > 0 ? s.send(q, ${socket.port}, '127.0.0.1', next) : setTimeout(() => s.close(), 200); next();`;
+  execFileSync(process.execPath, ['-e', sender]);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const dropped = server.takeMetrics()?.dropped;
+  t.ok(dropped?.backlog !== undefined && dropped.backlog >= 2000 - 1024 - 1, `${dropped?.backlog} of 2000 dropped with 1024 queued`);
+  t.notOk(dropped?.oversized);
 });

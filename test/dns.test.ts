@@ -118,6 +118,13 @@ t.test('the query\'s case is kept in the answer', async (t) => {
   t.match(await dig(LINK_LOCAL, `HostNames.Default.${Z}`, 'A'), /^HostNames\.Default\.svc\.cluster\.local\.\s+5\s+IN\s+A\s+10\.0\.0\.20$/m);
 });
 
+t.test('a label holding a dot (an escaped dot) is one label, not the name its text spells', async (t) => {
+  for (const tcp of ['+notcp', '+tcp']) {
+    t.equal(await status(tcp, `hostnames\\.default.${Z}`), 'NXDOMAIN', tcp);
+    t.equal(await status(tcp, '10-1-2-3\\.default.pod.cluster.local'), 'NXDOMAIN', tcp);
+  }
+});
+
 t.test('headless services: one record per ready endpoint, endpoint names, SRV per endpoint', async (t) => {
   t.same(await short(`web.default.${Z}`), ['10.1.0.5', '10.1.0.6']);
   t.same(await short(`10-1-0-5.web.default.${Z}`), ['10.1.0.5']);
@@ -176,6 +183,10 @@ t.test('other names go upstream, cached; SERVFAIL-free TCP retry when the upstre
   t.match(body, /kubenft_dns_requests_total\{[^}]*proto="udp"[^}]*type="A"\} \d+/);
   t.match(body, /kubenft_dns_responses_total\{[^}]*rcode="NXDOMAIN"\} \d+/);
   t.match(body, /kubenft_dns_request_duration_seconds_count \d+/);
+  const oversized = `require('node:dgram').createSocket('udp4').send(Buffer.alloc(5000), 53, '${LINK_LOCAL}', (error) => process.exit(error ? 1 : 0))`;
+  t.equal((await topology.exec(topology.client, ['node', '-e', oversized])).code, 0);
+  t.ok(await eventually(async () => /kubenft_dns_dropped_requests_total\{[^}]*reason="oversized"\} [1-9]/.test((await scrape(topology, 'http://127.0.0.1:10249/metrics')).body)),
+    'a datagram over 4 KiB is dropped and counted');
 });
 
 t.test('the kube-dns ClusterIP is answered by kubenft, with no conntrack entry', async (t) => {

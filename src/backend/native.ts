@@ -93,27 +93,39 @@ export interface NativeAddon {
   trimNativeHeap(): boolean;
   /** V8's low-memory collection: compacts the JS heap and returns the emptied pages. */
   compactJsHeap(): void;
+  /** An empty table of prepared DNS answers, for udpAnswers sockets to serve (native/udp_answers.cc). */
+  answerTable(): AnswerTable;
   /**
-   * A UDP socket (`threads` of them with SO_REUSEPORT) answering DNS queries from a table on
+   * A UDP socket (`threads` of them with SO_REUSEPORT) answering DNS queries from `table` on
    * native threads; what the table does not answer goes to onMiss (native/udp_answers.cc).
    */
+  udpAnswers(options: { address: string; port: number; threads: number; durationBounds: number[]; table: AnswerTable }, onMiss: (packet: Buffer, address: string, port: number) => void): UdpAnswerSocket;
   /**
    * Creates a non-persistent TUN device and returns its descriptor: the kernel deletes the device
    * (and its addresses) when the descriptor closes, at the latest when the process exits.
    */
   openTun(name: string): number;
-  udpAnswers(options: { address: string; port: number; threads: number; durationBounds: number[] }, onMiss: (packet: Buffer, address: string, port: number) => void): UdpAnswerSocket;
+}
+
+export interface AnswerTable {
+  /** Applies table ops (src/dns/udp-table.ts) to a copy of the table and swaps it in. */
+  update(ops: Buffer): void;
+  /** The table's response to a query (as the sockets give it, within `limit` bytes), or undefined where it has none. */
+  answer(query: Buffer, limit: number): Buffer | undefined;
+  /** A name's prepared answers (ID 0) of one type or all; undefined when the table does not hold the name. */
+  prepared(wireName: Buffer, type?: number): { type: number; packet: Buffer }[] | undefined;
 }
 
 export interface UdpAnswerSocket {
   /** The bound port (the one asked for, or the free one port 0 found). */
   port: number;
-  /** Applies table ops (src/dns/udp-table.ts) to a copy of the table and swaps it in. */
-  update(ops: Buffer): void;
   /** Sends from the socket's address and port (the answers to what onMiss received). */
   send(packet: Buffer, address: string, port: number): void;
-  /** What the native threads answered since the last call: by qtype, by rcode, durations; packets dropped. */
-  takeCounters(): { requests: Record<string, number>; responses: Record<string, number>; durationBuckets: number[]; durationSum: number; dropped: number };
+  /**
+   * What the native threads answered since the last call: by qtype, by rcode, durations; datagrams
+   * dropped, larger than 4 KiB or passed up while the JS queue was full.
+   */
+  takeCounters(): { requests: Record<string, number>; responses: Record<string, number>; durationBuckets: number[]; durationSum: number; dropped: { oversized: number; backlog: number } };
   close(): void;
 }
 

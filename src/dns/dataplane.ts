@@ -28,6 +28,8 @@ export interface DnsOptions {
 }
 
 const ZONE_OWNER = '';
+/** Top-level, so that no closure over an update keeps it alive through the compaction. */
+const compactJsHeap = () => native().compactJsHeap();
 const KUBE_DNS = 'kube-system/kube-dns';
 
 export class DnsDataplane implements StateDataplane {
@@ -99,8 +101,9 @@ export class DnsDataplane implements StateDataplane {
       this.applied.set(update.seq, () => { this.applied.delete(update.seq); resolve(); });
       this.worker!.postMessage(update);
     });
-    // The plans of a full update were copied to the worker and are garbage here: give their pages back.
-    if (update.set.length >= LARGE_UPDATE) native().compactJsHeap();
+    // The plans of a full update were copied to the worker and are garbage here: give their pages
+    // back, once this call has returned (its context holds the update until then).
+    if (update.set.length >= LARGE_UPDATE) setImmediate(compactJsHeap);
   }
 
   async stop(): Promise<void> {
@@ -119,6 +122,7 @@ export class DnsDataplane implements StateDataplane {
     for (const [type, count] of Object.entries(metrics.cacheHits)) m.cacheHits.inc({ server: 'dns://:53', type }, count);
     if (metrics.cacheMisses > 0) m.cacheMisses.inc({ server: 'dns://:53' }, metrics.cacheMisses);
     for (const [to, count] of Object.entries(metrics.upstreamFailures)) m.upstreamFailures.inc({ to }, count);
+    for (const [reason, count] of Object.entries(metrics.dropped)) m.dropped.inc({ server: 'dns://:53', reason }, count);
   }
 }
 
@@ -158,5 +162,9 @@ function dnsMetrics(registry: Registry) {
     cacheHits: new Counter({ name: 'kubenft_dns_cache_hits_total', help: 'Forwarded names answered from the cache (type success or denial).', labelNames: ['server', 'type'], registers }),
     cacheMisses: new Counter({ name: 'kubenft_dns_cache_misses_total', help: 'Forwarded names not in the cache.', labelNames: ['server'], registers }),
     upstreamFailures: new Counter({ name: 'kubenft_dns_upstream_failures_total', help: 'Upstream queries that failed or timed out (type to: the upstream).', labelNames: ['to'], registers }),
+    dropped: new Counter({
+      name: 'kubenft_dns_dropped_requests_total', labelNames: ['server', 'reason'], registers,
+      help: 'UDP queries dropped unanswered, by reason: oversized (over the 4 KiB a socket reads), backlog (the queue to the JS server was full).',
+    }),
   };
 }

@@ -1,10 +1,11 @@
 import type { Prepared } from './wire.js';
 import { wireName } from './wire.js';
 
-// The updates of the addon's UDP answer table (native/udp_answers.cc), which answers the UDP
-// queries it can off the JS thread: exact (name, type, class) → a prepared response; a name, or
-// every name below a suffix → an empty response (rcode and authority) or "pass" to JS. The format
-// is the one udp_answers.cc reads: ops one after the other, big-endian.
+// The updates of the addon's answer table (native/udp_answers.cc), which answers the UDP queries
+// it can off the JS thread and which the server reads back for the rest: exact (name, type,
+// class) → a prepared response; a name, or every name below a suffix → an empty response (rcode
+// and authority) or "pass" to JS. The format is the one udp_answers.cc reads: ops one after the
+// other, big-endian.
 
 const OP = { remove: 0, setAnswer: 1, setTemplate: 2, setAuthority: 3 } as const;
 export const MATCH = { exact: 0, name: 1, suffix: 2 } as const;
@@ -44,6 +45,7 @@ export class TableOps {
     return this.push(OP.setTemplate, match, name, 0, tail);
   }
 
+  /** Removes an exact answer (of `type`), a suffix's template, or a name with its template and all its answers. */
   remove(match: Match, name: string, type = 0): this {
     return this.push(OP.remove, match, name, type, Buffer.alloc(0));
   }

@@ -27,8 +27,16 @@ const OPT_RR = Buffer.from([0, 0, QTYPE.OPT, EDNS_UDP_SIZE >> 8, EDNS_UDP_SIZE &
 export interface Query {
   id: number;
   rd: boolean;
-  /** Lower-case, without the trailing dot; '' for the root. */
+  /**
+   * Lower-case, without the trailing dot; '' for the root. A '.' or '\' inside a label is escaped
+   * (`a\.b`), as in zone files, so that no two names share a key: joined as they come, the labels
+   * `a.b` and `c` would read as the three of `a.b.c`.
+   */
   name: string;
+  /** The labels, lower-case. */
+  labels: string[];
+  /** The name in wire form, lower-case (the answer table's key). */
+  wire: Buffer;
   qtype: number;
   qclass: number;
   /** Where the question's name ends, and the question. */
@@ -45,7 +53,6 @@ export function parseQuery(packet: Buffer): Query {
   if (packet.length < HEADER) throw new MalformedQuery('shorter than a header');
   if (packet[2] & FLAG_QR) throw new MalformedQuery('a response, not a query');
   if (packet.readUInt16BE(4) !== 1) throw new MalformedQuery('not exactly one question');
-  const labels: string[] = [];
   let offset = HEADER;
   for (;;) {
     if (offset >= packet.length) throw new MalformedQuery('question name runs past the packet');
@@ -53,16 +60,20 @@ export function parseQuery(packet: Buffer): Query {
     if (length === 0) break;
     if (length > 63) throw new MalformedQuery('compressed or oversized label in the question');
     if (offset + 1 + length > packet.length) throw new MalformedQuery('label runs past the packet');
-    labels.push(packet.toString('latin1', offset + 1, offset + 1 + length));
     offset += 1 + length;
     if (offset - HEADER > 255) throw new MalformedQuery('question name longer than 255 bytes');
   }
   const nameEnd = offset + 1;
   if (nameEnd + 4 > packet.length) throw new MalformedQuery('question type and class missing');
+  const wire = lowerCase(packet.subarray(HEADER, nameEnd));
+  const labels: string[] = [];
+  for (let at = 0; wire[at] !== 0; at += 1 + wire[at]) labels.push(wire.toString('latin1', at + 1, at + 1 + wire[at]));
   const query: Query = {
     id: packet.readUInt16BE(0),
     rd: (packet[2] & FLAG_RD) !== 0,
-    name: labels.join('.').toLowerCase(),
+    name: labels.map((label) => label.replace(/[.\\]/g, '\\$&')).join('.'),
+    labels,
+    wire,
     qtype: packet.readUInt16BE(nameEnd),
     qclass: packet.readUInt16BE(nameEnd + 2),
     nameEnd,
@@ -77,6 +88,17 @@ export function parseQuery(packet: Buffer): Query {
   }
   return query;
 }
+
+/** A copy with ASCII letters lower-cased, as DNS compares names (RFC 4343); length bytes are never letters. */
+function lowerCase(wire: Buffer): Buffer {
+  const out = Buffer.from(wire);
+  for (let at = 0; at < out.length; at++) if (out[at] >= 0x41 && out[at] <= 0x5a) out[at] |= 0x20;
+  return out;
+}
+
+/** Whether labels end with the suffix's (the name is the suffix or below it). */
+export const endsWithLabels = (labels: readonly string[], suffix: readonly string[]) =>
+  labels.length >= suffix.length && suffix.every((label, index) => labels[labels.length - suffix.length + index] === label);
 
 /** The largest answer a client takes over UDP. */
 export const udpLimit = (query: Query) => query.ednsSize ?? CLASSIC_UDP_SIZE;
@@ -149,23 +171,6 @@ function truncated(query: Query, packet: Buffer): Buffer {
 /** Fits a finished response into the client's limit (UDP) or sends it whole (TCP: limit Infinity). */
 function fit(query: Query, out: Buffer, limit: number): Buffer {
   return out.length > limit ? truncated(query, out) : out;
-}
-
-/** The prepared answer as this query's response: its ID, RD bit, the question's case, and OPT when asked. */
-export function answer(query: Query, raw: Buffer, prepared: Prepared, limit: number): Buffer {
-  const { packet, nameAt } = prepared;
-  const out = Buffer.allocUnsafe(packet.length + (query.ednsSize ? OPT_RR.length : 0));
-  packet.copy(out);
-  out.writeUInt16BE(query.id, 0);
-  if (query.rd) out[2] |= FLAG_RD;
-  raw.copy(out, HEADER, HEADER, query.nameEnd);
-  for (const at of nameAt) raw.copy(out, at, HEADER, query.nameEnd);
-  for (const at of prepared.zoneAt) raw.copy(out, at, query.nameEnd - prepared.zoneLength, query.nameEnd);
-  if (query.ednsSize) {
-    OPT_RR.copy(out, packet.length);
-    out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
-  }
-  return fit(query, out, limit);
 }
 
 /** A response built for this query: rcode, answer records (bytes) and authority records (bytes). */
