@@ -7,18 +7,19 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
 import type { StateChanges, StateDataplane } from '../agent/state-dataplane.js';
-import { type IngressProblem, type RouteTable, planIngress } from '../plan/ingress.js';
+import { IngressPlanner, type IngressProblem, type RouteTable } from '../plan/ingress.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import {
   type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret,
 } from '../state/ingress-objects.js';
 import { servicePortViews } from '../state/service-ports.js';
-import type { FromWorker, ProxySettings, ToWorker } from './proxy-protocol.js';
+import type { DefaultCertificate, FromWorker, ProxySettings, ToWorker } from './proxy-protocol.js';
 import type { IngressStatusWriter } from './status.js';
 
-// The ingress controller as a dataplane beside the rules: every good sync plans the route table
-// (src/plan/ingress.ts) and hands it whole to the proxy's worker processes, which swap it in. No
-// process restarts and no listener closes on any change, so open connections never notice one.
+// The ingress controller as a dataplane beside the rules: every good sync replans the hosts it
+// touches (src/plan/ingress.ts) and sends the proxy's worker processes those changes, which they
+// apply in one step (a starting worker gets the whole table). No process restarts and no listener
+// closes on any change, so open connections never notice one.
 
 export interface IngressOptions {
   /** --ingress-class: the legacy annotation value served (and the IngressClass name by convention). */
@@ -61,6 +62,8 @@ async function generateDefaultCertificate(): Promise<{ cert: string; key: string
   return { cert, key };
 }
 
+const pemOf = (secret: TlsSecretInfo | undefined): DefaultCertificate => (secret ? { cert: secret.cert, key: secret.key } : null);
+
 function splitAddress(text: string | undefined): { host: string; port: number } | undefined {
   if (!text) return undefined;
   const separator = text.lastIndexOf(':');
@@ -71,9 +74,12 @@ export class IngressDataplane implements StateDataplane {
   readonly name = 'ingress';
   private readonly workers = new Set<Worker>();
   private settings: ProxySettings | undefined;
-  private lastRoutes: ToWorker | undefined;
-  /** The Services (namespace/name) the last plan looked up, found or not: only their changes can move a route. */
-  private backendServices = new Set<string>();
+  private readonly planner = new IngressPlanner();
+  private table: RouteTable | undefined;
+  /** Counts the plans sent to the workers: a worker applies changes only on top of the generation before. */
+  private generation = 0;
+  /** --ingress-default-certificate's Secret as last sent. */
+  private defaultCertificate: TlsSecretInfo | undefined;
   private reported = new Set<string>();
   private stopping = false;
   private readonly connectionsByWorker = new Map<number, number>();
@@ -106,27 +112,32 @@ export class IngressDataplane implements StateDataplane {
   }
 
   async update(state: ClusterState, config: ProxyConfig, changes: StateChanges): Promise<void> {
-    if (this.lastRoutes && !this.concerns(changes)) return;
-    const backendServices = new Set<string>();
-    const { table, problems } = planIngress({
+    if (this.table && !this.concerns(changes)) return;
+    const { table, problems, changes: routeChanges } = this.planner.plan({
       ingresses: state.objectsOf<IngressInfo>('Ingress').values(),
       classes: state.objectsOf<IngressClassInfo>('IngressClass').values(),
       secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
-      servicePorts: (key) => {
-        backendServices.add(key);
-        return servicePortViews(state, key);
-      },
+      servicePorts: (key) => servicePortViews(state, key),
       node: config,
       ingressClass: this.options.className,
-    });
-    const defaultCertificate = this.defaultCertificateOf(table, state, problems);
+    }, changes.services);
+    const defaultCertificate = this.defaultCertificateOf(state, problems);
     this.report(problems);
     this.metrics.served.set(table.served.length);
-    this.lastRoutes = { type: 'routes', table, defaultCertificate };
-    this.backendServices = backendServices;
+    this.table = table;
+    this.generation++;
+    const message: ToWorker = routeChanges
+      ? { type: 'route-changes', generation: this.generation, changes: routeChanges, ...(defaultCertificate !== this.defaultCertificate ? { defaultCertificate: pemOf(defaultCertificate) } : {}) }
+      : this.wholeRoutes(defaultCertificate);
+    this.defaultCertificate = defaultCertificate;
     if (this.workers.size === 0) await this.startWorkers();
-    for (const worker of this.workers) worker.send(this.lastRoutes);
+    for (const worker of this.workers) worker.send(message);
     if (this.statusSource) await this.publishStatus(state, config, table);
+  }
+
+  /** The whole table, for a starting worker, one that missed a generation, or after a whole replan. */
+  private wholeRoutes(defaultCertificate = this.defaultCertificate): ToWorker {
+    return { type: 'routes', generation: this.generation, table: this.table!, defaultCertificate: pemOf(defaultCertificate) };
   }
 
   /**
@@ -135,7 +146,7 @@ export class IngressDataplane implements StateDataplane {
    */
   private concerns(changes: StateChanges): boolean {
     if (changes.services === 'full' || INGRESS_KINDS.some((kind) => changes.kinds.has(kind))) return true;
-    for (const key of changes.services) if (this.backendServices.has(key)) return true;
+    for (const key of changes.services) if (this.planner.uses(key)) return true;
     return false;
   }
 
@@ -151,8 +162,8 @@ export class IngressDataplane implements StateDataplane {
     await this.status.publish(targets, this.options.statusAddresses.length > 0 ? this.options.statusAddresses : config.nodeIPs);
   }
 
-  /** --ingress-default-certificate's Secret, added to the table so the workers hold it like any other. */
-  private defaultCertificateOf(table: RouteTable, state: ClusterState, problems: IngressProblem[]): string | undefined {
+  /** --ingress-default-certificate's Secret, or undefined (reported) when there is none. */
+  private defaultCertificateOf(state: ClusterState, problems: IngressProblem[]): TlsSecretInfo | undefined {
     const key = this.options.defaultCertificate;
     if (!key) return undefined;
     const secret = state.objectsOf<TlsSecretInfo | null>('Secret').get(key);
@@ -160,8 +171,7 @@ export class IngressDataplane implements StateDataplane {
       problems.push({ object: `Secret ${key}`, reason: '--ingress-default-certificate names no kubernetes.io/tls Secret: the generated certificate is served instead' });
       return undefined;
     }
-    table.certificates[key] = { cert: secret.cert, key: secret.key };
-    return key;
+    return secret;
   }
 
   /** Each problem is logged once, when it appears; the gauge holds how many there are now. */
@@ -197,7 +207,9 @@ export class IngressDataplane implements StateDataplane {
         // A worker asks once it is loaded: messages sent before it listens for them would be lost.
         if (message.type === 'ready') {
           worker.send({ type: 'settings', settings: this.settings! } satisfies ToWorker);
-          if (this.lastRoutes) worker.send(this.lastRoutes);
+          if (this.table) worker.send(this.wholeRoutes());
+        } else if (message.type === 'resend-routes') {
+          worker.send(this.wholeRoutes());
         } else if (message.type === 'listening') {
           listened = true;
           resolve();

@@ -1,4 +1,4 @@
-import type { RouteTable } from '../plan/ingress.js';
+import type { RouteTable, RouteTableChanges } from '../plan/ingress.js';
 
 // What the agent and the proxy's worker processes say to each other over the cluster IPC channel.
 
@@ -15,9 +15,18 @@ export interface ProxySettings {
   backendTimeoutMs: number;
 }
 
+/** --ingress-default-certificate's Secret as PEM; null: the generated certificate. */
+export type DefaultCertificate = { cert: string; key: string } | null;
+
+/**
+ * Routes go as a whole table when a worker starts (or asks again) and after a whole replan, and
+ * otherwise as the changes of one sync, numbered: a worker applies changes only on top of the
+ * generation before them, and asks for the whole table when it has missed one.
+ */
 export type ToWorker =
   | { type: 'settings'; settings: ProxySettings }
-  | { type: 'routes'; table: RouteTable; defaultCertificate?: string };
+  | { type: 'routes'; generation: number; table: RouteTable; defaultCertificate: DefaultCertificate }
+  | { type: 'route-changes'; generation: number; changes: RouteTableChanges; defaultCertificate?: DefaultCertificate };
 
 export interface RequestRecord {
   ingress: string;
@@ -30,4 +39,5 @@ export interface RequestRecord {
 export type FromWorker =
   | { type: 'ready' }
   | { type: 'listening' }
+  | { type: 'resend-routes' }
   | { type: 'stats'; requests: RequestRecord[]; upstreamErrors: Record<string, number>; activeConnections: number };
