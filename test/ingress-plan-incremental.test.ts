@@ -26,7 +26,7 @@ function newState(): ClusterState {
 }
 
 const inputOf = (state: ClusterState): IngressPlanInput => ({
-  ingresses: state.objectsOf<IngressInfo>('Ingress').values(),
+  ingresses: state.objectsOf<IngressInfo>('Ingress'),
   classes: state.objectsOf<IngressClassInfo>('IngressClass').values(),
   secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
   servicePorts: (key) => servicePortViews(state, key),

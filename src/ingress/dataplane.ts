@@ -114,7 +114,7 @@ export class IngressDataplane implements StateDataplane {
   async update(state: ClusterState, config: ProxyConfig, changes: StateChanges): Promise<void> {
     if (this.table && !this.concerns(changes)) return;
     const { table, problems, changes: routeChanges } = this.planner.plan({
-      ingresses: state.objectsOf<IngressInfo>('Ingress').values(),
+      ingresses: state.objectsOf<IngressInfo>('Ingress'),
       classes: state.objectsOf<IngressClassInfo>('IngressClass').values(),
       secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
       servicePorts: (key) => servicePortViews(state, key),

@@ -63,7 +63,8 @@ export interface IngressProblem {
 }
 
 export interface IngressPlanInput {
-  ingresses: Iterable<IngressInfo>;
+  /** namespace/name → the Ingress. */
+  ingresses: ReadonlyMap<string, IngressInfo>;
   classes: Iterable<IngressClassInfo>;
   /** namespace/name → the Secret (null: a Secret that is not kubernetes.io/tls). */
   secrets: ReadonlyMap<string, TlsSecretInfo | null>;
@@ -278,6 +279,8 @@ export class IngressPlanner {
   private readonly backendUsers = new Map<string, Set<string>>();
   private readonly certificateHosts = new Map<string, Set<string>>();
   private readonly hostProblems = new Map<string, IngressProblem[]>();
+  /** Served Ingresses skipped (an unknown backend, a missing Secret), by namespace/name. */
+  private readonly skipped = new Map<string, IngressProblem>();
   private readonly withDefaultBackend = new Set<string>();
 
   /** Whether a change to this Service (namespace/name) can change the routes. */
@@ -302,7 +305,6 @@ export class IngressPlanner {
       if (result === undefined) resolutions.set(key, (result = resolveBackend(input, namespace, backend)));
       return result;
     };
-    let servedChanged = whole;
     for (const [key, ingress] of dirty) {
       const before = this.entries.get(key);
       const after = ingress && this.enter(input, resolve, key, ingress);
@@ -310,25 +312,41 @@ export class IngressPlanner {
       if (after?.served) this.index(input, key, after, dirtyBackends);
       if (after) this.entries.set(key, after);
       else this.entries.delete(key);
-      if (Boolean(before?.resolved) !== Boolean(after?.resolved)) servedChanged = true;
+      if (after?.problem) this.skipped.set(key, after.problem);
+      else this.skipped.delete(key);
+      if (!whole && Boolean(before?.resolved) !== Boolean(after?.resolved)) this.markServed(key, Boolean(after?.resolved));
       // Only the endpoints moved: the hosts' routes name backends, not endpoints, so they stand.
       if (before?.resolved && after?.resolved && before.ingress === after.ingress && sameBackends(before.resolved, after.resolved)) continue;
       for (const entry of [before, after]) if (entry?.resolved) for (const host of hostsOf(entry.ingress)) dirtyHosts.add(host);
     }
     // A rotated Secret changes no route: its certificate is refreshed below.
     const dirtyCertificates = new Set(changedSecrets);
+    if (whole) this.table.served = [...this.entries].filter(([, entry]) => entry.resolved).map(([key]) => key).sort();
     for (const host of dirtyHosts) this.replanHost(host, changes, dirtyCertificates);
     for (const key of dirtyBackends) this.refreshBackend(key, changes);
     for (const key of dirtyCertificates) this.refreshCertificate(input, key, changes);
     const problems = [...this.classProblems];
-    for (const entry of this.entries.values()) if (entry.problem) problems.push(entry.problem);
+    problems.push(...this.skipped.values());
     for (const hostProblems of this.hostProblems.values()) problems.push(...hostProblems);
     const defaultBackend = this.defaultBackend(problems);
     if (defaultBackend) this.table.defaultBackend = defaultBackend;
     else delete this.table.defaultBackend;
     changes.defaultBackend = defaultBackend ?? null;
-    if (servedChanged) this.table.served = [...this.entries.values()].filter((entry) => entry.resolved).map((entry) => entry.resolved!.key).sort();
     return { table: this.table, problems, changes: whole ? undefined : changes };
+  }
+
+  /** Keeps table.served sorted without sorting it whole on every change. */
+  private markServed(key: string, served: boolean): void {
+    const list = this.table.served;
+    let low = 0;
+    let high = list.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (list[middle] < key) low = middle + 1;
+      else high = middle;
+    }
+    if (served) list.splice(low, 0, key);
+    else list.splice(low, 1);
   }
 
   private reset(input: IngressPlanInput, classes: IngressClassInfo[]): void {
@@ -336,19 +354,15 @@ export class IngressPlanner {
     this.classes = classes;
     this.classProblems = [];
     this.selected = classSelection(classes, input.ingressClass, this.classProblems);
-    for (const index of [this.entries, this.byHost, this.byService, this.bySecret, this.secretsSeen, this.backendUsers, this.certificateHosts, this.hostProblems]) index.clear();
+    for (const index of [this.entries, this.byHost, this.byService, this.bySecret, this.secretsSeen, this.backendUsers, this.certificateHosts, this.hostProblems, this.skipped]) index.clear();
     this.withDefaultBackend.clear();
   }
 
   /** The Ingresses to look at again (undefined: deleted): new or changed ones, and those naming a changed Service or Secret. */
   private dirtyIngresses(input: IngressPlanInput, services: ReadonlySet<string> | 'full', changedSecrets: string[]): Map<string, IngressInfo | undefined> {
     const dirty = new Map<string, IngressInfo | undefined>();
-    const current = new Map<string, IngressInfo>();
-    for (const ingress of input.ingresses) {
-      const key = `${ingress.namespace}/${ingress.name}`;
-      current.set(key, ingress);
-      if (services === 'full' || this.entries.get(key)?.ingress !== ingress) dirty.set(key, ingress);
-    }
+    const current = input.ingresses;
+    for (const [key, ingress] of current) if (services === 'full' || this.entries.get(key)?.ingress !== ingress) dirty.set(key, ingress);
     for (const key of this.entries.keys()) if (!current.has(key)) dirty.set(key, undefined);
     const touch = (users: Set<string> | undefined) => {
       for (const key of users ?? []) if (!dirty.has(key)) dirty.set(key, current.get(key));
