@@ -168,6 +168,10 @@ function sortPaths(paths: PathRoute[]): PathRoute[] {
   return paths.sort((a, b) => b.match.length - a.match.length || (a.type === b.type ? 0 : a.type === 'Exact' ? -1 : 1));
 }
 
+/** The Services (namespace/name) and TLS Secrets an Ingress names. */
+const servicesOf = (ingress: IngressInfo) => backendsOf(ingress).map((backend) => `${ingress.namespace}/${backend.service}`);
+const secretsOf = (ingress: IngressInfo) => ingress.tls.flatMap((tls) => (tls.secretName === undefined ? [] : [`${ingress.namespace}/${tls.secretName}`]));
+
 /** The hosts an Ingress names, in its rules ('' for a rule without host) or in spec.tls. */
 function hostsOf(ingress: IngressInfo): Set<string> {
   return new Set([...ingress.rules.map((rule) => rule.host), ...ingress.tls.flatMap((tls) => tls.hosts)]);
@@ -381,10 +385,8 @@ export class IngressPlanner {
 
   private index(input: IngressPlanInput, key: string, entry: IngressEntry, dirtyBackends: Set<string>): void {
     const { ingress, resolved } = entry;
-    for (const backend of backendsOf(ingress)) addTo(this.byService, `${ingress.namespace}/${backend.service}`, key);
-    for (const tls of ingress.tls) {
-      if (tls.secretName === undefined) continue;
-      const secret = `${ingress.namespace}/${tls.secretName}`;
+    for (const service of servicesOf(ingress)) addTo(this.byService, service, key);
+    for (const secret of secretsOf(ingress)) {
       addTo(this.bySecret, secret, key);
       this.secretsSeen.set(secret, input.secrets.get(secret));
     }
@@ -399,10 +401,8 @@ export class IngressPlanner {
 
   private unindex(key: string, entry: IngressEntry, dirtyBackends: Set<string>): void {
     const { ingress, resolved } = entry;
-    for (const backend of backendsOf(ingress)) removeFrom(this.byService, `${ingress.namespace}/${backend.service}`, key);
-    for (const tls of ingress.tls) {
-      if (tls.secretName === undefined) continue;
-      const secret = `${ingress.namespace}/${tls.secretName}`;
+    for (const service of servicesOf(ingress)) removeFrom(this.byService, service, key);
+    for (const secret of secretsOf(ingress)) {
       removeFrom(this.bySecret, secret, key);
       if (!this.bySecret.has(secret)) this.secretsSeen.delete(secret);
     }
