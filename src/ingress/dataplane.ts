@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
 import type { StateChanges, StateDataplane } from '../agent/state-dataplane.js';
 import { IngressPlanner, type IngressProblem, type RouteTable } from '../plan/ingress.js';
@@ -13,7 +13,8 @@ import {
   type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret,
 } from '../state/ingress-objects.js';
 import { servicePortViews } from '../state/service-ports.js';
-import type { DefaultCertificate, FromWorker, ProxySettings, ToWorker } from './proxy-protocol.js';
+import { CountedHistogram } from './counted-histogram.js';
+import { DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
 import type { IngressStatusWriter } from './status.js';
 
 // The ingress controller as a dataplane beside the rules: every good sync replans the hosts it
@@ -85,7 +86,7 @@ export class IngressDataplane implements StateDataplane {
   private readonly connectionsByWorker = new Map<number, number>();
   private metrics!: {
     requests: Counter<'ingress' | 'host' | 'path' | 'status'>;
-    durations: Histogram<'ingress'>;
+    durations: CountedHistogram;
     upstreamErrors: Counter<'backend'>;
     connections: Gauge;
     problems: Gauge;
@@ -103,7 +104,7 @@ export class IngressDataplane implements StateDataplane {
     const registers = [registry];
     this.metrics = {
       requests: new Counter({ name: 'kubenft_ingress_requests_total', help: 'Requests answered by the ingress proxy, by Ingress, rule host, rule path and status', labelNames: ['ingress', 'host', 'path', 'status'], registers }),
-      durations: new Histogram({ name: 'kubenft_ingress_request_duration_seconds', help: 'Time from a request to its response header, by Ingress', labelNames: ['ingress'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers }),
+      durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', 'ingress', DURATION_BUCKETS, registry),
       upstreamErrors: new Counter({ name: 'kubenft_ingress_upstream_errors_total', help: 'Failed attempts to reach an endpoint (connection refused or reset, timeouts), by backend', labelNames: ['backend'], registers }),
       connections: new Gauge({ name: 'kubenft_ingress_active_connections', help: 'Client connections open on the ingress proxy', registers }),
       problems: new Gauge({ name: 'kubenft_ingress_problems', help: 'Ingresses (or parts of them) skipped: invalid, unknown backend, missing Secret, conflict', registers }),
@@ -230,10 +231,8 @@ export class IngressDataplane implements StateDataplane {
   }
 
   private recordStats(workerId: number, stats: FromWorker & { type: 'stats' }): void {
-    for (const request of stats.requests) {
-      this.metrics.requests.inc({ ingress: request.ingress, host: request.host, path: request.path, status: String(request.status) });
-      this.metrics.durations.observe({ ingress: request.ingress }, request.seconds);
-    }
+    for (const { ingress, host, path, status, count } of stats.requests) this.metrics.requests.inc({ ingress, host, path, status: String(status) }, count);
+    for (const { ingress, buckets, sum } of stats.durations) this.metrics.durations.add(ingress, buckets, sum);
     for (const [backend, count] of Object.entries(stats.upstreamErrors)) this.metrics.upstreamErrors.inc({ backend }, count);
     this.connectionsByWorker.set(workerId, stats.activeConnections);
     this.metrics.connections.set([...this.connectionsByWorker.values()].reduce((sum, count) => sum + count, 0));

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { type SecureContext, createSecureContext } from 'node:tls';
 import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
 import { Router, type RouteMatch, routingHost } from '../plan/ingress.js';
-import type { DefaultCertificate, FromWorker, ProxySettings, RequestRecord, ToWorker } from './proxy-protocol.js';
+import { DURATION_BUCKETS, type DefaultCertificate, durationBucket, type DurationCounts, type FromWorker, type ProxySettings, type RequestCount, type ToWorker } from './proxy-protocol.js';
 
 // One of the ingress proxy's worker processes (one per core, forked by the agent through the
 // cluster module, all accepting on the same listening sockets). It routes every request with the
@@ -39,7 +39,10 @@ let contexts = new Map<string, { pem: string; context: SecureContext }>();
 const pools = new Map<string, Pool>();
 const cursors = new Map<string, number>();
 let activeConnections = 0;
-let records: RequestRecord[] = [];
+// Requests are counted here per label set and reported every STATS_INTERVAL_MS: the agent's work
+// per report grows with the label sets, not with the requests.
+let requestCounts = new Map<string, RequestCount>();
+let durationCounts = new Map<string, DurationCounts>();
 let upstreamErrors: Record<string, number> = {};
 
 const send = (message: FromWorker) => process.send?.(message);
@@ -209,7 +212,16 @@ function replyPlain(response: Response, status: number, text: string, extra: Rec
 type RoutedMatch = RouteMatch & { kind: 'route' };
 
 function record(match: RoutedMatch, status: number, started: number): void {
-  records.push({ ingress: match.route.ingress, host: match.ruleHost, path: match.path, status, seconds: (performance.now() - started) / 1000 });
+  const { ingress } = match.route;
+  const key = `${ingress} ${match.ruleHost} ${match.path} ${status}`;
+  const requests = requestCounts.get(key);
+  if (requests) requests.count++;
+  else requestCounts.set(key, { ingress, host: match.ruleHost, path: match.path, status, count: 1 });
+  const seconds = (performance.now() - started) / 1000;
+  let durations = durationCounts.get(ingress);
+  if (!durations) durationCounts.set(ingress, (durations = { ingress, buckets: new Array<number>(DURATION_BUCKETS.length + 1).fill(0), sum: 0 }));
+  durations.buckets[durationBucket(seconds)]++;
+  durations.sum += seconds;
 }
 
 /** Whether the client is still sending a body: such a request cannot be replayed on another endpoint. */
@@ -447,10 +459,11 @@ async function start(): Promise<void> {
   }
   await Promise.all(servers);
   setInterval(() => {
-    if (records.length === 0 && Object.keys(upstreamErrors).length === 0 && activeConnections === lastReportedConnections) return;
-    send({ type: 'stats', requests: records, upstreamErrors, activeConnections });
+    if (requestCounts.size === 0 && Object.keys(upstreamErrors).length === 0 && activeConnections === lastReportedConnections) return;
+    send({ type: 'stats', requests: [...requestCounts.values()], durations: [...durationCounts.values()], upstreamErrors, activeConnections });
     lastReportedConnections = activeConnections;
-    records = [];
+    requestCounts = new Map();
+    durationCounts = new Map();
     upstreamErrors = {};
   }, STATS_INTERVAL_MS).unref();
   send({ type: 'listening' });
