@@ -1,12 +1,14 @@
 // The ingress proxy's streams end to end: backpressure from a slow client to the backend, a client
-// that leaves mid-response, a backend that dies mid-response. The real agent (--ingress, one
-// worker, manifests) in a node namespace, a streaming backend in a pod, clients in the client namespace.
+// that leaves mid-response, a backend that dies mid-response; and the request metrics the worker
+// counts and reports in batches. The real agent (--ingress, one worker, manifests) in a node
+// namespace, a streaming backend in a pod, clients in the client namespace.
 import t from 'tap';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../src/backend/native.js';
 import { EXTERNAL, createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';
-import { CLI } from './lib/kubenft.js';
+import { CLI, scrape } from './lib/kubenft.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';
 import { OUR_CLASS, ingress } from './lib/ingress-manifests.js';
 
@@ -17,23 +19,38 @@ const NODE = EXTERNAL.nodeIPv4;
 /** More than the kernel buffers on the way (client, proxy both ways, backend) can hold, so the backend must wait for the client. */
 const LARGE_BYTES = 64 * 1024 * 1024;
 const OUTPUT_TIMEOUT_MS = 20_000;
+const METRICS = 'http://127.0.0.1:10249/metrics';
 
 let topology: Topology;
 let agent: ProcessHandle;
 let backend: ProcessHandle;
-const manifests = new ManifestFile([
+const objects = [
   OUR_CLASS,
   service('stream', '10.0.0.10', [{ name: 'http', port: 80, targetPort: BACKEND_PORT }]),
   slice('stream', [{ name: 'http', port: BACKEND_PORT }], [{ ip: POD.ipv4 }]),
   ingress('stream', [{ host: HOST, paths: [{ path: '/', pathType: 'Prefix', service: 'stream' }] }]),
-]);
+  ingress('counted', [{ host: 'counted.example.com', paths: [{ path: '/counted', pathType: 'Exact', service: 'stream' }] }]),
+];
+const manifests = new ManifestFile(objects);
 
-async function curl(args: string[]): Promise<{ code: number | null; status: string; timedOut: boolean }> {
-  const result = await topology.exec(topology.client, ['curl', '-sS', '--max-time', '15', '-o', '/dev/null', '-w', '%{http_code}', '-H', `host: ${HOST}`, ...args], { timeoutMs: 30_000 });
+async function curl(args: string[], host = HOST): Promise<{ code: number | null; status: string; timedOut: boolean }> {
+  const result = await topology.exec(topology.client, ['curl', '-sS', '--max-time', '15', '-o', '/dev/null', '-w', '%{http_code}', '-H', `host: ${host}`, ...args], { timeoutMs: 30_000 });
   return { code: result.code, status: result.stdout, timedOut: result.timedOut };
 }
 
 const serving = async () => (await curl([`http://${NODE}/ok`])).status === '200';
+
+/** The agent's proxy worker processes (the agent's children running proxy-worker.js). */
+function workerPids(): number[] {
+  const children = readFileSync(`/proc/${agent.pid}/task/${agent.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  return children.filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('proxy-worker.js');
+    } catch {
+      return false;
+    }
+  });
+}
 
 function client(path: string, mode: 'slow' | 'abort'): ProcessHandle {
   return topology.spawn(topology.client, ['node', join(projectRoot(), 'test/fixtures/stream-client.mjs'), NODE, '80', HOST, path, mode]);
@@ -45,7 +62,7 @@ t.before(async () => {
   await backend.waitForOutput(/ready/, 60_000);
   agent = topology.spawn(topology.node, [
     'node', CLI, '--manifests', manifests.path, '--hostname-override', 'node-1', '--iptables-min-sync-period', '50ms',
-    '--healthz-bind-address', '', '--metrics-bind-address', '', '--ingress', '--ingress-workers', '1',
+    '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:10249', '--ingress', '--ingress-workers', '1',
   ]);
   if (!(await eventually(serving, 30_000))) throw new Error(`the proxy does not answer: ${JSON.stringify(agent.output())}`);
 });
@@ -95,4 +112,32 @@ t.test('a backend that dies mid-response: the client\'s transfer fails at once, 
   t.not(result.code, 28, 'not by its own timeout: the proxy closed the connection');
   t.equal(result.status, '200', 'the response had begun');
   t.ok(await serving(), 'the next request is served');
+});
+
+t.test('the worker\'s batched request metrics count every request once, by Ingress, rule host, path and status', async (t) => {
+  const requests = 7;
+  const result = await topology.exec(topology.client, [
+    'curl', '-sS', '-w', '%{http_code}\n', '-H', 'host: counted.example.com',
+    ...[...Array.from({ length: requests }, () => `http://${NODE}/counted`), `http://${NODE}/counted/not-exact`].flatMap((url) => ['-o', '/dev/null', url]),
+  ]);
+  t.same(result.stdout.trim().split('\n'), [...Array.from({ length: requests }, () => '200'), '404']);
+  const value = (body: string, series: string) => Number(body.split('\n').find((line) => line.startsWith(`${series} `))?.slice(series.length + 1) ?? NaN);
+  const counted = 'kubenft_ingress_request_duration_seconds_count{ingress="default/counted"}';
+  let body = '';
+  // The worker reports every 500 ms.
+  t.ok(await eventually(async () => value((body = (await scrape(topology, METRICS)).body), counted) === requests, 10_000), `${requests} durations`);
+  t.equal(value(body, 'kubenft_ingress_requests_total{ingress="default/counted",host="counted.example.com",path="/counted",status="200"}'), requests, 'the requests, once each');
+  t.equal(value(body, 'kubenft_ingress_request_duration_seconds_bucket{le="+Inf",ingress="default/counted"}'), requests, 'the +Inf bucket holds them all');
+  t.ok(value(body, 'kubenft_ingress_request_duration_seconds_sum{ingress="default/counted"}') > 0, 'their durations add up');
+  t.notMatch(body, /status="404"/, 'an unrouted request is no route\'s');
+});
+
+t.test('a worker that dies is replaced with the whole table, and the next changes apply on top of it', async (t) => {
+  const [worker] = workerPids();
+  t.ok(worker, 'one worker');
+  process.kill(worker, 'SIGKILL');
+  t.ok(await eventually(async () => workerPids().length === 1 && workerPids()[0] !== worker && (await serving()), 30_000), 'another worker serves the routes it had');
+  manifests.write([...objects, ingress('later', [{ host: 'later.example.com', paths: [{ path: '/', pathType: 'Prefix', service: 'stream' }] }])]);
+  t.ok(await eventually(async () => (await curl([`http://${NODE}/ok`], 'later.example.com')).status === '200', 10_000), 'an Ingress added afterwards is served');
+  t.ok(await serving(), 'and the routes from before still are');
 });
