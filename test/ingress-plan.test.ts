@@ -28,7 +28,7 @@ function stateWith(objects: KubeObject[]): ClusterState {
 function plan(objects: KubeObject[], ingressClass = 'kubenft'): IngressPlan {
   const state = stateWith(objects);
   return planIngress({
-    ingresses: state.objectsOf<IngressInfo>('Ingress').values(),
+    ingresses: state.objectsOf<IngressInfo>('Ingress'),
     classes: state.objectsOf<IngressClassInfo>('IngressClass').values(),
     secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
     servicePorts: (key) => endpointPortViews(state, key),

@@ -4,21 +4,23 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
 import type { StateChanges, StateDataplane } from '../agent/state-dataplane.js';
-import { type IngressProblem, type RouteTable, planIngress } from '../plan/ingress.js';
+import { IngressPlanner, type IngressProblem, type RouteTable } from '../plan/ingress.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import {
   type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret,
 } from '../state/ingress-objects.js';
 import { endpointPortViews } from '../state/service-ports.js';
-import type { FromWorker, ProxySettings, ToWorker } from './proxy-protocol.js';
+import { CountedHistogram } from './counted-histogram.js';
+import { DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
 import type { IngressStatusWriter } from './status.js';
 
-// The ingress controller as a dataplane beside the rules: every good sync plans the route table
-// (src/plan/ingress.ts) and hands it whole to the proxy's worker processes, which swap it in. No
-// process restarts and no listener closes on any change, so open connections never notice one.
+// The ingress controller as a dataplane beside the rules: every good sync replans the hosts it
+// touches (src/plan/ingress.ts) and sends the proxy's worker processes those changes, which they
+// apply in one step (a starting worker gets the whole table). No process restarts and no listener
+// closes on any change, so open connections never notice one.
 
 export interface IngressOptions {
   /** --ingress-class: the legacy annotation value served (and the IngressClass name by convention). */
@@ -63,6 +65,8 @@ async function generateDefaultCertificate(): Promise<{ cert: string; key: string
   return { cert, key };
 }
 
+const pemOf = (secret: TlsSecretInfo | undefined): DefaultCertificate => (secret ? { cert: secret.cert, key: secret.key } : null);
+
 export function splitAddress(text: string | undefined): { host: string; port: number } | undefined {
   if (!text) return undefined;
   const separator = text.lastIndexOf(':');
@@ -85,15 +89,18 @@ export class IngressDataplane implements StateDataplane {
   readonly name = 'ingress';
   private readonly workers = new Set<Worker>();
   private settings: ProxySettings | undefined;
-  private lastRoutes: ToWorker | undefined;
-  /** The Services (namespace/name) the last plan looked up, found or not: only their changes can move a route. */
-  private backendServices = new Set<string>();
+  private readonly planner = new IngressPlanner();
+  private table: RouteTable | undefined;
+  /** Counts the plans sent to the workers: a worker applies changes only on top of the generation before. */
+  private generation = 0;
+  /** --ingress-default-certificate's Secret as last sent. */
+  private defaultCertificate: TlsSecretInfo | undefined;
   private reported = new Set<string>();
   private stopping = false;
   private readonly connectionsByWorker = new Map<number, number>();
   private metrics!: {
     requests: Counter<'ingress' | 'host' | 'path' | 'status'>;
-    durations: Histogram<'ingress'>;
+    durations: CountedHistogram;
     upstreamErrors: Counter<'backend'>;
     connections: Gauge;
     problems: Gauge;
@@ -111,7 +118,7 @@ export class IngressDataplane implements StateDataplane {
     const registers = [registry];
     this.metrics = {
       requests: new Counter({ name: 'kubenft_ingress_requests_total', help: 'Requests answered by the ingress proxy, by Ingress, rule host, rule path and status', labelNames: ['ingress', 'host', 'path', 'status'], registers }),
-      durations: new Histogram({ name: 'kubenft_ingress_request_duration_seconds', help: 'Time from a request to its response header, by Ingress', labelNames: ['ingress'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers }),
+      durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', 'ingress', DURATION_BUCKETS, registry),
       upstreamErrors: new Counter({ name: 'kubenft_ingress_upstream_errors_total', help: 'Failed attempts to reach an endpoint (connection refused or reset, timeouts), by backend', labelNames: ['backend'], registers }),
       connections: new Gauge({ name: 'kubenft_ingress_active_connections', help: 'Client connections open on the ingress proxy', registers }),
       problems: new Gauge({ name: 'kubenft_ingress_problems', help: 'Ingresses (or parts of them) skipped: invalid, unknown backend, missing Secret, conflict', registers }),
@@ -120,27 +127,32 @@ export class IngressDataplane implements StateDataplane {
   }
 
   async update(state: ClusterState, config: ProxyConfig, changes: StateChanges): Promise<void> {
-    if (this.lastRoutes && !this.concerns(changes)) return;
-    const backendServices = new Set<string>();
-    const { table, problems } = planIngress({
-      ingresses: state.objectsOf<IngressInfo>('Ingress').values(),
+    if (this.table && !this.concerns(changes)) return;
+    const { table, problems, changes: routeChanges } = this.planner.plan({
+      ingresses: state.objectsOf<IngressInfo>('Ingress'),
       classes: state.objectsOf<IngressClassInfo>('IngressClass').values(),
       secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
-      servicePorts: (key) => {
-        backendServices.add(key);
-        return endpointPortViews(state, key);
-      },
+      servicePorts: (key) => endpointPortViews(state, key),
       node: config,
       ingressClass: this.options.className,
-    });
-    const defaultCertificate = this.defaultCertificateOf(table, state, problems);
+    }, changes.services);
+    const defaultCertificate = this.defaultCertificateOf(state, problems);
     this.report(problems);
     this.metrics.served.set(table.served.length);
-    this.lastRoutes = { type: 'routes', table, defaultCertificate };
-    this.backendServices = backendServices;
+    this.table = table;
+    this.generation++;
+    const message: ToWorker = routeChanges
+      ? { type: 'route-changes', generation: this.generation, changes: routeChanges, ...(defaultCertificate !== this.defaultCertificate ? { defaultCertificate: pemOf(defaultCertificate) } : {}) }
+      : this.wholeRoutes(defaultCertificate);
+    this.defaultCertificate = defaultCertificate;
     if (this.workers.size === 0) await this.startWorkers();
-    for (const worker of this.workers) worker.send(this.lastRoutes);
+    for (const worker of this.workers) worker.send(message);
     if (this.statusSource) await this.publishStatus(state, config, table);
+  }
+
+  /** The whole table, for a starting worker, one that missed a generation, or after a whole replan. */
+  private wholeRoutes(defaultCertificate = this.defaultCertificate): ToWorker {
+    return { type: 'routes', generation: this.generation, table: this.table!, defaultCertificate: pemOf(defaultCertificate) };
   }
 
   /**
@@ -149,7 +161,7 @@ export class IngressDataplane implements StateDataplane {
    */
   private concerns(changes: StateChanges): boolean {
     if (changes.services === 'full' || INGRESS_KINDS.some((kind) => changes.kinds.has(kind))) return true;
-    for (const key of changes.services) if (this.backendServices.has(key) || key === this.options.service) return true;
+    for (const key of changes.services) if (this.planner.uses(key) || key === this.options.service) return true;
     return false;
   }
 
@@ -165,8 +177,8 @@ export class IngressDataplane implements StateDataplane {
     await this.status.publish(targets, statusAddresses(this.options, state, config.nodeIPs));
   }
 
-  /** --ingress-default-certificate's Secret, added to the table so the workers hold it like any other. */
-  private defaultCertificateOf(table: RouteTable, state: ClusterState, problems: IngressProblem[]): string | undefined {
+  /** --ingress-default-certificate's Secret, or undefined (reported) when there is none. */
+  private defaultCertificateOf(state: ClusterState, problems: IngressProblem[]): TlsSecretInfo | undefined {
     const key = this.options.defaultCertificate;
     if (!key) return undefined;
     const secret = state.objectsOf<TlsSecretInfo | null>('Secret').get(key);
@@ -174,8 +186,7 @@ export class IngressDataplane implements StateDataplane {
       problems.push({ object: `Secret ${key}`, reason: '--ingress-default-certificate names no kubernetes.io/tls Secret: the generated certificate is served instead' });
       return undefined;
     }
-    table.certificates[key] = { cert: secret.cert, key: secret.key };
-    return key;
+    return secret;
   }
 
   /** Each problem is logged once, when it appears; the gauge holds how many there are now. */
@@ -211,7 +222,9 @@ export class IngressDataplane implements StateDataplane {
         // A worker asks once it is loaded: messages sent before it listens for them would be lost.
         if (message.type === 'ready') {
           worker.send({ type: 'settings', settings: this.settings! } satisfies ToWorker);
-          if (this.lastRoutes) worker.send(this.lastRoutes);
+          if (this.table) worker.send(this.wholeRoutes());
+        } else if (message.type === 'resend-routes') {
+          worker.send(this.wholeRoutes());
         } else if (message.type === 'listening') {
           listened = true;
           resolve();
@@ -232,10 +245,8 @@ export class IngressDataplane implements StateDataplane {
   }
 
   private recordStats(workerId: number, stats: FromWorker & { type: 'stats' }): void {
-    for (const request of stats.requests) {
-      this.metrics.requests.inc({ ingress: request.ingress, host: request.host, path: request.path, status: String(request.status) });
-      this.metrics.durations.observe({ ingress: request.ingress }, request.seconds);
-    }
+    for (const { ingress, host, path, status, count } of stats.requests) this.metrics.requests.inc({ ingress, host, path, status: String(status) }, count);
+    for (const { ingress, buckets, sum } of stats.durations) this.metrics.durations.add(ingress, buckets, sum);
     for (const [backend, count] of Object.entries(stats.upstreamErrors)) this.metrics.upstreamErrors.inc({ backend }, count);
     this.connectionsByWorker.set(workerId, stats.activeConnections);
     this.metrics.connections.set([...this.connectionsByWorker.values()].reduce((sum, count) => sum + count, 0));

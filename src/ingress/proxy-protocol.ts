@@ -1,4 +1,4 @@
-import type { RouteTable } from '../plan/ingress.js';
+import type { RouteTable, RouteTableChanges } from '../plan/ingress.js';
 
 // What the agent and the proxy's worker processes say to each other over the cluster IPC channel.
 
@@ -15,19 +15,47 @@ export interface ProxySettings {
   backendTimeoutMs: number;
 }
 
+/** --ingress-default-certificate's Secret as PEM; null: the generated certificate. */
+export type DefaultCertificate = { cert: string; key: string } | null;
+
+/**
+ * Routes go as a whole table when a worker starts (or asks again) and after a whole replan, and
+ * otherwise as the changes of one sync, numbered: a worker applies changes only on top of the
+ * generation before them, and asks for the whole table when it has missed one.
+ */
 export type ToWorker =
   | { type: 'settings'; settings: ProxySettings }
-  | { type: 'routes'; table: RouteTable; defaultCertificate?: string };
+  | { type: 'routes'; generation: number; table: RouteTable; defaultCertificate: DefaultCertificate }
+  | { type: 'route-changes'; generation: number; changes: RouteTableChanges; defaultCertificate?: DefaultCertificate };
 
-export interface RequestRecord {
+/** kubenft_ingress_request_duration_seconds's upper bounds: the workers count requests into them. */
+export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5];
+
+/** The DURATION_BUCKETS index a duration is counted in (DURATION_BUCKETS.length: past every bound), as Prometheus buckets are: value ≤ bound. */
+export function durationBucket(seconds: number): number {
+  let bucket = 0;
+  while (bucket < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[bucket]) bucket++;
+  return bucket;
+}
+
+/** Requests answered since the last report with one label set of kubenft_ingress_requests_total. */
+export interface RequestCount {
   ingress: string;
   host: string;
   path: string;
   status: number;
-  seconds: number;
+  count: number;
+}
+
+/** One Ingress's request durations since the last report: counts per DURATION_BUCKETS bound (not cumulative; the last, past every bound), their sum. */
+export interface DurationCounts {
+  ingress: string;
+  buckets: number[];
+  sum: number;
 }
 
 export type FromWorker =
   | { type: 'ready' }
   | { type: 'listening' }
-  | { type: 'stats'; requests: RequestRecord[]; upstreamErrors: Record<string, number>; activeConnections: number };
+  | { type: 'resend-routes' }
+  | { type: 'stats'; requests: RequestCount[]; durations: DurationCounts[]; upstreamErrors: Record<string, number>; activeConnections: number };

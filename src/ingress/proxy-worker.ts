@@ -4,13 +4,13 @@ import { type Socket, connect as tcpConnect } from 'node:net';
 import { Readable } from 'node:stream';
 import { type SecureContext, createSecureContext } from 'node:tls';
 import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
-import { Router, type RouteMatch, type RouteTable, routingHost } from '../plan/ingress.js';
-import type { FromWorker, ProxySettings, RequestRecord, ToWorker } from './proxy-protocol.js';
+import { Router, type RouteMatch, routingHost } from '../plan/ingress.js';
+import { DURATION_BUCKETS, type DefaultCertificate, durationBucket, type DurationCounts, type FromWorker, type ProxySettings, type RequestCount, type ToWorker } from './proxy-protocol.js';
 
 // One of the ingress proxy's worker processes (one per core, forked by the agent through the
 // cluster module, all accepting on the same listening sockets). It routes every request with the
-// last route table the agent sent: a table swap is one assignment, so a change is in force for the
-// next request and never touches an open connection.
+// route table the agent sent whole at its start, changed in place by each sync's changes in one
+// synchronous step: a change is in force for the next request and never touches an open connection.
 
 type Request = IncomingMessage | Http2ServerRequest;
 type Response = ServerResponse | Http2ServerResponse;
@@ -27,36 +27,72 @@ const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded
 const UPGRADE_FIELDS = new Set(['connection', 'upgrade']);
 
 let settings: ProxySettings;
-let router = new Router({ hosts: {}, wildcards: {}, backends: {}, certificates: {}, tlsHosts: {}, tlsWildcards: {}, served: [] });
+let router = new Router();
+/** The routes' generation; changes for any other than the next one wait for the whole table. */
+let generation = 0;
+let awaitingRoutes = false;
+/** The generated certificate's context, and the one served for unknown or absent SNI. */
+let generatedContext: SecureContext;
 let defaultContext: SecureContext;
+let defaultCertificate: DefaultCertificate = null;
 let contexts = new Map<string, { pem: string; context: SecureContext }>();
 const pools = new Map<string, Pool>();
 const cursors = new Map<string, number>();
 let activeConnections = 0;
-let records: RequestRecord[] = [];
+// Requests are counted here per label set and reported every STATS_INTERVAL_MS: the agent's work
+// per report grows with the label sets, not with the requests.
+let requestCounts = new Map<string, RequestCount>();
+let durationCounts = new Map<string, DurationCounts>();
 let upstreamErrors: Record<string, number> = {};
 
 const send = (message: FromWorker) => process.send?.(message);
 
-function applyRoutes(table: RouteTable, defaultCertificate: string | undefined): void {
-  // Contexts are rebuilt only for a changed certificate: a rotation takes effect on the next handshake,
-  // and handshakes already done keep theirs.
-  const next = new Map<string, { pem: string; context: SecureContext }>();
-  for (const [key, { cert, key: privateKey }] of Object.entries(table.certificates)) {
-    const pem = cert + privateKey;
-    const kept = contexts.get(key);
-    next.set(key, kept?.pem === pem ? kept : { pem, context: createSecureContext({ cert, key: privateKey }) });
+/** A certificate's context: rebuilt only when its PEM changed, so a rotation takes effect on the next handshake and handshakes already done keep theirs. */
+function contextOf(key: string, pair: { cert: string; key: string }): { pem: string; context: SecureContext } {
+  const pem = pair.cert + pair.key;
+  const kept = contexts.get(key);
+  return kept?.pem === pem ? kept : { pem, context: createSecureContext(pair) };
+}
+
+/** A removed endpoint gets no new request; its pool finishes what it carries, then closes. */
+function releasePool(endpoint: string): void {
+  const pool = pools.get(endpoint);
+  if (!pool) return;
+  pools.delete(endpoint);
+  void pool.close().catch(() => undefined);
+}
+
+function applyDefaultCertificate(next: DefaultCertificate): void {
+  if (next?.cert === defaultCertificate?.cert && next?.key === defaultCertificate?.key) return;
+  defaultCertificate = next;
+  defaultContext = next ? createSecureContext(next) : generatedContext;
+  // Connections without SNI get the server's own context: keep it the default certificate.
+  httpsServer?.setSecureContext(next ?? settings.defaultCertificate);
+}
+
+function applyWholeRoutes(message: ToWorker & { type: 'routes' }): void {
+  router = new Router(message.table);
+  generation = message.generation;
+  awaitingRoutes = false;
+  contexts = new Map(Object.entries(message.table.certificates).map(([key, pair]) => [key, contextOf(key, pair)]));
+  for (const endpoint of [...pools.keys()]) if (!router.lists(endpoint)) releasePool(endpoint);
+  applyDefaultCertificate(message.defaultCertificate);
+}
+
+function applyRouteChanges(message: ToWorker & { type: 'route-changes' }): void {
+  if (awaitingRoutes) return;
+  if (message.generation !== generation + 1) {
+    awaitingRoutes = true;
+    send({ type: 'resend-routes' });
+    return;
   }
-  contexts = next;
-  defaultContext = (defaultCertificate ? contexts.get(defaultCertificate)?.context : undefined) ?? createSecureContext(settings.defaultCertificate);
-  router = new Router(table);
-  // A removed endpoint gets no new request; its pool finishes what it carries, then closes.
-  const live = new Set(Object.values(table.backends).flat());
-  for (const [endpoint, pool] of pools) {
-    if (live.has(endpoint)) continue;
-    pools.delete(endpoint);
-    void pool.close().catch(() => undefined);
+  generation = message.generation;
+  for (const endpoint of router.apply(message.changes)) releasePool(endpoint);
+  for (const [key, pair] of Object.entries(message.changes.certificates)) {
+    if (pair === null) contexts.delete(key);
+    else contexts.set(key, contextOf(key, pair));
   }
+  if (message.defaultCertificate !== undefined) applyDefaultCertificate(message.defaultCertificate);
 }
 
 function poolFor(endpoint: string): Pool {
@@ -176,7 +212,16 @@ function replyPlain(response: Response, status: number, text: string, extra: Rec
 type RoutedMatch = RouteMatch & { kind: 'route' };
 
 function record(match: RoutedMatch, status: number, started: number): void {
-  records.push({ ingress: match.route.ingress, host: match.ruleHost, path: match.path, status, seconds: (performance.now() - started) / 1000 });
+  const { ingress } = match.route;
+  const key = `${ingress} ${match.ruleHost} ${match.path} ${status}`;
+  const requests = requestCounts.get(key);
+  if (requests) requests.count++;
+  else requestCounts.set(key, { ingress, host: match.ruleHost, path: match.path, status, count: 1 });
+  const seconds = (performance.now() - started) / 1000;
+  let durations = durationCounts.get(ingress);
+  if (!durations) durationCounts.set(ingress, (durations = { ingress, buckets: new Array<number>(DURATION_BUCKETS.length + 1).fill(0), sum: 0 }));
+  durations.buckets[durationBucket(seconds)]++;
+  durations.sum += seconds;
 }
 
 /** Whether the client is still sending a body: such a request cannot be replayed on another endpoint. */
@@ -401,7 +446,7 @@ async function start(): Promise<void> {
         const key = router.certificateFor(serverName);
         done(null, (key ? contexts.get(key)?.context : undefined) ?? defaultContext);
       },
-      ...settings.defaultCertificate,
+      ...(defaultCertificate ?? settings.defaultCertificate),
       maxSessionMemory: 10,
       settings: { maxHeaderListSize: settings.maxHeaderBytes },
     }, onRequest(true));
@@ -414,10 +459,11 @@ async function start(): Promise<void> {
   }
   await Promise.all(servers);
   setInterval(() => {
-    if (records.length === 0 && Object.keys(upstreamErrors).length === 0 && activeConnections === lastReportedConnections) return;
-    send({ type: 'stats', requests: records, upstreamErrors, activeConnections });
+    if (requestCounts.size === 0 && Object.keys(upstreamErrors).length === 0 && activeConnections === lastReportedConnections) return;
+    send({ type: 'stats', requests: [...requestCounts.values()], durations: [...durationCounts.values()], upstreamErrors, activeConnections });
     lastReportedConnections = activeConnections;
-    records = [];
+    requestCounts = new Map();
+    durationCounts = new Map();
     upstreamErrors = {};
   }, STATS_INTERVAL_MS).unref();
   send({ type: 'listening' });
@@ -429,16 +475,14 @@ let lastReportedConnections = 0;
 process.on('message', (message: ToWorker) => {
   if (message.type === 'settings') {
     settings = message.settings;
-    defaultContext = createSecureContext(settings.defaultCertificate);
+    generatedContext = createSecureContext(settings.defaultCertificate);
+    defaultContext ??= generatedContext;
     start().catch((error: Error) => {
       process.stderr.write(`kubenft ingress worker: ${error.message}\n`);
       process.exit(1);
     });
-  } else {
-    applyRoutes(message.table, message.defaultCertificate);
-    // Connections without SNI get the server's own context: keep it the default certificate.
-    if (httpsServer && message.defaultCertificate) httpsServer.setSecureContext(message.table.certificates[message.defaultCertificate] ?? settings.defaultCertificate);
-  }
+  } else if (message.type === 'routes') applyWholeRoutes(message);
+  else applyRouteChanges(message);
 });
 // Nothing a client sends may end the worker: an unexpected error is logged and the connection it came from is lost at most.
 process.on('uncaughtException', (error) => process.stderr.write(`kubenft ingress worker: unexpected error: ${error.stack ?? error.message}\n`));

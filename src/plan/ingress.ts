@@ -5,9 +5,10 @@ import type { ServicePortView } from '../state/service-ports.js';
 import { categorizeEndpoints, type NodeContext } from '../state/topology.js';
 
 // The ingress route planner, pure: the served Ingresses, their classes and TLS Secrets and the
-// Services' endpoints → one immutable route table, handed whole to the proxy's workers on every
-// sync. Hosts → ordered path matchers → endpoint sets, and TLS certificates by host. The model is
-// HTTPRoute's (hostnames, exact and prefix matches, backends) so a Gateway API planner can emit it too.
+// Services' endpoints → one route table (hosts → ordered path matchers → endpoint sets, and TLS
+// certificates by host), planned host by host so that a sync replans only the hosts it touches
+// and the proxy's workers get only those. The model is HTTPRoute's (hostnames, exact and prefix
+// matches, backends) so a Gateway API planner can emit it too.
 
 export type MatchType = 'Exact' | 'Prefix';
 
@@ -62,7 +63,8 @@ export interface IngressProblem {
 }
 
 export interface IngressPlanInput {
-  ingresses: Iterable<IngressInfo>;
+  /** namespace/name → the Ingress. */
+  ingresses: ReadonlyMap<string, IngressInfo>;
   classes: Iterable<IngressClassInfo>;
   /** namespace/name → the Secret (null: a Secret that is not kubernetes.io/tls). */
   secrets: ReadonlyMap<string, TlsSecretInfo | null>;
@@ -78,19 +80,35 @@ export interface IngressPlan {
   problems: IngressProblem[];
 }
 
+/**
+ * What changed in a RouteTable since the previous plan: each key replanned, with its new value or
+ * null when it is gone. A worker applies it to the table it holds; keys not named are unchanged.
+ */
+export interface RouteTableChanges {
+  hosts: Record<string, HostRoute | null>;
+  wildcards: Record<string, HostRoute | null>;
+  /** Absent: unchanged. */
+  anyHost?: HostRoute | null;
+  defaultBackend: DefaultRoute | null;
+  backends: Record<string, string[] | null>;
+  certificates: Record<string, { cert: string; key: string } | null>;
+  tlsHosts: Record<string, string | null>;
+  tlsWildcards: Record<string, string | null>;
+}
+
 const byAge = (a: { created: number; key: string }, b: { created: number; key: string }) => a.created - b.created || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
 /** Which Ingresses this controller serves: ingressClassName → IngressClass of ours, the legacy annotation, or the default class. */
-function servedIngresses(input: IngressPlanInput, problems: IngressProblem[]): IngressInfo[] {
-  const classes = new Map([...input.classes].map((ingressClass) => [ingressClass.name, ingressClass]));
-  const defaults = [...classes.values()].filter((ingressClass) => ingressClass.isDefault);
-  if (defaults.length > 1) problems.push({ object: defaults.map((ingressClass) => `IngressClass ${ingressClass.name}`).join(', '), reason: 'more than one default IngressClass: class-less Ingresses are served by none' });
+function classSelection(classes: IngressClassInfo[], ingressClass: string, problems: IngressProblem[]): (ingress: IngressInfo) => boolean {
+  const byName = new Map(classes.map((each) => [each.name, each]));
+  const defaults = classes.filter((each) => each.isDefault);
+  if (defaults.length > 1) problems.push({ object: defaults.map((each) => `IngressClass ${each.name}`).join(', '), reason: 'more than one default IngressClass: class-less Ingresses are served by none' });
   const defaultIsOurs = defaults.length === 1 && defaults[0].controller === INGRESS_CONTROLLER;
-  return [...input.ingresses].filter((ingress) => {
-    if (ingress.annotationClass !== undefined) return ingress.annotationClass === input.ingressClass;
-    if (ingress.className !== undefined) return classes.get(ingress.className)?.controller === INGRESS_CONTROLLER;
+  return (ingress) => {
+    if (ingress.annotationClass !== undefined) return ingress.annotationClass === ingressClass;
+    if (ingress.className !== undefined) return byName.get(ingress.className)?.controller === INGRESS_CONTROLLER;
     return defaultIsOurs;
-  });
+  };
 }
 
 const hostPort = (address: string, port: number) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
@@ -114,19 +132,25 @@ interface ResolvedIngress {
   ingress: IngressInfo;
   key: string;
   created: number;
+  /** Each backend of the Ingress → its key in RouteTable.backends. */
   backends: Map<IngressBackend, string>;
+  /** Backend key → its ready endpoints. */
+  endpoints: Map<string, string[]>;
 }
 
+type BackendResolver = (namespace: string, backend: IngressBackend) => { key: string; endpoints: string[] } | string;
+
+const backendsOf = (ingress: IngressInfo) => [...(ingress.defaultBackend ? [ingress.defaultBackend] : []), ...ingress.rules.flatMap((rule) => rule.paths.map((path) => path.backend))];
+
 /** Resolves every backend and Secret of one Ingress, or reports the first that fails: an Ingress is served whole or not at all. */
-function resolveIngress(input: IngressPlanInput, ingress: IngressInfo, table: RouteTable): ResolvedIngress | string {
+function resolveIngress(input: IngressPlanInput, resolve: BackendResolver, ingress: IngressInfo): ResolvedIngress | string {
   const backends = new Map<IngressBackend, string>();
-  const all = [...(ingress.defaultBackend ? [ingress.defaultBackend] : []), ...ingress.rules.flatMap((rule) => rule.paths.map((path) => path.backend))];
-  const resolved: { key: string; endpoints: string[] }[] = [];
-  for (const backend of all) {
-    const result = resolveBackend(input, ingress.namespace, backend);
+  const endpoints = new Map<string, string[]>();
+  for (const backend of backendsOf(ingress)) {
+    const result = resolve(ingress.namespace, backend);
     if (typeof result === 'string') return result;
     backends.set(backend, result.key);
-    resolved.push(result);
+    endpoints.set(result.key, result.endpoints);
   }
   for (const entry of ingress.tls) {
     if (entry.secretName === undefined) continue;
@@ -134,8 +158,7 @@ function resolveIngress(input: IngressPlanInput, ingress: IngressInfo, table: Ro
     if (secret === undefined) return `secret ${entry.secretName} not found`;
     if (secret === null) return `secret ${entry.secretName} is not of type kubernetes.io/tls`;
   }
-  for (const { key, endpoints } of resolved) table.backends[key] = endpoints;
-  return { ingress, key: `${ingress.namespace}/${ingress.name}`, created: ingress.created, backends };
+  return { ingress, key: `${ingress.namespace}/${ingress.name}`, created: ingress.created, backends, endpoints };
 }
 
 /** Prefix matching compares whole path elements, so the rule's trailing '/' carries no meaning. */
@@ -145,63 +168,56 @@ function sortPaths(paths: PathRoute[]): PathRoute[] {
   return paths.sort((a, b) => b.match.length - a.match.length || (a.type === b.type ? 0 : a.type === 'Exact' ? -1 : 1));
 }
 
-export function planIngress(input: IngressPlanInput): IngressPlan {
+/** The Services (namespace/name) and TLS Secrets an Ingress names. */
+const servicesOf = (ingress: IngressInfo) => backendsOf(ingress).map((backend) => `${ingress.namespace}/${backend.service}`);
+const secretsOf = (ingress: IngressInfo) => ingress.tls.flatMap((tls) => (tls.secretName === undefined ? [] : [`${ingress.namespace}/${tls.secretName}`]));
+
+/** The hosts an Ingress names, in its rules ('' for a rule without host) or in spec.tls. */
+function hostsOf(ingress: IngressInfo): Set<string> {
+  return new Set([...ingress.rules.map((rule) => rule.host), ...ingress.tls.flatMap((tls) => tls.hosts)]);
+}
+
+interface HostPlan {
+  /** Its routes, when a rule names it. */
+  routes: HostRoute | undefined;
+  /** Its certificate (a Secret key), when its TLS owner names a Secret. */
+  certificate: string | undefined;
+  problems: IngressProblem[];
+}
+
+/**
+ * One host's routes and certificate from the served Ingresses that name it, oldest first: a host
+ * depends on nothing else, which is what lets a change replan only the hosts it touches. The
+ * oldest Ingress naming a TLS host owns it (and decides its redirect); a duplicate path goes to the oldest.
+ */
+function planHost(host: string, entries: ResolvedIngress[]): HostPlan {
   const problems: IngressProblem[] = [];
-  const table: RouteTable = { hosts: {}, wildcards: {}, backends: {}, certificates: {}, tlsHosts: {}, tlsWildcards: {}, served: [] };
-  const resolved: ResolvedIngress[] = [];
-  for (const ingress of servedIngresses(input, problems)) {
-    const result = resolveIngress(input, ingress, table);
-    if (typeof result === 'string') problems.push({ object: `Ingress ${ingress.namespace}/${ingress.name}`, reason: result });
-    else resolved.push(result);
-  }
-  resolved.sort(byAge);
-
-  // TLS first: which hosts have TLS decides their redirects. The oldest Ingress naming a TLS host wins it.
-  const tlsOwner = new Map<string, ResolvedIngress>();
-  for (const entry of resolved) {
+  let tlsOwner: ResolvedIngress | undefined;
+  let certificate: string | undefined;
+  for (const entry of entries) {
     for (const tls of entry.ingress.tls) {
-      const secretKey = tls.secretName === undefined ? undefined : `${entry.ingress.namespace}/${tls.secretName}`;
-      for (const host of tls.hosts) {
-        const owner = tlsOwner.get(host);
-        if (owner) {
-          if (owner !== entry) problems.push({ object: `Ingress ${entry.key}`, reason: `TLS host ${host} is already served by the older Ingress ${owner.key}` });
-          continue;
-        }
-        tlsOwner.set(host, entry);
-        if (secretKey === undefined) continue;
-        const secret = input.secrets.get(secretKey)!;
-        table.certificates[secretKey] = { cert: secret.cert, key: secret.key };
-        if (host.startsWith('*.')) table.tlsWildcards[host.slice(2)] = secretKey;
-        else table.tlsHosts[host] = secretKey;
+      if (!tls.hosts.includes(host)) continue;
+      if (tlsOwner) {
+        if (tlsOwner !== entry) problems.push({ object: `Ingress ${entry.key}`, reason: `TLS host ${host} is already served by the older Ingress ${tlsOwner.key}` });
+        continue;
       }
+      tlsOwner = entry;
+      certificate = tls.secretName === undefined ? undefined : `${entry.ingress.namespace}/${tls.secretName}`;
     }
   }
-
-  const routesOf = (host: string): HostRoute => {
-    if (host === '') return (table.anyHost ??= { paths: [], redirectToHttps: false });
-    const owner = tlsOwner.get(host);
-    const fresh = (): HostRoute => ({ paths: [], redirectToHttps: owner !== undefined && owner.ingress.sslRedirect });
-    if (host.startsWith('*.')) return (table.wildcards[host.slice(2)] ??= fresh());
-    return (table.hosts[host] ??= fresh());
-  };
+  let routes: HostRoute | undefined;
   const claimed = new Map<string, string>();
-  for (const entry of resolved) {
-    const { ingress, key, backends } = entry;
-    table.served.push(key);
-    if (ingress.defaultBackend) {
-      const backend = backends.get(ingress.defaultBackend)!;
-      if (!table.defaultBackend) table.defaultBackend = { ingress: key, backend };
-      else problems.push({ object: `Ingress ${key}`, reason: `defaultBackend ignored: the older Ingress ${table.defaultBackend.ingress} has one` });
-    }
+  for (const { ingress, key, backends } of entries) {
     for (const rule of ingress.rules) {
-      const routes = routesOf(rule.host);
+      if (rule.host !== host) continue;
+      routes ??= { paths: [], redirectToHttps: host !== '' && tlsOwner !== undefined && tlsOwner.ingress.sslRedirect };
       for (const path of rule.paths) {
         const type: MatchType = path.pathType === 'Exact' ? 'Exact' : 'Prefix';
         const match = matchOf(type, path.path);
-        const claim = `${rule.host} ${type} ${match}`;
+        const claim = `${type} ${match}`;
         const owner = claimed.get(claim);
         if (owner !== undefined) {
-          if (owner !== key) problems.push({ object: `Ingress ${key}`, reason: `host ${JSON.stringify(rule.host)} path ${path.path} (${type}) is already served by the older Ingress ${owner}` });
+          if (owner !== key) problems.push({ object: `Ingress ${key}`, reason: `host ${JSON.stringify(host)} path ${path.path} (${type}) is already served by the older Ingress ${owner}` });
           continue;
         }
         claimed.set(claim, key);
@@ -209,8 +225,271 @@ export function planIngress(input: IngressPlanInput): IngressPlan {
       }
     }
   }
-  for (const routes of [...Object.values(table.hosts), ...Object.values(table.wildcards), ...(table.anyHost ? [table.anyHost] : [])]) sortPaths(routes.paths);
-  table.served.sort();
+  if (routes) sortPaths(routes.paths);
+  return { routes, certificate, problems };
+}
+
+const emptyTable = (): RouteTable => ({ hosts: {}, wildcards: {}, backends: {}, certificates: {}, tlsHosts: {}, tlsWildcards: {}, served: [] });
+const emptyChanges = (): RouteTableChanges => ({ hosts: {}, wildcards: {}, defaultBackend: null, backends: {}, certificates: {}, tlsHosts: {}, tlsWildcards: {} });
+
+function addTo<K, V>(index: Map<K, Set<V>>, key: K, value: V): void {
+  let values = index.get(key);
+  if (!values) index.set(key, (values = new Set()));
+  values.add(value);
+}
+
+function removeFrom<K, V>(index: Map<K, Set<V>>, key: K, value: V): void {
+  const values = index.get(key);
+  if (values?.delete(value) && values.size === 0) index.delete(key);
+}
+
+const sameBackends = (a: ResolvedIngress, b: ResolvedIngress) => a.backends.size === b.backends.size && [...a.backends].every(([backend, key]) => b.backends.get(backend) === key);
+const sameEndpoints = (a: string[] | undefined, b: string[]) => a !== undefined && a.length === b.length && a.every((endpoint, index) => endpoint === b[index]);
+
+/** Where an Ingress stands: not served, served and resolved, or served and skipped (why). */
+interface IngressEntry {
+  ingress: IngressInfo;
+  served: boolean;
+  resolved?: ResolvedIngress;
+  problem?: IngressProblem;
+}
+
+export interface IngressPlanUpdate extends IngressPlan {
+  /** What changed since the previous plan, or undefined when the table was planned whole (the first plan, a full sync, a class change). */
+  changes: RouteTableChanges | undefined;
+}
+
+/**
+ * The route planner, incremental: it keeps the last table and what each part of it came from, and
+ * replans only the hosts whose Ingresses, backends or Secrets changed. Still a function of its
+ * inputs: the table after any sequence of plans equals planIngress of the last input (the tests
+ * hold it to that). Ingresses and Secrets are compared by identity (the state replaces an object
+ * when it changes); Services are named by the caller, who knows which changed.
+ */
+export class IngressPlanner {
+  private table = emptyTable();
+  private entries = new Map<string, IngressEntry>();
+  private classes: IngressClassInfo[] = [];
+  private classProblems: IngressProblem[] = [];
+  private selected: (ingress: IngressInfo) => boolean = () => false;
+  /** Host (as in the rules: 'foo.com', '*.foo.com', '') → the resolved Ingresses naming it. */
+  private readonly byHost = new Map<string, Set<string>>();
+  /** namespace/service → the served Ingresses naming it. */
+  private readonly byService = new Map<string, Set<string>>();
+  /** namespace/secret → the served Ingresses naming it, and the Secret as last seen. */
+  private readonly bySecret = new Map<string, Set<string>>();
+  private readonly secretsSeen = new Map<string, TlsSecretInfo | null | undefined>();
+  /** Backend key → the resolved Ingresses using it; certificate key → the TLS hosts served with it. */
+  private readonly backendUsers = new Map<string, Set<string>>();
+  private readonly certificateHosts = new Map<string, Set<string>>();
+  private readonly hostProblems = new Map<string, IngressProblem[]>();
+  /** Served Ingresses skipped (an unknown backend, a missing Secret), by namespace/name. */
+  private readonly skipped = new Map<string, IngressProblem>();
+  private readonly withDefaultBackend = new Set<string>();
+
+  /** Whether a change to this Service (namespace/name) can change the routes. */
+  uses(service: string): boolean {
+    return this.byService.has(service);
+  }
+
+  /** `services`: the Services (namespace/name) changed since the last plan, or 'full' to replan everything. */
+  plan(input: IngressPlanInput, services: ReadonlySet<string> | 'full'): IngressPlanUpdate {
+    const classes = [...input.classes];
+    const whole = services === 'full' || classes.length !== this.classes.length || classes.some((each, index) => each !== this.classes[index]);
+    if (whole) this.reset(input, classes);
+    const changedSecrets = [...this.secretsSeen.keys()].filter((secret) => input.secrets.get(secret) !== this.secretsSeen.get(secret));
+    const dirty = this.dirtyIngresses(input, whole ? 'full' : services, changedSecrets);
+    const changes = emptyChanges();
+    const dirtyHosts = new Set<string>();
+    const dirtyBackends = new Set<string>();
+    const resolutions = new Map<string, ReturnType<BackendResolver>>();
+    const resolve: BackendResolver = (namespace, backend) => {
+      const key = `${namespace}/${backend.service}\0${backend.port}`;
+      let result = resolutions.get(key);
+      if (result === undefined) resolutions.set(key, (result = resolveBackend(input, namespace, backend)));
+      return result;
+    };
+    for (const [key, ingress] of dirty) {
+      const before = this.entries.get(key);
+      const after = ingress && this.enter(input, resolve, key, ingress);
+      if (before?.served) this.unindex(key, before, dirtyBackends);
+      if (after?.served) this.index(input, key, after, dirtyBackends);
+      if (after) this.entries.set(key, after);
+      else this.entries.delete(key);
+      if (after?.problem) this.skipped.set(key, after.problem);
+      else this.skipped.delete(key);
+      if (!whole && Boolean(before?.resolved) !== Boolean(after?.resolved)) this.markServed(key, Boolean(after?.resolved));
+      // Only the endpoints moved: the hosts' routes name backends, not endpoints, so they stand.
+      if (before?.resolved && after?.resolved && before.ingress === after.ingress && sameBackends(before.resolved, after.resolved)) continue;
+      for (const entry of [before, after]) if (entry?.resolved) for (const host of hostsOf(entry.ingress)) dirtyHosts.add(host);
+    }
+    // A rotated Secret changes no route: its certificate is refreshed below.
+    const dirtyCertificates = new Set(changedSecrets);
+    if (whole) this.table.served = [...this.entries].filter(([, entry]) => entry.resolved).map(([key]) => key).sort();
+    for (const host of dirtyHosts) this.replanHost(host, changes, dirtyCertificates);
+    for (const key of dirtyBackends) this.refreshBackend(key, changes);
+    for (const key of dirtyCertificates) this.refreshCertificate(input, key, changes);
+    const problems = [...this.classProblems];
+    problems.push(...this.skipped.values());
+    for (const hostProblems of this.hostProblems.values()) problems.push(...hostProblems);
+    const defaultBackend = this.defaultBackend(problems);
+    if (defaultBackend) this.table.defaultBackend = defaultBackend;
+    else delete this.table.defaultBackend;
+    changes.defaultBackend = defaultBackend ?? null;
+    return { table: this.table, problems, changes: whole ? undefined : changes };
+  }
+
+  /** Keeps table.served sorted without sorting it whole on every change. */
+  private markServed(key: string, served: boolean): void {
+    const list = this.table.served;
+    let low = 0;
+    let high = list.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (list[middle] < key) low = middle + 1;
+      else high = middle;
+    }
+    if (served) list.splice(low, 0, key);
+    else list.splice(low, 1);
+  }
+
+  private reset(input: IngressPlanInput, classes: IngressClassInfo[]): void {
+    this.table = emptyTable();
+    this.classes = classes;
+    this.classProblems = [];
+    this.selected = classSelection(classes, input.ingressClass, this.classProblems);
+    for (const index of [this.entries, this.byHost, this.byService, this.bySecret, this.secretsSeen, this.backendUsers, this.certificateHosts, this.hostProblems, this.skipped]) index.clear();
+    this.withDefaultBackend.clear();
+  }
+
+  /** The Ingresses to look at again (undefined: deleted): new or changed ones, and those naming a changed Service or Secret. */
+  private dirtyIngresses(input: IngressPlanInput, services: ReadonlySet<string> | 'full', changedSecrets: string[]): Map<string, IngressInfo | undefined> {
+    const dirty = new Map<string, IngressInfo | undefined>();
+    const current = input.ingresses;
+    for (const [key, ingress] of current) if (services === 'full' || this.entries.get(key)?.ingress !== ingress) dirty.set(key, ingress);
+    for (const key of this.entries.keys()) if (!current.has(key)) dirty.set(key, undefined);
+    const touch = (users: Set<string> | undefined) => {
+      for (const key of users ?? []) if (!dirty.has(key)) dirty.set(key, current.get(key));
+    };
+    if (services !== 'full') for (const service of services) touch(this.byService.get(service));
+    for (const secret of changedSecrets) touch(this.bySecret.get(secret));
+    return dirty;
+  }
+
+  private enter(input: IngressPlanInput, resolve: BackendResolver, key: string, ingress: IngressInfo): IngressEntry {
+    if (!this.selected(ingress)) return { ingress, served: false };
+    const result = resolveIngress(input, resolve, ingress);
+    if (typeof result === 'string') return { ingress, served: true, problem: { object: `Ingress ${key}`, reason: result } };
+    return { ingress, served: true, resolved: result };
+  }
+
+  private index(input: IngressPlanInput, key: string, entry: IngressEntry, dirtyBackends: Set<string>): void {
+    const { ingress, resolved } = entry;
+    for (const service of servicesOf(ingress)) addTo(this.byService, service, key);
+    for (const secret of secretsOf(ingress)) {
+      addTo(this.bySecret, secret, key);
+      this.secretsSeen.set(secret, input.secrets.get(secret));
+    }
+    if (!resolved) return;
+    for (const host of hostsOf(ingress)) addTo(this.byHost, host, key);
+    for (const backend of resolved.endpoints.keys()) {
+      addTo(this.backendUsers, backend, key);
+      dirtyBackends.add(backend);
+    }
+    if (ingress.defaultBackend) this.withDefaultBackend.add(key);
+  }
+
+  private unindex(key: string, entry: IngressEntry, dirtyBackends: Set<string>): void {
+    const { ingress, resolved } = entry;
+    for (const service of servicesOf(ingress)) removeFrom(this.byService, service, key);
+    for (const secret of secretsOf(ingress)) {
+      removeFrom(this.bySecret, secret, key);
+      if (!this.bySecret.has(secret)) this.secretsSeen.delete(secret);
+    }
+    if (!resolved) return;
+    for (const host of hostsOf(ingress)) removeFrom(this.byHost, host, key);
+    for (const backend of resolved.endpoints.keys()) {
+      removeFrom(this.backendUsers, backend, key);
+      dirtyBackends.add(backend);
+    }
+    this.withDefaultBackend.delete(key);
+  }
+
+  private replanHost(host: string, changes: RouteTableChanges, dirtyCertificates: Set<string>): void {
+    const entries = [...(this.byHost.get(host) ?? [])].map((key) => this.entries.get(key)!.resolved!).sort(byAge);
+    const plan = planHost(host, entries);
+    if (plan.problems.length > 0) this.hostProblems.set(host, plan.problems);
+    else this.hostProblems.delete(host);
+    const wildcard = host.startsWith('*.');
+    const name = wildcard ? host.slice(2) : host;
+    const tlsHosts = wildcard ? this.table.tlsWildcards : this.table.tlsHosts;
+    const previous = Object.hasOwn(tlsHosts, name) ? tlsHosts[name] : undefined;
+    if (previous !== undefined) {
+      removeFrom(this.certificateHosts, previous, host);
+      dirtyCertificates.add(previous);
+    }
+    if (plan.certificate !== undefined) {
+      addTo(this.certificateHosts, plan.certificate, host);
+      dirtyCertificates.add(plan.certificate);
+    }
+    if (previous !== plan.certificate) {
+      if (plan.certificate === undefined) delete tlsHosts[name];
+      else tlsHosts[name] = plan.certificate;
+      (wildcard ? changes.tlsWildcards : changes.tlsHosts)[name] = plan.certificate ?? null;
+    }
+    if (host === '') {
+      if (plan.routes) this.table.anyHost = plan.routes;
+      else delete this.table.anyHost;
+      changes.anyHost = plan.routes ?? null;
+      return;
+    }
+    const routes = wildcard ? this.table.wildcards : this.table.hosts;
+    if (plan.routes) routes[name] = plan.routes;
+    else delete routes[name];
+    (wildcard ? changes.wildcards : changes.hosts)[name] = plan.routes ?? null;
+  }
+
+  private refreshBackend(key: string, changes: RouteTableChanges): void {
+    const users = this.backendUsers.get(key);
+    if (!users) {
+      if (!Object.hasOwn(this.table.backends, key)) return;
+      delete this.table.backends[key];
+      changes.backends[key] = null;
+      return;
+    }
+    const endpoints = this.entries.get(users.values().next().value!)!.resolved!.endpoints.get(key)!;
+    if (sameEndpoints(Object.hasOwn(this.table.backends, key) ? this.table.backends[key] : undefined, endpoints)) return;
+    this.table.backends[key] = endpoints;
+    changes.backends[key] = endpoints;
+  }
+
+  private refreshCertificate(input: IngressPlanInput, key: string, changes: RouteTableChanges): void {
+    const previous = Object.hasOwn(this.table.certificates, key) ? this.table.certificates[key] : undefined;
+    if (!this.certificateHosts.has(key)) {
+      if (!previous) return;
+      delete this.table.certificates[key];
+      changes.certificates[key] = null;
+      return;
+    }
+    const secret = input.secrets.get(key)!;
+    if (previous?.cert === secret.cert && previous.key === secret.key) return;
+    this.table.certificates[key] = { cert: secret.cert, key: secret.key };
+    changes.certificates[key] = this.table.certificates[key];
+  }
+
+  /** The oldest served Ingress's defaultBackend; the others' are reported. */
+  private defaultBackend(problems: IngressProblem[]): DefaultRoute | undefined {
+    const candidates = [...this.withDefaultBackend].map((key) => this.entries.get(key)!.resolved!).sort(byAge);
+    if (candidates.length === 0) return undefined;
+    const [oldest, ...others] = candidates;
+    for (const other of others) problems.push({ object: `Ingress ${other.key}`, reason: `defaultBackend ignored: the older Ingress ${oldest.key} has one` });
+    return { ingress: oldest.key, backend: oldest.backends.get(oldest.ingress.defaultBackend!)! };
+  }
+}
+
+/** The whole route table of one input (what a sequence of IngressPlanner.plan calls ends in). */
+export function planIngress(input: IngressPlanInput): IngressPlan {
+  const { table, problems } = new IngressPlanner().plan(input, 'full');
   return { table, problems };
 }
 
@@ -235,16 +514,69 @@ export function routingHost(header: string | undefined): string {
   return colon < 0 ? text : text.slice(0, colon);
 }
 
-/** The route table as Maps, safe for names such as "constructor" that a client sends. */
-export class Router {
-  private readonly hosts: Map<string, HostRoute>;
-  private readonly wildcards: Map<string, HostRoute>;
-  private readonly backends: Map<string, string[]>;
+/** A whole table as the changes that build it from nothing. */
+export function changesOf(table: RouteTable): RouteTableChanges {
+  return {
+    hosts: table.hosts, wildcards: table.wildcards, anyHost: table.anyHost ?? null, defaultBackend: table.defaultBackend ?? null,
+    backends: table.backends, certificates: table.certificates, tlsHosts: table.tlsHosts, tlsWildcards: table.tlsWildcards,
+  };
+}
 
-  constructor(readonly table: RouteTable) {
-    this.hosts = new Map(Object.entries(table.hosts));
-    this.wildcards = new Map(Object.entries(table.wildcards));
-    this.backends = new Map(Object.entries(table.backends));
+function applyTo<V>(map: Map<string, V>, changes: Record<string, V | null>, replaced?: (previous: V | undefined, next: V | null) => void): void {
+  for (const key in changes) {
+    const next = changes[key];
+    replaced?.(map.get(key), next);
+    if (next === null) map.delete(key);
+    else map.set(key, next);
+  }
+}
+
+/**
+ * The route table as Maps (safe for names such as "constructor" that a client sends), built from a
+ * whole table and then changed in place, one RouteTableChanges at a time: apply() is synchronous,
+ * so a request is routed by the table before a sync or after it, never by half of one.
+ */
+export class Router {
+  private readonly hosts = new Map<string, HostRoute>();
+  private readonly wildcards = new Map<string, HostRoute>();
+  private anyHost: HostRoute | undefined;
+  private defaultBackend: DefaultRoute | undefined;
+  private readonly backends = new Map<string, string[]>();
+  private readonly tlsHosts = new Map<string, string>();
+  private readonly tlsWildcards = new Map<string, string>();
+  /** Endpoint → how many backends list it. */
+  private readonly endpointUses = new Map<string, number>();
+
+  constructor(table?: RouteTable) {
+    if (table) this.apply(changesOf(table));
+  }
+
+  /** Applies one plan's changes; returns the endpoints that no backend lists any more. */
+  apply(changes: RouteTableChanges): string[] {
+    applyTo(this.hosts, changes.hosts);
+    applyTo(this.wildcards, changes.wildcards);
+    if (changes.anyHost !== undefined) this.anyHost = changes.anyHost ?? undefined;
+    this.defaultBackend = changes.defaultBackend ?? undefined;
+    applyTo(this.tlsHosts, changes.tlsHosts);
+    applyTo(this.tlsWildcards, changes.tlsWildcards);
+    const released: string[] = [];
+    applyTo(this.backends, changes.backends, (previous, next) => {
+      for (const endpoint of next ?? []) this.endpointUses.set(endpoint, (this.endpointUses.get(endpoint) ?? 0) + 1);
+      for (const endpoint of previous ?? []) {
+        const uses = this.endpointUses.get(endpoint)! - 1;
+        if (uses > 0) this.endpointUses.set(endpoint, uses);
+        else {
+          this.endpointUses.delete(endpoint);
+          released.push(endpoint);
+        }
+      }
+    });
+    return released;
+  }
+
+  /** Whether some backend lists this endpoint. */
+  lists(endpoint: string): boolean {
+    return this.endpointUses.has(endpoint);
   }
 
   /** The routes of a request's host, and the rule host that gave them ('*.foo.com', '' for no host). */
@@ -254,13 +586,13 @@ export class Router {
     const dot = host.indexOf('.');
     const wildcard = dot > 0 ? this.wildcards.get(host.slice(dot + 1)) : undefined;
     if (wildcard) return { ruleHost: `*.${host.slice(dot + 1)}`, routes: wildcard };
-    return { ruleHost: '', routes: this.table.anyHost };
+    return { ruleHost: '', routes: this.anyHost };
   }
 
   /** Host, then path (URL path only, never the query), then the default backend. */
   match(host: string, path: string): RouteMatch {
     const { ruleHost, routes } = this.hostRoutes(host);
-    const found = routes?.paths.find((route) => pathMatches(route, path)) ?? this.table.defaultBackend;
+    const found = routes?.paths.find((route) => pathMatches(route, path)) ?? this.defaultBackend;
     if (!found) return { kind: 'none' };
     return {
       kind: 'route', route: found, ruleHost, endpoints: this.backends.get(found.backend) ?? [],
@@ -271,9 +603,9 @@ export class Router {
   /** The certificate (a key of table.certificates) for an SNI name: exact, then one-label wildcard. */
   certificateFor(serverName: string): string | undefined {
     const name = serverName.toLowerCase();
-    if (Object.hasOwn(this.table.tlsHosts, name)) return this.table.tlsHosts[name];
+    const exact = this.tlsHosts.get(name);
+    if (exact !== undefined) return exact;
     const dot = name.indexOf('.');
-    const suffix = name.slice(dot + 1);
-    return dot > 0 && Object.hasOwn(this.table.tlsWildcards, suffix) ? this.table.tlsWildcards[suffix] : undefined;
+    return dot > 0 ? this.tlsWildcards.get(name.slice(dot + 1)) : undefined;
   }
 }
