@@ -155,10 +155,18 @@ t.test('an Ingress with an unknown backend or a missing Secret is reported and s
 
 t.test('a headless Service is a backend: its ready endpoints, by port number or name, in both families', async (t) => {
   const headless = (name: string, ports: { name?: string; port: number; targetPort?: number | string }[]) => service(name, 'None', ports) as KubeObject;
+  // As the EndpointSlice controller labels them: a headless service's slices carry the headless
+  // label, which kube-proxy's selector drops; another proxy's slice is never the ingress's.
+  const labelled = (object: ReturnType<typeof slice>, label: string) => {
+    object.metadata.labels = { ...object.metadata.labels, [label]: '' };
+    return object as KubeObject;
+  };
+  const dbPorts = [{ name: 'http', port: 8080 }, { name: 'admin', port: 9000 }];
   const objects: KubeObject[] = [
     headless('db', [{ name: 'http', port: 80, targetPort: 'web' }, { name: 'admin', port: 9000 }]),
-    slice('db', [{ name: 'http', port: 8080 }, { name: 'admin', port: 9000 }], [{ ip: '10.244.2.1' }, { ip: '10.244.2.2' }, { ip: '10.244.2.3', ready: false }]) as KubeObject,
-    slice('db', [{ name: 'http', port: 8080 }, { name: 'admin', port: 9000 }], [{ ip: 'fd00:244::1' }], { addressType: 'IPv6' }) as KubeObject,
+    labelled(slice('db', dbPorts, [{ ip: '10.244.2.1' }, { ip: '10.244.2.2' }, { ip: '10.244.2.3', ready: false }]), 'service.kubernetes.io/headless'),
+    labelled(slice('db', dbPorts, [{ ip: 'fd00:244::1' }], { addressType: 'IPv6' }), 'service.kubernetes.io/headless'),
+    labelled(slice('db', dbPorts, [{ ip: '10.244.9.9' }], { name: 'db-other-proxy' }), 'service.kubernetes.io/service-proxy-name'),
     headless('idle', [{ name: 'http', port: 80 }]),
     ingress('headless', [
       { host: 'db.example.com', paths: [{ path: '/', pathType: 'Prefix', service: 'db', port: 80 }, { path: '/admin', pathType: 'Prefix', service: 'db', port: 'admin' }] },
@@ -174,7 +182,7 @@ t.test('a headless Service is a backend: its ready endpoints, by port number or 
     'default/db:http': ['10.244.2.1:8080', '10.244.2.2:8080', '[fd00:244::1]:8080'],
     'default/db:admin': ['10.244.2.1:9000', '10.244.2.2:9000', '[fd00:244::1]:9000'],
     'default/idle:http': [],
-  }, 'the slices give the endpoint ports; not-ready endpoints stay out; without a slice the port resolves to no endpoint');
+  }, 'the slices give the endpoint ports; not-ready endpoints and another proxy\'s slice stay out; without a slice the port resolves to no endpoint');
   const router = new Router(result.table);
   const backendOf = (host: string, path: string) => { const match = router.match(host, path); return match.kind === 'route' ? match.route.backend : 'none'; };
   t.equal(backendOf('db.example.com', '/x'), 'default/db:http', 'by port number');
