@@ -12,7 +12,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { projectRoot } from '../src/backend/native.js';
+import { projectRoot } from '../src/kernel/native.js';
 import { SERVICE_CIDR, SERVICE_PORT, TARGET_PORT, clusterIPOf } from './lib/bench-cluster.js';
 import { WorkerTimeout, runWorker, withScratchNamespace } from './lib/bench-netns.js';
 import { buildReport, checkTargets } from './lib/bench-report.js';

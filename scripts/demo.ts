@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { projectRoot } from '../src/backend/native.js';
+import { projectRoot } from '../src/kernel/native.js';
 import { serviceNameAccess } from './lib/demo-dns.js';
 import { type Topology, withTopology } from './lib/topology.js';
 

@@ -2,7 +2,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import { IptablesBackend } from './backend/iptables.js';
-import { NftablesBackend } from './backend/nftables.js';
+import { NftablesBackend } from './kernel/nftables.js';
 import { Agent } from './agent/agent.js';
 import { type Dataplane, IptablesDataplane, NftablesDataplane } from './agent/dataplane.js';
 import type { StateDataplane } from './agent/state-dataplane.js';
@@ -16,8 +16,8 @@ import { explainReport, explainText, type PlannedState, servicesReport, services
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
 import { iptablesRestoreInput, planIptables } from './plan/iptables.js';
 import { planRuleset } from './plan/planner.js';
-import { rulesetJson } from './plan/render-json.js';
-import { rulesetText } from './plan/render-text.js';
+import { rulesetJson } from './kernel/render-json.js';
+import { rulesetText } from './kernel/render-text.js';
 import { DEFAULT_PROXY_CONFIG } from './config.js';
 import { ManifestSource } from './source/manifest-watch.js';
 import { allServicePortViews } from './state/service-ports.js';

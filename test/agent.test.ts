@@ -6,7 +6,7 @@ import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { projectRoot } from '../src/backend/native.js';
+import { projectRoot } from '../src/kernel/native.js';
 import { createTopology, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';
 import { FakeApiServer } from './lib/fake-apiserver.js';

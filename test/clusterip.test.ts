@@ -4,7 +4,7 @@
 import t, { type Test } from 'tap';
 import { join } from 'node:path';
 import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
-import { projectRoot } from '../src/backend/native.js';
+import { projectRoot } from '../src/kernel/native.js';
 import { CHAINS, planRuleset, serviceTableIndexOf, serviceTableLabel } from '../src/plan/planner.js';
 import { loadState } from '../src/state/load.js';
 import { allServicePortViews } from '../src/state/service-ports.js';

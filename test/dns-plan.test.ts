@@ -5,7 +5,7 @@ import { dashedAddress, mergeNames, planService, planZone, podAddress, reverseNa
 import { parseQuery } from '../src/dns/wire.js';
 import { defaultUpstreams } from '../src/dns/network.js';
 import { dnsTable } from '../src/plan/dns-table.js';
-import { tableText } from '../src/plan/render-text.js';
+import { tableText } from '../src/kernel/render-text.js';
 import { ClusterState } from '../src/state/cluster-state.js';
 import { allServicePortViews } from '../src/state/service-ports.js';
 import { normalizeEndpointSlice, normalizeNamespace, normalizeService } from '../src/state/normalize.js';

@@ -4,7 +4,7 @@
 import t from 'tap';
 import { join } from 'node:path';
 import { createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
-import { projectRoot } from '../src/backend/native.js';
+import { projectRoot } from '../src/kernel/native.js';
 import { eventually } from './lib/eventually.js';
 import { CLI, kubenft, scrape } from './lib/kubenft.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';

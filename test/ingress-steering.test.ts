@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../src/config.js';
 import { statusAddresses } from '../src/ingress/dataplane.js';
 import { SHARED_SETS, planRuleset, setNamed } from '../src/plan/planner.js';
-import { rulesetText } from '../src/plan/render-text.js';
+import { rulesetText } from '../src/kernel/render-text.js';
 import { helpText, parseOptions } from '../src/options.js';
 import { ClusterState, type KubeObject } from '../src/state/cluster-state.js';
 import { allServicePortViews } from '../src/state/service-ports.js';

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { projectRoot } from '../src/backend/native.js';
+import { projectRoot } from '../src/kernel/native.js';
 import { EXTERNAL, createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';
 import { CLI, scrape } from './lib/kubenft.js';

@@ -2,7 +2,7 @@
 // pods running HTTP servers, and curl in the client namespace talking to the node's address.
 import t from 'tap';
 import { join } from 'node:path';
-import { projectRoot } from '../src/backend/native.js';
+import { projectRoot } from '../src/kernel/native.js';
 import { EXTERNAL, createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';
 import { CLI, scrape } from './lib/kubenft.js';

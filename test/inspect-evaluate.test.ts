@@ -6,7 +6,7 @@ import t from 'tap';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
-import { native, projectRoot } from '../src/backend/native.js';
+import { native, projectRoot } from '../src/kernel/native.js';
 import { Evaluator } from '../src/inspect/evaluate.js';
 import { summarize } from '../src/inspect/services.js';
 import { plannedTables } from '../src/inspect/tables.js';

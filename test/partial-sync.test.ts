@@ -2,12 +2,12 @@
 // committed (the kernel side of partial syncs is exercised with packets in agent.test.ts).
 import t from 'tap';
 import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
-import { NftablesBackend, type SyncTimings } from '../src/backend/nftables.js';
-import type { NftTransaction } from '../src/backend/nft-transaction.js';
+import { NftablesBackend, type SyncTimings } from '../src/kernel/nftables.js';
+import type { NftTransaction } from '../src/kernel/nft-transaction.js';
 import { NftablesProxier } from '../src/agent/nftables-proxier.js';
 import { NftablesDataplane } from '../src/agent/dataplane.js';
 import { planRuleset, serviceTableOf } from '../src/plan/planner.js';
-import type { Table } from '../src/plan/ruleset.js';
+import type { Table } from '../src/kernel/ruleset.js';
 import { ClusterState } from '../src/state/cluster-state.js';
 import { allServicePortViews } from '../src/state/service-ports.js';
 import { service, slice } from './lib/manifests.js';

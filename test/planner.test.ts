@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parseAllDocuments } from 'yaml';
 import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
 import { MAX_SERVICE_TABLES, planRuleset, SHARED_SETS, serviceTableOf, setNamed } from '../src/plan/planner.js';
-import { rulesetText } from '../src/plan/render-text.js';
+import { rulesetText } from '../src/kernel/render-text.js';
 import { loadState } from '../src/state/load.js';
 import { allServicePortViews } from '../src/state/service-ports.js';
 import type { KubeObject } from '../src/state/cluster-state.js';

@@ -3,7 +3,7 @@
 // SIGTERM leaves the rules in place, and the agent refuses to run without CAP_NET_ADMIN.
 import t from 'tap';
 import { join } from 'node:path';
-import { projectRoot } from '../src/backend/native.js';
+import { projectRoot } from '../src/kernel/native.js';
 import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
 import { serviceTableOf } from '../src/plan/planner.js';
 import { createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';

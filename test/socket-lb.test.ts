@@ -6,7 +6,7 @@ import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { projectRoot } from '../src/backend/native.js';
+import { projectRoot } from '../src/kernel/native.js';
 import { type SocketLbSandbox, createSocketLbSandbox, sandboxUnavailable } from '../scripts/lib/socket-lb-sandbox.js';
 import { createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';

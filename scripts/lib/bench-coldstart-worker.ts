@@ -13,8 +13,8 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { native, projectRoot } from '../../src/backend/native.js';
-import { NftablesBackend } from '../../src/backend/nftables.js';
+import { native, projectRoot } from '../../src/kernel/native.js';
+import { NftablesBackend } from '../../src/kernel/nftables.js';
 import { NftablesProxier } from '../../src/agent/nftables-proxier.js';
 import { PROXYABLE_SELECTOR } from '../../src/source/kubernetes.js';
 import { BENCH_CONFIG, POD_CIDR, SERVICE_CIDR, SERVICE_PORT, TARGET_PORT, buildClusterState, clusterIPOf } from './bench-cluster.js';

@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { projectRoot } from '../../src/backend/native.js';
+import { projectRoot } from '../../src/kernel/native.js';
 import { apiObjects } from './bench-coldstart-cluster.js';
 import type { ColdstartRun, ColdstartTask, FullSyncCapture } from './bench-coldstart-types.js';
 import { runChecked } from './bench-command.js';

@@ -11,7 +11,7 @@ import { Agent } from '../../src/agent/agent.js';
 import { NftablesDataplane } from '../../src/agent/dataplane.js';
 import type { ProxyConfig } from '../../src/config.js';
 import type { StateChanges } from '../../src/agent/state-dataplane.js';
-import { NftablesBackend } from '../../src/backend/nftables.js';
+import { NftablesBackend } from '../../src/kernel/nftables.js';
 import { DnsDataplane } from '../../src/dns/dataplane.js';
 import { parseOptions } from '../../src/options.js';
 import type { ClusterState } from '../../src/state/cluster-state.js';

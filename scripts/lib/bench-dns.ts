@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import os from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { projectRoot } from '../../src/backend/native.js';
+import { projectRoot } from '../../src/kernel/native.js';
 import { reverseName } from '../../src/plan/dns.js';
 import type { KubeObject } from '../../src/state/cluster-state.js';
 import { quantile } from './bench-stats.js';

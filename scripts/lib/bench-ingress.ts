@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { projectRoot } from '../../src/backend/native.js';
+import { projectRoot } from '../../src/kernel/native.js';
 import type { KubeObject } from '../../src/state/cluster-state.js';
 import { FakeApiServer } from '../../test/lib/fake-apiserver.js';
 import { EXTERNAL, type ProcessHandle, type Topology, withTopology } from './topology.js';

@@ -4,7 +4,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { projectRoot } from '../../src/backend/native.js';
+import { projectRoot } from '../../src/kernel/native.js';
 import type { WorkerTask } from './bench-types.js';
 
 /** Tells a worker the orchestrator's network namespace (inode), which it must not run in. */

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { projectRoot } from '../../src/backend/native.js';
+import { projectRoot } from '../../src/kernel/native.js';
 import { SocketLbMaps, socketLbAddon } from '../../src/backend/socket-lb.js';
 import { planSocketLb } from '../../src/plan/socket-lb.js';
 import { servicePortViews } from '../../src/state/service-ports.js';

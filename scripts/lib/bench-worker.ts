@@ -3,7 +3,7 @@
 // prints its result as one JSON document on stdout. A fresh process per measurement keeps the
 // figures (and the memory reading) free of what earlier runs left in the heap.
 import { IptablesBackend } from '../../src/backend/iptables.js';
-import { NftablesBackend, type SyncTimings } from '../../src/backend/nftables.js';
+import { NftablesBackend, type SyncTimings } from '../../src/kernel/nftables.js';
 import { JUMP_RULES, planIptables, iptablesRestoreInput, savedJumpRule } from '../../src/plan/iptables.js';
 import { planRuleset } from '../../src/plan/planner.js';
 import type { ClusterState } from '../../src/state/cluster-state.js';

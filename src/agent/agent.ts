@@ -3,7 +3,7 @@ import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import { DEFAULT_PROXY_CONFIG, type IngressSteering, type ProxyConfig } from '../config.js';
 import { splitAddress } from '../ingress/dataplane.js';
-import { type ConntrackFilter, deleteFlows } from '../backend/conntrack.js';
+import { type ConntrackFilter, deleteFlows } from '../kernel/conntrack.js';
 import type { AgentOptions } from '../options.js';
 import { ClusterState, type KubeObject } from '../state/cluster-state.js';
 import { ObjectError } from '../state/model.js';

@@ -1,6 +1,6 @@
 import type { ProxyConfig } from '../config.js';
 import { IptablesBackend } from '../backend/iptables.js';
-import { NftablesBackend } from '../backend/nftables.js';
+import { NftablesBackend } from '../kernel/nftables.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import { allServicePortViews } from '../state/service-ports.js';
 import { DriftWatch } from './drift.js';

@@ -1,6 +1,6 @@
-import type { NftablesBackend } from '../backend/nftables.js';
+import type { NftablesBackend } from '../kernel/nftables.js';
 import type { TableShape } from './nftables-proxier.js';
-import { NFT_TABLE_F_DORMANT } from '../backend/uapi.js';
+import { NFT_TABLE_F_DORMANT } from '../kernel/uapi.js';
 
 // Notices when something other than kubenft changes kubenft's tables (`nft flush table`, a deleted
 // chain or map element) so the agent can restore them.

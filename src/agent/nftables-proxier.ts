@@ -1,10 +1,10 @@
 import type { ProxyConfig } from '../config.js';
-import { NftablesBackend, type SyncTimings, writeTable } from '../backend/nftables.js';
-import type { NftTransaction } from '../backend/nft-transaction.js';
+import { NftablesBackend, type SyncTimings, writeTable } from '../kernel/nftables.js';
+import type { NftTransaction } from '../kernel/nft-transaction.js';
 import {
   SHARED_SETS, type ServicePortPlan, type SharedSet, type TableContribution, assembleInto, contributions, endsEvaluation, planServicePort, serviceTableOf, mainTableSeed, skeletonOf, tableKey,
 } from '../plan/planner.js';
-import type { Chain, DataType, NamedSet, SetElement, Table, TableFamily, Value, Verdict } from '../plan/ruleset.js';
+import type { Chain, DataType, NamedSet, SetElement, Table, TableFamily, Value, Verdict } from '../kernel/ruleset.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import { servicePortViews } from '../state/service-ports.js';
 

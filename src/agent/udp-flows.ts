@@ -1,6 +1,6 @@
 import type { ServicePortView } from '../state/service-ports.js';
 import { categorizeEndpoints, type NodeContext } from '../state/topology.js';
-import type { ConntrackFilter } from '../backend/conntrack.js';
+import type { ConntrackFilter } from '../kernel/conntrack.js';
 
 // Which UDP flows a sync made stale, as kube-proxy's conntrack cleanup decides it: a service port
 // that got its first endpoint (clients may be stuck on the reject), and endpoints that went away

@@ -1,5 +1,5 @@
 import ipaddr from 'ipaddr.js';
-import { native } from './native.js';
+import { native } from '../kernel/native.js';
 import { type SocketLbEndpoint, type SocketLbFrontend, frontendKey } from '../plan/socket-lb.js';
 
 // The socket LB's maps (native/bpf/socket_lb.h), fed from the plan: encodes entries and applies a

@@ -7,7 +7,7 @@ import { type DnsPlanConfig, planService, planZone } from '../plan/dns.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import { normalizeNamespace } from '../state/normalize.js';
 import type { Upstream } from './forwarder.js';
-import { native } from '../backend/native.js';
+import { native } from '../kernel/native.js';
 import { defaultUpstreams, serveHostClients, setUpDnsNetwork } from './network.js';
 import { DURATION_BUCKETS, LARGE_UPDATE, type NamesUpdate, type ServerConfig, type ServerMessage, type ServerMetrics } from './server.js';
 

@@ -3,8 +3,8 @@ import { readFileSync } from 'node:fs';
 import { isIPv6 } from 'node:net';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
-import { native } from '../backend/native.js';
-import { NftablesBackend } from '../backend/nftables.js';
+import { native } from '../kernel/native.js';
+import { NftablesBackend } from '../kernel/nftables.js';
 import { DNS_TABLE, dnsTable } from '../plan/dns-table.js';
 import type { Upstream } from './forwarder.js';
 

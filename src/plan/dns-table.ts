@@ -1,5 +1,5 @@
 import { isIPv6 } from 'node:net';
-import type { Chain, Field, NamedSet, Rule, Statement, Table } from './ruleset.js';
+import type { Chain, Field, NamedSet, Rule, Statement, Table } from '../kernel/ruleset.js';
 
 // The node side of cluster DNS in nftables: the table that keeps DNS queries to kubenft's served
 // addresses, and its answers, out of conntrack. Loaded by the same transaction compiler as the

@@ -2,8 +2,8 @@ import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../config.js';
 import { type PortEndpoint, type ServicePortView, serviceKey, servicePortName } from '../state/service-ports.js';
 import { categorizeEndpoints, externallyAccessible } from '../state/topology.js';
 import ipaddr from 'ipaddr.js';
-import { encodeAddress } from './fields.js';
-import type { Chain, Field, Hook, NamedSet, Rule, Ruleset, SetElement, Statement, Table, TableFamily, Verdict } from './ruleset.js';
+import { encodeAddress } from '../kernel/fields.js';
+import type { Chain, Field, Hook, NamedSet, Rule, Ruleset, SetElement, Statement, Table, TableFamily, Verdict } from '../kernel/ruleset.js';
 
 // The planner: a pure function from the proxied services to the nftables ruleset.
 //

@@ -1,6 +1,6 @@
 // Runs the real kubenft CLI (compiled, in dist/) inside a test topology's node namespace.
 import { join } from 'node:path';
-import { projectRoot } from '../../src/backend/native.js';
+import { projectRoot } from '../../src/kernel/native.js';
 import type { ExecResult, Topology } from '../../scripts/lib/topology.js';
 
 export const CLI = join(projectRoot(), 'dist/src/cli.js');

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { createTopology, EXTERNAL, type PodSpec, type Topology, type TopologySpec } from '../../scripts/lib/topology.js';
 import type { AttemptResult, ProbeReport } from '../../scripts/lib/probe.js';
 import type { Test } from 'tap';
-import { projectRoot } from '../../src/backend/native.js';
+import { projectRoot } from '../../src/kernel/native.js';
 import { kubenft, syncOnce } from '../lib/kubenft.js';
 import { ManifestFile, node } from '../lib/manifests.js';
 

@@ -1,5 +1,5 @@
-import { DATATYPE_IDS, DATATYPE_LENGTHS, FIELDS, encodeAddress, encodePrefix, encodeValue, registerWidth } from '../plan/fields.js';
-import type { Chain, DataType, Field, NamedSet, NftFamily, Rule, SetElement, Statement, TableFamily, Value, Verdict } from '../plan/ruleset.js';
+import { DATATYPE_IDS, DATATYPE_LENGTHS, FIELDS, encodeAddress, encodePrefix, encodeValue, registerWidth } from './fields.js';
+import type { Chain, DataType, Field, NamedSet, NftFamily, Rule, SetElement, Statement, TableFamily, Value, Verdict } from './ruleset.js';
 import type { NativeAttributes } from './native.js';
 import {
   CONCAT_TYPE_BITS, HOOKS, ICMP_PORT_UNREACH, NFPROTO, NFTA_FIB_F, NFT_CMP, NFT_CT_LABELS, NFT_CT_STATE, NFT_DATA_VERDICT, NFT_DYNSET_OP_UPDATE,

@@ -1,4 +1,4 @@
-import type { NftFamily, Table, TableFamily } from '../plan/ruleset.js';
+import type { NftFamily, Table, TableFamily } from './ruleset.js';
 import { type CommitResult, type Dump, type KernelError, type NativeAddon, native } from './native.js';
 import { NFPROTO } from './uapi.js';
 import { NftTransaction } from './nft-transaction.js';
