@@ -19,8 +19,8 @@ import { planRuleset } from './plan/planner.js';
 import { rulesetJson } from './kernel/render-json.js';
 import { rulesetText } from './kernel/render-text.js';
 import { DEFAULT_PROXY_CONFIG } from './config.js';
-import { ManifestSource } from './source/manifest-watch.js';
-import { allServicePortViews } from './state/service-ports.js';
+import { ManifestSource } from './cluster/manifest-watch.js';
+import { allServicePortViews } from './cluster/service-ports.js';
 
 const VERSION = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version as string;
 const CAP_NET_ADMIN = 12;
@@ -142,7 +142,7 @@ async function syncOnce(agent: Agent, options: AgentOptions): Promise<number> {
 
 /** client-node is large: it is loaded only when the API is the source, so manifest runs start fast. */
 async function kubernetesSource(options: AgentOptions, agent: Agent) {
-  const { KubernetesSource } = await import('./source/kubernetes.js');
+  const { KubernetesSource } = await import('./cluster/kubernetes.js');
   return new KubernetesSource({
     kubeconfig: options.kubeconfig, master: options.master, nodeName: agent.state.nodeName,
     contentType: options.kubeApiContentType, qps: options.kubeApiQps, burst: options.kubeApiBurst,

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
-import { parseCIDR } from './state/normalize.js';
+import { parseCIDR } from './cluster/normalize.js';
 import { DEFAULT_PROXY_CONFIG } from './config.js';
 import { MAX_SERVICE_TABLES } from './plan/planner.js';
 import type { IngressOptions } from './ingress/dataplane.js';

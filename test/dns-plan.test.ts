@@ -6,9 +6,9 @@ import { parseQuery } from '../src/dns/wire.js';
 import { defaultUpstreams } from '../src/dns/network.js';
 import { dnsTable } from '../src/plan/dns-table.js';
 import { tableText } from '../src/kernel/render-text.js';
-import { ClusterState } from '../src/state/cluster-state.js';
-import { allServicePortViews } from '../src/state/service-ports.js';
-import { normalizeEndpointSlice, normalizeNamespace, normalizeService } from '../src/state/normalize.js';
+import { ClusterState } from '../src/cluster/cluster-state.js';
+import { allServicePortViews } from '../src/cluster/service-ports.js';
+import { normalizeEndpointSlice, normalizeNamespace, normalizeService } from '../src/cluster/normalize.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';
 
 const config = { zone: 'cluster.local', ttl: 5 };

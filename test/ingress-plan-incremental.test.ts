@@ -6,9 +6,9 @@ import t from 'tap';
 import {
   IngressPlanner, type IngressPlanInput, type RouteTable, type RouteTableChanges, Router, planIngress,
 } from '../src/plan/ingress.js';
-import { ClusterState, type KubeObject } from '../src/state/cluster-state.js';
+import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';
 import { type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret } from '../src/state/ingress-objects.js';
-import { servicePortViews } from '../src/state/service-ports.js';
+import { servicePortViews } from '../src/cluster/service-ports.js';
 import { service, slice } from './lib/manifests.js';
 import { OUR_CLASS, certificate, ingress, tlsSecret } from './lib/ingress-manifests.js';
 

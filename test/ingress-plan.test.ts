@@ -2,10 +2,10 @@
 // and wildcards, class selection, v1beta1 conversion, merges and conflicts, and bad objects.
 import t from 'tap';
 import { type IngressPlan, Router, planIngress, routingHost } from '../src/plan/ingress.js';
-import { ClusterState, type KubeObject } from '../src/state/cluster-state.js';
+import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';
 import { type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret } from '../src/state/ingress-objects.js';
-import { ObjectError } from '../src/state/model.js';
-import { endpointPortViews, servicePortViews } from '../src/state/service-ports.js';
+import { ObjectError } from '../src/cluster/model.js';
+import { endpointPortViews, servicePortViews } from '../src/cluster/service-ports.js';
 import { service, slice } from './lib/manifests.js';
 import { OUR_CLASS, PATH_TABLE, certificate, ingress, type IngressPathSpec as Path, tlsSecret } from './lib/ingress-manifests.js';
 

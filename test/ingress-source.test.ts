@@ -1,14 +1,14 @@
 // Agent mode: the API source watches Ingresses, IngressClasses and only TLS Secrets when the state
 // has those kinds registered (--ingress), and nothing of them otherwise.
 import t from 'tap';
-import { HEADLESS_INCLUDED_SELECTOR, KubernetesSource, PROXYABLE_SELECTOR, type SourceHandler } from '../src/source/kubernetes.js';
-import { ClusterState, type KubeObject } from '../src/state/cluster-state.js';
+import { HEADLESS_INCLUDED_SELECTOR, KubernetesSource, PROXYABLE_SELECTOR, type SourceHandler } from '../src/cluster/kubernetes.js';
+import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';
 import { normalizeIngress, normalizeIngressClass, normalizeTlsSecret } from '../src/state/ingress-objects.js';
 import { eventually } from './lib/eventually.js';
 import { FakeApiServer } from './lib/fake-apiserver.js';
 import { OUR_CLASS, certificate, ingress, tlsSecret } from './lib/ingress-manifests.js';
 import { service, slice } from './lib/manifests.js';
-import { servicePortViews } from '../src/state/service-ports.js';
+import { servicePortViews } from '../src/cluster/service-ports.js';
 
 const NODE = 'node-1';
 const INGRESS_KINDS = ['Ingress', 'IngressClass', 'Secret'];

@@ -3,7 +3,7 @@
 import t from 'tap';
 import pino from 'pino';
 import { IngressStatusWriter, type StatusTarget } from '../src/ingress/status.js';
-import { loadKubeConfig } from '../src/source/kubernetes.js';
+import { loadKubeConfig } from '../src/cluster/kubernetes.js';
 import { normalizeIngress } from '../src/state/ingress-objects.js';
 import { eventually } from './lib/eventually.js';
 import { FakeApiServer } from './lib/fake-apiserver.js';

@@ -8,7 +8,7 @@ import { eventually } from './lib/eventually.js';
 import { CLI, scrape } from './lib/kubenft.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';
 import { OUR_CLASS, PATH_TABLE, certificate, ingress, tlsSecret } from './lib/ingress-manifests.js';
-import type { KubeObject } from '../src/state/cluster-state.js';
+import type { KubeObject } from '../src/cluster/cluster-state.js';
 
 const PODS = Array.from({ length: 10 }, (_, index) => ({ name: `pod-${index}`, ipv4: `10.244.${index + 1}.5` }));
 const ECHO_PORT = 8080;

@@ -11,9 +11,9 @@ import { Evaluator } from '../src/inspect/evaluate.js';
 import { summarize } from '../src/inspect/services.js';
 import { plannedTables } from '../src/inspect/tables.js';
 import { planRuleset } from '../src/plan/planner.js';
-import { loadState } from '../src/state/load.js';
-import { allServicePortViews } from '../src/state/service-ports.js';
-import type { KubeObject } from '../src/state/cluster-state.js';
+import { loadState } from '../src/cluster/load.js';
+import { allServicePortViews } from '../src/cluster/service-ports.js';
+import type { KubeObject } from '../src/cluster/cluster-state.js';
 import { node, service, slice } from './lib/manifests.js';
 
 const NODE_IP = '192.168.100.1';

@@ -2,8 +2,8 @@ import { execFileSync } from 'node:child_process';
 import t, { type Test } from 'tap';
 import { IptablesBackend, IptablesRestoreError, type IptablesBackendName } from '../src/backend/iptables.js';
 import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../src/config.js';
-import type { ServiceInfo } from '../src/state/model.js';
-import type { ServicePortView } from '../src/state/service-ports.js';
+import type { ServiceInfo } from '../src/cluster/model.js';
+import type { ServicePortView } from '../src/cluster/service-ports.js';
 
 // IptablesBackend against real iptables-restore, legacy and nft, each run in a network namespace
 // of its own (never the root namespace's rules), read back with iptables-save.

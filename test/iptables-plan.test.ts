@@ -3,8 +3,8 @@ import t from 'tap';
 import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../src/config.js';
 import { cleanupInput, parseSave } from '../src/backend/iptables.js';
 import { describeRestoreLine, iptablesRestoreInput, planIptables } from '../src/plan/iptables.js';
-import { ClusterState, type KubeObject } from '../src/state/cluster-state.js';
-import { allServicePortViews } from '../src/state/service-ports.js';
+import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';
+import { allServicePortViews } from '../src/cluster/service-ports.js';
 
 // The planner against kube-proxy's iptables mode: the classic hostnames example rule for rule, and
 // the semantics of the other service kinds.

@@ -1,9 +1,9 @@
 // The Kubernetes API source against a fake API server: the first list, watch events, relists after
 // 410 Gone, an API outage, and a stop that leaves nothing running. No kernel is involved.
 import t from 'tap';
-import { KubernetesSource, loadKubeConfig, PROXYABLE_SELECTOR, type SourceHandler } from '../src/source/kubernetes.js';
-import { ClusterState, type KubeObject } from '../src/state/cluster-state.js';
-import { allServicePortViews, servicePortName } from '../src/state/service-ports.js';
+import { KubernetesSource, loadKubeConfig, PROXYABLE_SELECTOR, type SourceHandler } from '../src/cluster/kubernetes.js';
+import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';
+import { allServicePortViews, servicePortName } from '../src/cluster/service-ports.js';
 import { FakeApiServer } from './lib/fake-apiserver.js';
 
 const NODE = 'node-1';

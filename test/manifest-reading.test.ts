@@ -5,10 +5,10 @@
 import t from 'tap';
 import { chmodSync } from 'node:fs';
 import { stringify } from 'yaml';
-import type { KubeObject } from '../src/state/cluster-state.js';
-import { ManifestSource } from '../src/source/manifest-watch.js';
-import { describeProblem, readManifests } from '../src/source/manifests.js';
-import { yamlDocuments } from '../src/source/yaml-documents.js';
+import type { KubeObject } from '../src/cluster/cluster-state.js';
+import { ManifestSource } from '../src/cluster/manifest-watch.js';
+import { describeProblem, readManifests } from '../src/cluster/manifests.js';
+import { yamlDocuments } from '../src/cluster/yaml-documents.js';
 import { ManifestFile, service } from './lib/manifests.js';
 
 /** Each document as its value, or as "line N: reason" when refused. */

@@ -8,8 +8,8 @@ import { NftablesProxier } from '../src/agent/nftables-proxier.js';
 import { NftablesDataplane } from '../src/agent/dataplane.js';
 import { planRuleset, serviceTableOf } from '../src/plan/planner.js';
 import type { Table } from '../src/kernel/ruleset.js';
-import { ClusterState } from '../src/state/cluster-state.js';
-import { allServicePortViews } from '../src/state/service-ports.js';
+import { ClusterState } from '../src/cluster/cluster-state.js';
+import { allServicePortViews } from '../src/cluster/service-ports.js';
 import { service, slice } from './lib/manifests.js';
 
 class RecordingBackend extends NftablesBackend {

@@ -4,9 +4,9 @@ import { parseAllDocuments } from 'yaml';
 import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
 import { MAX_SERVICE_TABLES, planRuleset, SHARED_SETS, serviceTableOf, setNamed } from '../src/plan/planner.js';
 import { rulesetText } from '../src/kernel/render-text.js';
-import { loadState } from '../src/state/load.js';
-import { allServicePortViews } from '../src/state/service-ports.js';
-import type { KubeObject } from '../src/state/cluster-state.js';
+import { loadState } from '../src/cluster/load.js';
+import { allServicePortViews } from '../src/cluster/service-ports.js';
+import type { KubeObject } from '../src/cluster/cluster-state.js';
 
 const hostnames = parseAllDocuments(readFileSync(new URL('../examples/hostnames.yaml', import.meta.url), 'utf8')).map((document) => document.toJS() as KubeObject);
 const config = { ...DEFAULT_PROXY_CONFIG, nodeName: 'node-1', localCIDRs: ['10.244.0.0/16'] };

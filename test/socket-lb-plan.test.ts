@@ -2,9 +2,9 @@
 import t from 'tap';
 import { type SocketLbFrontend, frontendKey, planSocketLb } from '../src/plan/socket-lb.js';
 import { type SocketLbHandle, type SocketLbMapName, SocketLbMaps, socketLbAddon } from '../src/backend/socket-lb.js';
-import type { ServicePortView } from '../src/state/service-ports.js';
+import type { ServicePortView } from '../src/cluster/service-ports.js';
 import { cgroupV2Root } from '../src/agent/socket-lb-dataplane.js';
-import type { EndpointInfo, ServiceInfo } from '../src/state/model.js';
+import type { EndpointInfo, ServiceInfo } from '../src/cluster/model.js';
 
 const NODE = { nodeName: 'node-a', zone: 'zone-1' };
 

@@ -9,8 +9,8 @@ import { Agent } from '../src/agent/agent.js';
 import type { Dataplane, DataplaneSync } from '../src/agent/dataplane.js';
 import type { StateChanges, StateDataplane } from '../src/agent/state-dataplane.js';
 import { parseOptions } from '../src/options.js';
-import type { ClusterState, KubeObject } from '../src/state/cluster-state.js';
-import { ObjectError } from '../src/state/model.js';
+import type { ClusterState, KubeObject } from '../src/cluster/cluster-state.js';
+import { ObjectError } from '../src/cluster/model.js';
 import { service } from './lib/manifests.js';
 
 class RecordingRules implements Dataplane {

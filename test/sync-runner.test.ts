@@ -7,7 +7,7 @@ import pino from 'pino';
 import { Agent } from '../src/agent/agent.js';
 import type { Dataplane, DataplaneSync } from '../src/agent/dataplane.js';
 import { SyncRunner } from '../src/agent/sync-runner.js';
-import { KubernetesSource } from '../src/source/kubernetes.js';
+import { KubernetesSource } from '../src/cluster/kubernetes.js';
 import { parseOptions } from '../src/options.js';
 import { FakeApiServer } from './lib/fake-apiserver.js';
 import { node, service, slice } from './lib/manifests.js';

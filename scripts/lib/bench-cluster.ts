@@ -1,8 +1,8 @@
 // Synthetic clusters for the benchmark: N ClusterIP services, each with one EndpointSlice, built
 // as the Kubernetes objects an agent receives and fed through ClusterState like real watch events.
 import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../../src/config.js';
-import { ClusterState, type KubeObject } from '../../src/state/cluster-state.js';
-import { serviceKey } from '../../src/state/model.js';
+import { ClusterState, type KubeObject } from '../../src/cluster/cluster-state.js';
+import { serviceKey } from '../../src/cluster/model.js';
 
 export const BENCH_NAMESPACE = 'bench';
 export const SERVICE_PORT = 80;

@@ -3,7 +3,7 @@
 // endpoint slice controller's labels and annotation, pod references), since decoding and keeping
 // that metadata is part of what a node pays when it starts.
 import { BENCH_NAMESPACE, endpointSliceObject, serviceObject, serviceName, syntheticEndpoints } from './bench-cluster.js';
-import type { KubeObject } from '../../src/state/cluster-state.js';
+import type { KubeObject } from '../../src/cluster/cluster-state.js';
 
 export const BENCH_NODE = 'bench-node';
 const CREATED = '2026-12-01T10:00:00Z';

@@ -14,7 +14,7 @@ import type { StateChanges } from '../../src/agent/state-dataplane.js';
 import { NftablesBackend } from '../../src/kernel/nftables.js';
 import { DnsDataplane } from '../../src/dns/dataplane.js';
 import { parseOptions } from '../../src/options.js';
-import type { ClusterState } from '../../src/state/cluster-state.js';
+import type { ClusterState } from '../../src/cluster/cluster-state.js';
 import { quantile } from './bench-stats.js';
 import { DNS_NAMESPACE, ZONE, clusterObjects, fqdn, serviceObjects } from './bench-dns.js';
 

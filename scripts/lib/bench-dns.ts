@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { projectRoot } from '../../src/kernel/native.js';
 import { reverseName } from '../../src/plan/dns.js';
-import type { KubeObject } from '../../src/state/cluster-state.js';
+import type { KubeObject } from '../../src/cluster/cluster-state.js';
 import { quantile } from './bench-stats.js';
 import { type Topology, withTopology } from './topology.js';
 

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/native.js';
-import type { KubeObject } from '../../src/state/cluster-state.js';
+import type { KubeObject } from '../../src/cluster/cluster-state.js';
 import { FakeApiServer } from '../../test/lib/fake-apiserver.js';
 import { EXTERNAL, type ProcessHandle, type Topology, withTopology } from './topology.js';
 

@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { projectRoot } from '../../src/kernel/native.js';
 import { SocketLbMaps, socketLbAddon } from '../../src/backend/socket-lb.js';
 import { planSocketLb } from '../../src/plan/socket-lb.js';
-import { servicePortViews } from '../../src/state/service-ports.js';
+import { servicePortViews } from '../../src/cluster/service-ports.js';
 import { BENCH_CONFIG, SERVICE_PORT, TARGET_PORT, benchServiceKey, buildClusterState, clusterIPOf, endpointChange, endpointSliceObject, serviceObject } from './bench-cluster.js';
 import { runWorker, withScratchNamespace } from './bench-netns.js';
 import { quantile } from './bench-stats.js';

@@ -4,7 +4,7 @@
 // per endpoint doing the DNAT. Only what ClusterIP services need is generated: the benchmark
 // compares load times of the two layouts, not features.
 import { createHash } from 'node:crypto';
-import type { ServicePortView } from '../../src/state/service-ports.js';
+import type { ServicePortView } from '../../src/cluster/service-ports.js';
 
 const TABLE = 'ip kube-proxy';
 const MASQUERADE_MARK = '0x4000';

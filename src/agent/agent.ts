@@ -5,11 +5,11 @@ import { DEFAULT_PROXY_CONFIG, type IngressSteering, type ProxyConfig } from '..
 import { splitAddress } from '../ingress/dataplane.js';
 import { type ConntrackFilter, deleteFlows } from '../kernel/conntrack.js';
 import type { AgentOptions } from '../options.js';
-import { ClusterState, type KubeObject } from '../state/cluster-state.js';
-import { ObjectError } from '../state/model.js';
-import { servicePortViews } from '../state/service-ports.js';
-import { categorizeEndpoints } from '../state/topology.js';
-import type { SourceHandler } from '../source/kubernetes.js';
+import { ClusterState, type KubeObject } from '../cluster/cluster-state.js';
+import { ObjectError } from '../cluster/model.js';
+import { servicePortViews } from '../cluster/service-ports.js';
+import { categorizeEndpoints } from '../cluster/topology.js';
+import type { SourceHandler } from '../cluster/kubernetes.js';
 import type { Dataplane, SyncSplit } from './dataplane.js';
 import type { StateChanges, StateDataplane } from './state-dataplane.js';
 import type { DriftWatch } from './drift.js';

@@ -1,8 +1,8 @@
 import type { ProxyConfig } from '../config.js';
 import { IptablesBackend } from '../backend/iptables.js';
 import { NftablesBackend } from '../kernel/nftables.js';
-import type { ClusterState } from '../state/cluster-state.js';
-import { allServicePortViews } from '../state/service-ports.js';
+import type { ClusterState } from '../cluster/cluster-state.js';
+import { allServicePortViews } from '../cluster/service-ports.js';
 import { DriftWatch } from './drift.js';
 import { NftablesProxier } from './nftables-proxier.js';
 

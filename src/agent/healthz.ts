@@ -3,7 +3,7 @@
 // HealthCheckNodePort servers that cloud load balancers probe for externalTrafficPolicy: Local.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP, type AddressInfo } from 'node:net';
-import { serviceKey } from '../state/model.js';
+import { serviceKey } from '../cluster/model.js';
 import type { ProxyMetrics } from './metrics.js';
 
 export interface HttpEndpoint {

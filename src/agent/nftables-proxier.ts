@@ -5,8 +5,8 @@ import {
   SHARED_SETS, type ServicePortPlan, type SharedSet, type TableContribution, assembleInto, contributions, endsEvaluation, planServicePort, serviceTableOf, mainTableSeed, skeletonOf, tableKey,
 } from '../plan/planner.js';
 import type { Chain, DataType, NamedSet, SetElement, Table, TableFamily, Value, Verdict } from '../kernel/ruleset.js';
-import type { ClusterState } from '../state/cluster-state.js';
-import { servicePortViews } from '../state/service-ports.js';
+import type { ClusterState } from '../cluster/cluster-state.js';
+import { servicePortViews } from '../cluster/service-ports.js';
 
 // Keeps what is loaded in memory so that a partial sync can rewrite only the changed services:
 // their chains (flushed and refilled, or created/deleted), their own sets, and their elements of

@@ -5,8 +5,8 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
 import { type SocketLbFrontend, planSocketLb } from '../plan/socket-lb.js';
 import { type SocketLbHandle, SocketLbMaps, socketLbAddon } from '../backend/socket-lb.js';
-import type { ClusterState } from '../state/cluster-state.js';
-import { servicePortViews } from '../state/service-ports.js';
+import type { ClusterState } from '../cluster/cluster-state.js';
+import { servicePortViews } from '../cluster/service-ports.js';
 import type { StateChanges, StateDataplane } from './state-dataplane.js';
 
 // Socket-level load balancing beside the nftables rules: cgroup BPF programs rewrite a ClusterIP

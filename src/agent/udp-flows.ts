@@ -1,5 +1,5 @@
-import type { ServicePortView } from '../state/service-ports.js';
-import { categorizeEndpoints, type NodeContext } from '../state/topology.js';
+import type { ServicePortView } from '../cluster/service-ports.js';
+import { categorizeEndpoints, type NodeContext } from '../cluster/topology.js';
 import type { ConntrackFilter } from '../kernel/conntrack.js';
 
 // Which UDP flows a sync made stale, as kube-proxy's conntrack cleanup decides it: a service port

@@ -12,7 +12,7 @@ import {
   planIptables,
   savedJumpRule,
 } from '../plan/iptables.js';
-import type { ServicePortView } from '../state/service-ports.js';
+import type { ServicePortView } from '../cluster/service-ports.js';
 
 // Loads the iptables plan with iptables-restore --noflush, as kube-proxy's iptables mode does:
 // only our KUBE- chains are declared (and so flushed) and rewritten, the built-in chains keep

@@ -8,11 +8,11 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
 import type { StateChanges, StateDataplane } from '../agent/state-dataplane.js';
 import { IngressPlanner, type IngressProblem, type RouteTable } from '../plan/ingress.js';
-import type { ClusterState } from '../state/cluster-state.js';
+import type { ClusterState } from '../cluster/cluster-state.js';
 import {
   type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret,
 } from '../state/ingress-objects.js';
-import { endpointPortViews } from '../state/service-ports.js';
+import { endpointPortViews } from '../cluster/service-ports.js';
 import { CountedHistogram } from './counted-histogram.js';
 import { DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
 import type { IngressStatusWriter } from './status.js';
@@ -168,7 +168,7 @@ export class IngressDataplane implements StateDataplane {
   private async publishStatus(state: ClusterState, config: ProxyConfig, table: RouteTable): Promise<void> {
     if (!this.status) {
       // client-node is large: loaded only in agent mode, as the API source is.
-      const [{ loadKubeConfig }, { DEFAULT_STATUS_LEASE, IngressStatusWriter }] = await Promise.all([import('../source/kubernetes.js'), import('./status.js')]);
+      const [{ loadKubeConfig }, { DEFAULT_STATUS_LEASE, IngressStatusWriter }] = await Promise.all([import('../cluster/kubernetes.js'), import('./status.js')]);
       this.status = new IngressStatusWriter(loadKubeConfig(this.statusSource!), { ...DEFAULT_STATUS_LEASE, identity: config.nodeName }, this.log);
       this.status.start();
     }

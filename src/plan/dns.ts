@@ -1,5 +1,5 @@
 import ipaddr from 'ipaddr.js';
-import type { EndpointSliceInfo, ServiceInfo, ServicePortInfo } from '../state/model.js';
+import type { EndpointSliceInfo, ServiceInfo, ServicePortInfo } from '../cluster/model.js';
 
 // Cluster DNS records from the watched state (Kubernetes DNS-Based Service Discovery 1.1.0, with
 // CoreDNS's kubernetes plugin behaviour where the spec is silent). Pure: the server turns these into

@@ -1,8 +1,8 @@
 import {
   INGRESS_CONTROLLER, type IngressBackend, type IngressClassInfo, type IngressInfo, type TlsSecretInfo,
 } from '../state/ingress-objects.js';
-import type { ServicePortView } from '../state/service-ports.js';
-import { categorizeEndpoints, type NodeContext } from '../state/topology.js';
+import type { ServicePortView } from '../cluster/service-ports.js';
+import { categorizeEndpoints, type NodeContext } from '../cluster/topology.js';
 
 // The ingress route planner, pure: the served Ingresses, their classes and TLS Secrets and the
 // Services' endpoints → one route table (hosts → ordered path matchers → endpoint sets, and TLS

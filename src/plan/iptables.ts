@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import { isIPv6 } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { ProxyConfig } from '../config.js';
-import { type PortEndpoint, type ServicePortView, servicePortName } from '../state/service-ports.js';
-import { categorizeEndpoints } from '../state/topology.js';
+import { type PortEndpoint, type ServicePortView, servicePortName } from '../cluster/service-ports.js';
+import { categorizeEndpoints } from '../cluster/topology.js';
 
 // The `--proxy-mode=iptables` planner: a pure function from the proxied services to the classic
 // kube-proxy iptables ruleset, rule for rule what upstream's pkg/proxy/iptables/proxier.go

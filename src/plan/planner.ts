@@ -1,6 +1,6 @@
 import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../config.js';
-import { type PortEndpoint, type ServicePortView, serviceKey, servicePortName } from '../state/service-ports.js';
-import { categorizeEndpoints, externallyAccessible } from '../state/topology.js';
+import { type PortEndpoint, type ServicePortView, serviceKey, servicePortName } from '../cluster/service-ports.js';
+import { categorizeEndpoints, externallyAccessible } from '../cluster/topology.js';
 import ipaddr from 'ipaddr.js';
 import { encodeAddress } from '../kernel/fields.js';
 import type { Chain, Field, Hook, NamedSet, Rule, Ruleset, SetElement, Statement, Table, TableFamily, Verdict } from '../kernel/ruleset.js';

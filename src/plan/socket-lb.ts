@@ -1,5 +1,5 @@
-import { type ServicePortView } from '../state/service-ports.js';
-import { categorizeEndpoints, type NodeContext } from '../state/topology.js';
+import { type ServicePortView } from '../cluster/service-ports.js';
+import { categorizeEndpoints, type NodeContext } from '../cluster/topology.js';
 
 // What the socket LB's maps hold, planned from the same categorized views as the nftables rules:
 // one frontend per ClusterIP, port and protocol, with the endpoints a client on this node would get

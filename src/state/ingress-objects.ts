@@ -1,7 +1,7 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { isIP } from 'node:net';
-import type { KubeObject } from './cluster-state.js';
-import { ObjectError } from './model.js';
+import type { KubeObject } from '../cluster/cluster-state.js';
+import { ObjectError } from '../cluster/model.js';
 
 // Ingress, IngressClass and TLS Secrets, validated at the edge as the API server would (host and
 // path rules of networking/v1 validation), so that the ingress planner only ever sees well-formed

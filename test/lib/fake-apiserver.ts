@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { KubeObject } from '../../src/state/cluster-state.js';
+import type { KubeObject } from '../../src/cluster/cluster-state.js';
 
 // An API server for Services, EndpointSlices and Nodes that speaks list/watch as the real one does,
 // as far as client-node's informers can tell: list responses whose items carry no kind, watch streams

@@ -1,6 +1,6 @@
 // Builders for the ingress tests' objects: Ingresses, classes and TLS Secrets.
 import { execFileSync } from 'node:child_process';
-import type { KubeObject } from '../../src/state/cluster-state.js';
+import type { KubeObject } from '../../src/cluster/cluster-state.js';
 
 export type IngressPathSpec = { path: string; pathType?: string; service?: string; port?: number | string };
 

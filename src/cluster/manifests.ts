@@ -1,6 +1,6 @@
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
-import { type KubeObject, PROXY_KINDS } from '../state/cluster-state.js';
+import { type KubeObject, PROXY_KINDS } from './cluster-state.js';
 import { yamlDocuments } from './yaml-documents.js';
 
 // Reads Kubernetes objects from a YAML/JSON file (multi-document, or a `kind: List` as

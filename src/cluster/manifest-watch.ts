@@ -1,6 +1,6 @@
 import { type FSWatcher, statSync, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import type { KubeObject } from '../state/cluster-state.js';
+import type { KubeObject } from './cluster-state.js';
 import { describeProblem, readManifests } from './manifests.js';
 import type { SourceHandler } from './kubernetes.js';
 

@@ -10,9 +10,9 @@ import {
   type KubernetesListObject,
   type KubernetesObject,
 } from '@kubernetes/client-node';
-import type { KubeObject } from '../state/cluster-state.js';
-import { ObjectError } from '../state/model.js';
-import { HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL } from '../state/normalize.js';
+import type { KubeObject } from './cluster-state.js';
+import { ObjectError } from './model.js';
+import { HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL } from './normalize.js';
 import { listCollection } from './list-request.js';
 
 // Services, EndpointSlices and this Node from the API server, through client-node informers (a list,
