@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 import { readFileSync, writeFileSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
-import { IptablesBackend } from './backend/iptables.js';
+import { IptablesBackend } from './services/iptables-backend.js';
 import { NftablesBackend } from './kernel/nftables.js';
 import { Agent } from './agent/agent.js';
-import { type Dataplane, IptablesDataplane, NftablesDataplane } from './agent/dataplane.js';
+import { type Dataplane, IptablesDataplane, NftablesDataplane } from './services/dataplane.js';
 import type { StateDataplane } from './agent/state-dataplane.js';
 import { SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from './agent/socket-lb-dataplane.js';
 import { startHealthServer } from './agent/healthz.js';
@@ -12,10 +12,10 @@ import { DnsDataplane } from './dns/dataplane.js';
 import { cleanUpDnsNetwork } from './dns/network.js';
 import { IngressDataplane } from './ingress/dataplane.js';
 import { startMetricsServer } from './agent/metrics.js';
-import { explainReport, explainText, type PlannedState, servicesReport, servicesText } from './inspect/commands.js';
+import { explainReport, explainText, type PlannedState, servicesReport, servicesText } from './services/inspect/commands.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
-import { iptablesRestoreInput, planIptables } from './plan/iptables.js';
-import { planRuleset } from './plan/planner.js';
+import { iptablesRestoreInput, planIptables } from './services/iptables-plan.js';
+import { planRuleset } from './services/nftables-plan.js';
 import { rulesetJson } from './kernel/render-json.js';
 import { rulesetText } from './kernel/render-text.js';
 import { DEFAULT_PROXY_CONFIG } from './config.js';

@@ -5,7 +5,7 @@ import t, { type Test } from 'tap';
 import { join } from 'node:path';
 import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
 import { projectRoot } from '../src/kernel/native.js';
-import { CHAINS, planRuleset, serviceTableIndexOf, serviceTableLabel } from '../src/plan/planner.js';
+import { CHAINS, planRuleset, serviceTableIndexOf, serviceTableLabel } from '../src/services/nftables-plan.js';
 import { loadState } from '../src/cluster/load.js';
 import { allServicePortViews } from '../src/cluster/service-ports.js';
 import { createTopology, type Topology } from '../scripts/lib/topology.js';

@@ -6,7 +6,7 @@ import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../src/config.js';
 import { statusAddresses } from '../src/ingress/dataplane.js';
-import { SHARED_SETS, planRuleset, setNamed } from '../src/plan/planner.js';
+import { SHARED_SETS, planRuleset, setNamed } from '../src/services/nftables-plan.js';
 import { rulesetText } from '../src/kernel/render-text.js';
 import { helpText, parseOptions } from '../src/options.js';
 import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';

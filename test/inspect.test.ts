@@ -3,7 +3,7 @@
 // explain's outcomes for the drifted rules checked against real packets. (Every semantics
 // behaviour also checks explain against its probes: test/semantics/lib.ts.)
 import t from 'tap';
-import { explainReport } from '../src/inspect/commands.js';
+import { explainReport } from '../src/services/inspect/commands.js';
 import { parseOptions } from '../src/options.js';
 import { kubenft } from './lib/kubenft.js';
 import { service, slice } from './lib/manifests.js';

@@ -3,7 +3,7 @@
 // uniform, and a partial sync that changes the endpoint list rewrites the map.
 import t from 'tap';
 import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
-import { serviceTableOf } from '../src/plan/planner.js';
+import { serviceTableOf } from '../src/services/nftables-plan.js';
 import { createTopology, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';
 import { CHI_SQUARE_CRITICAL_P001, CLI, chiSquareUniform } from './lib/kubenft.js';

@@ -6,7 +6,7 @@ import t from 'tap';
 import pino from 'pino';
 import type { Registry } from 'prom-client';
 import { Agent } from '../src/agent/agent.js';
-import type { Dataplane, DataplaneSync } from '../src/agent/dataplane.js';
+import type { Dataplane, DataplaneSync } from '../src/services/dataplane.js';
 import type { StateChanges, StateDataplane } from '../src/agent/state-dataplane.js';
 import { parseOptions } from '../src/options.js';
 import type { ClusterState, KubeObject } from '../src/cluster/cluster-state.js';

@@ -4,7 +4,7 @@
 import t from 'tap';
 import pino from 'pino';
 import { Agent, FULL_SYNC_PERIOD_MS } from '../src/agent/agent.js';
-import type { Dataplane, DataplaneSync } from '../src/agent/dataplane.js';
+import type { Dataplane, DataplaneSync } from '../src/services/dataplane.js';
 import { parseOptions } from '../src/options.js';
 import { service, slice } from './lib/manifests.js';
 

@@ -5,7 +5,7 @@
 import t from 'tap';
 import pino from 'pino';
 import { Agent } from '../src/agent/agent.js';
-import type { Dataplane, DataplaneSync } from '../src/agent/dataplane.js';
+import type { Dataplane, DataplaneSync } from '../src/services/dataplane.js';
 import { SyncRunner } from '../src/agent/sync-runner.js';
 import { KubernetesSource } from '../src/cluster/kubernetes.js';
 import { parseOptions } from '../src/options.js';

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native, projectRoot } from '../../src/kernel/native.js';
 import { NftablesBackend } from '../../src/kernel/nftables.js';
-import { NftablesProxier } from '../../src/agent/nftables-proxier.js';
+import { NftablesProxier } from '../../src/services/nftables-proxier.js';
 import { PROXYABLE_SELECTOR } from '../../src/cluster/kubernetes.js';
 import { BENCH_CONFIG, POD_CIDR, SERVICE_CIDR, SERVICE_PORT, TARGET_PORT, buildClusterState, clusterIPOf } from './bench-cluster.js';
 import { BENCH_NODE, apiEndpointSlice, apiNode, apiService } from './bench-coldstart-cluster.js';

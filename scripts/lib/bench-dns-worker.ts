@@ -8,7 +8,7 @@ import { statSync } from 'node:fs';
 import dnsPacket from 'dns-packet';
 import pino from 'pino';
 import { Agent } from '../../src/agent/agent.js';
-import { NftablesDataplane } from '../../src/agent/dataplane.js';
+import { NftablesDataplane } from '../../src/services/dataplane.js';
 import type { ProxyConfig } from '../../src/config.js';
 import type { StateChanges } from '../../src/agent/state-dataplane.js';
 import { NftablesBackend } from '../../src/kernel/nftables.js';

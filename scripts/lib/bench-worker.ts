@@ -2,18 +2,18 @@
 //   ip netns exec NS node dist/scripts/lib/bench-worker.js '<WorkerTask as JSON>'
 // prints its result as one JSON document on stdout. A fresh process per measurement keeps the
 // figures (and the memory reading) free of what earlier runs left in the heap.
-import { IptablesBackend } from '../../src/backend/iptables.js';
+import { IptablesBackend } from '../../src/services/iptables-backend.js';
 import { NftablesBackend, type SyncTimings } from '../../src/kernel/nftables.js';
-import { JUMP_RULES, planIptables, iptablesRestoreInput, savedJumpRule } from '../../src/plan/iptables.js';
-import { planRuleset } from '../../src/plan/planner.js';
+import { JUMP_RULES, planIptables, iptablesRestoreInput, savedJumpRule } from '../../src/services/iptables-plan.js';
+import { planRuleset } from '../../src/services/nftables-plan.js';
 import type { ClusterState } from '../../src/cluster/cluster-state.js';
 import { allServicePortViews } from '../../src/cluster/service-ports.js';
 import { BENCH_CONFIG, POD_CIDR, benchServiceKey, buildClusterState, endpointChange } from './bench-cluster.js';
 import { assertInScratchNamespace } from './bench-netns.js';
 import { killRunningCommands, runChecked, runCommand } from './bench-command.js';
 import { PARTIAL_SYNC_CONFIGS } from './bench-partial-sync.js';
-import { NftablesProxier } from '../../src/agent/nftables-proxier.js';
-import { NftablesDataplane } from '../../src/agent/dataplane.js';
+import { NftablesProxier } from '../../src/services/nftables-proxier.js';
+import { NftablesDataplane } from '../../src/services/dataplane.js';
 import type {
   ColdResult, Dataplane, IncrementalResult, IncrementalSample, IptablesFlavor, KubenftSplit, LoadResult, MemoryResult, WorkerTask,
 } from './bench-types.js';

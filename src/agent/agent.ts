@@ -10,13 +10,13 @@ import { ObjectError } from '../cluster/model.js';
 import { servicePortViews } from '../cluster/service-ports.js';
 import { categorizeEndpoints } from '../cluster/topology.js';
 import type { SourceHandler } from '../cluster/kubernetes.js';
-import type { Dataplane, SyncSplit } from './dataplane.js';
+import type { Dataplane, SyncSplit } from '../services/dataplane.js';
 import type { StateChanges, StateDataplane } from './state-dataplane.js';
-import type { DriftWatch } from './drift.js';
+import type { DriftWatch } from '../services/drift.js';
 import { type HealthCheckService, ProxyHealth, ServiceHealthServers } from './healthz.js';
 import { ProxyMetrics } from './metrics.js';
 import { SyncRunner } from './sync-runner.js';
-import { UdpFlowTracker } from './udp-flows.js';
+import { UdpFlowTracker } from '../services/udp-flows.js';
 
 // The node agent: the state fed by a source, a rate-limited sync loop that turns it into one
 // kernel transaction per sync (partial when only some services changed), and the health and

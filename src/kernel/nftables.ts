@@ -3,7 +3,7 @@ import { type CommitResult, type Dump, type KernelError, type NativeAddon, nativ
 import { NFPROTO } from './uapi.js';
 import { NftTransaction } from './nft-transaction.js';
 import { WireWriter } from './wire.js';
-import { allTableNames, tableKey } from '../plan/planner.js';
+import { allTableNames, tableKey } from '../services/nftables-plan.js';
 
 const FAMILIES: TableFamily[] = ['ip', 'ip6'];
 

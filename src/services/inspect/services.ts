@@ -1,8 +1,8 @@
-import type { DumpedExpression } from '../kernel/native.js';
-import { NFT_SET, NFT_VERDICT, NF_VERDICT } from '../kernel/uapi.js';
-import { CHAINS, SHARED_SETS } from '../plan/planner.js';
-import type { TableFamily } from '../kernel/ruleset.js';
-import type { ServicePortView } from '../cluster/service-ports.js';
+import type { DumpedExpression } from '../../kernel/native.js';
+import { NFT_SET, NFT_VERDICT, NF_VERDICT } from '../../kernel/uapi.js';
+import { CHAINS, SHARED_SETS } from '../nftables-plan.js';
+import type { TableFamily } from '../../kernel/ruleset.js';
+import type { ServicePortView } from '../../cluster/service-ports.js';
 import { type Environment, Evaluator, type Protocol } from './evaluate.js';
 import type { LoadedTable } from './tables.js';
 import { decodeValue } from './values.js';

@@ -8,7 +8,7 @@ import { categorizeEndpoints } from '../cluster/topology.js';
 // The `--proxy-mode=iptables` planner: a pure function from the proxied services to the classic
 // kube-proxy iptables ruleset, rule for rule what upstream's pkg/proxy/iptables/proxier.go
 // (syncProxyRules) writes into iptables-restore, so the output can be diffed against a real
-// kube-proxy. The backend (src/backend/iptables.ts) loads it and installs the jump rules.
+// kube-proxy. The backend (iptables-backend.ts) loads it and installs the jump rules.
 
 export type IptablesTable = 'filter' | 'nat';
 export type IptablesFamily = 4 | 6;

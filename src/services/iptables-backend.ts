@@ -11,7 +11,7 @@ import {
   jumpRuleArgs,
   planIptables,
   savedJumpRule,
-} from '../plan/iptables.js';
+} from './iptables-plan.js';
 import type { ServicePortView } from '../cluster/service-ports.js';
 
 // Loads the iptables plan with iptables-restore --noflush, as kube-proxy's iptables mode does:

@@ -1,8 +1,8 @@
 import ipaddr from 'ipaddr.js';
-import type { DumpedSet } from '../kernel/native.js';
-import { DATATYPE_IDS, DATATYPE_LENGTHS, NFPROTO_NUMBERS, PROTOCOL_NUMBERS, registerWidth } from '../kernel/fields.js';
-import type { DataType } from '../kernel/ruleset.js';
-import { CONCAT_TYPE_BITS, NFT_DATA_VERDICT, NFT_VERDICT, NF_VERDICT } from '../kernel/uapi.js';
+import type { DumpedSet } from '../../kernel/native.js';
+import { DATATYPE_IDS, DATATYPE_LENGTHS, NFPROTO_NUMBERS, PROTOCOL_NUMBERS, registerWidth } from '../../kernel/fields.js';
+import type { DataType } from '../../kernel/ruleset.js';
+import { CONCAT_TYPE_BITS, NFT_DATA_VERDICT, NFT_VERDICT, NF_VERDICT } from '../../kernel/uapi.js';
 
 // Set keys and map data as the kernel holds them, read back into the values nft prints.
 

@@ -1,13 +1,13 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import type { NftablesBackend } from '../kernel/nftables.js';
-import { writeTable } from '../kernel/nftables.js';
-import type { Dump, DumpedExpression, NativeAttributes } from '../kernel/native.js';
-import { NftTransaction } from '../kernel/nft-transaction.js';
-import { NFPROTO, NFT_REG32_00, NFT_REG_1, NFT_SET } from '../kernel/uapi.js';
-import { OBJECT_KIND } from '../kernel/wire.js';
-import { allTableNames } from '../plan/planner.js';
-import type { Ruleset, TableFamily } from '../kernel/ruleset.js';
+import type { NftablesBackend } from '../../kernel/nftables.js';
+import { writeTable } from '../../kernel/nftables.js';
+import type { Dump, DumpedExpression, NativeAttributes } from '../../kernel/native.js';
+import { NftTransaction } from '../../kernel/nft-transaction.js';
+import { NFPROTO, NFT_REG32_00, NFT_REG_1, NFT_SET } from '../../kernel/uapi.js';
+import { OBJECT_KIND } from '../../kernel/wire.js';
+import { allTableNames } from '../nftables-plan.js';
+import type { Ruleset, TableFamily } from '../../kernel/ruleset.js';
 
 // One model of nftables tables for two sources: what the kernel has loaded (the addon's dump) and
 // what the planner would load (its transaction, decoded back from the addon's wire format). Both

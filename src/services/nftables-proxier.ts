@@ -3,7 +3,7 @@ import { NftablesBackend, type SyncTimings, writeTable } from '../kernel/nftable
 import type { NftTransaction } from '../kernel/nft-transaction.js';
 import {
   SHARED_SETS, type ServicePortPlan, type SharedSet, type TableContribution, assembleInto, contributions, endsEvaluation, planServicePort, serviceTableOf, mainTableSeed, skeletonOf, tableKey,
-} from '../plan/planner.js';
+} from './nftables-plan.js';
 import type { Chain, DataType, NamedSet, SetElement, Table, TableFamily, Value, Verdict } from '../kernel/ruleset.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { servicePortViews } from '../cluster/service-ports.js';

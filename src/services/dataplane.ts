@@ -1,5 +1,5 @@
 import type { ProxyConfig } from '../config.js';
-import { IptablesBackend } from '../backend/iptables.js';
+import { IptablesBackend } from './iptables-backend.js';
 import { NftablesBackend } from '../kernel/nftables.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { allServicePortViews } from '../cluster/service-ports.js';

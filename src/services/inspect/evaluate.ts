@@ -1,8 +1,8 @@
 import { isIP } from 'node:net';
-import type { DumpedExpression, DumpedSet } from '../kernel/native.js';
-import { encodeAddress, PROTOCOL_NUMBERS } from '../kernel/fields.js';
-import type { TableFamily } from '../kernel/ruleset.js';
-import { HOOKS, NF_CT_LABELS_LENGTH, NF_CT_STATE_NEW, NFT_CT_LABELS, NFT_CT_STATE, NFT_LOOKUP_F_INV, NFT_REG32_00, NFT_VERDICT, NF_VERDICT, RTN_LOCAL } from '../kernel/uapi.js';
+import type { DumpedExpression, DumpedSet } from '../../kernel/native.js';
+import { encodeAddress, PROTOCOL_NUMBERS } from '../../kernel/fields.js';
+import type { TableFamily } from '../../kernel/ruleset.js';
+import { HOOKS, NF_CT_LABELS_LENGTH, NF_CT_STATE_NEW, NFT_CT_LABELS, NFT_CT_STATE, NFT_LOOKUP_F_INV, NFT_REG32_00, NFT_VERDICT, NF_VERDICT, RTN_LOCAL } from '../../kernel/uapi.js';
 import type { LoadedTable } from './tables.js';
 import { describeAddress, describeElement } from './values.js';
 
