@@ -1,9 +1,9 @@
 // The socket LB's planner (pure) and its map writer against real, unattached BPF maps.
 import t from 'tap';
-import { type SocketLbFrontend, frontendKey, planSocketLb } from '../src/plan/socket-lb.js';
-import { type SocketLbHandle, type SocketLbMapName, SocketLbMaps, socketLbAddon } from '../src/backend/socket-lb.js';
+import { type SocketLbFrontend, frontendKey, planSocketLb } from '../src/socket-lb/plan.js';
+import { type SocketLbHandle, type SocketLbMapName, SocketLbMaps, socketLbAddon } from '../src/socket-lb/maps.js';
 import type { ServicePortView } from '../src/cluster/service-ports.js';
-import { cgroupV2Root } from '../src/agent/socket-lb-dataplane.js';
+import { cgroupV2Root } from '../src/socket-lb/dataplane.js';
 import type { EndpointInfo, ServiceInfo } from '../src/cluster/model.js';
 
 const NODE = { nodeName: 'node-a', zone: 'zone-1' };

@@ -5,7 +5,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cgroupV2Root } from '../../src/agent/socket-lb-dataplane.js';
+import { cgroupV2Root } from '../../src/socket-lb/dataplane.js';
 
 const HOLDER_READY_MS = 5000;
 

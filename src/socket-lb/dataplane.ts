@@ -3,11 +3,11 @@ import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
-import { type SocketLbFrontend, planSocketLb } from '../plan/socket-lb.js';
-import { type SocketLbHandle, SocketLbMaps, socketLbAddon } from '../backend/socket-lb.js';
+import { type SocketLbFrontend, planSocketLb } from './plan.js';
+import { type SocketLbHandle, SocketLbMaps, socketLbAddon } from './maps.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { servicePortViews } from '../cluster/service-ports.js';
-import type { StateChanges, StateDataplane } from './state-dataplane.js';
+import type { StateChanges, StateDataplane } from '../agent/state-dataplane.js';
 
 // Socket-level load balancing beside the nftables rules: cgroup BPF programs rewrite a ClusterIP
 // to an endpoint in connect()/sendmsg(), and this dataplane keeps their maps equal to the plan.

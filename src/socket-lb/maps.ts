@@ -1,6 +1,6 @@
 import ipaddr from 'ipaddr.js';
 import { native } from '../kernel/native.js';
-import { type SocketLbEndpoint, type SocketLbFrontend, frontendKey } from '../plan/socket-lb.js';
+import { type SocketLbEndpoint, type SocketLbFrontend, frontendKey } from './plan.js';
 
 // The socket LB's maps (native/bpf/socket_lb.h), fed from the plan: encodes entries and applies a
 // change make-before-break. A frontend's endpoints live in slots {id, base + i}; a change writes
