@@ -1,10 +1,10 @@
 // The pure record planner and the wire helpers, on their own: the kernel test (dns.test.ts) checks
 // the same records through dig.
 import t from 'tap';
-import { dashedAddress, mergeNames, planService, planZone, podAddress, reverseName } from '../src/plan/dns.js';
+import { dashedAddress, mergeNames, planService, planZone, podAddress, reverseName } from '../src/dns/records.js';
 import { parseQuery } from '../src/dns/wire.js';
 import { defaultUpstreams } from '../src/dns/network.js';
-import { dnsTable } from '../src/plan/dns-table.js';
+import { dnsTable } from '../src/dns/table.js';
 import { tableText } from '../src/kernel/render-text.js';
 import { ClusterState } from '../src/cluster/cluster-state.js';
 import { allServicePortViews } from '../src/cluster/service-ports.js';

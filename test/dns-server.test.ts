@@ -4,7 +4,7 @@
 import t from 'tap';
 import dgram from 'node:dgram';
 import dnsPacket from 'dns-packet';
-import { planService, planZone, reverseName } from '../src/plan/dns.js';
+import { planService, planZone, reverseName } from '../src/dns/records.js';
 import { ClusterDnsServer, type NamesUpdate } from '../src/dns/server.js';
 import { Forwarder } from '../src/dns/forwarder.js';
 import { agedResponse, parseQuery } from '../src/dns/wire.js';

@@ -8,7 +8,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import dnsPacket from 'dns-packet';
 import { native } from '../src/kernel/native.js';
-import { planService, planZone } from '../src/plan/dns.js';
+import { planService, planZone } from '../src/dns/records.js';
 import { ClusterDnsServer, DURATION_BUCKETS, type NamesUpdate, serveUdp } from '../src/dns/server.js';
 import { MATCH, TableOps } from '../src/dns/udp-table.js';
 

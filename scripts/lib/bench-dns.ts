@@ -10,7 +10,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { projectRoot } from '../../src/kernel/native.js';
-import { reverseName } from '../../src/plan/dns.js';
+import { reverseName } from '../../src/dns/records.js';
 import type { KubeObject } from '../../src/cluster/cluster-state.js';
 import { quantile } from './bench-stats.js';
 import { type Topology, withTopology } from './topology.js';

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
 import type { StateChanges, StateDataplane } from '../agent/state-dataplane.js';
-import { type DnsPlanConfig, planService, planZone } from '../plan/dns.js';
+import { type DnsPlanConfig, planService, planZone } from './records.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { normalizeNamespace } from '../cluster/normalize.js';
 import type { Upstream } from './forwarder.js';
@@ -12,7 +12,7 @@ import { defaultUpstreams, serveHostClients, setUpDnsNetwork } from './network.j
 import { DURATION_BUCKETS, LARGE_UPDATE, type NamesUpdate, type ServerConfig, type ServerMessage, type ServerMetrics } from './server.js';
 
 // Cluster DNS as a dataplane beside the proxy's rules: on every sync it plans the names of the
-// services that changed (src/plan/dns.ts) and posts them to the server's worker thread, which
+// services that changed (records.ts) and posts them to the server's worker thread, which
 // prepares their answers; the agent's loop never serves a query.
 
 export interface DnsOptions {

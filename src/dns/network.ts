@@ -5,12 +5,12 @@ import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { native } from '../kernel/native.js';
 import { NftablesBackend } from '../kernel/nftables.js';
-import { DNS_TABLE, dnsTable } from '../plan/dns-table.js';
+import { DNS_TABLE, dnsTable } from './table.js';
 import type { Upstream } from './forwarder.js';
 
 // The node side of cluster DNS: an interface holding the addresses the server binds (the link-local
 // NodeLocal address and the kube-dns ClusterIP), and the table that keeps DNS queries out of
-// conntrack (src/plan/dns-table.ts), loaded over netlink by the addon like the proxy's tables.
+// conntrack (table.ts), loaded over netlink by the addon like the proxy's tables.
 
 export const DNS_INTERFACE = 'kubenft-dns';
 const run = promisify(execFile);

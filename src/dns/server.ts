@@ -2,7 +2,7 @@ import net from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
 import ipaddr from 'ipaddr.js';
 import dnsPacket from 'dns-packet';
-import { type PlannedName, type PlannedRecord, type PlannedType, mergeNames, podAddress, soaRecord } from '../plan/dns.js';
+import { type PlannedName, type PlannedRecord, type PlannedType, mergeNames, podAddress, soaRecord } from './records.js';
 import { type AnswerTable, type UdpAnswerSocket, native } from '../kernel/native.js';
 import { Forwarder, type Upstream } from './forwarder.js';
 import { MATCH, TableOps } from './udp-table.js';

@@ -1,5 +1,5 @@
 import dnsPacket from 'dns-packet';
-import type { PlannedName, PlannedRecord, PlannedType } from '../plan/dns.js';
+import type { PlannedName, PlannedRecord, PlannedType } from './records.js';
 
 // The DNS wire format on the hot path. Answers for cluster names are encoded once, when the state
 // changes (dns-packet: a well-kept encoder of every record type, so no hand-written record encoding);
