@@ -5,9 +5,9 @@
 import t from 'tap';
 import {
   IngressPlanner, type IngressPlanInput, type RouteTable, type RouteTableChanges, Router, planIngress,
-} from '../src/plan/ingress.js';
+} from '../src/ingress/routes.js';
 import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';
-import { type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret } from '../src/state/ingress-objects.js';
+import { type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret } from '../src/ingress/objects.js';
 import { servicePortViews } from '../src/cluster/service-ports.js';
 import { service, slice } from './lib/manifests.js';
 import { OUR_CLASS, certificate, ingress, tlsSecret } from './lib/ingress-manifests.js';

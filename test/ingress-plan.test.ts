@@ -1,9 +1,9 @@
 // The ingress route planner and its lookups, pure: the Ingress docs' path table row by row, hosts
 // and wildcards, class selection, v1beta1 conversion, merges and conflicts, and bad objects.
 import t from 'tap';
-import { type IngressPlan, Router, planIngress, routingHost } from '../src/plan/ingress.js';
+import { type IngressPlan, Router, planIngress, routingHost } from '../src/ingress/routes.js';
 import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';
-import { type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret } from '../src/state/ingress-objects.js';
+import { type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret } from '../src/ingress/objects.js';
 import { ObjectError } from '../src/cluster/model.js';
 import { endpointPortViews, servicePortViews } from '../src/cluster/service-ports.js';
 import { service, slice } from './lib/manifests.js';

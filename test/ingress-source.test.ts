@@ -3,7 +3,7 @@
 import t from 'tap';
 import { HEADLESS_INCLUDED_SELECTOR, KubernetesSource, PROXYABLE_SELECTOR, type SourceHandler } from '../src/cluster/kubernetes.js';
 import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';
-import { normalizeIngress, normalizeIngressClass, normalizeTlsSecret } from '../src/state/ingress-objects.js';
+import { normalizeIngress, normalizeIngressClass, normalizeTlsSecret } from '../src/ingress/objects.js';
 import { eventually } from './lib/eventually.js';
 import { FakeApiServer } from './lib/fake-apiserver.js';
 import { OUR_CLASS, certificate, ingress, tlsSecret } from './lib/ingress-manifests.js';

@@ -4,7 +4,7 @@ import t from 'tap';
 import pino from 'pino';
 import { IngressStatusWriter, type StatusTarget } from '../src/ingress/status.js';
 import { loadKubeConfig } from '../src/cluster/kubernetes.js';
-import { normalizeIngress } from '../src/state/ingress-objects.js';
+import { normalizeIngress } from '../src/ingress/objects.js';
 import { eventually } from './lib/eventually.js';
 import { FakeApiServer } from './lib/fake-apiserver.js';
 import { ingress } from './lib/ingress-manifests.js';

@@ -7,18 +7,18 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
 import type { StateChanges, StateDataplane } from '../agent/state-dataplane.js';
-import { IngressPlanner, type IngressProblem, type RouteTable } from '../plan/ingress.js';
+import { IngressPlanner, type IngressProblem, type RouteTable } from './routes.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import {
   type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret,
-} from '../state/ingress-objects.js';
+} from './objects.js';
 import { endpointPortViews } from '../cluster/service-ports.js';
 import { CountedHistogram } from './counted-histogram.js';
 import { DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
 import type { IngressStatusWriter } from './status.js';
 
 // The ingress controller as a dataplane beside the rules: every good sync replans the hosts it
-// touches (src/plan/ingress.ts) and sends the proxy's worker processes those changes, which they
+// touches (routes.ts) and sends the proxy's worker processes those changes, which they
 // apply in one step (a starting worker gets the whole table). No process restarts and no listener
 // closes on any change, so open connections never notice one.
 

@@ -1,4 +1,4 @@
-import type { RouteTable, RouteTableChanges } from '../plan/ingress.js';
+import type { RouteTable, RouteTableChanges } from './routes.js';
 
 // What the agent and the proxy's worker processes say to each other over the cluster IPC channel.
 

@@ -4,7 +4,7 @@ import { type Socket, connect as tcpConnect } from 'node:net';
 import { Readable } from 'node:stream';
 import { type SecureContext, createSecureContext } from 'node:tls';
 import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
-import { Router, type RouteMatch, routingHost } from '../plan/ingress.js';
+import { Router, type RouteMatch, routingHost } from './routes.js';
 import { DURATION_BUCKETS, type DefaultCertificate, durationBucket, type DurationCounts, type FromWorker, type ProxySettings, type RequestCount, type ToWorker } from './proxy-protocol.js';
 
 // One of the ingress proxy's worker processes (one per core, forked by the agent through the

@@ -1,6 +1,6 @@
 import {
   INGRESS_CONTROLLER, type IngressBackend, type IngressClassInfo, type IngressInfo, type TlsSecretInfo,
-} from '../state/ingress-objects.js';
+} from './objects.js';
 import type { ServicePortView } from '../cluster/service-ports.js';
 import { categorizeEndpoints, type NodeContext } from '../cluster/topology.js';
 
