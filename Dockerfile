@@ -33,6 +33,6 @@ COPY --from=build /app/dist ./dist
 # The addon is found relative to the directory holding package.json (src/backend/native.ts).
 COPY --from=build /app/build/Release/kubenft_native.node ./build/Release/kubenft_native.node
 # Pod specs name the command as kube-proxy's do (`kubenft --config=...`), which replaces the entrypoint.
-RUN printf '#!/bin/sh\nexec node /app/dist/src/cli.js "$@"\n' > /usr/local/bin/kubenft \
+RUN printf '#!/bin/sh\nexec node /app/dist/src/cli/main.js "$@"\n' > /usr/local/bin/kubenft \
  && chmod 0755 /usr/local/bin/kubenft
-ENTRYPOINT ["node", "/app/dist/src/cli.js"]
+ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]

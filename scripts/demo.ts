@@ -37,7 +37,7 @@ function barChart(counts: Record<string, number>, total: number): string {
 async function main(): Promise<void> {
   const root = projectRoot();
   await withTopology({ pods: [...PODS, ...CAFE_PODS], serverReadyTimeoutMs: 30_000 }, async (topology) => {
-    const kubenft = ['node', join(root, 'dist/src/cli.js')];
+    const kubenft = ['node', join(root, 'dist/src/cli/main.js')];
     const manifests = join(root, 'examples/hostnames.yaml');
     console.log(`kubenft demo: node namespace ${topology.node}, client ${topology.client}, ${PODS.length} hostnames pods\n`);
     const sync = await topology.exec(topology.node, [...kubenft, '--manifests', manifests, '--once', '--cluster-cidr', '10.244.0.0/16']);

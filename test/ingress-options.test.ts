@@ -1,6 +1,6 @@
 // The --ingress flags: defaults, values, and the errors that name a bad one.
 import t from 'tap';
-import { helpText, parseOptions } from '../src/options.js';
+import { helpText, parseOptions } from '../src/cli/options.js';
 
 t.test('defaults and values', async (t) => {
   t.match(parseOptions([]).ingress, {

@@ -8,7 +8,7 @@ import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../src/config.js';
 import { statusAddresses } from '../src/ingress/dataplane.js';
 import { SHARED_SETS, planRuleset, setNamed } from '../src/services/nftables-plan.js';
 import { rulesetText } from '../src/kernel/render-text.js';
-import { helpText, parseOptions } from '../src/options.js';
+import { helpText, parseOptions } from '../src/cli/options.js';
 import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';
 import { allServicePortViews } from '../src/cluster/service-ports.js';
 import { EXTERNAL, SERVICE_INTERFACE, createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';

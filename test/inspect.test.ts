@@ -4,7 +4,7 @@
 // behaviour also checks explain against its probes: test/semantics/lib.ts.)
 import t from 'tap';
 import { explainReport } from '../src/services/inspect/commands.js';
-import { parseOptions } from '../src/options.js';
+import { parseOptions } from '../src/cli/options.js';
 import { kubenft } from './lib/kubenft.js';
 import { service, slice } from './lib/manifests.js';
 import { BASE_FLAGS, EXTERNAL, errors, NODE_NAME, OTHER_NODE, podsOf, Semantics, thisNode } from './semantics/lib.js';

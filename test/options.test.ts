@@ -4,7 +4,7 @@ import t from 'tap';
 import { stringify } from 'yaml';
 import {
   type AgentOptions, formatDuration, helpText, kubeProxyConfiguration, kubeProxyConfigurationYAML, OptionsError, parseDuration, parseOptions,
-} from '../src/options.js';
+} from '../src/cli/options.js';
 
 const HEADER = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration' };
 

@@ -5,7 +5,7 @@ import t from 'tap';
 import pino from 'pino';
 import { Agent, FULL_SYNC_PERIOD_MS } from '../src/agent/agent.js';
 import type { Dataplane, DataplaneSync } from '../src/services/dataplane.js';
-import { parseOptions } from '../src/options.js';
+import { parseOptions } from '../src/cli/options.js';
 import { service, slice } from './lib/manifests.js';
 
 class CountingDataplane implements Dataplane {

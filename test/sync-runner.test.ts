@@ -8,7 +8,7 @@ import { Agent } from '../src/agent/agent.js';
 import type { Dataplane, DataplaneSync } from '../src/services/dataplane.js';
 import { SyncRunner } from '../src/agent/sync-runner.js';
 import { KubernetesSource } from '../src/cluster/kubernetes.js';
-import { parseOptions } from '../src/options.js';
+import { parseOptions } from '../src/cli/options.js';
 import { FakeApiServer } from './lib/fake-apiserver.js';
 import { node, service, slice } from './lib/manifests.js';
 
@@ -57,7 +57,7 @@ t.test('with the EndpointSlice list late, the first sync already has every endpo
     await source.stop();
     await agent.stop();
   });
-  // What `kubenft` does (cli.ts run()): start the source, wait for its first lists, start the loop.
+  // What `kubenft` does (cli/main.ts run()): start the source, wait for its first lists, start the loop.
   await source.start();
   await agent.whenSynced();
   agent.start();

@@ -23,7 +23,7 @@ import { runChecked } from './bench-command.js';
 import { assertInScratchNamespace } from './bench-netns.js';
 import type { ColdstartRun, ColdstartTask, FullSyncCapture } from './bench-coldstart-types.js';
 
-const CLI = join(projectRoot(), 'dist', 'src', 'cli.js');
+const CLI = join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
 /** A source address inside the pod network: the probes' connections are not masqueraded. */
 const PROBE_SOURCE = '10.244.0.1';
 const POLL_MS = 2;

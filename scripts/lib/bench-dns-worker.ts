@@ -13,7 +13,7 @@ import type { ProxyConfig } from '../../src/config.js';
 import type { StateChanges } from '../../src/agent/state-dataplane.js';
 import { NftablesBackend } from '../../src/kernel/nftables.js';
 import { DnsDataplane } from '../../src/dns/dataplane.js';
-import { parseOptions } from '../../src/options.js';
+import { parseOptions } from '../../src/cli/options.js';
 import type { ClusterState } from '../../src/cluster/cluster-state.js';
 import { quantile } from './bench-stats.js';
 import { DNS_NAMESPACE, ZONE, clusterObjects, fqdn, serviceObjects } from './bench-dns.js';

@@ -295,7 +295,7 @@ export async function runDnsBench(options: Options): Promise<DnsBenchResult> {
       if (notrack.code !== 0) throw new Error(`nft: ${notrack.stderr}`);
 
       // Both serve at once (each pinned to the same core), measured in turn.
-      const kubenft = topology.spawn(topology.node, ['taskset', '-c', SERVER_CORE, 'node', join(projectRoot(), 'dist/src/cli.js'),
+      const kubenft = topology.spawn(topology.node, ['taskset', '-c', SERVER_CORE, 'node', join(projectRoot(), 'dist/src/cli/main.js'),
         '--manifests', manifests, '--hostname-override', 'node-1', '--cluster-dns', KUBENFT_ADDRESS, '--dns-upstream', '127.0.0.1:5399',
         '--healthz-bind-address', '', '--metrics-bind-address', '']);
       const unbound = topology.spawn(topology.node, ['taskset', '-c', SERVER_CORE, 'unbound', '-d', '-c', unboundConf]);

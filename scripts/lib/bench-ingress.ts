@@ -173,7 +173,7 @@ async function startKubenft(topology: Topology, directory: string, objects: Kube
   try {
     await forwarder.waitForOutput(/ready/, 30_000);
     agent = topology.spawn(topology.node, [
-      'node', join(projectRoot(), 'dist/src/cli.js'), '--kubeconfig', api.kubeconfigPath(`http://127.0.0.1:${apiPort}`), '--hostname-override', NODE_NAME,
+      'node', join(projectRoot(), 'dist/src/cli/main.js'), '--kubeconfig', api.kubeconfigPath(`http://127.0.0.1:${apiPort}`), '--hostname-override', NODE_NAME,
       '--ingress', '--iptables-min-sync-period', '0s', '--healthz-bind-address', '', '--metrics-bind-address', '',
     ]);
   } catch (error) {

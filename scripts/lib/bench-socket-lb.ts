@@ -53,7 +53,7 @@ export interface SocketLbBenchSizes {
 const PODS = [{ name: 'pod-a', ipv4: '10.244.1.2' }, { name: 'pod-b', ipv4: '10.244.2.2' }, { name: 'pod-c', ipv4: '10.244.3.2' }];
 const ORDER: SocketLbVariant[] = ['direct', 'nftables', 'socket-lb', 'socket-lb', 'nftables', 'direct'];
 const CLIENT = join(projectRoot(), 'dist/scripts/lib/bench-socket-lb-client.js');
-const CLI = join(projectRoot(), 'dist/src/cli.js');
+const CLI = join(projectRoot(), 'dist/src/cli/main.js');
 const CHANGE_SERVICES = 10_000;
 const WORKER_TIMEOUT_MS = 10 * 60_000;
 

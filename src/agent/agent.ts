@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { DEFAULT_PROXY_CONFIG, type IngressSteering, type ProxyConfig } from '../config.js';
 import { splitAddress } from '../ingress/dataplane.js';
 import { type ConntrackFilter, deleteFlows } from '../kernel/conntrack.js';
-import type { AgentOptions } from '../options.js';
+import type { AgentOptions } from '../cli/options.js';
 import { ClusterState, type KubeObject } from '../cluster/cluster-state.js';
 import { ObjectError } from '../cluster/model.js';
 import { servicePortViews } from '../cluster/service-ports.js';

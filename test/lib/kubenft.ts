@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/native.js';
 import type { ExecResult, Topology } from '../../scripts/lib/topology.js';
 
-export const CLI = join(projectRoot(), 'dist/src/cli.js');
+export const CLI = join(projectRoot(), 'dist/src/cli/main.js');
 
 export function kubenft(topology: Topology, args: string[]): Promise<ExecResult> {
   return topology.exec(topology.node, ['node', CLI, ...args], { timeoutMs: 120_000 });

@@ -2,7 +2,7 @@ import { networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { ProxyConfig } from '../../config.js';
-import { OptionsError } from '../../options.js';
+import { OptionsError } from '../../cli/options.js';
 import { NftablesBackend } from '../../kernel/nftables.js';
 import { native } from '../../kernel/native.js';
 import { IptablesBackend } from '../iptables-backend.js';

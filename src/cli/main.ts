@@ -1,28 +1,30 @@
 #!/usr/bin/env node
 import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { IptablesBackend } from './services/iptables-backend.js';
-import { NftablesBackend } from './kernel/nftables.js';
-import { Agent } from './agent/agent.js';
-import { type Dataplane, IptablesDataplane, NftablesDataplane } from './services/dataplane.js';
-import type { StateDataplane } from './agent/state-dataplane.js';
-import { SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from './socket-lb/dataplane.js';
-import { startHealthServer } from './agent/healthz.js';
-import { DnsDataplane } from './dns/dataplane.js';
-import { cleanUpDnsNetwork } from './dns/network.js';
-import { IngressDataplane } from './ingress/dataplane.js';
-import { startMetricsServer } from './agent/metrics.js';
-import { explainReport, explainText, type PlannedState, servicesReport, servicesText } from './services/inspect/commands.js';
+import { IptablesBackend } from '../services/iptables-backend.js';
+import { NftablesBackend } from '../kernel/nftables.js';
+import { projectRoot } from '../kernel/native.js';
+import { Agent } from '../agent/agent.js';
+import { type Dataplane, IptablesDataplane, NftablesDataplane } from '../services/dataplane.js';
+import type { StateDataplane } from '../agent/state-dataplane.js';
+import { SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from '../socket-lb/dataplane.js';
+import { startHealthServer } from '../agent/healthz.js';
+import { DnsDataplane } from '../dns/dataplane.js';
+import { cleanUpDnsNetwork } from '../dns/network.js';
+import { IngressDataplane } from '../ingress/dataplane.js';
+import { startMetricsServer } from '../agent/metrics.js';
+import { explainReport, explainText, type PlannedState, servicesReport, servicesText } from '../services/inspect/commands.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
-import { iptablesRestoreInput, planIptables } from './services/iptables-plan.js';
-import { planRuleset } from './services/nftables-plan.js';
-import { rulesetJson } from './kernel/render-json.js';
-import { rulesetText } from './kernel/render-text.js';
-import { DEFAULT_PROXY_CONFIG } from './config.js';
-import { ManifestSource } from './cluster/manifest-watch.js';
-import { allServicePortViews } from './cluster/service-ports.js';
+import { iptablesRestoreInput, planIptables } from '../services/iptables-plan.js';
+import { planRuleset } from '../services/nftables-plan.js';
+import { rulesetJson } from '../kernel/render-json.js';
+import { rulesetText } from '../kernel/render-text.js';
+import { DEFAULT_PROXY_CONFIG } from '../config.js';
+import { ManifestSource } from '../cluster/manifest-watch.js';
+import { allServicePortViews } from '../cluster/service-ports.js';
 
-const VERSION = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version as string;
+const VERSION = JSON.parse(readFileSync(join(projectRoot(), 'package.json'), 'utf8')).version as string;
 const CAP_NET_ADMIN = 12;
 
 /** -v as kube-proxy uses it: 0-3 routine information, 4+ debugging, 6+ every detail. */
@@ -142,7 +144,7 @@ async function syncOnce(agent: Agent, options: AgentOptions): Promise<number> {
 
 /** client-node is large: it is loaded only when the API is the source, so manifest runs start fast. */
 async function kubernetesSource(options: AgentOptions, agent: Agent) {
-  const { KubernetesSource } = await import('./cluster/kubernetes.js');
+  const { KubernetesSource } = await import('../cluster/kubernetes.js');
   return new KubernetesSource({
     kubeconfig: options.kubeconfig, master: options.master, nodeName: agent.state.nodeName,
     contentType: options.kubeApiContentType, qps: options.kubeApiQps, burst: options.kubeApiBurst,

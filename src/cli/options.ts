@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
-import { parseCIDR } from './cluster/normalize.js';
-import { DEFAULT_PROXY_CONFIG } from './config.js';
-import { MAX_SERVICE_TABLES } from './services/nftables-plan.js';
-import type { IngressOptions } from './ingress/dataplane.js';
+import { parseCIDR } from '../cluster/normalize.js';
+import { DEFAULT_PROXY_CONFIG } from '../config.js';
+import { MAX_SERVICE_TABLES } from '../services/nftables-plan.js';
+import type { IngressOptions } from '../ingress/dataplane.js';
 
 // kubenft's command line and KubeProxyConfiguration file. kubenft replaces kube-proxy in an
 // existing DaemonSet, so it must accept kube-proxy's flags and config files as they are written
