@@ -4,13 +4,18 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP, type AddressInfo } from 'node:net';
 import { serviceKey } from '../cluster/model.js';
-import type { ProxyMetrics } from './metrics.js';
 
 export interface HttpEndpoint {
   /** Base URL of the bound address, with the real port when 0 was asked for. */
   url: string;
   /** Stops listening and drops open connections; resolves once the port is free. */
   close(): Promise<void>;
+}
+
+/** Where /healthz and /livez answers are counted: the metrics server's own file imports this one, not the reverse. */
+export interface HealthAnswerCounters {
+  recordHealthz(code: number): void;
+  recordLivez(code: number): void;
 }
 
 type PathHandler = (path: string, res: ServerResponse, req: IncomingMessage) => void;
@@ -24,7 +29,7 @@ export interface ProxyHealthOptions {
   /** Milliseconds since the epoch; injectable for tests. */
   now?: () => number;
   /** Where /healthz and /livez answers are counted (proxy_healthz_total, proxy_livez_total). */
-  metrics?: ProxyMetrics;
+  metrics?: HealthAnswerCounters;
 }
 
 /**
@@ -38,7 +43,7 @@ export interface ProxyHealthOptions {
  * One state for both families: kubenft commits IPv4 and IPv6 rules in one sync.
  */
 export class ProxyHealth {
-  readonly metrics: ProxyMetrics | undefined;
+  readonly metrics: HealthAnswerCounters | undefined;
   private readonly healthTimeoutMs: number;
   private readonly now: () => number;
   private lastUpdatedMs: number | undefined;
