@@ -15,32 +15,9 @@ import { servicePortViews } from '../../src/cluster/service-ports.js';
 import { BENCH_CONFIG, SERVICE_PORT, TARGET_PORT, benchServiceKey, buildClusterState, clusterIPOf, endpointChange, endpointSliceObject, serviceObject } from './bench-cluster.js';
 import { runWorker, withScratchNamespace } from './bench-netns.js';
 import { quantile } from './bench-stats.js';
-import type { IncrementalResult } from './bench-types.js';
+import type { IncrementalResult, SocketLbBenchResult, SocketLbRow, SocketLbVariant } from './bench-types.js';
 import { createSocketLbSandbox } from './socket-lb-sandbox.js';
 import { withTopology } from './topology.js';
-
-export type SocketLbVariant = 'direct' | 'nftables' | 'socket-lb';
-
-export interface SocketLbRow {
-  services: number;
-  variant: SocketLbVariant;
-  connections: number;
-  connectP50Us: number;
-  connectP99Us: number;
-  shortPerSecond: number;
-  /** The client cgroup's cpu.stat usage over the short-connection runs, per 100,000 connections. */
-  cpuMsPer100k: number;
-  persistentPerSecond: number;
-}
-
-export interface SocketLbBenchResult {
-  rows: SocketLbRow[];
-  /** One changed service at N services: plan + map writes, in µs. */
-  mapChange?: { services: number; samples: number; p50Us: number; p99Us: number };
-  /** The same change through the nftables partial sync, in µs, measured in this run. */
-  nftablesChange?: { services: number; samples: number; p50Us: number; p99Us: number };
-  failures: string[];
-}
 
 export interface SocketLbBenchSizes {
   services: number[];

@@ -117,6 +117,29 @@ export type ColdImplementation =
   | 'kubenft-iptables-legacy' | 'kubenft-iptables-nft'
   | 'upstream-nft';
 
+export type SocketLbVariant = 'direct' | 'nftables' | 'socket-lb';
+
+export interface SocketLbRow {
+  services: number;
+  variant: SocketLbVariant;
+  connections: number;
+  connectP50Us: number;
+  connectP99Us: number;
+  shortPerSecond: number;
+  /** The client cgroup's cpu.stat usage over the short-connection runs, per 100,000 connections. */
+  cpuMsPer100k: number;
+  persistentPerSecond: number;
+}
+
+export interface SocketLbBenchResult {
+  rows: SocketLbRow[];
+  /** One changed service at N services: plan + map writes, in µs. */
+  mapChange?: { services: number; samples: number; p50Us: number; p99Us: number };
+  /** The same change through the nftables partial sync, in µs, measured in this run. */
+  nftablesChange?: { services: number; samples: number; p50Us: number; p99Us: number };
+  failures: string[];
+}
+
 export interface BenchResults {
   machine: Machine;
   quick: boolean;
@@ -125,7 +148,7 @@ export interface BenchResults {
   latency: LatencyRow[];
   distribution: DistributionRow[];
   memory: Array<{ services: number; result: MemoryResult }>;
-  socketLb?: import('./bench-socket-lb.js').SocketLbBenchResult;
+  socketLb?: SocketLbBenchResult;
   /** Phases that failed as a whole, with why. */
   failures: Array<{ phase: string; error: string }>;
   elapsedSeconds: number;
