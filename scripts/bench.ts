@@ -370,6 +370,14 @@ function parseOptions() {
   return { quick: values.quick, json: values.json, phases: phases as Set<Phase>, timeoutMs, out: values.out ?? join(projectRoot(), 'bench', 'results') };
 }
 
+/** The Markdown of the phases that report on their own, each from its figures in the results (and so in --json). */
+function phaseSections(results: BenchResults): string {
+  return (results.socketLb ? `\n${socketLbMarkdown(results.socketLb)}` : '')
+    + (results.ingress ? ingressReport(results.ingress) : '')
+    + (results.dns ? dnsReport(results.dns) : '')
+    + (results.coldstart ? coldstartReport(results.coldstart) : '');
+}
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the benchmark creates network namespaces: run it as root');
   const options = parseOptions();
@@ -383,13 +391,10 @@ async function main(): Promise<void> {
     ['incremental', () => runIncrementalPhase(results, sizes, options.timeoutMs)],
     ['memory', () => runMemoryPhase(results, sizes)],
     ['socket-lb', async () => { results.socketLb = await runSocketLbBench(socketLbSizes(options.quick), (message) => progress('socket-lb', message)); }],
-    ['ingress', async () => { ingressSection = ingressReport(await runIngressBench({ quick: options.quick, progress: (message) => progress('ingress', message) })); }],
-    ['dns', async () => { dnsSection = dnsReport(await runDnsBench({ quick: options.quick, progress: (message) => progress('dns', message) })); }],
-    ['coldstart', async () => { coldstartSection = coldstartReport(await runColdstartBench({ quick: options.quick, progress: (message) => progress('coldstart', message) })); }],
+    ['ingress', async () => { results.ingress = await runIngressBench({ quick: options.quick, progress: (message) => progress('ingress', message) }); }],
+    ['dns', async () => { results.dns = await runDnsBench({ quick: options.quick, progress: (message) => progress('dns', message) }); }],
+    ['coldstart', async () => { results.coldstart = await runColdstartBench({ quick: options.quick, progress: (message) => progress('coldstart', message) }); }],
   ];
-  let ingressSection = '';
-  let dnsSection = '';
-  let coldstartSection = '';
   for (const [phase, run] of phaseRunners) {
     if (!options.phases.has(phase)) continue;
     await run().catch((error: unknown) => {
@@ -408,7 +413,7 @@ async function main(): Promise<void> {
   const stem = `${results.machine.date}${options.quick ? '-quick' : ''}`;
   const report = buildReport(results, stem, options.timeoutMs);
   mkdirSync(options.out, { recursive: true });
-  writeFileSync(join(options.out, `${stem}.md`), report.markdown + (results.socketLb ? `\n${socketLbMarkdown(results.socketLb)}` : '') + ingressSection + dnsSection + coldstartSection);
+  writeFileSync(join(options.out, `${stem}.md`), report.markdown + phaseSections(results));
   writeFileSync(join(options.out, `${stem}.json`), `${JSON.stringify(results, null, 2)}\n`);
   for (const [name, svg] of report.charts) writeFileSync(join(options.out, name), svg);
   progress('bench', `report: ${join(options.out, `${stem}.md`)}`);

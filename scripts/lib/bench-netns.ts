@@ -5,7 +5,6 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/native.js';
-import type { WorkerTask } from './bench-types.js';
 
 /** Tells a worker the orchestrator's network namespace (inode), which it must not run in. */
 export const PARENT_NETNS_ENV = 'KUBENFT_BENCH_PARENT_NETNS';
@@ -89,8 +88,8 @@ export interface WorkerOptions {
   program?: string;
 }
 
-/** Runs one worker task in `namespace` and returns its JSON result. */
-export function runWorker<T>(namespace: string, task: WorkerTask | { kind: string }, options: WorkerOptions): Promise<T> {
+/** Runs one worker task (any program's: bench-worker's WorkerTask, the coldstart and DNS workers' own) in `namespace` and returns its JSON result. */
+export function runWorker<T>(namespace: string, task: { kind: string; [field: string]: unknown }, options: WorkerOptions): Promise<T> {
   installCleanupHandlers();
   const argv = ['netns', 'exec', namespace, process.execPath, workerProgram(options.program ?? 'bench-worker'), JSON.stringify(task)];
   return new Promise((resolve, reject) => {

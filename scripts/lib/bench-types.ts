@@ -1,5 +1,8 @@
 // The figures exchanged between the bench orchestrator (scripts/bench.ts), its workers
 // (bench-worker.ts, one process per measurement, inside a namespace) and the report writer.
+import type { ColdstartResults } from './bench-coldstart.js';
+import type { DnsBenchResult } from './bench-dns.js';
+import type { IngressBenchResult } from './bench-ingress.js';
 
 export type IptablesFlavor = 'legacy' | 'nft';
 export type Dataplane = 'kubenft' | `iptables-${IptablesFlavor}`;
@@ -149,6 +152,9 @@ export interface BenchResults {
   distribution: DistributionRow[];
   memory: Array<{ services: number; result: MemoryResult }>;
   socketLb?: SocketLbBenchResult;
+  ingress?: IngressBenchResult;
+  dns?: DnsBenchResult;
+  coldstart?: ColdstartResults;
   /** Phases that failed as a whole, with why. */
   failures: Array<{ phase: string; error: string }>;
   elapsedSeconds: number;
