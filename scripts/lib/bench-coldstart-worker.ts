@@ -14,8 +14,7 @@ import { connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native, projectRoot } from '../../src/kernel/native.js';
-import { NftablesBackend } from '../../src/kernel/nftables.js';
-import { NftablesProxier } from '../../src/services/nftables-proxier.js';
+import { NftablesProxier, servicesBackend } from '../../src/services/nftables-proxier.js';
 import { PROXYABLE_SELECTOR } from '../../src/cluster/kubernetes.js';
 import { BENCH_CONFIG, POD_CIDR, SERVICE_CIDR, SERVICE_PORT, TARGET_PORT, buildClusterState, clusterIPOf } from './bench-cluster.js';
 import { BENCH_NODE, apiEndpointSlice, apiNode, apiService } from './bench-coldstart-cluster.js';
@@ -34,7 +33,7 @@ async function capture(services: number, batchesPath: string): Promise<FullSyncC
   const state = buildClusterState(services);
   native().captureBatches(true);
   const started = performance.now();
-  const result = await new NftablesProxier(new NftablesBackend(BENCH_CONFIG.tableName)).sync(state, BENCH_CONFIG, 'full');
+  const result = await new NftablesProxier(servicesBackend(BENCH_CONFIG.tableName)).sync(state, BENCH_CONFIG, 'full');
   const wallMs = performance.now() - started;
   native().captureBatches(false);
   const batches = native().takeCapturedBatches();

@@ -11,7 +11,6 @@ import { Agent } from '../../src/agent/agent.js';
 import { NftablesDataplane } from '../../src/services/dataplane.js';
 import type { ProxyConfig } from '../../src/config.js';
 import type { StateChanges } from '../../src/agent/state-dataplane.js';
-import { NftablesBackend } from '../../src/kernel/nftables.js';
 import { DnsDataplane } from '../../src/dns/dataplane.js';
 import { parseOptions } from '../../src/cli/options.js';
 import type { ClusterState } from '../../src/cluster/cluster-state.js';
@@ -45,7 +44,7 @@ class TimedDnsDataplane extends DnsDataplane {
 
 function agentWith(dns: DnsDataplane | undefined): Agent {
   const options = parseOptions(['--hostname-override', 'node-1', '--healthz-bind-address', '', '--metrics-bind-address', '', '--iptables-min-sync-period', MIN_SYNC_PERIOD]);
-  return new Agent(options, new NftablesDataplane(new NftablesBackend()), log, dns ? [dns] : []);
+  return new Agent(options, new NftablesDataplane(), log, dns ? [dns] : []);
 }
 
 const dnsOptions = { addresses: ['127.0.0.1'], port: DNS_PORT, zone: ZONE, ttl: 5, pods: 'insecure' as const, upstreams: [], network: false };

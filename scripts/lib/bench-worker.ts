@@ -3,7 +3,7 @@
 // prints its result as one JSON document on stdout. A fresh process per measurement keeps the
 // figures (and the memory reading) free of what earlier runs left in the heap.
 import { IptablesBackend } from '../../src/services/iptables-backend.js';
-import { NftablesBackend, type SyncTimings } from '../../src/kernel/nftables.js';
+import type { SyncTimings } from '../../src/kernel/nftables.js';
 import { JUMP_RULES, planIptables, iptablesRestoreInput, savedJumpRule } from '../../src/services/iptables-plan.js';
 import { planRuleset } from '../../src/services/nftables-plan.js';
 import type { ClusterState } from '../../src/cluster/cluster-state.js';
@@ -12,7 +12,7 @@ import { BENCH_CONFIG, POD_CIDR, benchServiceKey, buildClusterState, endpointCha
 import { assertInScratchNamespace } from './bench-netns.js';
 import { killRunningCommands, runChecked, runCommand } from './bench-command.js';
 import { PARTIAL_SYNC_CONFIGS } from './bench-partial-sync.js';
-import { NftablesProxier } from '../../src/services/nftables-proxier.js';
+import { NftablesProxier, servicesBackend } from '../../src/services/nftables-proxier.js';
 import { NftablesDataplane } from '../../src/services/dataplane.js';
 import type {
   ColdResult, Dataplane, IncrementalResult, IncrementalSample, IptablesFlavor, KubenftSplit, LoadResult, MemoryResult, WorkerTask,
@@ -23,7 +23,7 @@ const RESTORE_TIMEOUT_MS = 600_000;
 /** kube-proxy's default --min-sync-period, which kubenft shares. */
 const MIN_SYNC_PERIOD_MS = 1000;
 
-const nftablesBackend = () => new NftablesBackend(BENCH_CONFIG.tableName);
+const nftablesBackend = () => servicesBackend(BENCH_CONFIG.tableName);
 const iptablesFlavor = (dataplane: Dataplane): IptablesFlavor => (dataplane === 'iptables-legacy' ? 'legacy' : 'nft');
 
 function timed<T>(work: () => T): { value: T; ms: number } {

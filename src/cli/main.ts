@@ -3,7 +3,6 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { IptablesBackend } from '../services/iptables-backend.js';
-import { NftablesBackend } from '../kernel/nftables.js';
 import { projectRoot } from '../kernel/native.js';
 import { Agent } from '../agent/agent.js';
 import { type Dataplane, IptablesDataplane, NftablesDataplane } from '../services/dataplane.js';
@@ -43,7 +42,7 @@ function requireNetAdmin(): void {
 function dataplaneFor(options: AgentOptions): Dataplane {
   return options.proxyMode === 'iptables'
     ? new IptablesDataplane(new IptablesBackend({ backend: options.iptablesBackend }))
-    : new NftablesDataplane(new NftablesBackend());
+    : new NftablesDataplane();
 }
 
 /** The dataplanes beside the proxy's rules that the options turn on. */

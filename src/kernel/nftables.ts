@@ -1,9 +1,8 @@
-import type { NftFamily, Table, TableFamily } from './ruleset.js';
+import { type NftFamily, type Table, type TableFamily, tableKey } from './ruleset.js';
 import { type CommitResult, type Dump, type KernelError, type NativeAddon, native } from './native.js';
 import { NFPROTO } from './uapi.js';
 import { NftTransaction } from './nft-transaction.js';
 import { WireWriter } from './wire.js';
-import { allTableNames, tableKey } from '../services/nftables-plan.js';
 
 const FAMILIES: TableFamily[] = ['ip', 'ip6'];
 
@@ -34,8 +33,14 @@ interface TableId {
 }
 
 export class NftablesBackend {
+  /**
+   * `tableName`: the table that carries the generation mark and that dump reads by default.
+   * `ownedTables`: every table name this backend owns in either family, which a full replace and
+   * cleanup delete (the owner's planner knows them: services spreads itself over numbered tables).
+   */
   constructor(
     readonly tableName = 'kubenft',
+    private readonly ownedTables: readonly string[] = [tableName],
     private readonly injectedAddon?: NativeAddon,
   ) {}
 
@@ -67,13 +72,13 @@ export class NftablesBackend {
   }
 
   /**
-   * The tables kubenft may own (under any service-table setting) that exist now. A full sync
+   * The owned tables (for services: under any service-table setting) that exist now. A full sync
    * deletes only those: a table created and deleted in one transaction stays in the kernel's table
    * list until the commit, and the kernel finds the table of every message by walking that list
    * and comparing names, so adding and deleting all 130 possible names cost a 10k-service load 75 ms.
    */
   private async loadedTables(): Promise<TableId[]> {
-    const ours = new Set(allTableNames({ tableName: this.tableName }));
+    const ours = new Set(this.ownedTables);
     const loaded: TableId[] = [];
     for (const { family, name } of await this.addon.tables()) {
       const tableFamily = FAMILIES.find((candidate) => NFPROTO[candidate] === family);

@@ -98,3 +98,6 @@ export interface Table<Family extends NftFamily = TableFamily> {
 export interface Ruleset {
   tables: Table[];
 }
+
+/** A table's identity across families: `ip kubenft`. */
+export const tableKey = (family: TableFamily, name: string) => `${family} ${name}`;

@@ -1,10 +1,10 @@
 import type { ProxyConfig } from '../config.js';
 import { IptablesBackend } from './iptables-backend.js';
-import { NftablesBackend } from '../kernel/nftables.js';
+import type { NftablesBackend } from '../kernel/nftables.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { allServicePortViews } from '../cluster/service-ports.js';
 import { DriftWatch } from './drift.js';
-import { NftablesProxier } from './nftables-proxier.js';
+import { NftablesProxier, servicesBackend } from './nftables-proxier.js';
 
 // The two dataplanes behind one interface, so the agent's loop, metrics and health do not care
 // which one programs the kernel.
@@ -49,7 +49,7 @@ export class NftablesDataplane implements Dataplane {
   readonly mode = 'nftables';
   private readonly proxier: NftablesProxier;
 
-  constructor(private readonly backend = new NftablesBackend()) {
+  constructor(private readonly backend: NftablesBackend = servicesBackend()) {
     this.proxier = new NftablesProxier(backend);
   }
 

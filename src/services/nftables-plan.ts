@@ -3,7 +3,7 @@ import { type PortEndpoint, type ServicePortView, serviceKey, servicePortName } 
 import { categorizeEndpoints, externallyAccessible } from '../cluster/topology.js';
 import ipaddr from 'ipaddr.js';
 import { encodeAddress } from '../kernel/fields.js';
-import type { Chain, Field, Hook, NamedSet, Rule, Ruleset, SetElement, Statement, Table, TableFamily, Verdict } from '../kernel/ruleset.js';
+import { type Chain, type Field, type Hook, type NamedSet, type Rule, type Ruleset, type SetElement, type Statement, type Table, type TableFamily, type Verdict, tableKey } from '../kernel/ruleset.js';
 
 // The planner: a pure function from the proxied services to the nftables ruleset.
 //
@@ -522,7 +522,6 @@ export const skeletonOf = (family: TableFamily, name: string, config: ProxyConfi
  */
 const elementKey = ({ key }: SetElement) => (key.length === 1 || (key.length === 2 && key[0] === key[1]) ? String(key[0]) : key.join(' . '));
 
-export const tableKey = (family: TableFamily, name: string) => `${family} ${name}`;
 const serviceTableIndex = (name: string) => Number(name.slice(name.lastIndexOf('-') + 1));
 
 /**

@@ -1,12 +1,15 @@
-import type { ProxyConfig } from '../config.js';
+import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../config.js';
 import { NftablesBackend, type SyncTimings, writeTable } from '../kernel/nftables.js';
 import type { NftTransaction } from '../kernel/nft-transaction.js';
 import {
-  SHARED_SETS, type ServicePortPlan, type SharedSet, type TableContribution, assembleInto, contributions, endsEvaluation, planServicePort, serviceTableOf, mainTableSeed, skeletonOf, tableKey,
+  SHARED_SETS, type ServicePortPlan, type SharedSet, type TableContribution, assembleInto, contributions, endsEvaluation, planServicePort, serviceTableOf, mainTableSeed, skeletonOf, allTableNames,
 } from './nftables-plan.js';
-import type { Chain, DataType, NamedSet, SetElement, Table, TableFamily, Value, Verdict } from '../kernel/ruleset.js';
+import { type Chain, type DataType, type NamedSet, type SetElement, type Table, type TableFamily, type Value, type Verdict, tableKey } from '../kernel/ruleset.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { servicePortViews } from '../cluster/service-ports.js';
+
+/** The nftables backend of the services' tables: it owns the main table and every numbered service table. */
+export const servicesBackend = (tableName = DEFAULT_PROXY_CONFIG.tableName) => new NftablesBackend(tableName, allTableNames({ tableName }));
 
 // Keeps what is loaded in memory so that a partial sync can rewrite only the changed services:
 // their chains (flushed and refilled, or created/deleted), their own sets, and their elements of
@@ -175,7 +178,7 @@ export class NftablesProxier {
   generation: number | undefined;
 
   constructor(
-    private readonly backend = new NftablesBackend(),
+    private readonly backend = servicesBackend(),
   ) {}
 
   /** A full sync replaces every table; a partial one touches only the given services. */

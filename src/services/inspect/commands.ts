@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { ProxyConfig } from '../../config.js';
 import { OptionsError } from '../../cli/options.js';
-import { NftablesBackend } from '../../kernel/nftables.js';
+import { servicesBackend } from '../nftables-proxier.js';
 import { native } from '../../kernel/native.js';
 import { IptablesBackend } from '../iptables-backend.js';
 import { type IptablesFamily, iptablesRestoreInput, planIptables } from '../iptables-plan.js';
@@ -46,7 +46,7 @@ export interface LoadedRuleset {
 }
 
 export async function loadedRuleset(tableName: string): Promise<LoadedRuleset> {
-  const tables = await kernelTables(new NftablesBackend(tableName), tableName, () => native().tables());
+  const tables = await kernelTables(servicesBackend(tableName), tableName, () => native().tables());
   return { tables, environment: { isLocalAddress: isLocal() }, texts: new Map(), listed: new Set() };
 }
 
