@@ -7,7 +7,7 @@ import pino from 'pino';
 import type { Registry } from 'prom-client';
 import { Agent } from '../src/agent/agent.js';
 import type { Dataplane, DataplaneSync } from '../src/services/dataplane.js';
-import type { StateChanges, StateDataplane } from '../src/agent/state-dataplane.js';
+import type { StateChanges, StateDataplane } from '../src/capability.js';
 import { parseOptions } from '../src/cli/options.js';
 import type { ClusterState, KubeObject } from '../src/cluster/cluster-state.js';
 import { ObjectError } from '../src/cluster/model.js';

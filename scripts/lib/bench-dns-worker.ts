@@ -10,7 +10,7 @@ import pino from 'pino';
 import { Agent } from '../../src/agent/agent.js';
 import { NftablesDataplane } from '../../src/services/dataplane.js';
 import type { ProxyConfig } from '../../src/config.js';
-import type { StateChanges } from '../../src/agent/state-dataplane.js';
+import type { StateChanges } from '../../src/capability.js';
 import { DnsDataplane } from '../../src/dns/dataplane.js';
 import { parseOptions } from '../../src/cli/options.js';
 import type { ClusterState } from '../../src/cluster/cluster-state.js';

@@ -11,7 +11,7 @@ import { servicePortViews } from '../cluster/service-ports.js';
 import { categorizeEndpoints } from '../cluster/topology.js';
 import type { SourceHandler } from '../cluster/kubernetes.js';
 import type { Dataplane, SyncSplit } from '../services/dataplane.js';
-import type { StateChanges, StateDataplane } from './state-dataplane.js';
+import type { StateChanges, StateDataplane } from '../capability.js';
 import type { DriftWatch } from '../services/drift.js';
 import { type HealthCheckService, ProxyHealth, ServiceHealthServers } from './healthz.js';
 import { ProxyMetrics } from './metrics.js';

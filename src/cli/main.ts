@@ -6,7 +6,7 @@ import { IptablesBackend } from '../services/iptables-backend.js';
 import { projectRoot } from '../kernel/native.js';
 import { Agent } from '../agent/agent.js';
 import { type Dataplane, IptablesDataplane, NftablesDataplane } from '../services/dataplane.js';
-import type { StateDataplane } from '../agent/state-dataplane.js';
+import type { StateDataplane } from '../capability.js';
 import { SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from '../socket-lb/dataplane.js';
 import { startHealthServer } from '../agent/healthz.js';
 import { DnsDataplane } from '../dns/dataplane.js';

@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
-import type { StateChanges, StateDataplane } from '../agent/state-dataplane.js';
+import type { StateChanges, StateDataplane } from '../capability.js';
 import { type DnsPlanConfig, planService, planZone } from './records.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { normalizeNamespace } from '../cluster/normalize.js';

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
-import type { StateChanges, StateDataplane } from '../agent/state-dataplane.js';
+import type { StateChanges, StateDataplane } from '../capability.js';
 import { IngressPlanner, type IngressProblem, type RouteTable } from './routes.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import {

@@ -7,7 +7,7 @@ import { type SocketLbFrontend, planSocketLb } from './plan.js';
 import { type SocketLbHandle, SocketLbMaps, socketLbAddon } from './maps.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { servicePortViews } from '../cluster/service-ports.js';
-import type { StateChanges, StateDataplane } from '../agent/state-dataplane.js';
+import type { StateChanges, StateDataplane } from '../capability.js';
 
 // Socket-level load balancing beside the nftables rules: cgroup BPF programs rewrite a ClusterIP
 // to an endpoint in connect()/sendmsg(), and this dataplane keeps their maps equal to the plan.

@@ -1,6 +1,6 @@
 import type { Registry } from 'prom-client';
-import type { ProxyConfig } from '../config.js';
-import type { ClusterState } from '../cluster/cluster-state.js';
+import type { ProxyConfig } from './config.js';
+import type { ClusterState } from './cluster/cluster-state.js';
 
 // A dataplane beside the proxy's rules (cluster DNS, ingress, socket LB). It is fed the same watched
 // state after every good sync, plans its own view from it (src/plan, pure) and hands that view to
