@@ -1,5 +1,4 @@
 import type { Registry } from 'prom-client';
-import type { ProxyConfig } from './config.js';
 import type { ClusterState } from './cluster/cluster-state.js';
 
 // A dataplane beside the proxy's rules (cluster DNS, ingress, socket LB). It is fed the same watched
@@ -23,7 +22,7 @@ export interface StateDataplane {
    * After every good sync of the proxy's rules. A failure is logged and counted and touches nothing
    * else: the proxy's rules and the other dataplanes keep their state, and the next update is 'full'.
    */
-  update(state: ClusterState, config: ProxyConfig, changes: StateChanges): Promise<void>;
+  update(state: ClusterState, changes: StateChanges): Promise<void>;
   /** SIGTERM: stop serving, leaving whatever must outlive the agent (rules, pinned links) in place. */
   stop(): Promise<void>;
 }

@@ -34,7 +34,7 @@ class NamespaceDataplane implements StateDataplane {
       return { name: object.metadata.name };
     });
   }
-  async update(state: ClusterState, _config: unknown, changes: StateChanges): Promise<void> {
+  async update(state: ClusterState, changes: StateChanges): Promise<void> {
     if (this.failNext) {
       this.failNext = false;
       throw new Error('serving failed');

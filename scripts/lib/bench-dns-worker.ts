@@ -9,7 +9,6 @@ import dnsPacket from 'dns-packet';
 import pino from 'pino';
 import { Agent } from '../../src/agent/agent.js';
 import { NftablesDataplane } from '../../src/services/dataplane.js';
-import type { ProxyConfig } from '../../src/config.js';
 import type { StateChanges } from '../../src/capability.js';
 import { DnsDataplane } from '../../src/dns/dataplane.js';
 import { parseOptions } from '../../src/cli/options.js';
@@ -32,8 +31,8 @@ class TimedDnsDataplane extends DnsDataplane {
     return new Promise((resolve) => { this.waiter = { key, resolve }; });
   }
 
-  override async update(state: ClusterState, config: ProxyConfig, changes: StateChanges): Promise<void> {
-    await super.update(state, config, changes);
+  override async update(state: ClusterState, changes: StateChanges): Promise<void> {
+    await super.update(state, changes);
     const waiter = this.waiter;
     if (waiter && (changes.services === 'full' || changes.services.has(waiter.key))) {
       this.waiter = undefined;

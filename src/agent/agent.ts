@@ -245,7 +245,7 @@ export class Agent {
       this.metrics.setSize(report.services, report.endpoints);
       for (const trigger of this.triggerTimes.splice(0)) this.metrics.observeNetworkProgramming((Date.now() - trigger) / 1000);
       await this.afterSync(config, result.kind === 'full' ? 'full' : changes.services);
-      await this.updateStateDataplanes(config, { services: result.kind === 'full' ? 'full' : changes.services, kinds: changes.kinds });
+      await this.updateStateDataplanes({ services: result.kind === 'full' ? 'full' : changes.services, kinds: changes.kinds });
       return report;
     } catch (error) {
       this.needFullSync = true;
@@ -256,11 +256,11 @@ export class Agent {
   }
 
   /** Each dataplane beside the rules gets the synced state; a failure stays its own. */
-  private async updateStateDataplanes(config: ProxyConfig, changes: StateChanges): Promise<void> {
+  private async updateStateDataplanes(changes: StateChanges): Promise<void> {
     for (const stateDataplane of this.stateDataplanes) {
       const behind = this.stateDataplanesBehind.has(stateDataplane);
       try {
-        await stateDataplane.update(this.state, config, behind ? { ...changes, services: 'full' } : changes);
+        await stateDataplane.update(this.state, behind ? { ...changes, services: 'full' } : changes);
         this.stateDataplanesBehind.delete(stateDataplane);
       } catch (error) {
         this.stateDataplanesBehind.add(stateDataplane);

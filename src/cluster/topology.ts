@@ -1,3 +1,4 @@
+import type { ClusterState } from './cluster-state.js';
 import type { PortEndpoint, ServicePortView } from './service-ports.js';
 
 // kube-proxy's CategorizeEndpoints (pkg/proxy/topology.go), shared by every dataplane: which
@@ -7,6 +8,9 @@ export interface NodeContext {
   nodeName: string;
   zone?: string;
 }
+
+/** This node as the watched state knows it: its name, and its zone once the Node object is read. */
+export const nodeContextOf = (state: ClusterState): NodeContext => ({ nodeName: state.nodeName, zone: state.node?.zone });
 
 export interface EndpointCategories {
   /** Endpoints for traffic under the Cluster policy; empty when the service does not use it. */

@@ -1,7 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
-import type { ProxyConfig } from '../config.js';
 import type { StateChanges, StateDataplane } from '../capability.js';
 import { type DnsPlanConfig, planService, planZone } from './records.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
@@ -77,7 +76,7 @@ export class DnsDataplane implements StateDataplane {
     this.log.info({ addresses, upstreams: upstreams.map((upstream) => `${upstream.address}:${upstream.port}`) }, 'cluster DNS serving');
   }
 
-  async update(state: ClusterState, _config: ProxyConfig, changes: StateChanges): Promise<void> {
+  async update(state: ClusterState, changes: StateChanges): Promise<void> {
     await this.started;
     const { services } = state;
     const keys = changes.services === 'full' ? new Set([...services.keys(), ...this.planned]) : changes.services;

@@ -5,7 +5,6 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { ProxyConfig } from '../config.js';
 import type { StateChanges, StateDataplane } from '../capability.js';
 import { IngressPlanner, type IngressProblem, type RouteTable } from './routes.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
@@ -13,6 +12,7 @@ import {
   type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret,
 } from './objects.js';
 import { endpointPortViews } from '../cluster/service-ports.js';
+import { nodeContextOf } from '../cluster/topology.js';
 import { CountedHistogram } from './counted-histogram.js';
 import { DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
 import type { IngressStatusWriter } from './status.js';
@@ -126,14 +126,14 @@ export class IngressDataplane implements StateDataplane {
     };
   }
 
-  async update(state: ClusterState, config: ProxyConfig, changes: StateChanges): Promise<void> {
+  async update(state: ClusterState, changes: StateChanges): Promise<void> {
     if (this.table && !this.concerns(changes)) return;
     const { table, problems, changes: routeChanges } = this.planner.plan({
       ingresses: state.objectsOf<IngressInfo>('Ingress'),
       classes: state.objectsOf<IngressClassInfo>('IngressClass').values(),
       secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
       servicePorts: (key) => endpointPortViews(state, key),
-      node: config,
+      node: nodeContextOf(state),
       ingressClass: this.options.className,
     }, changes.services);
     const defaultCertificate = this.defaultCertificateOf(state, problems);
@@ -147,7 +147,7 @@ export class IngressDataplane implements StateDataplane {
     this.defaultCertificate = defaultCertificate;
     if (this.workers.size === 0) await this.startWorkers();
     for (const worker of this.workers) worker.send(message);
-    if (this.statusSource) await this.publishStatus(state, config, table);
+    if (this.statusSource) await this.publishStatus(state, table);
   }
 
   /** The whole table, for a starting worker, one that missed a generation, or after a whole replan. */
@@ -165,16 +165,16 @@ export class IngressDataplane implements StateDataplane {
     return false;
   }
 
-  private async publishStatus(state: ClusterState, config: ProxyConfig, table: RouteTable): Promise<void> {
+  private async publishStatus(state: ClusterState, table: RouteTable): Promise<void> {
     if (!this.status) {
       // client-node is large: loaded only in agent mode, as the API source is.
       const [{ loadKubeConfig }, { DEFAULT_STATUS_LEASE, IngressStatusWriter }] = await Promise.all([import('../cluster/kubernetes.js'), import('./status.js')]);
-      this.status = new IngressStatusWriter(loadKubeConfig(this.statusSource!), { ...DEFAULT_STATUS_LEASE, identity: config.nodeName }, this.log);
+      this.status = new IngressStatusWriter(loadKubeConfig(this.statusSource!), { ...DEFAULT_STATUS_LEASE, identity: state.nodeName }, this.log);
       this.status.start();
     }
     const ingresses = state.objectsOf<IngressInfo>('Ingress');
     const targets = table.served.map((key) => ingresses.get(key)!).map((ingress) => ({ namespace: ingress.namespace, name: ingress.name, current: ingress.statusAddresses }));
-    await this.status.publish(targets, statusAddresses(this.options, state, config.nodeIPs));
+    await this.status.publish(targets, statusAddresses(this.options, state, state.node?.addresses ?? []));
   }
 
   /** --ingress-default-certificate's Secret, or undefined (reported) when there is none. */

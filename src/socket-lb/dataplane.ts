@@ -2,11 +2,11 @@ import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { ProxyConfig } from '../config.js';
 import { type SocketLbFrontend, planSocketLb } from './plan.js';
 import { type SocketLbHandle, SocketLbMaps, socketLbAddon } from './maps.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { servicePortViews } from '../cluster/service-ports.js';
+import { type NodeContext, nodeContextOf } from '../cluster/topology.js';
 import type { StateChanges, StateDataplane } from '../capability.js';
 
 // Socket-level load balancing beside the nftables rules: cgroup BPF programs rewrite a ClusterIP
@@ -90,18 +90,19 @@ export class SocketLbDataplane implements StateDataplane {
     this.destroyedSockets = new Counter({ name: 'kubenft_socket_lb_udp_sockets_destroyed_total', help: 'Connected UDP sockets destroyed because their endpoint left the service', registers: [registry] });
   }
 
-  async update(state: ClusterState, config: ProxyConfig, changes: StateChanges): Promise<void> {
+  async update(state: ClusterState, changes: StateChanges): Promise<void> {
     if (!this.maps || !this.handle) return;
+    const node = nodeContextOf(state);
     let planned: Map<string, SocketLbFrontend | undefined>;
     if (changes.services === 'full') {
       this.frontendsOf.clear();
       planned = new Map();
-      for (const key of state.services.keys()) this.planService(state, config, key, planned);
+      for (const key of state.services.keys()) this.planService(state, node, key, planned);
     } else {
       planned = new Map();
       for (const key of changes.services) {
         const before = this.frontendsOf.get(key) ?? new Set();
-        this.planService(state, config, key, planned);
+        this.planService(state, node, key, planned);
         const after = this.frontendsOf.get(key) ?? new Set();
         for (const frontend of before) if (!after.has(frontend) && !planned.has(frontend)) planned.set(frontend, undefined);
       }
@@ -121,8 +122,8 @@ export class SocketLbDataplane implements StateDataplane {
     this.handle = undefined;
   }
 
-  private planService(state: ClusterState, config: ProxyConfig, key: string, into: Map<string, SocketLbFrontend | undefined>): void {
-    const frontends = planSocketLb(servicePortViews(state, key), config);
+  private planService(state: ClusterState, node: NodeContext, key: string, into: Map<string, SocketLbFrontend | undefined>): void {
+    const frontends = planSocketLb(servicePortViews(state, key), node);
     if (frontends.size > 0) this.frontendsOf.set(key, new Set(frontends.keys()));
     else this.frontendsOf.delete(key);
     for (const [frontendKey, frontend] of frontends) into.set(frontendKey, frontend);
