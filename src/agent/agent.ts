@@ -2,8 +2,8 @@ import { networkInterfaces, hostname } from 'node:os';
 import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import { DEFAULT_PROXY_CONFIG, type IngressSteering, type ProxyConfig } from '../config.js';
-import { splitAddress } from '../ingress/dataplane.js';
 import { type ConntrackFilter, deleteFlows } from '../kernel/conntrack.js';
+import { splitHostPort } from '../kernel/addresses.js';
 import type { AgentOptions } from '../cli/options.js';
 import { ClusterState, type KubeObject } from '../cluster/cluster-state.js';
 import { ObjectError } from '../cluster/model.js';
@@ -145,7 +145,7 @@ export class Agent {
   private ingressSteering(): IngressSteering | undefined {
     const { enabled, service, httpAddress, httpsAddress } = this.options.ingress;
     if (!enabled || !service) return undefined;
-    const listeners = [httpAddress, httpsAddress].flatMap((text) => splitAddress(text) ?? []).map(({ host, port }) => ({ address: host, port }));
+    const listeners = [httpAddress, httpsAddress].flatMap((text) => (text ? [splitHostPort(text)] : [])).map(({ host, port }) => ({ address: host, port }));
     return { service, listeners };
   }
 

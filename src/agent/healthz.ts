@@ -2,7 +2,8 @@
 // ProxyHealthServer, pkg/proxy/healthcheck/proxy_health.go) and the per-Service
 // HealthCheckNodePort servers that cloud load balancers probe for externalTrafficPolicy: Local.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { isIP, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { HostPortError, ipFamily, joinHostPort, splitHostPort } from '../kernel/addresses.js';
 import { serviceKey } from '../cluster/model.js';
 
 export interface HttpEndpoint {
@@ -132,24 +133,12 @@ export function startHealthServer(address: string, health: ProxyHealth): Promise
  *  address, as in Go) so that what is bound is exactly what was configured, never a name's
  *  resolution. */
 export function parseBindAddress(address: string): { host: string; port: number } {
-  const bracketed = /^\[([^\]]+)\]:(\d+)$/.exec(address);
-  let host: string;
-  let portText: string;
-  if (bracketed) {
-    host = bracketed[1]!;
-    portText = bracketed[2]!;
-    if (isIP(host) !== 6) throw new Error(`bind address ${JSON.stringify(address)}: ${host} is not an IPv6 address`);
-  } else {
-    const colon = address.lastIndexOf(':');
-    if (colon < 0) throw new Error(`bind address ${JSON.stringify(address)} lacks a port (want "ip:port")`);
-    host = address.slice(0, colon);
-    portText = address.slice(colon + 1);
-    if (host.includes(':')) throw new Error(`bind address ${JSON.stringify(address)}: write an IPv6 host in brackets, "[ip]:port"`);
-    if (host !== '' && isIP(host) !== 4) throw new Error(`bind address ${JSON.stringify(address)}: ${host} is not an IP address`);
+  try {
+    return splitHostPort(address, { emptyHost: true, zeroPort: true });
+  } catch (error) {
+    if (!(error instanceof HostPortError)) throw error;
+    throw new Error(`bind address ${JSON.stringify(address)}: ${error.problem} (want "ip:port" or "[ipv6]:port")`);
   }
-  const port = /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
-  if (!(port >= 0 && port <= 65535)) throw new Error(`bind address ${JSON.stringify(address)}: bad port ${JSON.stringify(portText)}`);
-  return { host, port };
 }
 
 /** Serves `handle` on one "ip:port" address. */
@@ -180,8 +169,7 @@ function listen(host: string, port: number, handle: PathHandler): Promise<HttpEn
     server.listen({ host: host === '' ? undefined : host, port }, () => {
       server.off('error', reject);
       const bound = server.address() as AddressInfo;
-      const shownHost = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
-      resolve({ url: `http://${shownHost}:${bound.port}`, close: () => closeServer(server) });
+      resolve({ url: `http://${joinHostPort(bound.address, bound.port)}`, close: () => closeServer(server) });
     });
   });
 }
@@ -255,7 +243,7 @@ export class ServiceHealthServers {
     if (options.bindAddresses) {
       if (options.bindAddresses.length === 0) throw new Error('bindAddresses is empty');
       for (const address of options.bindAddresses) {
-        if (isIP(address) === 0) throw new Error(`bind address ${JSON.stringify(address)} is not an IP address`);
+        if (ipFamily(address) === 0) throw new Error(`bind address ${JSON.stringify(address)} is not an IP address`);
       }
     }
     this.bindAddresses = options.bindAddresses?.slice();

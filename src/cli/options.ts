@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
 import { parseCIDR } from '../cluster/normalize.js';
+import { HostPortError, joinHostPort, splitHostPort } from '../kernel/addresses.js';
 import { DEFAULT_PROXY_CONFIG } from '../config.js';
 import { MAX_SERVICE_TABLES } from '../services/nftables-plan.js';
 import type { IngressOptions } from '../ingress/dataplane.js';
@@ -276,14 +277,19 @@ function cidrList(items: string[], where: string): string[] {
 }
 
 /** kube-proxy's IPPortVar: an address alone gets the default port. */
+function hostAndPort(text: string, defaultPort: number, where: string): { host: string; port: number } {
+  try {
+    const { host, port } = splitHostPort(text, { portOptional: true });
+    return { host, port: port ?? defaultPort };
+  } catch (error) {
+    if (!(error instanceof HostPortError)) throw error;
+    return fail(where, text, error.problem === 'port out of range' ? 'port must be 1-65535' : 'is not IP or IP:port');
+  }
+}
+
 function hostPort(text: string, defaultPort: number, where: string): string {
-  const version = isIP(text);
-  if (version !== 0) return version === 6 ? `[${text}]:${defaultPort}` : `${text}:${defaultPort}`;
-  const match = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
-  if (!match || isIP(match[1]) === 0) fail(where, text, 'is not IP or IP:port');
-  const port = Number(match![2]);
-  if (port < 1 || port > 65535) fail(where, text, 'port must be 1-65535');
-  return text;
+  const { host, port } = hostAndPort(text, defaultPort, where);
+  return joinHostPort(host, port);
 }
 
 /** NAMESPACE/NAME of an object, or undefined for ''. */
@@ -415,8 +421,8 @@ const SETTINGS: Setting[] = [
   { flag: 'dns-upstream', own: true, kind: 'list', arg: 'IP[:PORT][,...]', help: 'where names outside the cluster go (default: /etc/resolv.conf\'s nameservers, minus --cluster-dns)',
     apply: (o, v: string[], where) => {
       o.dns.upstreams = v.map((item) => {
-        const [address, port] = hostPort(item, 53, where).replace(/^\[/, '').split(/\]?:(?=\d+$)/);
-        return { address, port: Number(port) };
+        const { host, port } = hostAndPort(item, 53, where);
+        return { address: host, port };
       });
     } },
   { flag: 'dns-ttl', own: true, kind: 'int', arg: 'SECONDS', help: 'TTL of cluster DNS answers (0-3600)', defaultText: '5',

@@ -12,6 +12,7 @@ import {
   type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret,
 } from './objects.js';
 import { endpointPortViews } from '../cluster/service-ports.js';
+import { splitHostPort } from '../kernel/addresses.js';
 import { nodeContextOf } from '../cluster/topology.js';
 import { CountedHistogram } from './counted-histogram.js';
 import { DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
@@ -67,11 +68,8 @@ async function generateDefaultCertificate(): Promise<{ cert: string; key: string
 
 const pemOf = (secret: TlsSecretInfo | undefined): DefaultCertificate => (secret ? { cert: secret.cert, key: secret.key } : null);
 
-export function splitAddress(text: string | undefined): { host: string; port: number } | undefined {
-  if (!text) return undefined;
-  const separator = text.lastIndexOf(':');
-  return { host: text.slice(0, separator).replace(/^\[|\]$/g, ''), port: Number(text.slice(separator + 1)) };
-}
+/** A listener's address, validated when the options were read. */
+const listenerOf = (text: string | undefined) => (text ? splitHostPort(text) : undefined);
 
 /**
  * What the served Ingresses' status.loadBalancer shows, chosen as ingress-nginx does: the
@@ -200,7 +198,7 @@ export class IngressDataplane implements StateDataplane {
   private async startWorkers(): Promise<void> {
     const defaultCertificate = await generateDefaultCertificate();
     this.settings = {
-      httpAddress: splitAddress(this.options.httpAddress), httpsAddress: splitAddress(this.options.httpsAddress), defaultCertificate,
+      httpAddress: listenerOf(this.options.httpAddress), httpsAddress: listenerOf(this.options.httpsAddress), defaultCertificate,
       maxBodyBytes: this.options.maxBodyBytes, maxHeaderBytes: this.options.maxHeaderBytes,
       clientTimeoutMs: this.options.clientTimeoutMs, backendTimeoutMs: this.options.backendTimeoutMs,
     };

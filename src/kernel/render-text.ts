@@ -1,3 +1,4 @@
+import { joinHostPort } from './addresses.js';
 import type { Chain, NamedSet, NftFamily, Rule, Ruleset, SetElement, Statement, Table, Value, Verdict } from './ruleset.js';
 
 // Renders a ruleset in nft syntax, as `nft list table` prints it, so `nft -f` loads the same ruleset.
@@ -37,7 +38,7 @@ export function statementText(statement: Statement): string {
     case 'setUpdate':
       return `update @${statement.set} { ${statement.field} }`;
     case 'dnat':
-      return `dnat to ${statement.address.includes(':') ? `[${statement.address}]` : statement.address}:${statement.port}`;
+      return `dnat to ${joinHostPort(statement.address, statement.port)}`;
     case 'dnatMap':
       return `dnat ${statement.family} to numgen random mod ${statement.modulus} map @${statement.map}`;
     case 'redirect':

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { isIPv6 } from 'node:net';
 import ipaddr from 'ipaddr.js';
+import { ipFamily, joinHostPort } from '../kernel/addresses.js';
 import type { ProxyConfig } from '../config.js';
 import { type PortEndpoint, type ServicePortView, servicePortName } from '../cluster/service-ports.js';
 import { categorizeEndpoints } from '../cluster/topology.js';
@@ -103,8 +103,7 @@ export const endpointChainName = (servicePortName: string, protocol: string, end
   `KUBE-SEP-${chainHash(servicePortName + protocol.toLowerCase() + endpoint)}`;
 
 /** Go's net.JoinHostPort, which upstream uses for an endpoint's String(). */
-export const endpointString = (endpoint: PortEndpoint) =>
-  isIPv6(endpoint.address) ? `[${endpoint.address}]:${endpoint.port}` : `${endpoint.address}:${endpoint.port}`;
+export const endpointString = (endpoint: PortEndpoint) => joinHostPort(endpoint.address, endpoint.port);
 
 /** Upstream's computeProbability; iptables-save prints these back with 11 decimals (0.33333333349). */
 export const statisticProbability = (remaining: number) => (1 / remaining).toFixed(10);
@@ -144,7 +143,7 @@ const comment = (text: string) => ['-m', 'comment', '--comment', `"${text}"`];
 /** Upstream's appendServiceCommentLocked, which writes the service port name unquoted. */
 const serviceComment = (name: string) => ['-m', 'comment', '--comment', name];
 
-const ofFamily = (family: IptablesFamily) => (addressOrCIDR: string) => isIPv6(addressOrCIDR.split('/')[0]) === (family === 6);
+const ofFamily = (family: IptablesFamily) => (addressOrCIDR: string) => (ipFamily(addressOrCIDR.split('/')[0]) === 6) === (family === 6);
 
 /** A view with both traffic policies set to Cluster, to ask categorizeEndpoints for the cluster-wide endpoints. */
 const withClusterPolicies = (view: ServicePortView): ServicePortView => ({

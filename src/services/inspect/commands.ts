@@ -1,6 +1,6 @@
 import { networkInterfaces } from 'node:os';
-import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
+import { HostPortError, ipFamily, joinHostPort, splitHostPort } from '../../kernel/addresses.js';
 import type { ProxyConfig } from '../../config.js';
 import { OptionsError } from '../../cli/options.js';
 import { servicesBackend } from '../nftables-proxier.js';
@@ -35,7 +35,7 @@ export function localAddresses(): Set<string> {
   return addresses;
 }
 
-const isLocal = (local = localAddresses()) => (address: string) => local.has(address) || (isIP(address) === 4 && address.startsWith('127.'));
+const isLocal = (local = localAddresses()) => (address: string) => local.has(address) || (ipFamily(address) === 4 && address.startsWith('127.'));
 
 /** kubenft's tables in this namespace, what evaluating them needs, and nft's rule texts as they are fetched. */
 export interface LoadedRuleset {
@@ -70,7 +70,7 @@ export interface ServicesReport {
 }
 
 const stateOf = (endpoint: ServicePortView['endpoints'][number]) =>
-  `${endpoint.address}:${endpoint.port} ${endpoint.ready ? 'ready' : endpoint.serving ? (endpoint.terminating ? 'serving, terminating' : 'serving') : endpoint.terminating ? 'terminating' : 'not ready'}${endpoint.nodeName ? ` on ${endpoint.nodeName}` : ''}`;
+  `${joinHostPort(endpoint.address, endpoint.port)} ${endpoint.ready ? 'ready' : endpoint.serving ? (endpoint.terminating ? 'serving, terminating' : 'serving') : endpoint.terminating ? 'terminating' : 'not ready'}${endpoint.nodeName ? ` on ${endpoint.nodeName}` : ''}`;
 
 /** Which dataplane to read: nftables (kubenft's tables) or iptables (iptables-save of both families). */
 export interface InspectTarget {
@@ -126,9 +126,9 @@ export function servicesText(report: ServicesReport): string {
   for (const entry of report.services) {
     const title = entry.name ?? entry.service ?? `(no chain: named by no service) ${entry.clusterIP ?? ''}`;
     lines.push(`${title} ${entry.protocol}/${entry.port} (${entry.family})${entry.drift?.length ? '  DIFFERS FROM PLAN' : ''}`);
-    if (entry.clusterIP) lines.push(`  ClusterIP ${entry.clusterIP}:${entry.port}${entry.internalTrafficPolicy ? `, internalTrafficPolicy ${entry.internalTrafficPolicy}` : ''}`);
+    if (entry.clusterIP) lines.push(`  ClusterIP ${joinHostPort(entry.clusterIP, entry.port)}${entry.internalTrafficPolicy ? `, internalTrafficPolicy ${entry.internalTrafficPolicy}` : ''}`);
     if (entry.externalAddresses.length || entry.nodePort !== undefined) {
-      const parts = [...entry.externalAddresses.map((address) => `${address}:${entry.port}`), ...(entry.nodePort !== undefined ? [`NodePort ${entry.nodePort}`] : [])];
+      const parts = [...entry.externalAddresses.map((address) => joinHostPort(address, entry.port)), ...(entry.nodePort !== undefined ? [`NodePort ${entry.nodePort}`] : [])];
       lines.push(`  external ${parts.join(', ')}${entry.externalTrafficPolicy ? `, externalTrafficPolicy ${entry.externalTrafficPolicy}` : ''}`);
     }
     if (entry.sourceRanges.length) lines.push(`  loadBalancerSourceRanges ${entry.sourceRanges.join(', ')}`);
@@ -151,13 +151,13 @@ export function servicesText(report: ServicesReport): string {
 
 /** `ADDR` or `ADDR:PORT` (IPv6 with a port in brackets: `[fd00::1]:80`). */
 export function parseEndpoint(text: string, what: string, needPort: boolean): { address: string; port?: number } {
-  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
-  const plain = isIP(text) ? [text, text] : /^([^:]+):(\d+)$/.exec(text);
-  const [address, port] = bracketed ? [bracketed[1], bracketed[2]] : plain ? [plain[1], plain[2] === plain[1] ? undefined : plain[2]] : [text, undefined];
-  if (!isIP(address)) throw new OptionsError(`${what} ${JSON.stringify(text)}: not an address (ADDR, ADDR:PORT or [IPv6]:PORT)`);
-  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) throw new OptionsError(`${what} ${JSON.stringify(text)}: port out of range`);
-  if (needPort && port === undefined) throw new OptionsError(`${what} ${JSON.stringify(text)}: needs a port`);
-  return { address: ipaddr.process(address).toString(), port: port === undefined ? undefined : Number(port) };
+  try {
+    const { host, port } = splitHostPort(text, { portOptional: !needPort });
+    return { address: ipaddr.process(host).toString(), port };
+  } catch (error) {
+    if (!(error instanceof HostPortError)) throw error;
+    throw new OptionsError(`${what} ${JSON.stringify(text)}: ${error.problem === 'not an address' ? 'not an address (ADDR, ADDR:PORT or [IPv6]:PORT)' : error.problem}`);
+  }
 }
 
 export interface ExplainRequest {
@@ -188,8 +188,8 @@ function reasonOf(outcome: Outcome): string | undefined {
 export async function explainReport(target: InspectTarget, request: ExplainRequest, loaded?: LoadedRuleset): Promise<ExplainReport> {
   const source = parseEndpoint(request.from, '--from', false);
   const destination = parseEndpoint(request.to, '--to', true);
-  if (isIP(source.address) !== isIP(destination.address)) throw new OptionsError(`--from ${request.from} and --to ${request.to} are of different address families`);
-  const family = isIP(destination.address) === 4 ? 'ip' : 'ip6';
+  if (ipFamily(source.address) !== ipFamily(destination.address)) throw new OptionsError(`--from ${request.from} and --to ${request.to} are of different address families`);
+  const family = ipFamily(destination.address) === 4 ? 'ip' : 'ip6';
   const probe: Probe = { family, protocol: request.protocol, saddr: source.address, sport: source.port ?? 40000, daddr: destination.address, dport: destination.port! };
   try {
     let outcomes: Outcome[];
@@ -214,13 +214,13 @@ const sameStep = (a: Step | undefined, b: Step | undefined) => a !== undefined &
 
 export function explainText(report: ExplainReport): string {
   const { probe, outcomes } = report;
-  const lines = [`new ${probe.protocol} connection ${probe.family === 'ip6' ? `[${probe.saddr}]` : probe.saddr}:${probe.sport} -> ${probe.family === 'ip6' ? `[${probe.daddr}]` : probe.daddr}:${probe.dport}, entering at ${probe.via} (${probe.family} tables)`];
+  const lines = [`new ${probe.protocol} connection ${joinHostPort(probe.saddr, probe.sport)} -> ${joinHostPort(probe.daddr, probe.dport)}, entering at ${probe.via} (${probe.family} tables)`];
   let common = 0;
   while (outcomes.length > 0 && outcomes.every((outcome) => sameStep(outcome.steps[common], outcomes[0].steps[common]))) common++;
   for (const step of outcomes[0]?.steps.slice(0, common) ?? []) lines.push(`  ${stepText(step)}`);
   for (const outcome of outcomes) {
     const translation = outcome.dnat?.redirect ? `redirect to :${outcome.dnat.port}`
-      : outcome.dnat ? `dnat to ${outcome.dnat.address.includes(':') ? `[${outcome.dnat.address}]` : outcome.dnat.address}:${outcome.dnat.port}` : undefined;
+      : outcome.dnat ? `dnat to ${joinHostPort(outcome.dnat.address, outcome.dnat.port)}` : undefined;
     const what = [outcome.fate, translation,
       outcome.masquerade ? 'masquerade' : undefined, outcome.delivery === 'local' ? 'delivered to this node' : outcome.delivery].filter(Boolean).join(', ');
     lines.push(`${percent(outcome.probability).padStart(8)}  ${what}${outcome.reason ? `: ${outcome.reason}` : ''}`);

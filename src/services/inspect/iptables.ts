@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import ipaddr from 'ipaddr.js';
+import { splitHostPort } from '../../kernel/addresses.js';
 import type { ServicePortSummary, Selection } from './services.js';
 import { EvaluationError, type Fate, followNewConnection, type Outcome, type Probe, type Step, translations, type Via } from './evaluate.js';
 
@@ -109,13 +110,6 @@ const HOOK_CHAINS: Record<string, [string, string][]> = {
 const parseMark = (text: string) => {
   const [value, mask] = text.split('/');
   return { value: Number(value) >>> 0, mask: mask === undefined ? 0xffffffff : Number(mask) >>> 0 };
-};
-
-const hostPort = (text: string) => {
-  const bracketed = /^\[(.+)\](?::(\d+))?$/.exec(text);
-  if (bracketed) return { address: bracketed[1], port: bracketed[2] === undefined ? undefined : Number(bracketed[2]) };
-  const [address, port] = text.includes('.') ? text.split(':') : [text, undefined];
-  return { address, port: port === undefined ? undefined : Number(port) };
 };
 
 const inCidr = (address: string, cidr: string) => {
@@ -280,10 +274,15 @@ export class IptablesEvaluator {
         return 'continue';
       }
       case 'DNAT': {
-        const to = hostPort(option('--to-destination') ?? '');
-        branch.daddr = to.address;
+        let to: { host: string; port: number | undefined };
+        try {
+          to = splitHostPort(option('--to-destination') ?? '', { portOptional: true });
+        } catch (error) {
+          throw new EvaluationError(`rule ${rule.text}: ${(error as Error).message}`);
+        }
+        branch.daddr = to.host;
         branch.dport = to.port ?? branch.dport;
-        branch.dnat = { address: ipaddr.process(to.address).toString(), port: branch.dport };
+        branch.dnat = { address: ipaddr.process(to.host).toString(), port: branch.dport };
         return 'accept';
       }
       case 'MASQUERADE':

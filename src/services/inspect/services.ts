@@ -6,6 +6,7 @@ import type { ServicePortView } from '../../cluster/service-ports.js';
 import { type Environment, Evaluator, type Protocol } from './evaluate.js';
 import type { LoadedTable } from './tables.js';
 import { decodeValue } from './values.js';
+import { joinHostPort } from '../../kernel/addresses.js';
 
 // Service ports read back from kubenft's tables: which addresses and ports lead to which chains,
 // which endpoints those chains pick and with what probability. The same reading of the planner's
@@ -159,7 +160,7 @@ export function summarize(tables: LoadedTable[], environment: Environment, index
 }
 
 export const percent = (probability: number) => `${(Math.round(probability * 10000) / 100).toString()}%`;
-export const selections = (list: Selection[]) => list.map((selection) => `${selection.address}:${selection.port} ${percent(selection.probability)}`).join(', ') || 'none';
+export const selections = (list: Selection[]) => list.map((selection) => `${joinHostPort(selection.address, selection.port)} ${percent(selection.probability)}`).join(', ') || 'none';
 
 /** The fields compared between loaded and planned, as words. */
 function facts(summary: ServicePortSummary): Map<string, string> {
