@@ -533,6 +533,9 @@ const SETTINGS: Setting[] = [
     apply: (o, v: string, where) => { o.logFormat = v === '' || v === 'text' ? 'text' : v === 'json' ? 'json' : fail(where, v, 'is not a logging format: use text or json'); } },
 ];
 
+/** Every setting kubenft implements, by flag and config field (for the test that each is read). */
+export const settingNames = (): { flag?: string; field?: string }[] => SETTINGS.map(({ flag, field }) => ({ flag, field }));
+
 const IPVS_REASON = 'it configures the ipvs mode, which kubenft does not implement';
 const WINDOWS_REASON = 'it configures the Windows kernelspace mode, which kubenft does not implement';
 

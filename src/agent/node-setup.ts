@@ -52,7 +52,7 @@ export function nodePortsOnIPv4Loopback(nodePortAddresses: string[]): boolean {
 
 const seconds = (ms: number) => Math.floor(ms / 1000);
 
-/** What the options ask of the kernel, in kube-proxy's order. */
+/** What the options ask of the kernel. */
 export function wantedKernelSettings(options: Pick<AgentOptions, 'conntrack' | 'nodePortAddresses'>, cpuCount = cpus().length || 1): KernelSetting[] {
   const { conntrack } = options;
   const settings: KernelSetting[] = [];
@@ -63,16 +63,14 @@ export function wantedKernelSettings(options: Pick<AgentOptions, 'conntrack' | '
     // The hash table holds four entries a bucket, as kube-proxy sizes it.
     settings.push({ name: `${HASHSIZE.module}.${HASHSIZE.parameter}`, value: Math.floor(max / 4), source, raiseOnly: true, hostWide: true });
   }
-  const timeouts: [keyof ConntrackOptions, string, string][] = [
-    ['tcpEstablishedTimeoutMs', 'net.netfilter.nf_conntrack_tcp_timeout_established', '--conntrack-tcp-timeout-established'],
-    ['tcpCloseWaitTimeoutMs', 'net.netfilter.nf_conntrack_tcp_timeout_close_wait', '--conntrack-tcp-timeout-close-wait'],
+  const timeouts: [number, string, string][] = [
+    [conntrack.tcpEstablishedTimeoutMs, 'net.netfilter.nf_conntrack_tcp_timeout_established', '--conntrack-tcp-timeout-established'],
+    [conntrack.tcpCloseWaitTimeoutMs, 'net.netfilter.nf_conntrack_tcp_timeout_close_wait', '--conntrack-tcp-timeout-close-wait'],
+    [conntrack.udpTimeoutMs, 'net.netfilter.nf_conntrack_udp_timeout', '--conntrack-udp-timeout'],
+    [conntrack.udpStreamTimeoutMs, 'net.netfilter.nf_conntrack_udp_timeout_stream', '--conntrack-udp-timeout-stream'],
   ];
-  for (const [field, name, source] of timeouts) if ((conntrack[field] as number) > 0) settings.push({ name, value: seconds(conntrack[field] as number), source });
+  for (const [ms, name, source] of timeouts) if (ms > 0) settings.push({ name, value: seconds(ms), source });
   if (conntrack.tcpBeLiberal) settings.push({ name: 'net.netfilter.nf_conntrack_tcp_be_liberal', value: 1, source: '--conntrack-tcp-be-liberal' });
-  if (conntrack.udpTimeoutMs > 0) settings.push({ name: 'net.netfilter.nf_conntrack_udp_timeout', value: seconds(conntrack.udpTimeoutMs), source: '--conntrack-udp-timeout' });
-  if (conntrack.udpStreamTimeoutMs > 0) {
-    settings.push({ name: 'net.netfilter.nf_conntrack_udp_timeout_stream', value: seconds(conntrack.udpStreamTimeoutMs), source: '--conntrack-udp-timeout-stream' });
-  }
   if (nodePortsOnIPv4Loopback(options.nodePortAddresses)) settings.push({ name: ROUTE_LOCALNET, value: 1, source: '--nodeport-addresses (NodePorts on 127.0.0.1)' });
   return settings;
 }
