@@ -511,9 +511,9 @@ const SETTINGS: Setting[] = [
       if (v.includes('primary') && cidrs.length > 0) fail(where, v.join(','), '"primary" cannot be combined with CIDRs');
       o.nodePortAddresses = v.map((item) => (isKeyword(item) ? item : cidrs.shift()!));
     } },
-  { flag: 'oom-score-adj', field: 'oomScoreAdj', kind: 'int', pointer: true, arg: 'N', help: 'oom_score_adj for the process (-1000 to 1000)', defaultText: '-999',
+  { flag: 'oom-score-adj', field: 'oomScoreAdj', kind: 'int', pointer: true, arg: 'N', help: 'the agent\'s /proc/self/oom_score_adj at start (-1000 to 1000; lowering needs CAP_SYS_RESOURCE)', defaultText: '-999',
     apply: (o, v: number, where) => { o.oomScoreAdj = integerIn(v, -1000, 1000, where); } },
-  { flag: 'conntrack-max-per-core', field: 'conntrack.maxPerCore', kind: 'int', pointer: true, arg: 'N', help: 'conntrack entries per CPU (0: leave the limit and ignore --conntrack-min)', defaultText: '32768',
+  { flag: 'conntrack-max-per-core', field: 'conntrack.maxPerCore', kind: 'int', pointer: true, arg: 'N', help: 'nf_conntrack_max = max(N x CPUs, --conntrack-min), only raised (0: leave it and the hash size)', defaultText: '32768',
     apply: (o, v: number, where) => { o.conntrack.maxPerCore = nonNegative(v, where); } },
   { flag: 'conntrack-min', field: 'conntrack.min', kind: 'int', pointer: true, arg: 'N', help: 'minimum conntrack entries, whatever --conntrack-max-per-core gives', defaultText: '131072',
     apply: (o, v: number, where) => { o.conntrack.min = nonNegative(v, where); } },

@@ -196,6 +196,7 @@ t.test('every flag has a sample value here, and the sample changes an option', a
     const leaves = changedLeaves(parse(sample.context ?? []), parse([...(sample.context ?? []), ...sample.args]));
     t.not(leaves.length, 0, `--${flag} ${sample.args.slice(1).join(' ')} changes an option`);
   }
+  t.ok(settingNames().every((setting) => setting.flag), 'every config field shares its setting with a flag, whose sample covers it');
   t.same(Object.keys(SAMPLES).filter((flag) => !settingNames().some((setting) => setting.flag === flag)), [], 'no sample for a flag that is gone');
 });
 
