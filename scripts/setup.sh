@@ -10,15 +10,24 @@ packages=(libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrac
 packages+=(clang llvm libbpf-dev bpftool)
 # --ingress: openssl makes the default certificate; the ingress tests use curl (HTTP/2 via its nghttp2)
 packages+=(openssl curl)
+# modprobe, for nf_conntrack below
+packages+=(kmod)
+sudo_if_needed=(); [ "$(id -u)" -eq 0 ] || sudo_if_needed=(sudo)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
-  sudo_if_needed=(); [ "$(id -u)" -eq 0 ] || sudo_if_needed=(sudo)
   "${sudo_if_needed[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_if_needed[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The agent sets the conntrack sysctls as it starts, as kube-proxy does; they exist once the
+# nf_conntrack module is loaded (on a node, any conntrack rule has loaded it).
+if [ ! -e /proc/sys/net/netfilter/nf_conntrack_max ]; then
+  echo "setup: loading nf_conntrack" >&2
+  "${sudo_if_needed[@]}" modprobe nf_conntrack
 fi
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync, writeFileSync } from 'node:fs';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { IptablesBackend } from './backend/iptables.js';
 import { NftablesBackend } from './backend/nftables.js';
 import { Agent } from './agent/agent.js';
@@ -8,6 +8,7 @@ import { type Dataplane, IptablesDataplane, NftablesDataplane } from './agent/da
 import type { StateDataplane } from './agent/state-dataplane.js';
 import { SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from './agent/socket-lb-dataplane.js';
 import { startHealthServer } from './agent/healthz.js';
+import { applyNodeSetup, applyOomScoreAdj } from './agent/node-setup.js';
 import { DnsDataplane } from './dns/dataplane.js';
 import { cleanUpDnsNetwork } from './dns/network.js';
 import { IngressDataplane } from './ingress/dataplane.js';
@@ -19,17 +20,12 @@ import { planRuleset } from './plan/planner.js';
 import { rulesetJson } from './plan/render-json.js';
 import { rulesetText } from './plan/render-text.js';
 import { DEFAULT_PROXY_CONFIG } from './config.js';
+import { createLogger } from './logging.js';
 import { ManifestSource } from './source/manifest-watch.js';
 import { allServicePortViews } from './state/service-ports.js';
 
 const VERSION = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version as string;
 const CAP_NET_ADMIN = 12;
-
-/** -v as kube-proxy uses it: 0-3 routine information, 4+ debugging, 6+ every detail. */
-function logger(verbosity: number): Logger {
-  const level = verbosity >= 6 ? 'trace' : verbosity >= 4 ? 'debug' : 'info';
-  return pino({ level, base: { component: 'kubenft' } }, pino.destination(2));
-}
 
 /** Programming the kernel needs CAP_NET_ADMIN; say so plainly instead of failing on the first netlink call. */
 function requireNetAdmin(): void {
@@ -145,7 +141,7 @@ async function kubernetesSource(options: AgentOptions, agent: Agent) {
   const { KubernetesSource } = await import('./source/kubernetes.js');
   return new KubernetesSource({
     kubeconfig: options.kubeconfig, master: options.master, nodeName: agent.state.nodeName,
-    contentType: options.kubeApiContentType, qps: options.kubeApiQps, burst: options.kubeApiBurst,
+    qps: options.kubeApiQps, burst: options.kubeApiBurst,
     clusterDNS: options.dns.addresses.length > 0,
     headlessEndpoints: options.ingress.enabled,
     kinds: agent.state.kinds,
@@ -188,18 +184,23 @@ export async function main(argv: string[]): Promise<number> {
     writeFileSync(options.writeConfigTo, kubeProxyConfigurationYAML(options));
     return 0;
   }
-  const log = logger(options.verbosity);
+  const log = createLogger(options.logFormat, options.verbosity);
   if (options.command === 'render') return render(options, log);
   requireNetAdmin();
   if (options.command === 'services' || options.command === 'explain') return inspect(options, log);
   if (options.cleanup) return cleanup(log, options);
+  if (!options.once) {
+    // kube-proxy's node setup, before anything is programmed; all that --init-only does.
+    applyNodeSetup(options, log);
+    if (options.initOnly) return 0;
+    applyOomScoreAdj(options.oomScoreAdj, log);
+  }
   if (!options.socketLb) removeLeftoverSocketLb(options.socketLbPinDir, log);
   const agent = new Agent(options, dataplaneFor(options), log, stateDataplanesFor(options, log));
   if (options.once) {
     if (!options.manifests) throw new OptionsError('--once needs --manifests PATH');
     return syncOnce(agent, options);
   }
-  if (options.initOnly) return 0;
   return run(agent, options, log);
 }
 

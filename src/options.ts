@@ -19,6 +19,7 @@ import type { IngressOptions } from './ingress/dataplane.js';
 export type ProxyMode = 'nftables' | 'iptables';
 export type DetectLocalMode = 'ClusterCIDR' | 'NodeCIDR';
 export type IptablesBackend = 'auto' | 'legacy' | 'nft';
+export type LogFormat = 'text' | 'json';
 
 export interface ConntrackOptions {
   /** kube-proxy's semantics throughout: 0 means "leave the kernel's value as it is". */
@@ -58,7 +59,6 @@ export interface AgentOptions {
   initOnly: boolean;
   kubeconfig?: string;
   master?: string;
-  kubeApiContentType?: string;
   kubeApiQps?: number;
   kubeApiBurst?: number;
   /** Trimmed and lower-cased, as kube-proxy does: it names a Node. */
@@ -76,14 +76,18 @@ export interface AgentOptions {
   healthzBindAddress: string;
   /** host:port; '' disables the server. */
   metricsBindAddress: string;
-  /** kube-proxy's --bind-address: only its address family matters today (the node's primary family). */
+  /**
+   * kube-proxy's --bind-address: an address other than 0.0.0.0 or :: is this node's IP of its family
+   * (the primary one), in place of the Node object's, as kube-proxy's detectNodeIPs has it.
+   */
   bindAddress: string;
   syncPeriodMs: number;
   minSyncPeriodMs: number;
-  configSyncPeriodMs: number;
   oomScoreAdj: number;
   featureGates: Record<string, boolean>;
   verbosity: number;
+  /** --logging-format: klog-like text lines, or one JSON object a line. */
+  logFormat: LogFormat;
   conntrack: ConntrackOptions;
   configFile?: string;
   writeConfigTo?: string;
@@ -103,6 +107,8 @@ const DEFAULT_METRICS_PORT = 10249;
 const SECOND_MS = 1000;
 const MINUTE_MS = 60 * SECOND_MS;
 const HOUR_MS = 60 * MINUTE_MS;
+/** kube-proxy's configSyncPeriod, the only value kubenft accepts. */
+const DEFAULT_CONFIG_SYNC_PERIOD_MS = 15 * MINUTE_MS;
 
 function defaultOptions(): AgentOptions {
   return {
@@ -130,10 +136,10 @@ function defaultOptions(): AgentOptions {
     bindAddress: '0.0.0.0',
     syncPeriodMs: 30 * SECOND_MS,
     minSyncPeriodMs: SECOND_MS,
-    configSyncPeriodMs: 15 * MINUTE_MS,
     oomScoreAdj: -999,
     featureGates: {},
     verbosity: 0,
+    logFormat: 'text',
     conntrack: {
       maxPerCore: 32768,
       min: 131072,
@@ -307,6 +313,12 @@ function nonNegativeDuration(ms: number, where: string): number {
   return ms;
 }
 
+/** The kernel counts conntrack timeouts in whole seconds: 0 leaves the kernel's, less than a second would expire flows at once. */
+function conntrackTimeout(ms: number, where: string): number {
+  if (ms !== 0 && ms < SECOND_MS) fail(where, formatDuration(ms), 'must be 0 (leave the kernel\'s) or at least 1s (the kernel counts whole seconds)');
+  return ms;
+}
+
 function positive(ms: number, where: string): number {
   if (ms <= 0) fail(where, formatDuration(ms), 'must be greater than 0');
   return ms;
@@ -439,7 +451,7 @@ const SETTINGS: Setting[] = [
     apply: (o, v: string) => { o.writeConfigTo = v || undefined; } },
   { flag: 'cleanup', kind: 'bool', help: 'delete every table and rule kubenft (or kube-proxy) loaded, and exit', defaultText: 'false',
     apply: (o, v: boolean) => { o.cleanup = v; } },
-  { flag: 'init-only', kind: 'bool', help: 'do the privileged node setup (sysctls, conntrack) and exit', defaultText: 'false',
+  { flag: 'init-only', kind: 'bool', help: 'do the privileged node setup (the conntrack sysctls, route_localnet) and exit: no rules, no BPF, no DNS device', defaultText: 'false',
     apply: (o, v: boolean) => { o.initOnly = v; } },
   { flag: 'proxy-mode', field: 'mode', kind: 'string', arg: 'MODE', help: 'nftables or iptables', defaultText: 'nftables',
     apply: (o, v: string, where) => {
@@ -452,15 +464,13 @@ const SETTINGS: Setting[] = [
     apply: (o, v: string) => { o.kubeconfig = v || undefined; } },
   { flag: 'master', kind: 'string', arg: 'URL', help: 'API server address, overriding the kubeconfig\'s',
     apply: (o, v: string) => { o.master = v || undefined; } },
-  { flag: 'kube-api-content-type', field: 'clientConnection.contentType', kind: 'string', arg: 'TYPE', help: 'content type of requests to the API server', defaultText: 'application/vnd.kubernetes.protobuf',
-    apply: (o, v: string) => { o.kubeApiContentType = v || undefined; } },
   { flag: 'kube-api-qps', field: 'clientConnection.qps', kind: 'float', arg: 'N', help: 'queries per second to the API server', defaultText: '5',
     apply: (o, v: number, where) => { o.kubeApiQps = nonNegative(v, where) || undefined; } },
   { flag: 'kube-api-burst', field: 'clientConnection.burst', kind: 'int', arg: 'N', help: 'burst of queries to the API server', defaultText: '10',
     apply: (o, v: number, where) => { o.kubeApiBurst = nonNegative(v, where) || undefined; } },
   { flag: 'hostname-override', field: 'hostnameOverride', kind: 'string', arg: 'NAME', help: 'this node\'s name (default: the hostname)',
     apply: (o, v: string) => { o.hostnameOverride = v.trim().toLowerCase() || undefined; } },
-  { flag: 'bind-address', field: 'bindAddress', kind: 'string', arg: 'IP', help: 'its family picks the primary IP family (0.0.0.0: IPv4, ::: IPv6)', defaultText: '0.0.0.0',
+  { flag: 'bind-address', field: 'bindAddress', kind: 'string', arg: 'IP', help: 'this node\'s IP of its family, in place of the Node object\'s (NodePorts on "primary", loadBalancerSourceRanges); 0.0.0.0 or ::: the Node\'s', defaultText: '0.0.0.0',
     apply: (o, v: string, where) => {
       if (v !== '' && isIP(v) === 0) fail(where, v, 'is not an IP address');
       o.bindAddress = v || '0.0.0.0';
@@ -501,27 +511,30 @@ const SETTINGS: Setting[] = [
       if (v.includes('primary') && cidrs.length > 0) fail(where, v.join(','), '"primary" cannot be combined with CIDRs');
       o.nodePortAddresses = v.map((item) => (isKeyword(item) ? item : cidrs.shift()!));
     } },
-  { flag: 'oom-score-adj', field: 'oomScoreAdj', kind: 'int', pointer: true, arg: 'N', help: 'oom_score_adj for the process (-1000 to 1000)', defaultText: '-999',
+  { flag: 'oom-score-adj', field: 'oomScoreAdj', kind: 'int', pointer: true, arg: 'N', help: 'the agent\'s /proc/self/oom_score_adj at start (-1000 to 1000; lowering needs CAP_SYS_RESOURCE)', defaultText: '-999',
     apply: (o, v: number, where) => { o.oomScoreAdj = integerIn(v, -1000, 1000, where); } },
-  { flag: 'conntrack-max-per-core', field: 'conntrack.maxPerCore', kind: 'int', pointer: true, arg: 'N', help: 'conntrack entries per CPU (0: leave the limit and ignore --conntrack-min)', defaultText: '32768',
+  { flag: 'conntrack-max-per-core', field: 'conntrack.maxPerCore', kind: 'int', pointer: true, arg: 'N', help: 'nf_conntrack_max = max(N x CPUs, --conntrack-min), only raised (0: leave it and the hash size)', defaultText: '32768',
     apply: (o, v: number, where) => { o.conntrack.maxPerCore = nonNegative(v, where); } },
   { flag: 'conntrack-min', field: 'conntrack.min', kind: 'int', pointer: true, arg: 'N', help: 'minimum conntrack entries, whatever --conntrack-max-per-core gives', defaultText: '131072',
     apply: (o, v: number, where) => { o.conntrack.min = nonNegative(v, where); } },
   { flag: 'conntrack-tcp-timeout-established', field: 'conntrack.tcpEstablishedTimeout', kind: 'duration', pointer: true, arg: 'DURATION', help: 'idle timeout of established TCP connections (0: leave)', defaultText: '24h0m0s',
-    apply: (o, v: number, where) => { o.conntrack.tcpEstablishedTimeoutMs = nonNegativeDuration(v, where); } },
+    apply: (o, v: number, where) => { o.conntrack.tcpEstablishedTimeoutMs = conntrackTimeout(v, where); } },
   { flag: 'conntrack-tcp-timeout-close-wait', field: 'conntrack.tcpCloseWaitTimeout', kind: 'duration', pointer: true, arg: 'DURATION', help: 'conntrack timeout of TCP CLOSE_WAIT (0: leave)', defaultText: '1h0m0s',
-    apply: (o, v: number, where) => { o.conntrack.tcpCloseWaitTimeoutMs = nonNegativeDuration(v, where); } },
+    apply: (o, v: number, where) => { o.conntrack.tcpCloseWaitTimeoutMs = conntrackTimeout(v, where); } },
   { flag: 'conntrack-tcp-be-liberal', field: 'conntrack.tcpBeLiberal', kind: 'bool', help: 'mark out-of-window TCP packets INVALID only when they are really invalid', defaultText: 'false',
     apply: (o, v: boolean) => { o.conntrack.tcpBeLiberal = v; } },
   { flag: 'conntrack-udp-timeout', field: 'conntrack.udpTimeout', kind: 'duration', arg: 'DURATION', help: 'conntrack timeout of unreplied UDP flows (0: leave)', defaultText: '0s',
-    apply: (o, v: number, where) => { o.conntrack.udpTimeoutMs = nonNegativeDuration(v, where); } },
+    apply: (o, v: number, where) => { o.conntrack.udpTimeoutMs = conntrackTimeout(v, where); } },
   { flag: 'conntrack-udp-timeout-stream', field: 'conntrack.udpStreamTimeout', kind: 'duration', arg: 'DURATION', help: 'conntrack timeout of UDP streams (0: leave)', defaultText: '0s',
-    apply: (o, v: number, where) => { o.conntrack.udpStreamTimeoutMs = nonNegativeDuration(v, where); } },
-  { flag: 'config-sync-period', field: 'configSyncPeriod', kind: 'duration', arg: 'DURATION', help: 'how often the API informers resync', defaultText: '15m0s',
-    apply: (o, v: number, where) => { o.configSyncPeriodMs = positive(v, where); } },
+    apply: (o, v: number, where) => { o.conntrack.udpStreamTimeoutMs = conntrackTimeout(v, where); } },
   { flag: 'v', field: 'logging.verbosity', kind: 'int', arg: 'N', help: 'log verbosity (also -v N, -vN)', defaultText: '0',
     apply: (o, v: number, where) => { o.verbosity = integerIn(v, 0, 2 ** 31 - 1, where); } },
+  { flag: 'logging-format', field: 'logging.format', kind: 'string', arg: 'text|json', help: 'text: klog-like lines (severity letter, time, message, key=value); json: one JSON object a line (ISO time, level name)', defaultText: 'text',
+    apply: (o, v: string, where) => { o.logFormat = v === '' || v === 'text' ? 'text' : v === 'json' ? 'json' : fail(where, v, 'is not a logging format: use text or json'); } },
 ];
+
+/** Every setting kubenft implements, by flag and config field (for the test that each is read). */
+export const settingNames = (): { flag?: string; field?: string }[] => SETTINGS.map(({ flag, field }) => ({ flag, field }));
 
 const IPVS_REASON = 'it configures the ipvs mode, which kubenft does not implement';
 const WINDOWS_REASON = 'it configures the Windows kernelspace mode, which kubenft does not implement';
@@ -534,8 +547,13 @@ const UNSUPPORTED: Unsupported[] = [
   { flag: 'iptables-localhost-nodeports', field: 'iptables.localhostNodePorts', kind: 'bool', reason: 'choose NodePort addresses with --nodeport-addresses (e.g. localhost)', isDefault: (v) => v === true },
   { flag: 'pod-bridge-interface', field: 'detectLocal.bridgeInterface', kind: 'string', arg: 'NAME', reason: 'kubenft detects pod traffic by address (ClusterCIDR or NodeCIDR), not by interface', isDefault: isZero },
   { flag: 'pod-interface-name-prefix', field: 'detectLocal.interfaceNamePrefix', kind: 'string', arg: 'PREFIX', reason: 'kubenft detects pod traffic by address (ClusterCIDR or NodeCIDR), not by interface', isDefault: isZero },
+  { flag: 'kube-api-content-type', field: 'clientConnection.contentType', kind: 'string', arg: 'TYPE',
+    reason: 'kubenft lists and watches in application/json, its default (client-node has no protobuf codec); protobuf is refused',
+    isDefault: (v) => v === '' || v === 'application/json' },
   { field: 'clientConnection.acceptContentTypes', kind: 'string', reason: 'kubenft accepts the API server\'s default content types', isDefault: isZero },
-  { flag: 'logging-format', field: 'logging.format', kind: 'string', arg: 'FORMAT', reason: 'kubenft writes text logs only', isDefault: (v) => v === '' || v === 'text' },
+  { flag: 'config-sync-period', field: 'configSyncPeriod', kind: 'duration', arg: 'DURATION',
+    reason: `kubenft's informers keep no copy of the objects to hand out again (the state has them): no resync to time (default ${formatDuration(DEFAULT_CONFIG_SYNC_PERIOD_MS)})`,
+    isDefault: (v) => v === 0 || v === DEFAULT_CONFIG_SYNC_PERIOD_MS },
   { flag: 'vmodule', field: 'logging.vmodule', kind: 'string', fieldKind: 'opaque', arg: 'PATTERN=N,...', reason: 'kubenft has one verbosity for all its logs (-v)',
     isDefault: (v) => v === '' || (Array.isArray(v) && v.length === 0) },
   // kubenft writes its log unbuffered, so any flush frequency is already met.
@@ -746,6 +764,9 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
   if (options.json && options.command === 'run') throw new OptionsError('--json applies to render, services and explain only');
   if (options.command === 'explain' && (!options.inspect.from || !options.inspect.to)) throw new OptionsError('explain needs --from ADDR[:PORT] and --to ADDR:PORT');
   if (options.once && options.command === 'render') throw new OptionsError('--once does not apply to render, which never stays running');
+  if (options.initOnly && (options.once || options.cleanup || options.command !== 'run')) {
+    throw new OptionsError('--init-only does the node setup and exits: it does not combine with --once, --cleanup, render, services or explain');
+  }
   if (options.ingress.service && !options.ingress.enabled) throw new OptionsError('--ingress-service needs --ingress');
   if (options.ingress.service && options.proxyMode !== 'nftables') throw new OptionsError('--ingress-service steers its addresses to the proxy with nftables rules: it needs --proxy-mode=nftables');
   return options;
@@ -800,7 +821,7 @@ export function kubeProxyConfiguration(options: AgentOptions): object {
     mode: options.proxyMode,
     clientConnection: {
       kubeconfig: options.kubeconfig ?? '',
-      contentType: options.kubeApiContentType ?? '',
+      contentType: 'application/json',
       qps: options.kubeApiQps ?? 0,
       burst: options.kubeApiBurst ?? 0,
     },
@@ -823,9 +844,9 @@ export function kubeProxyConfiguration(options: AgentOptions): object {
       udpTimeout: formatDuration(conntrack.udpTimeoutMs),
       udpStreamTimeout: formatDuration(conntrack.udpStreamTimeoutMs),
     },
-    configSyncPeriod: formatDuration(options.configSyncPeriodMs),
+    configSyncPeriod: formatDuration(DEFAULT_CONFIG_SYNC_PERIOD_MS),
     oomScoreAdj: options.oomScoreAdj,
-    logging: { verbosity: options.verbosity },
+    logging: { format: options.logFormat, verbosity: options.verbosity },
   };
 }
 
