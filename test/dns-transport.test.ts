@@ -1,9 +1,11 @@
 // Cluster DNS over every path a real client takes, with real dig: UDP and TCP, from the node's own
 // namespace and from a pod's, to the link-local address and to the kube-dns ClusterIP, while
 // kubenft serves, once it was SIGKILLed (the ClusterIP then reaches the DNS Service's endpoint, a
-// real DNS responder on a pod IP, through the proxy's DNAT) and once it is back; then EDNS0 sizes,
-// truncated answers retried over TCP and pipelined TCP queries. Each cell is a named subtest.
+// real DNS responder on a pod IP, through the proxy's DNAT) and once it is back; then an IPv6
+// ClusterIP, EDNS0 sizes, truncated answers retried over TCP and pipelined TCP queries. Each cell
+// is a named subtest.
 import t, { type Test } from 'tap';
+import { isIPv6 } from 'node:net';
 import { join } from 'node:path';
 import { createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
 import { projectRoot } from '../src/backend/native.js';
@@ -12,8 +14,9 @@ import { ManifestFile, service, slice } from './lib/manifests.js';
 
 const LINK_LOCAL = '169.254.20.10';
 const KUBE_DNS_IP = '10.0.0.10';
-const COREDNS_POD = { name: 'coredns', ipv4: '10.244.1.53' };
-const CLIENT_POD = { name: 'client', ipv4: '10.244.2.7' };
+const KUBE_DNS_IPV6 = 'fd00:10:96::a';
+const COREDNS_POD = { name: 'coredns', ipv4: '10.244.1.53', ipv6: 'fd00:244:1::53' };
+const CLIENT_POD = { name: 'client', ipv4: '10.244.2.7', ipv6: 'fd00:244:2::7' };
 const RESPONDER = join(projectRoot(), 'test/fixtures/dns-responder.mjs');
 const PIPELINE = join(projectRoot(), 'test/fixtures/dns-pipeline.mjs');
 const Z = 'svc.cluster.local';
@@ -41,8 +44,11 @@ const namespace = (name: string) => ({ apiVersion: 'v1', kind: 'Namespace', meta
 const dnsPorts = [{ name: 'dns', port: 53, protocol: 'UDP' as const }, { name: 'dns-tcp', port: 53, protocol: 'TCP' as const }];
 const objects = [
   namespace('default'), namespace('kube-system'),
-  { ...service('kube-dns', KUBE_DNS_IP, dnsPorts), metadata: { name: 'kube-dns', namespace: 'kube-system' } },
-  { ...slice('kube-dns', dnsPorts, [{ ip: COREDNS_POD.ipv4 }]), metadata: { name: 'kube-dns-ipv4', namespace: 'kube-system', labels: { 'kubernetes.io/service-name': 'kube-dns' } } },
+  { ...service('kube-dns', [KUBE_DNS_IP, KUBE_DNS_IPV6], dnsPorts), metadata: { name: 'kube-dns', namespace: 'kube-system' } },
+  ...(['IPv4', 'IPv6'] as const).map((addressType) => ({
+    ...slice('kube-dns', dnsPorts, [{ ip: addressType === 'IPv4' ? COREDNS_POD.ipv4 : COREDNS_POD.ipv6 }], { addressType }),
+    metadata: { name: `kube-dns-${addressType.toLowerCase()}`, namespace: 'kube-system', labels: { 'kubernetes.io/service-name': 'kube-dns' } },
+  })),
   service('hostnames', SERVICE_IP, [{ name: 'http', port: 80 }]),
   ...Object.entries(SIZED).flatMap(([name, count]) => [service(name, 'None', []), slice(name, [], endpointsOf(count))]),
 ];
@@ -64,11 +70,11 @@ const answered = (stdout: string) => ({ records: Number(/ANSWER: (\d+)/.exec(std
 
 /** The node namespace's conntrack entries of one protocol to one address (original direction). */
 const conntrack = async (protocol: Transport, address: string) =>
-  (await topology.exec(topology.node, ['conntrack', '-L', '-p', protocol.toLowerCase(), '-d', address])).stdout.trim();
+  (await topology.exec(topology.node, ['conntrack', '-L', '-f', isIPv6(address) ? 'ipv6' : 'ipv4', '-p', protocol.toLowerCase(), '-d', address])).stdout.trim();
 const flushConntrack = () => topology.exec(topology.node, ['conntrack', '-F']);
 
 async function startAgent(): Promise<void> {
-  agent = topology.spawn(topology.node, ['node', CLI, '--manifests', manifests.path, '--cluster-dns', `${LINK_LOCAL},${KUBE_DNS_IP}`,
+  agent = topology.spawn(topology.node, ['node', CLI, '--manifests', manifests.path, '--cluster-dns', `${LINK_LOCAL},${KUBE_DNS_IP},${KUBE_DNS_IPV6}`,
     '--dns-upstream', '127.0.0.1:5353', '--healthz-bind-address', '', '--metrics-bind-address', '']);
   // SERVFAIL until the first update is applied, which waits for the node's-own-queries rule.
   for (let attempt = 0; attempt < 100; attempt++) {
@@ -128,6 +134,17 @@ async function matrix(t: Test, phase: Phase): Promise<void> {
 }
 
 t.test('server up', (t) => matrix(t, 'up'));
+
+t.test('IPv6: a pod\'s queries to the kube-dns ClusterIP over UDP and TCP, answered by kubenft, untracked', async (t) => {
+  for (const transport of TRANSPORTS) {
+    await t.test(`${transport} from the pod to ${KUBE_DNS_IPV6}`, async (t) => {
+      await flushConntrack();
+      const result = await dig('pod', KUBE_DNS_IPV6, transportFlag(transport), '+short', `hostnames.default.${Z}`);
+      t.same(records(result.stdout), [SERVICE_IP], result.stdout);
+      t.equal(await conntrack(transport, KUBE_DNS_IPV6), '', 'no packet of the exchange left a conntrack entry');
+    });
+  }
+});
 
 t.test('EDNS0 sizes from a pod: truncated over UDP exactly when larger than the client\'s size (at most 1232), whole after dig\'s TCP retry', async (t) => {
   const sizes: Record<Size, number> = { small: 0, medium: 0, large: 0 };
