@@ -65,9 +65,13 @@ async function listedDnsTable(): Promise<{ rules: [string, unknown[]][]; sets: R
 const servedBy = (address: string, port: string) => ({
   match: { op: '==', left: { concat: [{ payload: { protocol: 'ip', field: address } }, { meta: { key: 'l4proto' } }, { payload: { protocol: 'th', field: port } }] }, right: '@served-ipv4' },
 });
+const socketIs = (key: string, value: number) => ({ match: { op: '==', left: { socket: { key } }, right: value } });
+const TCP = { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: 'tcp' } };
 const EXPECTED_DNS_TABLE = {
   rules: [
-    ['prerouting', [servedBy('daddr', 'dport'), { match: { op: '==', left: { socket: { key: 'wildcard' } }, right: 0 } }, { notrack: null }]],
+    ['prerouting', [servedBy('daddr', 'dport'), socketIs('wildcard', 0), { notrack: null }]],
+    ['prerouting', [servedBy('daddr', 'dport'), TCP, socketIs('wildcard', 1), { accept: null }]],
+    ['prerouting', [servedBy('daddr', 'dport'), TCP, socketIs('transparent', 0), { notrack: null }]],
     ['output', [servedBy('saddr', 'sport'), { notrack: null }]],
     ['output', [servedBy('daddr', 'dport'), { match: { op: '==', left: { fib: { result: 'type', flags: ['daddr'] } }, right: 'local' } }, { notrack: null }]],
   ],
