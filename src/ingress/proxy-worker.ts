@@ -3,9 +3,9 @@ import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:h
 import { type Server as TcpServer, type Socket, createServer as createTcpServer, connect as tcpConnect } from 'node:net';
 import { Readable } from 'node:stream';
 import { type SecureContext, createSecureContext } from 'node:tls';
-import { getExtensionData, readTlsClientHello } from 'read-tls-client-hello';
 import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
 import { Router, type RouteMatch, routingHost } from '../plan/ingress.js';
+import { clientHelloNamesServer } from './client-hello.js';
 import { DURATION_BUCKETS, type DefaultCertificate, durationBucket, type DurationCounts, type FromWorker, type ProxySettings, type RequestCount, type ToWorker } from './proxy-protocol.js';
 
 // One of the ingress proxy's worker processes (one per core, forked by the agent through the
@@ -446,18 +446,25 @@ function secureServer(certificates: Pick<http2.SecureServerOptions, 'SNICallback
  * was served it. So a connection that names a server is handshaken by sniServer, which has no
  * certificate of its own (the SNICallback's is the only one), and one that names none by
  * defaultCertificateServer, which holds the default certificate alone. The ClientHello is read to
- * tell them apart and put back into the socket, where the TLS server reads it as if it were new.
+ * tell them apart and put back into the socket, where the TLS server reads it as if it were new
+ * (Node's TLS socket takes over the bytes a socket has buffered).
  */
 function handOverByServerName(socket: Socket): void {
+  const chunks: Buffer[] = [];
   const fail = () => socket.destroy();
-  socket.on('error', fail);
-  socket.setTimeout(settings.clientTimeoutMs, fail);
-  readTlsClientHello(socket).then((hello) => Boolean(getExtensionData(hello, 'sni')?.serverName), () => false).then((named) => {
-    socket.off('error', fail);
+  const onData = (chunk: Buffer) => {
+    chunks.push(chunk);
+    const received = chunks.length === 1 ? chunk : Buffer.concat(chunks);
+    // Not TLS, or a ClientHello it cannot read: false, and OpenSSL decides, with the default certificate to serve.
+    const named = clientHelloNamesServer(received);
+    if (named === undefined) return;
+    socket.off('data', onData).off('error', fail).pause();
     socket.setTimeout(0);
-    // Not TLS, or a ClientHello it cannot read: OpenSSL decides, with the default certificate to serve.
-    if (!socket.destroyed) (named ? sniServer : defaultCertificateServer)!.emit('connection', socket);
-  });
+    socket.unshift(received);
+    (named ? sniServer : defaultCertificateServer)!.emit('connection', socket);
+  };
+  socket.on('data', onData).on('error', fail);
+  socket.setTimeout(settings.clientTimeoutMs, fail);
 }
 
 function listen(server: TcpServer, address: { host: string; port: number }): Promise<void> {
