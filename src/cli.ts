@@ -11,11 +11,12 @@ import { startHealthServer } from './agent/healthz.js';
 import { applyNodeSetup, applyOomScoreAdj } from './agent/node-setup.js';
 import { DnsDataplane } from './dns/dataplane.js';
 import { cleanUpDnsNetwork } from './dns/network.js';
-import { IngressDataplane } from './ingress/dataplane.js';
+import { IngressDataplane, ingressPlanInput, registerIngressKinds } from './ingress/dataplane.js';
 import { startMetricsServer } from './agent/metrics.js';
 import { explainReport, explainText, type PlannedState, servicesReport, servicesText } from './inspect/commands.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
 import { iptablesRestoreInput, planIptables } from './plan/iptables.js';
+import { planIngress } from './plan/ingress.js';
 import { planRuleset } from './plan/planner.js';
 import { rulesetJson } from './plan/render-json.js';
 import { rulesetText } from './plan/render-text.js';
@@ -52,10 +53,11 @@ function stateDataplanesFor(options: AgentOptions, log: Logger): StateDataplane[
   return dataplanes;
 }
 
-/** An agent holding what the manifests or the API hold now; its sync runner is stopped, so nothing reaches the kernel. */
-async function plannedAgent(options: AgentOptions, log: Logger): Promise<Agent> {
+/** An agent holding what the manifests or the API hold now (with the ingress kinds, when asked); its sync runner is stopped, so nothing reaches the kernel. */
+async function plannedAgent(options: AgentOptions, log: Logger, withIngress = false): Promise<Agent> {
   const agent = new Agent(options, dataplaneFor(options), log);
   agent.runner.stop();
+  if (withIngress) registerIngressKinds(agent.state);
   if (options.manifests) {
     await new ManifestSource(options.manifests, agent.handler(), agent.state.kinds).start(false);
   } else {
@@ -85,8 +87,10 @@ async function render(options: AgentOptions, log: Logger): Promise<number> {
 /** What the manifests or the API would plan now, for the marks of `services`; nothing is synced. */
 async function plannedState(options: AgentOptions, log: Logger): Promise<PlannedState | undefined> {
   if (!options.manifests && !options.kubeconfig) return undefined;
-  const agent = await plannedAgent(options, log);
-  return { views: allServicePortViews(agent.state), config: agent.proxyConfig() };
+  const agent = await plannedAgent(options, log, options.ingress.enabled);
+  const config = agent.proxyConfig();
+  const ingress = options.ingress.enabled ? planIngress(ingressPlanInput(agent.state, config, options.ingress.className)) : undefined;
+  return { views: allServicePortViews(agent.state), config, ...(ingress ? { ingress: { problems: ingress.problems, missingSecrets: ingress.missingSecrets } } : {}) };
 }
 
 /** services and explain: what the kernel holds, read back; they change nothing. */

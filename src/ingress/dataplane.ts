@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
 import type { StateChanges, StateDataplane } from '../agent/state-dataplane.js';
-import { IngressPlanner, type IngressProblem, type RouteTable } from '../plan/ingress.js';
+import { IngressPlanner, type IngressPlanInput, type IngressProblem, type MissingSecret, type RouteTable, missingSecretText } from '../plan/ingress.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import {
   type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret,
@@ -85,6 +85,25 @@ export function statusAddresses(options: Pick<IngressOptions, 'statusAddresses' 
   return service ? [...new Set([...service.loadBalancerIPs, ...service.externalIPs])] : [];
 }
 
+/** What the route planner reads from the state (the agent's syncs, and `kubenft services`). */
+export function ingressPlanInput(state: ClusterState, config: ProxyConfig, ingressClass: string): IngressPlanInput {
+  return {
+    ingresses: state.objectsOf<IngressInfo>('Ingress'),
+    classes: state.objectsOf<IngressClassInfo>('IngressClass').values(),
+    secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
+    servicePorts: (key) => endpointPortViews(state, key),
+    node: config,
+    ingressClass,
+  };
+}
+
+/** The kinds the ingress controller reads, registered with their validation. */
+export function registerIngressKinds(state: ClusterState): void {
+  state.registerKind('Ingress', normalizeIngress);
+  state.registerKind('IngressClass', normalizeIngressClass);
+  state.registerKind('Secret', normalizeTlsSecret);
+}
+
 export class IngressDataplane implements StateDataplane {
   readonly name = 'ingress';
   private readonly workers = new Set<Worker>();
@@ -96,6 +115,7 @@ export class IngressDataplane implements StateDataplane {
   /** --ingress-default-certificate's Secret as last sent. */
   private defaultCertificate: TlsSecretInfo | undefined;
   private reported = new Set<string>();
+  private reportedMissing = new Map<string, string>();
   private stopping = false;
   private readonly connectionsByWorker = new Map<number, number>();
   private metrics!: {
@@ -104,6 +124,7 @@ export class IngressDataplane implements StateDataplane {
     upstreamErrors: Counter<'backend'>;
     connections: Gauge;
     problems: Gauge;
+    missingSecrets: Gauge;
     served: Gauge;
   };
 
@@ -112,32 +133,25 @@ export class IngressDataplane implements StateDataplane {
   constructor(private readonly options: IngressOptions, private readonly log: Logger, private readonly statusSource?: IngressStatusSource) {}
 
   attach(state: ClusterState, registry: Registry): void {
-    state.registerKind('Ingress', normalizeIngress);
-    state.registerKind('IngressClass', normalizeIngressClass);
-    state.registerKind('Secret', normalizeTlsSecret);
+    registerIngressKinds(state);
     const registers = [registry];
     this.metrics = {
       requests: new Counter({ name: 'kubenft_ingress_requests_total', help: 'Requests answered by the ingress proxy, by Ingress, rule host, rule path and status', labelNames: ['ingress', 'host', 'path', 'status'], registers }),
       durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', 'ingress', DURATION_BUCKETS, registry),
       upstreamErrors: new Counter({ name: 'kubenft_ingress_upstream_errors_total', help: 'Failed attempts to reach an endpoint (connection refused or reset, timeouts), by backend', labelNames: ['backend'], registers }),
       connections: new Gauge({ name: 'kubenft_ingress_active_connections', help: 'Client connections open on the ingress proxy', registers }),
-      problems: new Gauge({ name: 'kubenft_ingress_problems', help: 'Ingresses (or parts of them) skipped: invalid, unknown backend, missing Secret, conflict', registers }),
+      problems: new Gauge({ name: 'kubenft_ingress_problems', help: 'Ingresses (or parts of them) skipped: invalid, unknown backend, conflict', registers }),
+      missingSecrets: new Gauge({ name: 'kubenft_ingress_missing_secrets', help: 'TLS Secrets named by served Ingresses that are missing or not kubernetes.io/tls, per Ingress: their hosts are served with the default certificate', registers }),
       served: new Gauge({ name: 'kubenft_ingress_served', help: 'Ingresses served by this controller', registers }),
     };
   }
 
   async update(state: ClusterState, config: ProxyConfig, changes: StateChanges): Promise<void> {
     if (this.table && !this.concerns(changes)) return;
-    const { table, problems, changes: routeChanges } = this.planner.plan({
-      ingresses: state.objectsOf<IngressInfo>('Ingress'),
-      classes: state.objectsOf<IngressClassInfo>('IngressClass').values(),
-      secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
-      servicePorts: (key) => endpointPortViews(state, key),
-      node: config,
-      ingressClass: this.options.className,
-    }, changes.services);
+    const { table, problems, missingSecrets, changes: routeChanges } = this.planner.plan(ingressPlanInput(state, config, this.options.className), changes.services);
     const defaultCertificate = this.defaultCertificateOf(state, problems);
     this.report(problems);
+    this.reportMissing(missingSecrets, state);
     this.metrics.served.set(table.served.length);
     this.table = table;
     this.generation++;
@@ -195,6 +209,19 @@ export class IngressDataplane implements StateDataplane {
     for (const text of now) if (!this.reported.has(text)) this.log.error(`ingress: skipped ${text}`);
     this.reported = now;
     this.metrics.problems.set(now.size);
+  }
+
+  /** Each missing Secret is logged once when it goes missing, and once when it arrives. */
+  private reportMissing(missingSecrets: MissingSecret[], state: ClusterState): void {
+    const now = new Map(missingSecrets.map((missing) => [`${missing.ingress} ${missing.secret}`, missingSecretText(missing)]));
+    for (const [key, text] of now) if (this.reportedMissing.get(key) !== text) this.log.warn(`ingress: ${text}`);
+    for (const [key] of this.reportedMissing) {
+      if (now.has(key)) continue;
+      const [ingress, secret] = key.split(' ');
+      if (state.objectsOf<TlsSecretInfo | null>('Secret').get(secret)) this.log.info(`ingress: Ingress ${ingress}: TLS Secret ${secret} is there: its certificate is served`);
+    }
+    this.reportedMissing = now;
+    this.metrics.missingSecrets.set(now.size);
   }
 
   private async startWorkers(): Promise<void> {

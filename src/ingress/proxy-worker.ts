@@ -1,10 +1,11 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
-import { type Socket, connect as tcpConnect } from 'node:net';
+import { type Server as TcpServer, type Socket, createServer as createTcpServer, connect as tcpConnect } from 'node:net';
 import { Readable } from 'node:stream';
 import { type SecureContext, createSecureContext } from 'node:tls';
 import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
 import { Router, type RouteMatch, routingHost } from '../plan/ingress.js';
+import { clientHelloNamesServer } from './client-hello.js';
 import { DURATION_BUCKETS, type DefaultCertificate, durationBucket, type DurationCounts, type FromWorker, type ProxySettings, type RequestCount, type ToWorker } from './proxy-protocol.js';
 
 // One of the ingress proxy's worker processes (one per core, forked by the agent through the
@@ -66,8 +67,7 @@ function applyDefaultCertificate(next: DefaultCertificate): void {
   if (next?.cert === defaultCertificate?.cert && next?.key === defaultCertificate?.key) return;
   defaultCertificate = next;
   defaultContext = next ? createSecureContext(next) : generatedContext;
-  // Connections without SNI get the server's own context: keep it the default certificate.
-  httpsServer?.setSecureContext(next ?? settings.defaultCertificate);
+  defaultCertificateServer?.setSecureContext(next ?? settings.defaultCertificate);
 }
 
 function applyWholeRoutes(message: ToWorker & { type: 'routes' }): void {
@@ -422,7 +422,52 @@ function countConnections(server: http.Server | http2.Http2SecureServer, event: 
   });
 }
 
-function listen(server: http.Server | http2.Http2SecureServer, address: { host: string; port: number }): Promise<void> {
+/**
+ * An HTTPS server that never listens: handOverByServerName gives it its connections. Both serve
+ * HTTP/1.1 and h2 (ALPN) alike; they differ only in where a connection's certificate comes from.
+ */
+function secureServer(certificates: Pick<http2.SecureServerOptions, 'SNICallback' | 'cert' | 'key'>): http2.Http2SecureServer {
+  const server = http2.createSecureServer({
+    allowHTTP1: true, ...certificates, maxSessionMemory: 10, settings: { maxHeaderListSize: settings.maxHeaderBytes },
+  }, onRequest(true));
+  server.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => tunnel(request, socket, head, true));
+  server.on('tlsClientError', (_error, socket) => socket.destroy());
+  server.setTimeout(settings.clientTimeoutMs);
+  countConnections(server, 'secureConnection');
+  return server;
+}
+
+/**
+ * Node 20's SNICallback does not replace the connection's certificates with the context it
+ * returns: it adds that context's certificate to the ones the server's own context gave the
+ * connection (nodejs/node#54235; later Node swaps the whole context). OpenSSL keeps one
+ * certificate per key type and TLS 1.3 picks among them by the client's signature algorithms,
+ * which list ECDSA first: an RSA host's connection also carried the ECDSA default certificate and
+ * was served it. So a connection that names a server is handshaken by sniServer, which has no
+ * certificate of its own (the SNICallback's is the only one), and one that names none by
+ * defaultCertificateServer, which holds the default certificate alone. The ClientHello is read to
+ * tell them apart and put back into the socket, where the TLS server reads it as if it were new
+ * (Node's TLS socket takes over the bytes a socket has buffered).
+ */
+function handOverByServerName(socket: Socket): void {
+  const chunks: Buffer[] = [];
+  const fail = () => socket.destroy();
+  const onData = (chunk: Buffer) => {
+    chunks.push(chunk);
+    const received = chunks.length === 1 ? chunk : Buffer.concat(chunks);
+    // Not TLS, or a ClientHello it cannot read: false, and OpenSSL decides, with the default certificate to serve.
+    const named = clientHelloNamesServer(received);
+    if (named === undefined) return;
+    socket.off('data', onData).off('error', fail).pause();
+    socket.setTimeout(0);
+    socket.unshift(received);
+    (named ? sniServer : defaultCertificateServer)!.emit('connection', socket);
+  };
+  socket.on('data', onData).on('error', fail);
+  socket.setTimeout(settings.clientTimeoutMs, fail);
+}
+
+function listen(server: TcpServer, address: { host: string; port: number }): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host: address.host, port: address.port }, () => resolve());
@@ -440,22 +485,14 @@ async function start(): Promise<void> {
     servers.push(listen(server, settings.httpAddress));
   }
   if (settings.httpsAddress) {
-    const server = http2.createSecureServer({
-      allowHTTP1: true,
+    sniServer = secureServer({
       SNICallback: (serverName, done) => {
         const key = router.certificateFor(serverName);
         done(null, (key ? contexts.get(key)?.context : undefined) ?? defaultContext);
       },
-      ...(defaultCertificate ?? settings.defaultCertificate),
-      maxSessionMemory: 10,
-      settings: { maxHeaderListSize: settings.maxHeaderBytes },
-    }, onRequest(true));
-    server.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => tunnel(request, socket, head, true));
-    server.on('tlsClientError', (_error, socket) => socket.destroy());
-    server.setTimeout(settings.clientTimeoutMs);
-    countConnections(server, 'secureConnection');
-    servers.push(listen(server, settings.httpsAddress));
-    httpsServer = server;
+    });
+    defaultCertificateServer = secureServer(defaultCertificate ?? settings.defaultCertificate);
+    servers.push(listen(createTcpServer(handOverByServerName), settings.httpsAddress));
   }
   await Promise.all(servers);
   setInterval(() => {
@@ -469,7 +506,8 @@ async function start(): Promise<void> {
   send({ type: 'listening' });
 }
 
-let httpsServer: http2.Http2SecureServer | undefined;
+let sniServer: http2.Http2SecureServer | undefined;
+let defaultCertificateServer: http2.Http2SecureServer | undefined;
 let lastReportedConnections = 0;
 
 process.on('message', (message: ToWorker) => {

@@ -7,6 +7,7 @@ import { NftablesBackend } from '../backend/nftables.js';
 import { native } from '../backend/native.js';
 import { IptablesBackend } from '../backend/iptables.js';
 import { type IptablesFamily, iptablesRestoreInput, planIptables } from '../plan/iptables.js';
+import { type IngressProblem, type MissingSecret, missingSecretText } from '../plan/ingress.js';
 import { planRuleset } from '../plan/planner.js';
 import { IptablesEvaluator, type IptablesRuleset, parseIptables, summarizeIptables } from './iptables.js';
 import type { ServicePortView } from '../state/service-ports.js';
@@ -24,6 +25,8 @@ import { describeElement } from './values.js';
 export interface PlannedState {
   views: ServicePortView[];
   config: ProxyConfig;
+  /** With --ingress: what the route planner reports. */
+  ingress?: { problems: IngressProblem[]; missingSecrets: MissingSecret[] };
 }
 
 export class InspectError extends Error {}
@@ -67,6 +70,8 @@ export interface ServicesReport {
   services: (ServicePortSummary & { name?: string; endpointStates?: string[]; drift?: string[] })[];
   /** Differences outside what the service entries show (main-table elements, rules), when compared. */
   ruleset?: string[];
+  /** With --ingress: Ingresses (or parts) skipped, and TLS Secrets missing (their hosts get the default certificate). */
+  ingress?: { problems: string[]; missingSecrets: MissingSecret[] };
 }
 
 const stateOf = (endpoint: ServicePortView['endpoints'][number]) =>
@@ -118,7 +123,8 @@ export async function servicesReport(target: InspectTarget, filter: string | und
     const drift = want ? compareSummaries(mine, theirs) : undefined;
     services.push({ ...summary, name: view ? servicePortName(view) : undefined, endpointStates: view?.endpoints.map(stateOf), drift });
   }
-  return { services, ruleset };
+  const ingress = planned?.ingress && { problems: planned.ingress.problems.map((problem) => `${problem.object}: ${problem.reason}`), missingSecrets: planned.ingress.missingSecrets };
+  return { services, ruleset, ...(ingress ? { ingress } : {}) };
 }
 
 export function servicesText(report: ServicesReport): string {
@@ -144,6 +150,11 @@ export function servicesText(report: ServicesReport): string {
     for (const difference of report.ruleset) lines.push(`  ${difference}`);
   }
   if (report.services.length === 0) lines.push('no service ports loaded');
+  if (report.ingress?.problems.length || report.ingress?.missingSecrets.length) {
+    lines.push('ingress:');
+    for (const missing of report.ingress.missingSecrets) lines.push(`  ${missingSecretText(missing)}`);
+    for (const problem of report.ingress.problems) lines.push(`  skipped ${problem}`);
+  }
   return `${lines.join('\n')}\n`;
 }
 
