@@ -35,9 +35,14 @@ export interface RequestTarget {
 
 /** A path that is already normal: no `%`, only pchar and `/`, no empty, `.` or `..` segment. The common case costs one test. */
 const ALREADY_NORMAL = /^(?:\/(?!\.\.?(?:\/|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]+)*\/?$/;
-/** Octets kept as they are: unreserved, sub-delims, ':' and '@' (RFC 3986 pchar without pct-encoded), and '/'. */
-const LITERAL = /[A-Za-z0-9\-._~!$&'()*+,;=:@/]/;
-const UNRESERVED = /[A-Za-z0-9\-._~]/;
+function octetSet(pattern: RegExp): Uint8Array {
+  const set = new Uint8Array(256);
+  for (let octet = 0; octet < 256; octet++) set[octet] = pattern.test(String.fromCharCode(octet)) ? 1 : 0;
+  return set;
+}
+/** Per octet: kept as it is (unreserved, sub-delims, ':', '@': RFC 3986 pchar without pct-encoded; and '/'), and whether it is unreserved (RFC 3986 §2.3). */
+const LITERAL = octetSet(/[A-Za-z0-9\-._~!$&'()*+,;=:@/]/);
+const UNRESERVED = octetSet(/[A-Za-z0-9\-._~]/);
 const HEX = '0123456789ABCDEF';
 const hexValue = (code: number) => (code >= 0x30 && code <= 0x39 ? code - 0x30 : code >= 0x41 && code <= 0x46 ? code - 0x37 : code >= 0x61 && code <= 0x66 ? code - 0x57 : -1);
 const escape = (octet: number) => `%${HEX[octet >> 4]}${HEX[octet & 15]}`;
@@ -50,9 +55,9 @@ const escape = (octet: number) => `%${HEX[octet >> 4]}${HEX[octet & 15]}`;
 export function canonicalOctets(path: string): string | undefined {
   let out = '';
   for (let index = 0; index < path.length; index++) {
-    const character = path[index];
-    if (character !== '%') {
-      out += LITERAL.test(character) ? character : escape(path.charCodeAt(index) & 0xff);
+    const code = path.charCodeAt(index);
+    if (code !== 0x25) {
+      out += code < 0x100 && LITERAL[code] ? path[index] : escape(code & 0xff);
       continue;
     }
     const high = hexValue(path.charCodeAt(index + 1));
@@ -60,8 +65,7 @@ export function canonicalOctets(path: string): string | undefined {
     if (high < 0 || low < 0) return undefined;
     const octet = (high << 4) | low;
     if (octet === 0) return undefined;
-    const decoded = String.fromCharCode(octet);
-    out += UNRESERVED.test(decoded) ? decoded : escape(octet);
+    out += UNRESERVED[octet] ? String.fromCharCode(octet) : escape(octet);
     index += 2;
   }
   return out;
