@@ -10,6 +10,8 @@ packages=(libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrac
 packages+=(clang llvm libbpf-dev bpftool)
 # --ingress: openssl makes the default certificate; the ingress tests use curl (HTTP/2 via its nghttp2)
 packages+=(openssl curl)
+# The ingress request-target test runs nginx beside the proxy as the reference for routing.
+packages+=(nginx)
 # modprobe, for nf_conntrack below
 packages+=(kmod)
 sudo_if_needed=(); [ "$(id -u)" -eq 0 ] || sudo_if_needed=(sudo)

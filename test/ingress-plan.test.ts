@@ -51,6 +51,12 @@ t.test('the Ingress docs path table, row by row', async (t) => {
   }
 });
 
+t.test('a rule path is matched in the spelling requests are normalized to: escapes in upper case, unreserved octets decoded', async (t) => {
+  const objects = [ingress('spelled', [{ paths: [{ path: '/caf%c3%a9', pathType: 'Prefix', service: 'web' }, { path: '/%7Euser', pathType: 'Exact', service: 'api' }] }])];
+  t.equal(route(objects, 'a.com', '/caf%C3%A9/menu'), 'web', 'a lower-case escape in the rule');
+  t.equal(route(objects, 'a.com', '/~user'), 'api', 'an encoded unreserved octet in the rule');
+});
+
 t.test('hosts: exact before a one-label wildcard before no host; case and port ignored', async (t) => {
   const objects = [
     ingress('hosts', [
@@ -219,6 +225,10 @@ t.test('bad objects are rejected with their name and the reason', async (t) => {
   reject(onePath({ path: '/a//b', pathType: 'Prefix' }), /must not contain "\/\/"/, 'an empty element');
   reject(onePath({ path: '/a/../b', pathType: 'Exact' }), /must not contain "\/\.\.\/"/, 'a .. element');
   reject(onePath({ path: '/a%2Fb', pathType: 'Exact' }), /must not contain "%2F"/, 'an encoded slash');
+  reject(onePath({ path: '/a/%2e%2E/b', pathType: 'Prefix' }), /path "\/a\/%2e%2E\/b" must not contain "\/\.\.\/"/, 'a percent-encoded .. element (requests are routed with it decoded)');
+  reject(onePath({ path: '/a/%2e', pathType: 'Exact' }), /must not contain "\/\."/, 'a percent-encoded . at the end');
+  reject(onePath({ path: '/a%zz', pathType: 'Exact' }), /holds a malformed percent-escape or %00/, 'a malformed escape');
+  reject(onePath({ path: '/a%00', pathType: 'Exact' }), /holds a malformed percent-escape or %00/, 'an encoded NUL');
   reject(onePath({ path: '/a b', pathType: 'Exact' }), /must be an absolute path/, 'a space');
   reject(onePath({ path: '/', pathType: 'Regex' }), /pathType "Regex" is not Exact, Prefix or ImplementationSpecific/, 'an unknown pathType');
   reject(onePath({ path: '/', port: 0 }), /port.number 0 is not a port number/, 'port 0');

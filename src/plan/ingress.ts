@@ -3,6 +3,7 @@ import {
 } from '../state/ingress-objects.js';
 import type { ServicePortView } from '../state/service-ports.js';
 import { categorizeEndpoints, type NodeContext } from '../state/topology.js';
+import { canonicalOctets } from '../ingress/request-path.js';
 
 // The ingress route planner, pure: the served Ingresses, their classes and TLS Secrets and the
 // Services' endpoints → one route table (hosts → ordered path matchers → endpoint sets, and TLS
@@ -16,7 +17,7 @@ export interface PathRoute {
   type: MatchType;
   /** The rule's path as written (for metrics and logs). */
   path: string;
-  /** Exact: the path; Prefix: the path without its trailing '/' ('' for '/'). */
+  /** The path in the spelling requests are normalized to (src/ingress/request-path.ts); for Prefix without its trailing '/' ('' for '/'). */
   match: string;
   /** namespace/name of the Ingress that owns this route. */
   ingress: string;
@@ -191,8 +192,15 @@ function missingSecretsOf(input: IngressPlanInput, key: string, ingress: Ingress
   return missing;
 }
 
-/** Prefix matching compares whole path elements, so the rule's trailing '/' carries no meaning. */
-const matchOf = (type: MatchType, path: string) => (type === 'Exact' ? path : path.replace(/\/+$/, ''));
+/**
+ * A rule's path in the spelling a request's path is normalized to, so `/caf%c3%a9` matches a
+ * request for `/caf%C3%A9` (validation saw to it that it has one). Prefix matching compares whole
+ * path elements, so the rule's trailing '/' carries no meaning.
+ */
+function matchOf(type: MatchType, path: string): string {
+  const canonical = canonicalOctets(path)!;
+  return type === 'Exact' ? canonical : canonical.replace(/\/+$/, '');
+}
 
 function sortPaths(paths: PathRoute[]): PathRoute[] {
   return paths.sort((a, b) => b.match.length - a.match.length || (a.type === b.type ? 0 : a.type === 'Exact' ? -1 : 1));
@@ -625,7 +633,7 @@ export class Router {
     return { ruleHost: '', routes: this.anyHost };
   }
 
-  /** Host, then path (URL path only, never the query), then the default backend. */
+  /** Host, then path (normalized, never the query), then the default backend. */
   match(host: string, path: string): RouteMatch {
     const { ruleHost, routes } = this.hostRoutes(host);
     const found = routes?.paths.find((route) => pathMatches(route, path)) ?? this.defaultBackend;
