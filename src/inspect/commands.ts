@@ -83,6 +83,19 @@ async function loadedIptables(target: InspectTarget, family: IptablesFamily): Pr
   return parseIptables(await new IptablesBackend({ backend: target.iptablesBackend }).save(family));
 }
 
+/**
+ * "No service ports" would read as an empty cluster where the truth is that no kubenft agent has
+ * programmed this network namespace (another namespace, another mode, never started): say so.
+ */
+function nothingLoaded(target: InspectTarget, families: ('ip' | 'ip6')[]): InspectError {
+  const what = target.mode === 'iptables'
+    ? families.map((family) => `no ${family === 'ip' ? 'iptables' : 'ip6tables'} (${target.iptablesBackend}) chain nat KUBE-SERVICES`).join(', ')
+    : families.map((family) => `no table ${family} ${target.tableName}`).join(', ');
+  return new InspectError(`nothing of kubenft is loaded in this network namespace in --proxy-mode=${target.mode} (${what}): run this where the agent runs, with its mode`);
+}
+
+const hasServiceChain = (ruleset: IptablesRuleset) => ruleset.chains.has('nat KUBE-SERVICES');
+
 /** What is loaded, and what the plan would load, as service port summaries (and table differences for nftables). */
 async function summaries(target: InspectTarget, planned: PlannedState | undefined): Promise<{ have: ServicePortSummary[]; want?: ServicePortSummary[]; ruleset?: string[] }> {
   if (target.mode === 'iptables') {
@@ -90,13 +103,18 @@ async function summaries(target: InspectTarget, planned: PlannedState | undefine
     const read = (ruleset: IptablesRuleset, family: IptablesFamily) => summarizeIptables(ruleset, family === 6, new IptablesEvaluator(ruleset, local));
     const have: ServicePortSummary[] = [];
     const want: ServicePortSummary[] = [];
+    let loaded = false;
     for (const family of [4, 6] as const) {
-      have.push(...read(await loadedIptables(target, family), family));
+      const ruleset = await loadedIptables(target, family);
+      loaded ||= hasServiceChain(ruleset);
+      have.push(...read(ruleset, family));
       if (planned) want.push(...read(parseIptables(iptablesRestoreInput(planIptables(planned.views, planned.config, family))), family));
     }
+    if (!loaded) throw nothingLoaded(target, ['ip', 'ip6']);
     return { have, want: planned ? want : undefined };
   }
   const { tables, environment } = await loadedRuleset(target.tableName);
+  if (tables.length === 0) throw nothingLoaded(target, ['ip', 'ip6']);
   const index = serviceIndex(planned?.views ?? []);
   const have = summarize(tables, environment, index);
   if (!planned) return { have };
@@ -194,9 +212,12 @@ export async function explainReport(target: InspectTarget, request: ExplainReque
   try {
     let outcomes: Outcome[];
     if (target.mode === 'iptables') {
-      outcomes = new IptablesEvaluator(await loadedIptables(target, family === 'ip' ? 4 : 6), isLocal()).explain(probe, request.via);
+      const ruleset = await loadedIptables(target, family === 'ip' ? 4 : 6);
+      if (!hasServiceChain(ruleset)) throw nothingLoaded(target, [family]);
+      outcomes = new IptablesEvaluator(ruleset, isLocal()).explain(probe, request.via);
     } else {
       const ruleset = loaded ?? (await loadedRuleset(target.tableName));
+      if (!ruleset.tables.some((table) => table.family === family)) throw nothingLoaded(target, [family]);
       outcomes = new Evaluator(ruleset.tables, family, ruleset.environment).explain(probe, request.via);
       await withNftText(outcomes, family, ruleset);
     }
