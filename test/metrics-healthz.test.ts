@@ -29,6 +29,7 @@ const KUBE_PROXY_METRICS = [
 const KUBENFT_METRICS = [
   'kubenft_sync_proxy_rules_kernel_seconds',
   'kubenft_drift_repairs_total',
+  'kubenft_drift_check_failures_total',
   'kubenft_sync_proxy_rules_services',
   'kubenft_sync_proxy_rules_endpoints',
 ];

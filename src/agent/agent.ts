@@ -89,6 +89,7 @@ export class Agent {
   private hadGoodSync = false;
   private pendingChanges = { services: 0, endpoints: 0 };
   private drift: DriftWatch | undefined;
+  private lastDriftError: string | undefined;
   /** What afterSync derived for each service, kept so a partial sync recomputes only its changes. */
   private readonly perService = new Map<string, { internalWithoutLocal: number; externalWithoutLocal: number; healthCheck?: HealthCheckService }>();
   private readonly syncedWaiters: (() => void)[] = [];
@@ -339,7 +340,14 @@ export class Agent {
         this.health.queued();
         this.runner.run();
       },
-      (error) => this.log.debug(`drift check: ${error.message}`),
+      (error) => {
+        this.metrics.recordDriftCheckFailure();
+        // Every 250 ms while it lasts: a warning when the failure changes, the rest in the metric.
+        const repeated = error.message === this.lastDriftError;
+        this.lastDriftError = error.message;
+        if (repeated) this.log.debug(`drift check failed again: ${error.message}`);
+        else this.log.warn({ err: error }, `drift check failed, so changes to kubenft's rules by others go unnoticed meanwhile: ${error.message}`);
+      },
     );
   }
 

@@ -63,6 +63,7 @@ export class ProxyMetrics {
   private readonly conntrackDeleted: Counter;
   private readonly kernelSeconds: Histogram;
   private readonly driftRepairs: Counter;
+  private readonly driftCheckFailures: Counter;
   private readonly stateDataplaneFailures: Counter<'dataplane'>;
   private readonly skippedInputs: Counter;
   private readonly servicesSize: Gauge;
@@ -152,6 +153,11 @@ export class ProxyMetrics {
       help: 'Cumulative repairs of kernel rules found to differ from what kubenft last wrote',
       registers,
     });
+    this.driftCheckFailures = new Counter({
+      name: `${OWN_PREFIX}_drift_check_failures_total`,
+      help: 'Cumulative checks for changes to kubenft\'s rules by others that could not be made (reading the generation or a table failed)',
+      registers,
+    });
     this.stateDataplaneFailures = new Counter({
       name: `${OWN_PREFIX}_state_dataplane_update_failures_total`,
       help: 'Cumulative failed updates of a dataplane beside the rules (dns, ingress, socket-lb), by dataplane',
@@ -235,6 +241,10 @@ export class ProxyMetrics {
 
   recordDriftRepair(): void {
     this.driftRepairs.inc();
+  }
+
+  recordDriftCheckFailure(): void {
+    this.driftCheckFailures.inc();
   }
 
   /** A manifest document, List item or file that could not be read or parsed. */
