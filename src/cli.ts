@@ -96,7 +96,7 @@ async function plannedState(options: AgentOptions, log: Logger): Promise<Planned
 /** services and explain: what the kernel holds, read back; they change nothing. */
 async function inspect(options: AgentOptions, log: Logger): Promise<number> {
   const print = (report: object, text: string) => process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : text);
-  const target = { mode: options.proxyMode, tableName: DEFAULT_PROXY_CONFIG.tableName, iptablesBackend: options.iptablesBackend };
+  const target = { mode: options.proxyMode, tableName: DEFAULT_PROXY_CONFIG.tableName, iptablesBackend: options.iptablesBackend, socketLbPinDir: options.socketLbPinDir };
   if (options.command === 'services') {
     const report = await servicesReport(target, options.inspect.service, await plannedState(options, log));
     print(report, servicesText(report));

@@ -15,6 +15,8 @@ import { type Environment, EvaluationError, Evaluator, type Outcome, type Probe,
 import { compareSummaries, percent, selections, serviceIndex, type ServicePortSummary, summarize, summaryKey } from './services.js';
 import { kernelTables, type LoadedTable, nftRuleText, plannedTables, ruleTextKey, tableDifferences } from './tables.js';
 import { describeElement } from './values.js';
+import { frontendKey, type SocketLbFrontend } from '../plan/socket-lb.js';
+import { endpointsText, loadedSocketLb, plannedSocketLb, socketLbDifferences } from './socket-lb.js';
 
 // `kubenft services` and `kubenft explain` for the nftables mode: both read kubenft's tables back
 // from the kernel (never kubenft's memory) and print what they hold; services also compares them
@@ -64,9 +66,11 @@ async function withNftText(outcomes: Outcome[], family: 'ip' | 'ip6', loaded: Lo
 // ---- services ------------------------------------------------------------------------------------
 
 export interface ServicesReport {
-  services: (ServicePortSummary & { name?: string; endpointStates?: string[]; drift?: string[] })[];
+  services: (ServicePortSummary & { name?: string; endpointStates?: string[]; drift?: string[]; socketLb?: Omit<SocketLbFrontend, 'address' | 'port' | 'protocol'> })[];
   /** Differences outside what the service entries show (main-table elements, rules), when compared. */
   ruleset?: string[];
+  /** The socket LB's maps, when they are pinned: every frontend (those of the listed services with a filter). */
+  socketLb?: { pinDir: string; frontends: SocketLbFrontend[] };
 }
 
 const stateOf = (endpoint: ServicePortView['endpoints'][number]) =>
@@ -77,6 +81,8 @@ export interface InspectTarget {
   mode: 'nftables' | 'iptables';
   tableName: string;
   iptablesBackend: 'auto' | 'legacy' | 'nft';
+  /** Where the socket LB's maps would be pinned (--socket-lb-pin-dir); they are listed when they are. */
+  socketLbPinDir?: string;
 }
 
 async function loadedIptables(target: InspectTarget, family: IptablesFamily): Promise<IptablesRuleset> {
@@ -124,8 +130,11 @@ async function summaries(target: InspectTarget, planned: PlannedState | undefine
 
 export async function servicesReport(target: InspectTarget, filter: string | undefined, planned: PlannedState | undefined): Promise<ServicesReport> {
   const { have, want, ruleset } = await summaries(target, planned);
+  const socketLb = target.socketLbPinDir === undefined ? undefined : loadedSocketLb(target.socketLbPinDir);
+  const plannedFrontends = socketLb && planned ? plannedSocketLb(planned) : undefined;
   const keys = [...new Set([...have, ...(want ?? [])].map((summary) => summaryKey(summary, summary.clusterIP)))].sort();
   const services: ServicesReport['services'] = [];
+  const listedFrontends = new Set<string>();
   for (const key of keys) {
     const mine = have.find((summary) => summaryKey(summary, summary.clusterIP) === key);
     const theirs = want?.find((summary) => summaryKey(summary, summary.clusterIP) === key);
@@ -134,9 +143,16 @@ export async function servicesReport(target: InspectTarget, filter: string | und
     const view = planned?.views.find((candidate) => `${candidate.service.namespace}/${candidate.service.name}` === summary.service
       && candidate.port.protocol.toLowerCase() === summary.protocol && candidate.port.port === summary.port && (candidate.family === 4) === (summary.family === 'ip'));
     const drift = want ? compareSummaries(mine, theirs) : undefined;
-    services.push({ ...summary, name: view ? servicePortName(view) : undefined, endpointStates: view?.endpoints.map(stateOf), drift });
+    const clusterIP = summary.clusterIP ?? theirs?.clusterIP;
+    const frontend = socketLb && clusterIP ? frontendKey({ protocol: summary.protocol.toUpperCase() as SocketLbFrontend['protocol'], address: clusterIP, port: summary.port }) : undefined;
+    const loadedFrontend = frontend ? socketLb!.frontends.get(frontend) : undefined;
+    if (frontend) listedFrontends.add(frontend);
+    if (frontend && plannedFrontends) drift?.push(...socketLbDifferences(loadedFrontend, plannedFrontends.get(frontend)));
+    const socketLbEntry = loadedFrontend ? { affinityTimeoutSeconds: loadedFrontend.affinityTimeoutSeconds, endpoints: loadedFrontend.endpoints } : undefined;
+    services.push({ ...summary, name: view ? servicePortName(view) : undefined, endpointStates: view?.endpoints.map(stateOf), drift, socketLb: socketLbEntry });
   }
-  return { services, ruleset };
+  const frontends = socketLb ? [...socketLb.frontends].filter(([key]) => !filter || listedFrontends.has(key)).map(([, frontend]) => frontend) : undefined;
+  return { services, ruleset, socketLb: socketLb && { pinDir: socketLb.pinDir, frontends: frontends! } };
 }
 
 export function servicesText(report: ServicesReport): string {
@@ -154,6 +170,7 @@ export function servicesText(report: ServicesReport): string {
     if (entry.local.length) lines.push(`  local endpoints: ${selections(entry.local)}`);
     for (const none of entry.noEndpoints) lines.push(`  no endpoints: ${none.key} ${none.verdict}`);
     if (entry.affinity) lines.push(`  sessionAffinity ClientIP ${entry.affinity.timeoutSeconds}s, ${entry.affinity.clients} client(s) remembered`);
+    if (entry.socketLb) lines.push(`  socket LB: ${endpointsText(entry.socketLb.endpoints)}${entry.socketLb.affinityTimeoutSeconds ? `, affinity ${entry.socketLb.affinityTimeoutSeconds}s` : ''}`);
     if (entry.endpointStates?.length) lines.push(`  endpoints in the API: ${entry.endpointStates.join('; ')}`);
     for (const difference of entry.drift ?? []) lines.push(`  differs: ${difference}`);
   }
@@ -162,6 +179,12 @@ export function servicesText(report: ServicesReport): string {
     for (const difference of report.ruleset) lines.push(`  ${difference}`);
   }
   if (report.services.length === 0) lines.push('no service ports loaded');
+  if (report.socketLb) {
+    const listed = new Set(report.services.flatMap((entry) => (entry.clusterIP ? [frontendKey({ protocol: entry.protocol.toUpperCase() as SocketLbFrontend['protocol'], address: entry.clusterIP, port: entry.port })] : [])));
+    const unlisted = report.socketLb.frontends.filter((frontend) => !listed.has(frontendKey(frontend)));
+    lines.push(`socket LB maps (${report.socketLb.pinDir}): ${report.socketLb.frontends.length} frontend(s)${unlisted.length ? ', of which no service port above lists:' : ''}`);
+    for (const frontend of unlisted) lines.push(`  ${frontend.address.includes(':') ? `[${frontend.address}]` : frontend.address}:${frontend.port}/${frontend.protocol} -> ${endpointsText(frontend.endpoints)}`);
+  }
   return `${lines.join('\n')}\n`;
 }
 
