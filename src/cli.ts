@@ -12,6 +12,7 @@ import { DnsDataplane } from './dns/dataplane.js';
 import { cleanUpDnsNetwork } from './dns/network.js';
 import { IngressDataplane } from './ingress/dataplane.js';
 import { startMetricsServer } from './agent/metrics.js';
+import { configz } from './agent/configz.js';
 import { explainReport, explainText, type PlannedState, servicesReport, servicesText } from './inspect/commands.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
 import { iptablesRestoreInput, planIptables } from './plan/iptables.js';
@@ -156,7 +157,7 @@ async function kubernetesSource(options: AgentOptions, agent: Agent) {
 async function run(agent: Agent, options: AgentOptions, log: Logger): Promise<number> {
   const servers = [];
   if (options.healthzBindAddress !== '') servers.push(await startHealthServer(options.healthzBindAddress, agent.health));
-  if (options.metricsBindAddress !== '') servers.push(await startMetricsServer(options.metricsBindAddress, agent.metrics, { healthz: agent.health }));
+  if (options.metricsBindAddress !== '') servers.push(await startMetricsServer(options.metricsBindAddress, agent.metrics, { healthz: agent.health, proxyMode: options.proxyMode, configz: configz(options) }));
   const source = options.manifests ? new ManifestSource(options.manifests, agent.handler(), agent.state.kinds) : await kubernetesSource(options, agent);
   await (source instanceof ManifestSource ? source.start(true) : source.start());
   log.info({ mode: options.proxyMode, node: agent.state.nodeName, source: options.manifests ?? 'kubernetes' }, 'kubenft started');
