@@ -156,7 +156,7 @@ async function kubernetesSource(options: AgentOptions, agent: Agent) {
 /** The long-running agent: source → state → sync loop, with health and metrics, until SIGTERM. */
 async function run(agent: Agent, options: AgentOptions, log: Logger): Promise<number> {
   const servers = [];
-  if (options.healthzBindAddress !== '') servers.push(await startHealthServer(options.healthzBindAddress, agent.health));
+  if (options.healthzBindAddress !== '') servers.push(await startHealthServer(options.healthzBindAddress, agent.health, () => agent.notReady()));
   if (options.metricsBindAddress !== '') servers.push(await startMetricsServer(options.metricsBindAddress, agent.metrics, { healthz: agent.health, proxyMode: options.proxyMode, configz: configz(options) }));
   const source = options.manifests ? new ManifestSource(options.manifests, agent.handler(), agent.state.kinds) : await kubernetesSource(options, agent);
   await (source instanceof ManifestSource ? source.start(true) : source.start());

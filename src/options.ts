@@ -88,7 +88,11 @@ export interface AgentOptions {
   configFile?: string;
   writeConfigTo?: string;
   /** kubenft's own cluster DNS: the addresses it serves on (none: off), see src/dns/. */
-  dns: { addresses: string[]; zone: string; upstreams?: { address: string; port: number }[]; ttl: number; pods: 'insecure' | 'disabled' };
+  dns: {
+    addresses: string[]; zone: string; upstreams?: { address: string; port: number }[]; ttl: number; pods: 'insecure' | 'disabled';
+    /** CoreDNS's health and ready servers, [IP]:PORT ('' off); undefined: on the first address, :8080 and :8181. */
+    healthAddress?: string; readyAddress?: string;
+  };
   /** kubenft's own --ingress*: the ingress controller and its proxy (src/ingress). */
   ingress: IngressOptions & { enabled: boolean };
 }
@@ -286,6 +290,13 @@ function hostPort(text: string, defaultPort: number, where: string): string {
   return text;
 }
 
+/** A probe server's address: IP[:PORT], [IPv6]:PORT, :PORT (every address, as CoreDNS writes it) or '' (off). */
+function probeAddress(text: string, defaultPort: number, where: string): string {
+  const everyAddress = /^:(\d{1,5})$/.exec(text);
+  if (everyAddress && !(Number(everyAddress[1]) >= 1 && Number(everyAddress[1]) <= 65535)) fail(where, text, 'port must be 1-65535');
+  return text === '' || everyAddress ? text : hostPort(text, defaultPort, where);
+}
+
 /** NAMESPACE/NAME of an object, or undefined for ''. */
 function namespacedName(text: string, where: string): string | undefined {
   if (text !== '' && !/^[a-z0-9-]+\/[a-z0-9.-]+$/.test(text)) fail(where, text, 'is not NAMESPACE/NAME');
@@ -423,6 +434,10 @@ const SETTINGS: Setting[] = [
     apply: (o, v: number, where) => { o.dns.ttl = integerIn(v, 0, 3600, where); } },
   { flag: 'dns-pods', own: true, kind: 'string', arg: 'insecure|disabled', help: 'pod A records a-b-c-d.<ns>.pod.<zone>: insecure (any dashed IP, as kubeadm\'s CoreDNS) or disabled', defaultText: 'insecure',
     apply: (o, v: string, where) => { o.dns.pods = v === 'disabled' ? 'disabled' : v === 'insecure' || v === '' ? 'insecure' : fail(where, v, 'is not insecure or disabled'); } },
+  { flag: 'dns-health-address', own: true, kind: 'string', arg: '[IP]:PORT', help: 'cluster DNS\'s /health (CoreDNS\'s): OK while serving; :PORT: every address; empty: off', defaultText: 'first --cluster-dns address:8080',
+    apply: (o, v: string, where) => { o.dns.healthAddress = probeAddress(v, 8080, where); } },
+  { flag: 'dns-ready-address', own: true, kind: 'string', arg: '[IP]:PORT', help: 'cluster DNS\'s /ready (CoreDNS\'s): 200 once the synced names are served; empty: off', defaultText: 'first --cluster-dns address:8181',
+    apply: (o, v: string, where) => { o.dns.readyAddress = probeAddress(v, 8181, where); } },
   { flag: 'socket-lb', own: true, kind: 'bool', help: 'nftables mode: a local connect() or sendmsg() to a ClusterIP goes straight to an endpoint (cgroup BPF), no per-packet NAT', defaultText: 'false',
     apply: (o, v: boolean) => { o.socketLb = v; } },
   { flag: 'socket-lb-cgroup', own: true, kind: 'string', arg: 'PATH', help: 'the cgroup v2 directory the socket LB attaches to', defaultText: 'the cgroup v2 root',
@@ -747,6 +762,9 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
   if (options.command === 'explain' && (!options.inspect.from || !options.inspect.to)) throw new OptionsError('explain needs --from ADDR[:PORT] and --to ADDR:PORT');
   if (options.once && options.command === 'render') throw new OptionsError('--once does not apply to render, which never stays running');
   if (options.ingress.service && !options.ingress.enabled) throw new OptionsError('--ingress-service needs --ingress');
+  for (const [flag, value] of [['--dns-health-address', options.dns.healthAddress], ['--dns-ready-address', options.dns.readyAddress]]) {
+    if (value !== undefined && options.dns.addresses.length === 0) throw new OptionsError(`${flag} needs --cluster-dns`);
+  }
   if (options.ingress.service && options.proxyMode !== 'nftables') throw new OptionsError('--ingress-service steers its addresses to the proxy with nftables rules: it needs --proxy-mode=nftables');
   return options;
 }

@@ -427,3 +427,20 @@ t.test('ServiceHealthServers refuses bind addresses that are not IPs', async (t)
   t.throws(() => new ServiceHealthServers({ bindAddresses: ['localhost'], health }));
   t.throws(() => new ServiceHealthServers({ bindAddresses: [], health }));
 });
+
+t.test('/readyz: 200 while nothing is reported, else 503 with one line per reason; absent when not asked for', async (t) => {
+  const health = new ProxyHealth({ healthTimeoutMs: 60_000 });
+  let reasons: string[] = ['dns: cluster DNS worker down (exited with code 1)', 'the proxy\'s rules are not synced (see /healthz)'];
+  const server = await startHealthServer('127.0.0.1:0', health, () => reasons);
+  t.teardown(() => server.close());
+  const notReady = await fetch(`${server.url}/readyz`);
+  t.equal(notReady.status, 503);
+  t.equal(await notReady.text(), `${reasons.join('\n')}\n`);
+  reasons = [];
+  const ready = await fetch(`${server.url}/readyz`);
+  t.equal(ready.status, 200);
+  t.equal(await ready.text(), 'ok\n');
+  const without = await startHealthServer('127.0.0.1:0', health);
+  t.teardown(() => without.close());
+  t.equal((await fetch(`${without.url}/readyz`)).status, 404);
+});

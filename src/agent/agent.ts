@@ -204,6 +204,16 @@ export class Agent {
     };
   }
 
+  /** What keeps the node from serving everything it is asked to (for /readyz): the rules' health, then each dataplane's. */
+  notReady(): string[] {
+    const reasons = this.health.healthy() ? [] : ['the proxy\'s rules are not synced (see /healthz)'];
+    for (const stateDataplane of this.stateDataplanes) {
+      const reason = stateDataplane.notReady?.();
+      if (reason !== undefined) reasons.push(`${stateDataplane.name}: ${reason}`);
+    }
+    return reasons;
+  }
+
   whenSynced(): Promise<void> {
     return this.synced ? Promise.resolve() : new Promise((resolve) => this.syncedWaiters.push(resolve));
   }

@@ -118,7 +118,7 @@ export class IngressDataplane implements StateDataplane {
     const registers = [registry];
     this.metrics = {
       requests: new Counter({ name: 'kubenft_ingress_requests_total', help: 'Requests answered by the ingress proxy, by Ingress, rule host, rule path and status', labelNames: ['ingress', 'host', 'path', 'status'], registers }),
-      durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', 'ingress', DURATION_BUCKETS, registry),
+      durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', ['ingress'], DURATION_BUCKETS, registry),
       upstreamErrors: new Counter({ name: 'kubenft_ingress_upstream_errors_total', help: 'Failed attempts to reach an endpoint (connection refused or reset, timeouts), by backend', labelNames: ['backend'], registers }),
       connections: new Gauge({ name: 'kubenft_ingress_active_connections', help: 'Client connections open on the ingress proxy', registers }),
       problems: new Gauge({ name: 'kubenft_ingress_problems', help: 'Ingresses (or parts of them) skipped: invalid, unknown backend, missing Secret, conflict', registers }),
@@ -246,7 +246,7 @@ export class IngressDataplane implements StateDataplane {
 
   private recordStats(workerId: number, stats: FromWorker & { type: 'stats' }): void {
     for (const { ingress, host, path, status, count } of stats.requests) this.metrics.requests.inc({ ingress, host, path, status: String(status) }, count);
-    for (const { ingress, buckets, sum } of stats.durations) this.metrics.durations.add(ingress, buckets, sum);
+    for (const { ingress, buckets, sum } of stats.durations) this.metrics.durations.add({ ingress }, buckets, sum);
     for (const [backend, count] of Object.entries(stats.upstreamErrors)) this.metrics.upstreamErrors.inc({ backend }, count);
     this.connectionsByWorker.set(workerId, stats.activeConnections);
     this.metrics.connections.set([...this.connectionsByWorker.values()].reduce((sum, count) => sum + count, 0));
