@@ -52,6 +52,8 @@ const execFileAsync = promisify(execFile);
 /** The kinds this dataplane registers: a change to any of them can change the routes. */
 const INGRESS_KINDS = ['Ingress', 'IngressClass', 'Secret'];
 const WORKER_SCRIPT = fileURLToPath(new URL('./proxy-worker.js', import.meta.url));
+/** A worker loads, takes its settings and listens in well under a second; this is for one that never does. */
+const WORKER_START_TIMEOUT_MS = 30_000;
 
 /** A self-signed certificate made once per agent with the openssl CLI (an argument vector, no shell): Node's crypto makes keys, not X.509 certificates. */
 async function generateDefaultCertificate(): Promise<{ cert: string; key: string }> {
@@ -218,6 +220,12 @@ export class IngressDataplane implements StateDataplane {
     this.workers.add(worker);
     let listened = false;
     const listening = new Promise<void>((resolve, reject) => {
+      // One that never says it listens (stuck loading, or in a bind) is killed: the update fails instead of waiting for ever.
+      const startTimer = setTimeout(() => {
+        reject(new Error(`ingress worker ${worker.process.pid} did not listen within ${WORKER_START_TIMEOUT_MS / 1000}s`));
+        worker.process.kill('SIGKILL');
+      }, WORKER_START_TIMEOUT_MS);
+      worker.once('exit', () => clearTimeout(startTimer));
       worker.on('message', (message: FromWorker) => {
         // A worker asks once it is loaded: messages sent before it listens for them would be lost.
         if (message.type === 'ready') {
@@ -227,6 +235,7 @@ export class IngressDataplane implements StateDataplane {
           worker.send(this.wholeRoutes());
         } else if (message.type === 'listening') {
           listened = true;
+          clearTimeout(startTimer);
           resolve();
         }
         else this.recordStats(worker.id, message);
