@@ -149,7 +149,7 @@ function defaultOptions(): AgentOptions {
     },
     ingress: {
       enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
-      maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, workers: 0,
+      maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, connectTimeoutMs: 5 * SECOND_MS, workers: 0,
       statusAddresses: [],
     },
   };
@@ -407,8 +407,10 @@ const SETTINGS: Setting[] = [
     apply: (o, v: number, where) => { o.ingress.maxHeaderBytes = integerIn(v, 1024, 1024 * 1024, where); } },
   { flag: 'ingress-client-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'close client connections idle (or sending a request) this long', defaultText: '1m0s',
     apply: (o, v: number, where) => { o.ingress.clientTimeoutMs = positive(v, where); } },
-  { flag: 'ingress-backend-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'a backend silent this long (connecting, before its response, within its body) fails the request (504)', defaultText: '1m0s',
+  { flag: 'ingress-backend-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'a backend silent this long (before its response, within its body) fails the request (504); a WebSocket idle this long is closed', defaultText: '1m0s',
     apply: (o, v: number, where) => { o.ingress.backendTimeoutMs = positive(v, where); } },
+  { flag: 'ingress-connect-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'a backend not connected within this fails the request or WebSocket (504), cf. proxy-connect-timeout', defaultText: '5s',
+    apply: (o, v: number, where) => { o.ingress.connectTimeoutMs = positive(v, where); } },
   { flag: 'ingress-status-address', own: true, kind: 'list', arg: 'IP[,IP]', help: 'agent mode: the served Ingresses\' status.loadBalancer addresses (default: the elected writer\'s node addresses)',
     apply: (o, v: string[], where) => { o.ingress.statusAddresses = v.map((item) => (isIP(item) === 0 ? fail(where, item, 'is not an IP address') : item)); } },
   { flag: 'ingress-workers', own: true, kind: 'int', arg: 'N', help: 'ingress proxy worker processes; 0: one per core', defaultText: '0',

@@ -34,6 +34,7 @@ export interface IngressOptions {
   maxHeaderBytes: number;
   clientTimeoutMs: number;
   backendTimeoutMs: number;
+  connectTimeoutMs: number;
   /** Worker processes; 0: one per core. */
   workers: number;
   /** --ingress-status-address: what status.loadBalancer shows (default: the ingress Service's addresses, else the status writer's node addresses). */
@@ -204,7 +205,7 @@ export class IngressDataplane implements StateDataplane {
     this.settings = {
       httpAddress: splitAddress(this.options.httpAddress), httpsAddress: splitAddress(this.options.httpsAddress), defaultCertificate,
       maxBodyBytes: this.options.maxBodyBytes, maxHeaderBytes: this.options.maxHeaderBytes,
-      clientTimeoutMs: this.options.clientTimeoutMs, backendTimeoutMs: this.options.backendTimeoutMs,
+      clientTimeoutMs: this.options.clientTimeoutMs, backendTimeoutMs: this.options.backendTimeoutMs, connectTimeoutMs: this.options.connectTimeoutMs,
     };
     // The agent opens each listening socket once and every worker accepts on it (SCHED_NONE): the
     // agent's event loop never touches a connection.
