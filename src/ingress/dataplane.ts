@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process';
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
@@ -14,6 +12,7 @@ import {
 } from '../state/ingress-objects.js';
 import { endpointPortViews } from '../state/service-ports.js';
 import { CountedHistogram } from './counted-histogram.js';
+import { generateDefaultCertificate } from './default-certificate.js';
 import { DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
 import type { IngressStatusWriter } from './status.js';
 
@@ -49,24 +48,11 @@ export interface IngressStatusSource {
   master?: string;
 }
 
-const execFileAsync = promisify(execFile);
 /** The kinds this dataplane registers: a change to any of them can change the routes. */
 const INGRESS_KINDS = ['Ingress', 'IngressClass', 'Secret'];
 const WORKER_SCRIPT = fileURLToPath(new URL('./proxy-worker.js', import.meta.url));
 /** A worker loads, takes its settings and listens in well under a second; this is for one that never does. */
 const WORKER_START_TIMEOUT_MS = 30_000;
-
-/** A self-signed certificate made once per agent with the openssl CLI (an argument vector, no shell): Node's crypto makes keys, not X.509 certificates. */
-async function generateDefaultCertificate(): Promise<{ cert: string; key: string }> {
-  const { stdout } = await execFileAsync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '3650',
-    '-subj', '/O=kubenft/CN=kubenft ingress default certificate', '-keyout', '-', '-out', '-',
-  ]);
-  const key = /-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----\n/.exec(stdout)?.[0];
-  const cert = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/.exec(stdout)?.[0];
-  if (!key || !cert) throw new Error('openssl did not print a certificate and key');
-  return { cert, key };
-}
 
 const pemOf = (secret: TlsSecretInfo | undefined): DefaultCertificate => (secret ? { cert: secret.cert, key: secret.key } : null);
 
@@ -201,7 +187,7 @@ export class IngressDataplane implements StateDataplane {
   }
 
   private async startWorkers(): Promise<void> {
-    const defaultCertificate = await generateDefaultCertificate();
+    const defaultCertificate = generateDefaultCertificate();
     this.settings = {
       httpAddress: splitAddress(this.options.httpAddress), httpsAddress: splitAddress(this.options.httpsAddress), defaultCertificate,
       maxBodyBytes: this.options.maxBodyBytes, maxHeaderBytes: this.options.maxHeaderBytes,
