@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 packages=(libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack bind9-dnsutils)
 # Socket LB: the BPF programs are compiled at build time and embedded in the addon (bpftool gen skeleton).
 packages+=(clang llvm libbpf-dev bpftool)
-# --ingress: openssl makes the default certificate; the ingress tests use curl (HTTP/2 via its nghttp2)
-packages+=(openssl curl)
+# The ingress tests make certificates with openssl and use curl (HTTP/2 via its nghttp2);
+# test/image-programs traces what the agent executes with strace.
+packages+=(openssl curl strace)
 # The ingress request-target test runs nginx beside the proxy as the reference for routing.
 packages+=(nginx)
 # modprobe, for nf_conntrack below

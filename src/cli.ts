@@ -13,6 +13,7 @@ import { DnsDataplane } from './dns/dataplane.js';
 import { cleanUpDnsNetwork } from './dns/network.js';
 import { IngressDataplane, ingressPlanInput, registerIngressKinds } from './ingress/dataplane.js';
 import { startMetricsServer } from './agent/metrics.js';
+import { configz } from './agent/configz.js';
 import { explainReport, explainText, type PlannedState, servicesReport, servicesText } from './inspect/commands.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
 import { iptablesRestoreInput, planIptables } from './plan/iptables.js';
@@ -96,7 +97,7 @@ async function plannedState(options: AgentOptions, log: Logger): Promise<Planned
 /** services and explain: what the kernel holds, read back; they change nothing. */
 async function inspect(options: AgentOptions, log: Logger): Promise<number> {
   const print = (report: object, text: string) => process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : text);
-  const target = { mode: options.proxyMode, tableName: DEFAULT_PROXY_CONFIG.tableName, iptablesBackend: options.iptablesBackend };
+  const target = { mode: options.proxyMode, tableName: DEFAULT_PROXY_CONFIG.tableName, iptablesBackend: options.iptablesBackend, socketLbPinDir: options.socketLbPinDir };
   if (options.command === 'services') {
     const report = await servicesReport(target, options.inspect.service, await plannedState(options, log));
     print(report, servicesText(report));
@@ -155,8 +156,8 @@ async function kubernetesSource(options: AgentOptions, agent: Agent) {
 /** The long-running agent: source → state → sync loop, with health and metrics, until SIGTERM. */
 async function run(agent: Agent, options: AgentOptions, log: Logger): Promise<number> {
   const servers = [];
-  if (options.healthzBindAddress !== '') servers.push(await startHealthServer(options.healthzBindAddress, agent.health));
-  if (options.metricsBindAddress !== '') servers.push(await startMetricsServer(options.metricsBindAddress, agent.metrics, { healthz: agent.health }));
+  if (options.healthzBindAddress !== '') servers.push(await startHealthServer(options.healthzBindAddress, agent.health, () => agent.notReady()));
+  if (options.metricsBindAddress !== '') servers.push(await startMetricsServer(options.metricsBindAddress, agent.metrics, { healthz: agent.health, proxyMode: options.proxyMode, configz: configz(options) }));
   const source = options.manifests ? new ManifestSource(options.manifests, agent.handler(), agent.state.kinds) : await kubernetesSource(options, agent);
   await (source instanceof ManifestSource ? source.start(true) : source.start());
   log.info({ mode: options.proxyMode, node: agent.state.nodeName, source: options.manifests ?? 'kubernetes' }, 'kubenft started');

@@ -92,7 +92,11 @@ export interface AgentOptions {
   configFile?: string;
   writeConfigTo?: string;
   /** kubenft's own cluster DNS: the addresses it serves on (none: off), see src/dns/. */
-  dns: { addresses: string[]; zone: string; upstreams?: { address: string; port: number }[]; ttl: number; pods: 'insecure' | 'disabled' };
+  dns: {
+    addresses: string[]; zone: string; upstreams?: { address: string; port: number }[]; ttl: number; pods: 'insecure' | 'disabled';
+    /** CoreDNS's health and ready servers, [IP]:PORT ('' off); undefined: on the first address, :8080 and :8181. */
+    healthAddress?: string; readyAddress?: string;
+  };
   /** kubenft's own --ingress*: the ingress controller and its proxy (src/ingress). */
   ingress: IngressOptions & { enabled: boolean };
 }
@@ -108,7 +112,7 @@ const SECOND_MS = 1000;
 const MINUTE_MS = 60 * SECOND_MS;
 const HOUR_MS = 60 * MINUTE_MS;
 /** kube-proxy's configSyncPeriod, the only value kubenft accepts. */
-const DEFAULT_CONFIG_SYNC_PERIOD_MS = 15 * MINUTE_MS;
+export const DEFAULT_CONFIG_SYNC_PERIOD_MS = 15 * MINUTE_MS;
 
 function defaultOptions(): AgentOptions {
   return {
@@ -151,7 +155,7 @@ function defaultOptions(): AgentOptions {
     },
     ingress: {
       enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
-      maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, workers: 0,
+      maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, connectTimeoutMs: 5 * SECOND_MS, workers: 0,
       statusAddresses: [],
     },
   };
@@ -292,6 +296,13 @@ function hostPort(text: string, defaultPort: number, where: string): string {
   return text;
 }
 
+/** A probe server's address: IP[:PORT], [IPv6]:PORT, :PORT (every address, as CoreDNS writes it) or '' (off). */
+function probeAddress(text: string, defaultPort: number, where: string): string {
+  const everyAddress = /^:(\d{1,5})$/.exec(text);
+  if (everyAddress && !(Number(everyAddress[1]) >= 1 && Number(everyAddress[1]) <= 65535)) fail(where, text, 'port must be 1-65535');
+  return text === '' || everyAddress ? text : hostPort(text, defaultPort, where);
+}
+
 /** NAMESPACE/NAME of an object, or undefined for ''. */
 function namespacedName(text: string, where: string): string | undefined {
   if (text !== '' && !/^[a-z0-9-]+\/[a-z0-9.-]+$/.test(text)) fail(where, text, 'is not NAMESPACE/NAME');
@@ -408,8 +419,10 @@ const SETTINGS: Setting[] = [
     apply: (o, v: number, where) => { o.ingress.maxHeaderBytes = integerIn(v, 1024, 1024 * 1024, where); } },
   { flag: 'ingress-client-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'close client connections idle (or sending a request) this long', defaultText: '1m0s',
     apply: (o, v: number, where) => { o.ingress.clientTimeoutMs = positive(v, where); } },
-  { flag: 'ingress-backend-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'a backend silent this long (connecting, before its response, within its body) fails the request (504)', defaultText: '1m0s',
+  { flag: 'ingress-backend-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'a backend silent this long (before its response, within its body) fails the request (504); a WebSocket idle this long is closed', defaultText: '1m0s',
     apply: (o, v: number, where) => { o.ingress.backendTimeoutMs = positive(v, where); } },
+  { flag: 'ingress-connect-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'a backend not connected within this fails the request or WebSocket (504), cf. proxy-connect-timeout', defaultText: '5s',
+    apply: (o, v: number, where) => { o.ingress.connectTimeoutMs = positive(v, where); } },
   { flag: 'ingress-status-address', own: true, kind: 'list', arg: 'IP[,IP]', help: 'agent mode: the served Ingresses\' status.loadBalancer addresses (default: the elected writer\'s node addresses)',
     apply: (o, v: string[], where) => { o.ingress.statusAddresses = v.map((item) => (isIP(item) === 0 ? fail(where, item, 'is not an IP address') : item)); } },
   { flag: 'ingress-workers', own: true, kind: 'int', arg: 'N', help: 'ingress proxy worker processes; 0: one per core', defaultText: '0',
@@ -435,6 +448,10 @@ const SETTINGS: Setting[] = [
     apply: (o, v: number, where) => { o.dns.ttl = integerIn(v, 0, 3600, where); } },
   { flag: 'dns-pods', own: true, kind: 'string', arg: 'insecure|disabled', help: 'pod A records a-b-c-d.<ns>.pod.<zone>: insecure (any dashed IP, as kubeadm\'s CoreDNS) or disabled', defaultText: 'insecure',
     apply: (o, v: string, where) => { o.dns.pods = v === 'disabled' ? 'disabled' : v === 'insecure' || v === '' ? 'insecure' : fail(where, v, 'is not insecure or disabled'); } },
+  { flag: 'dns-health-address', own: true, kind: 'string', arg: '[IP]:PORT', help: 'cluster DNS\'s /health (CoreDNS\'s): OK while serving; :PORT: every address; empty: off', defaultText: 'first --cluster-dns address:8080',
+    apply: (o, v: string, where) => { o.dns.healthAddress = probeAddress(v, 8080, where); } },
+  { flag: 'dns-ready-address', own: true, kind: 'string', arg: '[IP]:PORT', help: 'cluster DNS\'s /ready (CoreDNS\'s): 200 once the synced names are served; empty: off', defaultText: 'first --cluster-dns address:8181',
+    apply: (o, v: string, where) => { o.dns.readyAddress = probeAddress(v, 8181, where); } },
   { flag: 'socket-lb', own: true, kind: 'bool', help: 'nftables mode: a local connect() or sendmsg() to a ClusterIP goes straight to an endpoint (cgroup BPF), no per-packet NAT', defaultText: 'false',
     apply: (o, v: boolean) => { o.socketLb = v; } },
   { flag: 'socket-lb-cgroup', own: true, kind: 'string', arg: 'PATH', help: 'the cgroup v2 directory the socket LB attaches to', defaultText: 'the cgroup v2 root',
@@ -768,6 +785,9 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
     throw new OptionsError('--init-only does the node setup and exits: it does not combine with --once, --cleanup, render, services or explain');
   }
   if (options.ingress.service && !options.ingress.enabled) throw new OptionsError('--ingress-service needs --ingress');
+  for (const [flag, value] of [['--dns-health-address', options.dns.healthAddress], ['--dns-ready-address', options.dns.readyAddress]]) {
+    if (value !== undefined && options.dns.addresses.length === 0) throw new OptionsError(`${flag} needs --cluster-dns`);
+  }
   if (options.ingress.service && options.proxyMode !== 'nftables') throw new OptionsError('--ingress-service steers its addresses to the proxy with nftables rules: it needs --proxy-mode=nftables');
   return options;
 }

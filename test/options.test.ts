@@ -56,7 +56,7 @@ const DEFAULTS: AgentOptions = {
   dns: { addresses: [], zone: 'cluster.local', ttl: 5, pods: 'insecure' },
   ingress: {
     enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
-    maxBodyBytes: 104_857_600, maxHeaderBytes: 16_384, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, workers: 0, statusAddresses: [],
+    maxBodyBytes: 104_857_600, maxHeaderBytes: 16_384, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, connectTimeoutMs: 5_000, workers: 0, statusAddresses: [],
   },
 };
 
@@ -68,6 +68,13 @@ t.test('cluster DNS flags', async (t) => {
   t.throws(() => parseOptions(['--dns-pods', 'verified']), /insecure or disabled/);
   t.throws(() => parseOptions(['--dns-ttl', '4000']), /0 to 3600/);
   t.throws(() => parseOptions(['--cluster-domain', 'a b']), /domain name/);
+  const probes = (...args: string[]) => { const { healthAddress, readyAddress } = parseOptions(['--cluster-dns', '169.254.20.10', ...args]).dns; return { healthAddress, readyAddress }; };
+  t.same(probes(), { healthAddress: undefined, readyAddress: undefined }, 'by default on the first address (the dataplane fills them in)');
+  t.same(probes('--dns-health-address', ':8080', '--dns-ready-address', ''), { healthAddress: ':8080', readyAddress: '' }, 'CoreDNS\'s :PORT, and off');
+  t.same(probes('--dns-health-address', '10.0.0.1', '--dns-ready-address', '[fd00::1]:9181'), { healthAddress: '10.0.0.1:8080', readyAddress: '[fd00::1]:9181' });
+  t.throws(() => probes('--dns-health-address', 'localhost:8080'), /not IP or IP:port/);
+  t.throws(() => probes('--dns-ready-address', ':70000'), /port must be 1-65535/);
+  t.throws(() => parseOptions(['--dns-health-address', ':8080']), /--dns-health-address needs --cluster-dns/, 'not accepted and ignored');
 });
 
 t.test('no flags: kube-proxy\'s defaults, in nftables mode', async (t) => {
@@ -553,7 +560,7 @@ t.test('help and version win over everything else on the line', async (t) => {
 
 // Every flag kube-proxy's reference lists, those kube-proxy has beyond it, and kubenft's own.
 const ALL_FLAGS = [
-  'manifests', 'once', 'json', 'iptables-backend', 'service-cidr',
+  'manifests', 'once', 'json', 'iptables-backend', 'service-cidr', 'dns-health-address', 'dns-ready-address',
   'proxy-mode', 'config', 'write-config-to', 'cleanup', 'init-only', 'kubeconfig', 'master', 'kube-api-content-type', 'kube-api-qps',
   'kube-api-burst', 'hostname-override', 'bind-address', 'healthz-bind-address', 'metrics-bind-address', 'bind-address-hard-fail',
   'feature-gates', 'masquerade-all', 'iptables-sync-period', 'iptables-min-sync-period', 'iptables-masquerade-bit', 'detect-local-mode',

@@ -100,6 +100,7 @@ export class Agent {
   private hadGoodSync = false;
   private pendingChanges = { services: 0, endpoints: 0 };
   private drift: DriftWatch | undefined;
+  private lastDriftError: string | undefined;
   /** What afterSync derived for each service, kept so a partial sync recomputes only its changes. */
   private readonly perService = new Map<string, { internalWithoutLocal: number; externalWithoutLocal: number; healthCheck?: HealthCheckService }>();
   private readonly syncedWaiters: (() => void)[] = [];
@@ -213,6 +214,16 @@ export class Agent {
         this.log.error(`skipped ${message}`);
       },
     };
+  }
+
+  /** What keeps the node from serving everything it is asked to (for /readyz): the rules' health, then each dataplane's. */
+  notReady(): string[] {
+    const reasons = this.health.healthy() ? [] : ['the proxy\'s rules are not synced (see /healthz)'];
+    for (const stateDataplane of this.stateDataplanes) {
+      const reason = stateDataplane.notReady?.();
+      if (reason !== undefined) reasons.push(`${stateDataplane.name}: ${reason}`);
+    }
+    return reasons;
   }
 
   whenSynced(): Promise<void> {
@@ -351,7 +362,14 @@ export class Agent {
         this.health.queued();
         this.runner.run();
       },
-      (error) => this.log.debug(`drift check: ${error.message}`),
+      (error) => {
+        this.metrics.recordDriftCheckFailure();
+        // Every 250 ms while it lasts: a warning when the failure changes, the rest in the metric.
+        const repeated = error.message === this.lastDriftError;
+        this.lastDriftError = error.message;
+        if (repeated) this.log.debug(`drift check failed again: ${error.message}`);
+        else this.log.warn({ err: error }, `drift check failed, so changes to kubenft's rules by others go unnoticed meanwhile: ${error.message}`);
+      },
     );
   }
 

@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process';
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ProxyConfig } from '../config.js';
@@ -14,6 +12,7 @@ import {
 } from '../state/ingress-objects.js';
 import { endpointPortViews } from '../state/service-ports.js';
 import { CountedHistogram } from './counted-histogram.js';
+import { generateDefaultCertificate } from './default-certificate.js';
 import { DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
 import type { IngressStatusWriter } from './status.js';
 
@@ -34,6 +33,7 @@ export interface IngressOptions {
   maxHeaderBytes: number;
   clientTimeoutMs: number;
   backendTimeoutMs: number;
+  connectTimeoutMs: number;
   /** Worker processes; 0: one per core. */
   workers: number;
   /** --ingress-status-address: what status.loadBalancer shows (default: the ingress Service's addresses, else the status writer's node addresses). */
@@ -48,22 +48,11 @@ export interface IngressStatusSource {
   master?: string;
 }
 
-const execFileAsync = promisify(execFile);
 /** The kinds this dataplane registers: a change to any of them can change the routes. */
 const INGRESS_KINDS = ['Ingress', 'IngressClass', 'Secret'];
 const WORKER_SCRIPT = fileURLToPath(new URL('./proxy-worker.js', import.meta.url));
-
-/** A self-signed certificate made once per agent with the openssl CLI (an argument vector, no shell): Node's crypto makes keys, not X.509 certificates. */
-async function generateDefaultCertificate(): Promise<{ cert: string; key: string }> {
-  const { stdout } = await execFileAsync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '3650',
-    '-subj', '/O=kubenft/CN=kubenft ingress default certificate', '-keyout', '-', '-out', '-',
-  ]);
-  const key = /-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----\n/.exec(stdout)?.[0];
-  const cert = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/.exec(stdout)?.[0];
-  if (!key || !cert) throw new Error('openssl did not print a certificate and key');
-  return { cert, key };
-}
+/** A worker loads, takes its settings and listens in well under a second; this is for one that never does. */
+const WORKER_START_TIMEOUT_MS = 30_000;
 
 const pemOf = (secret: TlsSecretInfo | undefined): DefaultCertificate => (secret ? { cert: secret.cert, key: secret.key } : null);
 
@@ -137,7 +126,7 @@ export class IngressDataplane implements StateDataplane {
     const registers = [registry];
     this.metrics = {
       requests: new Counter({ name: 'kubenft_ingress_requests_total', help: 'Requests answered by the ingress proxy, by Ingress, rule host, rule path and status', labelNames: ['ingress', 'host', 'path', 'status'], registers }),
-      durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', 'ingress', DURATION_BUCKETS, registry),
+      durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', ['ingress'], DURATION_BUCKETS, registry),
       upstreamErrors: new Counter({ name: 'kubenft_ingress_upstream_errors_total', help: 'Failed attempts to reach an endpoint (connection refused or reset, timeouts), by backend', labelNames: ['backend'], registers }),
       connections: new Gauge({ name: 'kubenft_ingress_active_connections', help: 'Client connections open on the ingress proxy', registers }),
       problems: new Gauge({ name: 'kubenft_ingress_problems', help: 'Ingresses (or parts of them) skipped: invalid, unknown backend, conflict', registers }),
@@ -225,11 +214,11 @@ export class IngressDataplane implements StateDataplane {
   }
 
   private async startWorkers(): Promise<void> {
-    const defaultCertificate = await generateDefaultCertificate();
+    const defaultCertificate = generateDefaultCertificate();
     this.settings = {
       httpAddress: splitAddress(this.options.httpAddress), httpsAddress: splitAddress(this.options.httpsAddress), defaultCertificate,
       maxBodyBytes: this.options.maxBodyBytes, maxHeaderBytes: this.options.maxHeaderBytes,
-      clientTimeoutMs: this.options.clientTimeoutMs, backendTimeoutMs: this.options.backendTimeoutMs,
+      clientTimeoutMs: this.options.clientTimeoutMs, backendTimeoutMs: this.options.backendTimeoutMs, connectTimeoutMs: this.options.connectTimeoutMs,
     };
     // The agent opens each listening socket once and every worker accepts on it (SCHED_NONE): the
     // agent's event loop never touches a connection.
@@ -245,6 +234,12 @@ export class IngressDataplane implements StateDataplane {
     this.workers.add(worker);
     let listened = false;
     const listening = new Promise<void>((resolve, reject) => {
+      // One that never says it listens (stuck loading, or in a bind) is killed: the update fails instead of waiting for ever.
+      const startTimer = setTimeout(() => {
+        reject(new Error(`ingress worker ${worker.process.pid} did not listen within ${WORKER_START_TIMEOUT_MS / 1000}s`));
+        worker.process.kill('SIGKILL');
+      }, WORKER_START_TIMEOUT_MS);
+      worker.once('exit', () => clearTimeout(startTimer));
       worker.on('message', (message: FromWorker) => {
         // A worker asks once it is loaded: messages sent before it listens for them would be lost.
         if (message.type === 'ready') {
@@ -254,6 +249,7 @@ export class IngressDataplane implements StateDataplane {
           worker.send(this.wholeRoutes());
         } else if (message.type === 'listening') {
           listened = true;
+          clearTimeout(startTimer);
           resolve();
         }
         else this.recordStats(worker.id, message);
@@ -273,7 +269,7 @@ export class IngressDataplane implements StateDataplane {
 
   private recordStats(workerId: number, stats: FromWorker & { type: 'stats' }): void {
     for (const { ingress, host, path, status, count } of stats.requests) this.metrics.requests.inc({ ingress, host, path, status: String(status) }, count);
-    for (const { ingress, buckets, sum } of stats.durations) this.metrics.durations.add(ingress, buckets, sum);
+    for (const { ingress, buckets, sum } of stats.durations) this.metrics.durations.add({ ingress }, buckets, sum);
     for (const [backend, count] of Object.entries(stats.upstreamErrors)) this.metrics.upstreamErrors.inc({ backend }, count);
     this.connectionsByWorker.set(workerId, stats.activeConnections);
     this.metrics.connections.set([...this.connectionsByWorker.values()].reduce((sum, count) => sum + count, 0));

@@ -100,7 +100,7 @@ function poolFor(endpoint: string): Pool {
   let pool = pools.get(endpoint);
   if (!pool) {
     pool = new Pool(`http://${endpoint}`, {
-      headersTimeout: settings.backendTimeoutMs, bodyTimeout: settings.backendTimeoutMs, connectTimeout: settings.backendTimeoutMs,
+      headersTimeout: settings.backendTimeoutMs, bodyTimeout: settings.backendTimeoutMs, connectTimeout: settings.connectTimeoutMs,
       keepAliveTimeout: 4_000, maxHeaderSize: settings.maxHeaderBytes,
     });
     pools.set(endpoint, pool);
@@ -369,7 +369,12 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 }
 
-/** WebSocket and other upgrades: the request goes to an endpoint over a fresh connection, then bytes flow both ways untouched. */
+/**
+ * WebSocket and other upgrades: the request goes to an endpoint over a fresh connection, then bytes
+ * flow both ways untouched. An endpoint not connected within connectTimeoutMs gets the client a 504;
+ * a tunnel with no byte either way for backendTimeoutMs is closed (ingress-nginx: proxy-connect-
+ * timeout, and proxy-read-timeout closing idle WebSockets).
+ */
 function tunnel(request: IncomingMessage, client: Socket, head: Buffer, secure: boolean): void {
   client.on('error', () => client.destroy());
   const fields = requestFields(request);
@@ -386,7 +391,17 @@ function tunnel(request: IncomingMessage, client: Socket, head: Buffer, secure: 
   let lines = `${request.method} ${target} HTTP/1.1\r\n`;
   for (let index = 0; index < headers.length; index += 2) lines += `${headers[index]}: ${headers[index + 1]}\r\n`;
   upstream.setNoDelay(true);
+  const countError = () => { upstreamErrors[match.route.backend] = (upstreamErrors[match.route.backend] ?? 0) + 1; };
+  const connectTimer = setTimeout(() => {
+    countError();
+    record(match, 504, started);
+    refuse(client, '504 Gateway Timeout');
+    upstream.destroy();
+  }, settings.connectTimeoutMs);
   upstream.once('connect', () => {
+    clearTimeout(connectTimer);
+    // Either direction's bytes pass through the client socket (read or written): its idleness is the tunnel's.
+    client.setTimeout(settings.backendTimeoutMs, () => client.destroy());
     record(match, 101, started);
     upstream.write(`${lines}\r\n`);
     if (head.length > 0) upstream.write(head);
@@ -394,11 +409,15 @@ function tunnel(request: IncomingMessage, client: Socket, head: Buffer, secure: 
     client.pipe(upstream);
   });
   upstream.on('error', () => {
-    upstreamErrors[match.route.backend] = (upstreamErrors[match.route.backend] ?? 0) + 1;
+    clearTimeout(connectTimer);
+    countError();
     if (upstream.connecting || client.bytesWritten === 0) refuse(client, '502 Bad Gateway');
     else client.destroy();
   });
-  client.on('close', () => upstream.destroy());
+  client.on('close', () => {
+    clearTimeout(connectTimer);
+    upstream.destroy();
+  });
   upstream.on('close', () => client.destroy());
 }
 
