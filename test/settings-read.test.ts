@@ -33,6 +33,7 @@ const SAMPLES: Record<string, { args: string[]; context?: string[] }> = {
   'ingress-max-header-size': { args: ['--ingress-max-header-size', '2048'] },
   'ingress-client-timeout': { args: ['--ingress-client-timeout', '5s'] },
   'ingress-backend-timeout': { args: ['--ingress-backend-timeout', '5s'] },
+  'ingress-connect-timeout': { args: ['--ingress-connect-timeout', '2s'] },
   'ingress-status-address': { args: ['--ingress-status-address', '192.0.2.1'] },
   'ingress-workers': { args: ['--ingress-workers', '2'] },
   'service-cidr': { args: ['--service-cidr', '10.96.0.0/12'] },
@@ -41,6 +42,8 @@ const SAMPLES: Record<string, { args: string[]; context?: string[] }> = {
   'dns-upstream': { args: ['--dns-upstream', '192.0.2.53'] },
   'dns-ttl': { args: ['--dns-ttl', '30'] },
   'dns-pods': { args: ['--dns-pods', 'disabled'] },
+  'dns-health-address': { args: ['--dns-health-address', '127.0.0.1:8081'], context: ['--cluster-dns', '169.254.20.10'] },
+  'dns-ready-address': { args: ['--dns-ready-address', '127.0.0.1:8182'], context: ['--cluster-dns', '169.254.20.10'] },
   'socket-lb': { args: ['--socket-lb'] },
   'socket-lb-cgroup': { args: ['--socket-lb-cgroup', '/sys/fs/cgroup/x'] },
   'socket-lb-host-only': { args: ['--socket-lb-host-only'] },
@@ -84,7 +87,6 @@ const SAMPLES: Record<string, { args: string[]; context?: string[] }> = {
  */
 const READ_ELSEWHERE: Record<string, string> = {
   configFile: 'parseOptions itself reads the file it names',
-  featureGates: 'recorded for --write-config-to; kubenft has no gated behaviour (--help says so)',
 };
 
 const readFile = () => 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n';
