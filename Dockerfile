@@ -18,19 +18,21 @@ COPY native ./native
 COPY src ./src
 RUN npm run build && npm prune --omit=dev
 
-# Runtime: the shared libraries the addon links, and the tools operators expect next to a proxy
-# (nft to inspect the ruleset, iptables to clean up after other proxy modes, conntrack).
+# Runtime: the shared libraries the addon links, and every program kubenft runs (test/image-programs
+# checks the list against what a traced agent executes): nft (explain's rule texts), iptables
+# (--proxy-mode=iptables, cleanup after other modes), conntrack (stale UDP flows), iproute2's ip
+# (--cluster-dns's link and addresses). The ingress's default certificate is made in-process.
 FROM node:20-bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libnftnl11 libmnl0 libbpf1 nftables iptables conntrack \
+      libnftnl11 libmnl0 libbpf1 nftables iptables conntrack iproute2 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
-# The addon is found relative to the directory holding package.json (src/backend/native.ts).
+# The addon is found relative to the directory holding package.json (src/kernel/native.ts).
 COPY --from=build /app/build/Release/kubenft_native.node ./build/Release/kubenft_native.node
 # Pod specs name the command as kube-proxy's do (`kubenft --config=...`), which replaces the entrypoint.
 RUN printf '#!/bin/sh\nexec node /app/dist/src/cli/main.js "$@"\n' > /usr/local/bin/kubenft \

@@ -8,17 +8,29 @@ cd "$(dirname "$0")/.."
 packages=(libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack bind9-dnsutils)
 # Socket LB: the BPF programs are compiled at build time and embedded in the addon (bpftool gen skeleton).
 packages+=(clang llvm libbpf-dev bpftool)
-# --ingress: openssl makes the default certificate; the ingress tests use curl (HTTP/2 via its nghttp2)
-packages+=(openssl curl)
+# The ingress tests make certificates with openssl and use curl (HTTP/2 via its nghttp2);
+# test/image-programs traces what the agent executes with strace.
+packages+=(openssl curl strace)
+# The ingress request-target test runs nginx beside the proxy as the reference for routing.
+packages+=(nginx)
+# modprobe, for nf_conntrack below
+packages+=(kmod)
+sudo_if_needed=(); [ "$(id -u)" -eq 0 ] || sudo_if_needed=(sudo)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
-  sudo_if_needed=(); [ "$(id -u)" -eq 0 ] || sudo_if_needed=(sudo)
   "${sudo_if_needed[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_if_needed[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The agent sets the conntrack sysctls as it starts, as kube-proxy does; they exist once the
+# nf_conntrack module is loaded (on a node, any conntrack rule has loaded it).
+if [ ! -e /proc/sys/net/netfilter/nf_conntrack_max ]; then
+  echo "setup: loading nf_conntrack" >&2
+  "${sudo_if_needed[@]}" modprobe nf_conntrack
 fi
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -23,6 +23,8 @@ export interface StateDataplane {
    * else: the proxy's rules and the other dataplanes keep their state, and the next update is 'full'.
    */
   update(state: ClusterState, changes: StateChanges): Promise<void>;
+  /** Why it is not ready to serve (for /readyz), or undefined when it is; absent: always ready once updated. */
+  notReady?(): string | undefined;
   /** SIGTERM: stop serving, leaving whatever must outlive the agent (rules, pinned links) in place. */
   stop(): Promise<void>;
 }

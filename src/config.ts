@@ -28,6 +28,11 @@ export interface ProxyConfig extends NodeContext {
   /** This node's addresses (from the Node object), used for NodePorts by default. */
   nodeIPs: string[];
   /**
+   * NodePorts answer on 127.0.0.1, for which the agent sets route_localnet: new connections to
+   * 127.0.0.0/8 from other sources are then dropped, as kube-proxy drops them (CVE-2020-8558).
+   */
+  nodePortsOnLoopback: boolean;
+  /**
    * Above this many endpoints a service chooses through a map of its own instead of a rule
    * cascade (docs/architecture.md has the measurements behind the default).
    */
@@ -55,6 +60,7 @@ export const DEFAULT_PROXY_CONFIG: ProxyConfig = {
   serviceCIDRs: [],
   nodePortAddresses: [],
   nodeIPs: [],
+  nodePortsOnLoopback: false,
   largeServiceEndpoints: 64,
   serviceTables: 16,
 };

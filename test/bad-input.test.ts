@@ -96,7 +96,7 @@ t.teardown(async () => {
 t.test(`${CORPUS.length} malformed objects: each named once with its reason; the valid service still answers`, async (t) => {
   t.ok(CORPUS.length >= 50, 'the corpus has at least 50 objects');
   manifests.write([...good, ...CORPUS.map(([, object]) => object)]);
-  const result = await kubenft(topology, ['--manifests', manifests.path, '--once', '--hostname-override', 'node-1']);
+  const result = await kubenft(topology, ['--manifests', manifests.path, '--once', '--hostname-override', 'node-1', '--logging-format', 'json']);
   t.equal(result.code, 1, 'exit code 1: objects were skipped, nothing crashed');
   const lines = result.stderr.trim().split('\n').map((line) => JSON.parse(line) as { msg: string });
   const skipped = lines.filter((line) => line.msg.startsWith('skipped '));

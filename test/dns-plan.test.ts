@@ -76,6 +76,8 @@ t.test('the notrack table and the upstream default', async (t) => {
   const table = tableText(dnsTable(['169.254.20.10', 'fd00::10'], { hostClients: true }));
   t.match(table, /elements = \{ 169\.254\.20\.10 \. udp \. 53,\s+169\.254\.20\.10 \. tcp \. 53 \}/);
   t.match(table, /meta nfproto ipv4 ip daddr \. meta l4proto \. th dport @served-ipv4 socket wildcard 0 notrack/);
+  t.match(table, /meta nfproto ipv4 ip daddr \. meta l4proto \. th dport @served-ipv4 meta l4proto tcp socket wildcard 1 accept/);
+  t.match(table, /meta nfproto ipv4 ip daddr \. meta l4proto \. th dport @served-ipv4 meta l4proto tcp socket transparent 0 notrack/);
   t.match(table, /meta nfproto ipv6 ip6 saddr \. meta l4proto \. th sport @served-ipv6 notrack/);
   t.match(table, /meta nfproto ipv6 ip6 daddr \. meta l4proto \. th dport @served-ipv6 fib daddr type local notrack/);
   const persistent = tableText(dnsTable(['169.254.20.10'], { hostClients: false }));

@@ -11,7 +11,7 @@ import { agedResponse, parseQuery } from '../src/dns/wire.js';
 
 const config = { addresses: [], port: 0, zone: 'cluster.local', ttl: 5, pods: 'insecure' as const, upstreams: [] };
 const ask = async (server: ClusterDnsServer, name: string, type: dnsPacket.RecordType = 'A') =>
-  dnsPacket.decode(await server.handle(dnsPacket.encode({ id: 7, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type }] }), 'udp', '4')!);
+  dnsPacket.decode(await server.handle(dnsPacket.encode({ id: 7, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type }] }), { proto: 'udp', family: '1', server: 'dns://:53' })!);
 
 t.test('answers from planned names, SERVFAIL before the first sync, FORMERR for garbage', async (t) => {
   const server = new ClusterDnsServer(config);
@@ -26,7 +26,7 @@ t.test('answers from planned names, SERVFAIL before the first sync, FORMERR for 
   t.equal((await ask(server, 'a.default.svc.cluster.local', 'TXT')).authorities![0].type, 'SOA');
   t.same((await ask(server, '10-1-2-3.default.pod.cluster.local')).answers!.map((record) => (record as { data: string }).data), ['10.1.2.3']);
   t.equal((await ask(server, 'x.example')).rcode, 'SERVFAIL', 'no upstream: SERVFAIL');
-  const garbage = server.handle(Buffer.from([0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0]), 'udp', '4') as Buffer;
+  const garbage = server.handle(Buffer.from([0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0]), { proto: 'udp', family: '1', server: 'dns://:53' }) as Buffer;
   t.equal(garbage[3] & 15, 1, 'FORMERR');
   server.apply({ type: 'names', seq: 2, serial: 2, remove: ['default/a'], set: [] });
   t.equal((await ask(server, 'a.default.svc.cluster.local')).rcode, 'NXDOMAIN');
@@ -43,7 +43,7 @@ t.test('a label holding a dot is one label: the name it spells with its neighbou
   // Raw: dns-packet (like zone files) would read an escaped dot, not put a '.' byte in a label.
   const query = (labels: string[], type = 1) => Buffer.concat([Buffer.from([0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
     ...labels.map((label) => Buffer.concat([Buffer.from([label.length]), Buffer.from(label, 'latin1')])), Buffer.from([0, 0, type, 0, 1])]);
-  const rcode = async (labels: string[]) => dnsPacket.decode((await server.handle(query(labels), 'tcp', '4'))!).rcode;
+  const rcode = async (labels: string[]) => dnsPacket.decode((await server.handle(query(labels), { proto: 'tcp', family: '1', server: 'dns://:53' }))!).rcode;
   t.equal(await rcode(['a', 'default', 'svc', 'cluster', 'local']), 'NOERROR');
   t.equal(await rcode(['a.default', 'svc', 'cluster', 'local']), 'NXDOMAIN', 'not the service\'s name');
   t.equal(await rcode(['10-1-2-3.default', 'pod', 'cluster', 'local']), 'NXDOMAIN', 'not a pod name');
@@ -92,15 +92,16 @@ t.test('a cached upstream answer is served with its TTLs lowered by its time in 
       additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, flags: dnsPacket.DNSSEC_OK }] }), from.port, from.address);
   });
   await new Promise<void>((resolve) => upstream.bind(0, '127.0.0.1', resolve));
-  const forwarder = new Forwarder([{ address: '127.0.0.1', port: upstream.address().port }], { cacheHit: () => undefined, cacheMiss: () => undefined, upstreamFailure: () => undefined });
+  const forwarder = new Forwarder([{ address: '127.0.0.1', port: upstream.address().port }], { upstreamAnswered: () => undefined, upstreamFailure: () => undefined, concurrentReject: () => undefined });
   const realNow = Date.now;
   t.teardown(() => { Date.now = realNow; forwarder.close(); upstream.close(); });
   const query = dnsPacket.encode({ id: 1, type: 'query', questions: [{ name: 'www.example', type: 'A' }] });
   const ttls = (response: Buffer | undefined) => dnsPacket.decode(response!).answers!.map((answer) => (answer as { ttl: number }).ttl);
-  t.same(ttls(await forwarder.resolve('www.example/1/1', query)), [30]);
+  t.same(ttls((await forwarder.resolve('www.example/1/1', query)).response), [30]);
   const stored = realNow();
   Date.now = () => stored + 7_500;
-  const aged = await forwarder.resolve('www.example/1/1', query);
+  const { response: aged, cache } = await forwarder.resolve('www.example/1/1', query);
+  t.equal(cache, 'success', 'a cache hit, said so');
   t.same(ttls(aged), [23], '7.5 s in the cache: 7 s off');
   t.equal((dnsPacket.decode(aged!).additionals![0] as { flags?: number }).flags, dnsPacket.DNSSEC_OK, 'the OPT record\'s TTL field (its flags) is left alone');
   t.equal(asked, 1, 'the second answer came from the cache');

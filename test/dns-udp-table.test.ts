@@ -66,9 +66,12 @@ t.test('the table answers cluster names natively; the rest reaches the JS server
   server.apply({ type: 'names', seq: 2, serial: 2, remove: ['default/hostnames'], set: [] });
   t.equal(await status(`hostnames.default.${Z}`), 'NXDOMAIN', 'an update swaps the table');
   const metrics = server.takeMetrics()!;
-  t.ok(metrics.requests['udp|4|A'] >= 4, 'native answers are counted with the JS ones');
-  t.ok(metrics.responses.NXDOMAIN >= 2 && metrics.responses.NOERROR >= 8);
-  t.equal(metrics.durationBuckets.reduce((sum, count) => sum + count, 0), Object.values(metrics.responses).reduce((sum, count) => sum + count, 0), 'every response has a duration');
+  const label = `dns://127.0.0.1:${socket.port}`;
+  t.ok(metrics.requests[`${label}|udp|1|A`] >= 4, 'native answers are counted with the JS ones, under the socket\'s address');
+  t.ok(metrics.responses[`${label}|NXDOMAIN|kubernetes`] >= 2 && metrics.responses[`${label}|NOERROR|kubernetes`] >= 8);
+  const durations = metrics.durations[label];
+  t.equal(durations.buckets.length, DURATION_BUCKETS.length + 1, 'a bucket per bound, and one past the last');
+  t.equal(durations.buckets.reduce((sum, count) => sum + count, 0), Object.values(metrics.responses).reduce((sum, count) => sum + count, 0), 'every response has a duration');
 });
 
 t.test('a malformed table update or socket is refused, naming what is wrong', async (t) => {
@@ -144,7 +147,7 @@ t.test('differential fuzz: the native answer is the JS answer, byte for byte', a
   let differences = 0;
   let answered = 0;
   for (const packet of hostilePackets(1200)) {
-    const expected = await reference.handle(packet, 'udp', '4');
+    const expected = await reference.handle(packet, { proto: 'udp', family: '1', server: 'dns://127.0.0.1:0' });
     const got = await exchange(packet, expected ? 1000 : 20);
     if (got) answered++;
     // Packets over the socket's 4 KiB slot are dropped natively; none of these is that long.
@@ -155,7 +158,7 @@ t.test('differential fuzz: the native answer is the JS answer, byte for byte', a
   t.equal(differences, 0, `${answered} answers, each identical to the JS server's`);
   t.ok(answered > 600);
   t.equal(await exchange(Buffer.alloc(5000, 7), 50), undefined, 'a datagram over 4 KiB is dropped');
-  t.same(native.takeMetrics()?.dropped, { oversized: 1 }, 'and counted');
+  t.same(native.takeMetrics()?.dropped, { [`dns://127.0.0.1:${socket.port}|oversized`]: 1 }, 'and counted');
   const after = dnsPacket.decode((await exchange(dnsPacket.encode({ id: 9, type: 'query', questions: [{ name: `hostnames.default.${Z}`, type: 'A' }] }), 1000))!);
   t.same(after.answers!.map((answer) => answer.data), ['10.0.0.20'], 'the server keeps answering');
 });
@@ -172,6 +175,7 @@ t.test('queries passed up while the JS thread is busy beyond the queue\'s 1024 a
   execFileSync(process.execPath, ['-e', sender]);
   await new Promise((resolve) => setTimeout(resolve, 200));
   const dropped = server.takeMetrics()?.dropped;
-  t.ok(dropped?.backlog !== undefined && dropped.backlog >= 2000 - 1024 - 1, `${dropped?.backlog} of 2000 dropped with 1024 queued`);
-  t.notOk(dropped?.oversized);
+  const backlog = dropped?.[`dns://127.0.0.1:${socket.port}|backlog`];
+  t.ok(backlog !== undefined && backlog >= 2000 - 1024 - 1, `${backlog} of 2000 dropped with 1024 queued`);
+  t.notOk(dropped?.[`dns://127.0.0.1:${socket.port}|oversized`]);
 });

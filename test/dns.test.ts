@@ -12,6 +12,9 @@ import { ManifestFile, service, slice } from './lib/manifests.js';
 const LINK_LOCAL = '169.254.20.10';
 const KUBE_DNS_IP = '10.0.0.10';
 const UPSTREAM_PORT = '5353';
+/** Upstreams nobody answers on, asked in turn after the responder SERVFAILs: 6 × the 1.5 s timeout outlasts the largest duration bucket (8.192 s). */
+const SILENT_UPSTREAMS = Array.from({ length: 6 }, (_, index) => `127.0.0.1:${5360 + index}`);
+const METRICS = 'http://127.0.0.1:10249/metrics';
 const RESPONDER = join(projectRoot(), 'test/fixtures/dns-responder.mjs');
 const FUZZ = join(projectRoot(), 'test/fixtures/dns-fuzz.mjs');
 const COREDNS_POD = { name: 'coredns', ipv4: '10.244.1.53', udp: true };
@@ -65,9 +68,13 @@ async function listedDnsTable(): Promise<{ rules: [string, unknown[]][]; sets: R
 const servedBy = (address: string, port: string) => ({
   match: { op: '==', left: { concat: [{ payload: { protocol: 'ip', field: address } }, { meta: { key: 'l4proto' } }, { payload: { protocol: 'th', field: port } }] }, right: '@served-ipv4' },
 });
+const socketIs = (key: string, value: number) => ({ match: { op: '==', left: { socket: { key } }, right: value } });
+const TCP = { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: 'tcp' } };
 const EXPECTED_DNS_TABLE = {
   rules: [
-    ['prerouting', [servedBy('daddr', 'dport'), { match: { op: '==', left: { socket: { key: 'wildcard' } }, right: 0 } }, { notrack: null }]],
+    ['prerouting', [servedBy('daddr', 'dport'), socketIs('wildcard', 0), { notrack: null }]],
+    ['prerouting', [servedBy('daddr', 'dport'), TCP, socketIs('wildcard', 1), { accept: null }]],
+    ['prerouting', [servedBy('daddr', 'dport'), TCP, socketIs('transparent', 0), { notrack: null }]],
     ['output', [servedBy('saddr', 'sport'), { notrack: null }]],
     ['output', [servedBy('daddr', 'dport'), { match: { op: '==', left: { fib: { result: 'type', flags: ['daddr'] } }, right: 'local' } }, { notrack: null }]],
   ],
@@ -79,7 +86,7 @@ const sortedElements = (table: { sets: Record<string, unknown[]> }) =>
 /** `wrapper`: a command the agent runs under, given the agent's argv as "$@". */
 async function startAgent(wrapper: string[] = []): Promise<void> {
   agent = topology.spawn(topology.node, [...wrapper, 'node', CLI, '--manifests', manifests.path, '--cluster-dns', `${LINK_LOCAL},${KUBE_DNS_IP}`,
-    '--dns-upstream', `127.0.0.1:${UPSTREAM_PORT}`, '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:10249']);
+    '--dns-upstream', [`127.0.0.1:${UPSTREAM_PORT}`, ...SILENT_UPSTREAMS].join(','), '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:10249']);
   if (!(await eventually(async () => (await status(`hostnames.default.${Z}`)) === 'NOERROR'))) throw new Error(`kubenft did not serve: ${agent.output().stderr}`);
 }
 
@@ -177,16 +184,83 @@ t.test('other names go upstream, cached; SERVFAIL-free TCP retry when the upstre
   t.equal(await count(), before + 1, 'the cached name did not reach the upstream again');
   t.equal(await status('missing.example'), 'NXDOMAIN');
   t.equal((await short('+tcp', 'big.example', 'TXT')).join('').replace(/[" ]/g, '').length, 1600, 'the upstream truncated over UDP; kubenft asked it over TCP');
-  const metrics = await eventually(async () => /kubenft_dns_cache_hits_total\{[^}]*type="success"\} [1-9]/.test((await scrape(topology, 'http://127.0.0.1:10249/metrics')).body));
-  t.ok(metrics, 'cache hits are counted');
-  const body = (await scrape(topology, 'http://127.0.0.1:10249/metrics')).body;
-  t.match(body, /kubenft_dns_requests_total\{[^}]*proto="udp"[^}]*type="A"\} \d+/);
-  t.match(body, /kubenft_dns_responses_total\{[^}]*rcode="NXDOMAIN"\} \d+/);
-  t.match(body, /kubenft_dns_request_duration_seconds_count \d+/);
+  t.ok(await eventually(async () => /coredns_cache_hits_total\{[^}]*type="success"/.test((await scrape(topology, METRICS)).body)), 'cache hits are counted');
   const oversized = `require('node:dgram').createSocket('udp4').send(Buffer.alloc(5000), 53, '${LINK_LOCAL}', (error) => process.exit(error ? 1 : 0))`;
   t.equal((await topology.exec(topology.client, ['node', '-e', oversized])).code, 0);
-  t.ok(await eventually(async () => /kubenft_dns_dropped_requests_total\{[^}]*reason="oversized"\} [1-9]/.test((await scrape(topology, 'http://127.0.0.1:10249/metrics')).body)),
+  t.ok(await eventually(async () => /kubenft_dns_dropped_requests_total\{server="dns:\/\/169\.254\.20\.10:53",reason="oversized"\} [1-9]/.test((await scrape(topology, METRICS)).body)),
     'a datagram over 4 KiB is dropped and counted');
+});
+
+/** Every sample of a metric: its labels (in the order printed) and its value. */
+function samples(body: string, name: string): { labels: [string, string][]; value: number }[] {
+  return [...body.matchAll(new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`, 'gm'))].map((match) => ({
+    labels: [...match[1].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((label) => [label[1], label[2]] as [string, string]), value: Number(match[2]),
+  }));
+}
+const sampleOf = (body: string, name: string, wanted: Record<string, string>) =>
+  samples(body, name).find((sample) => Object.entries(wanted).every(([key, value]) => sample.labels.some(([k, v]) => k === key && v === value)))?.value ?? 0;
+
+t.test('CoreDNS\'s metrics, names, labels and buckets, after real queries over UDP and TCP to both addresses', async (t) => {
+  const server = (address: string) => `dns://${address}:53`;
+  const before = (await scrape(topology, METRICS)).body;
+  for (let i = 0; i < 3; i++) await dig(LINK_LOCAL, `hostnames.default.${Z}`);
+  await dig(LINK_LOCAL, '+tcp', `hostnames.default.${Z}`, 'AAAA');
+  await dig(KUBE_DNS_IP, `nothing.default.${Z}`);
+  await dig(KUBE_DNS_IP, `hostnames.default.${Z}`, 'NAPTR');
+  await dig(LINK_LOCAL, 'forwarded.example');
+  await dig(LINK_LOCAL, 'forwarded.example');
+  const counted = async (name: string, labels: Record<string, string>, atLeast: number) => {
+    const increase = async () => sampleOf((await scrape(topology, METRICS)).body, name, labels) - sampleOf(before, name, labels);
+    return eventually(async () => (await increase()) >= atLeast);
+  };
+  const udpA = { server: server(LINK_LOCAL), zone: '.', view: '', proto: 'udp', family: '1', type: 'A' };
+  t.ok(await counted('coredns_dns_requests_total', udpA, 3), 'requests: by the address they came in on, zone ".", family 1, type A');
+  t.ok(await counted('coredns_dns_requests_total', { ...udpA, proto: 'tcp', type: 'AAAA' }, 1), 'TCP');
+  t.ok(await counted('coredns_dns_requests_total', { ...udpA, server: server(KUBE_DNS_IP), type: 'other' }, 1), 'the ClusterIP\'s, and a type CoreDNS does not name is "other"');
+  t.ok(await counted('coredns_dns_responses_total', { server: server(KUBE_DNS_IP), rcode: 'NXDOMAIN', plugin: 'kubernetes' }, 1), 'responses: rcode and the plugin that wrote them');
+  t.ok(await counted('coredns_dns_responses_total', { server: server(LINK_LOCAL), rcode: 'NOERROR', plugin: 'forward' }, 1), 'forwarded');
+  t.ok(await counted('coredns_dns_responses_total', { server: server(LINK_LOCAL), rcode: 'NOERROR', plugin: 'cache' }, 1), 'from the cache');
+  t.ok(await counted('coredns_cache_misses_total', { server: server(LINK_LOCAL), zones: '.', view: '' }, 1));
+  t.ok(await counted('coredns_proxy_request_duration_seconds_count', { proxy_name: 'forward', to: `127.0.0.1:${UPSTREAM_PORT}`, rcode: 'NOERROR' }, 1), 'the upstream\'s answers, timed');
+
+  const body = (await scrape(topology, METRICS)).body;
+  // The label names, in CoreDNS's order (plugin/metrics/vars/vars.go and the others).
+  const labelNames = (name: string) => samples(body, name)[0]?.labels.map(([key]) => key).filter((key) => key !== 'le');
+  t.same(labelNames('coredns_dns_requests_total'), ['server', 'zone', 'view', 'proto', 'family', 'type']);
+  t.same(labelNames('coredns_dns_responses_total'), ['server', 'zone', 'view', 'rcode', 'plugin']);
+  t.same(labelNames('coredns_dns_request_duration_seconds_bucket'), ['server', 'zone', 'view']);
+  t.same(labelNames('coredns_cache_requests_total'), ['server', 'zones', 'view']);
+  t.same(labelNames('coredns_cache_hits_total'), ['server', 'type', 'zones', 'view']);
+  t.same(labelNames('coredns_cache_entries'), ['server', 'type', 'zones', 'view']);
+  t.same(labelNames('coredns_proxy_request_duration_seconds_bucket'), ['proxy_name', 'to', 'rcode']);
+  t.match(body, /^# TYPE coredns_forward_max_concurrent_rejects_total counter$/m);
+  const bounds = samples(body, 'coredns_dns_request_duration_seconds_bucket').filter((sample) => sample.labels.some(([, v]) => v === server(LINK_LOCAL))).map((sample) => sample.labels[0][1]);
+  t.same(bounds, [...Array.from({ length: 16 }, (_, index) => String(0.00025 * 2 ** index)), '+Inf'], 'CoreDNS\'s TimeBuckets, ExponentialBuckets(0.00025, 2, 16)');
+  t.ok(sampleOf(body, 'coredns_cache_entries', { server: server(LINK_LOCAL), type: 'success' }) >= 1, 'the cache\'s entries');
+  t.notMatch(body, /kubenft_dns_requests_total|kubenft_dns_responses_total|kubenft_dns_request_duration/, 'the names kubenft used before are gone, not doubled');
+});
+
+t.test('a query slower than the largest bucket (8.192 s) is counted in +Inf', async (t) => {
+  const bucket = (body: string, le: string) => sampleOf(body, 'coredns_dns_request_duration_seconds_bucket', { server: `dns://${LINK_LOCAL}:53`, le });
+  const count = (body: string) => sampleOf(body, 'coredns_dns_request_duration_seconds_count', { server: `dns://${LINK_LOCAL}:53` });
+  // Earlier queries' counts reach the agent every 500 ms: let them land before the baseline.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  const before = (await scrape(topology, METRICS)).body;
+  t.equal(bucket(before, '+Inf'), count(before), '+Inf is the count');
+  // The responder SERVFAILs, then each silent upstream times out in turn.
+  t.match(await dig(LINK_LOCAL, '+time=15', 'servfail.example'), /status: SERVFAIL/);
+  t.ok(await eventually(async () => count((await scrape(topology, METRICS)).body) > count(before)), 'the query was counted');
+  const after = (await scrape(topology, METRICS)).body;
+  t.equal(bucket(after, '8.192') - bucket(before, '8.192'), 0, 'in no finite bucket');
+  t.equal(bucket(after, '+Inf') - bucket(before, '+Inf'), 1, 'in +Inf');
+  t.equal(bucket(after, '+Inf'), count(after), '+Inf is still the count');
+  for (const to of SILENT_UPSTREAMS) t.ok(sampleOf(after, 'kubenft_dns_upstream_failures_total', { to }) >= 1, `${to}'s timeout is counted`);
+});
+
+t.test('CoreDNS\'s health and readiness endpoints, on the link-local address', async (t) => {
+  t.same(await scrape(topology, `http://${LINK_LOCAL}:8080/health`), { status: 200, body: 'OK' });
+  t.same(await scrape(topology, `http://${LINK_LOCAL}:8181/ready`), { status: 200, body: 'OK' });
+  t.equal((await scrape(topology, `http://${LINK_LOCAL}:8080/metrics`)).status, 404, 'nothing else there');
 });
 
 t.test('the kube-dns ClusterIP is answered by kubenft, with no conntrack entry', async (t) => {

@@ -18,13 +18,13 @@ t.test('bucket counts reported in batches print as the same requests observed on
   const observed = new Registry();
   const histogram = new Histogram({ name: NAME, help: HELP, labelNames: ['ingress'], buckets: DURATION_BUCKETS, registers: [observed] });
   const counted = new Registry();
-  const fed = new CountedHistogram(NAME, HELP, 'ingress', DURATION_BUCKETS, counted);
+  const fed = new CountedHistogram(NAME, HELP, ['ingress'], DURATION_BUCKETS, counted);
   for (const batch of batches) {
     for (const [ingress, durations] of batch) {
       for (const seconds of durations) histogram.observe({ ingress }, seconds);
       const buckets = new Array<number>(DURATION_BUCKETS.length + 1).fill(0);
       for (const seconds of durations) buckets[durationBucket(seconds)]++;
-      fed.add(ingress, buckets, durations.reduce((sum, seconds) => sum + seconds, 0));
+      fed.add({ ingress }, buckets, durations.reduce((sum, seconds) => sum + seconds, 0));
     }
   }
   const text = await counted.metrics();

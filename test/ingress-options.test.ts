@@ -5,16 +5,16 @@ import { helpText, parseOptions } from '../src/cli/options.js';
 t.test('defaults and values', async (t) => {
   t.match(parseOptions([]).ingress, {
     enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443', defaultCertificate: undefined,
-    maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, workers: 0, statusAddresses: [],
+    maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, connectTimeoutMs: 5_000, workers: 0, statusAddresses: [],
   });
   const options = parseOptions([
     '--ingress', '--ingress-class', 'public', '--ingress-http-address', '127.0.0.1:8080', '--ingress-https-address', '', '--ingress-default-certificate', 'kube-system/default-tls',
-    '--ingress-max-body-size', '1000', '--ingress-max-header-size', '8192', '--ingress-client-timeout', '5s', '--ingress-backend-timeout', '1m30s', '--ingress-workers', '3',
+    '--ingress-max-body-size', '1000', '--ingress-max-header-size', '8192', '--ingress-client-timeout', '5s', '--ingress-backend-timeout', '1m30s', '--ingress-connect-timeout', '2s', '--ingress-workers', '3',
     '--ingress-status-address', '203.0.113.7,2001:db8::7',
   ]);
   t.same(options.ingress, {
     enabled: true, className: 'public', httpAddress: '127.0.0.1:8080', httpsAddress: undefined, defaultCertificate: 'kube-system/default-tls',
-    maxBodyBytes: 1000, maxHeaderBytes: 8192, clientTimeoutMs: 5000, backendTimeoutMs: 90_000, workers: 3, statusAddresses: ['203.0.113.7', '2001:db8::7'],
+    maxBodyBytes: 1000, maxHeaderBytes: 8192, clientTimeoutMs: 5000, backendTimeoutMs: 90_000, connectTimeoutMs: 2_000, workers: 3, statusAddresses: ['203.0.113.7', '2001:db8::7'],
   });
   t.equal(parseOptions(['--ingress-http-address', '10.0.0.1']).ingress.httpAddress, '10.0.0.1:80', 'an address alone gets the default port');
   t.match(helpText(), /--ingress-backend-timeout DURATION/);

@@ -127,14 +127,21 @@ t.test('after each change the incremental table equals the whole plan, and its c
 
   const one = certificate('tls.com');
   const two = certificate('tls.com');
-  step('TLS with a missing Secret: skipped', () => state.apply(ingress('tls', [pathTo('tls.com', '/')], { spec: { tls: [{ hosts: ['tls.com'], secretName: 'cert' }] }, metadata: aged(2025) })));
-  t.equal(served('tls.com', '/'), 'none');
-  step('the Secret arrives', () => state.apply(tlsSecret('cert', one)));
+  step('TLS with a missing Secret: served, with the default certificate', () => state.apply(ingress('tls', [pathTo('tls.com', '/')], { spec: { tls: [{ hosts: ['tls.com'], secretName: 'cert' }] }, metadata: aged(2025) })));
+  t.equal(served('tls.com', '/'), 'default/tls default/web:http 10.244.1.1:8080');
+  t.same(planner.plan(inputOf(state), new Set()).missingSecrets, [{ ingress: 'default/tls', secret: 'default/cert', reason: 'not found', hosts: ['tls.com'] }]);
+  changes = step('the Secret arrives', () => state.apply(tlsSecret('cert', one)));
+  t.same(named(changes!), { hosts: [], wildcards: [], backends: [], certificates: ['default/cert'], tlsHosts: [], anyHost: false }, 'only the certificate: the host named it already');
   t.equal(router.certificateFor('tls.com'), 'default/cert');
+  t.same(planner.plan(inputOf(state), new Set()).missingSecrets, [], 'no longer missing');
   t.match(router.match('tls.com', '/'), { redirectToHttps: true });
   changes = step('the Secret rotates', () => state.apply(tlsSecret('cert', two)));
   t.same(named(changes!), { hosts: [], wildcards: [], backends: [], certificates: ['default/cert'], tlsHosts: [], anyHost: false }, 'only the certificate');
   t.equal(changes!.certificates['default/cert']!.cert, two.cert);
+  changes = step('the Secret deleted: the certificate goes, the routes stay', () => state.delete(tlsSecret('cert', two)));
+  t.same(named(changes!), { hosts: [], wildcards: [], backends: [], certificates: ['default/cert'], tlsHosts: [], anyHost: false });
+  t.equal(served('tls.com', '/'), 'default/tls default/web:http 10.244.1.1:8080');
+  step('and back', () => state.apply(tlsSecret('cert', two)));
   step('a second TLS host on the same Secret, host-less rules, a default backend', () => {
     state.apply(ingress('tls-too', [pathTo('also.com', '/'), pathTo(undefined, '/any', 'api')], {
       spec: { tls: [{ hosts: ['also.com', 'tls.com'], secretName: 'cert' }], defaultBackend: { service: { name: 'web', port: { number: 80 } } } }, metadata: aged(2026),

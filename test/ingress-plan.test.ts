@@ -1,7 +1,7 @@
 // The ingress route planner and its lookups, pure: the Ingress docs' path table row by row, hosts
 // and wildcards, class selection, v1beta1 conversion, merges and conflicts, and bad objects.
 import t from 'tap';
-import { type IngressPlan, Router, planIngress, routingHost } from '../src/ingress/routes.js';
+import { type IngressPlan, Router, missingSecretText, planIngress, routingHost } from '../src/ingress/routes.js';
 import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';
 import { type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret } from '../src/ingress/objects.js';
 import { ObjectError } from '../src/cluster/model.js';
@@ -49,6 +49,12 @@ t.test('the Ingress docs path table, row by row', async (t) => {
     const objects = [ingress('table', [{ paths: rules.map(([pathType, path], index) => ({ path, pathType, service: services[index] })) }])];
     t.equal(route(objects, 'example.com', request), expected, name);
   }
+});
+
+t.test('a rule path is matched in the spelling requests are normalized to: escapes in upper case, unreserved octets decoded', async (t) => {
+  const objects = [ingress('spelled', [{ paths: [{ path: '/caf%c3%a9', pathType: 'Prefix', service: 'web' }, { path: '/%7Euser', pathType: 'Exact', service: 'api' }] }])];
+  t.equal(route(objects, 'a.com', '/caf%C3%A9/menu'), 'web', 'a lower-case escape in the rule');
+  t.equal(route(objects, 'a.com', '/~user'), 'api', 'an encoded unreserved octet in the rule');
 });
 
 t.test('hosts: exact before a one-label wildcard before no host; case and port ignored', async (t) => {
@@ -130,23 +136,30 @@ t.test('rules for one host merge across Ingresses; a conflict goes to the oldest
   t.equal(new Router(sameAge.table).match('', '/').kind === 'route' && (new Router(sameAge.table).match('', '/') as { route: { ingress: string } }).route.ingress, 'default/m', 'equal ages: the first name wins');
 });
 
-t.test('an Ingress with an unknown backend or a missing Secret is reported and skipped alone', async (t) => {
+t.test('an Ingress with an unknown backend is reported and skipped alone; one with a missing or non-TLS Secret is served, with the default certificate, and reported', async (t) => {
   const good = ingress('good', [{ host: 'good.com', paths: [{ path: '/', pathType: 'Prefix' }] }]);
   const unknownService = ingress('no-service', [{ host: 'bad.com', paths: [{ path: '/', pathType: 'Prefix', service: 'missing' }] }]);
   const unknownPort = ingress('no-port', [{ host: 'bad2.com', paths: [{ path: '/', pathType: 'Prefix', port: 81 }] }]);
   const unknownPortName = ingress('no-port-name', [{ host: 'bad3.com', paths: [{ path: '/', pathType: 'Prefix', port: 'grpc' }] }]);
-  const noSecret = ingress('no-secret', [{ host: 'bad4.com', paths: [{ path: '/', pathType: 'Prefix' }] }], { spec: { tls: [{ hosts: ['bad4.com'], secretName: 'gone' }] } });
+  const noSecret = ingress('no-secret', [{ host: 'tls4.com', paths: [{ path: '/', pathType: 'Prefix' }] }], { spec: { tls: [{ hosts: ['tls4.com'], secretName: 'gone' }] } });
   const opaque = { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'opaque', namespace: 'default' }, type: 'Opaque', data: {} };
-  const notTls = ingress('not-tls', [{ host: 'bad5.com', paths: [{ path: '/', pathType: 'Prefix' }] }], { spec: { tls: [{ hosts: ['bad5.com'], secretName: 'opaque' }] } });
+  const notTls = ingress('not-tls', [{ host: 'tls5.com', paths: [{ path: '/', pathType: 'Prefix', service: 'api' }] }], { spec: { tls: [{ hosts: ['tls5.com'], secretName: 'opaque' }] } });
   const result = plan([good, unknownService, unknownPort, unknownPortName, noSecret, opaque, notTls]);
-  t.same(result.table.served, ['default/good']);
+  t.same(result.table.served, ['default/good', 'default/no-secret', 'default/not-tls']);
   t.same(result.problems.map((problem) => `${problem.object}: ${problem.reason}`).sort(), [
     'Ingress default/no-port-name: service web has no TCP port "grpc"',
     'Ingress default/no-port: service web has no TCP port 81',
-    'Ingress default/no-secret: secret gone not found',
     'Ingress default/no-service: service missing not found (or another proxy\'s, which the ingress does not route to)',
-    'Ingress default/not-tls: secret opaque is not of type kubernetes.io/tls',
   ]);
+  t.same(result.missingSecrets.map(missingSecretText).sort(), [
+    'Ingress default/no-secret: TLS Secret default/gone not found: tls4.com served with the default certificate until it is',
+    'Ingress default/not-tls: TLS Secret default/opaque not of type kubernetes.io/tls: tls5.com served with the default certificate until it is',
+  ]);
+  const router = new Router(result.table);
+  t.match(router.match('tls4.com', '/'), { kind: 'route', redirectToHttps: true, route: { backend: 'default/web:http' } }, 'its rules are routed, and plain HTTP still goes to https (as ingress-nginx does)');
+  t.equal(route([good, unknownService, unknownPort, unknownPortName, noSecret, opaque, notTls], 'tls5.com', '/'), 'api');
+  t.equal(router.certificateFor('tls4.com'), 'default/gone', 'the host names its Secret');
+  t.notOk(Object.hasOwn(result.table.certificates, 'default/gone'), 'which has no certificate: the default one is served');
   t.equal(route([good, unknownService], 'bad.com', '/'), 'none');
   const empty = ingress('empty', [{ paths: [{ path: '/', pathType: 'Prefix', service: 'empty' }] }]);
   const match = new Router(plan([empty]).table).match('', '/');
@@ -212,6 +225,10 @@ t.test('bad objects are rejected with their name and the reason', async (t) => {
   reject(onePath({ path: '/a//b', pathType: 'Prefix' }), /must not contain "\/\/"/, 'an empty element');
   reject(onePath({ path: '/a/../b', pathType: 'Exact' }), /must not contain "\/\.\.\/"/, 'a .. element');
   reject(onePath({ path: '/a%2Fb', pathType: 'Exact' }), /must not contain "%2F"/, 'an encoded slash');
+  reject(onePath({ path: '/a/%2e%2E/b', pathType: 'Prefix' }), /path "\/a\/%2e%2E\/b" must not contain "\/\.\.\/"/, 'a percent-encoded .. element (requests are routed with it decoded)');
+  reject(onePath({ path: '/a/%2e', pathType: 'Exact' }), /must not contain "\/\."/, 'a percent-encoded . at the end');
+  reject(onePath({ path: '/a%zz', pathType: 'Exact' }), /holds a malformed percent-escape or %00/, 'a malformed escape');
+  reject(onePath({ path: '/a%00', pathType: 'Exact' }), /holds a malformed percent-escape or %00/, 'an encoded NUL');
   reject(onePath({ path: '/a b', pathType: 'Exact' }), /must be an absolute path/, 'a space');
   reject(onePath({ path: '/', pathType: 'Regex' }), /pathType "Regex" is not Exact, Prefix or ImplementationSpecific/, 'an unknown pathType');
   reject(onePath({ path: '/', port: 0 }), /port.number 0 is not a port number/, 'port 0');

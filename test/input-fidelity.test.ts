@@ -18,7 +18,8 @@ const PODS = [
 ];
 const HTTP = [{ name: 'http', port: 80, targetPort: 9376 }];
 const SLICE_PORTS = [{ name: 'http', port: 9376 }];
-const FLAGS = ['--hostname-override', 'node-1'];
+// The log is read line by line as JSON.
+const FLAGS = ['--hostname-override', 'node-1', '--logging-format', 'json'];
 
 /** A valid Service answering from one pod, as its two objects. */
 const webService = (name: string, vip: string, pod: { ipv4: string }) => [service(name, vip, HTTP), slice(name, SLICE_PORTS, [{ ip: pod.ipv4 }])];

@@ -29,6 +29,7 @@ const KUBE_PROXY_METRICS = [
 const KUBENFT_METRICS = [
   'kubenft_sync_proxy_rules_kernel_seconds',
   'kubenft_drift_repairs_total',
+  'kubenft_drift_check_failures_total',
   'kubenft_sync_proxy_rules_services',
   'kubenft_sync_proxy_rules_endpoints',
 ];
@@ -425,4 +426,21 @@ t.test('ServiceHealthServers refuses bind addresses that are not IPs', async (t)
   const health = new ProxyHealth({ healthTimeoutMs: 1000 });
   t.throws(() => new ServiceHealthServers({ bindAddresses: ['localhost'], health }));
   t.throws(() => new ServiceHealthServers({ bindAddresses: [], health }));
+});
+
+t.test('/readyz: 200 while nothing is reported, else 503 with one line per reason; absent when not asked for', async (t) => {
+  const health = new ProxyHealth({ healthTimeoutMs: 60_000 });
+  let reasons: string[] = ['dns: cluster DNS worker down (exited with code 1)', 'the proxy\'s rules are not synced (see /healthz)'];
+  const server = await startHealthServer('127.0.0.1:0', health, () => reasons);
+  t.teardown(() => server.close());
+  const notReady = await fetch(`${server.url}/readyz`);
+  t.equal(notReady.status, 503);
+  t.equal(await notReady.text(), `${reasons.join('\n')}\n`);
+  reasons = [];
+  const ready = await fetch(`${server.url}/readyz`);
+  t.equal(ready.status, 200);
+  t.equal(await ready.text(), 'ok\n');
+  const without = await startHealthServer('127.0.0.1:0', health);
+  t.teardown(() => without.close());
+  t.equal((await fetch(`${without.url}/readyz`)).status, 404);
 });

@@ -46,17 +46,17 @@ const DEFAULTS: AgentOptions = {
   bindAddress: '0.0.0.0',
   syncPeriodMs: 30_000,
   minSyncPeriodMs: 1_000,
-  configSyncPeriodMs: 900_000,
   oomScoreAdj: -999,
   featureGates: {},
   verbosity: 0,
+  logFormat: 'text',
   conntrack: {
     maxPerCore: 32768, min: 131072, tcpEstablishedTimeoutMs: 86_400_000, tcpCloseWaitTimeoutMs: 3_600_000, tcpBeLiberal: false, udpTimeoutMs: 0, udpStreamTimeoutMs: 0,
   },
   dns: { addresses: [], zone: 'cluster.local', ttl: 5, pods: 'insecure' },
   ingress: {
     enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
-    maxBodyBytes: 104_857_600, maxHeaderBytes: 16_384, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, workers: 0, statusAddresses: [],
+    maxBodyBytes: 104_857_600, maxHeaderBytes: 16_384, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, connectTimeoutMs: 5_000, workers: 0, statusAddresses: [],
   },
 };
 
@@ -68,6 +68,13 @@ t.test('cluster DNS flags', async (t) => {
   t.throws(() => parseOptions(['--dns-pods', 'verified']), /insecure or disabled/);
   t.throws(() => parseOptions(['--dns-ttl', '4000']), /0 to 3600/);
   t.throws(() => parseOptions(['--cluster-domain', 'a b']), /domain name/);
+  const probes = (...args: string[]) => { const { healthAddress, readyAddress } = parseOptions(['--cluster-dns', '169.254.20.10', ...args]).dns; return { healthAddress, readyAddress }; };
+  t.same(probes(), { healthAddress: undefined, readyAddress: undefined }, 'by default on the first address (the dataplane fills them in)');
+  t.same(probes('--dns-health-address', ':8080', '--dns-ready-address', ''), { healthAddress: ':8080', readyAddress: '' }, 'CoreDNS\'s :PORT, and off');
+  t.same(probes('--dns-health-address', '10.0.0.1', '--dns-ready-address', '[fd00::1]:9181'), { healthAddress: '10.0.0.1:8080', readyAddress: '[fd00::1]:9181' });
+  t.throws(() => probes('--dns-health-address', 'localhost:8080'), /not IP or IP:port/);
+  t.throws(() => probes('--dns-ready-address', ':70000'), /port must be 1-65535/);
+  t.throws(() => parseOptions(['--dns-health-address', ':8080']), /--dns-health-address needs --cluster-dns/, 'not accepted and ignored');
 });
 
 t.test('no flags: kube-proxy\'s defaults, in nftables mode', async (t) => {
@@ -107,7 +114,8 @@ const FLAG_CASES: [string[], string, unknown][] = [
   [['--proxy-mode='], 'proxyMode', 'nftables'],
   [['--kubeconfig=/var/lib/kube-proxy/kubeconfig.conf'], 'kubeconfig', '/var/lib/kube-proxy/kubeconfig.conf'],
   [['--master', 'https://10.0.0.1:6443'], 'master', 'https://10.0.0.1:6443'],
-  [['--kube-api-content-type=application/json'], 'kubeApiContentType', 'application/json'],
+  [['--kube-api-content-type=application/json'], 'command', 'run'],
+  [['--kube-api-content-type='], 'command', 'run'],
   [['--kube-api-qps=12.5'], 'kubeApiQps', 12.5],
   [['--kube-api-burst', '40'], 'kubeApiBurst', 40],
   [['--hostname-override', ' Node-1 '], 'hostnameOverride', 'node-1'],
@@ -145,7 +153,7 @@ const FLAG_CASES: [string[], string, unknown][] = [
   [['--conntrack-tcp-be-liberal'], 'conntrack.tcpBeLiberal', true],
   [['--conntrack-udp-timeout=30s'], 'conntrack.udpTimeoutMs', 30_000],
   [['--conntrack-udp-timeout-stream=2m'], 'conntrack.udpStreamTimeoutMs', 120_000],
-  [['--config-sync-period=5m'], 'configSyncPeriodMs', 300_000],
+  [['--config-sync-period=15m'], 'command', 'run'],
   [['-v', '4'], 'verbosity', 4],
   [['-v=5'], 'verbosity', 5],
   [['-v6'], 'verbosity', 6],
@@ -164,7 +172,9 @@ const FLAG_CASES: [string[], string, unknown][] = [
   [['--iptables-localhost-nodeports=true'], 'command', 'run'],
   [['--pod-bridge-interface='], 'command', 'run'],
   [['--pod-interface-name-prefix='], 'command', 'run'],
-  [['--logging-format=text'], 'command', 'run'],
+  [['--logging-format=text'], 'logFormat', 'text'],
+  [['--logging-format=json'], 'logFormat', 'json'],
+  [['--logging-format='], 'logFormat', 'text'],
   [['--vmodule='], 'command', 'run'],
   [['--log-flush-frequency=5s'], 'command', 'run'],
   [['--ipvs-sync-period=30s', '--ipvs-min-sync-period=0s', '--ipvs-scheduler=', '--ipvs-exclude-cidrs=', '--ipvs-strict-arp=false'], 'command', 'run'],
@@ -211,8 +221,8 @@ const FIELD_CASES: [object, string, unknown][] = [
   [{ clientConnection: { kubeconfig: '/k.conf' } }, 'kubeconfig', '/k.conf'],
   [{ clientConnection: { qps: 50 } }, 'kubeApiQps', 50],
   [{ clientConnection: { burst: 100 } }, 'kubeApiBurst', 100],
-  [{ clientConnection: { contentType: 'application/json' } }, 'kubeApiContentType', 'application/json'],
-  [{ clientConnection: { acceptContentTypes: '' } }, 'kubeApiContentType', undefined],
+  [{ clientConnection: { contentType: 'application/json' } }, 'command', 'run'],
+  [{ clientConnection: { acceptContentTypes: '' } }, 'command', 'run'],
   [{ conntrack: { maxPerCore: 0 } }, 'conntrack.maxPerCore', 0],
   [{ conntrack: { min: 1000 } }, 'conntrack.min', 1000],
   [{ conntrack: { tcpEstablishedTimeout: '2h' } }, 'conntrack.tcpEstablishedTimeoutMs', 7_200_000],
@@ -222,7 +232,8 @@ const FIELD_CASES: [object, string, unknown][] = [
   [{ conntrack: { udpTimeout: '30s' } }, 'conntrack.udpTimeoutMs', 30_000],
   [{ conntrack: { udpStreamTimeout: '5m' } }, 'conntrack.udpStreamTimeoutMs', 300_000],
   [{ featureGates: { Foo: true, Bar: false } }, 'featureGates', { Foo: true, Bar: false }],
-  [{ configSyncPeriod: '10m' }, 'configSyncPeriodMs', 600_000],
+  [{ configSyncPeriod: '15m' }, 'command', 'run'],
+  [{ logging: { format: 'json' } }, 'logFormat', 'json'],
   [{ oomScoreAdj: 0 }, 'oomScoreAdj', 0],
   [{ logging: { verbosity: 3, format: 'text', flushFrequency: '5s', vmodule: [], options: { json: { infoBufferSize: '0' } } } }, 'verbosity', 3],
   [{ enableProfiling: false, bindAddressHardFail: false, showHiddenMetricsForVersion: '', portRange: '' }, 'command', 'run'],
@@ -391,9 +402,15 @@ const FLAG_REJECTIONS: [string[], RegExp][] = [
   [['--iptables-sync-period=-5s'], /--iptables-sync-period "-5s": must be greater than 0/],
   [['--iptables-min-sync-period=-1s'], /--iptables-min-sync-period "-1s": must not be negative/],
   [['--iptables-min-sync-period=1m', '--iptables-sync-period=30s'], /min sync period 1m0s is longer than sync period 30s/],
-  [['--conntrack-tcp-timeout-established=-1h'], /--conntrack-tcp-timeout-established "-1h0m0s": must not be negative/],
+  [['--conntrack-tcp-timeout-established=-1h'], /--conntrack-tcp-timeout-established "-1h0m0s": must be 0 \(leave the kernel's\) or at least 1s/],
+  [['--conntrack-udp-timeout=500ms'], /--conntrack-udp-timeout "500ms": must be 0 \(leave the kernel's\) or at least 1s \(the kernel counts whole seconds\)/],
   [['--conntrack-min=-1'], /--conntrack-min -1: must not be negative/],
-  [['--config-sync-period=0'], /--config-sync-period "0s": must be greater than 0/],
+  [['--config-sync-period=5m'], /flag --config-sync-period "5m" is not supported by kubenft: kubenft's informers keep no copy of the objects/],
+  [['--kube-api-content-type=application/vnd.kubernetes.protobuf'], /flag --kube-api-content-type "application\/vnd.kubernetes.protobuf" is not supported by kubenft: kubenft lists and watches in application\/json/],
+  [['--logging-format=logfmt'], /--logging-format "logfmt": is not a logging format: use text or json/],
+  [['--init-only', '--once'], /--init-only does the node setup and exits: it does not combine with --once/],
+  [['--init-only', '--cleanup'], /--init-only .* does not combine/],
+  [['render', '--init-only'], /--init-only .* does not combine/],
   [['--oom-score-adj=1001'], /--oom-score-adj 1001: must be an integer from -1000 to 1000/],
   [['--kube-api-qps=fast'], /--kube-api-qps "fast": is not a number/],
   [['--kube-api-burst=-3'], /--kube-api-burst -3: must not be negative/],
@@ -415,7 +432,6 @@ const FLAG_REJECTIONS: [string[], RegExp][] = [
   [['--iptables-localhost-nodeports=false'], /flag --iptables-localhost-nodeports "false" is not supported by kubenft: choose NodePort addresses/],
   [['--pod-bridge-interface=cbr0'], /flag --pod-bridge-interface "cbr0" is not supported by kubenft: kubenft detects pod traffic by address/],
   [['--pod-interface-name-prefix=veth'], /flag --pod-interface-name-prefix "veth" is not supported by kubenft/],
-  [['--logging-format=json'], /flag --logging-format "json" is not supported by kubenft: kubenft writes text logs only/],
   [['--vmodule=proxier=4'], /flag --vmodule "proxier=4" is not supported by kubenft/],
   [['--log-flush-frequency=soon'], /--log-flush-frequency "soon": is not a duration/],
   [['--ipvs-scheduler=rr'], /flag --ipvs-scheduler "rr" is not supported by kubenft: it configures the ipvs mode/],
@@ -464,7 +480,9 @@ const FILE_REJECTIONS: [string | object, RegExp][] = [
   [{ ...HEADER, detectLocalMode: 'Everything' }, /detectLocalMode \(in kp\.yaml\) "Everything": is not a detect-local mode/],
   [{ ...HEADER, featureGates: { A: 'on' } }, /featureGates \(in kp\.yaml\) \{"A":"on"\}: must be a mapping of names to true or false/],
   [{ ...HEADER, conntrack: { maxPerCore: -1 } }, /conntrack\.maxPerCore \(in kp\.yaml\) -1: must not be negative/],
-  [{ ...HEADER, conntrack: { udpTimeout: '-1s' } }, /conntrack\.udpTimeout \(in kp\.yaml\) "-1s": must not be negative/],
+  [{ ...HEADER, conntrack: { udpTimeout: '-1s' } }, /conntrack\.udpTimeout \(in kp\.yaml\) "-1s": must be 0/],
+  [{ ...HEADER, clientConnection: { contentType: 'application/vnd.kubernetes.protobuf' } }, /field clientConnection\.contentType \(in kp\.yaml\) "application\/vnd\.kubernetes\.protobuf" is not supported/],
+  [{ ...HEADER, configSyncPeriod: '1m' }, /field configSyncPeriod \(in kp\.yaml\) "1m" is not supported/],
   [{ ...HEADER, oomScoreAdj: -2000 }, /oomScoreAdj \(in kp\.yaml\) -2000: must be an integer from -1000 to 1000/],
   [{ ...HEADER, healthzBindAddress: 'everywhere' }, /healthzBindAddress \(in kp\.yaml\) "everywhere": is not IP or IP:port/],
   [{ ...HEADER, enableProfiling: true }, /field enableProfiling \(in kp\.yaml\) true is not supported by kubenft/],
@@ -476,7 +494,7 @@ const FILE_REJECTIONS: [string | object, RegExp][] = [
   [{ ...HEADER, ipvs: { strictARP: true } }, /field ipvs\.strictARP \(in kp\.yaml\) true is not supported/],
   [{ ...HEADER, winkernel: { enableDSR: true } }, /field winkernel\.enableDSR \(in kp\.yaml\) true is not supported by kubenft: it configures the Windows/],
   [{ ...HEADER, clientConnection: { acceptContentTypes: 'application/json' } }, /field clientConnection\.acceptContentTypes \(in kp\.yaml\) "application\/json" is not supported/],
-  [{ ...HEADER, logging: { format: 'json' } }, /field logging\.format \(in kp\.yaml\) "json" is not supported by kubenft: kubenft writes text logs only/],
+  [{ ...HEADER, logging: { format: 'klog' } }, /logging\.format \(in kp\.yaml\) "klog": is not a logging format/],
   [{ ...HEADER, logging: { vmodule: [{ filePattern: 'proxier', verbosity: 4 }] } }, /field logging\.vmodule \(in kp\.yaml\) .* is not supported/],
 ];
 
@@ -494,7 +512,7 @@ t.test('--write-config-to writes a KubeProxyConfiguration that reads back the sa
     '--iptables-min-sync-period=1.5s', '--detect-local-mode=NodeCIDR', '--cluster-cidr=10.244.0.0/16,fd00:10:244::/56',
     '--nodeport-addresses=localhost,10.0.0.0/8', '--oom-score-adj=-100', '--conntrack-max-per-core=0', '--conntrack-min=7',
     '--conntrack-tcp-timeout-established=0s', '--conntrack-tcp-timeout-close-wait=90s', '--conntrack-tcp-be-liberal',
-    '--conntrack-udp-timeout=30s', '--conntrack-udp-timeout-stream=2m', '--config-sync-period=20m', '-v', '3',
+    '--conntrack-udp-timeout=30s', '--conntrack-udp-timeout-stream=2m', '--config-sync-period=15m', '--logging-format=json', '-v', '3',
   ];
   // kubenft's own flags and --master are not KubeProxyConfiguration fields: they stay flags.
   const notInFile = ['--manifests=m/', '--once', '--iptables-backend=nft', '--service-cidr=10.96.0.0/12', '--master=https://api:6443'];
@@ -542,7 +560,7 @@ t.test('help and version win over everything else on the line', async (t) => {
 
 // Every flag kube-proxy's reference lists, those kube-proxy has beyond it, and kubenft's own.
 const ALL_FLAGS = [
-  'manifests', 'once', 'json', 'iptables-backend', 'service-cidr',
+  'manifests', 'once', 'json', 'iptables-backend', 'service-cidr', 'dns-health-address', 'dns-ready-address',
   'proxy-mode', 'config', 'write-config-to', 'cleanup', 'init-only', 'kubeconfig', 'master', 'kube-api-content-type', 'kube-api-qps',
   'kube-api-burst', 'hostname-override', 'bind-address', 'healthz-bind-address', 'metrics-bind-address', 'bind-address-hard-fail',
   'feature-gates', 'masquerade-all', 'iptables-sync-period', 'iptables-min-sync-period', 'iptables-masquerade-bit', 'detect-local-mode',

@@ -125,6 +125,38 @@ t.test('a client in the cgroup reaches the endpoints evenly, sees the Service ad
   t.equal(await dnatEntries(), 0);
 });
 
+t.test('services lists the socket LB maps as the kernel holds them, and marks a frontend changed by hand', async (t) => {
+  manifests.write(web());
+  await syncOnce();
+  interface Listed { services: { service?: string; protocol: string; port: number; drift?: string[]; socketLb?: { endpoints: { address: string; port: number }[] } }[]; socketLb?: { pinDir: string; frontends: { address: string; port: number; protocol: string; endpoints: unknown[] }[] } }
+  const services = async (...args: string[]) => {
+    const result = await topology.exec(topology.node, sandbox.inMountNamespace([process.execPath, CLI, 'services', '--manifests', manifests.path, '--hostname-override', NODE_NAME, '--socket-lb-pin-dir', sandbox.pinDir, ...args]));
+    t.equal(result.code, 0, result.stderr);
+    return result.stdout;
+  };
+  const listed = JSON.parse(await services('--json')) as Listed;
+  const bpftoolDump = (map: string) => JSON.parse(sandbox.run(['bpftool', '-j', 'map', 'dump', 'pinned', join(sandbox.pinDir, `map_${map}`)]).stdout) as { key: string[] }[];
+  t.equal(listed.socketLb?.pinDir, sandbox.pinDir);
+  t.equal(listed.socketLb?.frontends.length, bpftoolDump('services').length, 'one frontend per entry of the services map, as bpftool dumps it');
+  const everyPod = PODS.map((pod) => ({ address: pod.ipv4, port: POD_PORT }));
+  for (const protocol of ['tcp', 'udp']) {
+    const entry = listed.services.find((candidate) => candidate.service === 'default/web' && candidate.protocol === protocol)!;
+    t.same(entry.socketLb?.endpoints, everyPod, `${protocol}: the frontend's endpoints`);
+    t.same(entry.drift, [], `${protocol}: as planned`);
+  }
+  t.match(await services(), new RegExp(`socket LB: ${PODS.map((pod) => `${pod.ipv4.replaceAll('.', '\\.')}:${POD_PORT}`).join(', ')}`), 'the text shows them too');
+
+  // One endpoint slot deleted behind the agent's back: the listing follows the kernel, and says it differs.
+  const slot = bpftoolDump('slots')[0].key;
+  t.equal(sandbox.run(['bpftool', 'map', 'delete', 'pinned', join(sandbox.pinDir, 'map_slots'), 'key', 'hex', ...slot.map((byte) => byte.replace(/^0x/, ''))]).status, 0);
+  const changed = JSON.parse(await services('--json')) as Listed;
+  const drifted = changed.services.filter((entry) => entry.drift?.some((difference) => difference.startsWith('socket LB endpoints: loaded')));
+  t.equal(drifted.length, 1, `one frontend lost an endpoint: ${JSON.stringify(drifted)}`);
+  t.equal(drifted[0].socketLb?.endpoints.length, 2);
+  t.match(await services(), /DIFFERS FROM PLAN/);
+  await syncOnce();
+});
+
 t.test('a client outside the cgroup still goes through the nftables rules', async (t) => {
   manifests.write(web());
   await syncOnce();
@@ -247,7 +279,7 @@ t.test('a start that cannot attach says why and leaves nothing attached or pinne
   t.equal((await topology.exec(topology.node, agentArgv('--cleanup'))).code, 0);
   const missing = await topology.exec(topology.node, agentArgv('--once', '--socket-lb-cgroup', join(cgroup, 'missing')));
   t.equal(missing.code, 1);
-  t.match(missing.stderr, /socket LB: opening cgroup .*missing failed: No such file or directory/);
+  t.match(missing.stderr, /socket LB: opening cgroup .*missing failed: No such file or directory \(ENOENT\)/, 'the errno is kept, by name');
   const notBpffs = await topology.exec(topology.node, agentArgv('--once', '--socket-lb-pin-dir', join(manifests.path, '..', 'pins')));
   t.equal(notBpffs.code, 1);
   t.match(notBpffs.stderr, /is not a bpf filesystem/);

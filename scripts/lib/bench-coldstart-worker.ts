@@ -250,6 +250,8 @@ async function runKubenft(args: string[], lastVip: string, waitForExit: boolean,
 const COMMON_FLAGS = [
   '--hostname-override', BENCH_NODE, '--cluster-cidr', POD_CIDR, '--service-cidr', SERVICE_CIDR,
   '--healthz-bind-address', '', '--metrics-bind-address', '',
+  // The log lines below are read as JSON.
+  '--logging-format', 'json',
 ];
 
 async function agentRun(services: number, timeoutMs: number): Promise<ColdstartRun> {

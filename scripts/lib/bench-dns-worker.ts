@@ -46,7 +46,7 @@ function agentWith(dns: DnsDataplane | undefined): Agent {
   return new Agent(options, new NftablesDataplane(), log, dns ? [dns] : []);
 }
 
-const dnsOptions = { addresses: ['127.0.0.1'], port: DNS_PORT, zone: ZONE, ttl: 5, pods: 'insecure' as const, upstreams: [], network: false };
+const dnsOptions = { addresses: ['127.0.0.1'], port: DNS_PORT, zone: ZONE, ttl: 5, pods: 'insecure' as const, upstreams: [], network: false, healthAddress: '', readyAddress: '' };
 const changingSlice = (change: number) => serviceObjects(CHANGING, 'None', [`10.246.0.${1 + (change % 2)}`, '10.246.1.1', '10.246.1.2']);
 
 async function addressesOf(name: string): Promise<string[]> {

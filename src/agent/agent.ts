@@ -14,6 +14,7 @@ import type { Dataplane, SyncSplit } from '../services/dataplane.js';
 import type { StateChanges, StateDataplane } from '../capability.js';
 import type { DriftWatch } from '../services/drift.js';
 import { type HealthCheckService, ProxyHealth, ServiceHealthServers } from './healthz.js';
+import { nodePortsOnIPv4Loopback } from '../services/node-setup.js';
 import { ProxyMetrics } from './metrics.js';
 import { SyncRunner } from './sync-runner.js';
 import { UdpFlowTracker } from '../services/udp-flows.js';
@@ -50,7 +51,7 @@ export function nodeNameOf(options: AgentOptions): string {
   return (options.hostnameOverride ?? hostname()).trim().toLowerCase();
 }
 
-/** NodePorts on loopback also need net.ipv4.conf.all.route_localnet=1, which is the node's to set. */
+/** NodePorts on IPv4 loopback also need net.ipv4.conf.all.route_localnet=1, which the node setup sets. */
 const LOOPBACK_CIDRS = ['127.0.0.0/8', '::1/128'];
 /**
  * The periodic sync (every --iptables-sync-period) is a full one only this often, as upstream's
@@ -67,6 +68,16 @@ function localAddressesIn(cidrs: string[]): string[] {
     const address = ipaddr.parse(entry.address.split('%')[0]);
     return parsed.some((cidr) => address.kind() === cidr[0].kind() && address.match(cidr)) ? [address.toString()] : [];
   });
+}
+
+/**
+ * The node's IPs: the Node object's, except that a --bind-address other than 0.0.0.0 or :: is
+ * the node's IP of its family (kube-proxy's detectNodeIPs).
+ */
+export function nodeIPsWith(bindAddress: string, nodeAddresses: string[]): string[] {
+  const bind = ipaddr.parse(bindAddress);
+  if (bind.range() === 'unspecified') return nodeAddresses;
+  return [bind.toString(), ...nodeAddresses.filter((address) => ipaddr.parse(address).kind() !== bind.kind())];
 }
 
 export class Agent {
@@ -89,6 +100,7 @@ export class Agent {
   private hadGoodSync = false;
   private pendingChanges = { services: 0, endpoints: 0 };
   private drift: DriftWatch | undefined;
+  private lastDriftError: string | undefined;
   /** What afterSync derived for each service, kept so a partial sync recomputes only its changes. */
   private readonly perService = new Map<string, { internalWithoutLocal: number; externalWithoutLocal: number; healthCheck?: HealthCheckService }>();
   private readonly syncedWaiters: (() => void)[] = [];
@@ -117,7 +129,7 @@ export class Agent {
   proxyConfig(): ProxyConfig {
     const { options } = this;
     const node = this.state.node;
-    const nodeIPs = node?.addresses ?? [];
+    const nodeIPs = nodeIPsWith(options.bindAddress, node?.addresses ?? []);
     const wanted = options.nodePortAddresses.length > 0 ? options.nodePortAddresses : ['primary'];
     // No addresses means every local address (`fib daddr type local`): what 'all' asks for, and
     // the fallback while the Node object (and so 'primary') is unknown.
@@ -137,6 +149,7 @@ export class Agent {
       serviceTables: options.serviceTables,
       nodePortAddresses,
       nodeIPs,
+      nodePortsOnLoopback: nodePortsOnIPv4Loopback(options.nodePortAddresses),
       ingressSteering: this.ingressSteering(),
     };
   }
@@ -201,6 +214,16 @@ export class Agent {
         this.log.error(`skipped ${message}`);
       },
     };
+  }
+
+  /** What keeps the node from serving everything it is asked to (for /readyz): the rules' health, then each dataplane's. */
+  notReady(): string[] {
+    const reasons = this.health.healthy() ? [] : ['the proxy\'s rules are not synced (see /healthz)'];
+    for (const stateDataplane of this.stateDataplanes) {
+      const reason = stateDataplane.notReady?.();
+      if (reason !== undefined) reasons.push(`${stateDataplane.name}: ${reason}`);
+    }
+    return reasons;
   }
 
   whenSynced(): Promise<void> {
@@ -339,7 +362,14 @@ export class Agent {
         this.health.queued();
         this.runner.run();
       },
-      (error) => this.log.debug(`drift check: ${error.message}`),
+      (error) => {
+        this.metrics.recordDriftCheckFailure();
+        // Every 250 ms while it lasts: a warning when the failure changes, the rest in the metric.
+        const repeated = error.message === this.lastDriftError;
+        this.lastDriftError = error.message;
+        if (repeated) this.log.debug(`drift check failed again: ${error.message}`);
+        else this.log.warn({ err: error }, `drift check failed, so changes to kubenft's rules by others go unnoticed meanwhile: ${error.message}`);
+      },
     );
   }
 

@@ -120,10 +120,22 @@ export function handleHealthRequest(health: ProxyHealth, path: string, res: Serv
   return true;
 }
 
-/** The proxy's health server (upstream: healthzBindAddress, 0.0.0.0:10256 by default). */
-export function startHealthServer(address: string, health: ProxyHealth): Promise<HttpEndpoint> {
+/**
+ * kubenft's /readyz: 200 "ok" while the rules are synced and every dataplane beside them serves
+ * (cluster DNS's worker up and synced), else 503 and one line per reason. kube-proxy has no such
+ * path; /healthz stays kube-proxy's, so that load balancers do not drain a node for a DNS problem.
+ */
+function handleReadyRequest(notReady: () => string[], res: ServerResponse): void {
+  const reasons = notReady();
+  res.writeHead(reasons.length === 0 ? 200 : 503, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' });
+  res.end(reasons.length === 0 ? 'ok\n' : `${reasons.join('\n')}\n`);
+}
+
+/** The proxy's health server (upstream: healthzBindAddress, 0.0.0.0:10256 by default), with /readyz when given the readiness. */
+export function startHealthServer(address: string, health: ProxyHealth, notReady?: () => string[]): Promise<HttpEndpoint> {
   return serveHttp(address, (path, res) => {
     if (handleHealthRequest(health, path, res)) return;
+    if (path === '/readyz' && notReady) return handleReadyRequest(notReady, res);
     res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' });
     res.end('404 page not found\n');
   });

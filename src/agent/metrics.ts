@@ -63,6 +63,7 @@ export class ProxyMetrics {
   private readonly conntrackDeleted: Counter;
   private readonly kernelSeconds: Histogram;
   private readonly driftRepairs: Counter;
+  private readonly driftCheckFailures: Counter;
   private readonly stateDataplaneFailures: Counter<'dataplane'>;
   private readonly skippedInputs: Counter;
   private readonly servicesSize: Gauge;
@@ -152,6 +153,11 @@ export class ProxyMetrics {
       help: 'Cumulative repairs of kernel rules found to differ from what kubenft last wrote',
       registers,
     });
+    this.driftCheckFailures = new Counter({
+      name: `${OWN_PREFIX}_drift_check_failures_total`,
+      help: 'Cumulative checks for changes to kubenft\'s rules by others that could not be made (reading the generation or a table failed)',
+      registers,
+    });
     this.stateDataplaneFailures = new Counter({
       name: `${OWN_PREFIX}_state_dataplane_update_failures_total`,
       help: 'Cumulative failed updates of a dataplane beside the rules (dns, ingress, socket-lb), by dataplane',
@@ -237,6 +243,10 @@ export class ProxyMetrics {
     this.driftRepairs.inc();
   }
 
+  recordDriftCheckFailure(): void {
+    this.driftCheckFailures.inc();
+  }
+
   /** A manifest document, List item or file that could not be read or parsed. */
   recordSkippedInput(): void {
     this.skippedInputs.inc();
@@ -256,18 +266,37 @@ export class ProxyMetrics {
   }
 }
 
+export interface MetricsServerExtras {
+  /** /healthz and /livez, as upstream serves them on the metrics port as well. */
+  healthz?: ProxyHealth;
+  /** /proxyMode: the mode, as plain text. */
+  proxyMode?: string;
+  /** /configz: the configuration, as JSON (src/agent/configz.ts). */
+  configz?: object;
+}
+
+/** Headers upstream sets on its own answers. */
+const NOSNIFF = { 'X-Content-Type-Options': 'nosniff' };
+
 /**
- * kube-proxy's metrics server: /metrics, and /healthz and /livez too when given the health
- * state (upstream serves them on the metrics port as well); 404 for every other path.
- * `address` is "ip:port" or "[ipv6]:port"; port 0 picks a free one.
+ * kube-proxy's metrics server: /metrics, and when given /healthz, /livez, /proxyMode and
+ * /configz; 404 for every other path. `address` is "ip:port" or "[ipv6]:port"; port 0 picks a
+ * free one.
  */
-export function startMetricsServer(
-  address: string,
-  metrics: ProxyMetrics,
-  extra: { healthz?: ProxyHealth } = {},
-): Promise<HttpEndpoint> {
+export function startMetricsServer(address: string, metrics: ProxyMetrics, extra: MetricsServerExtras = {}): Promise<HttpEndpoint> {
   const health = extra.healthz;
+  const configz = extra.configz && JSON.stringify(extra.configz);
   return serveHttp(address, (path, res) => {
+    if (path === '/proxyMode' && extra.proxyMode !== undefined) {
+      res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', ...NOSNIFF });
+      res.end(extra.proxyMode);
+      return;
+    }
+    if (path === '/configz' && configz !== undefined) {
+      res.writeHead(200, { 'Content-Type': 'application/json', ...NOSNIFF });
+      res.end(configz);
+      return;
+    }
     if (path === '/metrics') {
       metrics.registry.metrics().then(
         (text) => {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { IptablesBackend } from '../services/iptables-backend.js';
 import { projectRoot } from '../kernel/native.js';
 import { Agent } from '../agent/agent.js';
@@ -9,28 +9,26 @@ import { type Dataplane, IptablesDataplane, NftablesDataplane } from '../service
 import type { StateDataplane } from '../capability.js';
 import { SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from '../socket-lb/dataplane.js';
 import { startHealthServer } from '../agent/healthz.js';
+import { applyNodeSetup, applyOomScoreAdj } from '../services/node-setup.js';
 import { DnsDataplane } from '../dns/dataplane.js';
 import { cleanUpDnsNetwork } from '../dns/network.js';
-import { IngressDataplane } from '../ingress/dataplane.js';
+import { IngressDataplane, ingressPlanInput, registerIngressKinds } from '../ingress/dataplane.js';
 import { startMetricsServer } from '../agent/metrics.js';
+import { configz } from './configz.js';
 import { explainReport, explainText, type PlannedState, servicesReport, servicesText } from '../services/inspect/commands.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
 import { iptablesRestoreInput, planIptables } from '../services/iptables-plan.js';
+import { planIngress } from '../ingress/routes.js';
 import { planRuleset } from '../services/nftables-plan.js';
 import { rulesetJson } from '../kernel/render-json.js';
 import { rulesetText } from '../kernel/render-text.js';
 import { DEFAULT_PROXY_CONFIG } from '../config.js';
+import { createLogger } from './logging.js';
 import { ManifestSource } from '../cluster/manifest-watch.js';
 import { allServicePortViews } from '../cluster/service-ports.js';
 
 const VERSION = JSON.parse(readFileSync(join(projectRoot(), 'package.json'), 'utf8')).version as string;
 const CAP_NET_ADMIN = 12;
-
-/** -v as kube-proxy uses it: 0-3 routine information, 4+ debugging, 6+ every detail. */
-function logger(verbosity: number): Logger {
-  const level = verbosity >= 6 ? 'trace' : verbosity >= 4 ? 'debug' : 'info';
-  return pino({ level, base: { component: 'kubenft' } }, pino.destination(2));
-}
 
 /** Programming the kernel needs CAP_NET_ADMIN; say so plainly instead of failing on the first netlink call. */
 function requireNetAdmin(): void {
@@ -57,10 +55,11 @@ function stateDataplanesFor(options: AgentOptions, log: Logger): StateDataplane[
   return dataplanes;
 }
 
-/** An agent holding what the manifests or the API hold now; its sync runner is stopped, so nothing reaches the kernel. */
-async function plannedAgent(options: AgentOptions, log: Logger): Promise<Agent> {
+/** An agent holding what the manifests or the API hold now (with the ingress kinds, when asked); its sync runner is stopped, so nothing reaches the kernel. */
+async function plannedAgent(options: AgentOptions, log: Logger, withIngress = false): Promise<Agent> {
   const agent = new Agent(options, dataplaneFor(options), log);
   agent.runner.stop();
+  if (withIngress) registerIngressKinds(agent.state);
   if (options.manifests) {
     await new ManifestSource(options.manifests, agent.handler(), agent.state.kinds).start(false);
   } else {
@@ -90,14 +89,16 @@ async function render(options: AgentOptions, log: Logger): Promise<number> {
 /** What the manifests or the API would plan now, for the marks of `services`; nothing is synced. */
 async function plannedState(options: AgentOptions, log: Logger): Promise<PlannedState | undefined> {
   if (!options.manifests && !options.kubeconfig) return undefined;
-  const agent = await plannedAgent(options, log);
-  return { views: allServicePortViews(agent.state), config: agent.proxyConfig() };
+  const agent = await plannedAgent(options, log, options.ingress.enabled);
+  const config = agent.proxyConfig();
+  const ingress = options.ingress.enabled ? planIngress(ingressPlanInput(agent.state, options.ingress.className)) : undefined;
+  return { views: allServicePortViews(agent.state), config, ...(ingress ? { ingress: { problems: ingress.problems, missingSecrets: ingress.missingSecrets } } : {}) };
 }
 
 /** services and explain: what the kernel holds, read back; they change nothing. */
 async function inspect(options: AgentOptions, log: Logger): Promise<number> {
   const print = (report: object, text: string) => process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : text);
-  const target = { mode: options.proxyMode, tableName: DEFAULT_PROXY_CONFIG.tableName, iptablesBackend: options.iptablesBackend };
+  const target = { mode: options.proxyMode, tableName: DEFAULT_PROXY_CONFIG.tableName, iptablesBackend: options.iptablesBackend, socketLbPinDir: options.socketLbPinDir };
   if (options.command === 'services') {
     const report = await servicesReport(target, options.inspect.service, await plannedState(options, log));
     print(report, servicesText(report));
@@ -146,7 +147,7 @@ async function kubernetesSource(options: AgentOptions, agent: Agent) {
   const { KubernetesSource } = await import('../cluster/kubernetes.js');
   return new KubernetesSource({
     kubeconfig: options.kubeconfig, master: options.master, nodeName: agent.state.nodeName,
-    contentType: options.kubeApiContentType, qps: options.kubeApiQps, burst: options.kubeApiBurst,
+    qps: options.kubeApiQps, burst: options.kubeApiBurst,
     clusterDNS: options.dns.addresses.length > 0,
     headlessEndpoints: options.ingress.enabled,
     kinds: agent.state.kinds,
@@ -156,8 +157,8 @@ async function kubernetesSource(options: AgentOptions, agent: Agent) {
 /** The long-running agent: source → state → sync loop, with health and metrics, until SIGTERM. */
 async function run(agent: Agent, options: AgentOptions, log: Logger): Promise<number> {
   const servers = [];
-  if (options.healthzBindAddress !== '') servers.push(await startHealthServer(options.healthzBindAddress, agent.health));
-  if (options.metricsBindAddress !== '') servers.push(await startMetricsServer(options.metricsBindAddress, agent.metrics, { healthz: agent.health }));
+  if (options.healthzBindAddress !== '') servers.push(await startHealthServer(options.healthzBindAddress, agent.health, () => agent.notReady()));
+  if (options.metricsBindAddress !== '') servers.push(await startMetricsServer(options.metricsBindAddress, agent.metrics, { healthz: agent.health, proxyMode: options.proxyMode, configz: configz(options) }));
   const source = options.manifests ? new ManifestSource(options.manifests, agent.handler(), agent.state.kinds) : await kubernetesSource(options, agent);
   await (source instanceof ManifestSource ? source.start(true) : source.start());
   log.info({ mode: options.proxyMode, node: agent.state.nodeName, source: options.manifests ?? 'kubernetes' }, 'kubenft started');
@@ -189,18 +190,23 @@ export async function main(argv: string[]): Promise<number> {
     writeFileSync(options.writeConfigTo, kubeProxyConfigurationYAML(options));
     return 0;
   }
-  const log = logger(options.verbosity);
+  const log = createLogger(options.logFormat, options.verbosity);
   if (options.command === 'render') return render(options, log);
   requireNetAdmin();
   if (options.command === 'services' || options.command === 'explain') return inspect(options, log);
   if (options.cleanup) return cleanup(log, options);
+  if (!options.once) {
+    // kube-proxy's node setup, before anything is programmed; all that --init-only does.
+    applyNodeSetup(options, log);
+    if (options.initOnly) return 0;
+    applyOomScoreAdj(options.oomScoreAdj, log);
+  }
   if (!options.socketLb) removeLeftoverSocketLb(options.socketLbPinDir, log);
   const agent = new Agent(options, dataplaneFor(options), log, stateDataplanesFor(options, log));
   if (options.once) {
     if (!options.manifests) throw new OptionsError('--once needs --manifests PATH');
     return syncOnce(agent, options);
   }
-  if (options.initOnly) return 0;
   return run(agent, options, log);
 }
 

@@ -20,6 +20,7 @@ import type { IngressOptions } from '../ingress/dataplane.js';
 export type ProxyMode = 'nftables' | 'iptables';
 export type DetectLocalMode = 'ClusterCIDR' | 'NodeCIDR';
 export type IptablesBackend = 'auto' | 'legacy' | 'nft';
+export type LogFormat = 'text' | 'json';
 
 export interface ConntrackOptions {
   /** kube-proxy's semantics throughout: 0 means "leave the kernel's value as it is". */
@@ -59,7 +60,6 @@ export interface AgentOptions {
   initOnly: boolean;
   kubeconfig?: string;
   master?: string;
-  kubeApiContentType?: string;
   kubeApiQps?: number;
   kubeApiBurst?: number;
   /** Trimmed and lower-cased, as kube-proxy does: it names a Node. */
@@ -77,19 +77,27 @@ export interface AgentOptions {
   healthzBindAddress: string;
   /** host:port; '' disables the server. */
   metricsBindAddress: string;
-  /** kube-proxy's --bind-address: only its address family matters today (the node's primary family). */
+  /**
+   * kube-proxy's --bind-address: an address other than 0.0.0.0 or :: is this node's IP of its family
+   * (the primary one), in place of the Node object's, as kube-proxy's detectNodeIPs has it.
+   */
   bindAddress: string;
   syncPeriodMs: number;
   minSyncPeriodMs: number;
-  configSyncPeriodMs: number;
   oomScoreAdj: number;
   featureGates: Record<string, boolean>;
   verbosity: number;
+  /** --logging-format: klog-like text lines, or one JSON object a line. */
+  logFormat: LogFormat;
   conntrack: ConntrackOptions;
   configFile?: string;
   writeConfigTo?: string;
   /** kubenft's own cluster DNS: the addresses it serves on (none: off), see src/dns/. */
-  dns: { addresses: string[]; zone: string; upstreams?: { address: string; port: number }[]; ttl: number; pods: 'insecure' | 'disabled' };
+  dns: {
+    addresses: string[]; zone: string; upstreams?: { address: string; port: number }[]; ttl: number; pods: 'insecure' | 'disabled';
+    /** CoreDNS's health and ready servers, [IP]:PORT ('' off); undefined: on the first address, :8080 and :8181. */
+    healthAddress?: string; readyAddress?: string;
+  };
   /** kubenft's own --ingress*: the ingress controller and its proxy (src/ingress). */
   ingress: IngressOptions & { enabled: boolean };
 }
@@ -104,6 +112,8 @@ const DEFAULT_METRICS_PORT = 10249;
 const SECOND_MS = 1000;
 const MINUTE_MS = 60 * SECOND_MS;
 const HOUR_MS = 60 * MINUTE_MS;
+/** kube-proxy's configSyncPeriod, the only value kubenft accepts. */
+export const DEFAULT_CONFIG_SYNC_PERIOD_MS = 15 * MINUTE_MS;
 
 function defaultOptions(): AgentOptions {
   return {
@@ -131,10 +141,10 @@ function defaultOptions(): AgentOptions {
     bindAddress: '0.0.0.0',
     syncPeriodMs: 30 * SECOND_MS,
     minSyncPeriodMs: SECOND_MS,
-    configSyncPeriodMs: 15 * MINUTE_MS,
     oomScoreAdj: -999,
     featureGates: {},
     verbosity: 0,
+    logFormat: 'text',
     conntrack: {
       maxPerCore: 32768,
       min: 131072,
@@ -146,7 +156,7 @@ function defaultOptions(): AgentOptions {
     },
     ingress: {
       enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
-      maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, workers: 0,
+      maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, connectTimeoutMs: 5 * SECOND_MS, workers: 0,
       statusAddresses: [],
     },
   };
@@ -292,6 +302,13 @@ function hostPort(text: string, defaultPort: number, where: string): string {
   return joinHostPort(host, port);
 }
 
+/** A probe server's address: IP[:PORT], [IPv6]:PORT, :PORT (every address, as CoreDNS writes it) or '' (off). */
+function probeAddress(text: string, defaultPort: number, where: string): string {
+  const everyAddress = /^:(\d{1,5})$/.exec(text);
+  if (everyAddress && !(Number(everyAddress[1]) >= 1 && Number(everyAddress[1]) <= 65535)) fail(where, text, 'port must be 1-65535');
+  return text === '' || everyAddress ? text : hostPort(text, defaultPort, where);
+}
+
 /** NAMESPACE/NAME of an object, or undefined for ''. */
 function namespacedName(text: string, where: string): string | undefined {
   if (text !== '' && !/^[a-z0-9-]+\/[a-z0-9.-]+$/.test(text)) fail(where, text, 'is not NAMESPACE/NAME');
@@ -310,6 +327,12 @@ function nonNegative(value: number, where: string): number {
 
 function nonNegativeDuration(ms: number, where: string): number {
   if (ms < 0) fail(where, formatDuration(ms), 'must not be negative');
+  return ms;
+}
+
+/** The kernel counts conntrack timeouts in whole seconds: 0 leaves the kernel's, less than a second would expire flows at once. */
+function conntrackTimeout(ms: number, where: string): number {
+  if (ms !== 0 && ms < SECOND_MS) fail(where, formatDuration(ms), 'must be 0 (leave the kernel\'s) or at least 1s (the kernel counts whole seconds)');
   return ms;
 }
 
@@ -402,8 +425,10 @@ const SETTINGS: Setting[] = [
     apply: (o, v: number, where) => { o.ingress.maxHeaderBytes = integerIn(v, 1024, 1024 * 1024, where); } },
   { flag: 'ingress-client-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'close client connections idle (or sending a request) this long', defaultText: '1m0s',
     apply: (o, v: number, where) => { o.ingress.clientTimeoutMs = positive(v, where); } },
-  { flag: 'ingress-backend-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'a backend silent this long (connecting, before its response, within its body) fails the request (504)', defaultText: '1m0s',
+  { flag: 'ingress-backend-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'a backend silent this long (before its response, within its body) fails the request (504); a WebSocket idle this long is closed', defaultText: '1m0s',
     apply: (o, v: number, where) => { o.ingress.backendTimeoutMs = positive(v, where); } },
+  { flag: 'ingress-connect-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'a backend not connected within this fails the request or WebSocket (504), cf. proxy-connect-timeout', defaultText: '5s',
+    apply: (o, v: number, where) => { o.ingress.connectTimeoutMs = positive(v, where); } },
   { flag: 'ingress-status-address', own: true, kind: 'list', arg: 'IP[,IP]', help: 'agent mode: the served Ingresses\' status.loadBalancer addresses (default: the elected writer\'s node addresses)',
     apply: (o, v: string[], where) => { o.ingress.statusAddresses = v.map((item) => (isIP(item) === 0 ? fail(where, item, 'is not an IP address') : item)); } },
   { flag: 'ingress-workers', own: true, kind: 'int', arg: 'N', help: 'ingress proxy worker processes; 0: one per core', defaultText: '0',
@@ -429,6 +454,10 @@ const SETTINGS: Setting[] = [
     apply: (o, v: number, where) => { o.dns.ttl = integerIn(v, 0, 3600, where); } },
   { flag: 'dns-pods', own: true, kind: 'string', arg: 'insecure|disabled', help: 'pod A records a-b-c-d.<ns>.pod.<zone>: insecure (any dashed IP, as kubeadm\'s CoreDNS) or disabled', defaultText: 'insecure',
     apply: (o, v: string, where) => { o.dns.pods = v === 'disabled' ? 'disabled' : v === 'insecure' || v === '' ? 'insecure' : fail(where, v, 'is not insecure or disabled'); } },
+  { flag: 'dns-health-address', own: true, kind: 'string', arg: '[IP]:PORT', help: 'cluster DNS\'s /health (CoreDNS\'s): OK while serving; :PORT: every address; empty: off', defaultText: 'first --cluster-dns address:8080',
+    apply: (o, v: string, where) => { o.dns.healthAddress = probeAddress(v, 8080, where); } },
+  { flag: 'dns-ready-address', own: true, kind: 'string', arg: '[IP]:PORT', help: 'cluster DNS\'s /ready (CoreDNS\'s): 200 once the synced names are served; empty: off', defaultText: 'first --cluster-dns address:8181',
+    apply: (o, v: string, where) => { o.dns.readyAddress = probeAddress(v, 8181, where); } },
   { flag: 'socket-lb', own: true, kind: 'bool', help: 'nftables mode: a local connect() or sendmsg() to a ClusterIP goes straight to an endpoint (cgroup BPF), no per-packet NAT', defaultText: 'false',
     apply: (o, v: boolean) => { o.socketLb = v; } },
   { flag: 'socket-lb-cgroup', own: true, kind: 'string', arg: 'PATH', help: 'the cgroup v2 directory the socket LB attaches to', defaultText: 'the cgroup v2 root',
@@ -445,7 +474,7 @@ const SETTINGS: Setting[] = [
     apply: (o, v: string) => { o.writeConfigTo = v || undefined; } },
   { flag: 'cleanup', kind: 'bool', help: 'delete every table and rule kubenft (or kube-proxy) loaded, and exit', defaultText: 'false',
     apply: (o, v: boolean) => { o.cleanup = v; } },
-  { flag: 'init-only', kind: 'bool', help: 'do the privileged node setup (sysctls, conntrack) and exit', defaultText: 'false',
+  { flag: 'init-only', kind: 'bool', help: 'do the privileged node setup (the conntrack sysctls, route_localnet) and exit: no rules, no BPF, no DNS device', defaultText: 'false',
     apply: (o, v: boolean) => { o.initOnly = v; } },
   { flag: 'proxy-mode', field: 'mode', kind: 'string', arg: 'MODE', help: 'nftables or iptables', defaultText: 'nftables',
     apply: (o, v: string, where) => {
@@ -458,15 +487,13 @@ const SETTINGS: Setting[] = [
     apply: (o, v: string) => { o.kubeconfig = v || undefined; } },
   { flag: 'master', kind: 'string', arg: 'URL', help: 'API server address, overriding the kubeconfig\'s',
     apply: (o, v: string) => { o.master = v || undefined; } },
-  { flag: 'kube-api-content-type', field: 'clientConnection.contentType', kind: 'string', arg: 'TYPE', help: 'content type of requests to the API server', defaultText: 'application/vnd.kubernetes.protobuf',
-    apply: (o, v: string) => { o.kubeApiContentType = v || undefined; } },
   { flag: 'kube-api-qps', field: 'clientConnection.qps', kind: 'float', arg: 'N', help: 'queries per second to the API server', defaultText: '5',
     apply: (o, v: number, where) => { o.kubeApiQps = nonNegative(v, where) || undefined; } },
   { flag: 'kube-api-burst', field: 'clientConnection.burst', kind: 'int', arg: 'N', help: 'burst of queries to the API server', defaultText: '10',
     apply: (o, v: number, where) => { o.kubeApiBurst = nonNegative(v, where) || undefined; } },
   { flag: 'hostname-override', field: 'hostnameOverride', kind: 'string', arg: 'NAME', help: 'this node\'s name (default: the hostname)',
     apply: (o, v: string) => { o.hostnameOverride = v.trim().toLowerCase() || undefined; } },
-  { flag: 'bind-address', field: 'bindAddress', kind: 'string', arg: 'IP', help: 'its family picks the primary IP family (0.0.0.0: IPv4, ::: IPv6)', defaultText: '0.0.0.0',
+  { flag: 'bind-address', field: 'bindAddress', kind: 'string', arg: 'IP', help: 'this node\'s IP of its family, in place of the Node object\'s (NodePorts on "primary", loadBalancerSourceRanges); 0.0.0.0 or ::: the Node\'s', defaultText: '0.0.0.0',
     apply: (o, v: string, where) => {
       if (v !== '' && isIP(v) === 0) fail(where, v, 'is not an IP address');
       o.bindAddress = v || '0.0.0.0';
@@ -507,27 +534,30 @@ const SETTINGS: Setting[] = [
       if (v.includes('primary') && cidrs.length > 0) fail(where, v.join(','), '"primary" cannot be combined with CIDRs');
       o.nodePortAddresses = v.map((item) => (isKeyword(item) ? item : cidrs.shift()!));
     } },
-  { flag: 'oom-score-adj', field: 'oomScoreAdj', kind: 'int', pointer: true, arg: 'N', help: 'oom_score_adj for the process (-1000 to 1000)', defaultText: '-999',
+  { flag: 'oom-score-adj', field: 'oomScoreAdj', kind: 'int', pointer: true, arg: 'N', help: 'the agent\'s /proc/self/oom_score_adj at start (-1000 to 1000; lowering needs CAP_SYS_RESOURCE)', defaultText: '-999',
     apply: (o, v: number, where) => { o.oomScoreAdj = integerIn(v, -1000, 1000, where); } },
-  { flag: 'conntrack-max-per-core', field: 'conntrack.maxPerCore', kind: 'int', pointer: true, arg: 'N', help: 'conntrack entries per CPU (0: leave the limit and ignore --conntrack-min)', defaultText: '32768',
+  { flag: 'conntrack-max-per-core', field: 'conntrack.maxPerCore', kind: 'int', pointer: true, arg: 'N', help: 'nf_conntrack_max = max(N x CPUs, --conntrack-min), only raised (0: leave it and the hash size)', defaultText: '32768',
     apply: (o, v: number, where) => { o.conntrack.maxPerCore = nonNegative(v, where); } },
   { flag: 'conntrack-min', field: 'conntrack.min', kind: 'int', pointer: true, arg: 'N', help: 'minimum conntrack entries, whatever --conntrack-max-per-core gives', defaultText: '131072',
     apply: (o, v: number, where) => { o.conntrack.min = nonNegative(v, where); } },
   { flag: 'conntrack-tcp-timeout-established', field: 'conntrack.tcpEstablishedTimeout', kind: 'duration', pointer: true, arg: 'DURATION', help: 'idle timeout of established TCP connections (0: leave)', defaultText: '24h0m0s',
-    apply: (o, v: number, where) => { o.conntrack.tcpEstablishedTimeoutMs = nonNegativeDuration(v, where); } },
+    apply: (o, v: number, where) => { o.conntrack.tcpEstablishedTimeoutMs = conntrackTimeout(v, where); } },
   { flag: 'conntrack-tcp-timeout-close-wait', field: 'conntrack.tcpCloseWaitTimeout', kind: 'duration', pointer: true, arg: 'DURATION', help: 'conntrack timeout of TCP CLOSE_WAIT (0: leave)', defaultText: '1h0m0s',
-    apply: (o, v: number, where) => { o.conntrack.tcpCloseWaitTimeoutMs = nonNegativeDuration(v, where); } },
+    apply: (o, v: number, where) => { o.conntrack.tcpCloseWaitTimeoutMs = conntrackTimeout(v, where); } },
   { flag: 'conntrack-tcp-be-liberal', field: 'conntrack.tcpBeLiberal', kind: 'bool', help: 'mark out-of-window TCP packets INVALID only when they are really invalid', defaultText: 'false',
     apply: (o, v: boolean) => { o.conntrack.tcpBeLiberal = v; } },
   { flag: 'conntrack-udp-timeout', field: 'conntrack.udpTimeout', kind: 'duration', arg: 'DURATION', help: 'conntrack timeout of unreplied UDP flows (0: leave)', defaultText: '0s',
-    apply: (o, v: number, where) => { o.conntrack.udpTimeoutMs = nonNegativeDuration(v, where); } },
+    apply: (o, v: number, where) => { o.conntrack.udpTimeoutMs = conntrackTimeout(v, where); } },
   { flag: 'conntrack-udp-timeout-stream', field: 'conntrack.udpStreamTimeout', kind: 'duration', arg: 'DURATION', help: 'conntrack timeout of UDP streams (0: leave)', defaultText: '0s',
-    apply: (o, v: number, where) => { o.conntrack.udpStreamTimeoutMs = nonNegativeDuration(v, where); } },
-  { flag: 'config-sync-period', field: 'configSyncPeriod', kind: 'duration', arg: 'DURATION', help: 'how often the API informers resync', defaultText: '15m0s',
-    apply: (o, v: number, where) => { o.configSyncPeriodMs = positive(v, where); } },
+    apply: (o, v: number, where) => { o.conntrack.udpStreamTimeoutMs = conntrackTimeout(v, where); } },
   { flag: 'v', field: 'logging.verbosity', kind: 'int', arg: 'N', help: 'log verbosity (also -v N, -vN)', defaultText: '0',
     apply: (o, v: number, where) => { o.verbosity = integerIn(v, 0, 2 ** 31 - 1, where); } },
+  { flag: 'logging-format', field: 'logging.format', kind: 'string', arg: 'text|json', help: 'text: klog-like lines (severity letter, time, message, key=value); json: one JSON object a line (ISO time, level name)', defaultText: 'text',
+    apply: (o, v: string, where) => { o.logFormat = v === '' || v === 'text' ? 'text' : v === 'json' ? 'json' : fail(where, v, 'is not a logging format: use text or json'); } },
 ];
+
+/** Every setting kubenft implements, by flag and config field (for the test that each is read). */
+export const settingNames = (): { flag?: string; field?: string }[] => SETTINGS.map(({ flag, field }) => ({ flag, field }));
 
 const IPVS_REASON = 'it configures the ipvs mode, which kubenft does not implement';
 const WINDOWS_REASON = 'it configures the Windows kernelspace mode, which kubenft does not implement';
@@ -540,8 +570,13 @@ const UNSUPPORTED: Unsupported[] = [
   { flag: 'iptables-localhost-nodeports', field: 'iptables.localhostNodePorts', kind: 'bool', reason: 'choose NodePort addresses with --nodeport-addresses (e.g. localhost)', isDefault: (v) => v === true },
   { flag: 'pod-bridge-interface', field: 'detectLocal.bridgeInterface', kind: 'string', arg: 'NAME', reason: 'kubenft detects pod traffic by address (ClusterCIDR or NodeCIDR), not by interface', isDefault: isZero },
   { flag: 'pod-interface-name-prefix', field: 'detectLocal.interfaceNamePrefix', kind: 'string', arg: 'PREFIX', reason: 'kubenft detects pod traffic by address (ClusterCIDR or NodeCIDR), not by interface', isDefault: isZero },
+  { flag: 'kube-api-content-type', field: 'clientConnection.contentType', kind: 'string', arg: 'TYPE',
+    reason: 'kubenft lists and watches in application/json, its default (client-node has no protobuf codec); protobuf is refused',
+    isDefault: (v) => v === '' || v === 'application/json' },
   { field: 'clientConnection.acceptContentTypes', kind: 'string', reason: 'kubenft accepts the API server\'s default content types', isDefault: isZero },
-  { flag: 'logging-format', field: 'logging.format', kind: 'string', arg: 'FORMAT', reason: 'kubenft writes text logs only', isDefault: (v) => v === '' || v === 'text' },
+  { flag: 'config-sync-period', field: 'configSyncPeriod', kind: 'duration', arg: 'DURATION',
+    reason: `kubenft's informers keep no copy of the objects to hand out again (the state has them): no resync to time (default ${formatDuration(DEFAULT_CONFIG_SYNC_PERIOD_MS)})`,
+    isDefault: (v) => v === 0 || v === DEFAULT_CONFIG_SYNC_PERIOD_MS },
   { flag: 'vmodule', field: 'logging.vmodule', kind: 'string', fieldKind: 'opaque', arg: 'PATTERN=N,...', reason: 'kubenft has one verbosity for all its logs (-v)',
     isDefault: (v) => v === '' || (Array.isArray(v) && v.length === 0) },
   // kubenft writes its log unbuffered, so any flush frequency is already met.
@@ -752,7 +787,13 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
   if (options.json && options.command === 'run') throw new OptionsError('--json applies to render, services and explain only');
   if (options.command === 'explain' && (!options.inspect.from || !options.inspect.to)) throw new OptionsError('explain needs --from ADDR[:PORT] and --to ADDR:PORT');
   if (options.once && options.command === 'render') throw new OptionsError('--once does not apply to render, which never stays running');
+  if (options.initOnly && (options.once || options.cleanup || options.command !== 'run')) {
+    throw new OptionsError('--init-only does the node setup and exits: it does not combine with --once, --cleanup, render, services or explain');
+  }
   if (options.ingress.service && !options.ingress.enabled) throw new OptionsError('--ingress-service needs --ingress');
+  for (const [flag, value] of [['--dns-health-address', options.dns.healthAddress], ['--dns-ready-address', options.dns.readyAddress]]) {
+    if (value !== undefined && options.dns.addresses.length === 0) throw new OptionsError(`${flag} needs --cluster-dns`);
+  }
   if (options.ingress.service && options.proxyMode !== 'nftables') throw new OptionsError('--ingress-service steers its addresses to the proxy with nftables rules: it needs --proxy-mode=nftables');
   return options;
 }
@@ -806,7 +847,7 @@ export function kubeProxyConfiguration(options: AgentOptions): object {
     mode: options.proxyMode,
     clientConnection: {
       kubeconfig: options.kubeconfig ?? '',
-      contentType: options.kubeApiContentType ?? '',
+      contentType: 'application/json',
       qps: options.kubeApiQps ?? 0,
       burst: options.kubeApiBurst ?? 0,
     },
@@ -829,9 +870,9 @@ export function kubeProxyConfiguration(options: AgentOptions): object {
       udpTimeout: formatDuration(conntrack.udpTimeoutMs),
       udpStreamTimeout: formatDuration(conntrack.udpStreamTimeoutMs),
     },
-    configSyncPeriod: formatDuration(options.configSyncPeriodMs),
+    configSyncPeriod: formatDuration(DEFAULT_CONFIG_SYNC_PERIOD_MS),
     oomScoreAdj: options.oomScoreAdj,
-    logging: { verbosity: options.verbosity },
+    logging: { format: options.logFormat, verbosity: options.verbosity },
   };
 }
 

@@ -39,11 +39,6 @@ export interface KubernetesSourceOptions {
   master?: string;
   /** Only this Node is watched (its labels select topology; its addresses are NodePort addresses). */
   nodeName: string;
-  /**
-   * --kube-api-content-type, accepted for flag compatibility: client-node lists and watches in JSON
-   * only, and protobuf would change the cost of a request, not what the proxy sees.
-   */
-  contentType?: string;
   /** --kube-api-qps and --kube-api-burst for list and watch requests (kube-proxy's defaults 5 and 10). */
   qps?: number;
   burst?: number;

@@ -17,39 +17,55 @@ const MAX_OUTSTANDING = 1_000;
 const UPSTREAM_TIMEOUT_MS = 1_500;
 const TCP_MAX_ANSWER = 65_535;
 
+/** What happens upstream, for the metrics (CoreDNS's forward and proxy metrics, and kubenft's failures). */
 export interface ForwarderEvents {
-  cacheHit(kind: 'success' | 'denial'): void;
-  cacheMiss(): void;
+  /** An upstream answered (any rcode), after `seconds`. */
+  upstreamAnswered(to: string, rcode: number, seconds: number): void;
+  /** An upstream timed out, could not be asked, or answered SERVFAIL: the next one is asked. */
   upstreamFailure(to: string): void;
+  /** A query refused because as many as allowed are in flight (coredns_forward_max_concurrent_rejects_total). */
+  concurrentReject(): void;
+}
+
+/** A resolution: the response (undefined when every upstream failed), and whether the cache gave it. */
+export interface Forwarded {
+  response: Buffer | undefined;
+  cache: 'success' | 'denial' | 'miss';
 }
 
 interface Pending { resolve(response: Buffer | undefined): void; from: Upstream }
+interface CacheEntry { response: Buffer; negative: boolean; stored: number; expires: number }
+
+const upstreamName = (upstream: Upstream) => `${upstream.address.includes(':') ? `[${upstream.address}]` : upstream.address}:${upstream.port}`;
 
 export class Forwarder {
-  private readonly cache = new Map<string, { response: Buffer; stored: number; expires: number }>();
+  private readonly cache = new Map<string, CacheEntry>();
+  /** The cache's entries by type, as CoreDNS's coredns_cache_entries counts them (expired ones until they are replaced). */
+  readonly entries = { success: 0, denial: 0 };
   private readonly pending = new Map<number, Pending>();
   private readonly sockets = new Map<4 | 6, dgram.Socket>();
 
   constructor(private readonly upstreams: Upstream[], private readonly events: ForwarderEvents) {}
 
-  /** The upstream response to `query` (an encoded query whose ID is replaced), or undefined when all fail. */
-  async resolve(key: string, query: Buffer): Promise<Buffer | undefined> {
+  /** The upstream response to `query` (an encoded query whose ID is replaced), from the cache when it holds it. */
+  async resolve(key: string, query: Buffer): Promise<Forwarded> {
     const cached = this.cache.get(key);
     if (cached && cached.expires > Date.now()) {
-      this.events.cacheHit(isNegative(cached.response) ? 'denial' : 'success');
-      return agedResponse(cached.response, Math.floor((Date.now() - cached.stored) / 1000));
+      return { response: agedResponse(cached.response, Math.floor((Date.now() - cached.stored) / 1000)), cache: cached.negative ? 'denial' : 'success' };
     }
-    this.events.cacheMiss();
-    if (this.pending.size >= MAX_OUTSTANDING) return undefined;
+    if (this.pending.size >= MAX_OUTSTANDING) {
+      this.events.concurrentReject();
+      return { response: undefined, cache: 'miss' };
+    }
     for (const upstream of this.upstreams) {
       const response = await this.ask(upstream, query);
       if (response && rcodeOf(response) !== RCODE.SERVFAIL) {
         this.remember(key, response);
-        return response;
+        return { response, cache: 'miss' };
       }
-      this.events.upstreamFailure(`${upstream.address}:${upstream.port}`);
+      this.events.upstreamFailure(upstreamName(upstream));
     }
-    return undefined;
+    return { response: undefined, cache: 'miss' };
   }
 
   close(): void {
@@ -58,8 +74,11 @@ export class Forwarder {
   }
 
   private async ask(upstream: Upstream, query: Buffer): Promise<Buffer | undefined> {
-    const response = await this.askUdp(upstream, query);
-    return response && isTruncated(response) ? askTcp(upstream, query) : response;
+    const started = performance.now();
+    const udp = await this.askUdp(upstream, query);
+    const response = udp && isTruncated(udp) ? await askTcp(upstream, query) : udp;
+    if (response) this.events.upstreamAnswered(upstreamName(upstream), rcodeOf(response), (performance.now() - started) / 1000);
+    return response;
   }
 
   private askUdp(upstream: Upstream, query: Buffer): Promise<Buffer | undefined> {
@@ -99,9 +118,18 @@ export class Forwarder {
   private remember(key: string, response: Buffer): void {
     const ttl = cacheSeconds(response);
     if (ttl <= 0) return;
-    if (this.cache.size >= CACHE_ENTRIES) this.cache.delete(this.cache.keys().next().value!);
+    if (this.cache.size >= CACHE_ENTRIES) this.forget(this.cache.keys().next().value!);
+    this.forget(key);
+    const negative = isNegative(response);
+    this.cache.set(key, { response, negative, stored: Date.now(), expires: Date.now() + ttl * 1000 });
+    this.entries[negative ? 'denial' : 'success']++;
+  }
+
+  private forget(key: string): void {
+    const entry = this.cache.get(key);
+    if (!entry) return;
     this.cache.delete(key);
-    this.cache.set(key, { response, stored: Date.now(), expires: Date.now() + ttl * 1000 });
+    this.entries[entry.negative ? 'denial' : 'success']--;
   }
 }
 

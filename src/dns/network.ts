@@ -15,8 +15,11 @@ import type { Upstream } from './forwarder.js';
 export const DNS_INTERFACE = 'kubenft-dns';
 const run = promisify(execFile);
 
+/** ip(8) answers at once; one stuck (a wedged netlink, a hung kernel module load) must not stall the agent. */
+const IP_TIMEOUT_MS = 10_000;
+
 async function ip(args: string[]): Promise<void> {
-  await run('ip', args);
+  await run('ip', args, { timeout: IP_TIMEOUT_MS, killSignal: 'SIGKILL' });
 }
 
 /**
@@ -28,7 +31,7 @@ async function ip(args: string[]): Promise<void> {
 export async function setUpDnsNetwork(addresses: string[], log: Logger): Promise<boolean> {
   // First a table without that rule: a previous run's would send the node's queries to the
   // addresses as soon as they are local again, before the server is bound, and have them refused.
-  await new NftablesBackend().replaceTable(dnsTable(addresses, { hostClients: false }));
+  await withdrawHostClients(addresses);
   // A link of that name is a previous run's (a TUN device does not outlive its process).
   await ip(['link', 'del', DNS_INTERFACE]).catch(() => undefined);
   let tun = true;
@@ -50,6 +53,11 @@ export async function setUpDnsNetwork(addresses: string[], log: Logger): Promise
 /** Once the server is bound: the node's own queries go to it (the table replaced whole). */
 export async function serveHostClients(addresses: string[]): Promise<void> {
   await new NftablesBackend().replaceTable(dnsTable(addresses, { hostClients: true }));
+}
+
+/** While the server is down: the node's own queries go back to the DNS Service's endpoints. */
+export async function withdrawHostClients(addresses: string[]): Promise<void> {
+  await new NftablesBackend().replaceTable(dnsTable(addresses, { hostClients: false }));
 }
 
 async function persistentLink(log: Logger): Promise<void> {

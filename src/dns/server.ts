@@ -4,7 +4,7 @@ import ipaddr from 'ipaddr.js';
 import dnsPacket from 'dns-packet';
 import { type PlannedName, type PlannedRecord, type PlannedType, mergeNames, podAddress, soaRecord } from './records.js';
 import { type AnswerTable, type UdpAnswerSocket, native } from '../kernel/native.js';
-import { Forwarder, type Upstream } from './forwarder.js';
+import { type Forwarded, Forwarder, type Upstream } from './forwarder.js';
 import { MATCH, TableOps } from './udp-table.js';
 import {
   FLAG_AA, FLAG_QR, FLAG_RA, MalformedQuery, QTYPE, RCODE, RCODE_NAMES, type Query, addressRecord, encodeRecord, formatError,
@@ -45,27 +45,97 @@ export interface NamesUpdate {
   serial: number;
 }
 
+/** agent → server: is the thread's loop turning? (A worker that answers no ping is taken for hung.) */
+export interface Ping {
+  type: 'ping';
+  seq: number;
+}
+
 /** server → agent. */
 export type ServerMessage =
   | { type: 'listening' }
   | { type: 'failed'; message: string }
   | { type: 'applied'; seq: number }
+  | { type: 'pong'; seq: number }
   | { type: 'metrics'; metrics: ServerMetrics };
 
+/** Durations counted per DURATION_BUCKETS bound (not cumulative; one more entry, past every bound), and their sum. */
+export interface DurationCounts {
+  buckets: number[];
+  sum: number;
+}
+
+/**
+ * What the server counted since the last report, keyed by CoreDNS's label values joined with '|'
+ * (server: the address a query came in on, as CoreDNS names it, dns://10.0.0.10:53).
+ */
 export interface ServerMetrics {
+  /** server|proto|family|type */
   requests: Record<string, number>;
+  /** server|rcode|plugin */
   responses: Record<string, number>;
-  /** Request durations: counts per bucket bound (seconds), their sum. */
-  durationBuckets: number[];
-  durationSum: number;
+  /** By server. */
+  durations: Record<string, DurationCounts>;
+  /** server|type (success or denial): forwarded names answered from the cache. */
   cacheHits: Record<string, number>;
-  cacheMisses: number;
+  /** By server. */
+  cacheMisses: Record<string, number>;
+  cacheEntries: { success: number; denial: number };
+  /** to|rcode: each answer an upstream gave, and how long it took. */
+  upstreamDurations: Record<string, DurationCounts>;
+  /** By upstream. */
   upstreamFailures: Record<string, number>;
-  /** UDP queries the sockets dropped, by reason (oversized: over 4 KiB; backlog: the queue up to JS was full). */
+  concurrentRejects: number;
+  /** server|reason: UDP queries the sockets dropped (oversized: over 4 KiB; backlog: the queue up to JS was full). */
   dropped: Record<string, number>;
 }
 
+/** CoreDNS's plugin.TimeBuckets (ExponentialBuckets(0.00025, 2, 16)), for its duration histograms. */
 export const DURATION_BUCKETS = [0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192];
+/** The sockets count durations into these: past the last bound is a bucket too (the histogram's +Inf). */
+const SOCKET_DURATION_BOUNDS = [...DURATION_BUCKETS, Infinity];
+
+/** How a query came in, as CoreDNS labels it: proto udp or tcp, family 1 (IPv4) or 2 (IPv6), server dns://ADDRESS:PORT. */
+export interface Via {
+  proto: 'udp' | 'tcp';
+  family: '1' | '2';
+  server: string;
+}
+
+/** CoreDNS's server label: the transport and the listener's address (net.TCPAddr's text). */
+export const serverLabel = (address: string, port: number) => `dns://${net.isIPv6(address) ? `[${address}]` : address}:${port}`;
+const viaOf = (address: string, port: number, proto: Via['proto']): Via => ({ proto, family: net.isIPv6(address) ? '2' : '1', server: serverLabel(address, port) });
+
+/** Which part of the server wrote a response, as CoreDNS's responses_total{plugin} names it ('': an error the server wrote). */
+type Plugin = 'kubernetes' | 'forward' | 'cache' | '';
+interface Answered {
+  response: Buffer;
+  plugin: Plugin;
+}
+const fromZone = (response: Buffer): Answered => ({ response, plugin: 'kubernetes' });
+
+/** CoreDNS's metric type names (plugin/metrics/vars/monitor.go): these types by name, the rest as "other". */
+const MONITORED_TYPES = new Map(Object.entries({
+  A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, SRV: 33, DS: 43, RRSIG: 46, NSEC: 47, DNSKEY: 48, NSEC3: 50, SVCB: 64, HTTPS: 65, IXFR: 251, AXFR: 252, ANY: 255,
+}).map(([name, code]) => [code, name]));
+const metricType = (qtype: number) => MONITORED_TYPES.get(qtype) ?? 'other';
+/** CoreDNS's rcode.ToString. */
+const rcodeName = (rcode: number) => RCODE_NAMES[rcode] ?? `RCODE${rcode}`;
+const durationBucket = (seconds: number) => {
+  const bucket = DURATION_BUCKETS.findIndex((bound) => seconds <= bound);
+  return bucket < 0 ? DURATION_BUCKETS.length : bucket;
+};
+const emptyDurations = (): DurationCounts => ({ buckets: SOCKET_DURATION_BOUNDS.map(() => 0), sum: 0 });
+function addDurations(counts: Record<string, DurationCounts>, key: string, buckets: number[], sum: number): void {
+  const into = (counts[key] ??= emptyDurations());
+  buckets.forEach((count, index) => { into.buckets[index] += count; });
+  into.sum += sum;
+}
+const observe = (counts: Record<string, DurationCounts>, key: string, seconds: number) => {
+  const into = (counts[key] ??= emptyDurations());
+  into.buckets[durationBucket(seconds)]++;
+  into.sum += seconds;
+};
 const METRICS_INTERVAL_MS = 500;
 /** Services in an update (a full sync's) that leave enough garbage behind to compact the heaps after it. */
 export const LARGE_UPDATE = 1000;
@@ -75,7 +145,7 @@ const TCP_IDLE_MS = 10_000;
 const TCP_MAX_BUFFERED = 2 * (2 + 65_535);
 
 const emptyMetrics = (): ServerMetrics => ({
-  requests: {}, responses: {}, durationBuckets: DURATION_BUCKETS.map(() => 0), durationSum: 0, cacheHits: {}, cacheMisses: 0, upstreamFailures: {}, dropped: {},
+  requests: {}, responses: {}, durations: {}, cacheHits: {}, cacheMisses: {}, cacheEntries: { success: 0, denial: 0 }, upstreamDurations: {}, upstreamFailures: {}, concurrentRejects: 0, dropped: {},
 });
 const bump = (counts: Record<string, number>, key: string, count = 1) => { counts[key] = (counts[key] ?? 0) + count; };
 /** The answer table's slot for the zone's SOA, which NXDOMAIN and NODATA carry. */
@@ -101,16 +171,17 @@ export class ClusterDnsServer {
   private soa: Buffer;
   private readonly zoneLabels: string[];
   private metrics = emptyMetrics();
+  private reportedEntries = { success: 0, denial: 0 };
   readonly forwarder: Forwarder;
-  private readonly sockets: { socket: UdpAnswerSocket; family: string }[] = [];
+  private readonly sockets: { socket: UdpAnswerSocket; via: Via }[] = [];
 
   constructor(private readonly config: ServerConfig) {
     this.zoneLabels = config.zone === '' ? [] : config.zone.split('.');
     this.soa = encodeRecord(soaRecord(config.zone, config.ttl, 0));
     this.forwarder = new Forwarder(config.upstreams, {
-      cacheHit: (kind) => bump(this.metrics.cacheHits, kind),
-      cacheMiss: () => this.metrics.cacheMisses++,
+      upstreamAnswered: (to, rcode, seconds) => observe(this.metrics.upstreamDurations, `${to}|${rcodeName(rcode)}`, seconds),
       upstreamFailure: (to) => bump(this.metrics.upstreamFailures, to),
+      concurrentReject: () => this.metrics.concurrentRejects++,
     });
   }
 
@@ -208,49 +279,55 @@ export class ClusterDnsServer {
     if (this.config.pods === 'insecure') ops.setTemplate(MATCH.suffix, `pod.${this.config.zone}`, undefined);
   }
 
-  /** A socket serving the table: its counters join the metrics. */
-  countSocket(socket: UdpAnswerSocket, family: string): void {
-    this.sockets.push({ socket, family });
+  /** A socket serving the table: its counters join the metrics, under the address it serves. */
+  countSocket(socket: UdpAnswerSocket, via: Via): void {
+    this.sockets.push({ socket, via });
   }
 
   /** The response to one packet: a Buffer now, a promise when it is forwarded, undefined to drop it. */
-  handle(raw: Buffer, proto: 'udp' | 'tcp', family: string): Buffer | Promise<Buffer> | undefined {
+  handle(raw: Buffer, via: Via): Buffer | Promise<Buffer> | undefined {
     const started = process.hrtime.bigint();
     let query: Query;
     try {
       query = parseQuery(raw);
     } catch (error) {
       if (!(error instanceof MalformedQuery) || raw.length < 12 || raw[2] & 0x80) return undefined;
-      return this.count(started, formatError(raw));
+      return this.count(started, via, { response: formatError(raw), plugin: '' });
     }
-    bump(this.metrics.requests, `${proto}|${family}|${typeName(query.qtype)}`);
-    const limit = proto === 'udp' ? udpLimit(query) : Infinity;
-    const result = this.resolve(query, raw, limit);
-    return result instanceof Promise ? result.then((response) => this.count(started, response)) : this.count(started, result);
+    bump(this.metrics.requests, `${via.server}|${via.proto}|${via.family}|${metricType(query.qtype)}`);
+    const limit = via.proto === 'udp' ? udpLimit(query) : Infinity;
+    const result = this.resolve(query, raw, limit, via);
+    return result instanceof Promise ? result.then((answered) => this.count(started, via, answered)) : this.count(started, via, result);
   }
 
-  private count(started: bigint, response: Buffer): Buffer {
-    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    const bucket = DURATION_BUCKETS.findIndex((bound) => seconds <= bound);
-    if (bucket >= 0) this.metrics.durationBuckets[bucket]++;
-    this.metrics.durationSum += seconds;
-    bump(this.metrics.responses, RCODE_NAMES[rcodeOf(response)] ?? String(rcodeOf(response)));
+  private count(started: bigint, via: Via, { response, plugin }: Answered): Buffer {
+    observe(this.metrics.durations, via.server, Number(process.hrtime.bigint() - started) / 1e9);
+    bump(this.metrics.responses, `${via.server}|${rcodeName(rcodeOf(response))}|${plugin}`);
     return response;
   }
 
-  private resolve(query: Query, raw: Buffer, limit: number): Buffer | Promise<Buffer> {
-    if (query.qtype === QTYPE.AXFR || query.qtype === QTYPE.IXFR) return respond(query, raw, RCODE.REFUSED, [], [], limit);
+  private resolve(query: Query, raw: Buffer, limit: number, via: Via): Answered | Promise<Answered> {
+    if (query.qtype === QTYPE.AXFR || query.qtype === QTYPE.IXFR) return fromZone(respond(query, raw, RCODE.REFUSED, [], [], limit));
     const fromTable = this.table.answer(raw, limit);
-    if (fromTable) return fromTable;
+    if (fromTable) return fromZone(fromTable);
     const inZone = endsWithLabels(query.labels, this.zoneLabels);
     const exists = this.table.prepared(query.wire, 0) !== undefined;
-    if ((inZone || exists) && !this.synced) return respond(query, raw, RCODE.SERVFAIL, [], [], limit);
-    if (!exists && !inZone) return this.forward(query, raw, limit);
-    if (query.qclass !== 1) return respond(query, raw, RCODE.REFUSED, [], [], limit);
-    if (!exists) return this.podAnswer(query, raw, limit) ?? respond(query, raw, RCODE.NXDOMAIN, [], [this.soa], limit);
+    // Not synced: CoreDNS's kubernetes plugin writes nothing and the server answers the error.
+    if ((inZone || exists) && !this.synced) return { response: respond(query, raw, RCODE.SERVFAIL, [], [], limit), plugin: '' };
+    if (!exists && !inZone) return this.forward(query, raw, limit, via);
+    if (query.qclass !== 1) return fromZone(respond(query, raw, RCODE.REFUSED, [], [], limit));
+    if (!exists) return fromZone(this.podAnswer(query, raw, limit) ?? respond(query, raw, RCODE.NXDOMAIN, [], [this.soa], limit));
     const cname = this.cnames.get(query.name);
-    if (cname) return this.cnameAnswer(query, raw, cname, limit);
-    return respond(query, raw, RCODE.NOERROR, [], [this.soa], limit);
+    if (cname) return this.cnameAnswer(query, raw, cname, limit, via).then(fromZone);
+    return fromZone(respond(query, raw, RCODE.NOERROR, [], [this.soa], limit));
+  }
+
+  /** The forwarder's answer, its cache hit or miss counted under the server the query came in on. */
+  private async upstream(key: string, query: Buffer, via: Via): Promise<Forwarded> {
+    const forwarded = await this.forwarder.resolve(key, query);
+    if (forwarded.cache === 'miss') bump(this.metrics.cacheMisses, via.server);
+    else bump(this.metrics.cacheHits, `${via.server}|${forwarded.cache}`);
+    return forwarded;
   }
 
   /** Pod records, `insecure` as CoreDNS: any dashed address in an existing namespace. */
@@ -266,14 +343,14 @@ export class ClusterDnsServer {
   }
 
   /** ExternalName: the CNAME first, then for A/AAAA the target's records, from the zone or upstream (TC copied). */
-  private async cnameAnswer(query: Query, raw: Buffer, cname: PlannedRecord, limit: number): Promise<Buffer> {
+  private async cnameAnswer(query: Query, raw: Buffer, cname: PlannedRecord, limit: number, via: Via): Promise<Buffer> {
     const target = cname.data as string;
     const answers: dnsPacket.Answer[] = [{ name: query.name, type: 'CNAME', class: 'IN', ttl: cname.ttl, data: target }];
     let flags = 0;
     if (query.qtype === QTYPE.A || query.qtype === QTYPE.AAAA) {
       const type = query.qtype === QTYPE.A ? 'A' : 'AAAA';
       const local = this.table.prepared(wireName(target), query.qtype)?.[0];
-      const chased = local?.packet ?? await this.forwarder.resolve(`${target}/${type}/1`, dnsPacket.encode({ id: 0, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ name: target, type }] }));
+      const chased = local?.packet ?? (await this.upstream(`${target}/${type}/1`, dnsPacket.encode({ id: 0, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ name: target, type }] }), via)).response;
       if (chased) {
         try {
           const decoded = dnsPacket.decode(chased);
@@ -286,22 +363,30 @@ export class ClusterDnsServer {
     return relay(query, raw, encoded, limit);
   }
 
-  private async forward(query: Query, raw: Buffer, limit: number): Promise<Buffer> {
-    const response = await this.forwarder.resolve(`${query.name}/${query.qtype}/${query.qclass}`, raw);
-    return response ? relay(query, raw, response, limit) : respond(query, raw, RCODE.SERVFAIL, [], [], limit, false);
+  private async forward(query: Query, raw: Buffer, limit: number, via: Via): Promise<Answered> {
+    const { response, cache } = await this.upstream(`${query.name}/${query.qtype}/${query.qclass}`, raw, via);
+    // Every upstream failed: CoreDNS's forward plugin writes nothing and the server answers SERVFAIL.
+    if (!response) return { response: respond(query, raw, RCODE.SERVFAIL, [], [], limit, false), plugin: '' };
+    return { response: relay(query, raw, response, limit), plugin: cache === 'miss' ? 'forward' : 'cache' };
   }
 
+  /** What was counted since the last call (the sockets' counters too), or undefined when nothing was. */
   takeMetrics(): ServerMetrics | undefined {
     const metrics = this.metrics;
-    for (const { socket, family } of this.sockets) {
+    for (const { socket, via } of this.sockets) {
       const counted = socket.takeCounters();
-      for (const [reason, count] of Object.entries(counted.dropped)) if (count > 0) bump(metrics.dropped, reason, count);
-      for (const [type, count] of Object.entries(counted.requests)) bump(metrics.requests, `udp|${family}|${typeName(Number(type))}`, count);
-      for (const [rcode, count] of Object.entries(counted.responses)) bump(metrics.responses, RCODE_NAMES[Number(rcode)] ?? rcode, count);
-      counted.durationBuckets.forEach((count, index) => { metrics.durationBuckets[index] += count; });
-      metrics.durationSum += counted.durationSum;
+      for (const [reason, count] of Object.entries(counted.dropped)) if (count > 0) bump(metrics.dropped, `${via.server}|${reason}`, count);
+      for (const [type, count] of Object.entries(counted.requests)) bump(metrics.requests, `${via.server}|udp|${via.family}|${metricType(Number(type))}`, count);
+      // The sockets answer only from the table: the zone's answers.
+      for (const [rcode, count] of Object.entries(counted.responses)) bump(metrics.responses, `${via.server}|${rcodeName(Number(rcode))}|kubernetes`, count);
+      if (counted.durationBuckets.some((count) => count > 0)) addDurations(metrics.durations, via.server, counted.durationBuckets, counted.durationSum);
     }
-    if (Object.keys(metrics.requests).length === 0 && metrics.cacheMisses === 0 && Object.keys(metrics.responses).length === 0 && Object.keys(metrics.dropped).length === 0) return undefined;
+    const { success, denial } = this.forwarder.entries;
+    const entriesChanged = success !== this.reportedEntries.success || denial !== this.reportedEntries.denial;
+    const counted = [metrics.requests, metrics.responses, metrics.dropped, metrics.upstreamFailures, metrics.upstreamDurations].some((counts) => Object.keys(counts).length > 0) || metrics.concurrentRejects > 0;
+    if (!counted && !entriesChanged) return undefined;
+    metrics.cacheEntries = { success, denial };
+    this.reportedEntries = metrics.cacheEntries;
     this.metrics = emptyMetrics();
     return metrics;
   }
@@ -309,13 +394,15 @@ export class ClusterDnsServer {
 
 /** UDP on one address: the addon's answer table on native threads, handle() for what it passes up. */
 export function serveUdp(server: ClusterDnsServer, address: string, port: number, threads: number): UdpAnswerSocket {
-  const family = net.isIPv6(address) ? '6' : '4';
-  const udp: UdpAnswerSocket = native().udpAnswers({ address, port, threads, durationBounds: DURATION_BUCKETS, table: server.table }, (message, from, fromPort) => {
-    const response = server.handle(message, 'udp', family);
+  let via: Via | undefined;
+  const udp: UdpAnswerSocket = native().udpAnswers({ address, port, threads, durationBounds: SOCKET_DURATION_BOUNDS, table: server.table }, (message, from, fromPort) => {
+    const response = server.handle(message, via!);
     if (response instanceof Promise) void response.then((out) => udp.send(out, from, fromPort));
     else if (response) udp.send(response, from, fromPort);
   });
-  server.countSocket(udp, family);
+  // The bound port, which port 0 (tests) leaves to the kernel.
+  via = viaOf(address, udp.port, 'udp');
+  server.countSocket(udp, via);
   return udp;
 }
 
@@ -323,10 +410,10 @@ export function serveUdp(server: ClusterDnsServer, address: string, port: number
 export async function listen(server: ClusterDnsServer, config: ServerConfig): Promise<() => void> {
   const closers: (() => void)[] = [];
   for (const address of config.addresses) {
-    const family = net.isIPv6(address) ? '6' : '4';
     const udp = serveUdp(server, address, config.port, UDP_THREADS);
     closers.push(() => udp.close());
-    const tcp = net.createServer((socket) => serveTcp(server, socket, family));
+    const tcpVia = viaOf(address, config.port, 'tcp');
+    const tcp = net.createServer((socket) => serveTcp(server, socket, tcpVia));
     tcp.maxConnections = TCP_MAX_CONNECTIONS;
     await new Promise<void>((resolve, reject) => {
       tcp.once('error', reject);
@@ -338,7 +425,7 @@ export async function listen(server: ClusterDnsServer, config: ServerConfig): Pr
 }
 
 /** RFC 7766 framing: each message after its 2-byte length; at most one 64 KiB message buffered. */
-function serveTcp(server: ClusterDnsServer, socket: net.Socket, family: string): void {
+function serveTcp(server: ClusterDnsServer, socket: net.Socket, via: Via): void {
   let buffered = Buffer.alloc(0);
   socket.setTimeout(TCP_IDLE_MS, () => socket.destroy());
   socket.on('error', () => socket.destroy());
@@ -354,7 +441,7 @@ function serveTcp(server: ClusterDnsServer, socket: net.Socket, family: string):
         length.writeUInt16BE(out.length);
         socket.write(Buffer.concat([length, out]));
       };
-      const response = server.handle(message, 'tcp', family);
+      const response = server.handle(message, via);
       if (response instanceof Promise) void response.then(send);
       else send(response);
     }
@@ -370,7 +457,8 @@ function releaseMemory(): void {
 async function main(): Promise<void> {
   const config = workerData as ServerConfig;
   const server = new ClusterDnsServer(config);
-  parentPort!.on('message', (update: NamesUpdate) => {
+  parentPort!.on('message', (update: NamesUpdate | Ping) => {
+    if (update.type === 'ping') return parentPort!.postMessage({ type: 'pong', seq: update.seq } satisfies ServerMessage);
     server.apply(update);
     parentPort!.postMessage({ type: 'applied', seq: update.seq } satisfies ServerMessage);
     // A full update (the first, a resync) leaves the plans it carried, its table ops and the

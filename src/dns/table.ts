@@ -21,9 +21,21 @@ const baseChain = (hook: 'prerouting' | 'output', rules: Rule[]): Chain => ({
 
 /**
  * Queries to the served addresses are notrack only while a server socket is bound to the address
- * itself (`socket wildcard 0`, looked up per packet): when the server is down they are tracked
- * again, and the proxy's rules DNAT the kube-dns ClusterIP to the DNS Service's endpoints with no
- * agent involved. The server's answers are notrack.
+ * itself (looked up per packet): when the server is down they are tracked again, and the proxy's
+ * rules DNAT the kube-dns ClusterIP to the DNS Service's endpoints with no agent involved. The
+ * server's answers are notrack.
+ *
+ * Over TCP every packet of a connection must take the path its SYN took, and the socket a packet
+ * meets changes along the connection: the SYN meets the listener, the handshake's final ACK (and
+ * a retransmitted SYN) the request socket of SYN-RECV, the data the connection's own socket, late
+ * FINs and ACKs its timewait socket. The kernel reads `socket wildcard` on full sockets only
+ * (nft_socket.c), so the request and timewait sockets match neither value, and the final ACK,
+ * tracked, would reach the proxy's DNAT and be reset by the endpoint. Those sockets belong to a
+ * connection the server accepted (they are found by the connection's four addresses and ports),
+ * so once the full sockets are decided, bound to the address (ours) or to the wildcard address
+ * (another server's, left to the proxy), any socket still found is the server's: `socket
+ * transparent`, the one key read on every kind of socket, matches it (the server's are not
+ * IP_TRANSPARENT).
  *
  * Queries from the node itself: in output, `socket` finds the sender, not the server, so it cannot
  * tell whether the server is up. With `hostClients` the addresses live on a device the agent's
@@ -49,7 +61,12 @@ export function dnsTable(addresses: string[], { hostClients }: { hostClients: bo
       { kind: 'lookup', fields: [address, 'meta l4proto', port], set: family.set, op: '==' },
     ];
     const query = servedBy(family.daddr, 'th dport');
-    prerouting.push({ statements: [...query, { kind: 'socketWildcard', wildcard: false }, { kind: 'notrack' }] });
+    const tcpQuery: Statement[] = [...query, { kind: 'match', field: 'meta l4proto', op: '==', value: 'tcp' }];
+    prerouting.push(
+      { statements: [...query, { kind: 'socket', key: 'wildcard', value: false }, { kind: 'notrack' }] },
+      { statements: [...tcpQuery, { kind: 'socket', key: 'wildcard', value: true }, { kind: 'verdict', verdict: { kind: 'accept' } }] },
+      { statements: [...tcpQuery, { kind: 'socket', key: 'transparent', value: false }, { kind: 'notrack' }] },
+    );
     output.push({ statements: [...servedBy(family.saddr, 'th sport'), { kind: 'notrack' }] });
     if (hostClients) output.push({ statements: [...query, { kind: 'fibLocal', address: 'daddr', op: '==' }, { kind: 'notrack' }] });
   }

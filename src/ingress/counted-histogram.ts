@@ -17,15 +17,20 @@ export class CountedHistogram {
   readonly aggregator = 'sum';
   private readonly series = new Map<string, Series>();
 
-  constructor(readonly name: string, readonly help: string, private readonly labelName: string, readonly bounds: number[], registry: Registry) {
+  constructor(readonly name: string, readonly help: string, private readonly labelNames: readonly string[], readonly bounds: readonly number[], registry: Registry) {
     // The registry only asks a metric for get(), getForPromString() and reset(), which this has.
     registry.registerMetric(this as unknown as Metric);
   }
 
-  /** Adds `buckets` (per bound, not cumulative, one more than there are bounds) and their sum to the series of `label`. */
-  add(label: string, buckets: number[], sum: number): void {
-    let series = this.series.get(label);
-    if (!series) this.series.set(label, (series = { labels: { [this.labelName]: label }, buckets: new Array<number>(this.bounds.length + 1).fill(0), sum: 0 }));
+  /** Adds `buckets` (per bound, not cumulative, one more than there are bounds: the last is past every bound) and their sum to the series of `labels`. */
+  add(labels: Record<string, string>, buckets: number[], sum: number): void {
+    const key = this.labelNames.map((name) => labels[name]).join('\0');
+    let series = this.series.get(key);
+    if (!series) {
+      // In the label names' order, as prom-client prints the labels of an observe() given them so.
+      const ordered = Object.fromEntries(this.labelNames.map((name) => [name, labels[name]]));
+      this.series.set(key, (series = { labels: ordered, buckets: new Array<number>(this.bounds.length + 1).fill(0), sum: 0 }));
+    }
     for (let index = 0; index < series.buckets.length; index++) series.buckets[index] += buckets[index];
     series.sum += sum;
   }

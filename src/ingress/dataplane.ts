@@ -1,12 +1,10 @@
-import { execFile } from 'node:child_process';
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { StateChanges, StateDataplane } from '../capability.js';
-import { IngressPlanner, type IngressProblem, type RouteTable } from './routes.js';
+import { IngressPlanner, type IngressPlanInput, type IngressProblem, type MissingSecret, type RouteTable, missingSecretText } from './routes.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import {
   type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret,
@@ -15,6 +13,7 @@ import { endpointPortViews } from '../cluster/service-ports.js';
 import { splitHostPort } from '../kernel/addresses.js';
 import { nodeContextOf } from '../cluster/topology.js';
 import { CountedHistogram } from './counted-histogram.js';
+import { generateDefaultCertificate } from './default-certificate.js';
 import { DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
 import type { IngressStatusWriter } from './status.js';
 
@@ -35,6 +34,7 @@ export interface IngressOptions {
   maxHeaderBytes: number;
   clientTimeoutMs: number;
   backendTimeoutMs: number;
+  connectTimeoutMs: number;
   /** Worker processes; 0: one per core. */
   workers: number;
   /** --ingress-status-address: what status.loadBalancer shows (default: the ingress Service's addresses, else the status writer's node addresses). */
@@ -49,22 +49,11 @@ export interface IngressStatusSource {
   master?: string;
 }
 
-const execFileAsync = promisify(execFile);
 /** The kinds this dataplane registers: a change to any of them can change the routes. */
 const INGRESS_KINDS = ['Ingress', 'IngressClass', 'Secret'];
 const WORKER_SCRIPT = fileURLToPath(new URL('./proxy-worker.js', import.meta.url));
-
-/** A self-signed certificate made once per agent with the openssl CLI (an argument vector, no shell): Node's crypto makes keys, not X.509 certificates. */
-async function generateDefaultCertificate(): Promise<{ cert: string; key: string }> {
-  const { stdout } = await execFileAsync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '3650',
-    '-subj', '/O=kubenft/CN=kubenft ingress default certificate', '-keyout', '-', '-out', '-',
-  ]);
-  const key = /-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----\n/.exec(stdout)?.[0];
-  const cert = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/.exec(stdout)?.[0];
-  if (!key || !cert) throw new Error('openssl did not print a certificate and key');
-  return { cert, key };
-}
+/** A worker loads, takes its settings and listens in well under a second; this is for one that never does. */
+const WORKER_START_TIMEOUT_MS = 30_000;
 
 const pemOf = (secret: TlsSecretInfo | undefined): DefaultCertificate => (secret ? { cert: secret.cert, key: secret.key } : null);
 
@@ -83,6 +72,25 @@ export function statusAddresses(options: Pick<IngressOptions, 'statusAddresses' 
   return service ? [...new Set([...service.loadBalancerIPs, ...service.externalIPs])] : [];
 }
 
+/** What the route planner reads from the state (the agent's syncs, and `kubenft services`). */
+export function ingressPlanInput(state: ClusterState, ingressClass: string): IngressPlanInput {
+  return {
+    ingresses: state.objectsOf<IngressInfo>('Ingress'),
+    classes: state.objectsOf<IngressClassInfo>('IngressClass').values(),
+    secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
+    servicePorts: (key) => endpointPortViews(state, key),
+    node: nodeContextOf(state),
+    ingressClass,
+  };
+}
+
+/** The kinds the ingress controller reads, registered with their validation. */
+export function registerIngressKinds(state: ClusterState): void {
+  state.registerKind('Ingress', normalizeIngress);
+  state.registerKind('IngressClass', normalizeIngressClass);
+  state.registerKind('Secret', normalizeTlsSecret);
+}
+
 export class IngressDataplane implements StateDataplane {
   readonly name = 'ingress';
   private readonly workers = new Set<Worker>();
@@ -94,6 +102,7 @@ export class IngressDataplane implements StateDataplane {
   /** --ingress-default-certificate's Secret as last sent. */
   private defaultCertificate: TlsSecretInfo | undefined;
   private reported = new Set<string>();
+  private reportedMissing = new Map<string, string>();
   private stopping = false;
   private readonly connectionsByWorker = new Map<number, number>();
   private metrics!: {
@@ -102,6 +111,7 @@ export class IngressDataplane implements StateDataplane {
     upstreamErrors: Counter<'backend'>;
     connections: Gauge;
     problems: Gauge;
+    missingSecrets: Gauge;
     served: Gauge;
   };
 
@@ -110,32 +120,25 @@ export class IngressDataplane implements StateDataplane {
   constructor(private readonly options: IngressOptions, private readonly log: Logger, private readonly statusSource?: IngressStatusSource) {}
 
   attach(state: ClusterState, registry: Registry): void {
-    state.registerKind('Ingress', normalizeIngress);
-    state.registerKind('IngressClass', normalizeIngressClass);
-    state.registerKind('Secret', normalizeTlsSecret);
+    registerIngressKinds(state);
     const registers = [registry];
     this.metrics = {
       requests: new Counter({ name: 'kubenft_ingress_requests_total', help: 'Requests answered by the ingress proxy, by Ingress, rule host, rule path and status', labelNames: ['ingress', 'host', 'path', 'status'], registers }),
-      durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', 'ingress', DURATION_BUCKETS, registry),
+      durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', ['ingress'], DURATION_BUCKETS, registry),
       upstreamErrors: new Counter({ name: 'kubenft_ingress_upstream_errors_total', help: 'Failed attempts to reach an endpoint (connection refused or reset, timeouts), by backend', labelNames: ['backend'], registers }),
       connections: new Gauge({ name: 'kubenft_ingress_active_connections', help: 'Client connections open on the ingress proxy', registers }),
-      problems: new Gauge({ name: 'kubenft_ingress_problems', help: 'Ingresses (or parts of them) skipped: invalid, unknown backend, missing Secret, conflict', registers }),
+      problems: new Gauge({ name: 'kubenft_ingress_problems', help: 'Ingresses (or parts of them) skipped: invalid, unknown backend, conflict', registers }),
+      missingSecrets: new Gauge({ name: 'kubenft_ingress_missing_secrets', help: 'TLS Secrets named by served Ingresses that are missing or not kubernetes.io/tls, per Ingress: their hosts are served with the default certificate', registers }),
       served: new Gauge({ name: 'kubenft_ingress_served', help: 'Ingresses served by this controller', registers }),
     };
   }
 
   async update(state: ClusterState, changes: StateChanges): Promise<void> {
     if (this.table && !this.concerns(changes)) return;
-    const { table, problems, changes: routeChanges } = this.planner.plan({
-      ingresses: state.objectsOf<IngressInfo>('Ingress'),
-      classes: state.objectsOf<IngressClassInfo>('IngressClass').values(),
-      secrets: state.objectsOf<TlsSecretInfo | null>('Secret'),
-      servicePorts: (key) => endpointPortViews(state, key),
-      node: nodeContextOf(state),
-      ingressClass: this.options.className,
-    }, changes.services);
+    const { table, problems, missingSecrets, changes: routeChanges } = this.planner.plan(ingressPlanInput(state, this.options.className), changes.services);
     const defaultCertificate = this.defaultCertificateOf(state, problems);
     this.report(problems);
+    this.reportMissing(missingSecrets, state);
     this.metrics.served.set(table.served.length);
     this.table = table;
     this.generation++;
@@ -195,12 +198,25 @@ export class IngressDataplane implements StateDataplane {
     this.metrics.problems.set(now.size);
   }
 
+  /** Each missing Secret is logged once when it goes missing, and once when it arrives. */
+  private reportMissing(missingSecrets: MissingSecret[], state: ClusterState): void {
+    const now = new Map(missingSecrets.map((missing) => [`${missing.ingress} ${missing.secret}`, missingSecretText(missing)]));
+    for (const [key, text] of now) if (this.reportedMissing.get(key) !== text) this.log.warn(`ingress: ${text}`);
+    for (const [key] of this.reportedMissing) {
+      if (now.has(key)) continue;
+      const [ingress, secret] = key.split(' ');
+      if (state.objectsOf<TlsSecretInfo | null>('Secret').get(secret)) this.log.info(`ingress: Ingress ${ingress}: TLS Secret ${secret} is there: its certificate is served`);
+    }
+    this.reportedMissing = now;
+    this.metrics.missingSecrets.set(now.size);
+  }
+
   private async startWorkers(): Promise<void> {
-    const defaultCertificate = await generateDefaultCertificate();
+    const defaultCertificate = generateDefaultCertificate();
     this.settings = {
       httpAddress: listenerOf(this.options.httpAddress), httpsAddress: listenerOf(this.options.httpsAddress), defaultCertificate,
       maxBodyBytes: this.options.maxBodyBytes, maxHeaderBytes: this.options.maxHeaderBytes,
-      clientTimeoutMs: this.options.clientTimeoutMs, backendTimeoutMs: this.options.backendTimeoutMs,
+      clientTimeoutMs: this.options.clientTimeoutMs, backendTimeoutMs: this.options.backendTimeoutMs, connectTimeoutMs: this.options.connectTimeoutMs,
     };
     // The agent opens each listening socket once and every worker accepts on it (SCHED_NONE): the
     // agent's event loop never touches a connection.
@@ -216,6 +232,12 @@ export class IngressDataplane implements StateDataplane {
     this.workers.add(worker);
     let listened = false;
     const listening = new Promise<void>((resolve, reject) => {
+      // One that never says it listens (stuck loading, or in a bind) is killed: the update fails instead of waiting for ever.
+      const startTimer = setTimeout(() => {
+        reject(new Error(`ingress worker ${worker.process.pid} did not listen within ${WORKER_START_TIMEOUT_MS / 1000}s`));
+        worker.process.kill('SIGKILL');
+      }, WORKER_START_TIMEOUT_MS);
+      worker.once('exit', () => clearTimeout(startTimer));
       worker.on('message', (message: FromWorker) => {
         // A worker asks once it is loaded: messages sent before it listens for them would be lost.
         if (message.type === 'ready') {
@@ -225,6 +247,7 @@ export class IngressDataplane implements StateDataplane {
           worker.send(this.wholeRoutes());
         } else if (message.type === 'listening') {
           listened = true;
+          clearTimeout(startTimer);
           resolve();
         }
         else this.recordStats(worker.id, message);
@@ -244,7 +267,7 @@ export class IngressDataplane implements StateDataplane {
 
   private recordStats(workerId: number, stats: FromWorker & { type: 'stats' }): void {
     for (const { ingress, host, path, status, count } of stats.requests) this.metrics.requests.inc({ ingress, host, path, status: String(status) }, count);
-    for (const { ingress, buckets, sum } of stats.durations) this.metrics.durations.add(ingress, buckets, sum);
+    for (const { ingress, buckets, sum } of stats.durations) this.metrics.durations.add({ ingress }, buckets, sum);
     for (const [backend, count] of Object.entries(stats.upstreamErrors)) this.metrics.upstreamErrors.inc({ backend }, count);
     this.connectionsByWorker.set(workerId, stats.activeConnections);
     this.metrics.connections.set([...this.connectionsByWorker.values()].reduce((sum, count) => sum + count, 0));

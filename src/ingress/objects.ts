@@ -1,6 +1,7 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { KubeObject } from '../cluster/cluster-state.js';
+import { canonicalOctets } from '../ingress/request-path.js';
 import { ObjectError } from '../cluster/model.js';
 
 // Ingress, IngressClass and TLS Secrets, validated at the edge as the API server would (host and
@@ -167,7 +168,10 @@ function ingressPath(context: Context, value: unknown, path: string): IngressPat
   }
   const text = raw.path ?? '/';
   if (typeof text !== 'string' || !PATH_CHARACTERS.test(text)) fail(context, `${path}.path ${JSON.stringify(text)} must be an absolute path ("/…") of URL path characters`);
-  const bad = INVALID_PATH_SEQUENCES.find((sequence) => text.includes(sequence)) ?? INVALID_PATH_SUFFIXES.find((suffix) => text.endsWith(suffix));
+  // Requests are routed by their normalized path: a rule must be one, percent-escapes decoded too (`/%2e%2e/`).
+  const canonical = canonicalOctets(text);
+  if (canonical === undefined) fail(context, `${path}.path ${JSON.stringify(text)} holds a malformed percent-escape or %00`);
+  const bad = INVALID_PATH_SEQUENCES.find((sequence) => canonical.includes(sequence)) ?? INVALID_PATH_SUFFIXES.find((suffix) => canonical.endsWith(suffix));
   if (bad !== undefined) fail(context, `${path}.path ${JSON.stringify(text)} must not contain ${JSON.stringify(bad)}`);
   return { path: text, pathType, backend: backend(context, raw.backend, `${path}.backend`) };
 }

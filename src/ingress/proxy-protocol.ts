@@ -11,8 +11,10 @@ export interface ProxySettings {
   maxHeaderBytes: number;
   /** A client connection idle this long (between requests, or sending a request) is closed. */
   clientTimeoutMs: number;
-  /** A backend that sends no response header (or no body data) for this long gets a 504. */
+  /** A backend that sends no response header (or no body data) for this long gets a 504; an upgraded tunnel idle this long (no byte either way) is closed. */
   backendTimeoutMs: number;
+  /** A backend connection (a request's or a tunnel's) not established within this gets a 504. */
+  connectTimeoutMs: number;
 }
 
 /** --ingress-default-certificate's Secret as PEM; null: the generated certificate. */

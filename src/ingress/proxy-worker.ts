@@ -1,10 +1,12 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
-import { type Socket, connect as tcpConnect } from 'node:net';
+import { type Server as TcpServer, type Socket, createServer as createTcpServer, connect as tcpConnect } from 'node:net';
 import { Readable } from 'node:stream';
 import { type SecureContext, createSecureContext } from 'node:tls';
 import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
 import { Router, type RouteMatch, routingHost } from './routes.js';
+import { clientHelloNamesServer } from './client-hello.js';
+import { parseRequestTarget } from './request-path.js';
 import { DURATION_BUCKETS, type DefaultCertificate, durationBucket, type DurationCounts, type FromWorker, type ProxySettings, type RequestCount, type ToWorker } from './proxy-protocol.js';
 
 // One of the ingress proxy's worker processes (one per core, forked by the agent through the
@@ -66,8 +68,7 @@ function applyDefaultCertificate(next: DefaultCertificate): void {
   if (next?.cert === defaultCertificate?.cert && next?.key === defaultCertificate?.key) return;
   defaultCertificate = next;
   defaultContext = next ? createSecureContext(next) : generatedContext;
-  // Connections without SNI get the server's own context: keep it the default certificate.
-  httpsServer?.setSecureContext(next ?? settings.defaultCertificate);
+  defaultCertificateServer?.setSecureContext(next ?? settings.defaultCertificate);
 }
 
 function applyWholeRoutes(message: ToWorker & { type: 'routes' }): void {
@@ -99,7 +100,7 @@ function poolFor(endpoint: string): Pool {
   let pool = pools.get(endpoint);
   if (!pool) {
     pool = new Pool(`http://${endpoint}`, {
-      headersTimeout: settings.backendTimeoutMs, bodyTimeout: settings.backendTimeoutMs, connectTimeout: settings.backendTimeoutMs,
+      headersTimeout: settings.backendTimeoutMs, bodyTimeout: settings.backendTimeoutMs, connectTimeout: settings.connectTimeoutMs,
       keepAliveTimeout: 4_000, maxHeaderSize: settings.maxHeaderBytes,
     });
     pools.set(endpoint, pool);
@@ -119,22 +120,9 @@ function pickEndpoint(backend: string, endpoints: string[], exclude: Set<string>
   return undefined;
 }
 
-/** The request's path and query exactly as sent; an absolute-form target (a proxy request) gives its path. */
-function originForm(target: string): string | undefined {
-  if (target.startsWith('/') || target === '*') return target;
-  const match = /^https?:\/\/[^/?#]*(.*)$/i.exec(target);
-  if (!match) return undefined;
-  return match[1] === '' || match[1].startsWith('?') ? `/${match[1]}` : match[1];
-}
-
-const pathOf = (target: string) => {
-  const query = target.indexOf('?');
-  return query < 0 ? target : target.slice(0, query);
-};
-
 /** What routing and forwarding need from a request's header fields, read in one pass over the raw fields (Node's headers object is built lazily: never asking for it saves building it). */
 interface RequestFields {
-  /** Host, or HTTP/2's :authority. */
+  /** Host, HTTP/2's :authority, or an absolute-form target's authority. */
   host: string;
   /** The tokens of the Connection field(s), lower case, or undefined without one. */
   connection: Set<string> | undefined;
@@ -187,7 +175,12 @@ function upstreamHeaders(request: Request, fields: RequestFields, secure: boolea
     const name = raw[index].toLowerCase();
     if (name.charCodeAt(0) === 0x3a || FORWARDING.has(name)) continue;
     if ((HOP_BY_HOP.has(name) || named?.has(name)) && !keep?.has(name)) continue;
-    if (name === 'host') hasHost = true;
+    if (name === 'host') {
+      // One Host, the one routed by (RFC 9112 §3.2.2: an absolute-form target's authority replaces it).
+      if (!hasHost) headers.push(raw[index], fields.host);
+      hasHost = true;
+      continue;
+    }
     headers.push(raw[index], raw[index + 1]);
   }
   if (!hasHost && fields.host !== '') headers.push('host', fields.host);
@@ -210,6 +203,23 @@ function replyPlain(response: Response, status: number, text: string, extra: Rec
 }
 
 type RoutedMatch = RouteMatch & { kind: 'route' };
+
+const sameRoute = (a: RouteMatch, b: RouteMatch) => (a.kind === 'none' ? b.kind === 'none' : b.kind === 'route' && a.route === b.route);
+
+/**
+ * The request's route, by its normalized path (src/ingress/request-path.ts), and the target the
+ * backend gets: that path and the query as sent. Undefined (400) for a target nginx refuses too,
+ * and for a path with an encoded slash that routes elsewhere when the slash is read as a separator.
+ */
+function routeOf(request: Request, fields: RequestFields): { match: RouteMatch; host: string; target: string } | undefined {
+  const target = parseRequestTarget(request.url ?? '');
+  if (target === undefined) return undefined;
+  if (target.authority !== undefined) fields.host = target.authority;
+  const host = routingHost(fields.host);
+  const match = router.match(host, target.path.path);
+  if (target.path.slashed !== undefined && !sameRoute(match, router.match(host, target.path.slashed))) return undefined;
+  return { match, host, target: target.path.path + target.query };
+}
 
 function record(match: RoutedMatch, status: number, started: number): void {
   const { ingress } = match.route;
@@ -244,11 +254,10 @@ async function* limitedBody(request: Request): AsyncGenerator<Buffer> {
 
 function handle(request: Request, response: Response, secure: boolean): void {
   const started = performance.now();
-  const target = originForm(request.url ?? '');
-  if (target === undefined) return replyPlain(response, 400, 'Bad Request');
   const fields = requestFields(request);
-  const host = routingHost(fields.host);
-  const match = router.match(host, pathOf(target));
+  const routed = routeOf(request, fields);
+  if (routed === undefined) return replyPlain(response, 400, 'Bad Request');
+  const { match, host, target } = routed;
   if (match.kind === 'none') return replyPlain(response, 404, 'Not Found');
   if (!secure && match.redirectToHttps) {
     record(match, 308, started);
@@ -360,19 +369,21 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 }
 
-/** WebSocket and other upgrades: the request goes to an endpoint over a fresh connection, then bytes flow both ways untouched. */
+/**
+ * WebSocket and other upgrades: the request goes to an endpoint over a fresh connection, then bytes
+ * flow both ways untouched. An endpoint not connected within connectTimeoutMs gets the client a 504;
+ * a tunnel with no byte either way for backendTimeoutMs is closed (ingress-nginx: proxy-connect-
+ * timeout, and proxy-read-timeout closing idle WebSockets).
+ */
 function tunnel(request: IncomingMessage, client: Socket, head: Buffer, secure: boolean): void {
   client.on('error', () => client.destroy());
-  const fail = (status: number, text: string) => {
-    client.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\nserver: ${SERVER_NAME}\r\n\r\n`);
-  };
-  const target = originForm(request.url ?? '');
-  if (target === undefined) return fail(400, 'Bad Request');
   const fields = requestFields(request);
-  const match = router.match(routingHost(fields.host), pathOf(target));
-  if (match.kind === 'none') return fail(404, 'Not Found');
+  const routed = routeOf(request, fields);
+  if (routed === undefined) return refuse(client, '400 Bad Request');
+  const { match, target } = routed;
+  if (match.kind === 'none') return refuse(client, '404 Not Found');
   const endpoint = pickEndpoint(match.route.backend, match.endpoints, new Set());
-  if (endpoint === undefined) return fail(503, 'Service Unavailable');
+  if (endpoint === undefined) return refuse(client, '503 Service Unavailable');
   const started = performance.now();
   const separator = endpoint.lastIndexOf(':');
   const upstream = tcpConnect({ host: endpoint.slice(0, separator).replace(/^\[|\]$/g, ''), port: Number(endpoint.slice(separator + 1)) });
@@ -380,7 +391,17 @@ function tunnel(request: IncomingMessage, client: Socket, head: Buffer, secure: 
   let lines = `${request.method} ${target} HTTP/1.1\r\n`;
   for (let index = 0; index < headers.length; index += 2) lines += `${headers[index]}: ${headers[index + 1]}\r\n`;
   upstream.setNoDelay(true);
+  const countError = () => { upstreamErrors[match.route.backend] = (upstreamErrors[match.route.backend] ?? 0) + 1; };
+  const connectTimer = setTimeout(() => {
+    countError();
+    record(match, 504, started);
+    refuse(client, '504 Gateway Timeout');
+    upstream.destroy();
+  }, settings.connectTimeoutMs);
   upstream.once('connect', () => {
+    clearTimeout(connectTimer);
+    // Either direction's bytes pass through the client socket (read or written): its idleness is the tunnel's.
+    client.setTimeout(settings.backendTimeoutMs, () => client.destroy());
     record(match, 101, started);
     upstream.write(`${lines}\r\n`);
     if (head.length > 0) upstream.write(head);
@@ -388,11 +409,15 @@ function tunnel(request: IncomingMessage, client: Socket, head: Buffer, secure: 
     client.pipe(upstream);
   });
   upstream.on('error', () => {
-    upstreamErrors[match.route.backend] = (upstreamErrors[match.route.backend] ?? 0) + 1;
-    if (upstream.connecting || client.bytesWritten === 0) fail(502, 'Bad Gateway');
+    clearTimeout(connectTimer);
+    countError();
+    if (upstream.connecting || client.bytesWritten === 0) refuse(client, '502 Bad Gateway');
     else client.destroy();
   });
-  client.on('close', () => upstream.destroy());
+  client.on('close', () => {
+    clearTimeout(connectTimer);
+    upstream.destroy();
+  });
   upstream.on('close', () => client.destroy());
 }
 
@@ -406,13 +431,28 @@ function onRequest(secure: boolean) {
   };
 }
 
+/** An HTTP/1.1 response with no body that ends the connection, written where no ServerResponse exists. */
+function refuse(socket: Socket, status: string): void {
+  socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nserver: ${SERVER_NAME}\r\n\r\n`);
+}
+
 /** Malformed requests (bad request line, headers too large, …) get a 400 and a closed connection; nothing reaches a backend. */
 function onClientError(error: NodeJS.ErrnoException, socket: Socket): void {
   if (socket.writable && !(socket as Socket & { _httpMessage?: unknown })._httpMessage) {
-    const status = error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nserver: ${SERVER_NAME}\r\n\r\n`);
+    refuse(socket, error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request');
   }
   socket.destroy();
+}
+
+/**
+ * CONNECT tunnels nothing here: its authority-form target is refused (400), an origin-form one is
+ * 405, as nginx answers them. HTTP/1.1 hands over the socket, HTTP/2 (HTTPS listener) a response.
+ */
+function onConnect(request: Request, channel: Socket | Http2ServerResponse): void {
+  const allowedForm = request.url?.startsWith('/') === true;
+  if (channel instanceof http2.Http2ServerResponse) return replyPlain(channel, allowedForm ? 405 : 400, allowedForm ? 'Method Not Allowed' : 'Bad Request');
+  channel.on('error', () => channel.destroy());
+  refuse(channel, allowedForm ? '405 Method Not Allowed' : '400 Bad Request');
 }
 
 function countConnections(server: http.Server | http2.Http2SecureServer, event: 'connection' | 'secureConnection'): void {
@@ -422,7 +462,53 @@ function countConnections(server: http.Server | http2.Http2SecureServer, event: 
   });
 }
 
-function listen(server: http.Server | http2.Http2SecureServer, address: { host: string; port: number }): Promise<void> {
+/**
+ * An HTTPS server that never listens: handOverByServerName gives it its connections. Both serve
+ * HTTP/1.1 and h2 (ALPN) alike; they differ only in where a connection's certificate comes from.
+ */
+function secureServer(certificates: Pick<http2.SecureServerOptions, 'SNICallback' | 'cert' | 'key'>): http2.Http2SecureServer {
+  const server = http2.createSecureServer({
+    allowHTTP1: true, ...certificates, maxSessionMemory: 10, settings: { maxHeaderListSize: settings.maxHeaderBytes },
+  }, onRequest(true));
+  server.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => tunnel(request, socket, head, true));
+  server.on('tlsClientError', (_error, socket) => socket.destroy());
+  server.on('connect', onConnect);
+  server.setTimeout(settings.clientTimeoutMs);
+  countConnections(server, 'secureConnection');
+  return server;
+}
+
+/**
+ * Node 20's SNICallback does not replace the connection's certificates with the context it
+ * returns: it adds that context's certificate to the ones the server's own context gave the
+ * connection (nodejs/node#54235; later Node swaps the whole context). OpenSSL keeps one
+ * certificate per key type and TLS 1.3 picks among them by the client's signature algorithms,
+ * which list ECDSA first: an RSA host's connection also carried the ECDSA default certificate and
+ * was served it. So a connection that names a server is handshaken by sniServer, which has no
+ * certificate of its own (the SNICallback's is the only one), and one that names none by
+ * defaultCertificateServer, which holds the default certificate alone. The ClientHello is read to
+ * tell them apart and put back into the socket, where the TLS server reads it as if it were new
+ * (Node's TLS socket takes over the bytes a socket has buffered).
+ */
+function handOverByServerName(socket: Socket): void {
+  const chunks: Buffer[] = [];
+  const fail = () => socket.destroy();
+  const onData = (chunk: Buffer) => {
+    chunks.push(chunk);
+    const received = chunks.length === 1 ? chunk : Buffer.concat(chunks);
+    // Not TLS, or a ClientHello it cannot read: false, and OpenSSL decides, with the default certificate to serve.
+    const named = clientHelloNamesServer(received);
+    if (named === undefined) return;
+    socket.off('data', onData).off('error', fail).pause();
+    socket.setTimeout(0);
+    socket.unshift(received);
+    (named ? sniServer : defaultCertificateServer)!.emit('connection', socket);
+  };
+  socket.on('data', onData).on('error', fail);
+  socket.setTimeout(settings.clientTimeoutMs, fail);
+}
+
+function listen(server: TcpServer, address: { host: string; port: number }): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host: address.host, port: address.port }, () => resolve());
@@ -436,26 +522,19 @@ async function start(): Promise<void> {
     const server = http.createServer({ ...common }, onRequest(false));
     server.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => tunnel(request, socket, head, false));
     server.on('clientError', onClientError);
+    server.on('connect', onConnect);
     countConnections(server, 'connection');
     servers.push(listen(server, settings.httpAddress));
   }
   if (settings.httpsAddress) {
-    const server = http2.createSecureServer({
-      allowHTTP1: true,
+    sniServer = secureServer({
       SNICallback: (serverName, done) => {
         const key = router.certificateFor(serverName);
         done(null, (key ? contexts.get(key)?.context : undefined) ?? defaultContext);
       },
-      ...(defaultCertificate ?? settings.defaultCertificate),
-      maxSessionMemory: 10,
-      settings: { maxHeaderListSize: settings.maxHeaderBytes },
-    }, onRequest(true));
-    server.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => tunnel(request, socket, head, true));
-    server.on('tlsClientError', (_error, socket) => socket.destroy());
-    server.setTimeout(settings.clientTimeoutMs);
-    countConnections(server, 'secureConnection');
-    servers.push(listen(server, settings.httpsAddress));
-    httpsServer = server;
+    });
+    defaultCertificateServer = secureServer(defaultCertificate ?? settings.defaultCertificate);
+    servers.push(listen(createTcpServer(handOverByServerName), settings.httpsAddress));
   }
   await Promise.all(servers);
   setInterval(() => {
@@ -469,7 +548,8 @@ async function start(): Promise<void> {
   send({ type: 'listening' });
 }
 
-let httpsServer: http2.Http2SecureServer | undefined;
+let sniServer: http2.Http2SecureServer | undefined;
+let defaultCertificateServer: http2.Http2SecureServer | undefined;
 let lastReportedConnections = 0;
 
 process.on('message', (message: ToWorker) => {

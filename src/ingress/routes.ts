@@ -3,6 +3,7 @@ import {
 } from './objects.js';
 import type { ServicePortView } from '../cluster/service-ports.js';
 import { categorizeEndpoints, type NodeContext } from '../cluster/topology.js';
+import { canonicalOctets } from '../ingress/request-path.js';
 
 // The ingress route planner, pure: the served Ingresses, their classes and TLS Secrets and the
 // Services' endpoints → one route table (hosts → ordered path matchers → endpoint sets, and TLS
@@ -16,7 +17,7 @@ export interface PathRoute {
   type: MatchType;
   /** The rule's path as written (for metrics and logs). */
   path: string;
-  /** Exact: the path; Prefix: the path without its trailing '/' ('' for '/'). */
+  /** The path in the spelling requests are normalized to (src/ingress/request-path.ts); for Prefix without its trailing '/' ('' for '/'). */
   match: string;
   /** namespace/name of the Ingress that owns this route. */
   ingress: string;
@@ -49,7 +50,7 @@ export interface RouteTable {
   backends: Record<string, string[]>;
   /** namespace/secret → PEM certificate and key. */
   certificates: Record<string, { cert: string; key: string }>;
-  /** Host → certificate (a key of certificates), exact and by wildcard suffix. */
+  /** Host → certificate (a key of certificates; one missing there: its Secret is not, and the default certificate is served), exact and by wildcard suffix. */
   tlsHosts: Record<string, string>;
   tlsWildcards: Record<string, string>;
   /** The served Ingresses, namespace/name, sorted (the status writer's list). */
@@ -61,6 +62,21 @@ export interface IngressProblem {
   object: string;
   reason: string;
 }
+
+/** A TLS Secret a served Ingress names that is not there (or not kubernetes.io/tls): its hosts are still routed, with the default certificate. */
+export interface MissingSecret {
+  /** namespace/name of the Ingress. */
+  ingress: string;
+  /** namespace/name of the Secret. */
+  secret: string;
+  reason: 'not found' | 'not of type kubernetes.io/tls';
+  /** The spec.tls hosts it was named for. */
+  hosts: string[];
+}
+
+/** How a missing Secret is reported (the log line, `kubenft services`). */
+export const missingSecretText = (missing: MissingSecret) =>
+  `Ingress ${missing.ingress}: TLS Secret ${missing.secret} ${missing.reason}: ${missing.hosts.join(', ') || 'its hosts'} served with the default certificate until it is`;
 
 export interface IngressPlanInput {
   /** namespace/name → the Ingress. */
@@ -78,6 +94,7 @@ export interface IngressPlanInput {
 export interface IngressPlan {
   table: RouteTable;
   problems: IngressProblem[];
+  missingSecrets: MissingSecret[];
 }
 
 /**
@@ -142,8 +159,11 @@ type BackendResolver = (namespace: string, backend: IngressBackend) => { key: st
 
 const backendsOf = (ingress: IngressInfo) => [...(ingress.defaultBackend ? [ingress.defaultBackend] : []), ...ingress.rules.flatMap((rule) => rule.paths.map((path) => path.backend))];
 
-/** Resolves every backend and Secret of one Ingress, or reports the first that fails: an Ingress is served whole or not at all. */
-function resolveIngress(input: IngressPlanInput, resolve: BackendResolver, ingress: IngressInfo): ResolvedIngress | string {
+/**
+ * Resolves every backend of one Ingress, or reports the first that fails: an Ingress is served
+ * whole or not at all. Its Secrets are not needed for that (see missingSecretsOf).
+ */
+function resolveIngress(resolve: BackendResolver, ingress: IngressInfo): ResolvedIngress | string {
   const backends = new Map<IngressBackend, string>();
   const endpoints = new Map<string, string[]>();
   for (const backend of backendsOf(ingress)) {
@@ -152,17 +172,35 @@ function resolveIngress(input: IngressPlanInput, resolve: BackendResolver, ingre
     backends.set(backend, result.key);
     endpoints.set(result.key, result.endpoints);
   }
-  for (const entry of ingress.tls) {
-    if (entry.secretName === undefined) continue;
-    const secret = input.secrets.get(`${ingress.namespace}/${entry.secretName}`);
-    if (secret === undefined) return `secret ${entry.secretName} not found`;
-    if (secret === null) return `secret ${entry.secretName} is not of type kubernetes.io/tls`;
-  }
   return { ingress, key: `${ingress.namespace}/${ingress.name}`, created: ingress.created, backends, endpoints };
 }
 
-/** Prefix matching compares whole path elements, so the rule's trailing '/' carries no meaning. */
-const matchOf = (type: MatchType, path: string) => (type === 'Exact' ? path : path.replace(/\/+$/, ''));
+/**
+ * The Secrets of an Ingress's spec.tls that are not there. As ingress-nginx does, a missing Secret
+ * does not take the site down: its hosts keep their routes (and the redirect to https) and are
+ * served the default certificate until the Secret arrives, which needs no replan of the hosts:
+ * they name the certificate by its Secret's key either way.
+ */
+function missingSecretsOf(input: IngressPlanInput, key: string, ingress: IngressInfo): MissingSecret[] {
+  const missing: MissingSecret[] = [];
+  for (const entry of ingress.tls) {
+    if (entry.secretName === undefined) continue;
+    const secret = `${ingress.namespace}/${entry.secretName}`;
+    const found = input.secrets.get(secret);
+    if (!found) missing.push({ ingress: key, secret, reason: found === null ? 'not of type kubernetes.io/tls' : 'not found', hosts: entry.hosts });
+  }
+  return missing;
+}
+
+/**
+ * A rule's path in the spelling a request's path is normalized to, so `/caf%c3%a9` matches a
+ * request for `/caf%C3%A9` (validation saw to it that it has one). Prefix matching compares whole
+ * path elements, so the rule's trailing '/' carries no meaning.
+ */
+function matchOf(type: MatchType, path: string): string {
+  const canonical = canonicalOctets(path)!;
+  return type === 'Exact' ? canonical : canonical.replace(/\/+$/, '');
+}
 
 function sortPaths(paths: PathRoute[]): PathRoute[] {
   return paths.sort((a, b) => b.match.length - a.match.length || (a.type === b.type ? 0 : a.type === 'Exact' ? -1 : 1));
@@ -180,7 +218,7 @@ function hostsOf(ingress: IngressInfo): Set<string> {
 interface HostPlan {
   /** Its routes, when a rule names it. */
   routes: HostRoute | undefined;
-  /** Its certificate (a Secret key), when its TLS owner names a Secret. */
+  /** Its certificate (a Secret key, whether or not the Secret is there), when its TLS owner names a Secret. */
   certificate: string | undefined;
   problems: IngressProblem[];
 }
@@ -246,11 +284,12 @@ function removeFrom<K, V>(index: Map<K, Set<V>>, key: K, value: V): void {
 const sameBackends = (a: ResolvedIngress, b: ResolvedIngress) => a.backends.size === b.backends.size && [...a.backends].every(([backend, key]) => b.backends.get(backend) === key);
 const sameEndpoints = (a: string[] | undefined, b: string[]) => a !== undefined && a.length === b.length && a.every((endpoint, index) => endpoint === b[index]);
 
-/** Where an Ingress stands: not served, served and resolved, or served and skipped (why). */
+/** Where an Ingress stands: not served, served and resolved (with the Secrets it lacks), or served and skipped (why). */
 interface IngressEntry {
   ingress: IngressInfo;
   served: boolean;
   resolved?: ResolvedIngress;
+  missingSecrets?: MissingSecret[];
   problem?: IngressProblem;
 }
 
@@ -283,8 +322,10 @@ export class IngressPlanner {
   private readonly backendUsers = new Map<string, Set<string>>();
   private readonly certificateHosts = new Map<string, Set<string>>();
   private readonly hostProblems = new Map<string, IngressProblem[]>();
-  /** Served Ingresses skipped (an unknown backend, a missing Secret), by namespace/name. */
+  /** Served Ingresses skipped (an unknown backend), by namespace/name. */
   private readonly skipped = new Map<string, IngressProblem>();
+  /** Resolved Ingresses whose TLS Secrets are not all there, by namespace/name. */
+  private readonly missingSecrets = new Map<string, MissingSecret[]>();
   private readonly withDefaultBackend = new Set<string>();
 
   /** Whether a change to this Service (namespace/name) can change the routes. */
@@ -318,6 +359,8 @@ export class IngressPlanner {
       else this.entries.delete(key);
       if (after?.problem) this.skipped.set(key, after.problem);
       else this.skipped.delete(key);
+      if (after?.missingSecrets?.length) this.missingSecrets.set(key, after.missingSecrets);
+      else this.missingSecrets.delete(key);
       if (!whole && Boolean(before?.resolved) !== Boolean(after?.resolved)) this.markServed(key, Boolean(after?.resolved));
       // Only the endpoints moved: the hosts' routes name backends, not endpoints, so they stand.
       if (before?.resolved && after?.resolved && before.ingress === after.ingress && sameBackends(before.resolved, after.resolved)) continue;
@@ -336,7 +379,7 @@ export class IngressPlanner {
     if (defaultBackend) this.table.defaultBackend = defaultBackend;
     else delete this.table.defaultBackend;
     changes.defaultBackend = defaultBackend ?? null;
-    return { table: this.table, problems, changes: whole ? undefined : changes };
+    return { table: this.table, problems, missingSecrets: [...this.missingSecrets.values()].flat(), changes: whole ? undefined : changes };
   }
 
   /** Keeps table.served sorted without sorting it whole on every change. */
@@ -358,7 +401,7 @@ export class IngressPlanner {
     this.classes = classes;
     this.classProblems = [];
     this.selected = classSelection(classes, input.ingressClass, this.classProblems);
-    for (const index of [this.entries, this.byHost, this.byService, this.bySecret, this.secretsSeen, this.backendUsers, this.certificateHosts, this.hostProblems, this.skipped]) index.clear();
+    for (const index of [this.entries, this.byHost, this.byService, this.bySecret, this.secretsSeen, this.backendUsers, this.certificateHosts, this.hostProblems, this.skipped, this.missingSecrets]) index.clear();
     this.withDefaultBackend.clear();
   }
 
@@ -378,9 +421,9 @@ export class IngressPlanner {
 
   private enter(input: IngressPlanInput, resolve: BackendResolver, key: string, ingress: IngressInfo): IngressEntry {
     if (!this.selected(ingress)) return { ingress, served: false };
-    const result = resolveIngress(input, resolve, ingress);
+    const result = resolveIngress(resolve, ingress);
     if (typeof result === 'string') return { ingress, served: true, problem: { object: `Ingress ${key}`, reason: result } };
-    return { ingress, served: true, resolved: result };
+    return { ingress, served: true, resolved: result, missingSecrets: missingSecretsOf(input, key, ingress) };
   }
 
   private index(input: IngressPlanInput, key: string, entry: IngressEntry, dirtyBackends: Set<string>): void {
@@ -463,15 +506,16 @@ export class IngressPlanner {
     changes.backends[key] = endpoints;
   }
 
+  /** A certificate is in the table while a host is served with it and its Secret is there (without it, the workers serve the default certificate). */
   private refreshCertificate(input: IngressPlanInput, key: string, changes: RouteTableChanges): void {
     const previous = Object.hasOwn(this.table.certificates, key) ? this.table.certificates[key] : undefined;
-    if (!this.certificateHosts.has(key)) {
+    const secret = this.certificateHosts.has(key) ? input.secrets.get(key) : undefined;
+    if (!secret) {
       if (!previous) return;
       delete this.table.certificates[key];
       changes.certificates[key] = null;
       return;
     }
-    const secret = input.secrets.get(key)!;
     if (previous?.cert === secret.cert && previous.key === secret.key) return;
     this.table.certificates[key] = { cert: secret.cert, key: secret.key };
     changes.certificates[key] = this.table.certificates[key];
@@ -489,8 +533,8 @@ export class IngressPlanner {
 
 /** The whole route table of one input (what a sequence of IngressPlanner.plan calls ends in). */
 export function planIngress(input: IngressPlanInput): IngressPlan {
-  const { table, problems } = new IngressPlanner().plan(input, 'full');
-  return { table, problems };
+  const { table, problems, missingSecrets } = new IngressPlanner().plan(input, 'full');
+  return { table, problems, missingSecrets };
 }
 
 // ---- lookups, used by the proxy's workers on every request -----------------------------------
@@ -589,7 +633,7 @@ export class Router {
     return { ruleHost: '', routes: this.anyHost };
   }
 
-  /** Host, then path (URL path only, never the query), then the default backend. */
+  /** Host, then path (normalized, never the query), then the default backend. */
   match(host: string, path: string): RouteMatch {
     const { ruleHost, routes } = this.hostRoutes(host);
     const found = routes?.paths.find((route) => pathMatches(route, path)) ?? this.defaultBackend;

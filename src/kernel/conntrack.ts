@@ -7,6 +7,8 @@ import { promisify } from 'node:util';
 // vector, never through a shell, and every address reaching it was validated as an IP.
 
 const run = promisify(execFile);
+/** A deletion is one ctnetlink dump and delete; one that hangs is killed rather than holding up the syncs after it. */
+const CONNTRACK_TIMEOUT_MS = 30_000;
 
 export interface ConntrackFilter {
   family: 4 | 6;
@@ -29,12 +31,13 @@ export function conntrackArgs(filter: ConntrackFilter): string[] {
 /** Deletes the matching flows; resolves with how many were deleted. */
 export async function deleteFlows(filter: ConntrackFilter): Promise<number> {
   try {
-    const { stderr } = await run('conntrack', conntrackArgs(filter));
+    const { stderr } = await run('conntrack', conntrackArgs(filter), { timeout: CONNTRACK_TIMEOUT_MS, killSignal: 'SIGKILL' });
     return Number(/(\d+) flow entries/.exec(stderr)?.[1] ?? 0);
   } catch (error) {
     // conntrack exits 1 when nothing matched; that is success for us.
     const stderr = (error as { stderr?: string }).stderr ?? '';
     if (/0 flow entries/.test(stderr)) return 0;
-    throw new Error(`conntrack ${conntrackArgs(filter).join(' ')}: ${stderr.trim() || (error as Error).message}`);
+    const killed = (error as { killed?: boolean }).killed ? `killed after ${CONNTRACK_TIMEOUT_MS / 1000}s without finishing` : '';
+    throw new Error(`conntrack ${conntrackArgs(filter).join(' ')}: ${killed || stderr.trim() || (error as Error).message}`);
   }
 }

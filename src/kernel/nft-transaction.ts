@@ -4,7 +4,7 @@ import type { NativeAttributes } from './native.js';
 import {
   CONCAT_TYPE_BITS, HOOKS, ICMP_PORT_UNREACH, NFPROTO, NFTA_FIB_F, NFT_CMP, NFT_CT_LABELS, NFT_CT_STATE, NFT_DATA_VERDICT, NFT_DYNSET_OP_UPDATE,
   NFT_FIB_RESULT_ADDRTYPE, NFT_LOOKUP_F_INV, NFT_META_KEY, NFT_MSG, NFT_NAT_DNAT, NFT_NG_RANDOM, NFT_PAYLOAD_BASE, NFT_REG32_00,
-  NFT_REG_1, NFT_REG_2, NFT_REG_VERDICT, NFT_REJECT_ICMP_UNREACH, NFT_SET, NFT_SOCKET_WILDCARD, NFT_TABLE_F_DORMANT, NFT_VERDICT, NF_CT_LABELS_LENGTH, NF_CT_STATE_NEW, NF_NAT_RANGE, NF_VERDICT,
+  NFT_REG_1, NFT_REG_2, NFT_REG_VERDICT, NFT_REJECT_ICMP_UNREACH, NFT_SET, NFT_SOCKET_KEY, NFT_TABLE_F_DORMANT, NFT_VERDICT, NF_CT_LABELS_LENGTH, NF_CT_STATE_NEW, NF_NAT_RANGE, NF_VERDICT,
   NLM_F, RTN_LOCAL,
 } from './uapi.js';
 import { OBJECT_KIND, type ObjectKind, WireWriter } from './wire.js';
@@ -584,12 +584,12 @@ export class NftTransaction {
         w.closeList();
         return;
       }
-      case 'socketWildcard': {
+      case 'socket': {
         const a = this.expr('socket');
-        w.attrU32(a.key, NFT_SOCKET_WILDCARD);
+        w.attrU32(a.key, NFT_SOCKET_KEY[statement.key]);
         w.attrU32(a.dreg, NFT_REG_1);
         w.closeList();
-        this.cmp('==', NFT_REG_1, Buffer.from([statement.wildcard ? 1 : 0]));
+        this.cmp('==', NFT_REG_1, Buffer.from([statement.value ? 1 : 0]));
         return;
       }
       case 'notrack':

@@ -61,8 +61,8 @@ export function statementJson(statement: Statement): Json {
       return { masquerade: { flags: 'fully-random' } };
     case 'reject':
       return { reject: null };
-    case 'socketWildcard':
-      return { match: { op: '==', left: { socket: { key: 'wildcard' } }, right: statement.wildcard ? 1 : 0 } };
+    case 'socket':
+      return { match: { op: '==', left: { socket: { key: statement.key } }, right: statement.value ? 1 : 0 } };
     case 'notrack':
       return { notrack: null };
     case 'verdict':

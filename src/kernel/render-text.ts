@@ -47,8 +47,8 @@ export function statementText(statement: Statement): string {
       return 'masquerade fully-random';
     case 'reject':
       return 'reject';
-    case 'socketWildcard':
-      return `socket wildcard ${statement.wildcard ? 1 : 0}`;
+    case 'socket':
+      return `socket ${statement.key} ${statement.value ? 1 : 0}`;
     case 'notrack':
       return 'notrack';
     case 'verdict':

@@ -41,8 +41,12 @@ export type Statement =
   | { kind: 'redirect'; port: number }
   | { kind: 'masquerade' }
   | { kind: 'reject' }
-  /** Whether the local socket the packet belongs to is bound to a wildcard address; no socket: no match. */
-  | { kind: 'socketWildcard'; wildcard: boolean }
+  /**
+   * A property of the local socket the packet belongs to (`nft socket KEY`); no socket: no match.
+   * `wildcard` (bound to the wildcard address) is read only on full sockets, so a TCP request
+   * socket (SYN-RECV) or timewait socket does not match either value; `transparent` is read on all.
+   */
+  | { kind: 'socket'; key: 'wildcard' | 'transparent'; value: boolean }
   | { kind: 'notrack' }
   | { kind: 'verdict'; verdict: Verdict };
 

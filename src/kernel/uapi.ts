@@ -41,7 +41,7 @@ export const NFT_FIB_RESULT_ADDRTYPE = 3;
 export const NFTA_FIB_F = { saddr: 1, daddr: 2 } as const;
 export const RTN_LOCAL = 2;
 export const NFT_DYNSET_OP_UPDATE = 1;
-export const NFT_SOCKET_WILDCARD = 2;
+export const NFT_SOCKET_KEY = { transparent: 0, wildcard: 2 } as const;
 
 export const NFT_SET = { MAP: 0x8, TIMEOUT: 0x10, EVAL: 0x20 } as const;
 export const NFT_DATA_VERDICT = 0xffffff00;

@@ -36,6 +36,11 @@ const FAMILIES: IptablesFamily[] = [4, 6];
 const BACKENDS: IptablesBackendName[] = ['legacy', 'nft'];
 /** Seconds to wait for the xtables lock, which every iptables process in every namespace shares. */
 const LOCK_WAIT = ['-w', '5'];
+/**
+ * An iptables tool that has not finished by then is killed: a restore of 30k services takes
+ * seconds, one stuck (a wedged lock holder, a hung kernel module load) must not stop every later sync.
+ */
+const IPTABLES_TIMEOUT_MS = 120_000;
 /** Chains kubelet creates to say which iptables it uses (kubernetes-sigs/iptables-wrappers). */
 const KUBELET_HINT_CHAIN = /^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY) /m;
 
@@ -186,9 +191,10 @@ export class IptablesBackend {
     const { netns } = this.options;
     const [file, argv] = netns ? ['ip', ['netns', 'exec', netns, command, ...args]] : [command, args];
     return new Promise((resolve, reject) => {
-      const child = execFile(file, argv, { maxBuffer: 1 << 30 }, (error, stdout, stderr) => {
+      const child = execFile(file, argv, { maxBuffer: 1 << 30, timeout: IPTABLES_TIMEOUT_MS, killSignal: 'SIGKILL' }, (error, stdout, stderr) => {
         if (!error) return resolve(stdout);
         const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+        if (error.killed) return reject(new CommandError(command, undefined, `killed after ${IPTABLES_TIMEOUT_MS / 1000}s without finishing${stderr ? `: ${stderr}` : ''}`));
         reject(new CommandError(command, missing ? 'ENOENT' : (error.code ?? undefined), stderr));
       });
       child.stdin?.on('error', () => {}); // a tool failing early closes its stdin; the exit status reports why

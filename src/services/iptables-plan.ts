@@ -428,6 +428,13 @@ function writeNodePortDispatch(nat: TableWriter, config: ProxyConfig, family: Ip
   }
 }
 
+/** kube-proxy's "block incoming localnet connections" (CVE-2020-8558), which route_localnet needs. */
+function writeLocalnetGuard(filter: TableWriter, config: ProxyConfig, family: IptablesFamily): void {
+  if (family !== 4 || !config.nodePortsOnLoopback) return;
+  filter.append('', CHAINS.firewall, ...comment('block incoming localnet connections'), '-d', '127.0.0.0/8', '!', '-s', '127.0.0.0/8',
+    '-m', 'conntrack', '!', '--ctstate', 'RELATED,ESTABLISHED,DNAT', '-j', 'DROP');
+}
+
 function writeForwarding(filter: TableWriter, config: ProxyConfig): void {
   const mark = markHex(config);
   // Out-of-window packets would otherwise reach the endpoint unDNATed and be answered with resets.
@@ -448,6 +455,7 @@ export function planIptables(views: ServicePortView[], config: ProxyConfig, fami
   }
   writeNodePortDispatch(nat, config, family);
   writeForwarding(filter, config);
+  writeLocalnetGuard(filter, config, family);
   return {
     family,
     filter: filter.rules,

@@ -88,6 +88,17 @@ function sharedBy<K, V extends object = Statement>(make: (key: K) => V): (key: K
 }
 
 const ctNew: Statement = Object.freeze({ kind: 'ctStateNew' });
+/**
+ * With route_localnet (NodePorts on 127.0.0.1) the kernel would accept connections to 127.0.0.0/8
+ * from the network: kube-proxy's "block incoming localnet connections" (CVE-2020-8558). Before
+ * DNAT, so the addresses are the connection's own: a reply, or a DNAT to loopback, never matches.
+ */
+const localnetGuard: Rule = rule(
+  ctNew,
+  { kind: 'match', field: 'ip daddr', op: '==', value: '127.0.0.0/8' },
+  { kind: 'match', field: 'ip saddr', op: '!=', value: '127.0.0.0/8' },
+  verdict(DROP),
+);
 const protocolMatch = sharedBy((protocol: string): Statement => ({ kind: 'match', field: 'meta l4proto', op: '==', value: protocol }));
 const numgenStep = sharedBy((modulus: number): Statement => ({ kind: 'numgen', modulus, equals: 0 }));
 const markSet = sharedBy((mark: number): Statement => ({ kind: 'markSet', or: mark }));
@@ -458,7 +469,10 @@ export function skeletonTable(family: TableFamily, config: ProxyConfig): Table {
         rule({ kind: 'markToggle', xor: mark }, { kind: 'masquerade' }),
       ]),
       // Source-range firewalls must see the load balancer address, so they run before DNAT ...
-      baseChain(CHAINS.filterPrerouting, 'filter', 'prerouting', -110, [rule(ctNew, verdict(jump(CHAINS.firewallCheck)))]),
+      baseChain(CHAINS.filterPrerouting, 'filter', 'prerouting', -110, [
+        ...(family === 'ip' && config.nodePortsOnLoopback ? [localnetGuard] : []),
+        rule(ctNew, verdict(jump(CHAINS.firewallCheck))),
+      ]),
       baseChain(CHAINS.filterOutput, 'filter', 'output', -110, [rule(ctNew, verdict(jump(CHAINS.firewallCheck)))]),
       // ... while no-endpoint and unknown-port checks run after it, so that short-circuited
       // (already translated) traffic is not mistaken for traffic without endpoints.

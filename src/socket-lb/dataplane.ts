@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { type SocketLbFrontend, planSocketLb } from './plan.js';
-import { type SocketLbHandle, SocketLbMaps, socketLbAddon } from './maps.js';
+import { type ApplyReport, type SocketLbHandle, SocketLbMaps, socketLbAddon } from './maps.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { servicePortViews } from '../cluster/service-ports.js';
 import { type NodeContext, nodeContextOf } from '../cluster/topology.js';
@@ -37,6 +37,16 @@ function preparePinDir(pinDir: string): void {
   const parent = dirname(pinDir);
   if (!addon.bpffs(parent, parent === BPFFS_ROOT)) throw new Error(`socket LB: ${parent} is not a bpf filesystem: mount one there (mount -t bpf bpf ${parent}) or choose another --socket-lb-pin-dir`);
   mkdirSync(pinDir, { recursive: true, mode: 0o700 });
+}
+
+/**
+ * A failure of the programs or their maps, named as the socket LB's, keeping the kernel's errno and
+ * its name (E2BIG: a map is full; EPERM: no CAP_BPF or a locked-down kernel) in the message, where
+ * the log and the CLI show it, and on the error.
+ */
+function socketLbError(cause: unknown): Error {
+  const { message, errno, code } = cause as Error & { errno?: number; code?: string };
+  return Object.assign(new Error(`socket LB: ${message}${code ? ` (${code})` : ''}`, { cause }), errno === undefined ? {} : { errno, code });
 }
 
 /** --cleanup: detaches the pinned programs and removes the pins; never mounts anything. */
@@ -82,7 +92,7 @@ export class SocketLbDataplane implements StateDataplane {
       handle?.close();
       // Map pins made by this failed start must not look like state to adopt next time.
       if (!adopting) addon.cleanup(pinDir);
-      throw new Error(`socket LB: ${(error as Error).message}`);
+      throw socketLbError(error);
     }
     this.handle = handle;
     this.log.info({ cgroup: this.cgroup, pinDir, hostOnly, adopted: this.maps.size }, adopting ? 'socket LB took over its pinned programs' : 'socket LB attached');
@@ -107,7 +117,12 @@ export class SocketLbDataplane implements StateDataplane {
         for (const frontend of before) if (!after.has(frontend) && !planned.has(frontend)) planned.set(frontend, undefined);
       }
     }
-    const report = this.maps.apply(planned, changes.services === 'full');
+    let report: ApplyReport;
+    try {
+      report = this.maps.apply(planned, changes.services === 'full');
+    } catch (error) {
+      throw socketLbError(error);
+    }
     this.frontendsGauge?.set(this.maps.size);
     if (report.removedUdpEndpoints.length > 0) {
       const destroyed = await this.handle.destroyUdpSockets(this.cgroup, SocketLbMaps.endpointsBuffer(report.removedUdpEndpoints));

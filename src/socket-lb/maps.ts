@@ -8,6 +8,10 @@ import { type SocketLbEndpoint, type SocketLbFrontend, frontendKey } from './pla
 // deletes the old half, so a connect() sees either the old list or the new one, never a mix.
 
 export type SocketLbMapName = 'services' | 'slots' | 'reverse' | 'affinity';
+const MAP_NAMES: SocketLbMapName[] = ['services', 'slots', 'reverse', 'affinity'];
+
+/** The pins of the maps under a pin directory, as the addon names them (native/socket_lb.cc: MapPin). */
+export const mapPins = (pinDir: string) => MAP_NAMES.map((name) => `${pinDir}/map_${name}`);
 
 export interface SocketLbHandle {
   attach(cgroupPath: string): void;
@@ -79,12 +83,44 @@ class Packer {
   }
 }
 
-interface Installed {
+/** A frontend as the maps hold it: its slots {id, base + i} and the endpoints found in them. */
+export interface InstalledFrontend {
   id: number;
   base: number;
   count: number;
   affinityTimeoutSeconds: number;
   endpoints: SocketLbEndpoint[];
+}
+
+/**
+ * What the maps hold, decoded: each frontend by frontendKey, and the slots no frontend points at
+ * (a change interrupted between its steps).
+ */
+export function readMaps(handle: Pick<SocketLbHandle, 'dump'>): { installed: Map<string, InstalledFrontend>; strays: { id: number; index: number }[] } {
+  const services = handle.dump('services');
+  const slots = handle.dump('slots');
+  const endpointsBySlot = new Map<string, SocketLbEndpoint>();
+  for (let offset = 0; offset < slots.keys.length; offset += SLOT_KEY_SIZE) {
+    const value = slots.values.subarray((offset / SLOT_KEY_SIZE) * BACKEND_SIZE);
+    endpointsBySlot.set(`${slots.keys.readUInt32LE(offset)}/${slots.keys.readUInt32LE(offset + 4)}`, { address: addressText(value.subarray(0, 16)), port: value.readUInt16BE(16) });
+  }
+  const strays = new Set(endpointsBySlot.keys());
+  const installed = new Map<string, InstalledFrontend>();
+  for (let index = 0; index * SERVICE_KEY_SIZE < services.keys.length; index++) {
+    const key = services.keys.subarray(index * SERVICE_KEY_SIZE);
+    const value = services.values.subarray(index * SERVICE_SIZE);
+    const [base, count, affinityTimeoutSeconds, id] = [0, 4, 8, 12].map((at) => value.readUInt32LE(at));
+    const endpoints: SocketLbEndpoint[] = [];
+    for (let slot = 0; slot < count; slot++) {
+      const endpoint = endpointsBySlot.get(`${id}/${base + slot}`);
+      if (endpoint) endpoints.push(endpoint);
+      strays.delete(`${id}/${base + slot}`);
+    }
+    const protocol = PROTOCOL_NAMES[key.readUInt8(18)];
+    if (!protocol) continue;
+    installed.set(frontendKey({ protocol, address: addressText(key.subarray(0, 16)), port: key.readUInt16BE(16) }), { id, base, count, affinityTimeoutSeconds, endpoints });
+  }
+  return { installed, strays: [...strays].map((stray) => ({ id: Number(stray.split('/')[0]), index: Number(stray.split('/')[1]) })) };
 }
 
 const sameEndpoints = (a: SocketLbEndpoint[], b: SocketLbEndpoint[]) =>
@@ -98,37 +134,19 @@ export interface ApplyReport {
 }
 
 export class SocketLbMaps {
-  private readonly installed = new Map<string, Installed>();
+  private readonly installed = new Map<string, InstalledFrontend>();
   private readonly freeIds: number[] = [];
   private nextId = 1;
 
-  /** Reads what a previous agent left in pinned maps, so unchanged frontends are not rewritten. */
+  /** Takes over what a previous agent left in pinned maps, so unchanged frontends are not rewritten. */
   constructor(private readonly handle: SocketLbHandle) {
-    const services = handle.dump('services');
-    const slots = handle.dump('slots');
-    const endpointsBySlot = new Map<string, SocketLbEndpoint>();
-    for (let offset = 0; offset < slots.keys.length; offset += SLOT_KEY_SIZE) {
-      const value = slots.values.subarray((offset / SLOT_KEY_SIZE) * BACKEND_SIZE);
-      endpointsBySlot.set(`${slots.keys.readUInt32LE(offset)}/${slots.keys.readUInt32LE(offset + 4)}`, { address: addressText(value.subarray(0, 16)), port: value.readUInt16BE(16) });
+    const { installed, strays } = readMaps(handle);
+    for (const [key, frontend] of installed) {
+      this.installed.set(key, frontend);
+      this.nextId = Math.max(this.nextId, frontend.id + 1);
     }
-    const strays = new Set(endpointsBySlot.keys());
-    for (let index = 0; index * SERVICE_KEY_SIZE < services.keys.length; index++) {
-      const key = services.keys.subarray(index * SERVICE_KEY_SIZE);
-      const value = services.values.subarray(index * SERVICE_SIZE);
-      const [base, count, affinityTimeoutSeconds, id] = [0, 4, 8, 12].map((at) => value.readUInt32LE(at));
-      const endpoints: SocketLbEndpoint[] = [];
-      for (let slot = 0; slot < count; slot++) {
-        const endpoint = endpointsBySlot.get(`${id}/${base + slot}`);
-        if (endpoint) endpoints.push(endpoint);
-        strays.delete(`${id}/${base + slot}`);
-      }
-      const protocol = PROTOCOL_NAMES[key.readUInt8(18)];
-      if (!protocol) continue;
-      this.installed.set(frontendKey({ protocol, address: addressText(key.subarray(0, 16)), port: key.readUInt16BE(16) }), { id, base, count, affinityTimeoutSeconds, endpoints });
-      this.nextId = Math.max(this.nextId, id + 1);
-    }
-    const strayKeys = new Packer(strays.size, SLOT_KEY_SIZE);
-    for (const stray of strays) strayKeys.u32(Number(stray.split('/')[0])).u32(Number(stray.split('/')[1]));
+    const strayKeys = new Packer(strays.length, SLOT_KEY_SIZE);
+    for (const { id, index } of strays) strayKeys.u32(id).u32(index);
     this.batched('remove', 'slots', strayKeys.buffer, SLOT_KEY_SIZE);
   }
 
@@ -143,9 +161,9 @@ export class SocketLbMaps {
   apply(frontends: Map<string, SocketLbFrontend | undefined>, all = false): ApplyReport {
     const changes = new Map(frontends);
     if (all) for (const key of this.installed.keys()) if (!changes.has(key)) changes.set(key, undefined);
-    const written: [string, SocketLbFrontend, Installed][] = [];
-    const removed: [string, Installed][] = [];
-    const oldSlots: Installed[] = [];
+    const written: [string, SocketLbFrontend, InstalledFrontend][] = [];
+    const removed: [string, InstalledFrontend][] = [];
+    const oldSlots: InstalledFrontend[] = [];
     const removedUdpEndpoints: SocketLbEndpoint[] = [];
     for (const [key, frontend] of changes) {
       const current = this.installed.get(key);

@@ -9,7 +9,7 @@ import type { KubeObject } from '../../src/cluster/cluster-state.js';
 // as far as client-node's informers can tell: list responses whose items carry no kind, watch streams
 // of JSON lines from a resourceVersion on, and 410 Gone once that resourceVersion has been compacted.
 
-export type FakeKind = 'Service' | 'EndpointSlice' | 'Node' | 'Ingress' | 'IngressClass' | 'Secret' | 'Lease';
+export type FakeKind = 'Service' | 'EndpointSlice' | 'Node' | 'Namespace' | 'Ingress' | 'IngressClass' | 'Secret' | 'Lease';
 
 interface Collection {
   kind: FakeKind;
@@ -21,6 +21,7 @@ const COLLECTIONS: Collection[] = [
   { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services' },
   { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', path: '/apis/discovery.k8s.io/v1/endpointslices' },
   { kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes' },
+  { kind: 'Namespace', apiVersion: 'v1', path: '/api/v1/namespaces' },
   { kind: 'Ingress', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingresses' },
   { kind: 'IngressClass', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingressclasses' },
   { kind: 'Secret', apiVersion: 'v1', path: '/api/v1/secrets' },

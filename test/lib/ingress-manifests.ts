@@ -1,5 +1,9 @@
 // Builders for the ingress tests' objects: Ingresses, classes and TLS Secrets.
 import { execFileSync } from 'node:child_process';
+import { type KeyObject, generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { KubeObject } from '../../src/cluster/cluster-state.js';
 
 export type IngressPathSpec = { path: string; pathType?: string; service?: string; port?: number | string };
@@ -28,14 +32,64 @@ export function ingress(name: string, rules: { host?: string; paths: IngressPath
 
 export const OUR_CLASS = { apiVersion: 'networking.k8s.io/v1', kind: 'IngressClass', metadata: { name: 'kubenft' }, spec: { controller: 'kubenft.io/ingress-controller' } };
 
-/** A self-signed certificate for the names, made by the openssl CLI. */
-export function certificate(...names: string[]): { cert: string; key: string } {
-  const out = execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', `/CN=${names[0]}`,
-    '-addext', `subjectAltName=${names.map((name) => `DNS:${name}`).join(',')}`, '-keyout', '-', '-out', '-',
-  ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-  return { cert: /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/.exec(out)![0], key: /-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----\n/.exec(out)![0] };
+export type KeyKind = 'rsa2048' | 'rsa4096' | 'ec256' | 'ec384';
+/** How the key is written: PKCS#8 ("BEGIN PRIVATE KEY"), or the traditional form of its type (PKCS#1 "BEGIN RSA PRIVATE KEY", SEC1 "BEGIN EC PRIVATE KEY"). */
+export type KeyEncoding = 'pkcs8' | 'traditional';
+
+export interface Issued {
+  cert: string;
+  key: string;
 }
+
+export interface IssueOptions {
+  key?: KeyKind;
+  encoding?: KeyEncoding;
+  /** Signs the certificate (a CA's); without one it is self-signed. */
+  issuer?: Issued;
+  /** A CA certificate (the self-signed ones are too, so that a client can trust them as they are). */
+  ca?: boolean;
+  /** The subject's O, to tell a rotated certificate from the one before. */
+  organization?: string;
+}
+
+function newKey(kind: KeyKind): KeyObject {
+  const { privateKey } = kind.startsWith('rsa')
+    ? generateKeyPairSync('rsa', { modulusLength: Number(kind.slice(3)) })
+    : generateKeyPairSync('ec', { namedCurve: kind === 'ec256' ? 'prime256v1' : 'secp384r1' });
+  return privateKey;
+}
+
+/** A certificate for the names (the first is the CN), with a new key, made by the openssl CLI. */
+export function issue(names: string[], options: IssueOptions = {}): Issued {
+  const key = newKey(options.key ?? 'ec256');
+  const directory = mkdtempSync(join(tmpdir(), 'kubenft-cert-'));
+  try {
+    const file = (name: string, text: string) => {
+      writeFileSync(join(directory, name), text);
+      return join(directory, name);
+    };
+    const ca = options.ca || !options.issuer;
+    const config = file('openssl.cnf', [
+      '[req]', 'distinguished_name = dn', '[dn]', '[extensions]',
+      `basicConstraints = critical, CA:${ca ? 'TRUE' : 'FALSE'}`,
+      `keyUsage = critical, digitalSignature${ca ? ', keyCertSign' : ''}${options.key?.startsWith('rsa') ? ', keyEncipherment' : ''}`,
+      'subjectKeyIdentifier = hash',
+      ...(options.ca ? [] : ['extendedKeyUsage = serverAuth', `subjectAltName = ${names.map((name) => `DNS:${name}`).join(',')}`]),
+    ].join('\n'));
+    const signer = options.issuer ? ['-CA', file('issuer.crt', options.issuer.cert), '-CAkey', file('issuer.key', options.issuer.key)] : [];
+    const cert = execFileSync('openssl', [
+      'req', '-x509', '-new', '-config', config, '-extensions', 'extensions', '-key', file('key.pem', key.export({ type: 'pkcs8', format: 'pem' }) as string),
+      '-days', '1', '-subj', `${options.organization ? `/O=${options.organization}` : ''}/CN=${names[0]}`, ...signer,
+    ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const type = options.encoding === 'traditional' ? (options.key?.startsWith('rsa') ? 'pkcs1' : 'sec1') : 'pkcs8';
+    return { cert, key: key.export({ type, format: 'pem' }) as string };
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+}
+
+/** A self-signed ECDSA P-256 certificate for the names. */
+export const certificate = (...names: string[]): Issued => issue(names);
 
 export function tlsSecret(name: string, pair: { cert: string; key: string }): KubeObject {
   return { apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: 'default' }, type: 'kubernetes.io/tls', data: { 'tls.crt': Buffer.from(pair.cert).toString('base64'), 'tls.key': Buffer.from(pair.key).toString('base64') } };

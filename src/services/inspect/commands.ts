@@ -7,6 +7,7 @@ import { servicesBackend } from '../nftables-proxier.js';
 import { native } from '../../kernel/native.js';
 import { IptablesBackend } from '../iptables-backend.js';
 import { type IptablesFamily, iptablesRestoreInput, planIptables } from '../iptables-plan.js';
+import { type IngressProblem, type MissingSecret, missingSecretText } from '../../ingress/routes.js';
 import { planRuleset } from '../nftables-plan.js';
 import { IptablesEvaluator, type IptablesRuleset, parseIptables, summarizeIptables } from './iptables.js';
 import type { ServicePortView } from '../../cluster/service-ports.js';
@@ -15,6 +16,8 @@ import { type Environment, EvaluationError, Evaluator, type Outcome, type Probe,
 import { compareSummaries, percent, selections, serviceIndex, type ServicePortSummary, summarize, summaryKey } from './services.js';
 import { kernelTables, type LoadedTable, nftRuleText, plannedTables, ruleTextKey, tableDifferences } from './tables.js';
 import { describeElement } from './values.js';
+import { frontendKey, type SocketLbFrontend } from '../../socket-lb/plan.js';
+import { endpointsText, loadedSocketLb, plannedSocketLb, socketLbDifferences } from '../../socket-lb/inspect.js';
 
 // `kubenft services` and `kubenft explain` for the nftables mode: both read kubenft's tables back
 // from the kernel (never kubenft's memory) and print what they hold; services also compares them
@@ -24,6 +27,8 @@ import { describeElement } from './values.js';
 export interface PlannedState {
   views: ServicePortView[];
   config: ProxyConfig;
+  /** With --ingress: what the route planner reports. */
+  ingress?: { problems: IngressProblem[]; missingSecrets: MissingSecret[] };
 }
 
 export class InspectError extends Error {}
@@ -64,9 +69,13 @@ async function withNftText(outcomes: Outcome[], family: 'ip' | 'ip6', loaded: Lo
 // ---- services ------------------------------------------------------------------------------------
 
 export interface ServicesReport {
-  services: (ServicePortSummary & { name?: string; endpointStates?: string[]; drift?: string[] })[];
+  services: (ServicePortSummary & { name?: string; endpointStates?: string[]; drift?: string[]; socketLb?: Omit<SocketLbFrontend, 'address' | 'port' | 'protocol'> })[];
   /** Differences outside what the service entries show (main-table elements, rules), when compared. */
   ruleset?: string[];
+  /** With --ingress: Ingresses (or parts) skipped, and TLS Secrets missing (their hosts get the default certificate). */
+  ingress?: { problems: string[]; missingSecrets: MissingSecret[] };
+  /** The socket LB's maps, when they are pinned: every frontend (those of the listed services with a filter). */
+  socketLb?: { pinDir: string; frontends: SocketLbFrontend[] };
 }
 
 const stateOf = (endpoint: ServicePortView['endpoints'][number]) =>
@@ -77,11 +86,26 @@ export interface InspectTarget {
   mode: 'nftables' | 'iptables';
   tableName: string;
   iptablesBackend: 'auto' | 'legacy' | 'nft';
+  /** Where the socket LB's maps would be pinned (--socket-lb-pin-dir); they are listed when they are. */
+  socketLbPinDir?: string;
 }
 
 async function loadedIptables(target: InspectTarget, family: IptablesFamily): Promise<IptablesRuleset> {
   return parseIptables(await new IptablesBackend({ backend: target.iptablesBackend }).save(family));
 }
+
+/**
+ * "No service ports" would read as an empty cluster where the truth is that no kubenft agent has
+ * programmed this network namespace (another namespace, another mode, never started): say so.
+ */
+function nothingLoaded(target: InspectTarget, families: ('ip' | 'ip6')[]): InspectError {
+  const what = target.mode === 'iptables'
+    ? families.map((family) => `no ${family === 'ip' ? 'iptables' : 'ip6tables'} (${target.iptablesBackend}) chain nat KUBE-SERVICES`).join(', ')
+    : families.map((family) => `no table ${family} ${target.tableName}`).join(', ');
+  return new InspectError(`nothing of kubenft is loaded in this network namespace in --proxy-mode=${target.mode} (${what}): run this where the agent runs, with its mode`);
+}
+
+const hasServiceChain = (ruleset: IptablesRuleset) => ruleset.chains.has('nat KUBE-SERVICES');
 
 /** What is loaded, and what the plan would load, as service port summaries (and table differences for nftables). */
 async function summaries(target: InspectTarget, planned: PlannedState | undefined): Promise<{ have: ServicePortSummary[]; want?: ServicePortSummary[]; ruleset?: string[] }> {
@@ -90,13 +114,18 @@ async function summaries(target: InspectTarget, planned: PlannedState | undefine
     const read = (ruleset: IptablesRuleset, family: IptablesFamily) => summarizeIptables(ruleset, family === 6, new IptablesEvaluator(ruleset, local));
     const have: ServicePortSummary[] = [];
     const want: ServicePortSummary[] = [];
+    let loaded = false;
     for (const family of [4, 6] as const) {
-      have.push(...read(await loadedIptables(target, family), family));
+      const ruleset = await loadedIptables(target, family);
+      loaded ||= hasServiceChain(ruleset);
+      have.push(...read(ruleset, family));
       if (planned) want.push(...read(parseIptables(iptablesRestoreInput(planIptables(planned.views, planned.config, family))), family));
     }
+    if (!loaded) throw nothingLoaded(target, ['ip', 'ip6']);
     return { have, want: planned ? want : undefined };
   }
   const { tables, environment } = await loadedRuleset(target.tableName);
+  if (tables.length === 0) throw nothingLoaded(target, ['ip', 'ip6']);
   const index = serviceIndex(planned?.views ?? []);
   const have = summarize(tables, environment, index);
   if (!planned) return { have };
@@ -106,8 +135,11 @@ async function summaries(target: InspectTarget, planned: PlannedState | undefine
 
 export async function servicesReport(target: InspectTarget, filter: string | undefined, planned: PlannedState | undefined): Promise<ServicesReport> {
   const { have, want, ruleset } = await summaries(target, planned);
+  const socketLb = target.socketLbPinDir === undefined ? undefined : loadedSocketLb(target.socketLbPinDir);
+  const plannedFrontends = socketLb && planned ? plannedSocketLb(planned) : undefined;
   const keys = [...new Set([...have, ...(want ?? [])].map((summary) => summaryKey(summary, summary.clusterIP)))].sort();
   const services: ServicesReport['services'] = [];
+  const listedFrontends = new Set<string>();
   for (const key of keys) {
     const mine = have.find((summary) => summaryKey(summary, summary.clusterIP) === key);
     const theirs = want?.find((summary) => summaryKey(summary, summary.clusterIP) === key);
@@ -116,9 +148,17 @@ export async function servicesReport(target: InspectTarget, filter: string | und
     const view = planned?.views.find((candidate) => `${candidate.service.namespace}/${candidate.service.name}` === summary.service
       && candidate.port.protocol.toLowerCase() === summary.protocol && candidate.port.port === summary.port && (candidate.family === 4) === (summary.family === 'ip'));
     const drift = want ? compareSummaries(mine, theirs) : undefined;
-    services.push({ ...summary, name: view ? servicePortName(view) : undefined, endpointStates: view?.endpoints.map(stateOf), drift });
+    const clusterIP = summary.clusterIP ?? theirs?.clusterIP;
+    const frontend = socketLb && clusterIP ? frontendKey({ protocol: summary.protocol.toUpperCase() as SocketLbFrontend['protocol'], address: clusterIP, port: summary.port }) : undefined;
+    const loadedFrontend = frontend ? socketLb!.frontends.get(frontend) : undefined;
+    if (frontend) listedFrontends.add(frontend);
+    if (frontend && plannedFrontends) drift?.push(...socketLbDifferences(loadedFrontend, plannedFrontends.get(frontend)));
+    const socketLbEntry = loadedFrontend ? { affinityTimeoutSeconds: loadedFrontend.affinityTimeoutSeconds, endpoints: loadedFrontend.endpoints } : undefined;
+    services.push({ ...summary, name: view ? servicePortName(view) : undefined, endpointStates: view?.endpoints.map(stateOf), drift, socketLb: socketLbEntry });
   }
-  return { services, ruleset };
+  const ingress = planned?.ingress && { problems: planned.ingress.problems.map((problem) => `${problem.object}: ${problem.reason}`), missingSecrets: planned.ingress.missingSecrets };
+  const frontends = socketLb ? [...socketLb.frontends].filter(([key]) => !filter || listedFrontends.has(key)).map(([, frontend]) => frontend) : undefined;
+  return { services, ruleset, ...(ingress ? { ingress } : {}), socketLb: socketLb && { pinDir: socketLb.pinDir, frontends: frontends! } };
 }
 
 export function servicesText(report: ServicesReport): string {
@@ -136,6 +176,7 @@ export function servicesText(report: ServicesReport): string {
     if (entry.local.length) lines.push(`  local endpoints: ${selections(entry.local)}`);
     for (const none of entry.noEndpoints) lines.push(`  no endpoints: ${none.key} ${none.verdict}`);
     if (entry.affinity) lines.push(`  sessionAffinity ClientIP ${entry.affinity.timeoutSeconds}s, ${entry.affinity.clients} client(s) remembered`);
+    if (entry.socketLb) lines.push(`  socket LB: ${endpointsText(entry.socketLb.endpoints)}${entry.socketLb.affinityTimeoutSeconds ? `, affinity ${entry.socketLb.affinityTimeoutSeconds}s` : ''}`);
     if (entry.endpointStates?.length) lines.push(`  endpoints in the API: ${entry.endpointStates.join('; ')}`);
     for (const difference of entry.drift ?? []) lines.push(`  differs: ${difference}`);
   }
@@ -144,6 +185,17 @@ export function servicesText(report: ServicesReport): string {
     for (const difference of report.ruleset) lines.push(`  ${difference}`);
   }
   if (report.services.length === 0) lines.push('no service ports loaded');
+  if (report.ingress?.problems.length || report.ingress?.missingSecrets.length) {
+    lines.push('ingress:');
+    for (const missing of report.ingress.missingSecrets) lines.push(`  ${missingSecretText(missing)}`);
+    for (const problem of report.ingress.problems) lines.push(`  skipped ${problem}`);
+  }
+  if (report.socketLb) {
+    const listed = new Set(report.services.flatMap((entry) => (entry.clusterIP ? [frontendKey({ protocol: entry.protocol.toUpperCase() as SocketLbFrontend['protocol'], address: entry.clusterIP, port: entry.port })] : [])));
+    const unlisted = report.socketLb.frontends.filter((frontend) => !listed.has(frontendKey(frontend)));
+    lines.push(`socket LB maps (${report.socketLb.pinDir}): ${report.socketLb.frontends.length} frontend(s)${unlisted.length ? ', of which no service port above lists:' : ''}`);
+    for (const frontend of unlisted) lines.push(`  ${frontend.address.includes(':') ? `[${frontend.address}]` : frontend.address}:${frontend.port}/${frontend.protocol} -> ${endpointsText(frontend.endpoints)}`);
+  }
   return `${lines.join('\n')}\n`;
 }
 
@@ -194,9 +246,12 @@ export async function explainReport(target: InspectTarget, request: ExplainReque
   try {
     let outcomes: Outcome[];
     if (target.mode === 'iptables') {
-      outcomes = new IptablesEvaluator(await loadedIptables(target, family === 'ip' ? 4 : 6), isLocal()).explain(probe, request.via);
+      const ruleset = await loadedIptables(target, family === 'ip' ? 4 : 6);
+      if (!hasServiceChain(ruleset)) throw nothingLoaded(target, [family]);
+      outcomes = new IptablesEvaluator(ruleset, isLocal()).explain(probe, request.via);
     } else {
       const ruleset = loaded ?? (await loadedRuleset(target.tableName));
+      if (!ruleset.tables.some((table) => table.family === family)) throw nothingLoaded(target, [family]);
       outcomes = new Evaluator(ruleset.tables, family, ruleset.environment).explain(probe, request.via);
       await withNftText(outcomes, family, ruleset);
     }

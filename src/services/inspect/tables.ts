@@ -36,6 +36,8 @@ export async function kernelTables(backend: NftablesBackend, tableName: string, 
 }
 
 const run = promisify(execFile);
+/** nft's text is a nicety (the dump's text stands in): a listing that does not finish is given up. */
+const NFT_LIST_TIMEOUT_MS = 60_000;
 
 /**
  * nft's own text of every rule, by family, table and handle (`nft -a list table`); empty when nft
@@ -46,7 +48,7 @@ export async function nftRuleText(tables: LoadedTable[]): Promise<Map<string, st
   for (const table of tables) {
     let stdout: string;
     try {
-      ({ stdout } = await run('nft', ['-a', 'list', 'table', table.family, table.table.name], { maxBuffer: 256 * 1024 * 1024 }));
+      ({ stdout } = await run('nft', ['-a', 'list', 'table', table.family, table.table.name], { maxBuffer: 256 * 1024 * 1024, timeout: NFT_LIST_TIMEOUT_MS, killSignal: 'SIGKILL' }));
     } catch {
       continue;
     }
