@@ -3,7 +3,8 @@
 import { once } from 'node:events';
 import { connect, createServer } from 'node:net';
 import t from 'tap';
-import { parseBindAddress, ProxyHealth, ServiceHealthServers, startHealthServer } from '../src/agent/healthz.js';
+import { ProxyHealth, ServiceHealthServers, startHealthServer } from '../src/agent/healthz.js';
+import { parseBindAddress } from '../src/kernel/http-server.js';
 import { ProxyMetrics, startMetricsServer } from '../src/agent/metrics.js';
 
 const KUBE_PROXY_METRICS = [

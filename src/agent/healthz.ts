@@ -1,25 +1,16 @@
 // kube-proxy's health endpoints: the proxy's own /healthz and /livez (behaviour of upstream's
 // ProxyHealthServer, pkg/proxy/healthcheck/proxy_health.go) and the per-Service
 // HealthCheckNodePort servers that cloud load balancers probe for externalTrafficPolicy: Local.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { HostPortError, ipFamily, joinHostPort, splitHostPort } from '../kernel/addresses.js';
+import type { ServerResponse } from 'node:http';
+import { ipFamily } from '../kernel/addresses.js';
+import { type HttpEndpoint, type PathHandler, listen, serveHttp } from '../kernel/http-server.js';
 import { serviceKey } from '../cluster/model.js';
-
-export interface HttpEndpoint {
-  /** Base URL of the bound address, with the real port when 0 was asked for. */
-  url: string;
-  /** Stops listening and drops open connections; resolves once the port is free. */
-  close(): Promise<void>;
-}
 
 /** Where /healthz and /livez answers are counted: the metrics server's own file imports this one, not the reverse. */
 export interface HealthAnswerCounters {
   recordHealthz(code: number): void;
   recordLivez(code: number): void;
 }
-
-type PathHandler = (path: string, res: ServerResponse, req: IncomingMessage) => void;
 
 // Go's zero time.Time, which upstream prints as lastUpdated before any sync.
 const NEVER = '0001-01-01T00:00:00.000Z';
@@ -138,63 +129,6 @@ export function startHealthServer(address: string, health: ProxyHealth, notReady
     if (path === '/readyz' && notReady) return handleReadyRequest(notReady, res);
     res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' });
     res.end('404 page not found\n');
-  });
-}
-
-/** Splits "ip:port" or "[ipv6]:port". The host must be an IP literal (or empty, meaning every
- *  address, as in Go) so that what is bound is exactly what was configured, never a name's
- *  resolution. */
-export function parseBindAddress(address: string): { host: string; port: number } {
-  try {
-    return splitHostPort(address, { emptyHost: true, zeroPort: true });
-  } catch (error) {
-    if (!(error instanceof HostPortError)) throw error;
-    throw new Error(`bind address ${JSON.stringify(address)}: ${error.problem} (want "ip:port" or "[ipv6]:port")`);
-  }
-}
-
-/** Serves `handle` on one "ip:port" address. */
-export function serveHttp(address: string, handle: PathHandler): Promise<HttpEndpoint> {
-  let parsed: { host: string; port: number };
-  try {
-    parsed = parseBindAddress(address);
-  } catch (err) {
-    return Promise.reject(err);
-  }
-  return listen(parsed.host, parsed.port, handle);
-}
-
-function listen(host: string, port: number, handle: PathHandler): Promise<HttpEndpoint> {
-  const server = createServer((req, res) => {
-    // Only the path selects a handler; a query string is ignored as Go's ServeMux does.
-    const path = (req.url ?? '/').split('?', 1)[0]!;
-    try {
-      handle(path, res, req);
-    } catch (err) {
-      if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' });
-      res.end(`internal error: ${err instanceof Error ? err.message : String(err)}\n`);
-    }
-  });
-  return new Promise<HttpEndpoint>((resolve, reject) => {
-    server.once('error', reject);
-    // An empty host listens on every address (dual-stack '::' where IPv6 exists), as Go does.
-    server.listen({ host: host === '' ? undefined : host, port }, () => {
-      server.off('error', reject);
-      const bound = server.address() as AddressInfo;
-      resolve({ url: `http://${joinHostPort(bound.address, bound.port)}`, close: () => closeServer(server) });
-    });
-  });
-}
-
-function closeServer(server: Server): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.close((err) => {
-      // Closing twice is not a failure: the port is free either way.
-      if (err && (err as NodeJS.ErrnoException).code !== 'ERR_SERVER_NOT_RUNNING') reject(err);
-      else resolve();
-    });
-    // close() alone waits for keep-alive connections (a prober's, a scraper's) to go idle.
-    server.closeAllConnections();
   });
 }
 

@@ -10,7 +10,8 @@ import {
   linearBuckets,
   Registry,
 } from 'prom-client';
-import { handleHealthRequest, serveHttp, type HttpEndpoint, type ProxyHealth } from './healthz.js';
+import { type HttpEndpoint, serveHttp } from '../kernel/http-server.js';
+import { handleHealthRequest, type ProxyHealth } from './healthz.js';
 
 const SUBSYSTEM = 'kubeproxy';
 const OWN_PREFIX = 'kubenft';
