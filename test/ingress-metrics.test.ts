@@ -2,7 +2,7 @@
 // own Histogram prints for the same requests: names, labels, bounds, cumulative counts, sum, count.
 import t from 'tap';
 import { Histogram, Registry } from 'prom-client';
-import { CountedHistogram } from '../src/ingress/counted-histogram.js';
+import { CountedHistogram } from '../src/kernel/counted-histogram.js';
 import { DURATION_BUCKETS, durationBucket } from '../src/ingress/proxy-protocol.js';
 
 const NAME = 'kubenft_ingress_request_duration_seconds';

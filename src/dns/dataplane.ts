@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { StateChanges, StateDataplane } from '../capability.js';
 import { type HttpEndpoint, serveHttp } from '../kernel/http-server.js';
-import { CountedHistogram } from '../ingress/counted-histogram.js';
+import { CountedHistogram } from '../kernel/counted-histogram.js';
 import { type DnsPlanConfig, planService, planZone } from './records.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { normalizeNamespace } from '../cluster/normalize.js';

@@ -12,7 +12,7 @@ import {
 import { endpointPortViews } from '../cluster/service-ports.js';
 import { splitHostPort } from '../kernel/addresses.js';
 import { nodeContextOf } from '../cluster/topology.js';
-import { CountedHistogram } from './counted-histogram.js';
+import { CountedHistogram } from '../kernel/counted-histogram.js';
 import { generateDefaultCertificate } from './default-certificate.js';
 import { DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
 import type { IngressStatusWriter } from './status.js';
