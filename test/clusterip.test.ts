@@ -3,7 +3,7 @@
 // output that is exactly what gets loaded, atomic failure, bad input skipped, and 10,000 services.
 import t, { type Test } from 'tap';
 import { join } from 'node:path';
-import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
+import { DEFAULT_PROXY_CONFIG } from '../src/services/config.js';
 import { projectRoot } from '../src/kernel/native.js';
 import { CHAINS, planRuleset, serviceTableIndexOf, serviceTableLabel } from '../src/services/nftables-plan.js';
 import { loadState } from '../src/cluster/load.js';

@@ -4,7 +4,7 @@
 // by kubenft's proxy, while another port of that IP still reaches the Service's endpoint.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../src/config.js';
+import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../src/services/config.js';
 import { statusAddresses } from '../src/ingress/dataplane.js';
 import { SHARED_SETS, planRuleset, setNamed } from '../src/services/nftables-plan.js';
 import { rulesetText } from '../src/kernel/render-text.js';

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
+import { DEFAULT_PROXY_CONFIG } from '../src/services/config.js';
 import { native, projectRoot } from '../src/kernel/native.js';
 import { Evaluator } from '../src/services/inspect/evaluate.js';
 import { summarize } from '../src/services/inspect/services.js';

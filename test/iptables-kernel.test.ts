@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import t, { type Test } from 'tap';
 import { IptablesBackend, IptablesRestoreError, type IptablesBackendName } from '../src/services/iptables-backend.js';
-import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../src/config.js';
+import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../src/services/config.js';
 import type { ServiceInfo } from '../src/cluster/model.js';
 import type { ServicePortView } from '../src/cluster/service-ports.js';
 

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import t from 'tap';
-import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../src/config.js';
+import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../src/services/config.js';
 import { cleanupInput, parseSave } from '../src/services/iptables-backend.js';
 import { describeRestoreLine, iptablesRestoreInput, planIptables } from '../src/services/iptables-plan.js';
 import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';

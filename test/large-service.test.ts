@@ -2,7 +2,7 @@
 // per new connection, whatever the endpoint count): every endpoint is reachable, the choice is
 // uniform, and a partial sync that changes the endpoint list rewrites the map.
 import t from 'tap';
-import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
+import { DEFAULT_PROXY_CONFIG } from '../src/services/config.js';
 import { serviceTableOf } from '../src/services/nftables-plan.js';
 import { createTopology, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';

@@ -1,7 +1,7 @@
 // A partial sync writes only the changed service's objects. The transaction is recorded instead of
 // committed (the kernel side of partial syncs is exercised with packets in agent.test.ts).
 import t from 'tap';
-import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
+import { DEFAULT_PROXY_CONFIG } from '../src/services/config.js';
 import { NftablesBackend, type SyncTimings } from '../src/kernel/nftables.js';
 import type { NftTransaction } from '../src/kernel/nft-transaction.js';
 import { NftablesProxier } from '../src/services/nftables-proxier.js';

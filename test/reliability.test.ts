@@ -4,7 +4,7 @@
 import t from 'tap';
 import { join } from 'node:path';
 import { projectRoot } from '../src/kernel/native.js';
-import { DEFAULT_PROXY_CONFIG } from '../src/config.js';
+import { DEFAULT_PROXY_CONFIG } from '../src/services/config.js';
 import { serviceTableOf } from '../src/services/nftables-plan.js';
 import { createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';

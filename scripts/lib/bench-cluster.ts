@@ -1,6 +1,6 @@
 // Synthetic clusters for the benchmark: N ClusterIP services, each with one EndpointSlice, built
 // as the Kubernetes objects an agent receives and fed through ClusterState like real watch events.
-import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../../src/config.js';
+import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../../src/services/config.js';
 import { ClusterState, type KubeObject } from '../../src/cluster/cluster-state.js';
 import { serviceKey } from '../../src/cluster/model.js';
 

@@ -1,7 +1,7 @@
 import { networkInterfaces, hostname } from 'node:os';
 import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
-import { DEFAULT_PROXY_CONFIG, type IngressSteering, type ProxyConfig } from '../config.js';
+import { DEFAULT_PROXY_CONFIG, type IngressSteering, type ProxyConfig } from '../services/config.js';
 import { type ConntrackFilter, deleteFlows } from '../kernel/conntrack.js';
 import { splitHostPort } from '../kernel/addresses.js';
 import type { AgentOptions } from '../cli/options.js';

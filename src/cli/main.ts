@@ -22,7 +22,7 @@ import { planIngress } from '../ingress/routes.js';
 import { planRuleset } from '../services/nftables-plan.js';
 import { rulesetJson } from '../kernel/render-json.js';
 import { rulesetText } from '../kernel/render-text.js';
-import { DEFAULT_PROXY_CONFIG } from '../config.js';
+import { DEFAULT_PROXY_CONFIG } from '../services/config.js';
 import { createLogger } from './logging.js';
 import { ManifestSource } from '../cluster/manifest-watch.js';
 import { allServicePortViews } from '../cluster/service-ports.js';

@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
 import { parseCIDR } from '../cluster/normalize.js';
 import { HostPortError, joinHostPort, splitHostPort } from '../kernel/addresses.js';
-import { DEFAULT_PROXY_CONFIG } from '../config.js';
+import { DEFAULT_PROXY_CONFIG } from '../services/config.js';
 import { MAX_SERVICE_TABLES } from '../services/nftables-plan.js';
 import type { IngressOptions } from '../ingress/dataplane.js';
 

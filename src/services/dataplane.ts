@@ -1,4 +1,4 @@
-import type { ProxyConfig } from '../config.js';
+import type { ProxyConfig } from './config.js';
 import { IptablesBackend } from './iptables-backend.js';
 import type { NftablesBackend } from '../kernel/nftables.js';
 import type { ClusterState } from '../cluster/cluster-state.js';

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import type { ProxyConfig } from '../config.js';
+import type { ProxyConfig } from './config.js';
 import {
   describeRestoreLine,
   type IptablesFamily,

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import ipaddr from 'ipaddr.js';
 import { ipFamily, joinHostPort } from '../kernel/addresses.js';
-import type { ProxyConfig } from '../config.js';
+import type { ProxyConfig } from './config.js';
 import { type PortEndpoint, type ServicePortView, servicePortName } from '../cluster/service-ports.js';
 import { categorizeEndpoints } from '../cluster/topology.js';
 

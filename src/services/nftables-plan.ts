@@ -1,4 +1,4 @@
-import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../config.js';
+import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from './config.js';
 import { type PortEndpoint, type ServicePortView, serviceKey, servicePortName } from '../cluster/service-ports.js';
 import { categorizeEndpoints, externallyAccessible } from '../cluster/topology.js';
 import ipaddr from 'ipaddr.js';

@@ -1,4 +1,4 @@
-import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../config.js';
+import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from './config.js';
 import { NftablesBackend, type SyncTimings, writeTable } from '../kernel/nftables.js';
 import type { NftTransaction } from '../kernel/nft-transaction.js';
 import {

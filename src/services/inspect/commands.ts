@@ -1,7 +1,7 @@
 import { networkInterfaces } from 'node:os';
 import ipaddr from 'ipaddr.js';
 import { HostPortError, ipFamily, joinHostPort, splitHostPort } from '../../kernel/addresses.js';
-import type { ProxyConfig } from '../../config.js';
+import type { ProxyConfig } from '../config.js';
 import { OptionsError } from '../../cli/options.js';
 import { servicesBackend } from '../nftables-proxier.js';
 import { native } from '../../kernel/native.js';

@@ -1,4 +1,4 @@
-import type { NodeContext } from './cluster/topology.js';
+import type { NodeContext } from '../cluster/topology.js';
 
 // Everything the planners need to know about this node and the operator's choices. The CLI and
 // the KubeProxyConfiguration file fill it in; the planners treat it as read-only.
