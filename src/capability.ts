@@ -1,10 +1,19 @@
+import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import type { ClusterState } from './cluster/cluster-state.js';
+import type { ClusterState, WatchedKind, WatchNeeds } from './cluster/cluster-state.js';
 
-// A dataplane beside the proxy's rules (cluster DNS, ingress, socket LB). It is fed the same watched
-// state after every good sync, plans its own view from it (src/plan, pure) and hands that view to
-// whatever serves it, off the agent's event loop. The agent only calls these hooks: a capability adds
-// a planner and a dataplane, not code in the agent.
+// The one interface of kubenft's capabilities beside the Service proxy's rules (socket LB, cluster
+// DNS, ingress; docs/architecture.md). A capability is a folder whose index.ts exports one
+// Capability; agent/capabilities.ts lists them, and the agent and the CLI only loop over that list:
+// adding a capability is a new folder and one line there. A capability imports kernel/, cluster/
+// and this file, never the agent, the CLI or another capability's internals.
+
+export type { WatchedKind, WatchNeeds };
+
+/** A setting the operator gave that cannot be served; the CLI names it and exits 2. */
+export class OptionsError extends Error {
+  override name = 'OptionsError';
+}
 
 export interface StateChanges {
   /** Service keys (namespace/name) whose Service or EndpointSlices changed, or 'full'. */
@@ -13,10 +22,17 @@ export interface StateChanges {
   kinds: Set<string>;
 }
 
+/**
+ * A running capability. It is fed the watched state after every good sync of the proxy's rules,
+ * plans its own view from it (purely) and hands that view to whatever serves it, off the agent's
+ * event loop.
+ */
 export interface StateDataplane {
   /** Names it in logs and in kubenft_state_dataplane_update_failures_total{dataplane}. */
   readonly name: string;
-  /** Before the source starts: registers the kinds it reads (state.registerKind) and its metrics. */
+  /** What it reads beyond Services, EndpointSlices and this Node; the agent registers it before the source starts. */
+  readonly watch?: WatchNeeds;
+  /** Before the source starts: registers its metrics. */
   attach(state: ClusterState, registry: Registry): void;
   /**
    * After every good sync of the proxy's rules. A failure is logged and counted and touches nothing
@@ -27,4 +43,45 @@ export interface StateDataplane {
   notReady?(): string | undefined;
   /** SIGTERM: stop serving, leaving whatever must outlive the agent (rules, pinned links) in place. */
   stop(): Promise<void>;
+}
+
+/** What a capability may know of the agent it runs in. */
+export interface CapabilityContext {
+  readonly log: Logger;
+  /** The Service proxy's mode (the socket LB works beside the nftables rules only). */
+  readonly proxyMode: 'nftables' | 'iptables';
+  /** The API server the agent reads, for a capability that writes back (the Ingress status); undefined with --manifests. */
+  readonly api?: { kubeconfig?: string; master?: string };
+}
+
+/**
+ * Traffic a capability takes instead of a Service's endpoints: new TCP connections to the Service's
+ * load-balancer and external IPs on the listeners' ports (the ingress proxy's, with --ingress-service).
+ */
+export interface ServiceSteering {
+  /** namespace/name of the Service. */
+  service: string;
+  /** The listeners (an address of their own, or the wildcard 0.0.0.0 or ::). */
+  listeners: { address: string; port: number }[];
+}
+
+/** One capability: its settings, what it watches, its dataplane and its cleanup. */
+export interface Capability<Settings = unknown> {
+  readonly name: string;
+  /** Where its settings are in the agent's options (options[settingsKey]), which its flags fill. */
+  readonly settingsKey: string;
+  /** Whether these settings turn it on. */
+  enabled(settings: Settings): boolean;
+  /** What it reads beyond Services, EndpointSlices and this Node (also when it only plans, as `services` does). */
+  readonly watch?: WatchNeeds;
+  /** Its dataplane; throws OptionsError for settings it cannot serve in this context. */
+  start(settings: Settings, context: CapabilityContext): StateDataplane;
+  /** --cleanup: removes what it (on or off) left in this node's kernel; `what` names it in the log. */
+  readonly cleanup?: { what: string; run(settings: Settings, log: Logger): unknown };
+  /** At the start of an agent that has it off: removes what an earlier agent with it on left running (pinned programs). */
+  removeLeftovers?(settings: Settings, log: Logger): void;
+  /** The Service traffic it takes over, which the Service proxy's rules steer to it. */
+  steering?(settings: Settings): ServiceSteering | undefined;
+  /** What `kubenft services` shows of it, in its own shape: services/inspect composes the report. */
+  readonly view?: object;
 }

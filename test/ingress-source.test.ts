@@ -1,9 +1,9 @@
 // Agent mode: the API source watches Ingresses, IngressClasses and only TLS Secrets when the state
-// has those kinds registered (--ingress), and nothing of them otherwise.
+// watches for the ingress (--ingress), and nothing of them otherwise.
 import t from 'tap';
 import { HEADLESS_INCLUDED_SELECTOR, KubernetesSource, PROXYABLE_SELECTOR, type SourceHandler } from '../src/cluster/kubernetes.js';
 import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';
-import { normalizeIngress, normalizeIngressClass, normalizeTlsSecret } from '../src/ingress/objects.js';
+import { ingress as ingressCapability } from '../src/ingress/index.js';
 import { eventually } from './lib/eventually.js';
 import { FakeApiServer } from './lib/fake-apiserver.js';
 import { OUR_CLASS, certificate, ingress, tlsSecret } from './lib/ingress-manifests.js';
@@ -13,11 +13,9 @@ import { servicePortViews } from '../src/cluster/service-ports.js';
 const NODE = 'node-1';
 const INGRESS_KINDS = ['Ingress', 'IngressClass', 'Secret'];
 
-function stateWithIngressKinds(): ClusterState {
+function stateWithIngressKinds(headlessSlices = true): ClusterState {
   const state = new ClusterState(NODE);
-  state.registerKind('Ingress', normalizeIngress);
-  state.registerKind('IngressClass', normalizeIngressClass);
-  state.registerKind('Secret', normalizeTlsSecret);
+  state.watch({ ...ingressCapability.watch, headlessSlices });
   return state;
 }
 
@@ -34,7 +32,7 @@ t.test('with the ingress kinds registered, Ingresses, IngressClasses and TLS Sec
   server.upsert({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'password', namespace: 'default' }, type: 'Opaque', data: { password: 'c2VjcmV0' } });
   const state = stateWithIngressKinds();
   let synced = false;
-  const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE, kinds: state.kinds }, handlerFor(state, () => (synced = true)));
+  const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE, watches: state.watches }, handlerFor(state, () => (synced = true)));
   t.teardown(() => source.stop());
   await source.start();
   t.ok(await eventually(async () => synced, 10_000), 'synced');
@@ -56,30 +54,30 @@ t.test('without them, no ingress resource is requested', async (t) => {
   t.teardown(() => server.close());
   const state = new ClusterState(NODE);
   let synced = false;
-  const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE, kinds: state.kinds }, handlerFor(state, () => (synced = true)));
+  const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE, watches: state.watches }, handlerFor(state, () => (synced = true)));
   t.teardown(() => source.stop());
   await source.start();
   t.ok(await eventually(async () => synced, 10_000));
   t.same(server.requests.filter((request) => INGRESS_KINDS.some((kind) => request.path.includes(kind.toLowerCase()))), []);
 });
 
-t.test('with headlessEndpoints (--ingress) the slices of headless services are watched too; the proxy\'s views still leave them out', async (t) => {
-  for (const headlessEndpoints of [true, false]) {
+t.test('with headlessSlices (the ingress\'s watch) the slices of headless services are watched too; the proxy\'s views still leave them out', async (t) => {
+  for (const headlessSlices of [true, false]) {
     const server = await FakeApiServer.create();
     t.teardown(() => server.close());
     server.upsert(service('db', 'None', [{ name: 'http', port: 80 }]) as KubeObject);
     const headlessSlice = slice('db', [{ name: 'http', port: 8080 }], [{ ip: '10.244.1.8' }]);
     headlessSlice.metadata.labels = { ...headlessSlice.metadata.labels, 'service.kubernetes.io/headless': '' };
     server.upsert(headlessSlice as KubeObject);
-    const state = stateWithIngressKinds();
+    const state = stateWithIngressKinds(headlessSlices);
     let synced = false;
-    const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE, kinds: state.kinds, headlessEndpoints }, handlerFor(state, () => (synced = true)));
+    const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE, watches: state.watches }, handlerFor(state, () => (synced = true)));
     t.teardown(() => source.stop());
     await source.start();
     t.ok(await eventually(async () => synced, 10_000), 'synced');
     const slices = server.requests.find((request) => request.path === '/apis/discovery.k8s.io/v1/endpointslices' && !request.watch);
-    t.equal(slices?.query.labelSelector, headlessEndpoints ? HEADLESS_INCLUDED_SELECTOR : PROXYABLE_SELECTOR, `headlessEndpoints ${headlessEndpoints}: the selector`);
-    t.equal(state.slices.get('default/db')?.length ?? 0, headlessEndpoints ? 1 : 0, `headlessEndpoints ${headlessEndpoints}: the headless slice`);
+    t.equal(slices?.query.labelSelector, headlessSlices ? HEADLESS_INCLUDED_SELECTOR : PROXYABLE_SELECTOR, `headlessSlices ${headlessSlices}: the selector`);
+    t.equal(state.slices.get('default/db')?.length ?? 0, headlessSlices ? 1 : 0, `headlessSlices ${headlessSlices}: the headless slice`);
     t.same(servicePortViews(state, 'default/db'), [], 'no rule is planned for it');
     await source.stop();
   }

@@ -5,6 +5,7 @@ import { KubernetesSource, loadKubeConfig, PROXYABLE_SELECTOR, type SourceHandle
 import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';
 import { allServicePortViews, servicePortName } from '../src/cluster/service-ports.js';
 import { FakeApiServer } from './lib/fake-apiserver.js';
+import { dns } from '../src/dns/index.js';
 
 const NODE = 'node-1';
 const HEADLESS_LABEL = 'service.kubernetes.io/headless';
@@ -134,7 +135,7 @@ t.test('listed and watched objects arrive without managedFields; a refused list 
   server.upsert(node(NODE, 'zone-a'));
   const recorder = new Recorder();
   // The fake server has no Namespaces: that list is refused with 404, and only it is retried.
-  const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE, clusterDNS: true }, recorder);
+  const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE, watches: [dns.watch] }, recorder);
   t.teardown(() => source.stop());
   await source.start();
   await waitFor('the refused list reported', () => anyMatches(recorder.problems, /^Namespace list\/watch failed: HTTP 404: GET \/api\/v1\/namespaces is not served here; retrying/));
@@ -161,7 +162,7 @@ t.test('with cluster DNS, other proxies\' objects arrive for DNS and the proxy l
   ];
   for (const object of objects) server.upsert(object);
   const recorder = new Recorder();
-  const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE, clusterDNS: true }, recorder);
+  const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE, watches: [dns.watch] }, recorder);
   t.teardown(() => source.stop());
   await source.start();
   await waitFor('every object', () => recorder.seen.size === objects.length);

@@ -3,7 +3,8 @@
 import { once } from 'node:events';
 import { connect, createServer } from 'node:net';
 import t from 'tap';
-import { ProxyHealth, ServiceHealthServers, startHealthServer } from '../src/agent/healthz.js';
+import { ProxyHealth, startHealthServer } from '../src/agent/healthz.js';
+import { ServiceHealthServers } from '../src/services/health-check-ports.js';
 import { parseBindAddress } from '../src/kernel/http-server.js';
 import { ProxyMetrics, startMetricsServer } from '../src/agent/metrics.js';
 

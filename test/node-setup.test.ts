@@ -7,7 +7,7 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { createTopology, type Topology } from '../scripts/lib/topology.js';
 import { conntrackMax, nodePortsOnIPv4Loopback, planKernelSettings, wantedKernelSettings, type KernelSetting } from '../src/services/node-setup.js';
-import { nodeIPsWith } from '../src/agent/agent.js';
+import { nodeIPsWith } from '../src/services/node-config.js';
 import { parseOptions } from '../src/cli/options.js';
 import { eventually } from './lib/eventually.js';
 import { CLI, kubenft, syncOnce } from './lib/kubenft.js';

@@ -2,8 +2,9 @@
 // flag and field lands where it should, every rejection names what was wrong. Pure: no kernel.
 import t from 'tap';
 import { stringify } from 'yaml';
+import { OptionsError } from '../src/capability.js';
 import {
-  type AgentOptions, formatDuration, helpText, kubeProxyConfiguration, kubeProxyConfigurationYAML, OptionsError, parseDuration, parseOptions,
+  type AgentOptions, formatDuration, helpText, kubeProxyConfiguration, kubeProxyConfigurationYAML, parseDuration, parseOptions,
 } from '../src/cli/options.js';
 
 const HEADER = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration' };
@@ -30,9 +31,7 @@ const DEFAULTS: AgentOptions = {
   iptablesBackend: 'auto',
   inspect: { protocol: 'tcp', via: 'prerouting' },
   serviceTables: 16,
-  socketLb: false,
-  socketLbHostOnly: false,
-  socketLbPinDir: '/sys/fs/bpf/kubenft',
+  socketLb: { enabled: false, hostOnly: false, pinDir: '/sys/fs/bpf/kubenft' },
   cleanup: false,
   initOnly: false,
   clusterCIDRs: [],
@@ -102,10 +101,10 @@ const FLAG_CASES: [string[], string, unknown][] = [
   [['--service-cidr=10.96.0.0/12', '--service-cidr', '10.100.0.0/16'], 'serviceCIDRs', ['10.96.0.0/12', '10.100.0.0/16']],
   [['--service-cidr=10.96.0.1/12'], 'serviceCIDRs', ['10.96.0.0/12']],
   [['--write-config-to', '/tmp/kp.yaml'], 'writeConfigTo', '/tmp/kp.yaml'],
-  [['--socket-lb'], 'socketLb', true],
-  [['--socket-lb-cgroup', '/sys/fs/cgroup/kubepods'], 'socketLbCgroup', '/sys/fs/cgroup/kubepods'],
-  [['--socket-lb-host-only'], 'socketLbHostOnly', true],
-  [['--socket-lb-pin-dir=/sys/fs/bpf/other'], 'socketLbPinDir', '/sys/fs/bpf/other'],
+  [['--socket-lb'], 'socketLb.enabled', true],
+  [['--socket-lb-cgroup', '/sys/fs/cgroup/kubepods'], 'socketLb.cgroup', '/sys/fs/cgroup/kubepods'],
+  [['--socket-lb-host-only'], 'socketLb.hostOnly', true],
+  [['--socket-lb-pin-dir=/sys/fs/bpf/other'], 'socketLb.pinDir', '/sys/fs/bpf/other'],
   [['--cleanup'], 'cleanup', true],
   [['--cleanup=false'], 'cleanup', false],
   [['--init-only'], 'initOnly', true],

@@ -1,23 +1,13 @@
-import { networkInterfaces, hostname } from 'node:os';
-import ipaddr from 'ipaddr.js';
+import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import { DEFAULT_PROXY_CONFIG, type IngressSteering, type ProxyConfig } from '../services/config.js';
-import { type ConntrackFilter, deleteFlows } from '../kernel/conntrack.js';
-import { splitHostPort } from '../kernel/addresses.js';
-import type { AgentOptions } from '../cli/options.js';
+import type { ServiceSteering, StateChanges, StateDataplane } from '../capability.js';
 import { ClusterState, type KubeObject } from '../cluster/cluster-state.js';
 import { ObjectError } from '../cluster/model.js';
-import { servicePortViews } from '../cluster/service-ports.js';
-import { categorizeEndpoints } from '../cluster/topology.js';
 import type { SourceHandler } from '../cluster/kubernetes.js';
-import type { Dataplane, SyncSplit } from '../services/dataplane.js';
-import type { StateChanges, StateDataplane } from '../capability.js';
-import type { DriftWatch } from '../services/drift.js';
-import { type HealthCheckService, ProxyHealth, ServiceHealthServers } from './healthz.js';
-import { nodePortsOnIPv4Loopback } from '../services/node-setup.js';
+import { type Dataplane, type DriftWatch, type ProxyConfig, type ServicesSettings, type SyncSplit, services } from '../services/index.js';
+import { ProxyHealth } from './healthz.js';
 import { ProxyMetrics } from './metrics.js';
 import { SyncRunner } from './sync-runner.js';
-import { UdpFlowTracker } from '../services/udp-flows.js';
 
 // The node agent: the state fed by a source, a rate-limited sync loop that turns it into one
 // kernel transaction per sync (partial when only some services changed), and the health and
@@ -28,7 +18,6 @@ const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-tim
 
 const objectId = (object: KubeObject) => `${object.kind}/${object.metadata?.namespace ?? ''}/${object.metadata?.name ?? ''}`;
 
-const sum = (values: number[]) => values.reduce((total, value) => total + value, 0);
 
 export interface SyncReport {
   kind: 'full' | 'partial';
@@ -47,12 +36,20 @@ export interface FirstLists {
   stateMs: number;
 }
 
-export function nodeNameOf(options: AgentOptions): string {
+/** What the agent reads of the options: its sync loop's and health's settings, and the Service proxy's. */
+export interface AgentSettings extends ServicesSettings {
+  /** Trimmed and lower-cased, as kube-proxy does: it names a Node. */
+  hostnameOverride?: string;
+  syncPeriodMs: number;
+  minSyncPeriodMs: number;
+  /** host:port; '' disables the health server (and the HealthCheckNodePort servers). */
+  healthzBindAddress: string;
+}
+
+export function nodeNameOf(options: Pick<AgentSettings, 'hostnameOverride'>): string {
   return (options.hostnameOverride ?? hostname()).trim().toLowerCase();
 }
 
-/** NodePorts on IPv4 loopback also need net.ipv4.conf.all.route_localnet=1, which the node setup sets. */
-const LOOPBACK_CIDRS = ['127.0.0.0/8', '::1/128'];
 /**
  * The periodic sync (every --iptables-sync-period) is a full one only this often, as upstream's
  * FullSyncPeriod: partial syncs and drift repair keep the kernel right in between, and a full sync
@@ -60,31 +57,13 @@ const LOOPBACK_CIDRS = ['127.0.0.0/8', '::1/128'];
  */
 export const FULL_SYNC_PERIOD_MS = 60 * 60_000;
 
-/** Local interface addresses inside the given CIDRs (for --nodeport-addresses CIDRs). */
-function localAddressesIn(cidrs: string[]): string[] {
-  const parsed = cidrs.map((cidr) => ipaddr.parseCIDR(cidr));
-  return Object.values(networkInterfaces()).flat().flatMap((entry) => {
-    if (!entry) return [];
-    const address = ipaddr.parse(entry.address.split('%')[0]);
-    return parsed.some((cidr) => address.kind() === cidr[0].kind() && address.match(cidr)) ? [address.toString()] : [];
-  });
-}
-
-/**
- * The node's IPs: the Node object's, except that a --bind-address other than 0.0.0.0 or :: is
- * the node's IP of its family (kube-proxy's detectNodeIPs).
- */
-export function nodeIPsWith(bindAddress: string, nodeAddresses: string[]): string[] {
-  const bind = ipaddr.parse(bindAddress);
-  if (bind.range() === 'unspecified') return nodeAddresses;
-  return [bind.toString(), ...nodeAddresses.filter((address) => ipaddr.parse(address).kind() !== bind.kind())];
-}
-
 export class Agent {
   readonly state: ClusterState;
   readonly metrics = new ProxyMetrics();
   readonly health: ProxyHealth;
-  readonly serviceHealth: ServiceHealthServers;
+  /** The Service proxy's HealthCheckNodePort servers, opened with the health server (--healthz-bind-address). */
+  private readonly healthCheckPorts: ReturnType<typeof services.healthCheckPorts> | undefined;
+  private readonly followUp: ReturnType<typeof services.followUp>;
   readonly runner: SyncRunner;
   private previousSync: Promise<unknown> = Promise.resolve();
   /** Objects the last reads rejected, by kind/namespace/name. */
@@ -94,15 +73,11 @@ export class Agent {
   private needFullSync = true;
   private lastFullSyncAt = -Infinity;
   private lastConfig = '';
-  private readonly udpFlows = new UdpFlowTracker();
   private readonly triggerTimes: number[] = [];
   private synced = false;
-  private hadGoodSync = false;
   private pendingChanges = { services: 0, endpoints: 0 };
   private drift: DriftWatch | undefined;
   private lastDriftError: string | undefined;
-  /** What afterSync derived for each service, kept so a partial sync recomputes only its changes. */
-  private readonly perService = new Map<string, { internalWithoutLocal: number; externalWithoutLocal: number; healthCheck?: HealthCheckService }>();
   private readonly syncedWaiters: (() => void)[] = [];
   readonly firstLists: FirstLists = { listedAtMs: 0, stateMs: 0 };
 
@@ -110,56 +85,30 @@ export class Agent {
   private readonly stateDataplanesBehind = new Set<StateDataplane>();
 
   constructor(
-    private readonly options: AgentOptions,
+    private readonly options: AgentSettings,
     private readonly dataplane: Dataplane,
     private readonly log: Logger,
     private readonly stateDataplanes: StateDataplane[] = [],
+    /** The Service traffic a capability takes over (the ingress proxy's, with --ingress-service). */
+    private readonly steering?: ServiceSteering,
   ) {
     this.state = new ClusterState(nodeNameOf(options));
     this.health = new ProxyHealth({ healthTimeoutMs: 2 * options.syncPeriodMs, metrics: this.metrics });
-    this.serviceHealth = new ServiceHealthServers({ health: this.health });
+    this.healthCheckPorts = options.healthzBindAddress === '' ? undefined : services.healthCheckPorts(this.health);
+    this.followUp = services.followUp(this.metrics, this.healthCheckPorts, log);
     this.runner = new SyncRunner((reason) => this.syncSafely(reason === 'periodic'), {
       minIntervalMs: options.minSyncPeriodMs,
       maxIntervalMs: options.syncPeriodMs,
     });
-    for (const stateDataplane of stateDataplanes) stateDataplane.attach(this.state, this.metrics.registry);
+    for (const stateDataplane of stateDataplanes) {
+      if (stateDataplane.watch) this.state.watch(stateDataplane.watch);
+      stateDataplane.attach(this.state, this.metrics.registry);
+    }
   }
 
-  /** What the planners need, from the options and what the Node object says about this node. */
+  /** What the Service proxy's planners need, from the options and what the Node object says about this node. */
   proxyConfig(): ProxyConfig {
-    const { options } = this;
-    const node = this.state.node;
-    const nodeIPs = nodeIPsWith(options.bindAddress, node?.addresses ?? []);
-    const wanted = options.nodePortAddresses.length > 0 ? options.nodePortAddresses : ['primary'];
-    // No addresses means every local address (`fib daddr type local`): what 'all' asks for, and
-    // the fallback while the Node object (and so 'primary') is unknown.
-    const nodePortAddresses = wanted.includes('all') ? [] : [...new Set(wanted.flatMap((entry) => {
-      if (entry === 'primary') return nodeIPs;
-      return localAddressesIn(entry === 'localhost' ? LOOPBACK_CIDRS : [entry]);
-    }))];
-    return {
-      ...DEFAULT_PROXY_CONFIG,
-      nodeName: this.state.nodeName,
-      zone: node?.zone,
-      localCIDRs: options.detectLocalMode === 'NodeCIDR' ? node?.podCIDRs ?? [] : options.clusterCIDRs,
-      detectLocalMode: options.detectLocalMode,
-      masqueradeAll: options.masqueradeAll,
-      masqueradeBit: options.masqueradeBit,
-      serviceCIDRs: options.serviceCIDRs,
-      serviceTables: options.serviceTables,
-      nodePortAddresses,
-      nodeIPs,
-      nodePortsOnLoopback: nodePortsOnIPv4Loopback(options.nodePortAddresses),
-      ingressSteering: this.ingressSteering(),
-    };
-  }
-
-  /** --ingress-service: the ingress Service's addresses go to the proxy's listeners. */
-  private ingressSteering(): IngressSteering | undefined {
-    const { enabled, service, httpAddress, httpsAddress } = this.options.ingress;
-    if (!enabled || !service) return undefined;
-    const listeners = [httpAddress, httpsAddress].flatMap((text) => (text ? [splitHostPort(text)] : [])).map(({ host, port }) => ({ address: host, port }));
-    return { service, listeners };
+    return services.config(this.options, this.state, this.steering);
   }
 
   /** The source's callbacks: every change is tracked and asks the runner for a sync. */
@@ -267,7 +216,7 @@ export class Agent {
       const report: SyncReport = { kind: result.kind, ms, services: this.state.services.size, endpoints: this.state.endpointCount, split };
       this.metrics.setSize(report.services, report.endpoints);
       for (const trigger of this.triggerTimes.splice(0)) this.metrics.observeNetworkProgramming((Date.now() - trigger) / 1000);
-      await this.afterSync(config, result.kind === 'full' ? 'full' : changes.services);
+      await this.followUp.run(this.state, config, result.kind === 'full' ? 'full' : changes.services);
       await this.updateStateDataplanes({ services: result.kind === 'full' ? 'full' : changes.services, kinds: changes.kinds });
       return report;
     } catch (error) {
@@ -304,54 +253,6 @@ export class Agent {
     }
   }
 
-  /**
-   * Conntrack cleanup, health-check ports and no-local-endpoint gauges: what follows a good sync.
-   * Like the sync itself, it visits only the changed services, except after a full sync.
-   */
-  private async afterSync(config: ProxyConfig, changed: Set<string> | 'full'): Promise<void> {
-    const keys = changed === 'full' ? new Set([...this.state.services.keys(), ...this.perService.keys(), ...this.udpFlows.services()]) : changed;
-    const stale: ConntrackFilter[] = [];
-    for (const key of keys) {
-      const views = servicePortViews(this.state, key);
-      stale.push(...this.udpFlows.staleFlows(key, views, config));
-      if (views.length === 0) {
-        this.perService.delete(key);
-        continue;
-      }
-      const categories = views.map((view) => categorizeEndpoints(view, config));
-      const { service } = views[0];
-      const localEndpoints = Math.max(...categories.map((category) => category.local.length));
-      this.perService.set(key, {
-        internalWithoutLocal: views.filter((view, index) => view.service.internalTrafficPolicyLocal && categories[index].local.length === 0).length,
-        externalWithoutLocal: views.filter((view, index) => view.service.externalTrafficPolicyLocal && categories[index].local.length === 0).length,
-        healthCheck: service.healthCheckNodePort !== undefined && service.externalTrafficPolicyLocal
-          ? { namespace: service.namespace, name: service.name, healthCheckNodePort: service.healthCheckNodePort, localEndpoints }
-          : undefined,
-      });
-    }
-    const all = [...this.perService.values()];
-    this.metrics.setNoLocalEndpoints(sum(all.map((entry) => entry.internalWithoutLocal)), sum(all.map((entry) => entry.externalWithoutLocal)));
-    if (this.options.healthzBindAddress !== '') {
-      const healthChecks = all.flatMap((entry) => (entry.healthCheck ? [entry.healthCheck] : []));
-      for (const failure of await this.serviceHealth.sync(healthChecks)) this.log.warn(failure.message);
-    }
-    // At start-up every endpoint looks new; deleting flows then would only disturb live clients of a
-    // restarted agent, whose rules never stopped serving.
-    if (!this.hadGoodSync) {
-      this.hadGoodSync = true;
-      return;
-    }
-    let deleted = 0;
-    for (const filter of stale) {
-      try {
-        deleted += await deleteFlows(filter);
-      } catch (error) {
-        this.log.warn((error as Error).message);
-      }
-    }
-    if (deleted > 0) this.metrics.recordConntrackDeletions(deleted);
-  }
-
   start(): void {
     this.runner.start();
     this.drift = this.dataplane.watchDrift?.(
@@ -376,7 +277,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.drift?.stop();
     this.runner.stop();
-    await this.serviceHealth.close();
+    await this.healthCheckPorts?.close();
     for (const stateDataplane of this.stateDataplanes) await stateDataplane.stop();
   }
 }

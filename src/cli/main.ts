@@ -2,27 +2,16 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { IptablesBackend } from '../services/iptables-backend.js';
+import { OptionsError } from '../capability.js';
 import { projectRoot } from '../kernel/native.js';
 import { Agent } from '../agent/agent.js';
-import { type Dataplane, IptablesDataplane, NftablesDataplane } from '../services/dataplane.js';
-import type { StateDataplane } from '../capability.js';
-import { SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from '../socket-lb/dataplane.js';
+import { capabilityCleanups, capabilitySteering, enabledWatches, removeLeftovers, startCapabilities } from '../agent/capabilities.js';
 import { startHealthServer } from '../agent/healthz.js';
-import { applyNodeSetup, applyOomScoreAdj } from '../services/node-setup.js';
-import { DnsDataplane } from '../dns/dataplane.js';
-import { cleanUpDnsNetwork } from '../dns/network.js';
-import { IngressDataplane, ingressPlanInput, registerIngressKinds } from '../ingress/dataplane.js';
 import { startMetricsServer } from '../agent/metrics.js';
+import { type PlannedState, services } from '../services/index.js';
+import { ingress } from '../ingress/index.js';
 import { configz } from './configz.js';
-import { explainReport, explainText, type PlannedState, servicesReport, servicesText } from '../services/inspect/commands.js';
-import { helpText, kubeProxyConfigurationYAML, type AgentOptions, OptionsError, parseOptions } from './options.js';
-import { iptablesRestoreInput, planIptables } from '../services/iptables-plan.js';
-import { planIngress } from '../ingress/routes.js';
-import { planRuleset } from '../services/nftables-plan.js';
-import { rulesetJson } from '../kernel/render-json.js';
-import { rulesetText } from '../kernel/render-text.js';
-import { DEFAULT_PROXY_CONFIG } from '../services/config.js';
+import { helpText, kubeProxyConfigurationYAML, type AgentOptions, parseOptions } from './options.js';
 import { createLogger } from './logging.js';
 import { ManifestSource } from '../cluster/manifest-watch.js';
 import { allServicePortViews } from '../cluster/service-ports.js';
@@ -37,29 +26,22 @@ function requireNetAdmin(): void {
   throw new OptionsError('kubenft needs CAP_NET_ADMIN to program the kernel: run it as root or give it NET_ADMIN (see deploy/kubenft.yaml)');
 }
 
-function dataplaneFor(options: AgentOptions): Dataplane {
-  return options.proxyMode === 'iptables'
-    ? new IptablesDataplane(new IptablesBackend({ backend: options.iptablesBackend }))
-    : new NftablesDataplane();
+const dataplaneFor = (options: AgentOptions) => services.dataplane(options.proxyMode, options.iptablesBackend);
+
+/** The agent of these options, with the capabilities they turn on. */
+function agentFor(options: AgentOptions, log: Logger): Agent {
+  const context = { log, proxyMode: options.proxyMode, api: options.manifests ? undefined : { kubeconfig: options.kubeconfig, master: options.master } };
+  return new Agent(options, dataplaneFor(options), log, startCapabilities(options, context), capabilitySteering(options));
 }
 
-/** The dataplanes beside the proxy's rules that the options turn on. */
-function stateDataplanesFor(options: AgentOptions, log: Logger): StateDataplane[] {
-  const dataplanes: StateDataplane[] = [];
-  if (options.dns.addresses.length > 0) dataplanes.push(new DnsDataplane(options.dns, log));
-  if (options.socketLb) {
-    if (options.proxyMode !== 'nftables') throw new OptionsError('--socket-lb works in the nftables mode (--proxy-mode=nftables)');
-    dataplanes.push(new SocketLbDataplane({ cgroup: options.socketLbCgroup, hostOnly: options.socketLbHostOnly, pinDir: options.socketLbPinDir }, log));
-  }
-  if (options.ingress.enabled) dataplanes.push(new IngressDataplane(options.ingress, log, options.manifests ? undefined : { kubeconfig: options.kubeconfig, master: options.master }));
-  return dataplanes;
-}
-
-/** An agent holding what the manifests or the API hold now (with the ingress kinds, when asked); its sync runner is stopped, so nothing reaches the kernel. */
-async function plannedAgent(options: AgentOptions, log: Logger, withIngress = false): Promise<Agent> {
-  const agent = new Agent(options, dataplaneFor(options), log);
+/**
+ * An agent holding what the manifests or the API hold now (with what the capabilities on read, when
+ * asked); no dataplane is started and its sync runner is stopped, so nothing reaches the kernel.
+ */
+async function plannedAgent(options: AgentOptions, log: Logger, withCapabilities = false): Promise<Agent> {
+  const agent = new Agent(options, dataplaneFor(options), log, [], capabilitySteering(options));
   agent.runner.stop();
-  if (withIngress) registerIngressKinds(agent.state);
+  if (withCapabilities) for (const watch of enabledWatches(options)) agent.state.watch(watch);
   if (options.manifests) {
     await new ManifestSource(options.manifests, agent.handler(), agent.state.kinds).start(false);
   } else {
@@ -75,53 +57,40 @@ async function plannedAgent(options: AgentOptions, log: Logger, withIngress = fa
 async function render(options: AgentOptions, log: Logger): Promise<number> {
   if (!options.manifests) throw new OptionsError('render needs --manifests PATH');
   const agent = await plannedAgent(options, log);
-  const views = allServicePortViews(agent.state);
-  const config = agent.proxyConfig();
-  if (options.proxyMode === 'iptables') {
-    for (const family of [4, 6] as const) process.stdout.write(`# ${family === 4 ? 'iptables' : 'ip6tables'}-restore --noflush\n${iptablesRestoreInput(planIptables(views, config, family))}`);
-  } else {
-    const ruleset = planRuleset(views, config);
-    process.stdout.write(options.json ? `${JSON.stringify(rulesetJson(ruleset))}\n` : rulesetText(ruleset));
-  }
+  process.stdout.write(services.render(allServicePortViews(agent.state), agent.proxyConfig(), options.proxyMode, options.json));
   return agent.rejected.size > 0 || agent.skippedInputs > 0 ? 1 : 0;
 }
 
 /** What the manifests or the API would plan now, for the marks of `services`; nothing is synced. */
 async function plannedState(options: AgentOptions, log: Logger): Promise<PlannedState | undefined> {
   if (!options.manifests && !options.kubeconfig) return undefined;
-  const agent = await plannedAgent(options, log, options.ingress.enabled);
-  const config = agent.proxyConfig();
-  const ingress = options.ingress.enabled ? planIngress(ingressPlanInput(agent.state, options.ingress.className)) : undefined;
-  return { views: allServicePortViews(agent.state), config, ...(ingress ? { ingress: { problems: ingress.problems, missingSecrets: ingress.missingSecrets } } : {}) };
+  const agent = await plannedAgent(options, log, true);
+  const planned: PlannedState = { views: allServicePortViews(agent.state), config: agent.proxyConfig() };
+  return ingress.enabled(options.ingress) ? { ...planned, ingress: ingress.view.planned(agent.state, options.ingress) } : planned;
 }
 
 /** services and explain: what the kernel holds, read back; they change nothing. */
 async function inspect(options: AgentOptions, log: Logger): Promise<number> {
   const print = (report: object, text: string) => process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : text);
-  const target = { mode: options.proxyMode, tableName: DEFAULT_PROXY_CONFIG.tableName, iptablesBackend: options.iptablesBackend, socketLbPinDir: options.socketLbPinDir };
+  const target = { mode: options.proxyMode, tableName: services.tableName, iptablesBackend: options.iptablesBackend, socketLbPinDir: options.socketLb.pinDir };
   if (options.command === 'services') {
-    const report = await servicesReport(target, options.inspect.service, await plannedState(options, log));
-    print(report, servicesText(report));
+    const report = await services.view.servicesReport(target, options.inspect.service, await plannedState(options, log));
+    print(report, services.view.servicesText(report));
     return 0;
   }
   const { from, to, protocol, via } = options.inspect;
-  const report = await explainReport(target, { from: from!, to: to!, protocol, via });
-  print(report, explainText(report));
+  const report = await services.view.explainReport(target, { from: from!, to: to!, protocol, via });
+  print(report, services.view.explainText(report));
   return 0;
 }
 
 /** Removes what kubenft (or kube-proxy) loaded in either mode, as kube-proxy --cleanup does. */
 async function cleanup(log: Logger, options: AgentOptions): Promise<number> {
-  const steps: [string, () => unknown][] = [
-    ['the socket LB pins', () => cleanupSocketLb(options.socketLbPinDir)],
-    ['the nftables rules', () => new NftablesDataplane().cleanup()],
-    ['the iptables rules', () => new IptablesDataplane(new IptablesBackend({ backend: 'auto' })).cleanup()],
-    ['the cluster DNS interface and rules', () => cleanUpDnsNetwork()],
-  ];
+  const steps = [...capabilityCleanups(options), ...services.cleanup];
   let failed = 0;
-  for (const [what, step] of steps) {
+  for (const { what, run } of steps) {
     try {
-      await step();
+      await run(log);
     } catch (error) {
       failed++;
       log.error(`cleanup of ${what} failed: ${(error as Error).message}`);
@@ -148,9 +117,7 @@ async function kubernetesSource(options: AgentOptions, agent: Agent) {
   return new KubernetesSource({
     kubeconfig: options.kubeconfig, master: options.master, nodeName: agent.state.nodeName,
     qps: options.kubeApiQps, burst: options.kubeApiBurst,
-    clusterDNS: options.dns.addresses.length > 0,
-    headlessEndpoints: options.ingress.enabled,
-    kinds: agent.state.kinds,
+    watches: agent.state.watches,
   }, agent.handler());
 }
 
@@ -197,12 +164,12 @@ export async function main(argv: string[]): Promise<number> {
   if (options.cleanup) return cleanup(log, options);
   if (!options.once) {
     // kube-proxy's node setup, before anything is programmed; all that --init-only does.
-    applyNodeSetup(options, log);
+    services.setUpNode(options, log);
     if (options.initOnly) return 0;
-    applyOomScoreAdj(options.oomScoreAdj, log);
+    services.setOomScoreAdj(options.oomScoreAdj, log);
   }
-  if (!options.socketLb) removeLeftoverSocketLb(options.socketLbPinDir, log);
-  const agent = new Agent(options, dataplaneFor(options), log, stateDataplanesFor(options, log));
+  removeLeftovers(options, log);
+  const agent = agentFor(options, log);
   if (options.once) {
     if (!options.manifests) throw new OptionsError('--once needs --manifests PATH');
     return syncOnce(agent, options);

@@ -3,9 +3,10 @@ import { isIP } from 'node:net';
 import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
 import { parseCIDR } from '../cluster/normalize.js';
 import { HostPortError, joinHostPort, splitHostPort } from '../kernel/addresses.js';
-import { DEFAULT_PROXY_CONFIG } from '../services/config.js';
-import { MAX_SERVICE_TABLES } from '../services/nftables-plan.js';
-import type { IngressOptions } from '../ingress/dataplane.js';
+import { OptionsError } from '../capability.js';
+import type { IngressSettings } from '../ingress/index.js';
+import { type ConntrackOptions, services } from '../services/index.js';
+import type { SocketLbOptions } from '../socket-lb/index.js';
 
 // kubenft's command line and KubeProxyConfiguration file. kubenft replaces kube-proxy in an
 // existing DaemonSet, so it must accept kube-proxy's flags and config files as they are written
@@ -22,17 +23,6 @@ export type DetectLocalMode = 'ClusterCIDR' | 'NodeCIDR';
 export type IptablesBackend = 'auto' | 'legacy' | 'nft';
 export type LogFormat = 'text' | 'json';
 
-export interface ConntrackOptions {
-  /** kube-proxy's semantics throughout: 0 means "leave the kernel's value as it is". */
-  maxPerCore: number;
-  min: number;
-  tcpEstablishedTimeoutMs: number;
-  tcpCloseWaitTimeoutMs: number;
-  tcpBeLiberal: boolean;
-  udpTimeoutMs: number;
-  udpStreamTimeoutMs: number;
-}
-
 export interface AgentOptions {
   command: 'run' | 'render' | 'services' | 'explain' | 'help' | 'version';
   proxyMode: ProxyMode;
@@ -48,14 +38,8 @@ export interface AgentOptions {
   inspect: { service?: string; from?: string; to?: string; protocol: 'tcp' | 'udp'; via: 'prerouting' | 'output' };
   /** kubenft's own: how many nftables tables the services' NAT objects are spread over. */
   serviceTables: number;
-  /** kubenft's own: socket-level load balancing (cgroup BPF programs) beside the nftables rules. */
-  socketLb: boolean;
-  /** The cgroup (v2) the socket LB programs attach to; undefined: the cgroup v2 root. */
-  socketLbCgroup?: string;
-  /** Rewrite only for sockets of the agent's own (the node's) network namespace. */
-  socketLbHostOnly: boolean;
-  /** Where the socket LB's links and maps are pinned (on a bpf filesystem). */
-  socketLbPinDir: string;
+  /** kubenft's own --socket-lb*: socket-level load balancing (cgroup BPF programs) beside the nftables rules. */
+  socketLb: SocketLbOptions;
   cleanup: boolean;
   initOnly: boolean;
   kubeconfig?: string;
@@ -92,18 +76,14 @@ export interface AgentOptions {
   conntrack: ConntrackOptions;
   configFile?: string;
   writeConfigTo?: string;
-  /** kubenft's own cluster DNS: the addresses it serves on (none: off), see src/dns/. */
+  /** kubenft's own --cluster-dns and --dns-*: cluster DNS (dns/), on when it has addresses. */
   dns: {
     addresses: string[]; zone: string; upstreams?: { address: string; port: number }[]; ttl: number; pods: 'insecure' | 'disabled';
     /** CoreDNS's health and ready servers, [IP]:PORT ('' off); undefined: on the first address, :8080 and :8181. */
     healthAddress?: string; readyAddress?: string;
   };
   /** kubenft's own --ingress*: the ingress controller and its proxy (src/ingress). */
-  ingress: IngressOptions & { enabled: boolean };
-}
-
-export class OptionsError extends Error {
-  override name = 'OptionsError';
+  ingress: IngressSettings;
 }
 
 const DEFAULT_HEALTHZ_PORT = 10256;
@@ -123,10 +103,8 @@ function defaultOptions(): AgentOptions {
     json: false,
     iptablesBackend: 'auto',
     inspect: { protocol: 'tcp', via: 'prerouting' },
-    serviceTables: DEFAULT_PROXY_CONFIG.serviceTables,
-    socketLb: false,
-    socketLbHostOnly: false,
-    socketLbPinDir: DEFAULT_SOCKET_LB_PIN_DIR,
+    serviceTables: services.serviceTables.default,
+    socketLb: { enabled: false, hostOnly: false, pinDir: DEFAULT_SOCKET_LB_PIN_DIR },
     cleanup: false,
     initOnly: false,
     dns: { addresses: [], zone: 'cluster.local', ttl: 5, pods: 'insecure' },
@@ -402,9 +380,9 @@ const SETTINGS: Setting[] = [
       if (v !== 'auto' && v !== 'legacy' && v !== 'nft') fail(where, v, 'must be auto, legacy or nft');
       o.iptablesBackend = v as IptablesBackend;
     } },
-  { flag: 'service-tables', own: true, kind: 'int', arg: 'N', help: `nftables mode: spread the services over N tables by their ClusterIP's last byte (1-${MAX_SERVICE_TABLES}); a change re-validates only its table`,
-    defaultText: String(DEFAULT_PROXY_CONFIG.serviceTables),
-    apply: (o, v: number, where) => { o.serviceTables = integerIn(v, 1, MAX_SERVICE_TABLES, where); } },
+  { flag: 'service-tables', own: true, kind: 'int', arg: 'N', help: `nftables mode: spread the services over N tables by their ClusterIP's last byte (1-${services.serviceTables.max}); a change re-validates only its table`,
+    defaultText: String(services.serviceTables.default),
+    apply: (o, v: number, where) => { o.serviceTables = integerIn(v, 1, services.serviceTables.max, where); } },
   { flag: 'ingress', own: true, kind: 'bool', help: 'also be the ingress controller: a proxy on every node routes the served Ingresses', defaultText: 'false',
     apply: (o, v: boolean) => { o.ingress.enabled = v; } },
   { flag: 'ingress-class', own: true, kind: 'string', arg: 'NAME', help: 'serve Ingresses annotated kubernetes.io/ingress.class: NAME (and those of kubenft.io/ingress-controller\'s IngressClasses)', defaultText: 'kubenft',
@@ -459,13 +437,13 @@ const SETTINGS: Setting[] = [
   { flag: 'dns-ready-address', own: true, kind: 'string', arg: '[IP]:PORT', help: 'cluster DNS\'s /ready (CoreDNS\'s): 200 once the synced names are served; empty: off', defaultText: 'first --cluster-dns address:8181',
     apply: (o, v: string, where) => { o.dns.readyAddress = probeAddress(v, 8181, where); } },
   { flag: 'socket-lb', own: true, kind: 'bool', help: 'nftables mode: a local connect() or sendmsg() to a ClusterIP goes straight to an endpoint (cgroup BPF), no per-packet NAT', defaultText: 'false',
-    apply: (o, v: boolean) => { o.socketLb = v; } },
+    apply: (o, v: boolean) => { o.socketLb.enabled = v; } },
   { flag: 'socket-lb-cgroup', own: true, kind: 'string', arg: 'PATH', help: 'the cgroup v2 directory the socket LB attaches to', defaultText: 'the cgroup v2 root',
-    apply: (o, v: string) => { o.socketLbCgroup = v || undefined; } },
+    apply: (o, v: string) => { o.socketLb.cgroup = v || undefined; } },
   { flag: 'socket-lb-host-only', own: true, kind: 'bool', help: 'socket LB only for processes in the node\'s network namespace (pods keep the packet-level path: sidecar meshes)', defaultText: 'false',
-    apply: (o, v: boolean) => { o.socketLbHostOnly = v; } },
+    apply: (o, v: boolean) => { o.socketLb.hostOnly = v; } },
   { flag: 'socket-lb-pin-dir', own: true, kind: 'string', arg: 'PATH', help: 'where the socket LB pins its links and maps, on a bpf filesystem (mounted at /sys/fs/bpf if missing)', defaultText: DEFAULT_SOCKET_LB_PIN_DIR,
-    apply: (o, v: string) => { o.socketLbPinDir = v || DEFAULT_SOCKET_LB_PIN_DIR; } },
+    apply: (o, v: string) => { o.socketLb.pinDir = v || DEFAULT_SOCKET_LB_PIN_DIR; } },
 
   // kube-proxy's
   { flag: 'config', kind: 'string', arg: 'FILE', help: 'read a KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1); flags given too override it',

@@ -19,6 +19,25 @@ export const PROXY_KINDS: readonly string[] = ['Service', 'EndpointSlice', 'Endp
 /** Validates one object of a registered kind: returns what is kept, or throws ObjectError naming why not. */
 export type Normalizer = (object: KubeObject) => unknown;
 
+/** A kind read beyond the proxy's own, with its validation and the collection the API server serves it in. */
+export interface WatchedKind {
+  kind: string;
+  apiVersion: string;
+  /** The collection's path, which the API source lists and watches. */
+  path: string;
+  fieldSelector?: string;
+  normalize: Normalizer;
+}
+
+/** What a reader of the state (a capability) needs watched beyond Services, EndpointSlices and this Node. */
+export interface WatchNeeds {
+  kinds?: readonly WatchedKind[];
+  /** Every Service and EndpointSlice, also headless services' and other proxies' (cluster DNS names them all). */
+  allServices?: boolean;
+  /** The EndpointSlices of headless services too (the ingress routes to them); another proxy's stay its own. */
+  headlessSlices?: boolean;
+}
+
 const otherKey = (object: KubeObject) => (object.metadata?.namespace ? `${object.metadata.namespace}/${object.metadata.name ?? ''}` : object.metadata?.name ?? '');
 
 export class ClusterState {
@@ -38,7 +57,20 @@ export class ClusterState {
   private readonly others = new Map<string, Map<string, unknown>>();
   private changedKinds = new Set<string>();
 
+  private readonly watchList: WatchNeeds[] = [];
+
   constructor(readonly nodeName: string) {}
+
+  /** Before a source starts: keeps what `needs` asks for, which the sources then read. */
+  watch(needs: WatchNeeds): void {
+    this.watchList.push(needs);
+    for (const { kind, normalize } of needs.kinds ?? []) this.registerKind(kind, normalize);
+  }
+
+  /** What the sources must watch for this state's readers. */
+  get watches(): readonly WatchNeeds[] {
+    return this.watchList;
+  }
 
   /** Keeps objects of `kind` for another dataplane (DNS, ingress), validated by `normalize`. */
   registerKind(kind: string, normalize: Normalizer): void {

@@ -10,7 +10,7 @@ import {
   type KubernetesListObject,
   type KubernetesObject,
 } from '@kubernetes/client-node';
-import type { KubeObject } from './cluster-state.js';
+import type { KubeObject, WatchNeeds } from './cluster-state.js';
 import { ObjectError } from './model.js';
 import { HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL } from './normalize.js';
 import { listCollection } from './list-request.js';
@@ -43,16 +43,12 @@ export interface KubernetesSourceOptions {
   qps?: number;
   burst?: number;
   /**
-   * Cluster DNS: also watch Namespaces, the EndpointSlices of headless services and other proxies'
-   * Services and slices, which DNS answers for. The state keeps them from the proxy's planners
-   * (headless services have no ClusterIP; servicePortViews leaves other proxies' out), so this
-   * changes no rule.
+   * What the state's readers need beyond the proxy's own (ClusterState.watches): more kinds, and
+   * the Services and slices the proxy's selectors leave out. The state keeps those from the
+   * proxy's planners (headless services have no ClusterIP; servicePortViews leaves other proxies'
+   * out), so watching them changes no rule.
    */
-  clusterDNS?: boolean;
-  /** The ingress: also watch the EndpointSlices of headless services, which it routes to (no Namespaces). */
-  headlessEndpoints?: boolean;
-  /** The state's registered kinds (ClusterState.kinds): those with a resource below are watched too. */
-  kinds?: readonly string[];
+  watches?: readonly WatchNeeds[];
 }
 
 const DEFAULT_QPS = 5;
@@ -116,31 +112,26 @@ interface Resource {
 }
 
 /**
- * The ingress without cluster DNS: headless services' slices included (it routes to them), another
- * service proxy's still left to that proxy.
+ * Headless services' slices included (a reader routes to them), another service proxy's still left
+ * to that proxy.
  */
 export const HEADLESS_INCLUDED_SELECTOR = '!service.kubernetes.io/service-proxy-name';
 
-/** The kinds other dataplanes register (ClusterState.registerKind), by kind. */
-const EXTRA_RESOURCES: Record<string, Resource> = {
-  Ingress: { kind: 'Ingress', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingresses' },
-  IngressClass: { kind: 'IngressClass', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingressclasses' },
-  // Only TLS Secrets, selected by the server: the ingress never reads another Secret's data.
-  Secret: { kind: 'Secret', apiVersion: 'v1', path: '/api/v1/secrets', fieldSelector: 'type=kubernetes.io/tls' },
-};
-
-function resources({ nodeName, clusterDNS = false, headlessEndpoints = false }: KubernetesSourceOptions): Resource[] {
+function resources({ nodeName, watches = [] }: KubernetesSourceOptions): Resource[] {
+  const allServices = watches.some((watch) => watch.allServices);
+  const headlessSlices = watches.some((watch) => watch.headlessSlices);
+  const kinds = new Map(watches.flatMap((watch) => watch.kinds ?? []).map(({ kind, apiVersion, path, fieldSelector }) => [kind, { kind, apiVersion, path, fieldSelector }]));
   return [
-    // CoreDNS names every Service: with cluster DNS on, nothing is selected out.
-    { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector: clusterDNS ? undefined : PROXYABLE_SELECTOR },
+    // A reader of every Service (CoreDNS names them all): nothing is selected out.
+    { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector: allServices ? undefined : PROXYABLE_SELECTOR },
     {
       kind: 'EndpointSlice',
       apiVersion: 'discovery.k8s.io/v1',
       path: '/apis/discovery.k8s.io/v1/endpointslices',
-      labelSelector: clusterDNS ? undefined : headlessEndpoints ? HEADLESS_INCLUDED_SELECTOR : PROXYABLE_SELECTOR,
+      labelSelector: allServices ? undefined : headlessSlices ? HEADLESS_INCLUDED_SELECTOR : PROXYABLE_SELECTOR,
     },
     { kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes', fieldSelector: `metadata.name=${nodeName}` },
-    ...(clusterDNS ? [{ kind: 'Namespace', apiVersion: 'v1', path: '/api/v1/namespaces' }] : []),
+    ...kinds.values(),
   ];
 }
 
@@ -426,9 +417,7 @@ export class KubernetesSource {
     const config = loadKubeConfig(options);
     this.limiter = new RequestLimiter(options.qps ?? DEFAULT_QPS, Math.max(1, options.burst ?? DEFAULT_BURST));
     const events: InformerEvents = { handler, listed: () => this.informerListed() };
-    const extra = (options.kinds ?? []).filter((kind) => Object.hasOwn(EXTRA_RESOURCES, kind)).map((kind) => EXTRA_RESOURCES[kind]);
-    const watched = [...resources(options), ...extra];
-    this.informers = watched.map(
+    this.informers = resources(options).map(
       (resource) => new ResourceInformer(resource, config, this.limiter, events),
     );
   }

@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { StateChanges, StateDataplane } from '../capability.js';
+import type { StateChanges, StateDataplane, WatchNeeds } from '../capability.js';
 import { type HttpEndpoint, serveHttp } from '../kernel/http-server.js';
 import { CountedHistogram } from '../kernel/counted-histogram.js';
 import { type DnsPlanConfig, planService, planZone } from './records.js';
@@ -23,6 +23,12 @@ import { DURATION_BUCKETS, LARGE_UPDATE, type NamesUpdate, type Ping, type Serve
 // delays a sync by at most APPLY_TIMEOUT_MS once and never stops the proxy's rules from syncing.
 // While it is down, pods' queries fall through to the kube-dns Service's endpoints (the notrack
 // rule matches only while a socket is bound) and so do the node's own (that rule is withdrawn).
+
+/** CoreDNS names every Service, headless ones and other proxies' too, and answers for every Namespace. */
+export const DNS_WATCH: WatchNeeds = {
+  allServices: true,
+  kinds: [{ kind: 'Namespace', apiVersion: 'v1', path: '/api/v1/namespaces', normalize: normalizeNamespace }],
+};
 
 export interface DnsOptions {
   addresses: string[];
@@ -111,8 +117,9 @@ export class DnsDataplane implements StateDataplane {
     this.servers = options.addresses.map((address) => serverLabel(address, options.port ?? 53));
   }
 
+  readonly watch = DNS_WATCH;
+
   attach(state: ClusterState, registry: Registry): void {
-    state.registerKind('Namespace', normalizeNamespace);
     this.state = state;
     this.metrics = dnsMetrics(registry);
     this.metrics.up.set(0);

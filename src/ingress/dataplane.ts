@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { StateChanges, StateDataplane } from '../capability.js';
+import type { StateChanges, StateDataplane, WatchNeeds } from '../capability.js';
 import { IngressPlanner, type IngressPlanInput, type IngressProblem, type MissingSecret, type RouteTable, missingSecretText } from './routes.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import {
@@ -49,8 +49,20 @@ export interface IngressStatusSource {
   master?: string;
 }
 
-/** The kinds this dataplane registers: a change to any of them can change the routes. */
-const INGRESS_KINDS = ['Ingress', 'IngressClass', 'Secret'];
+/**
+ * The ingress routes to headless services' endpoints too, and reads Ingresses, their classes and
+ * TLS Secrets (only those, selected by the server: it never reads another Secret's data).
+ */
+export const INGRESS_WATCH: WatchNeeds = {
+  headlessSlices: true,
+  kinds: [
+    { kind: 'Ingress', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingresses', normalize: normalizeIngress },
+    { kind: 'IngressClass', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingressclasses', normalize: normalizeIngressClass },
+    { kind: 'Secret', apiVersion: 'v1', path: '/api/v1/secrets', fieldSelector: 'type=kubernetes.io/tls', normalize: normalizeTlsSecret },
+  ],
+};
+/** A change to any of these kinds can change the routes. */
+const INGRESS_KINDS = INGRESS_WATCH.kinds!.map(({ kind }) => kind);
 const WORKER_SCRIPT = fileURLToPath(new URL('./proxy-worker.js', import.meta.url));
 /** A worker loads, takes its settings and listens in well under a second; this is for one that never does. */
 const WORKER_START_TIMEOUT_MS = 30_000;
@@ -84,13 +96,6 @@ export function ingressPlanInput(state: ClusterState, ingressClass: string): Ing
   };
 }
 
-/** The kinds the ingress controller reads, registered with their validation. */
-export function registerIngressKinds(state: ClusterState): void {
-  state.registerKind('Ingress', normalizeIngress);
-  state.registerKind('IngressClass', normalizeIngressClass);
-  state.registerKind('Secret', normalizeTlsSecret);
-}
-
 export class IngressDataplane implements StateDataplane {
   readonly name = 'ingress';
   private readonly workers = new Set<Worker>();
@@ -119,8 +124,9 @@ export class IngressDataplane implements StateDataplane {
 
   constructor(private readonly options: IngressOptions, private readonly log: Logger, private readonly statusSource?: IngressStatusSource) {}
 
-  attach(state: ClusterState, registry: Registry): void {
-    registerIngressKinds(state);
+  readonly watch = INGRESS_WATCH;
+
+  attach(_state: ClusterState, registry: Registry): void {
     const registers = [registry];
     this.metrics = {
       requests: new Counter({ name: 'kubenft_ingress_requests_total', help: 'Requests answered by the ingress proxy, by Ingress, rule host, rule path and status', labelNames: ['ingress', 'host', 'path', 'status'], registers }),

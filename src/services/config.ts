@@ -1,17 +1,10 @@
+import type { ServiceSteering } from '../capability.js';
 import type { NodeContext } from '../cluster/topology.js';
 
-// Everything the planners need to know about this node and the operator's choices. The CLI and
-// the KubeProxyConfiguration file fill it in; the planners treat it as read-only.
+// Everything the planners need to know about this node and the operator's choices (made by
+// node-config.ts from the settings and the Node object); the planners treat it as read-only.
 
 export type LocalDetectMode = 'ClusterCIDR' | 'NodeCIDR';
-
-/** --ingress-service: where this node's ingress proxy takes the traffic of the ingress Service's addresses. */
-export interface IngressSteering {
-  /** namespace/name of the Service whose load-balancer and external IPs are the ingress's. */
-  service: string;
-  /** The proxy's listeners (an address of its own, or the wildcard 0.0.0.0 or ::). */
-  listeners: { address: string; port: number }[];
-}
 
 export interface ProxyConfig extends NodeContext {
   /** nftables table name / iptables chain prefix owner. */
@@ -47,7 +40,7 @@ export interface ProxyConfig extends NodeContext {
    * New TCP connections to the ingress Service's load-balancer and external IPs on a listener's port
    * go to this node's ingress proxy, before the Service's own DNAT could take them.
    */
-  ingressSteering?: IngressSteering;
+  ingressSteering?: ServiceSteering;
 }
 
 export const DEFAULT_PROXY_CONFIG: ProxyConfig = {

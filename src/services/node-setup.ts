@@ -5,7 +5,6 @@ import type { Logger } from 'pino';
 import {
   readModuleParameter, readSysctl, SysctlError, sysctlExists, sysctlWritable, writeModuleParameter, writeSysctl,
 } from '../kernel/sysctl.js';
-import type { AgentOptions, ConntrackOptions } from '../cli/options.js';
 
 // The privileged node setup kube-proxy does as it starts, and all that --init-only does: the
 // conntrack table's size and timeouts, and route_localnet where NodePorts answer on loopback.
@@ -17,6 +16,24 @@ const CONNTRACK_MAX = 'net.netfilter.nf_conntrack_max';
 const ROUTE_LOCALNET = 'net.ipv4.conf.all.route_localnet';
 const HASHSIZE = { module: 'nf_conntrack', parameter: 'hashsize' } as const;
 const IPV4_LOOPBACK = ipaddr.parseCIDR('127.0.0.0/8');
+
+/** kube-proxy's conntrack settings (--conntrack-* and the config file's conntrack section). */
+export interface ConntrackOptions {
+  /** kube-proxy's semantics throughout: 0 means "leave the kernel's value as it is". */
+  maxPerCore: number;
+  min: number;
+  tcpEstablishedTimeoutMs: number;
+  tcpCloseWaitTimeoutMs: number;
+  tcpBeLiberal: boolean;
+  udpTimeoutMs: number;
+  udpStreamTimeoutMs: number;
+}
+
+/** What the node setup reads of the settings. */
+export interface NodeSetupSettings {
+  conntrack: ConntrackOptions;
+  nodePortAddresses: string[];
+}
 
 /** One kernel value the options ask for. */
 export interface KernelSetting {
@@ -53,7 +70,7 @@ export function nodePortsOnIPv4Loopback(nodePortAddresses: string[]): boolean {
 const seconds = (ms: number) => Math.floor(ms / 1000);
 
 /** What the options ask of the kernel. */
-export function wantedKernelSettings(options: Pick<AgentOptions, 'conntrack' | 'nodePortAddresses'>, cpuCount = cpus().length || 1): KernelSetting[] {
+export function wantedKernelSettings(options: NodeSetupSettings, cpuCount = cpus().length || 1): KernelSetting[] {
   const { conntrack } = options;
   const settings: KernelSetting[] = [];
   const max = conntrackMax(conntrack, cpuCount);
@@ -118,7 +135,7 @@ export class NodeSetupError extends Error {
  * that only the initial namespace may change is left with a warning; any other failure throws,
  * naming the setting and its flag, as kube-proxy refuses to start without them.
  */
-export function applyNodeSetup(options: Pick<AgentOptions, 'conntrack' | 'nodePortAddresses'>, log: Logger): void {
+export function applyNodeSetup(options: NodeSetupSettings, log: Logger): void {
   const wanted = wantedKernelSettings(options);
   const conntrackWanted = wanted.some((setting) => setting.name !== ROUTE_LOCALNET);
   if (conntrackWanted && !sysctlExists(CONNTRACK_MAX)) {

@@ -1,7 +1,9 @@
 import { existsSync } from 'node:fs';
 import { mapPins, readMaps, socketLbAddon } from './maps.js';
 import { type SocketLbEndpoint, type SocketLbFrontend, planSocketLb } from './plan.js';
-import type { PlannedState } from '../services/inspect/commands.js';
+import type { ServicePortView } from '../cluster/service-ports.js';
+import type { NodeContext } from '../cluster/topology.js';
+import { joinHostPort } from '../kernel/addresses.js';
 
 // The socket LB's maps as the kernel holds them (what `cilium bpf lb list` shows for Cilium): each
 // frontend, ClusterIP:port/protocol, and the endpoints its connect()/sendmsg() rewrites pick from,
@@ -37,7 +39,7 @@ export function loadedSocketLb(pinDir: string): SocketLbListing | undefined {
 }
 
 export const endpointsText = (endpoints: SocketLbEndpoint[]) =>
-  endpoints.map(({ address, port }) => `${address.includes(':') ? `[${address}]` : address}:${port}`).join(', ') || 'none';
+  endpoints.map(({ address, port }) => joinHostPort(address, port)).join(', ') || 'none';
 
 const frontendText = (frontend: SocketLbFrontend | undefined) =>
   frontend ? `${endpointsText(frontend.endpoints)}${frontend.affinityTimeoutSeconds ? `, affinity ${frontend.affinityTimeoutSeconds}s` : ''}` : 'none';
@@ -49,4 +51,4 @@ export function socketLbDifferences(loaded: SocketLbFrontend | undefined, planne
 }
 
 /** The frontends the plan would write (for the comparison): the socket LB's own planner. */
-export const plannedSocketLb = (planned: PlannedState) => planSocketLb(planned.views, planned.config);
+export const plannedSocketLb = (views: ServicePortView[], node: NodeContext) => planSocketLb(views, node);

@@ -2,12 +2,12 @@ import { networkInterfaces } from 'node:os';
 import ipaddr from 'ipaddr.js';
 import { HostPortError, ipFamily, joinHostPort, splitHostPort } from '../../kernel/addresses.js';
 import type { ProxyConfig } from '../config.js';
-import { OptionsError } from '../../cli/options.js';
+import { OptionsError } from '../../capability.js';
 import { servicesBackend } from '../nftables-proxier.js';
 import { native } from '../../kernel/native.js';
 import { IptablesBackend } from '../iptables-backend.js';
 import { type IptablesFamily, iptablesRestoreInput, planIptables } from '../iptables-plan.js';
-import { type IngressProblem, type MissingSecret, missingSecretText } from '../../ingress/routes.js';
+import { type MissingSecret, ingress } from '../../ingress/index.js';
 import { planRuleset } from '../nftables-plan.js';
 import { IptablesEvaluator, type IptablesRuleset, parseIptables, summarizeIptables } from './iptables.js';
 import type { ServicePortView } from '../../cluster/service-ports.js';
@@ -16,8 +16,9 @@ import { type Environment, EvaluationError, Evaluator, type Outcome, type Probe,
 import { compareSummaries, percent, selections, serviceIndex, type ServicePortSummary, summarize, summaryKey } from './services.js';
 import { kernelTables, type LoadedTable, nftRuleText, plannedTables, ruleTextKey, tableDifferences } from './tables.js';
 import { describeElement } from './values.js';
-import { frontendKey, type SocketLbFrontend } from '../../socket-lb/plan.js';
-import { endpointsText, loadedSocketLb, plannedSocketLb, socketLbDifferences } from '../../socket-lb/inspect.js';
+import { type SocketLbFrontend, socketLb as socketLbCapability } from '../../socket-lb/index.js';
+
+const { endpointsText, frontendKey, loaded: loadedSocketLb, planned: plannedSocketLb, differences: socketLbDifferences } = socketLbCapability.view;
 
 // `kubenft services` and `kubenft explain` for the nftables mode: both read kubenft's tables back
 // from the kernel (never kubenft's memory) and print what they hold; services also compares them
@@ -28,7 +29,7 @@ export interface PlannedState {
   views: ServicePortView[];
   config: ProxyConfig;
   /** With --ingress: what the route planner reports. */
-  ingress?: { problems: IngressProblem[]; missingSecrets: MissingSecret[] };
+  ingress?: { problems: string[]; missingSecrets: MissingSecret[] };
 }
 
 export class InspectError extends Error {}
@@ -136,7 +137,7 @@ async function summaries(target: InspectTarget, planned: PlannedState | undefine
 export async function servicesReport(target: InspectTarget, filter: string | undefined, planned: PlannedState | undefined): Promise<ServicesReport> {
   const { have, want, ruleset } = await summaries(target, planned);
   const socketLb = target.socketLbPinDir === undefined ? undefined : loadedSocketLb(target.socketLbPinDir);
-  const plannedFrontends = socketLb && planned ? plannedSocketLb(planned) : undefined;
+  const plannedFrontends = socketLb && planned ? plannedSocketLb(planned.views, planned.config) : undefined;
   const keys = [...new Set([...have, ...(want ?? [])].map((summary) => summaryKey(summary, summary.clusterIP)))].sort();
   const services: ServicesReport['services'] = [];
   const listedFrontends = new Set<string>();
@@ -156,9 +157,8 @@ export async function servicesReport(target: InspectTarget, filter: string | und
     const socketLbEntry = loadedFrontend ? { affinityTimeoutSeconds: loadedFrontend.affinityTimeoutSeconds, endpoints: loadedFrontend.endpoints } : undefined;
     services.push({ ...summary, name: view ? servicePortName(view) : undefined, endpointStates: view?.endpoints.map(stateOf), drift, socketLb: socketLbEntry });
   }
-  const ingress = planned?.ingress && { problems: planned.ingress.problems.map((problem) => `${problem.object}: ${problem.reason}`), missingSecrets: planned.ingress.missingSecrets };
   const frontends = socketLb ? [...socketLb.frontends].filter(([key]) => !filter || listedFrontends.has(key)).map(([, frontend]) => frontend) : undefined;
-  return { services, ruleset, ...(ingress ? { ingress } : {}), socketLb: socketLb && { pinDir: socketLb.pinDir, frontends: frontends! } };
+  return { services, ruleset, ...(planned?.ingress ? { ingress: planned.ingress } : {}), socketLb: socketLb && { pinDir: socketLb.pinDir, frontends: frontends! } };
 }
 
 export function servicesText(report: ServicesReport): string {
@@ -187,14 +187,14 @@ export function servicesText(report: ServicesReport): string {
   if (report.services.length === 0) lines.push('no service ports loaded');
   if (report.ingress?.problems.length || report.ingress?.missingSecrets.length) {
     lines.push('ingress:');
-    for (const missing of report.ingress.missingSecrets) lines.push(`  ${missingSecretText(missing)}`);
+    for (const missing of report.ingress.missingSecrets) lines.push(`  ${ingress.view.missingSecretText(missing)}`);
     for (const problem of report.ingress.problems) lines.push(`  skipped ${problem}`);
   }
   if (report.socketLb) {
     const listed = new Set(report.services.flatMap((entry) => (entry.clusterIP ? [frontendKey({ protocol: entry.protocol.toUpperCase() as SocketLbFrontend['protocol'], address: entry.clusterIP, port: entry.port })] : [])));
     const unlisted = report.socketLb.frontends.filter((frontend) => !listed.has(frontendKey(frontend)));
     lines.push(`socket LB maps (${report.socketLb.pinDir}): ${report.socketLb.frontends.length} frontend(s)${unlisted.length ? ', of which no service port above lists:' : ''}`);
-    for (const frontend of unlisted) lines.push(`  ${frontend.address.includes(':') ? `[${frontend.address}]` : frontend.address}:${frontend.port}/${frontend.protocol} -> ${endpointsText(frontend.endpoints)}`);
+    for (const frontend of unlisted) lines.push(`  ${joinHostPort(frontend.address, frontend.port)}/${frontend.protocol} -> ${endpointsText(frontend.endpoints)}`);
   }
   return `${lines.join('\n')}\n`;
 }

@@ -1,0 +1,56 @@
+import type { Logger } from 'pino';
+import type { Capability, CapabilityContext, ServiceSteering, StateDataplane, WatchNeeds } from '../capability.js';
+import { dns } from '../dns/index.js';
+import { ingress } from '../ingress/index.js';
+import { socketLb } from '../socket-lb/index.js';
+
+// The capabilities beside the Service proxy's rules, in the order each sync updates them. Adding
+// one: its folder, whose index.ts exports its Capability, and a line here. Everything else (its
+// settings, what it watches, its dataplane, its cleanup) the agent and the CLI take from the list.
+export const CAPABILITIES: readonly Capability<any>[] = [
+  dns,
+  socketLb,
+  ingress,
+];
+
+/** The agent's options, holding each capability's settings under its settingsKey. */
+export type WithCapabilitySettings = object;
+
+const settingsOf = (capability: Capability<unknown>, options: WithCapabilitySettings): unknown => {
+  const settings = (options as Record<string, unknown>)[capability.settingsKey];
+  if (settings === undefined) throw new Error(`the options hold no settings for ${capability.name} (${capability.settingsKey})`);
+  return settings;
+};
+
+const enabled = (options: WithCapabilitySettings) => CAPABILITIES.filter((capability) => capability.enabled(settingsOf(capability, options)));
+
+/** The dataplanes of the capabilities the options turn on. */
+export function startCapabilities(options: WithCapabilitySettings, context: CapabilityContext): StateDataplane[] {
+  return enabled(options).map((capability) => capability.start(settingsOf(capability, options), context));
+}
+
+/** What the capabilities the options turn on read, for a state that only plans (`services`). */
+export function enabledWatches(options: WithCapabilitySettings): WatchNeeds[] {
+  return enabled(options).flatMap((capability) => (capability.watch ? [capability.watch] : []));
+}
+
+/** The Service traffic the capabilities on take over. */
+export function capabilitySteering(options: WithCapabilitySettings): ServiceSteering | undefined {
+  return enabled(options).map((capability) => capability.steering?.(settingsOf(capability, options))).find((steering) => steering !== undefined);
+}
+
+/** --cleanup's steps for every capability, on or off. */
+export function capabilityCleanups(options: WithCapabilitySettings): { what: string; run: (log: Logger) => unknown }[] {
+  return CAPABILITIES.flatMap((capability) => {
+    const { cleanup } = capability;
+    return cleanup ? [{ what: cleanup.what, run: (log: Logger) => cleanup.run(settingsOf(capability, options), log) }] : [];
+  });
+}
+
+/** At an agent's start: what the capabilities it has off left running. */
+export function removeLeftovers(options: WithCapabilitySettings, log: Logger): void {
+  for (const capability of CAPABILITIES) {
+    const settings = settingsOf(capability, options);
+    if (!capability.enabled(settings)) capability.removeLeftovers?.(settings, log);
+  }
+}

@@ -1,0 +1,36 @@
+import type { Capability, ServiceSteering } from '../capability.js';
+import type { ClusterState } from '../cluster/cluster-state.js';
+import { splitHostPort } from '../kernel/addresses.js';
+import { INGRESS_WATCH, IngressDataplane, type IngressOptions, ingressPlanInput } from './dataplane.js';
+import { missingSecretText, planIngress } from './routes.js';
+
+export type { IngressOptions } from './dataplane.js';
+export type { MissingSecret } from './routes.js';
+
+/** --ingress and its settings. */
+export interface IngressSettings extends IngressOptions {
+  enabled: boolean;
+}
+
+/** What the Ingresses in the state would be served as: the problems and missing Secrets `kubenft services` lists. */
+function plannedIngress(state: ClusterState, settings: IngressSettings) {
+  const { problems, missingSecrets } = planIngress(ingressPlanInput(state, settings.className));
+  return { problems: problems.map((problem) => `${problem.object}: ${problem.reason}`), missingSecrets };
+}
+
+/** The ingress controller (--ingress): a proxy on every node routes the served Ingresses. */
+export const ingress = {
+  name: 'ingress',
+  settingsKey: 'ingress',
+  enabled: (settings: IngressSettings) => settings.enabled,
+  watch: INGRESS_WATCH,
+  start: (settings: IngressSettings, { log, api }) => new IngressDataplane(settings, log, api),
+  /** --ingress-service: new connections to that Service's load-balancer and external IPs on the listeners' ports go to the proxy. */
+  steering(settings: IngressSettings): ServiceSteering | undefined {
+    if (!settings.enabled || !settings.service) return undefined;
+    const listeners = [settings.httpAddress, settings.httpsAddress].flatMap((text) => (text ? [splitHostPort(text)] : []));
+    return { service: settings.service, listeners: listeners.map(({ host, port }) => ({ address: host, port })) };
+  },
+  /** Its part of `kubenft services`. */
+  view: { planned: plannedIngress, missingSecretText },
+} satisfies Capability<IngressSettings>;

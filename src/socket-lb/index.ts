@@ -1,0 +1,26 @@
+import { type Capability, OptionsError } from '../capability.js';
+import { type SocketLbSettings, SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from './dataplane.js';
+import { endpointsText, loadedSocketLb, plannedSocketLb, socketLbDifferences } from './inspect.js';
+import { frontendKey } from './plan.js';
+
+export type { SocketLbFrontend } from './plan.js';
+
+/** --socket-lb and its settings. */
+export interface SocketLbOptions extends SocketLbSettings {
+  enabled: boolean;
+}
+
+/** The eBPF socket LB: a local connect() or sendmsg() to a ClusterIP goes straight to an endpoint. */
+export const socketLb = {
+  name: 'socket-lb',
+  settingsKey: 'socketLb',
+  enabled: (settings: SocketLbOptions) => settings.enabled,
+  start(settings: SocketLbOptions, { log, proxyMode }) {
+    if (proxyMode !== 'nftables') throw new OptionsError('--socket-lb works in the nftables mode (--proxy-mode=nftables)');
+    return new SocketLbDataplane(settings, log);
+  },
+  cleanup: { what: 'the socket LB pins', run: (settings: SocketLbOptions) => cleanupSocketLb(settings.pinDir) },
+  removeLeftovers: (settings: SocketLbOptions, log) => removeLeftoverSocketLb(settings.pinDir, log),
+  /** Its part of `kubenft services`: the pinned maps read back, and what the plan would write. */
+  view: { loaded: loadedSocketLb, planned: plannedSocketLb, differences: socketLbDifferences, endpointsText, frontendKey },
+} satisfies Capability<SocketLbOptions>;
