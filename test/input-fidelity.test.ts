@@ -4,12 +4,11 @@
 // --manifests source keeps what a broken edit held, and --cleanup removes only kubenft's own
 // objects and creates none.
 import t from 'tap';
-import { stringify } from 'yaml';
 import { createTopology, type Topology } from '../scripts/lib/topology.js';
-import { HAZARDS, serviceHeader, serviceSpec } from './lib/broken-yaml.js';
+import { HAZARDS, serviceSpec } from './lib/broken-yaml.js';
 import { eventually } from './lib/eventually.js';
 import { CLI, kubenft, syncOnce } from './lib/kubenft.js';
-import { ManifestFile, service, slice } from './lib/manifests.js';
+import { ManifestFile, manifestYaml, service, slice } from './lib/manifests.js';
 
 const PODS = [
   { name: 'web-a', ipv4: '10.244.1.11' },
@@ -22,7 +21,6 @@ const FLAGS = ['--hostname-override', 'node-1'];
 
 /** A valid Service answering from one pod, as its two objects. */
 const webService = (name: string, vip: string, pod: { ipv4: string }) => [service(name, vip, HTTP), slice(name, SLICE_PORTS, [{ ip: pod.ipv4 }])];
-const yaml = (object: unknown) => stringify(object);
 
 interface LogLine {
   msg: string;
@@ -93,7 +91,7 @@ t.test('three valid Services between broken documents of every hazard: each name
   const valid = [first[0], first[1], second[0], second[1], list];
   HAZARDS.forEach(([what, text, reason], index) => {
     documents.push({ text, hazard: [what, reason] });
-    if (index < valid.length) documents.push({ text: yaml(valid[index]) });
+    if (index < valid.length) documents.push({ text: manifestYaml(valid[index]) });
   });
   manifests.writeText(documents.map((document) => document.text).join('---\n'));
 
@@ -106,7 +104,7 @@ t.test('three valid Services between broken documents of every hazard: each name
     const named = skipped.find((line) => line.msg.startsWith(`skipped ${manifests.path} document ${index + 1} (line `) && reason.test(line.msg));
     t.ok(named, `${what}: document ${index + 1} is named with its line and reason`);
   });
-  const listIndex = documents.findIndex((document) => document.text === yaml(list)) + 1;
+  const listIndex = documents.findIndex((document) => document.text === manifestYaml(list)) + 1;
   t.ok(skipped.some((line) => line.msg.includes(`document ${listIndex} (line`) && /item 3: a string is not a Kubernetes object/.test(line.msg)), 'the List item that is no object is named');
   t.equal(skipped.length, HAZARDS.length + 1, 'nothing else was skipped');
   t.same(JSON.parse(result.stdout).services, 3, 'three Services loaded');
@@ -149,10 +147,10 @@ t.test('the long-running --manifests source keeps the objects of a document that
   t.teardown(() => agent.stop());
   t.ok(await eventually(async () => (await answers('10.0.23.1', 1))['web-a'] === 1), 'the Service answers');
 
-  // The Service's document turns broken (a duplicate key, on line 6) while another Service is added beside it.
-  manifests.writeText([`${serviceHeader('keep')}  name: keep\n${serviceSpec}`, ...[keep[1], ...added].map(yaml)].join('---\n'));
+  // The Service's document turns broken (tab indentation, on line 4) while another Service is added beside it.
+  manifests.writeText([`apiVersion: v1\nkind: Service\nmetadata:\n\tname: keep\n${serviceSpec}`, ...[keep[1], ...added].map(manifestYaml)].join('---\n'));
   t.ok(await eventually(async () => (await answers('10.0.23.2', 1))['web-b'] === 1), 'the added Service answers: the rest of the file was read');
-  t.ok(await eventually(async () => /skipped \S+ document 1 \(line 6\): duplicated mapping key/.test(agent.output().stderr)), 'the broken document is logged');
+  t.ok(await eventually(async () => /skipped \S+ document 1 \(line 4\): tab characters/.test(agent.output().stderr)), 'the broken document is logged');
   t.same(await answers('10.0.23.1', 6), { 'web-a': 6 }, 'the Service of the broken document still answers');
 
   // Once the file reads cleanly again, what it no longer holds goes.
