@@ -10,6 +10,8 @@ packages=(libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrac
 packages+=(clang llvm libbpf-dev bpftool)
 # --ingress: openssl makes the default certificate; the ingress tests use curl (HTTP/2 via its nghttp2)
 packages+=(openssl curl)
+# The manifest tests ask kubectl what it would apply: Debian's kubernetes-client, unless a kubectl is there.
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
