@@ -20,6 +20,7 @@ import { rulesetJson } from './plan/render-json.js';
 import { rulesetText } from './plan/render-text.js';
 import { DEFAULT_PROXY_CONFIG } from './config.js';
 import { ManifestSource } from './source/manifest-watch.js';
+import { manifestFiles } from './source/manifests.js';
 import { allServicePortViews } from './state/service-ports.js';
 
 const VERSION = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version as string;
@@ -28,7 +29,9 @@ const CAP_NET_ADMIN = 12;
 /** -v as kube-proxy uses it: 0-3 routine information, 4+ debugging, 6+ every detail. */
 function logger(verbosity: number): Logger {
   const level = verbosity >= 6 ? 'trace' : verbosity >= 4 ? 'debug' : 'info';
-  return pino({ level, base: { component: 'kubenft' } }, pino.destination(2));
+  // Synchronous writes, as Node writes stderr to a pipe: pino's asynchronous destination flushes at
+  // exit and retries forever once the reader is gone (`kubenft ... 2>&1 | head -1` never exited).
+  return pino({ level, base: { component: 'kubenft' } }, pino.destination({ dest: 2, sync: true }));
 }
 
 /** Programming the kernel needs CAP_NET_ADMIN; say so plainly instead of failing on the first netlink call. */
@@ -176,6 +179,11 @@ async function run(agent: Agent, options: AgentOptions, log: Logger): Promise<nu
 
 export async function main(argv: string[]): Promise<number> {
   const options = parseOptions(argv);
+  // A reader that stops early (`| head`) closes stdout: the command still finishes its work (a
+  // --once sync, the agent's shutdown) and exits as it would; what it would still print goes nowhere.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+  });
   if (options.command === 'help') {
     process.stdout.write(helpText());
     return 0;
@@ -187,6 +195,13 @@ export async function main(argv: string[]): Promise<number> {
   if (options.writeConfigTo) {
     writeFileSync(options.writeConfigTo, kubeProxyConfigurationYAML(options));
     return 0;
+  }
+  // A manifests path that cannot be read fails here, before anything reaches the kernel: read as
+  // empty, it would have emptied the node's rules.
+  if (options.manifests && !options.cleanup) {
+    await manifestFiles(options.manifests).catch((error: Error) => {
+      throw new OptionsError(`--manifests ${error.message}`);
+    });
   }
   const log = logger(options.verbosity);
   if (options.command === 'render') return render(options, log);
