@@ -16,6 +16,8 @@ packages+=(nginx)
 # modprobe, for nf_conntrack below
 packages+=(kmod)
 sudo_if_needed=(); [ "$(id -u)" -eq 0 ] || sudo_if_needed=(sudo)
+# The manifest tests ask kubectl what it would apply: Debian's kubernetes-client, unless a kubectl is there.
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

@@ -24,6 +24,7 @@ import { rulesetText } from './plan/render-text.js';
 import { DEFAULT_PROXY_CONFIG } from './config.js';
 import { createLogger } from './logging.js';
 import { ManifestSource } from './source/manifest-watch.js';
+import { manifestFiles } from './source/manifests.js';
 import { allServicePortViews } from './state/service-ports.js';
 
 const VERSION = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version as string;
@@ -177,6 +178,11 @@ async function run(agent: Agent, options: AgentOptions, log: Logger): Promise<nu
 
 export async function main(argv: string[]): Promise<number> {
   const options = parseOptions(argv);
+  // A reader that stops early (`| head`) closes stdout: the command still finishes its work (a
+  // --once sync, the agent's shutdown) and exits as it would; what it would still print goes nowhere.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+  });
   if (options.command === 'help') {
     process.stdout.write(helpText());
     return 0;
@@ -188,6 +194,13 @@ export async function main(argv: string[]): Promise<number> {
   if (options.writeConfigTo) {
     writeFileSync(options.writeConfigTo, kubeProxyConfigurationYAML(options));
     return 0;
+  }
+  // A manifests path that cannot be read fails here, before anything reaches the kernel: read as
+  // empty, it would have emptied the node's rules.
+  if (options.manifests && !options.cleanup) {
+    await manifestFiles(options.manifests).catch((error: Error) => {
+      throw new OptionsError(`--manifests ${error.message}`);
+    });
   }
   const log = createLogger(options.logFormat, options.verbosity);
   if (options.command === 'render') return render(options, log);
