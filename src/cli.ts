@@ -8,6 +8,7 @@ import { type Dataplane, IptablesDataplane, NftablesDataplane } from './agent/da
 import type { StateDataplane } from './agent/state-dataplane.js';
 import { SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from './agent/socket-lb-dataplane.js';
 import { startHealthServer } from './agent/healthz.js';
+import { claimNetns } from './agent/ownership.js';
 import { DnsDataplane } from './dns/dataplane.js';
 import { cleanUpDnsNetwork } from './dns/network.js';
 import { IngressDataplane } from './ingress/dataplane.js';
@@ -192,15 +193,17 @@ export async function main(argv: string[]): Promise<number> {
   if (options.command === 'render') return render(options, log);
   requireNetAdmin();
   if (options.command === 'services' || options.command === 'explain') return inspect(options, log);
-  if (options.cleanup) return cleanup(log, options);
-  if (!options.socketLb) removeLeftoverSocketLb(options.socketLbPinDir, log);
-  const agent = new Agent(options, dataplaneFor(options), log, stateDataplanesFor(options, log));
-  if (options.once) {
-    if (!options.manifests) throw new OptionsError('--once needs --manifests PATH');
-    return syncOnce(agent, options);
+  // Before anything of this namespace's state is touched: one agent, --once or --cleanup at a time.
+  if (options.cleanup) {
+    await claimNetns('--cleanup');
+    return cleanup(log, options);
   }
   if (options.initOnly) return 0;
-  return run(agent, options, log);
+  if (options.once && !options.manifests) throw new OptionsError('--once needs --manifests PATH');
+  await claimNetns(options.once ? '--once' : 'agent');
+  if (!options.socketLb) removeLeftoverSocketLb(options.socketLbPinDir, log);
+  const agent = new Agent(options, dataplaneFor(options), log, stateDataplanesFor(options, log));
+  return options.once ? syncOnce(agent, options) : run(agent, options, log);
 }
 
 main(process.argv.slice(2)).then(

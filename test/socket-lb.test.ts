@@ -52,8 +52,9 @@ t.before(async () => {
 t.teardown(async () => {
   if (unavailable) return;
   try {
-    // Detaches and unpins whatever a failed test left, before the cgroup goes.
-    sandbox?.run([process.execPath, CLI, '--socket-lb-pin-dir', sandbox.pinDir, '--cleanup']);
+    // Detaches and unpins whatever a failed test left, before the cgroup goes: in the node
+    // namespace, whose pins they are (and never the root namespace's rules).
+    if (topology) await topology.exec(topology.node, sandbox.inMountNamespace([process.execPath, CLI, '--socket-lb-pin-dir', sandbox.pinDir, '--cleanup']));
     await topology?.destroy();
   } finally {
     sandbox?.destroy();
