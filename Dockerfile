@@ -19,11 +19,12 @@ COPY src ./src
 RUN npm run build && npm prune --omit=dev
 
 # Runtime: the shared libraries the addon links, and the tools operators expect next to a proxy
-# (nft to inspect the ruleset, iptables to clean up after other proxy modes, conntrack).
+# (nft to inspect the ruleset, iptables to clean up after other proxy modes, conntrack); ip, ipset
+# and ipvsadm remove kube-proxy's IPVS leftovers (its kube-ipvs0 device, ip sets, virtual services).
 FROM node:20-bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libnftnl11 libmnl0 libbpf1 nftables iptables conntrack \
+      libnftnl11 libmnl0 libbpf1 nftables iptables conntrack iproute2 ipset ipvsadm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production

@@ -9,6 +9,7 @@ import type { StateDataplane } from './agent/state-dataplane.js';
 import { SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from './agent/socket-lb-dataplane.js';
 import { startHealthServer } from './agent/healthz.js';
 import { claimNetns } from './agent/ownership.js';
+import { LeftoverRemoval, logRemoved, removeKubeProxyLeftovers } from './agent/kube-proxy-leftovers.js';
 import { DnsDataplane } from './dns/dataplane.js';
 import { cleanUpDnsNetwork } from './dns/network.js';
 import { IngressDataplane } from './ingress/dataplane.js';
@@ -39,10 +40,8 @@ function requireNetAdmin(): void {
   throw new OptionsError('kubenft needs CAP_NET_ADMIN to program the kernel: run it as root or give it NET_ADMIN (see deploy/kubenft.yaml)');
 }
 
-function dataplaneFor(options: AgentOptions): Dataplane {
-  return options.proxyMode === 'iptables'
-    ? new IptablesDataplane(new IptablesBackend({ backend: options.iptablesBackend }))
-    : new NftablesDataplane(new NftablesBackend());
+function dataplaneFor(options: AgentOptions, iptables = new IptablesBackend({ backend: options.iptablesBackend })): Dataplane {
+  return options.proxyMode === 'iptables' ? new IptablesDataplane(iptables) : new NftablesDataplane(new NftablesBackend());
 }
 
 /** The dataplanes beside the proxy's rules that the options turn on. */
@@ -113,8 +112,9 @@ async function inspect(options: AgentOptions, log: Logger): Promise<number> {
 async function cleanup(log: Logger, options: AgentOptions): Promise<number> {
   const steps: [string, () => unknown][] = [
     ['the socket LB pins', () => cleanupSocketLb(options.socketLbPinDir)],
-    ['the nftables rules', () => new NftablesDataplane().cleanup()],
-    ['the iptables rules', () => new IptablesDataplane(new IptablesBackend({ backend: 'auto' })).cleanup()],
+    ['the nftables rules', async () => logRemoved({ removed: (await new NftablesBackend().cleanup()).map((table) => `nftables table ${table}`), kept: [] }, log)],
+    // kubenft's iptables mode's chains are kube-proxy's: this removes both.
+    ['the iptables rules and kube-proxy\'s leftovers', async () => logRemoved(await removeKubeProxyLeftovers(new IptablesBackend({ backend: 'auto' }), false, log), log)],
     ['the cluster DNS interface and rules', () => cleanUpDnsNetwork()],
   ];
   let failed = 0;
@@ -202,7 +202,9 @@ export async function main(argv: string[]): Promise<number> {
   if (options.once && !options.manifests) throw new OptionsError('--once needs --manifests PATH');
   await claimNetns(options.once ? '--once' : 'agent');
   if (!options.socketLb) removeLeftoverSocketLb(options.socketLbPinDir, log);
-  const agent = new Agent(options, dataplaneFor(options), log, stateDataplanesFor(options, log));
+  const iptables = new IptablesBackend({ backend: options.iptablesBackend });
+  const leftovers = new LeftoverRemoval(options.proxyMode, iptables, log);
+  const agent = new Agent(options, dataplaneFor(options, iptables), log, [...stateDataplanesFor(options, log), leftovers]);
   return options.once ? syncOnce(agent, options) : run(agent, options, log);
 }
 
