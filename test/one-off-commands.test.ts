@@ -12,8 +12,7 @@ import { eventually } from './lib/eventually.js';
 import { CLI } from './lib/kubenft.js';
 import { OUR_CLASS, ingress } from './lib/ingress-manifests.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';
-import { join } from 'node:path';
-import { projectRoot } from '../src/backend/native.js';
+import { SOCKET_LB_CLIENT, clientSummary } from './lib/socket-lb-client.js';
 
 const VIP = '10.0.3.10';
 const DNS_ADDRESS = '169.254.20.10';
@@ -23,7 +22,6 @@ const PODS = [{ name: 'pod-a', ipv4: '10.244.1.7' }, { name: 'pod-b', ipv4: '10.
 const OTHER_PODS = [{ name: 'other-a', ipv4: '10.244.9.7' }];
 /** How long a started agent may take to serve, on a loaded machine (an upper bound, not a figure). */
 const AGENT_WAIT_MS = 60_000;
-const CLIENT = join(projectRoot(), 'test/fixtures/socket-lb-client.mjs');
 
 const objects = (pods = PODS) => [
   OUR_CLASS,
@@ -31,8 +29,6 @@ const objects = (pods = PODS) => [
   slice('web', [{ name: 'http', port: POD_PORT }], pods.map((pod) => ({ ip: pod.ipv4, nodeName: NODE_NAME }))),
   ingress('web', [{ host: 'web.example', paths: [{ path: '/', pathType: 'Prefix' }] }]),
 ];
-
-interface Summary { peers: Record<string, number>; pods: Record<string, number>; errors: Record<string, number> }
 
 const unavailable = sandboxUnavailable();
 if (unavailable) t.plan(0, unavailable);
@@ -59,15 +55,8 @@ function startAgent(): ProcessHandle {
   return live.spawn(live.node, kubenft(...agentFlags()));
 }
 
-async function inLiveCgroup(count: number): Promise<Summary> {
-  const child = sandbox.spawnInCgroup(sandbox.cgroups.live, live.node, [process.execPath, CLIENT, 'tcp', VIP, '80', String(count)]);
-  let output = '';
-  child.stdout!.on('data', (chunk) => (output += chunk));
-  child.stdin!.end();
-  const [code] = await new Promise<[number | null]>((resolve) => child.once('close', (exitCode) => resolve([exitCode])));
-  if (code !== 0) throw new Error(`client exited ${code}: ${output}`);
-  return JSON.parse(output) as Summary;
-}
+const inLiveCgroup = (count: number) =>
+  clientSummary(sandbox.spawnInCgroup(sandbox.cgroups.live, live.node, [process.execPath, SOCKET_LB_CLIENT, 'tcp', VIP, '80', String(count)]));
 
 const dig = async () => (await live.exec(live.node, ['dig', '+short', '+time=2', '+tries=1', `@${DNS_ADDRESS}`, 'web.default.svc.cluster.local'])).stdout.trim();
 const curlStatus = async () => (await live.exec(live.node, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', '-H', 'Host: web.example', 'http://127.0.0.1/'])).stdout;
