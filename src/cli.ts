@@ -9,6 +9,8 @@ import type { StateDataplane } from './agent/state-dataplane.js';
 import { SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from './agent/socket-lb-dataplane.js';
 import { startHealthServer } from './agent/healthz.js';
 import { applyNodeSetup, applyOomScoreAdj } from './agent/node-setup.js';
+import { claimNetns } from './agent/ownership.js';
+import { LeftoverRemoval, logRemoved, removeKubeProxyLeftovers } from './agent/kube-proxy-leftovers.js';
 import { DnsDataplane } from './dns/dataplane.js';
 import { cleanUpDnsNetwork } from './dns/network.js';
 import { IngressDataplane, ingressPlanInput, registerIngressKinds } from './ingress/dataplane.js';
@@ -37,10 +39,8 @@ function requireNetAdmin(): void {
   throw new OptionsError('kubenft needs CAP_NET_ADMIN to program the kernel: run it as root or give it NET_ADMIN (see deploy/kubenft.yaml)');
 }
 
-function dataplaneFor(options: AgentOptions): Dataplane {
-  return options.proxyMode === 'iptables'
-    ? new IptablesDataplane(new IptablesBackend({ backend: options.iptablesBackend }))
-    : new NftablesDataplane(new NftablesBackend());
+function dataplaneFor(options: AgentOptions, iptables = new IptablesBackend({ backend: options.iptablesBackend })): Dataplane {
+  return options.proxyMode === 'iptables' ? new IptablesDataplane(iptables) : new NftablesDataplane(new NftablesBackend());
 }
 
 /** The dataplanes beside the proxy's rules that the options turn on. */
@@ -114,8 +114,9 @@ async function inspect(options: AgentOptions, log: Logger): Promise<number> {
 async function cleanup(log: Logger, options: AgentOptions): Promise<number> {
   const steps: [string, () => unknown][] = [
     ['the socket LB pins', () => cleanupSocketLb(options.socketLbPinDir)],
-    ['the nftables rules', () => new NftablesDataplane().cleanup()],
-    ['the iptables rules', () => new IptablesDataplane(new IptablesBackend({ backend: 'auto' })).cleanup()],
+    ['the nftables rules', async () => logRemoved({ removed: (await new NftablesBackend().cleanup()).map((table) => `nftables table ${table}`), kept: [] }, log)],
+    // kubenft's iptables mode's chains are kube-proxy's: this removes both.
+    ['the iptables rules and kube-proxy\'s leftovers', async () => logRemoved(await removeKubeProxyLeftovers(new IptablesBackend({ backend: 'auto' }), false, log), log)],
     ['the cluster DNS interface and rules', () => cleanUpDnsNetwork()],
   ];
   let failed = 0;
@@ -206,20 +207,24 @@ export async function main(argv: string[]): Promise<number> {
   if (options.command === 'render') return render(options, log);
   requireNetAdmin();
   if (options.command === 'services' || options.command === 'explain') return inspect(options, log);
-  if (options.cleanup) return cleanup(log, options);
+  // Before anything of this namespace's state is touched: one agent, --once or --cleanup at a time.
+  if (options.cleanup) {
+    await claimNetns('--cleanup');
+    return cleanup(log, options);
+  }
   if (!options.once) {
     // kube-proxy's node setup, before anything is programmed; all that --init-only does.
     applyNodeSetup(options, log);
     if (options.initOnly) return 0;
     applyOomScoreAdj(options.oomScoreAdj, log);
   }
+  if (options.once && !options.manifests) throw new OptionsError('--once needs --manifests PATH');
+  await claimNetns(options.once ? '--once' : 'agent');
   if (!options.socketLb) removeLeftoverSocketLb(options.socketLbPinDir, log);
-  const agent = new Agent(options, dataplaneFor(options), log, stateDataplanesFor(options, log));
-  if (options.once) {
-    if (!options.manifests) throw new OptionsError('--once needs --manifests PATH');
-    return syncOnce(agent, options);
-  }
-  return run(agent, options, log);
+  const iptables = new IptablesBackend({ backend: options.iptablesBackend });
+  const leftovers = new LeftoverRemoval(options.proxyMode, iptables, log);
+  const agent = new Agent(options, dataplaneFor(options, iptables), log, [...stateDataplanesFor(options, log), leftovers]);
+  return options.once ? syncOnce(agent, options) : run(agent, options, log);
 }
 
 main(process.argv.slice(2)).then(
