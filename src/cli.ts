@@ -6,7 +6,7 @@ import { NftablesBackend } from './backend/nftables.js';
 import { Agent } from './agent/agent.js';
 import { type Dataplane, IptablesDataplane, NftablesDataplane } from './agent/dataplane.js';
 import type { StateDataplane } from './agent/state-dataplane.js';
-import { SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from './agent/socket-lb-dataplane.js';
+import { SocketLbDataplane, cleanupSocketLb, netnsPinDir, removeLeftoverSocketLb } from './agent/socket-lb-dataplane.js';
 import { startHealthServer } from './agent/healthz.js';
 import { applyNodeSetup, applyOomScoreAdj } from './agent/node-setup.js';
 import { claimNetns } from './agent/ownership.js';
@@ -98,7 +98,7 @@ async function plannedState(options: AgentOptions, log: Logger): Promise<Planned
 /** services and explain: what the kernel holds, read back; they change nothing. */
 async function inspect(options: AgentOptions, log: Logger): Promise<number> {
   const print = (report: object, text: string) => process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : text);
-  const target = { mode: options.proxyMode, tableName: DEFAULT_PROXY_CONFIG.tableName, iptablesBackend: options.iptablesBackend, socketLbPinDir: options.socketLbPinDir };
+  const target = { mode: options.proxyMode, tableName: DEFAULT_PROXY_CONFIG.tableName, iptablesBackend: options.iptablesBackend, socketLbPinDir: netnsPinDir(options.socketLbPinDir) };
   if (options.command === 'services') {
     const report = await servicesReport(target, options.inspect.service, await plannedState(options, log));
     print(report, servicesText(report));

@@ -25,7 +25,7 @@ const PODS = [{ name: 'pod-a', ipv4: '10.244.1.7' }, { name: 'pod-b', ipv4: '10.
 const FIXTURES = join(projectRoot(), 'test/fixtures/kube-proxy');
 const fixture = (name: string) => readFileSync(join(FIXTURES, name), 'utf8');
 const GUARD_TABLE = 'table inet guard {\n\tchain input {\n\t\ttype filter hook input priority 10; policy accept;\n\t\ttcp dport 9 counter accept\n\t}\n}\n';
-const FLAGS = ['--hostname-override', 'node-a', '--cluster-cidr', '10.244.0.0/16', '--healthz-bind-address', '', '--metrics-bind-address', ''];
+const FLAGS = ['--hostname-override', 'node-a', '--cluster-cidr', '10.244.0.0/16', '--healthz-bind-address', '', '--metrics-bind-address', '', '--logging-format=json'];
 /** How long a started agent may take to sync and clean up, on a loaded machine (an upper bound, not a figure). */
 const AGENT_WAIT_MS = 60_000;
 
@@ -163,7 +163,7 @@ t.test('the agent started on a node kube-proxy left removes its leftovers of eve
 
 t.test('--cleanup removes kube-proxy\'s leftovers of every mode, and only those', async (t) => {
   prepare(['iptables', 'ipvs', 'nftables']);
-  const result = await kubenft(topology, ['--cleanup']);
+  const result = await kubenft(topology, ['--cleanup', '--logging-format=json']);
   t.equal(result.code, 0, result.stderr);
   const logged = messages(result.stderr);
   for (const line of EVERY_LEFTOVER_LOGGED) t.ok(logged.includes(line), `logged: ${line}`);

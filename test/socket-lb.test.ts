@@ -4,6 +4,7 @@
 // the cgroup before they create a socket.
 import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { type SocketLbSandbox, createSocketLbSandbox, sandboxUnavailable } from '../scripts/lib/socket-lb-sandbox.js';
@@ -124,8 +125,10 @@ t.test('services lists the socket LB maps as the kernel holds them, and marks a 
     return result.stdout;
   };
   const listed = JSON.parse(await services('--json')) as Listed;
-  const bpftoolDump = (map: string) => JSON.parse(sandbox.run(['bpftool', '-j', 'map', 'dump', 'pinned', join(sandbox.pinDir, `map_${map}`)]).stdout) as { key: string[] }[];
-  t.equal(listed.socketLb?.pinDir, sandbox.pinDir);
+  // The node namespace's pins: a directory per network namespace (its inode) under --socket-lb-pin-dir.
+  const nodePins = join(sandbox.pinDir, `netns-${statSync(`/run/netns/${topology.node}`).ino}`);
+  const bpftoolDump = (map: string) => JSON.parse(sandbox.run(['bpftool', '-j', 'map', 'dump', 'pinned', join(nodePins, `map_${map}`)]).stdout) as { key: string[] }[];
+  t.equal(listed.socketLb?.pinDir, nodePins);
   t.equal(listed.socketLb?.frontends.length, bpftoolDump('services').length, 'one frontend per entry of the services map, as bpftool dumps it');
   const everyPod = PODS.map((pod) => ({ address: pod.ipv4, port: POD_PORT }));
   for (const protocol of ['tcp', 'udp']) {
@@ -137,7 +140,7 @@ t.test('services lists the socket LB maps as the kernel holds them, and marks a 
 
   // One endpoint slot deleted behind the agent's back: the listing follows the kernel, and says it differs.
   const slot = bpftoolDump('slots')[0].key;
-  t.equal(sandbox.run(['bpftool', 'map', 'delete', 'pinned', join(sandbox.pinDir, 'map_slots'), 'key', 'hex', ...slot.map((byte) => byte.replace(/^0x/, ''))]).status, 0);
+  t.equal(sandbox.run(['bpftool', 'map', 'delete', 'pinned', join(nodePins, 'map_slots'), 'key', 'hex', ...slot.map((byte) => byte.replace(/^0x/, ''))]).status, 0);
   const changed = JSON.parse(await services('--json')) as Listed;
   const drifted = changed.services.filter((entry) => entry.drift?.some((difference) => difference.startsWith('socket LB endpoints: loaded')));
   t.equal(drifted.length, 1, `one frontend lost an endpoint: ${JSON.stringify(drifted)}`);
