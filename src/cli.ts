@@ -196,6 +196,8 @@ export async function main(argv: string[]): Promise<number> {
     writeFileSync(options.writeConfigTo, kubeProxyConfigurationYAML(options));
     return 0;
   }
+  // The capability first: without it, the manifests' own permission error would hide the cause.
+  if (options.command !== 'render') requireNetAdmin();
   // A manifests path that cannot be read fails here, before anything reaches the kernel: read as
   // empty, it would have emptied the node's rules.
   if (options.manifests && !options.cleanup) {
@@ -205,7 +207,6 @@ export async function main(argv: string[]): Promise<number> {
   }
   const log = createLogger(options.logFormat, options.verbosity);
   if (options.command === 'render') return render(options, log);
-  requireNetAdmin();
   if (options.command === 'services' || options.command === 'explain') return inspect(options, log);
   // Before anything of this namespace's state is touched: one agent, --once or --cleanup at a time.
   if (options.cleanup) {
