@@ -21,11 +21,12 @@ RUN npm run build && npm prune --omit=dev
 # Runtime: the shared libraries the addon links, and every program kubenft runs (test/image-programs
 # checks the list against what a traced agent executes): nft (explain's rule texts), iptables
 # (--proxy-mode=iptables, cleanup after other modes), conntrack (stale UDP flows), iproute2's ip
-# (--cluster-dns's link and addresses). The ingress's default certificate is made in-process.
+# (--cluster-dns's link and addresses);
+# ipset and ipvsadm remove kube-proxy's IPVS leftovers (its ip sets, virtual services). The ingress's default certificate is made in-process.
 FROM node:20-bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libnftnl11 libmnl0 libbpf1 nftables iptables conntrack iproute2 \
+      libnftnl11 libmnl0 libbpf1 nftables iptables conntrack iproute2 ipset ipvsadm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production

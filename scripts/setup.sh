@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(libnftnl-dev libmnl-dev pkg-config nftables iproute2 iptables conntrack bind9-dnsutils)
+# Migration from kube-proxy: its IPVS mode's ip sets, which the migration tests create and kubenft removes.
+packages+=(ipset)
 # Socket LB: the BPF programs are compiled at build time and embedded in the addon (bpftool gen skeleton).
 packages+=(clang llvm libbpf-dev bpftool)
 # The ingress tests make certificates with openssl and use curl (HTTP/2 via its nghttp2);
@@ -16,6 +18,8 @@ packages+=(nginx)
 # modprobe, for nf_conntrack below
 packages+=(kmod)
 sudo_if_needed=(); [ "$(id -u)" -eq 0 ] || sudo_if_needed=(sudo)
+# The manifest tests ask kubectl what it would apply: Debian's kubernetes-client, unless a kubectl is there.
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

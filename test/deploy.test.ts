@@ -89,7 +89,7 @@ if (process.getuid?.() !== 0) {
   const requestsOf = async (flags: string[], done: (requests: LoggedRequest[]) => boolean): Promise<Attributes[]> => {
     api.requests.length = 0;
     const agent: ProcessHandle = topology.spawn(topology.node, ['node', CLI, '--kubeconfig', api.kubeconfigPath(`http://127.0.0.1:${API_PORT}`), '--hostname-override', 'node-1',
-      '--healthz-bind-address', '', '--metrics-bind-address', '', ...flags]);
+      '--healthz-bind-address', '', '--metrics-bind-address', '', '--logging-format=json', ...flags]);
     try {
       if (!(await eventually(async () => /"synced"/.test(agent.output().stderr) && done(api.requests), 30_000))) throw new Error(`the agent did not get there: ${agent.output().stderr}`);
     } finally {

@@ -32,7 +32,7 @@ if (process.getuid?.() !== 0) {
   };
 
   t.test('failed drift checks are counted and warned about', async (t) => {
-    agent = topology.spawn(topology.node, ['node', CLI, '--manifests', manifests.path, '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:10249']);
+    agent = topology.spawn(topology.node, ['node', CLI, '--manifests', manifests.path, '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:10249', '--logging-format=json']);
     t.ok(await eventually(async () => (await failures().catch(() => NaN)) === 0), `the agent is up, no failure counted: ${agent.output().stderr}`);
     const [soft, hard] = (await topology.exec(topology.node, ['prlimit', `--pid=${agent.pid}`, '--nofile', '--raw', '--noheadings', '-o', 'SOFT,HARD'])).stdout.trim().split(/\s+/);
     const open = (await topology.exec(topology.node, ['ls', `/proc/${agent.pid}/fd`])).stdout.trim().split('\n').length;
@@ -41,6 +41,6 @@ if (process.getuid?.() !== 0) {
     await prlimit(`${soft}:${hard}`);
     const counted = await failures();
     t.ok(counted >= 1, `counted (${counted})`);
-    t.match(agent.output().stderr, /"level":40[^\n]*drift check failed[^\n]*(Too many open files|EMFILE)/, 'a warning naming the cause');
+    t.match(agent.output().stderr, /"level":"warn"[^\n]*drift check failed[^\n]*(Too many open files|EMFILE)/, 'a warning naming the cause');
   });
 }

@@ -237,13 +237,25 @@ t.test('an absolute-form target\'s authority becomes the forwarded Host (RFC 911
   t.equal(hostSeen(withPort), `${HOST}:9999`, 'the authority as written, port included');
 });
 
-t.test('HTTP/2 (TLS, ALPN) and upgrades are routed by the same normalized path', async (t) => {
+t.test('HTTP/2 (TLS, ALPN) and upgrades are routed by the same normalized path; CONNECT over TLS is refused too', async (t) => {
   const h2 = await topology.exec(topology.client, [
     'curl', '-sS', '-k', '--http2', '--path-as-is', '--connect-to', `::${NODE}:`, `https://${HOST}/tea/%2e%2e/coffee/x?q=/..`,
   ]);
   t.match(JSON.parse(h2.stdout), { pod: 'coffee', url: '/coffee/x?q=/..', version: '1.1' }, 'h2 :path normalized');
   const refused = await topology.exec(topology.client, ['curl', '-sS', '-k', '--http2', '--path-as-is', '-o', '/dev/null', '-w', '%{http_code}', '--connect-to', `::${NODE}:`, `https://${HOST}/tea/..%2Fcoffee`]);
   t.equal(refused.stdout, '400', 'h2: an encoded slash routed two ways is refused');
+  // CONNECT on the HTTPS listener, both ways Node hands it over: an HTTP/2 stream, an HTTP/1.1 socket.
+  const connectOverTls = `
+    const http2 = require('node:http2'), tls = require('node:tls');
+    const session = http2.connect('https://${NODE}', { rejectUnauthorized: false });
+    const stream = session.request({ ':method': 'CONNECT', ':authority': '${HOST}:443' });
+    stream.on('response', (headers) => {
+      console.log('h2 ' + headers[':status']);
+      session.close();
+      const socket = tls.connect({ host: '${NODE}', port: 443, servername: '${HOST}', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, () => socket.write('CONNECT ${HOST}:443 HTTP/1.1\\r\\nhost: ${HOST}\\r\\n\\r\\n'));
+      socket.on('data', (data) => { console.log('http/1.1 ' + data.toString().split(' ')[1]); socket.destroy(); });
+    });`;
+  t.equal((await topology.exec(topology.client, ['node', '-e', connectOverTls])).stdout, 'h2 400\nhttp/1.1 400\n', 'CONNECT over TLS: 400 on an HTTP/2 stream and on HTTP/1.1');
   const upgrade = topology.spawn(topology.client, ['node', join(projectRoot(), 'test/fixtures/upgrade-client.mjs'), NODE, String(KUBENFT_PORT), HOST, '/tea/%2e%2e/coffee/ws']);
   try {
     await upgrade.waitForOutput(/HTTP\/1\.1 101/, 10_000);

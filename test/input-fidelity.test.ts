@@ -2,14 +2,18 @@
 // (every hazard is named with its document and line, exit code 1, the valid Services around it
 // answer), addresses the API server would refuse never become DNAT targets, the long-running
 // --manifests source keeps what a broken edit held, and --cleanup removes only kubenft's own
-// objects and creates none.
+// objects and creates none. A --manifests path that does not exist fails every command before the
+// kernel (read as empty, it emptied the node's rules), one that goes away under the agent keeps
+// what it held until it is back, and every command exits as it would with its stdout and stderr
+// closed early (`| head -1` left kubenft hanging).
 import t from 'tap';
-import { stringify } from 'yaml';
+import { mkdirSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { createTopology, type Topology } from '../scripts/lib/topology.js';
-import { HAZARDS, serviceHeader, serviceSpec } from './lib/broken-yaml.js';
+import { HAZARDS, serviceSpec } from './lib/broken-yaml.js';
 import { eventually } from './lib/eventually.js';
 import { CLI, kubenft, syncOnce } from './lib/kubenft.js';
-import { ManifestFile, service, slice } from './lib/manifests.js';
+import { ManifestFile, manifestYaml, service, slice } from './lib/manifests.js';
 
 const PODS = [
   { name: 'web-a', ipv4: '10.244.1.11' },
@@ -20,10 +24,10 @@ const HTTP = [{ name: 'http', port: 80, targetPort: 9376 }];
 const SLICE_PORTS = [{ name: 'http', port: 9376 }];
 // The log is read line by line as JSON.
 const FLAGS = ['--hostname-override', 'node-1', '--logging-format', 'json'];
+const MISSING = '/does-not-exist/manifests.yaml';
 
 /** A valid Service answering from one pod, as its two objects. */
 const webService = (name: string, vip: string, pod: { ipv4: string }) => [service(name, vip, HTTP), slice(name, SLICE_PORTS, [{ ip: pod.ipv4 }])];
-const yaml = (object: unknown) => stringify(object);
 
 interface LogLine {
   msg: string;
@@ -94,7 +98,7 @@ t.test('three valid Services between broken documents of every hazard: each name
   const valid = [first[0], first[1], second[0], second[1], list];
   HAZARDS.forEach(([what, text, reason], index) => {
     documents.push({ text, hazard: [what, reason] });
-    if (index < valid.length) documents.push({ text: yaml(valid[index]) });
+    if (index < valid.length) documents.push({ text: manifestYaml(valid[index]) });
   });
   manifests.writeText(documents.map((document) => document.text).join('---\n'));
 
@@ -107,7 +111,7 @@ t.test('three valid Services between broken documents of every hazard: each name
     const named = skipped.find((line) => line.msg.startsWith(`skipped ${manifests.path} document ${index + 1} (line `) && reason.test(line.msg));
     t.ok(named, `${what}: document ${index + 1} is named with its line and reason`);
   });
-  const listIndex = documents.findIndex((document) => document.text === yaml(list)) + 1;
+  const listIndex = documents.findIndex((document) => document.text === manifestYaml(list)) + 1;
   t.ok(skipped.some((line) => line.msg.includes(`document ${listIndex} (line`) && /item 3: a string is not a Kubernetes object/.test(line.msg)), 'the List item that is no object is named');
   t.equal(skipped.length, HAZARDS.length + 1, 'nothing else was skipped');
   t.same(JSON.parse(result.stdout).services, 3, 'three Services loaded');
@@ -150,14 +154,85 @@ t.test('the long-running --manifests source keeps the objects of a document that
   t.teardown(() => agent.stop());
   t.ok(await eventually(async () => (await answers('10.0.23.1', 1))['web-a'] === 1), 'the Service answers');
 
-  // The Service's document turns broken (a duplicate key, on line 6) while another Service is added beside it.
-  manifests.writeText([`${serviceHeader('keep')}  name: keep\n${serviceSpec}`, ...[keep[1], ...added].map(yaml)].join('---\n'));
+  // The Service's document turns broken (tab indentation, on line 4) while another Service is added beside it.
+  manifests.writeText([`apiVersion: v1\nkind: Service\nmetadata:\n\tname: keep\n${serviceSpec}`, ...[keep[1], ...added].map(manifestYaml)].join('---\n'));
   t.ok(await eventually(async () => (await answers('10.0.23.2', 1))['web-b'] === 1), 'the added Service answers: the rest of the file was read');
-  t.ok(await eventually(async () => /skipped \S+ document 1 \(line 6\): duplicated mapping key/.test(agent.output().stderr)), 'the broken document is logged');
+  t.ok(await eventually(async () => /skipped \S+ document 1 \(line 4\): tab characters/.test(agent.output().stderr)), 'the broken document is logged');
   t.same(await answers('10.0.23.1', 6), { 'web-a': 6 }, 'the Service of the broken document still answers');
 
   // Once the file reads cleanly again, what it no longer holds goes.
   manifests.write(added);
   t.ok(await eventually(async () => (await answers('10.0.23.1', 1))['web-a'] === undefined), 'the Service removed from a clean file stops answering');
   t.same(await answers('10.0.23.2', 3), { 'web-b': 3 }, 'the other Service still answers');
+});
+
+t.test('a --manifests path that does not exist: every command fails before the kernel, naming it', async (t) => {
+  manifests.write(webService('kept', '10.0.60.1', PODS[0]));
+  await syncOnce(topology, manifests.path, ...FLAGS);
+  const loaded = await ruleset(topology.node);
+  t.match(JSON.stringify(loaded), '10.0.60.1', 'a ruleset is loaded to begin with');
+  for (const args of [['--once'], ['render'], ['services'], []]) {
+    const result = await kubenft(topology, [...args, '--manifests', MISSING, ...FLAGS]);
+    const what = `kubenft ${args.join(' ') || '(the agent)'}`;
+    t.equal(result.code, 2, `${what} exits 2`);
+    t.equal(result.stderr, `kubenft: --manifests ${MISSING}: no such file or directory\n`, `${what} says why`);
+    t.equal(result.stdout, '', `${what} prints nothing`);
+  }
+  t.same(await ruleset(topology.node), loaded, 'the loaded ruleset is untouched');
+  t.same(await answers('10.0.60.1', 4), { 'web-a': 4 }, 'and still serves');
+});
+
+t.test('the agent\'s --manifests directory goes away: what it held stays in force until it is back', async (t) => {
+  const directory = join(manifests.path, '..', 'watched');
+  mkdirSync(directory);
+  const write = (objects: unknown[]) => {
+    const file = new ManifestFile(objects);
+    renameSync(file.path, join(directory, 'services.yaml'));
+    file.remove();
+  };
+  write(webService('watched', '10.0.61.1', PODS[0]));
+  const agent = topology.spawn(topology.node, ['node', CLI, '--manifests', directory, ...FLAGS, '--iptables-min-sync-period', '100ms', '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', '127.0.0.1:10249']);
+  t.teardown(() => agent.stop());
+  t.ok(await eventually(async () => (await answers('10.0.61.1', 1))['web-a'] === 1), 'the Service answers');
+
+  rmSync(directory, { recursive: true });
+  t.ok(await eventually(async () => agent.output().stderr.includes(`skipped ${directory}: no such file or directory; the 2 objects read from it stay in force until it can be read again`)), 'the agent says so');
+  t.same(await answers('10.0.61.1', 4), { 'web-a': 4 }, 'the Service still answers');
+
+  // Made again, the directory is a new one: it must be watched afresh to be followed.
+  mkdirSync(directory);
+  write(webService('returned', '10.0.61.2', PODS[1]));
+  t.ok(await eventually(async () => (await answers('10.0.61.2', 1))['web-b'] === 1), 'the Service of the directory made again answers');
+  t.ok(await eventually(async () => (await answers('10.0.61.1', 1))['web-a'] === undefined), 'the Service it no longer holds is gone');
+  write([...webService('returned', '10.0.61.2', PODS[1]), ...webService('added', '10.0.61.3', PODS[0])]);
+  t.ok(await eventually(async () => (await answers('10.0.61.3', 1))['web-a'] === 1), 'and later changes are followed');
+  t.match(agent.output().stderr, `${directory} can be read again`, 'the return is logged');
+});
+
+t.test('stdout and stderr closed early: every command exits as it would have', async (t) => {
+  const broken = manifests.writeBeside('broken.yaml', 'a: 1\n---\nb: 2\n---\nc: {\n');
+  const commands: [string, string[], number][] = [
+    ['--once', ['--manifests', manifests.path, '--once', ...FLAGS], 0],
+    // Its DNS server stops after the line is printed: the closed pipe's error arrives while it does.
+    ['--once with the cluster DNS', ['--manifests', manifests.path, '--once', '--cluster-dns', '169.254.20.10', ...FLAGS], 0],
+    ['render', ['render', '--manifests', manifests.path, ...FLAGS], 0],
+    ['services', ['services', '--manifests', manifests.path, ...FLAGS], 0],
+    ['explain', ['explain', '--from', '10.244.1.11', '--to', '10.0.60.1:80'], 0],
+    ['render of a file with broken documents', ['render', '--manifests', broken, ...FLAGS], 1],
+    ['--help', ['--help'], 0],
+    ['--version', ['--version'], 0],
+  ];
+  for (const [what, args, code] of commands) {
+    const child = topology.spawn(topology.node, ['node', CLI, ...args]);
+    child.child.stdout!.destroy();
+    child.child.stderr!.destroy();
+    const exited = await Promise.race([child.exited, new Promise<undefined>((resolve) => setTimeout(resolve, 60_000))]);
+    if (!exited) await child.stop();
+    t.same(exited, { code, signal: null }, `${what} exits ${code}`);
+  }
+  // The pipelines of the issue: head reads the first line and goes; what follows meets a closed pipe.
+  for (const command of [`render --manifests ${MISSING}`, `render --manifests ${broken} ${FLAGS.join(' ')} 2>&1`, `render --manifests ${manifests.path} ${FLAGS.join(' ')}`]) {
+    const pipeline = await topology.exec(topology.node, ['sh', '-c', `node ${CLI} ${command} | head -1`], { timeoutMs: 60_000 });
+    t.notOk(pipeline.timedOut, `kubenft ${command} | head -1 exits`);
+  }
 });

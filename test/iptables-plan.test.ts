@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import t from 'tap';
 import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from '../src/services/config.js';
-import { cleanupInput, parseSave } from '../src/services/iptables-backend.js';
+import { parseSave } from '../src/services/iptables-backend.js';
+import { kubeProxyLeftovers } from '../src/services/kube-proxy-leftovers-plan.js';
 import { describeRestoreLine, iptablesRestoreInput, planIptables } from '../src/services/iptables-plan.js';
 import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';
 import { allServicePortViews } from '../src/cluster/service-ports.js';
@@ -222,7 +223,7 @@ t.test('the cleanup input of a 300k-chain table is built (no spread of every cha
   const chains = Array.from({ length: 300_000 }, (_, index) => `KUBE-SEP-${String(index).padStart(16, '0')}`);
   const saved = parseSave(['*nat', ':PREROUTING ACCEPT [0:0]', ':KUBE-SERVICES - [0:0]', ...chains.map((chain) => `:${chain} - [0:0]`),
     '-A PREROUTING -j KUBE-SERVICES', 'COMMIT', ''].join('\n'));
-  const input = cleanupInput(saved)!;
+  const input = kubeProxyLeftovers(saved).input!;
   t.match(input, /^\*nat\n:KUBE-SERVICES - \[0:0\]\n/);
   t.match(input, '-D PREROUTING -j KUBE-SERVICES\n');
   t.equal(input.split('\n').filter((line) => line.startsWith('-X ')).length, 300_001, 'every chain of ours is deleted');

@@ -134,7 +134,8 @@ t.test('listed and watched objects arrive without managedFields; a refused list 
   server.upsert(managed(service('listed', '10.96.0.20')));
   server.upsert(node(NODE, 'zone-a'));
   const recorder = new Recorder();
-  // The fake server has no Namespaces: that list is refused with 404, and only it is retried.
+  // The Namespaces list is refused with 404, and only it is retried.
+  server.refusedKinds.add('Namespace');
   const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE, watches: [dns.watch] }, recorder);
   t.teardown(() => source.stop());
   await source.start();

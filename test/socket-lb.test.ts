@@ -4,14 +4,15 @@
 // the cgroup before they create a socket.
 import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { projectRoot } from '../src/kernel/native.js';
 import { type SocketLbSandbox, createSocketLbSandbox, sandboxUnavailable } from '../scripts/lib/socket-lb-sandbox.js';
 import { createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';
 import { CHI_SQUARE_CRITICAL_P001, CLI, chiSquareUniform } from './lib/kubenft.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';
+import { type ClientSummary, SOCKET_LB_CLIENT, clientSummary } from './lib/socket-lb-client.js';
 
 const VIP = '10.0.3.10';
 const NODE_NAME = 'node-a';
@@ -23,15 +24,12 @@ const PODS = [
 const POD_PORT = 9376;
 /** How long a started agent may take to sync, on a loaded machine (an upper bound, not a figure). */
 const AGENT_WAIT_MS = 60_000;
-const CLIENT = join(projectRoot(), 'test/fixtures/socket-lb-client.mjs');
 const PORTS = [{ name: 'http', port: 80, targetPort: POD_PORT }, { name: 'dns', port: 53, targetPort: POD_PORT, protocol: 'UDP' as const }];
 const SLICE_PORTS = [{ name: 'http', port: POD_PORT }, { name: 'dns', port: POD_PORT, protocol: 'UDP' }];
 const web = (pods = PODS, spec: Record<string, unknown> = {}) => [
   service('web', VIP, PORTS, spec),
   slice('web', SLICE_PORTS, pods.map((pod) => ({ ip: pod.ipv4, nodeName: pod.nodeName }))),
 ];
-
-interface Summary { peers: Record<string, number>; pods: Record<string, number>; errors: Record<string, number> }
 
 const unavailable = sandboxUnavailable();
 if (unavailable) t.plan(0, unavailable);
@@ -52,8 +50,9 @@ t.before(async () => {
 t.teardown(async () => {
   if (unavailable) return;
   try {
-    // Detaches and unpins whatever a failed test left, before the cgroup goes.
-    sandbox?.run([process.execPath, CLI, '--socket-lb-pin-dir', sandbox.pinDir, '--cleanup']);
+    // Detaches and unpins whatever a failed test left, before the cgroup goes: in the node
+    // namespace, whose pins they are (and never the root namespace's rules).
+    if (topology) await topology.exec(topology.node, sandbox.inMountNamespace([process.execPath, CLI, '--socket-lb-pin-dir', sandbox.pinDir, '--cleanup']));
     await topology?.destroy();
   } finally {
     sandbox?.destroy();
@@ -73,23 +72,14 @@ async function syncOnce(...args: string[]): Promise<void> {
 }
 
 /** The client in the test cgroup, in the node namespace (or another). */
-const clientInCgroup = (args: string[], netns = topology.node) => sandbox.spawnInCgroup(cgroup, netns, [process.execPath, CLIENT, ...args]);
+const clientInCgroup = (args: string[], netns = topology.node) => sandbox.spawnInCgroup(cgroup, netns, [process.execPath, SOCKET_LB_CLIENT, ...args]);
 
 function clientOutside(args: string[]): ChildProcess {
-  return spawn('ip', ['netns', 'exec', topology.node, process.execPath, CLIENT, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+  return spawn('ip', ['netns', 'exec', topology.node, process.execPath, SOCKET_LB_CLIENT, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
 }
 
-async function summary(child: ChildProcess): Promise<Summary> {
-  let output = '';
-  child.stdout!.on('data', (chunk) => (output += chunk));
-  child.stdin!.end();
-  const [code] = await new Promise<[number | null]>((resolve) => child.once('close', (exitCode) => resolve([exitCode])));
-  if (code !== 0) throw new Error(`client exited ${code}: ${output}`);
-  return JSON.parse(output) as Summary;
-}
-
-const inCgroup = (...args: string[]) => summary(clientInCgroup(args));
-const outside = (...args: string[]) => summary(clientOutside(args));
+const inCgroup = (...args: string[]) => clientSummary(clientInCgroup(args));
+const outside = (...args: string[]) => clientSummary(clientOutside(args));
 
 /** A long-lived client: its stdout lines, one at a time. */
 function lines(child: ChildProcess): () => Promise<string> {
@@ -105,7 +95,7 @@ async function conntrack(...args: string[]): Promise<string> {
 }
 const dnatEntries = async () => (await conntrack('-L', '--dst-nat')).split('\n').filter((line) => line.includes(VIP)).length;
 
-const podCounts = (report: Summary) => PODS.map((pod) => report.pods[pod.name] ?? 0);
+const podCounts = (report: ClientSummary) => PODS.map((pod) => report.pods[pod.name] ?? 0);
 
 t.test('a client in the cgroup reaches the endpoints evenly, sees the Service address, and leaves no NAT entry', async (t) => {
   manifests.write(web());
@@ -135,8 +125,10 @@ t.test('services lists the socket LB maps as the kernel holds them, and marks a 
     return result.stdout;
   };
   const listed = JSON.parse(await services('--json')) as Listed;
-  const bpftoolDump = (map: string) => JSON.parse(sandbox.run(['bpftool', '-j', 'map', 'dump', 'pinned', join(sandbox.pinDir, `map_${map}`)]).stdout) as { key: string[] }[];
-  t.equal(listed.socketLb?.pinDir, sandbox.pinDir);
+  // The node namespace's pins: a directory per network namespace (its inode) under --socket-lb-pin-dir.
+  const nodePins = join(sandbox.pinDir, `netns-${statSync(`/run/netns/${topology.node}`).ino}`);
+  const bpftoolDump = (map: string) => JSON.parse(sandbox.run(['bpftool', '-j', 'map', 'dump', 'pinned', join(nodePins, `map_${map}`)]).stdout) as { key: string[] }[];
+  t.equal(listed.socketLb?.pinDir, nodePins);
   t.equal(listed.socketLb?.frontends.length, bpftoolDump('services').length, 'one frontend per entry of the services map, as bpftool dumps it');
   const everyPod = PODS.map((pod) => ({ address: pod.ipv4, port: POD_PORT }));
   for (const protocol of ['tcp', 'udp']) {
@@ -148,7 +140,7 @@ t.test('services lists the socket LB maps as the kernel holds them, and marks a 
 
   // One endpoint slot deleted behind the agent's back: the listing follows the kernel, and says it differs.
   const slot = bpftoolDump('slots')[0].key;
-  t.equal(sandbox.run(['bpftool', 'map', 'delete', 'pinned', join(sandbox.pinDir, 'map_slots'), 'key', 'hex', ...slot.map((byte) => byte.replace(/^0x/, ''))]).status, 0);
+  t.equal(sandbox.run(['bpftool', 'map', 'delete', 'pinned', join(nodePins, 'map_slots'), 'key', 'hex', ...slot.map((byte) => byte.replace(/^0x/, ''))]).status, 0);
   const changed = JSON.parse(await services('--json')) as Listed;
   const drifted = changed.services.filter((entry) => entry.drift?.some((difference) => difference.startsWith('socket LB endpoints: loaded')));
   t.equal(drifted.length, 1, `one frontend lost an endpoint: ${JSON.stringify(drifted)}`);
@@ -254,7 +246,7 @@ t.test('--socket-lb-host-only: a socket of another network namespace is left to 
   t.same((await inCgroup('tcp', VIP, '80', '5')).peers, { [`${VIP}:80`]: 5 });
   await conntrack('-F');
   // The external client namespace, in the cgroup too: routed through the node, translated there.
-  const fromClientNs = await summary(clientInCgroup(['tcp', VIP, '80', '5'], topology.client));
+  const fromClientNs = await clientSummary(clientInCgroup(['tcp', VIP, '80', '5'], topology.client));
   t.same(fromClientNs.errors, {});
   t.equal(await dnatEntries(), 5, 'its connections were translated by nftables');
   await conntrack('-F');

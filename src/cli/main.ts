@@ -4,16 +4,19 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { OptionsError } from '../capability.js';
 import { projectRoot } from '../kernel/native.js';
+import { claimNetns } from '../kernel/netns-ownership.js';
 import { Agent } from '../agent/agent.js';
 import { capabilityCleanups, capabilitySteering, enabledWatches, removeLeftovers, startCapabilities } from '../agent/capabilities.js';
 import { startHealthServer } from '../agent/healthz.js';
 import { startMetricsServer } from '../agent/metrics.js';
 import { type PlannedState, services } from '../services/index.js';
 import { ingress } from '../ingress/index.js';
+import { socketLb } from '../socket-lb/index.js';
 import { configz } from './configz.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, parseOptions } from './options.js';
 import { createLogger } from './logging.js';
 import { ManifestSource } from '../cluster/manifest-watch.js';
+import { manifestFiles } from '../cluster/manifests.js';
 import { allServicePortViews } from '../cluster/service-ports.js';
 
 const VERSION = JSON.parse(readFileSync(join(projectRoot(), 'package.json'), 'utf8')).version as string;
@@ -26,12 +29,13 @@ function requireNetAdmin(): void {
   throw new OptionsError('kubenft needs CAP_NET_ADMIN to program the kernel: run it as root or give it NET_ADMIN (see deploy/kubenft.yaml)');
 }
 
-const dataplaneFor = (options: AgentOptions) => services.dataplane(options.proxyMode, options.iptablesBackend);
+const dataplaneFor = (options: AgentOptions, log: Logger) => services.dataplane(options.proxyMode, options.iptablesBackend, log);
 
 /** The agent of these options, with the capabilities they turn on. */
 function agentFor(options: AgentOptions, log: Logger): Agent {
   const context = { log, proxyMode: options.proxyMode, api: options.manifests ? undefined : { kubeconfig: options.kubeconfig, master: options.master } };
-  return new Agent(options, dataplaneFor(options), log, startCapabilities(options, context), capabilitySteering(options));
+  const { dataplane, leftoverRemoval } = dataplaneFor(options, log);
+  return new Agent(options, dataplane, log, [...startCapabilities(options, context), leftoverRemoval], capabilitySteering(options));
 }
 
 /**
@@ -39,7 +43,7 @@ function agentFor(options: AgentOptions, log: Logger): Agent {
  * asked); no dataplane is started and its sync runner is stopped, so nothing reaches the kernel.
  */
 async function plannedAgent(options: AgentOptions, log: Logger, withCapabilities = false): Promise<Agent> {
-  const agent = new Agent(options, dataplaneFor(options), log, [], capabilitySteering(options));
+  const agent = new Agent(options, dataplaneFor(options, log).dataplane, log, [], capabilitySteering(options));
   agent.runner.stop();
   if (withCapabilities) for (const watch of enabledWatches(options)) agent.state.watch(watch);
   if (options.manifests) {
@@ -72,7 +76,7 @@ async function plannedState(options: AgentOptions, log: Logger): Promise<Planned
 /** services and explain: what the kernel holds, read back; they change nothing. */
 async function inspect(options: AgentOptions, log: Logger): Promise<number> {
   const print = (report: object, text: string) => process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : text);
-  const target = { mode: options.proxyMode, tableName: services.tableName, iptablesBackend: options.iptablesBackend, socketLbPinDir: options.socketLb.pinDir };
+  const target = { mode: options.proxyMode, tableName: services.tableName, iptablesBackend: options.iptablesBackend, socketLbPinDir: socketLb.view.pinDir(options.socketLb.pinDir) };
   if (options.command === 'services') {
     const report = await services.view.servicesReport(target, options.inspect.service, await plannedState(options, log));
     print(report, services.view.servicesText(report));
@@ -145,6 +149,11 @@ async function run(agent: Agent, options: AgentOptions, log: Logger): Promise<nu
 
 export async function main(argv: string[]): Promise<number> {
   const options = parseOptions(argv);
+  // A reader that stops early (`| head`) closes stdout: the command still finishes its work (a
+  // --once sync, the agent's shutdown) and exits as it would; what it would still print goes nowhere.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+  });
   if (options.command === 'help') {
     process.stdout.write(helpText());
     return 0;
@@ -157,24 +166,34 @@ export async function main(argv: string[]): Promise<number> {
     writeFileSync(options.writeConfigTo, kubeProxyConfigurationYAML(options));
     return 0;
   }
+  // The capability first: without it, the manifests' own permission error would hide the cause.
+  if (options.command !== 'render') requireNetAdmin();
+  // A manifests path that cannot be read fails here, before anything reaches the kernel: read as
+  // empty, it would have emptied the node's rules.
+  if (options.manifests && !options.cleanup) {
+    await manifestFiles(options.manifests).catch((error: Error) => {
+      throw new OptionsError(`--manifests ${error.message}`);
+    });
+  }
   const log = createLogger(options.logFormat, options.verbosity);
   if (options.command === 'render') return render(options, log);
-  requireNetAdmin();
   if (options.command === 'services' || options.command === 'explain') return inspect(options, log);
-  if (options.cleanup) return cleanup(log, options);
+  // Before anything of this namespace's state is touched: one agent, --once or --cleanup at a time.
+  if (options.cleanup) {
+    await claimNetns('--cleanup');
+    return cleanup(log, options);
+  }
   if (!options.once) {
     // kube-proxy's node setup, before anything is programmed; all that --init-only does.
     services.setUpNode(options, log);
     if (options.initOnly) return 0;
     services.setOomScoreAdj(options.oomScoreAdj, log);
   }
+  if (options.once && !options.manifests) throw new OptionsError('--once needs --manifests PATH');
+  await claimNetns(options.once ? '--once' : 'agent');
   removeLeftovers(options, log);
   const agent = agentFor(options, log);
-  if (options.once) {
-    if (!options.manifests) throw new OptionsError('--once needs --manifests PATH');
-    return syncOnce(agent, options);
-  }
-  return run(agent, options, log);
+  return options.once ? syncOnce(agent, options) : run(agent, options, log);
 }
 
 main(process.argv.slice(2)).then(

@@ -205,6 +205,14 @@ function readerFor(kind: string, raw: unknown): { read: Reader; metadata: { name
   const rule = NAME_RULES[kind];
   if (!rule.pattern.test(name as string)) read.fail(`metadata.name is not ${rule.rule}`);
   if (kind !== 'Node' && !DNS1123_LABEL.test(namespace)) read.fail('metadata.namespace is not a DNS-1123 label');
+  if (meta.namespace !== undefined && meta.namespace !== null && typeof meta.namespace !== 'string') read.fail('metadata.namespace is not a string');
+  // What ObjectMeta cannot hold, kubectl and the API server refuse: a manifest's `version: 1.0` label is a number.
+  for (const field of ['labels', 'annotations']) {
+    const map = meta[field];
+    if (map === undefined || map === null) continue;
+    if (!isObject(map)) read.fail(`metadata.${field} is not a map`);
+    for (const [key, value] of Object.entries(map as Raw)) if (value !== null && typeof value !== 'string') read.fail(`metadata.${field}["${key}"] is not a string`);
+  }
   return { read, metadata: { namespace, name: name as string } };
 }
 

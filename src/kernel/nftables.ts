@@ -79,10 +79,15 @@ export class NftablesBackend {
    */
   private async loadedTables(): Promise<TableId[]> {
     const ours = new Set(this.ownedTables);
+    return this.existingTables((_, name) => ours.has(name));
+  }
+
+  /** The ip and ip6 tables loaded now that `wanted` picks. */
+  private async existingTables(wanted: (family: TableFamily, name: string) => boolean): Promise<TableId[]> {
     const loaded: TableId[] = [];
     for (const { family, name } of await this.addon.tables()) {
       const tableFamily = FAMILIES.find((candidate) => NFPROTO[candidate] === family);
-      if (tableFamily !== undefined && ours.has(name)) loaded.push({ family: tableFamily, name });
+      if (tableFamily !== undefined && wanted(tableFamily, name)) loaded.push({ family: tableFamily, name });
     }
     return loaded;
   }
@@ -182,14 +187,24 @@ export class NftablesBackend {
     await this.commit(transaction, performance.now());
   }
 
-  /** Removes everything kubenft loaded in this network namespace. */
-  async cleanup(): Promise<void> {
-    const loaded = await this.loadedTables();
-    if (loaded.length === 0) return;
+  /** Removes everything kubenft loaded in this network namespace; returns the tables, as "family name". */
+  async cleanup(): Promise<string[]> {
+    return this.deleteExisting(await this.loadedTables());
+  }
+
+  /** Deletes those of the given ip and ip6 tables that exist, in one transaction; returns them, as "family name". */
+  async deleteTablesIfPresent(tables: readonly { family: TableFamily; name: string }[]): Promise<string[]> {
+    const wanted = new Set(tables.map(({ family, name }) => tableKey(family, name)));
+    return this.deleteExisting(await this.existingTables((family, name) => wanted.has(tableKey(family, name))));
+  }
+
+  private async deleteExisting(tables: TableId[]): Promise<string[]> {
+    if (tables.length === 0) return [];
     // Without the generation mark, whose create-if-missing would leave an empty kubenft table behind.
     const transaction = new NftTransaction(this.addon.attributes);
-    NftablesBackend.deleteTables(transaction, loaded);
+    NftablesBackend.deleteTables(transaction, tables);
     await this.commit(transaction, performance.now());
+    return tables.map(({ family, name }) => `${family} ${name}`);
   }
 
   async commit(transaction: NftTransaction, started: number): Promise<SyncTimings> {

@@ -79,8 +79,8 @@ export class NftablesDataplane implements Dataplane {
     this.proxier.invalidate();
   }
 
-  cleanup(): Promise<void> {
-    return this.backend.cleanup();
+  async cleanup(): Promise<void> {
+    await this.backend.cleanup();
   }
 }
 

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { StateDataplane } from '../capability.js';
 import type { ServicePortView } from '../cluster/service-ports.js';
 import { rulesetJson } from '../kernel/render-json.js';
 import { rulesetText } from '../kernel/render-text.js';
@@ -9,7 +10,9 @@ import { ServiceHealthServers } from './health-check-ports.js';
 import { explainReport, explainText, servicesReport, servicesText } from './inspect/commands.js';
 import { IptablesBackend } from './iptables-backend.js';
 import { iptablesRestoreInput, planIptables } from './iptables-plan.js';
+import { LeftoverRemovalDataplane, logRemoved, removeKubeProxyLeftovers } from './kube-proxy-leftovers.js';
 import { MAX_SERVICE_TABLES, planRuleset } from './nftables-plan.js';
+import { servicesBackend } from './nftables-proxier.js';
 import { proxyConfigFor } from './node-config.js';
 import { applyNodeSetup, applyOomScoreAdj } from './node-setup.js';
 
@@ -35,9 +38,17 @@ export const services = {
   /** The table the rules are loaded in (and the chains' owner in iptables mode). */
   tableName: DEFAULT_PROXY_CONFIG.tableName,
   serviceTables: { default: DEFAULT_PROXY_CONFIG.serviceTables, max: MAX_SERVICE_TABLES },
-  /** The dataplane of the mode chosen. */
-  dataplane: (mode: ProxyMode, iptablesBackend: IptablesBackendName): Dataplane =>
-    (mode === 'iptables' ? new IptablesDataplane(new IptablesBackend({ backend: iptablesBackend })) : new NftablesDataplane()),
+  /**
+   * The dataplane of the mode chosen, and the removal (after its first good sync) of kube-proxy's
+   * leftovers and of the other mode's rules.
+   */
+  dataplane(mode: ProxyMode, iptablesBackend: IptablesBackendName, log: Logger): { dataplane: Dataplane; leftoverRemoval: StateDataplane } {
+    const iptables = new IptablesBackend({ backend: iptablesBackend });
+    return {
+      dataplane: mode === 'iptables' ? new IptablesDataplane(iptables) : new NftablesDataplane(),
+      leftoverRemoval: new LeftoverRemovalDataplane(mode, iptables, log),
+    };
+  },
   /** What the planners need on this node. */
   config: proxyConfigFor,
   /** `kubenft render`: what the mode would load, as its own tool's input (nft, libnftables JSON, iptables-restore). */
@@ -57,7 +68,8 @@ export const services = {
   view: { servicesReport, servicesText, explainReport, explainText },
   /** --cleanup removes the rules of both modes, kubenft's and kube-proxy's. */
   cleanup: [
-    { what: 'the nftables rules', run: () => new NftablesDataplane().cleanup() },
-    { what: 'the iptables rules', run: () => new IptablesDataplane(new IptablesBackend({ backend: 'auto' })).cleanup() },
+    { what: 'the nftables rules', run: async (log: Logger) => logRemoved({ removed: (await servicesBackend().cleanup()).map((table) => `nftables table ${table}`), kept: [] }, log) },
+    // kubenft's iptables mode's chains are kube-proxy's: this removes both.
+    { what: 'the iptables rules and kube-proxy\'s leftovers', run: async (log: Logger) => logRemoved(await removeKubeProxyLeftovers(new IptablesBackend({ backend: 'auto' }), false, log), log) },
   ],
 };

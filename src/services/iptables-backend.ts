@@ -5,13 +5,14 @@ import {
   type IptablesFamily,
   type IptablesPlan,
   iptablesRestoreInput,
-  isOwnChain,
+  isOwnChainIn,
   isServiceChain,
   JUMP_RULES,
   jumpRuleArgs,
   planIptables,
   savedJumpRule,
 } from './iptables-plan.js';
+import { KEEP_NOTHING, type KeptChains, kubeProxyLeftovers } from './kube-proxy-leftovers-plan.js';
 import type { ServicePortView } from '../cluster/service-ports.js';
 
 // Loads the iptables plan with iptables-restore --noflush, as kube-proxy's iptables mode does:
@@ -66,6 +67,14 @@ class CommandError extends Error {
   }
 }
 
+/** This mode's chains, and its jump rules as iptables-save prints them back. */
+const OWN_CHAINS: KeptChains = { chain: isOwnChainIn, jumps: new Set(JUMP_RULES.map(savedJumpRule)) };
+
+export interface LeftoversReport {
+  removed: string[];
+  referenced: string[];
+}
+
 const tool = (backend: IptablesBackendName, family: IptablesFamily, suffix: '' | '-save' | '-restore') =>
   `${family === 4 ? 'iptables' : 'ip6tables'}-${backend}${suffix}`;
 
@@ -118,22 +127,40 @@ export class IptablesBackend {
     return this.run(tool(await this.backend(), family, '-save'), []);
   }
 
-  /** Removes our jump rules and chains from both iptables implementations and both families. */
-  async cleanup(): Promise<void> {
+  /**
+   * Removes kube-proxy's chains and jump rules (which are also this mode's) from both iptables
+   * implementations and both families, except, with `keepOwn`, what this mode loaded in the
+   * implementation it programs. Returns what went, one line per chain or rule, and the kube-proxy
+   * chains kept because someone else's rule still jumps to them.
+   */
+  async removeLeftovers({ keepOwn = false } = {}): Promise<LeftoversReport> {
+    const active = keepOwn ? await this.backend() : undefined;
+    const report: LeftoversReport = { removed: [], referenced: [] };
     for (const backend of BACKENDS) {
       for (const family of FAMILIES) {
         let saved: string;
         try {
           saved = await this.run(tool(backend, family, '-save'), []);
         } catch (error) {
-          // An implementation that is not installed has nothing of ours to remove.
+          // An implementation that is not installed has nothing to remove.
           if ((error as CommandError).exitCode === 'ENOENT') continue;
           throw error;
         }
-        const input = cleanupInput(parseSave(saved));
-        if (input) await this.run(tool(backend, family, '-restore'), [...LOCK_WAIT, '--noflush'], input);
+        const where = `iptables-${backend} IPv${family}`;
+        const removal = kubeProxyLeftovers(parseSave(saved), backend === active ? OWN_CHAINS : KEEP_NOTHING);
+        if (!removal.input) continue;
+        await this.run(tool(backend, family, '-restore'), [...LOCK_WAIT, '--noflush'], removal.input);
+        report.removed.push(...removal.removed.map((line) => `${where} ${line}`));
+        for (const [table, count] of removal.serviceChains) report.removed.push(`${where} ${table}: ${count} service and endpoint chains (KUBE-SVC-*, KUBE-SEP-*, ...)`);
+        report.referenced.push(...removal.referenced.map((line) => `${where} ${line}`));
       }
     }
+    return report;
+  }
+
+  /** --cleanup: every chain and jump of this mode's (and kube-proxy's), in both implementations. */
+  async cleanup(): Promise<void> {
+    await this.removeLeftovers();
   }
 
   /** The configured implementation, or the one detected on first use. */
@@ -211,26 +238,4 @@ function restoreError(command: string, stderr: string, plan: IptablesPlan, input
   const line = describeRestoreLine(plan, input, Number(lineNumber));
   const where = line.servicePort ? ` (service port ${line.servicePort}, ${line.table} table)` : line.table ? ` (${line.table} table)` : '';
   return new IptablesRestoreError(`${command} rejected line ${line.number}${where}: ${line.text}: ${reason}`, line.number, line.text, line.servicePort);
-}
-
-/**
- * The restore input removing our chains from the saved tables: flush them (dropping their
- * references to each other), delete every other chain's rule jumping into them, then delete them.
- */
-export function cleanupInput(tables: SavedTables): string | undefined {
-  let sections: string[] = [];
-  for (const [table, { chains, rules }] of tables) {
-    const ours = chains.filter(isOwnChain);
-    if (ours.length === 0) continue;
-    const jumpsIn = rules.filter((rule) => {
-      const [, chain] = rule.split(' ');
-      const target = / -[jg] (\S+)/.exec(rule)?.[1];
-      return !isOwnChain(chain) && target !== undefined && isOwnChain(target);
-    });
-    // concat, not push(...spread): at 30k services a spread of every chain overflows the stack.
-    sections.push(`*${table}`);
-    sections = sections.concat(ours.map((chain) => `:${chain} - [0:0]`), jumpsIn.map((rule) => `-D${rule.slice(2)}`), ours.map((chain) => `-X ${chain}`));
-    sections.push('COMMIT');
-  }
-  return sections.length > 0 ? `${sections.join('\n')}\n` : undefined;
 }

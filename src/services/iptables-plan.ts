@@ -35,8 +35,9 @@ export type ServiceChainPrefix = (typeof SERVICE_CHAIN_PREFIXES)[number];
 
 export const isServiceChain = (chain: string) => SERVICE_CHAIN_PREFIXES.some((prefix) => chain.startsWith(prefix));
 
-/** Whether a chain belongs to this proxy (and is therefore replaced or removed by it). */
-export const isOwnChain = (chain: string) => Object.values<string>(CHAINS).includes(chain) || isServiceChain(chain);
+/** Whether a chain of this table is one this mode writes (and so replaces on every sync). */
+export const isOwnChainIn = (table: string, chain: string) =>
+  (TOP_LEVEL_CHAINS[table as IptablesTable]?.includes(chain) ?? false) || (table === 'nat' && isServiceChain(chain));
 
 /** A rule in a built-in chain sending packets to one of ours. */
 export interface JumpRule {

@@ -1,5 +1,5 @@
-import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { type SocketLbFrontend, planSocketLb } from './plan.js';
@@ -7,6 +7,7 @@ import { type ApplyReport, type SocketLbHandle, SocketLbMaps, socketLbAddon } fr
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { servicePortViews } from '../cluster/service-ports.js';
 import { type NodeContext, nodeContextOf } from '../cluster/topology.js';
+import { netnsInode } from '../kernel/netns-ownership.js';
 import type { StateChanges, StateDataplane } from '../capability.js';
 
 // Socket-level load balancing beside the nftables rules: cgroup BPF programs rewrite a ClusterIP
@@ -16,6 +17,7 @@ export interface SocketLbSettings {
   /** A cgroup v2 directory; undefined: the cgroup v2 root. */
   cgroup?: string;
   hostOnly: boolean;
+  /** --socket-lb-pin-dir: the pins go in its subdirectory for this network namespace. */
   pinDir: string;
 }
 
@@ -31,12 +33,21 @@ export function cgroupV2Root(mountinfo = readFileSync('/proc/self/mountinfo', 'u
   throw new Error('socket LB: no cgroup v2 filesystem is mounted (see /proc/self/mountinfo); mount one or give --socket-lb-cgroup');
 }
 
+/**
+ * Where this network namespace's socket LB is pinned: a directory of --socket-lb-pin-dir named
+ * after the namespace, so agents (and one-off commands) of other namespaces sharing the node's
+ * bpf filesystem never open, replace or remove it. The namespace's owner (src/agent/ownership.ts)
+ * is the only process that changes it; an inode reused by a later namespace finds pins whose owner
+ * is gone, which its agent takes over like a restarted one.
+ */
+export const netnsPinDir = (pinDir: string): string => join(pinDir, `netns-${netnsInode()}`);
+
 /** The pin directory, on a bpf filesystem (mounting one at /sys/fs/bpf when that is where it goes). */
 function preparePinDir(pinDir: string): void {
   const addon = socketLbAddon();
   const parent = dirname(pinDir);
   if (!addon.bpffs(parent, parent === BPFFS_ROOT)) throw new Error(`socket LB: ${parent} is not a bpf filesystem: mount one there (mount -t bpf bpf ${parent}) or choose another --socket-lb-pin-dir`);
-  mkdirSync(pinDir, { recursive: true, mode: 0o700 });
+  mkdirSync(netnsPinDir(pinDir), { recursive: true, mode: 0o700 });
 }
 
 /**
@@ -49,18 +60,28 @@ function socketLbError(cause: unknown): Error {
   return Object.assign(new Error(`socket LB: ${message}${code ? ` (${code})` : ''}`, { cause }), errno === undefined ? {} : { errno, code });
 }
 
-/** --cleanup: detaches the pinned programs and removes the pins; never mounts anything. */
+/**
+ * Detaches this network namespace's pinned programs and removes its pins (and --socket-lb-pin-dir
+ * once no namespace has pins there); never mounts anything. Only the namespace's owner may call it.
+ */
 export function cleanupSocketLb(pinDir: string): number {
-  return socketLbAddon().cleanup(pinDir);
+  const removed = socketLbAddon().cleanup(netnsPinDir(pinDir));
+  try {
+    rmdirSync(pinDir);
+  } catch {
+    // Missing, or other namespaces' pins are still there.
+  }
+  return removed;
 }
 
 /**
- * An agent started without --socket-lb removes the programs a previous one left pinned (as
- * kube-proxy removes the other mode's rules): turning the socket LB off is dropping the flag.
+ * An agent started without --socket-lb removes the programs a previous one of its network
+ * namespace left pinned (as kube-proxy removes the other mode's rules): turning the socket LB off
+ * is dropping the flag. Other namespaces' pins are theirs.
  */
 export function removeLeftoverSocketLb(pinDir: string, log: Logger): void {
   const removed = cleanupSocketLb(pinDir);
-  if (removed > 0) log.info({ pinDir, removed }, 'socket LB is off: detached the pinned programs a previous agent left');
+  if (removed > 0) log.info({ pinDir: netnsPinDir(pinDir), removed }, 'socket LB is off: detached the pinned programs a previous agent of this network namespace left');
 }
 
 export class SocketLbDataplane implements StateDataplane {
@@ -79,9 +100,10 @@ export class SocketLbDataplane implements StateDataplane {
 
   /** Loads and attaches the programs, taking over pinned ones; on failure nothing stays attached. */
   attach(_state: ClusterState, registry: Registry): void {
-    const { pinDir, hostOnly } = this.settings;
+    const { hostOnly } = this.settings;
     const addon = socketLbAddon();
-    preparePinDir(pinDir);
+    preparePinDir(this.settings.pinDir);
+    const pinDir = netnsPinDir(this.settings.pinDir);
     const adopting = existsSync(pinDir) && readdirSync(pinDir).length > 0;
     let handle: SocketLbHandle | undefined;
     try {

@@ -1,5 +1,5 @@
 import { type Capability, OptionsError } from '../capability.js';
-import { type SocketLbSettings, SocketLbDataplane, cleanupSocketLb, removeLeftoverSocketLb } from './dataplane.js';
+import { type SocketLbSettings, SocketLbDataplane, cleanupSocketLb, netnsPinDir, removeLeftoverSocketLb } from './dataplane.js';
 import { endpointsText, loadedSocketLb, plannedSocketLb, socketLbDifferences } from './inspect.js';
 import { frontendKey } from './plan.js';
 
@@ -21,6 +21,6 @@ export const socketLb = {
   },
   cleanup: { what: 'the socket LB pins', run: (settings: SocketLbOptions) => cleanupSocketLb(settings.pinDir) },
   removeLeftovers: (settings: SocketLbOptions, log) => removeLeftoverSocketLb(settings.pinDir, log),
-  /** Its part of `kubenft services`: the pinned maps read back, and what the plan would write. */
-  view: { loaded: loadedSocketLb, planned: plannedSocketLb, differences: socketLbDifferences, endpointsText, frontendKey },
+  /** Its part of `kubenft services`: the pinned maps read back (from this network namespace's pin directory), and what the plan would write. */
+  view: { pinDir: netnsPinDir, loaded: loadedSocketLb, planned: plannedSocketLb, differences: socketLbDifferences, endpointsText, frontendKey },
 } satisfies Capability<SocketLbOptions>;

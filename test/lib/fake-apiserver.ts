@@ -68,6 +68,8 @@ export class FakeApiServer {
   goneResponse: 'event' | 'http' = 'event';
   /** Lists of these kinds are answered this many milliseconds late (a slow collection, a busy server). */
   readonly listDelayMs: Partial<Record<FakeKind, number>> = {};
+  /** Collections answered 404, as a server without that API (or without the right to it) answers. */
+  readonly refusedKinds = new Set<FakeKind>();
   private readonly objects = new Map<string, KubeObject>();
   private history: Change[] = [];
   /** Watches from before this resourceVersion are answered 410 Gone. */
@@ -239,7 +241,7 @@ export class FakeApiServer {
       return;
     }
     const collection = COLLECTIONS.find((candidate) => candidate.path === url.pathname);
-    if (request.method !== 'GET' || !collection) return status(response, 404, 'NotFound', `${request.method} ${url.pathname} is not served here`);
+    if (request.method !== 'GET' || !collection || this.refusedKinds.has(collection.kind)) return status(response, 404, 'NotFound', `${request.method} ${url.pathname} is not served here`);
     let matches: Matcher;
     try {
       matches = matcher(query.labelSelector, query.fieldSelector);

@@ -63,6 +63,12 @@ export function node(name: string, addresses: string[], options: { zone?: string
   };
 }
 
+/**
+ * An object as YAML that kubectl (and so kubenft) reads back as that object: kubectl reads YAML 1.1
+ * scalars, so a string such as "yes" or "010" must be quoted.
+ */
+export const manifestYaml = (object: unknown) => stringify(object, { version: '1.1' });
+
 /** A temporary manifests file; `write` replaces its content, `remove` deletes its directory. */
 export class ManifestFile {
   private readonly directory = mkdtempSync(join(tmpdir(), 'kubenft-test-'));
@@ -73,7 +79,7 @@ export class ManifestFile {
   }
 
   write(objects: unknown[]): void {
-    this.writeText(objects.map((object) => stringify(object)).join('---\n'));
+    this.writeText(objects.map(manifestYaml).join('---\n'));
   }
 
   /** Replaces the content with `text` as it is (documents a test wrote itself, broken ones too). */
