@@ -9,6 +9,7 @@ import { CLI, scrape } from './lib/kubenft.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';
 import { OUR_CLASS, PATH_TABLE, certificate, ingress, tlsSecret } from './lib/ingress-manifests.js';
 import type { KubeObject } from '../src/cluster/cluster-state.js';
+import { IngressDataplaneUnderTest } from './lib/ingress-dataplane.js';
 
 const PODS = Array.from({ length: 10 }, (_, index) => ({ name: `pod-${index}`, ipv4: `10.244.${index + 1}.5` }));
 const ECHO_PORT = 8080;
@@ -64,6 +65,7 @@ const mainIngresses = (): unknown[] => [
 
 let topology: Topology;
 let agent: ProcessHandle;
+const dataplane = new IngressDataplaneUnderTest();
 const manifests = new ManifestFile([...base(), ...mainIngresses()]);
 
 t.before(async () => {
@@ -75,12 +77,13 @@ t.before(async () => {
   agent = topology.spawn(topology.node, [
     'node', CLI, '--manifests', manifests.path, '--hostname-override', 'node-1', '--iptables-min-sync-period', '50ms',
     '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', '127.0.0.1:10249',
-    '--ingress', '--ingress-workers', '2', '--ingress-max-body-size', '100000', '--ingress-max-header-size', '4096',
+    '--ingress', '--ingress-workers', '2', '--ingress-max-body-size', '100000', '--ingress-max-header-size', '4096', ...dataplane.args,
   ]);
   if (!(await eventually(async () => (await curl(['http://foo.bar.com/'])).status === 200, 30_000))) throw new Error(`the proxy does not answer: ${JSON.stringify(agent.output())}`);
 });
 t.teardown(async () => {
   await agent?.stop();
+  await dataplane.remove();
   await topology?.destroy();
   manifests.remove();
 });

@@ -4,7 +4,7 @@ import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
 import { parseCIDR } from '../cluster/normalize.js';
 import { HostPortError, joinHostPort, splitHostPort } from '../kernel/addresses.js';
 import { OptionsError } from '../capability.js';
-import type { IngressSettings } from '../ingress/index.js';
+import { DEFAULT_INGRESS_HAPROXY_DIR, type IngressSettings } from '../ingress/index.js';
 import { type ConntrackOptions, services } from '../services/index.js';
 import type { SocketLbOptions } from '../socket-lb/index.js';
 
@@ -136,6 +136,7 @@ function defaultOptions(): AgentOptions {
       enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
       maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, connectTimeoutMs: 5 * SECOND_MS, workers: 0,
       statusAddresses: [],
+      dataplane: 'builtin', haproxyDir: DEFAULT_INGRESS_HAPROXY_DIR,
     },
   };
 }
@@ -411,6 +412,12 @@ const SETTINGS: Setting[] = [
     apply: (o, v: string[], where) => { o.ingress.statusAddresses = v.map((item) => (isIP(item) === 0 ? fail(where, item, 'is not an IP address') : item)); } },
   { flag: 'ingress-workers', own: true, kind: 'int', arg: 'N', help: 'ingress proxy worker processes; 0: one per core', defaultText: '0',
     apply: (o, v: number, where) => { o.ingress.workers = integerIn(v, 0, 256, where); } },
+  // ---- the ingress dataplane (issue 28) ----
+  { flag: 'ingress-dataplane', own: true, kind: 'string', arg: 'haproxy|builtin', help: 'what serves the routes: HAProxy programmed through its runtime API, or the built-in Node proxy', defaultText: 'builtin',
+    apply: (o, v: string, where) => { o.ingress.dataplane = v === 'haproxy' || v === 'builtin' ? v : fail(where, v, 'must be haproxy or builtin'); } },
+  { flag: 'ingress-haproxy-dir', own: true, kind: 'string', arg: 'PATH', help: 'with --ingress-dataplane=haproxy: where HAProxy\'s configuration, maps, certificates and sockets go (in a subdirectory per network namespace)', defaultText: DEFAULT_INGRESS_HAPROXY_DIR,
+    apply: (o, v: string, where) => { o.ingress.haproxyDir = v || fail(where, v, 'must not be empty'); } },
+  // ---- end of the ingress dataplane ----
   { flag: 'service-cidr', own: true, kind: 'list', repeatable: true, arg: 'CIDR[,CIDR]', help: 'Service ClusterIP ranges: an address in them that no Service holds is dropped (repeatable)',
     apply: (o, v: string[], where) => { o.serviceCIDRs = cidrList(v, where); } },
   { flag: 'cluster-dns', own: true, kind: 'list', arg: 'IP[,IP]', help: 'serve cluster DNS on these addresses, UDP and TCP 53 (e.g. 169.254.20.10 and the kube-dns ClusterIP)',

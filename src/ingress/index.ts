@@ -3,8 +3,11 @@ import type { ClusterState } from '../cluster/cluster-state.js';
 import { splitHostPort } from '../kernel/addresses.js';
 import { INGRESS_WATCH, IngressDataplane, type IngressOptions, ingressPlanInput } from './dataplane.js';
 import { missingSecretText, planIngress } from './routes.js';
+import { cleanupHaproxy } from './haproxy/proxy.js';
 
 export type { IngressOptions } from './dataplane.js';
+/** --ingress-haproxy-dir's default. */
+export const DEFAULT_INGRESS_HAPROXY_DIR = '/run/kubenft/ingress-haproxy';
 export type { MissingSecret } from './routes.js';
 
 /** --ingress and its settings. */
@@ -25,6 +28,8 @@ export const ingress = {
   enabled: (settings: IngressSettings) => settings.enabled,
   watch: INGRESS_WATCH,
   start: (settings: IngressSettings, { log, api }) => new IngressDataplane(settings, log, api),
+  /** HAProxy outlives the agent (the next one adopts it): --cleanup stops it. */
+  cleanup: { what: 'the ingress\'s HAProxy', run: (settings: IngressSettings, log) => cleanupHaproxy(settings.haproxyDir, log) },
   /** --ingress-service: new connections to that Service's load-balancer and external IPs on the listeners' ports go to the proxy. */
   steering(settings: IngressSettings): ServiceSteering | undefined {
     if (!settings.enabled || !settings.service) return undefined;
