@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { projectRoot } from '../src/kernel/native.js';
 import { EXTERNAL, createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';
+import { IngressDataplaneUnderTest } from './lib/ingress-dataplane.js';
 import { CLI, scrape } from './lib/kubenft.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';
 import { OUR_CLASS, ingress } from './lib/ingress-manifests.js';
@@ -23,6 +24,7 @@ const METRICS = 'http://127.0.0.1:10249/metrics';
 
 let topology: Topology;
 let agent: ProcessHandle;
+const dataplane = new IngressDataplaneUnderTest();
 let backend: ProcessHandle;
 const objects = [
   OUR_CLASS,
@@ -62,12 +64,13 @@ t.before(async () => {
   await backend.waitForOutput(/ready/, 60_000);
   agent = topology.spawn(topology.node, [
     'node', CLI, '--manifests', manifests.path, '--hostname-override', 'node-1', '--iptables-min-sync-period', '50ms',
-    '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:10249', '--ingress', '--ingress-workers', '1',
+    '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:10249', '--ingress', '--ingress-workers', '1', ...dataplane.args,
   ]);
   if (!(await eventually(serving, 30_000))) throw new Error(`the proxy does not answer: ${JSON.stringify(agent.output())}`);
 });
 t.teardown(async () => {
   await agent?.stop();
+  await dataplane.remove();
   await topology?.destroy();
   manifests.remove();
 });

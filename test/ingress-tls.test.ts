@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { projectRoot } from '../src/kernel/native.js';
 import { EXTERNAL, createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';
+import { IngressDataplaneUnderTest } from './lib/ingress-dataplane.js';
 import { CLI, kubenft, metricValue, scrape } from './lib/kubenft.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';
 import { type IssueOptions, type Issued, OUR_CLASS, ingress, issue, tlsSecret } from './lib/ingress-manifests.js';
@@ -84,6 +85,7 @@ function manifests(extra: unknown[] = []): unknown[] {
 
 let topology: Topology;
 let agent: ProcessHandle;
+const dataplane = new IngressDataplaneUnderTest();
 for (const variant of VARIANTS) certificates.set(variant.name, issueFor(variant, 'v1'));
 trust();
 const file = new ManifestFile(manifests());
@@ -95,12 +97,13 @@ t.before(async () => {
   agent = topology.spawn(topology.node, [
     'node', CLI, '--manifests', file.path, '--hostname-override', 'node-1', '--iptables-min-sync-period', '50ms',
     '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', '127.0.0.1:10249',
-    '--ingress', '--ingress-workers', '2', '--ingress-default-certificate', 'default/fallback',
+    '--ingress', '--ingress-workers', '2', ...dataplane.args, '--ingress-default-certificate', 'default/fallback',
   ]);
   if (!(await eventually(async () => (await handshake('ec256-pkcs8.tls.test', '1.2')).verified, 30_000))) throw new Error(`the proxy does not answer: ${JSON.stringify(agent.output())}`);
 });
 t.teardown(async () => {
   await agent?.stop();
+  await dataplane.remove();
   await topology?.destroy();
   file.remove();
   rmSync(directory, { recursive: true, force: true });

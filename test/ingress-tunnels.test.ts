@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { projectRoot } from '../src/kernel/native.js';
 import { EXTERNAL, createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
 import { eventually } from './lib/eventually.js';
+import { IngressDataplaneUnderTest } from './lib/ingress-dataplane.js';
 import { CLI, scrape } from './lib/kubenft.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';
 import { OUR_CLASS, ingress } from './lib/ingress-manifests.js';
@@ -23,6 +24,7 @@ if (process.getuid?.() !== 0) {
 } else {
   let topology: Topology;
   let agent: ProcessHandle;
+  const dataplane = new IngressDataplaneUnderTest();
   const objects = [
     OUR_CLASS,
     service('web', '10.0.0.10', [{ name: 'http', port: 80, targetPort: ECHO_PORT }]),
@@ -41,13 +43,14 @@ if (process.getuid?.() !== 0) {
     if (dropped.code !== 0) throw new Error(`nft: ${dropped.stderr}`);
     agent = topology.spawn(topology.node, [
       'node', CLI, '--manifests', manifests.path, '--hostname-override', 'node-1', '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:10249',
-      '--ingress', '--ingress-workers', '1', '--ingress-backend-timeout', IDLE_TIMEOUT, '--ingress-connect-timeout', '1s',
+      '--ingress', '--ingress-workers', '1', ...dataplane.args, '--ingress-backend-timeout', IDLE_TIMEOUT, '--ingress-connect-timeout', '1s',
     ]);
     const served = async () => (await topology.exec(topology.client, ['curl', '-sS', '-o', '/dev/null', '-w', '%{http_code}', '-H', 'host: ws.example.com', `http://${NODE}/`])).stdout === '200';
     if (!(await eventually(served, 30_000))) throw new Error(`the proxy does not answer: ${JSON.stringify(agent.output())}`);
   });
   t.teardown(async () => {
     await agent?.stop();
+    await dataplane.remove();
     await topology?.destroy();
     manifests.remove();
   });

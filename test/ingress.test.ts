@@ -218,8 +218,9 @@ t.test('malformed requests get a 400 (or 431), and the workers live on', async (
     const script = `const s = require('net').connect(80, ${JSON.stringify(NODE)}, () => s.write(${JSON.stringify(text)})); s.setTimeout(5000, () => s.destroy()); let out = ''; s.on('data', (d) => out += d); s.on('close', () => console.log(out.split('\\r\\n')[0])); s.on('error', (e) => console.log('error ' + e.code));`;
     return (await topology.exec(topology.client, ['node', '-e', script])).stdout.trim();
   };
-  t.equal(await raw('GARBAGE\r\n\r\n'), 'HTTP/1.1 400 Bad Request');
-  t.equal(await raw('GET / HTTP/1.1\r\nhost: foo.bar.com\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n'), 'HTTP/1.1 400 Bad Request', 'two lengths');
+  // A reason phrase's case is the proxy's to choose (HAProxy's parser says "Bad request").
+  t.match(await raw('GARBAGE\r\n\r\n'), /^HTTP\/1\.1 400 Bad Request$/i);
+  t.match(await raw('GET / HTTP/1.1\r\nhost: foo.bar.com\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n'), /^HTTP\/1\.1 400 Bad Request$/i, 'two lengths');
   t.equal(await raw(`GET / HTTP/1.1\r\nhost: foo.bar.com\r\nx-big: ${'a'.repeat(5000)}\r\n\r\n`), 'HTTP/1.1 431 Request Header Fields Too Large', 'headers over --ingress-max-header-size');
   t.equal(await raw('GET http://foo.bar.com/abs HTTP/1.1\r\nhost: foo.bar.com\r\nconnection: close\r\n\r\n'), 'HTTP/1.1 200 OK', 'an absolute-form target is served');
   const tooLarge = await curl(['--data-binary', `@-`, '-H', 'content-length: 200000', 'http://foo.bar.com/']);

@@ -162,7 +162,7 @@ export class IngressDataplane implements StateDataplane {
       clientTimeoutMs: this.options.clientTimeoutMs, backendTimeoutMs: this.options.backendTimeoutMs, connectTimeoutMs: this.options.connectTimeoutMs,
       threads: this.options.workers || availableParallelism(),
     };
-    return new HaproxyProxy(this.haproxy, netnsHaproxyDir(this.options.haproxyDir), settings, this.log, this.haproxyMetrics!);
+    return new HaproxyProxy(this.haproxy, netnsHaproxyDir(this.options.haproxyDir), settings, this.log, this.haproxyMetrics!, this.metrics);
   }
 
   /**

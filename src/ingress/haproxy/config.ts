@@ -77,10 +77,11 @@ export const entryId = (entry: { map: MapName; key: string }) => `${entry.map} $
 export const ruleHostKey = (host: string) => (host === '' ? ANY_HOST : host);
 
 /**
- * The map entries of one rule host's routes, its backends named by their slots. `host` is as in
- * the table's hosts ('foo.com'), wildcards ('*.' + the suffix) or '' (anyHost).
+ * The map entries of one rule host's routes, each path's value its target: the backend's slot and
+ * the route's number (routeTarget), which the request log names. `host` is as in the table's hosts
+ * ('foo.com'), wildcards ('*.' + the suffix) or '' (anyHost).
  */
-export function hostEntries(host: string, route: HostRoute, slotOf: (backend: string) => string): MapEntry[] {
+export function hostEntries(host: string, route: HostRoute, targetOf: (route: { backend: string; ingress: string; path: string }) => string): MapEntry[] {
   const ruleHost = ruleHostKey(host);
   const entries: MapEntry[] = [];
   if (host.startsWith('*.')) entries.push({ map: 'wildcards', key: host.slice(1), value: ruleHost });
@@ -89,8 +90,8 @@ export function hostEntries(host: string, route: HostRoute, slotOf: (backend: st
   // The planner's paths are unique per type and match: each is one key.
   for (const path of route.paths) {
     entries.push(path.type === 'Exact'
-      ? { map: 'exact', key: `${ruleHost}${path.match}`, value: slotOf(path.backend) }
-      : { map: 'prefix', key: `${ruleHost}${path.match}/`, value: slotOf(path.backend) });
+      ? { map: 'exact', key: `${ruleHost}${path.match}`, value: targetOf(path) }
+      : { map: 'prefix', key: `${ruleHost}${path.match}/`, value: targetOf(path) });
   }
   return entries;
 }
@@ -121,6 +122,17 @@ const OWN_REPLIES: [number, string][] = [
   [500, 'Internal Server Error'], [501, 'Not Implemented'], [502, 'Bad Gateway'], [503, 'Service Unavailable'], [504, 'Gateway Timeout'],
 ];
 
+/** A path map's value: where a route sends a request (a slot) and which route it is (for the request metrics). */
+export const routeTarget = (slot: string, route: number) => `${slot}/${route}`;
+
+/** The ring HAProxy logs each request into; the agent reads it over the stats socket (show events). */
+export const REQUEST_RING = 'kubenft-requests';
+/**
+ * One request's log line: the route's number ('-' without one), the rule host, status, the times to its response
+ * header (%TR %Tw %Tc %Tr, -1 when a stage did not happen), retries, termination state, backend.
+ */
+export const REQUEST_LOG_FORMAT = '%[var(txn.route)] %[var(txn.rulehost)] %ST %TR %Tw %Tc %Tr %rc %tsc %b';
+
 /** A backend slot's name. */
 export const slotName = (index: number) => `slot_${index}`;
 
@@ -144,6 +156,12 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     '  hard-stop-after 5m',
     `  lua-load ${layout.luaScript}`,
     '',
+    `ring ${REQUEST_RING}`,
+    '  format raw',
+    '  maxlen 256',
+    // Some seconds of requests at full speed, should the agent read late.
+    '  size 8388608',
+    '',
     'defaults',
     '  mode http',
     '  option http-keep-alive',
@@ -166,12 +184,18 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     // The path as nginx routes it (src/ingress/request-path.ts): escapes of unreserved octets
     // decoded first, so %2e%2e is '..'; slashes merged; '.' and '..' resolved, and '..' above the
     // root (left by path-strip-dotdot without 'full') and an encoded NUL refused.
+    // CONNECT (authority-form, or a path: no method for it) and the asterisk-form route nowhere.
+    '  http-request deny deny_status 405 if METH_CONNECT { url_beg / }',
+    '  http-request deny deny_status 400 if METH_CONNECT || { url * }',
+    // The query goes to the backend as sent: normalize-uri would decode its escapes too.
+    '  http-request set-var(txn.query) query',
     '  http-request normalize-uri percent-decode-unreserved strict',
     '  http-request normalize-uri percent-to-uppercase strict',
     '  http-request normalize-uri path-merge-slashes',
     '  http-request normalize-uri path-strip-dot',
     '  http-request normalize-uri path-strip-dotdot',
     '  http-request deny deny_status 400 if { path -m reg ^/\\.\\.(/|$) } || { path -m sub %00 }',
+    '  http-request set-query %[var(txn.query)] if { var(txn.query) -m found }',
     // RFC 9110 §7.6.1: the fields the Connection header names are hop-by-hop too (HAProxy drops only its own).
     '  http-request lua.kubenft-hop-by-hop if { req.hdr(connection) -m reg -i ^(?!(?:close|keep-alive|upgrade)$) }',
     '  http-request set-var(txn.host) req.hdr(host),lower,regsub(:[0-9]*$,)',
@@ -179,18 +203,20 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     `  http-request set-var(txn.rulehost) var(txn.host),regsub(^[^.]+,),map_str(${map('wildcards')}) unless { var(txn.rulehost) -m found }`,
     `  http-request set-var(txn.rulehost) str(${ANY_HOST}) unless { var(txn.rulehost) -m found }`,
     '  http-request set-var(txn.path) path',
-    `  http-request set-var(txn.slot) var(txn.rulehost),concat(,txn.path,),map_str(${map('exact')})`,
-    `  http-request set-var(txn.slot) var(txn.rulehost),concat(,txn.path,/),map_beg(${map('prefix')}) unless { var(txn.slot) -m found }`,
-    `  http-request set-var(txn.slot) str(${DEFAULT_KEY}),map_str(${map('default')}) unless { var(txn.slot) -m found }`,
+    `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,),map_str(${map('exact')})`,
+    `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,/),map_beg(${map('prefix')}) unless { var(txn.target) -m found }`,
+    `  http-request set-var(txn.target) str(${DEFAULT_KEY}),map_str(${map('default')}) unless { var(txn.target) -m found }`,
+    '  http-request set-var(txn.slot) var(txn.target),field(1,/)',
+    '  http-request set-var(txn.route) var(txn.target),field(2,/)',
     // An encoded slash is data, but a backend may read it as a separator: a path holding one is
     // refused when that reading reaches another backend (or climbs with dot segments).
     '  acl encoded_slash var(txn.path) -m sub %2F',
     '  http-request set-var(txn.slashed) var(txn.path),regsub(%2F,/,g),regsub(/+,/,g) if encoded_slash',
     '  http-request deny deny_status 400 if encoded_slash { var(txn.slashed) -m reg (^|/)\\.\\.?(/|$) }',
-    `  http-request set-var(txn.slashed_slot) var(txn.rulehost),concat(,txn.slashed,),map_str(${map('exact')}) if encoded_slash`,
-    `  http-request set-var(txn.slashed_slot) var(txn.rulehost),concat(,txn.slashed,/),map_beg(${map('prefix')}) if encoded_slash !{ var(txn.slashed_slot) -m found }`,
-    `  http-request set-var(txn.slashed_slot) str(${DEFAULT_KEY}),map_str(${map('default')}) if encoded_slash !{ var(txn.slashed_slot) -m found }`,
-    '  http-request deny deny_status 400 if encoded_slash !{ var(txn.slot),strcmp(txn.slashed_slot) eq 0 }',
+    `  http-request set-var(txn.slashed_target) var(txn.rulehost),concat(,txn.slashed,),map_str(${map('exact')}) if encoded_slash`,
+    `  http-request set-var(txn.slashed_target) var(txn.rulehost),concat(,txn.slashed,/),map_beg(${map('prefix')}) if encoded_slash !{ var(txn.slashed_target) -m found }`,
+    `  http-request set-var(txn.slashed_target) str(${DEFAULT_KEY}),map_str(${map('default')}) if encoded_slash !{ var(txn.slashed_target) -m found }`,
+    '  http-request deny deny_status 400 if encoded_slash !{ var(txn.target),strcmp(txn.slashed_target) eq 0 }',
     `  http-request ${plainReply(404, 'Not Found')} unless { var(txn.slot) -m found }`,
     `  http-request redirect location https://%[var(txn.host)]%[pathq] code 308 if !{ ssl_fc } { var(txn.rulehost),map_str(${map('redirect')}) -m found }`,
     // The proxy sets these itself: a client cannot forge its address to a backend.
@@ -202,6 +228,8 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     '  http-request set-header x-forwarded-port %[dst_port]',
     `  http-after-response set-header server kubenft unless { res.hdr(server) -m found }`,
     '  use_backend %[var(txn.slot)]',
+    `  log ring@${REQUEST_RING} format raw local0 info`,
+    `  log-format "${REQUEST_LOG_FORMAT}"`,
     '',
   ];
   for (let index = 0; index < slots; index++) {

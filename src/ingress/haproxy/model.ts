@@ -1,7 +1,7 @@
 import type { RouteTable, RouteTableChanges } from '../routes.js';
 import {
   DEFAULT_KEY, HOP_BY_HOP_LUA, errorFiles, type HaproxyLayout, type HaproxySettings, MAPS, type MapEntry, crtListLine, entryId, hostEntries, renderConfig,
-  renderCrtList, renderMapFile, serverName, slotName, tableHosts,
+  renderCrtList, renderMapFile, routeTarget, serverName, slotName, tableHosts,
 } from './config.js';
 
 // What HAProxy holds of the route plan, kept beside it: each sync's changes become the runtime API
@@ -39,6 +39,9 @@ export class HaproxyModel {
   /** SNI name → the PEM served for it. */
   private readonly certificates = new Map<string, string>();
   private defaultPem = '';
+  /** Routes by number, as the request log names them: the Ingress and the rule path ('' for the default backend). */
+  private readonly routeNumbers = new Map<string, number>();
+  readonly routes: { ingress: string; path: string }[] = [];
 
   constructor(private readonly layout: HaproxyLayout) {}
 
@@ -56,8 +59,8 @@ export class HaproxyModel {
     }
     this.entries.clear();
     this.byHost.clear();
-    for (const [host, route] of tableHosts(table)) this.setHost(host, hostEntries(host, route, (backend) => this.slots.get(backend)!));
-    if (table.defaultBackend) this.entries.set(entryId({ map: 'default', key: DEFAULT_KEY }), { map: 'default', key: DEFAULT_KEY, value: this.slots.get(table.defaultBackend.backend)! });
+    for (const [host, route] of tableHosts(table)) this.setHost(host, hostEntries(host, route, this.targetOf));
+    if (table.defaultBackend) this.entries.set(entryId({ map: 'default', key: DEFAULT_KEY }), { map: 'default', key: DEFAULT_KEY, value: this.targetOf({ ...table.defaultBackend, path: '' }) });
     this.certificates.clear();
     for (const sniName of this.sniNames(table)) {
       const pem = this.desiredCertificate(table, sniName);
@@ -106,14 +109,13 @@ export class HaproxyModel {
       commands.push(...this.setServers(slot, endpoints));
     }
     const removals: RuntimeCommand[] = [];
-    const slotOf = (backend: string) => this.slots.get(backend)!;
     const hostChanges: [string, RouteTable['hosts'][string] | null][] = [
       ...Object.entries(changes.hosts),
       ...Object.entries(changes.wildcards).map(([suffix, route]): [string, typeof route] => [`*.${suffix}`, route]),
       ...(changes.anyHost !== undefined ? [['', changes.anyHost] as [string, typeof changes.anyHost]] : []),
     ];
     for (const [host, route] of hostChanges) {
-      const next = route ? hostEntries(host, route, slotOf) : [];
+      const next = route ? hostEntries(host, route, this.targetOf) : [];
       const before = this.byHost.get(host) ?? [];
       const kept = new Set(next.map(entryId));
       for (const entry of next) commands.push(...this.putEntry(entry));
@@ -121,12 +123,29 @@ export class HaproxyModel {
       this.setHost(host, next);
     }
     const defaultId = entryId({ map: 'default', key: DEFAULT_KEY });
-    if (changes.defaultBackend) commands.push(...this.putEntry({ map: 'default', key: DEFAULT_KEY, value: slotOf(changes.defaultBackend.backend) }));
+    if (changes.defaultBackend) commands.push(...this.putEntry({ map: 'default', key: DEFAULT_KEY, value: this.targetOf({ ...changes.defaultBackend, path: '' }) }));
     else if (this.entries.has(defaultId)) removals.push(this.deleteEntry(this.entries.get(defaultId)!));
     commands.push(...removals, ...this.certificateChanges(table, changes, defaultCertificate));
     this.free.push(...released);
     return commands;
   }
+
+  /** The backend key a slot serves now (the upstream error metric's label), or the slot's name. */
+  backendOf(slot: string): string {
+    for (const [key, each] of this.slots) if (each === slot) return key;
+    return slot;
+  }
+
+  /** A route's map value: its backend's slot and its number. */
+  private readonly targetOf = (route: { backend: string; ingress: string; path: string }): string => {
+    const id = `${route.ingress} ${route.path}`;
+    let number = this.routeNumbers.get(id);
+    if (number === undefined) {
+      number = this.routes.push({ ingress: route.ingress, path: route.path }) - 1;
+      this.routeNumbers.set(id, number);
+    }
+    return routeTarget(this.slots.get(route.backend)!, number);
+  };
 
   /** Servers of a slot to take out of rotation; forget() them once they are deleted. */
   draining(): DrainingServer[] {

@@ -3,13 +3,15 @@ import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Counter } from 'prom-client';
 import { reloadHaproxy, runningMaster, startHaproxy, stopHaproxy } from '../../kernel/haproxy-process.js';
-import { runtimeChange } from '../../kernel/haproxy-runtime.js';
+import { runtimeChange, runtimeCommand } from '../../kernel/haproxy-runtime.js';
 import { netnsInode } from '../../kernel/netns-ownership.js';
 import { generateDefaultCertificate } from '../default-certificate.js';
 import type { IngressProxy, ProxyUpdate } from '../proxy.js';
 import type { RouteTable } from '../routes.js';
 import { type HaproxyLayout, type HaproxySettings, haproxyLayout } from './config.js';
 import { type DrainingServer, HaproxyModel } from './model.js';
+import { RequestLogReader } from './request-log.js';
+import type { RequestMetrics } from '../worker-proxy.js';
 
 // The HAProxy dataplane (--ingress-dataplane=haproxy): HAProxy runs beside the agent, detached
 // (it serves the last plan while the agent is away), programmed through its runtime API. The
@@ -43,9 +45,15 @@ export class HaproxyProxy implements IngressProxy {
   private drainTimer: NodeJS.Timeout | undefined;
   private stopped = false;
 
-  constructor(private readonly binary: string, dir: string, private readonly settings: HaproxySettings, private readonly log: Logger, private readonly metrics: HaproxyMetrics) {
+  private readonly requestLog: RequestLogReader;
+
+  constructor(
+    private readonly binary: string, dir: string, private readonly settings: HaproxySettings, private readonly log: Logger,
+    private readonly metrics: HaproxyMetrics, private readonly requestMetrics: RequestMetrics,
+  ) {
     this.layout = haproxyLayout(dir);
     this.model = new HaproxyModel(this.layout);
+    this.requestLog = new RequestLogReader(this.layout.adminSocket, this.model, requestMetrics);
   }
 
   apply(update: ProxyUpdate): Promise<void> {
@@ -95,6 +103,7 @@ export class HaproxyProxy implements IngressProxy {
       this.master = await startHaproxy(this.binary, this.layout);
       this.log.info({ pid: this.master, dir: this.layout.dir, http: this.settings.httpAddress, https: this.settings.httpsAddress }, 'ingress: HAProxy started');
     }
+    this.requestLog.follow();
     this.supervisor ??= setInterval(() => this.supervise(), SUPERVISE_INTERVAL_MS).unref();
   }
 
@@ -102,6 +111,7 @@ export class HaproxyProxy implements IngressProxy {
     this.model.load(table, this.last!.defaultCertificate ?? this.generated);
     this.writeFiles();
     await reloadHaproxy(this.layout, this.master!);
+    this.requestLog.follow();
     this.metrics.reloads.inc({ reason });
     this.log.info({ reason }, 'ingress: HAProxy reloaded');
   }
@@ -116,7 +126,14 @@ export class HaproxyProxy implements IngressProxy {
 
   /** HAProxy gone (killed, crashed): started again with the last plan. */
   private supervise(): void {
-    if (this.stopped || this.master === undefined || runningMaster(this.layout) === this.master) return;
+    if (this.stopped || this.master === undefined) return;
+    if (runningMaster(this.layout) === this.master) {
+      void runtimeCommand(this.layout.adminSocket, 'show info').then((info) => {
+        const connections = /^CurrConns: (\d+)$/m.exec(info)?.[1];
+        if (connections !== undefined) this.requestMetrics.connections.set(Number(connections));
+      }, () => undefined);
+      return;
+    }
     void this.serially(async () => {
       if (this.stopped || runningMaster(this.layout) === this.master) return;
       this.log.error({ pid: this.master }, 'ingress: HAProxy exited; starting it again with the last plan');
@@ -155,6 +172,7 @@ export class HaproxyProxy implements IngressProxy {
   /** The agent stops: HAProxy serves on with the last plan; the next agent adopts it. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.requestLog.stop();
     clearInterval(this.supervisor);
     clearTimeout(this.drainTimer);
     await this.queue;
