@@ -27,6 +27,7 @@ FROM node:20-bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libnftnl11 libmnl0 libbpf1 nftables iptables conntrack iproute2 ipset ipvsadm \
+      haproxy \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production

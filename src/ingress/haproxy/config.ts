@@ -184,8 +184,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     // The path as nginx routes it (src/ingress/request-path.ts): escapes of unreserved octets
     // decoded first, so %2e%2e is '..'; slashes merged; '.' and '..' resolved, and '..' above the
     // root (left by path-strip-dotdot without 'full') and an encoded NUL refused.
-    // CONNECT (authority-form, or a path: no method for it) and the asterisk-form route nowhere.
-    '  http-request deny deny_status 405 if METH_CONNECT { url_beg / }',
+    // CONNECT and the asterisk-form route nowhere (HAProxy's parser refuses CONNECT with a path itself).
     '  http-request deny deny_status 400 if METH_CONNECT || { url * }',
     // The query goes to the backend as sent: normalize-uri would decode its escapes too.
     '  http-request set-var(txn.query) query',
