@@ -84,8 +84,9 @@ if (process.getuid?.() !== 0) {
     // HAProxy answers a connect it gave up on (after its retries) with 503, as it does when no server is there; the built-in with 504.
     const failed = ON_HAPROXY ? '503 Service Unavailable' : '504 Gateway Timeout';
     await socket.waitForOutput(new RegExp(`HTTP/1\\.1 ${failed}`), 15_000);
-    await socket.waitForOutput(/closed/, 5_000);
-    t.pass(`the upgrade got a ${failed} and the connection was closed`);
+    // HAProxy keeps the client's connection open after that reply, as after any other; the built-in closes it.
+    if (!ON_HAPROXY) await socket.waitForOutput(/closed/, 5_000);
+    t.pass(`the upgrade got a ${failed}${ON_HAPROXY ? '' : ' and the connection was closed'}`);
     const plain = await topology.exec(topology.client, ['curl', '-sS', '--max-time', '15', '-o', '/dev/null', '-w', '%{http_code}', '-H', 'host: dropped.example.com', `http://${NODE}/`]);
     t.equal(plain.stdout, failed.slice(0, 3), 'a plain request too');
     t.ok(await eventually(async () => (await errors()) >= before + 2), 'both counted as upstream errors');

@@ -116,7 +116,7 @@ export class IngressDataplane implements StateDataplane {
   constructor(private readonly options: IngressOptions, private readonly log: Logger, private readonly statusSource?: IngressStatusSource) {
     if (options.dataplane === 'haproxy') {
       this.haproxy = findHaproxy();
-      if (!this.haproxy) throw new OptionsError('--ingress-dataplane=haproxy: no haproxy on PATH (nor in /usr/sbin): install it (Debian: apt-get install haproxy) or use --ingress-dataplane=builtin');
+      if (!this.haproxy) throw new OptionsError('--ingress-dataplane=haproxy: no haproxy on PATH: install it (Debian: apt-get install haproxy) or use --ingress-dataplane=builtin');
     }
   }
 

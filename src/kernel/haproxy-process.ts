@@ -17,9 +17,9 @@ export interface HaproxyFiles {
   log: string;
 }
 
-/** Where haproxy is on PATH (and /usr/sbin, where Debian puts it), or undefined. */
+/** Where haproxy is on PATH (Debian puts it in /usr/sbin), or undefined. */
 export function findHaproxy(path = process.env.PATH ?? ''): string | undefined {
-  for (const dir of [...path.split(delimiter), '/usr/sbin', '/usr/local/sbin']) {
+  for (const dir of path.split(delimiter)) {
     if (dir === '') continue;
     const candidate = join(dir, 'haproxy');
     try {
