@@ -69,7 +69,14 @@ async function curls(urls: string[], extra: string[] = []): Promise<{ status: nu
 }
 const served = async (host: string) => (await curls([`http://${host}/`]))[0]?.status === 200;
 const issuer = async () => /subject: (.*)/.exec((await topology.exec(topology.client, ['curl', '-sS', '-k', '-v', '-o', '/dev/null', '--connect-to', `::${NODE}:`, 'https://tls.example.com/'])).stderr)?.[1];
-const metric = async (pattern: RegExp) => Number(pattern.exec((await scrape(topology, METRICS)).body)?.[1] ?? 0);
+/** A metric's value, 0 when it has no sample, NaN while the agent's metrics server is not up. */
+async function metric(pattern: RegExp): Promise<number> {
+  try {
+    return Number(pattern.exec((await scrape(topology, METRICS)).body)?.[1] ?? 0);
+  } catch {
+    return NaN;
+  }
+}
 const reloads = () => metric(/^kubenft_ingress_haproxy_reloads_total\{reason="[^"]*"\} (\d+)$/m);
 
 function startAgent(): ProcessHandle {

@@ -12,13 +12,14 @@ import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/native.js';
 import type { KubeObject } from '../../src/cluster/cluster-state.js';
 import { FakeApiServer } from '../../test/lib/fake-apiserver.js';
+import { type IngressDataplaneName, IngressDataplaneUnderTest } from '../../test/lib/ingress-dataplane.js';
 import { EXTERNAL, type ProcessHandle, type Topology, withTopology } from './topology.js';
 
 const PODS = Array.from({ length: 4 }, (_, index) => ({ name: `backend-${index}`, ipv4: `10.244.${index + 1}.5` }));
 const BACKEND_PORT = 8080;
 const HOST = 'bench.example.com';
 const PORTS = { kubenft: [80, 443], 'kubenft-haproxy': [7080, 7443], nginx: [8080, 8443], haproxy: [9080, 9443] } as const;
-type Dataplane = 'builtin' | 'haproxy';
+type Dataplane = IngressDataplaneName;
 const CONNECTIONS = [16, 256];
 const CHURN_CHANGES = 100;
 const CHURN_INTERVAL_MS = 200;
@@ -194,20 +195,11 @@ async function startKubenft(topology: Topology, directory: string, objects: Kube
   const api = await FakeApiServer.create(socket);
   for (const object of objects) api.upsert(object);
   const forwarder = topology.spawn(topology.node, ['node', join(projectRoot(), 'test/fixtures/tcp-to-unix.mjs'), String(apiPort), socket]);
-  const haproxyDir = join(directory, `haproxy-${apiPort}`);
-  const haproxyMaster = () => {
-    try {
-      const [namespaceDir] = readdirSync(haproxyDir);
-      return Number(readFileSync(join(haproxyDir, namespaceDir, 'haproxy.pid'), 'utf8').trim()) || undefined;
-    } catch {
-      return undefined;
-    }
-  };
+  const ingressDataplane = new IngressDataplaneUnderTest(dataplane);
   let agent: ProcessHandle | undefined;
   const stop = async () => {
     await agent?.stop();
-    const master = haproxyMaster();
-    if (master !== undefined && readFileSync(`/proc/${master}/comm`, 'utf8').trim() === 'haproxy') process.kill(master, 'SIGTERM');
+    await ingressDataplane.remove();
     await forwarder.stop();
     await api.close();
   };
@@ -217,14 +209,14 @@ async function startKubenft(topology: Topology, directory: string, objects: Kube
     agent = topology.spawn(topology.node, [
       'node', join(projectRoot(), 'dist/src/cli/main.js'), '--kubeconfig', api.kubeconfigPath(`http://127.0.0.1:${apiPort}`), '--hostname-override', NODE_NAME,
       '--ingress', '--iptables-min-sync-period', '0s', '--healthz-bind-address', '', '--metrics-bind-address', '',
-      '--ingress-dataplane', dataplane, '--ingress-haproxy-dir', haproxyDir, '--ingress-http-address', `0.0.0.0:${http}`, '--ingress-https-address', `0.0.0.0:${https}`,
+      ...ingressDataplane.args, '--ingress-http-address', `0.0.0.0:${http}`, '--ingress-https-address', `0.0.0.0:${https}`,
     ]);
   } catch (error) {
     await stop();
     throw error;
   }
   const started = agent;
-  return { api, stop, pids: () => ({ agent: started.pid, haproxy: haproxyMaster() }) };
+  return { api, stop, pids: () => ({ agent: started.pid, haproxy: ingressDataplane.masters()[0] }) };
 }
 
 /**

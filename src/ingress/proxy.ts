@@ -1,3 +1,5 @@
+import type { Counter, Gauge } from 'prom-client';
+import type { CountedHistogram } from '../kernel/counted-histogram.js';
 import type { DefaultCertificate } from './proxy-protocol.js';
 import type { RouteTable, RouteTableChanges } from './routes.js';
 
@@ -18,4 +20,12 @@ export interface IngressProxy {
   apply(update: ProxyUpdate): Promise<void>;
   /** The agent stops: the built-in's workers end; HAProxy is left serving the last plan for the next agent to adopt. */
   stop(): Promise<void>;
+}
+
+/** The request metrics both dataplanes report under the same names. */
+export interface RequestMetrics {
+  requests: Counter<'ingress' | 'host' | 'path' | 'status'>;
+  durations: CountedHistogram;
+  upstreamErrors: Counter<'backend'>;
+  connections: Gauge;
 }

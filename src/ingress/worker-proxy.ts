@@ -2,11 +2,8 @@ import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import type { Counter, Gauge } from 'prom-client';
-import type { CountedHistogram } from '../kernel/counted-histogram.js';
 import { generateDefaultCertificate } from './default-certificate.js';
-import type { IngressOptions } from './dataplane.js';
-import type { IngressProxy, ProxyUpdate } from './proxy.js';
+import type { IngressProxy, ProxyUpdate, RequestMetrics } from './proxy.js';
 import type { DefaultCertificate, FromWorker, ProxySettings, ToWorker } from './proxy-protocol.js';
 import type { RouteTable } from './routes.js';
 import { splitHostPort } from '../kernel/addresses.js';
@@ -16,12 +13,17 @@ import { splitHostPort } from '../kernel/addresses.js';
 // one step (a starting worker gets the whole table). No process restarts and no listener closes
 // on any change, so open connections never notice one.
 
-/** The request metrics both dataplanes report under the same names. */
-export interface RequestMetrics {
-  requests: Counter<'ingress' | 'host' | 'path' | 'status'>;
-  durations: CountedHistogram;
-  upstreamErrors: Counter<'backend'>;
-  connections: Gauge;
+/** What the workers are started with (the ingress options' part for them). */
+export interface WorkerProxyOptions {
+  httpAddress?: string;
+  httpsAddress?: string;
+  maxBodyBytes: number;
+  maxHeaderBytes: number;
+  clientTimeoutMs: number;
+  backendTimeoutMs: number;
+  connectTimeoutMs: number;
+  /** Worker processes; 0: one per core. */
+  workers: number;
 }
 
 const WORKER_SCRIPT = fileURLToPath(new URL('./proxy-worker.js', import.meta.url));
@@ -42,7 +44,7 @@ export class WorkerProxy implements IngressProxy {
   private stopping = false;
   private readonly connectionsByWorker = new Map<number, number>();
 
-  constructor(private readonly options: IngressOptions, private readonly log: Logger, private readonly metrics: RequestMetrics) {}
+  constructor(private readonly options: WorkerProxyOptions, private readonly log: Logger, private readonly metrics: RequestMetrics) {}
 
   async apply({ table, changes, defaultCertificate }: ProxyUpdate): Promise<void> {
     this.table = table;

@@ -11,10 +11,11 @@ export type IngressDataplaneName = 'builtin' | 'haproxy';
 export const INGRESS_DATAPLANE: IngressDataplaneName = process.env.KUBENFT_TEST_INGRESS_DATAPLANE === 'haproxy' ? 'haproxy' : 'builtin';
 export const ON_HAPROXY = INGRESS_DATAPLANE === 'haproxy';
 
-/** The dataplane under test as the agent's flags, with HAProxy's files in a directory of the test's. */
+/** The dataplane under test as the agent's flags, with HAProxy's files in a directory of the test's (the demo's, the bench's). */
 export class IngressDataplaneUnderTest {
-  readonly name = INGRESS_DATAPLANE;
   readonly dir = mkdtempSync(join(tmpdir(), 'kubenft-haproxy-'));
+
+  constructor(readonly name: IngressDataplaneName = INGRESS_DATAPLANE) {}
 
   get args(): string[] {
     return ['--ingress-dataplane', this.name, '--ingress-haproxy-dir', this.dir];

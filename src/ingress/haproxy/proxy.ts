@@ -6,12 +6,11 @@ import { reloadHaproxy, runningMaster, startHaproxy, stopHaproxy } from '../../k
 import { runtimeChange, runtimeCommand } from '../../kernel/haproxy-runtime.js';
 import { netnsInode } from '../../kernel/netns-ownership.js';
 import { generateDefaultCertificate } from '../default-certificate.js';
-import type { IngressProxy, ProxyUpdate } from '../proxy.js';
 import type { RouteTable } from '../routes.js';
 import { type HaproxyLayout, type HaproxySettings, haproxyLayout } from './config.js';
 import { type DrainingServer, HaproxyModel } from './model.js';
 import { RequestLogReader } from './request-log.js';
-import type { RequestMetrics } from '../worker-proxy.js';
+import type { IngressProxy, ProxyUpdate, RequestMetrics } from '../proxy.js';
 
 // The HAProxy dataplane (--ingress-dataplane=haproxy): HAProxy runs beside the agent, detached
 // (it serves the last plan while the agent is away), programmed through its runtime API. The

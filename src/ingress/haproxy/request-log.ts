@@ -1,6 +1,6 @@
 import { type Socket, connect } from 'node:net';
 import { DURATION_BUCKETS, durationBucket } from '../proxy-protocol.js';
-import type { RequestMetrics } from '../worker-proxy.js';
+import type { RequestMetrics } from '../proxy.js';
 import { ANY_HOST, REQUEST_RING } from './config.js';
 
 // HAProxy's request log, read into the built-in's request metrics: HAProxy writes one line per
