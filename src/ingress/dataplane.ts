@@ -11,7 +11,7 @@ import { nodeContextOf } from '../cluster/topology.js';
 import { CountedHistogram } from '../kernel/counted-histogram.js';
 import { DURATION_BUCKETS, type DefaultCertificate } from './proxy-protocol.js';
 import type { IngressProxy, RequestMetrics } from './proxy.js';
-import { WorkerProxy, listenerOf } from './worker-proxy.js';
+import { WorkerProxy, type WorkerProxyOptions, listenerOf } from './worker-proxy.js';
 import { type HaproxyMetrics, HaproxyProxy, netnsHaproxyDir } from './haproxy/proxy.js';
 import type { HaproxySettings } from './haproxy/config.js';
 import { findHaproxy } from '../kernel/haproxy-process.js';
@@ -22,21 +22,11 @@ import type { IngressStatusWriter } from './status.js';
 // touches (routes.ts) and hands those changes to the proxy that serves them (proxy.ts: the
 // built-in's workers, or HAProxy with --ingress-dataplane=haproxy).
 
-export interface IngressOptions {
+export interface IngressOptions extends WorkerProxyOptions {
   /** --ingress-class: the legacy annotation value served (and the IngressClass name by convention). */
   className: string;
-  /** host:port, or undefined when that listener is off. */
-  httpAddress?: string;
-  httpsAddress?: string;
   /** --ingress-default-certificate NAMESPACE/NAME. */
   defaultCertificate?: string;
-  maxBodyBytes: number;
-  maxHeaderBytes: number;
-  clientTimeoutMs: number;
-  backendTimeoutMs: number;
-  connectTimeoutMs: number;
-  /** Worker processes; 0: one per core. */
-  workers: number;
   /** --ingress-status-address: what status.loadBalancer shows (default: the ingress Service's addresses, else the status writer's node addresses). */
   statusAddresses: string[];
   /** --ingress-service NAMESPACE/NAME: the Service whose load-balancer and external IPs reach the proxy. */

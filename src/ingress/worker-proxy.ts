@@ -15,6 +15,7 @@ import { splitHostPort } from '../kernel/addresses.js';
 
 /** What the workers are started with (the ingress options' part for them). */
 export interface WorkerProxyOptions {
+  /** host:port, or undefined when that listener is off. */
   httpAddress?: string;
   httpsAddress?: string;
   maxBodyBytes: number;
