@@ -22,6 +22,10 @@ const PORTS = { kubenft: [80, 443], 'kubenft-haproxy': [7080, 7443], nginx: [808
 type Dataplane = IngressDataplaneName;
 const CONNECTIONS = [16, 256];
 const CHURN_CHANGES = 100;
+/** Certificate rotations under load: the default certificate's Secret, which wrk (no SNI) is served. */
+const ROTATIONS = 10;
+const ROTATION_INTERVAL_MS = 500;
+const DEFAULT_SECRET = 'bench-default';
 const CHURN_INTERVAL_MS = 200;
 const CHANGE_SIZES = [10, 10_000];
 /** Ingresses created one after the other per size: one sample is at the mercy of the shared machine's load. */
@@ -68,6 +72,20 @@ function hostIngress(name: string, host: string, published = true): KubeObject {
     spec: { ingressClassName: 'kubenft', rules: [{ host, http: { paths: [{ path: '/', pathType: 'Prefix', backend: { service: { name: 'backend', port: { number: 80 } } } }] } }] },
     ...(published ? { status: { loadBalancer: { ingress: [{ ip: EXTERNAL.nodeIPv4 }] } } } : {}),
   };
+}
+
+function tlsSecret(pair: { cert: string; key: string }): KubeObject {
+  return {
+    apiVersion: 'v1', kind: 'Secret', metadata: { name: DEFAULT_SECRET, namespace: 'default' }, type: 'kubernetes.io/tls',
+    data: { 'tls.crt': Buffer.from(pair.cert).toString('base64'), 'tls.key': Buffer.from(pair.key).toString('base64') },
+  };
+}
+
+/** A self-signed ECDSA certificate for the bench's host. */
+function selfSigned(directory: string, name: string): { cert: string; key: string } {
+  const [key, cert] = [join(directory, `${name}.key`), join(directory, `${name}.crt`)];
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', `/CN=${name}`, '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  return { cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8') };
 }
 
 /** The cluster the agent watches: this node, the backend Service and its slice, the bench's Ingress and `ingressCount - 1` others. */
@@ -190,7 +208,7 @@ function treeRssMiB(root: number): number {
  * HAProxy as its dataplane, on the kubenft-haproxy ports, its files in a directory of the bench's;
  * HAProxy outlives the agent by design, so stop() ends it by its PID.
  */
-async function startKubenft(topology: Topology, directory: string, objects: KubeObject[], apiPort: number, dataplane: Dataplane = 'builtin'): Promise<KubenftUnderTest> {
+async function startKubenft(topology: Topology, directory: string, objects: KubeObject[], apiPort: number, dataplane: Dataplane = 'builtin', extraArgs: string[] = []): Promise<KubenftUnderTest> {
   const socket = join(directory, `apiserver-${apiPort}.sock`);
   const api = await FakeApiServer.create(socket);
   for (const object of objects) api.upsert(object);
@@ -209,7 +227,7 @@ async function startKubenft(topology: Topology, directory: string, objects: Kube
     agent = topology.spawn(topology.node, [
       'node', join(projectRoot(), 'dist/src/cli/main.js'), '--kubeconfig', api.kubeconfigPath(`http://127.0.0.1:${apiPort}`), '--hostname-override', NODE_NAME,
       '--ingress', '--iptables-min-sync-period', '0s', '--healthz-bind-address', '', '--metrics-bind-address', '',
-      ...ingressDataplane.args, '--ingress-http-address', `0.0.0.0:${http}`, '--ingress-https-address', `0.0.0.0:${https}`,
+      ...ingressDataplane.args, '--ingress-http-address', `0.0.0.0:${http}`, '--ingress-https-address', `0.0.0.0:${https}`, ...extraArgs,
     ]);
   } catch (error) {
     await stop();
@@ -293,8 +311,10 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
       writeFileSync(nginxConf, nginxConfig(directory, pem));
       const haproxyConf = join(directory, 'haproxy.cfg');
       writeFileSync(haproxyConf, haproxyConfig(directory, pem));
-      const kubenft = await startKubenft(topology, directory, clusterObjects(1), API_PORT);
-      const kubenftHaproxy = await startKubenft(topology, directory, clusterObjects(1), API_PORT + 10, 'haproxy');
+      const certificates = [selfSigned(directory, 'rotation-a'), selfSigned(directory, 'rotation-b')];
+      const withDefault = ['--ingress-default-certificate', `default/${DEFAULT_SECRET}`];
+      const kubenft = await startKubenft(topology, directory, [...clusterObjects(1), tlsSecret(certificates[0])], API_PORT, 'builtin', withDefault);
+      const kubenftHaproxy = await startKubenft(topology, directory, [...clusterObjects(1), tlsSecret(certificates[0])], API_PORT + 10, 'haproxy', withDefault);
       const nginx = topology.spawn(topology.node, ['nginx', '-c', nginxConf, '-g', 'daemon off;']);
       const haproxy = topology.spawn(topology.node, ['haproxy', '-f', haproxyConf, '-db']);
       try {
@@ -322,6 +342,18 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
         const kubenftHaproxyChurn = await underChurn(topology, `http://${node}:${PORTS['kubenft-haproxy'][0]}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
           kubenftHaproxy.api.upsert(backendSlice(index % 2 === 0 ? without : PODS));
         });
+        // Ingress changes (one created per step, the load's host untouched) and certificate rotations, on both of kubenft's dataplanes.
+        for (const [name, under, [http, https]] of [['kubenft', kubenft, PORTS.kubenft], ['kubenft-haproxy', kubenftHaproxy, PORTS['kubenft-haproxy']]] as const) {
+          const ingressChurn = await underChurn(topology, `http://${node}:${http}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
+            under.api.upsert(hostIngress(`churn-${index}`, `churn-${index}.example.com`));
+          });
+          result.churn.push({ proxy: `${name}: Ingress changes`, changes: CHURN_CHANGES, ...ingressChurn });
+          const rotations = await underChurn(topology, `https://${node}:${https}/`, ROTATIONS, ROTATION_INTERVAL_MS, async (index) => {
+            under.api.upsert(tlsSecret(certificates[(index + 1) % 2]));
+          });
+          result.churn.push({ proxy: `${name}: default certificate rotations (https)`, changes: ROTATIONS, ...rotations });
+          options.progress(`${name}: ${ingressChurn.failed} failed of ${ingressChurn.requests} over ${CHURN_CHANGES} Ingress changes; ${rotations.failed} failed of ${rotations.requests} over ${ROTATIONS} certificate rotations`);
+        }
         const nginxChurn = await underChurn(topology, `http://${node}:${PORTS.nginx[0]}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
           writeFileSync(nginxConf, nginxConfig(directory, pem, index % 2 === 0 ? without : PODS));
           await topology.exec(topology.node, ['nginx', '-c', nginxConf, '-s', 'reload']);
@@ -366,7 +398,7 @@ export function ingressReport(result: IngressBenchResult): string {
       ratio(row, find('haproxy', row.scheme, row.connections))} | ${p99Ratio(row, find('haproxy', row.scheme, row.connections))} | ${ratio(row, find('nginx', row.scheme, row.connections))} | ${ratio(row, find('backend directly', 'http', row.connections))} |`),
     '', `| dataplane | Ingresses | Ingress created in the API server → first request its route answers: median of ${CHANGES_PER_SIZE} (ms) | all samples (ms) | median vs the 100 ms goal | agent RSS (MiB, with its workers) | HAProxy RSS (MiB, master and worker) |`, '|---|---|---|---|---|---|---|',
     ...result.changes.map((row) => `| ${row.dataplane} | ${row.ingresses} | ${row.changeToTrafficMs.toFixed(1)} | ${row.samplesMs.map((sample) => sample.toFixed(0)).join(', ')} | ${(row.changeToTrafficMs / 100).toFixed(2)} | ${row.agentRssMiB.toFixed(0)} | ${row.haproxyRssMiB?.toFixed(0) ?? '—'} |`),
-    '', `| proxy | endpoint changes (every ${CHURN_INTERVAL_MS} ms, wrk -c16) | requests | failed | failed per 10,000 |`, '|---|---|---|---|---|',
+    '', `| proxy: what changes (endpoints unless said; every ${CHURN_INTERVAL_MS} ms, rotations every ${ROTATION_INTERVAL_MS} ms; wrk -c16) | changes | requests | failed | failed per 10,000 |`, '|---|---|---|---|---|',
     ...result.churn.map((row) => `| ${row.proxy} | ${row.changes} | ${row.requests} | ${row.failed} | ${((row.failed / Math.max(1, row.requests)) * 10_000).toFixed(2)} |`),
     '',
   ];
