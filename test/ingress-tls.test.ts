@@ -190,6 +190,7 @@ t.test('an Ingress whose Secret is missing is served with the default certificat
   t.equal(metricValue((await scrape(topology, METRICS)).body, 'kubenft_ingress_missing_secrets'), 1, 'kubenft_ingress_missing_secrets');
   const services = await kubenft(topology, ['services', '--manifests', file.path, '--hostname-override', 'node-1', '--ingress']);
   t.match(services.stdout, /^ingress:\n {2}Ingress default\/late: TLS Secret default\/late not found: late\.tls\.test served with the default certificate/m, `kubenft services shows it: ${services.stderr}`);
+  t.match(services.stdout, /^ {2}late\.tls\.test \/ \(Prefix, http: 308 to https\) -> default\/web:\S+ \(Ingress default\/late\): \d+\.\d+\.\d+\.\d+:\d+/m, 'and where a request for its host and path goes');
 
   certificates.set('late', lateCertificate);
   trust();

@@ -2,7 +2,7 @@ import type { Capability, ServiceSteering } from '../capability.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { splitHostPort } from '../kernel/addresses.js';
 import { INGRESS_WATCH, IngressDataplane, type IngressOptions, ingressPlanInput } from './dataplane.js';
-import { missingSecretText, planIngress } from './routes.js';
+import { type HostRoute, type RouteTable, missingSecretText, planIngress } from './routes.js';
 import { cleanupHaproxy } from './haproxy/proxy.js';
 
 export type { IngressOptions } from './dataplane.js';
@@ -15,10 +15,25 @@ export interface IngressSettings extends IngressOptions {
   enabled: boolean;
 }
 
-/** What the Ingresses in the state would be served as: the problems and missing Secrets `kubenft services` lists. */
+/** Where a request for each rule host and path goes (both dataplanes route by this table): one line each, the default backend last. */
+function routeLines(table: RouteTable): string[] {
+  const endpoints = (backend: string) => table.backends[backend]?.join(', ') || 'no ready endpoint: 503';
+  const lines: string[] = [];
+  const hosts: [string, HostRoute | undefined][] = [
+    ...Object.entries(table.hosts), ...Object.entries(table.wildcards).map(([suffix, route]): [string, HostRoute] => [`*.${suffix}`, route]), ['(any other host)', table.anyHost],
+  ];
+  for (const [host, route] of hosts) {
+    for (const path of route?.paths ?? []) lines.push(`${host} ${path.path} (${path.type}${route!.redirectToHttps ? ', http: 308 to https' : ''}) -> ${path.backend} (Ingress ${path.ingress}): ${endpoints(path.backend)}`);
+  }
+  const fallback = table.defaultBackend;
+  lines.push(fallback ? `no rule matched -> ${fallback.backend} (defaultBackend of Ingress ${fallback.ingress}): ${endpoints(fallback.backend)}` : 'no rule matched -> 404');
+  return lines;
+}
+
+/** What the Ingresses in the state would be served as: the routes, problems and missing Secrets `kubenft services` lists. */
 function plannedIngress(state: ClusterState, settings: IngressSettings) {
-  const { problems, missingSecrets } = planIngress(ingressPlanInput(state, settings.className));
-  return { problems: problems.map((problem) => `${problem.object}: ${problem.reason}`), missingSecrets };
+  const { table, problems, missingSecrets } = planIngress(ingressPlanInput(state, settings.className));
+  return { problems: problems.map((problem) => `${problem.object}: ${problem.reason}`), missingSecrets, routes: routeLines(table) };
 }
 
 /** The ingress controller (--ingress): a proxy on every node routes the served Ingresses. */

@@ -29,7 +29,7 @@ export interface PlannedState {
   views: ServicePortView[];
   config: ProxyConfig;
   /** With --ingress: what the route planner reports. */
-  ingress?: { problems: string[]; missingSecrets: MissingSecret[] };
+  ingress?: { problems: string[]; missingSecrets: MissingSecret[]; routes?: string[] };
 }
 
 export class InspectError extends Error {}
@@ -73,8 +73,8 @@ export interface ServicesReport {
   services: (ServicePortSummary & { name?: string; endpointStates?: string[]; drift?: string[]; socketLb?: Omit<SocketLbFrontend, 'address' | 'port' | 'protocol'> })[];
   /** Differences outside what the service entries show (main-table elements, rules), when compared. */
   ruleset?: string[];
-  /** With --ingress: Ingresses (or parts) skipped, and TLS Secrets missing (their hosts get the default certificate). */
-  ingress?: { problems: string[]; missingSecrets: MissingSecret[] };
+  /** With --ingress: Ingresses (or parts) skipped, TLS Secrets missing (their hosts get the default certificate), where each host and path goes. */
+  ingress?: { problems: string[]; missingSecrets: MissingSecret[]; routes?: string[] };
   /** The socket LB's maps, when they are pinned: every frontend (those of the listed services with a filter). */
   socketLb?: { pinDir: string; frontends: SocketLbFrontend[] };
 }
@@ -189,6 +189,10 @@ export function servicesText(report: ServicesReport): string {
     lines.push('ingress:');
     for (const missing of report.ingress.missingSecrets) lines.push(`  ${ingress.view.missingSecretText(missing)}`);
     for (const problem of report.ingress.problems) lines.push(`  skipped ${problem}`);
+  }
+  if (report.ingress?.routes?.length) {
+    lines.push('ingress routes (rule host, path -> backend: endpoints):');
+    for (const route of report.ingress.routes) lines.push(`  ${route}`);
   }
   if (report.socketLb) {
     const listed = new Set(report.services.flatMap((entry) => (entry.clusterIP ? [frontendKey({ protocol: entry.protocol.toUpperCase() as SocketLbFrontend['protocol'], address: entry.clusterIP, port: entry.port })] : [])));
