@@ -313,17 +313,11 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
       writeFileSync(haproxyConf, haproxyConfig(directory, pem));
       const certificates = [selfSigned(directory, 'rotation-a'), selfSigned(directory, 'rotation-b')];
       const withDefault = ['--ingress-default-certificate', `default/${DEFAULT_SECRET}`];
-      const kubenft = await startKubenft(topology, directory, [...clusterObjects(1), tlsSecret(certificates[0])], API_PORT, 'builtin', withDefault);
-      const kubenftHaproxy = await startKubenft(topology, directory, [...clusterObjects(1), tlsSecret(certificates[0])], API_PORT + 10, 'haproxy', withDefault);
       const nginx = topology.spawn(topology.node, ['nginx', '-c', nginxConf, '-g', 'daemon off;']);
       const haproxy = topology.spawn(topology.node, ['haproxy', '-f', haproxyConf, '-db']);
-      try {
-        for (const [name, ports] of Object.entries(PORTS)) await until(() => answers(topology, ports[0]), 60_000, name);
-        const node = topology.external.nodeIPv4;
-        const targets: [string, string, 'http' | 'https'][] = [
-          ...Object.entries(PORTS).flatMap(([name, [http, https]]): [string, string, 'http' | 'https'][] => [[name, `http://${node}:${http}/`, 'http'], [name, `https://${node}:${https}/`, 'https']]),
-          ['backend directly', `http://${PODS[0].ipv4}:${BACKEND_PORT}/`, 'http'],
-        ];
+      const node = topology.external.nodeIPv4;
+      const urls = (name: keyof typeof PORTS): [string, string, 'http' | 'https'][] => [[name, `http://${node}:${PORTS[name][0]}/`, 'http'], [name, `https://${node}:${PORTS[name][1]}/`, 'https']];
+      const measure = async (targets: [string, string, 'http' | 'https'][]) => {
         for (const connections of CONNECTIONS) {
           for (const [target, url, scheme] of targets) {
             // A warm-up first: the JIT, the connection pools and the TLS sessions of each proxy are ready before it is measured.
@@ -333,26 +327,36 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
             options.progress(`${target} ${scheme} c${connections}: ${run.requestsPerSecond.toFixed(0)} req/s, p99 ${run.p99Ms.toFixed(2)} ms, ${run.errors} errors`);
           }
         }
-
-        // Endpoint churn: backend-3 leaves and comes back, again and again.
-        const without = PODS.slice(0, 3);
-        const kubenftChurn = await underChurn(topology, `http://${node}:${PORTS.kubenft[0]}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
-          kubenft.api.upsert(backendSlice(index % 2 === 0 ? without : PODS));
+      };
+      const without = PODS.slice(0, 3);
+      /** Endpoint churn (backend-3 leaves and comes back), Ingress changes and default-certificate rotations under load, through one kubenft. */
+      const kubenftChurn = async (name: string, under: KubenftUnderTest, [http, https]: readonly [number, number]) => {
+        const endpointChurn = await underChurn(topology, `http://${node}:${http}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
+          under.api.upsert(backendSlice(index % 2 === 0 ? without : PODS));
         });
-        const kubenftHaproxyChurn = await underChurn(topology, `http://${node}:${PORTS['kubenft-haproxy'][0]}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
-          kubenftHaproxy.api.upsert(backendSlice(index % 2 === 0 ? without : PODS));
+        const ingressChurn = await underChurn(topology, `http://${node}:${http}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
+          under.api.upsert(hostIngress(`churn-${index}`, `churn-${index}.example.com`));
         });
-        // Ingress changes (one created per step, the load's host untouched) and certificate rotations, on both of kubenft's dataplanes.
-        for (const [name, under, [http, https]] of [['kubenft', kubenft, PORTS.kubenft], ['kubenft-haproxy', kubenftHaproxy, PORTS['kubenft-haproxy']]] as const) {
-          const ingressChurn = await underChurn(topology, `http://${node}:${http}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
-            under.api.upsert(hostIngress(`churn-${index}`, `churn-${index}.example.com`));
-          });
-          result.churn.push({ proxy: `${name}: Ingress changes`, changes: CHURN_CHANGES, ...ingressChurn });
-          const rotations = await underChurn(topology, `https://${node}:${https}/`, ROTATIONS, ROTATION_INTERVAL_MS, async (index) => {
-            under.api.upsert(tlsSecret(certificates[(index + 1) % 2]));
-          });
-          result.churn.push({ proxy: `${name}: default certificate rotations (https)`, changes: ROTATIONS, ...rotations });
-          options.progress(`${name}: ${ingressChurn.failed} failed of ${ingressChurn.requests} over ${CHURN_CHANGES} Ingress changes; ${rotations.failed} failed of ${rotations.requests} over ${ROTATIONS} certificate rotations`);
+        const rotations = await underChurn(topology, `https://${node}:${https}/`, ROTATIONS, ROTATION_INTERVAL_MS, async (index) => {
+          under.api.upsert(tlsSecret(certificates[(index + 1) % 2]));
+        });
+        for (const [what, changes, churn] of [['endpoint changes', CHURN_CHANGES, endpointChurn], ['Ingress changes', CHURN_CHANGES, ingressChurn], ['default certificate rotations (https)', ROTATIONS, rotations]] as const) {
+          result.churn.push({ proxy: `${name}: ${what}`, changes, ...churn });
+          options.progress(`${name}: ${churn.failed} failed of ${churn.requests} requests during ${changes} ${what}`);
+        }
+      };
+      try {
+        for (const name of ['nginx', 'haproxy'] as const) await until(() => answers(topology, PORTS[name][0]), 60_000, name);
+        // One kubenft per network namespace: the built-in's agent, then HAProxy's, each beside the same nginx and bare HAProxy.
+        for (const [name, dataplane] of [['kubenft', 'builtin'], ['kubenft-haproxy', 'haproxy']] as const) {
+          const under = await startKubenft(topology, directory, [...clusterObjects(1), tlsSecret(certificates[0])], API_PORT + (dataplane === 'haproxy' ? 10 : 0), dataplane, withDefault);
+          try {
+            await until(() => answers(topology, PORTS[name][0]), 60_000, name);
+            await measure([...urls(name), ...(dataplane === 'haproxy' ? urls('haproxy') : [...urls('nginx'), ['backend directly', `http://${PODS[0].ipv4}:${BACKEND_PORT}/`, 'http'] as [string, string, 'http']])]);
+            await kubenftChurn(name, under, PORTS[name]);
+          } finally {
+            await under.stop();
+          }
         }
         const nginxChurn = await underChurn(topology, `http://${node}:${PORTS.nginx[0]}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
           writeFileSync(nginxConf, nginxConfig(directory, pem, index % 2 === 0 ? without : PODS));
@@ -361,12 +365,12 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
         const haproxyChurn = await underChurn(topology, `http://${node}:${PORTS.haproxy[0]}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
           await haproxyCommand(topology, join(directory, 'haproxy.sock'), `set server backend/s3 state ${index % 2 === 0 ? 'maint' : 'ready'}`);
         });
-        for (const [proxy, churn] of [['kubenft (route table swap)', kubenftChurn], ['kubenft-haproxy (runtime API from the route plan)', kubenftHaproxyChurn], ['nginx (reload per change)', nginxChurn], ['HAProxy (runtime API)', haproxyChurn]] as const) {
+        for (const [proxy, churn] of [['nginx (reload per change): endpoint changes', nginxChurn], ['HAProxy (runtime API, by hand): endpoint changes', haproxyChurn]] as const) {
           result.churn.push({ proxy, changes: CHURN_CHANGES, ...churn });
-          options.progress(`${proxy}: ${churn.failed} failed of ${churn.requests} requests during ${CHURN_CHANGES} endpoint changes`);
+          options.progress(`${proxy}: ${churn.failed} failed of ${churn.requests} requests`);
         }
       } finally {
-        await Promise.all([kubenft.stop(), kubenftHaproxy.stop(), nginx.stop(), haproxy.stop()]);
+        await Promise.all([nginx.stop(), haproxy.stop()]);
       }
       let apiPort = API_PORT;
       for (const dataplane of ['builtin', 'haproxy'] as const) {
