@@ -11,7 +11,7 @@ import { normalizeNamespace } from '../cluster/normalize.js';
 import type { Upstream } from './forwarder.js';
 import { native } from '../kernel/native.js';
 import { defaultUpstreams, serveHostClients, setUpDnsNetwork, withdrawHostClients } from './network.js';
-import { DURATION_BUCKETS, LARGE_UPDATE, type NamesUpdate, type Ping, type ServerConfig, type ServerMessage, type ServerMetrics, serverLabel } from './server.js';
+import { DNS_DURATION_BUCKETS, LARGE_UPDATE, type NamesUpdate, type Ping, type ServerConfig, type ServerMessage, type ServerMetrics, serverLabel } from './server.js';
 
 // Cluster DNS as a dataplane beside the proxy's rules: on every sync it plans the names of the
 // services that changed (records.ts) and posts them to the server's worker thread, which
@@ -381,12 +381,12 @@ function dnsMetrics(registry: Registry) {
   return {
     requests: new Counter({ name: 'coredns_dns_requests_total', help: 'Counter of DNS requests made per zone, protocol and family.', labelNames: ['server', 'zone', 'view', 'proto', 'family', 'type'], registers }),
     responses: new Counter({ name: 'coredns_dns_responses_total', help: 'Counter of response status codes.', labelNames: ['server', 'zone', 'view', 'rcode', 'plugin'], registers }),
-    durations: new CountedHistogram('coredns_dns_request_duration_seconds', 'Histogram of the time (in seconds) each request took per zone.', ['server', 'zone', 'view'], DURATION_BUCKETS, registry),
+    durations: new CountedHistogram('coredns_dns_request_duration_seconds', 'Histogram of the time (in seconds) each request took per zone.', ['server', 'zone', 'view'], DNS_DURATION_BUCKETS, registry),
     cacheEntries: new Gauge({ name: 'coredns_cache_entries', help: 'The number of elements in the cache.', labelNames: ['server', 'type', 'zones', 'view'], registers }),
     cacheRequests: new Counter({ name: 'coredns_cache_requests_total', help: 'The count of cache requests.', labelNames: ['server', 'zones', 'view'], registers }),
     cacheHits: new Counter({ name: 'coredns_cache_hits_total', help: 'The count of cache hits.', labelNames: ['server', 'type', 'zones', 'view'], registers }),
     cacheMisses: new Counter({ name: 'coredns_cache_misses_total', help: 'The count of cache misses. Deprecated, derive misses from cache hits/requests counters.', labelNames: ['server', 'zones', 'view'], registers }),
-    upstreamDurations: new CountedHistogram('coredns_proxy_request_duration_seconds', 'Histogram of the time each request took.', ['proxy_name', 'to', 'rcode'], DURATION_BUCKETS, registry),
+    upstreamDurations: new CountedHistogram('coredns_proxy_request_duration_seconds', 'Histogram of the time each request took.', ['proxy_name', 'to', 'rcode'], DNS_DURATION_BUCKETS, registry),
     concurrentRejects: new Counter({ name: 'coredns_forward_max_concurrent_rejects_total', help: 'Counter of the number of queries rejected because the concurrent queries were at maximum.', registers }),
     upstreamFailures: new Counter({ name: 'kubenft_dns_upstream_failures_total', help: 'Upstream queries that failed, timed out or answered SERVFAIL (to: the upstream); the next upstream is asked.', labelNames: ['to'], registers }),
     dropped: new Counter({

@@ -7,7 +7,7 @@ import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
 import { Router, type RouteMatch, routingHost } from './routes.js';
 import { clientHelloNamesServer } from './client-hello.js';
 import { parseRequestTarget } from './request-path.js';
-import { DURATION_BUCKETS, type DefaultCertificate, durationBucket, type DurationCounts, type FromWorker, type ProxySettings, type RequestCount, type ToWorker } from './proxy-protocol.js';
+import { INGRESS_DURATION_BUCKETS, type DefaultCertificate, durationBucket, type DurationCounts, type FromWorker, type ProxySettings, type RequestCount, type ToWorker } from './proxy-protocol.js';
 
 // One of the ingress proxy's worker processes (one per core, forked by the agent through the
 // cluster module, all accepting on the same listening sockets). It routes every request with the
@@ -229,7 +229,7 @@ function record(match: RoutedMatch, status: number, started: number): void {
   else requestCounts.set(key, { ingress, host: match.ruleHost, path: match.path, status, count: 1 });
   const seconds = (performance.now() - started) / 1000;
   let durations = durationCounts.get(ingress);
-  if (!durations) durationCounts.set(ingress, (durations = { ingress, buckets: new Array<number>(DURATION_BUCKETS.length + 1).fill(0), sum: 0 }));
+  if (!durations) durationCounts.set(ingress, (durations = { ingress, buckets: new Array<number>(INGRESS_DURATION_BUCKETS.length + 1).fill(0), sum: 0 }));
   durations.buckets[durationBucket(seconds)]++;
   durations.sum += seconds;
 }
