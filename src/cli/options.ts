@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
 import { CAPABILITIES, type CapabilitySettingsByKey } from '../agent/capabilities.js';
 import { parseCIDR } from '../cluster/normalize.js';
-import { ipFamily } from '../kernel/addresses.js';
+import { cidrFamily, ipFamily } from '../kernel/addresses.js';
 import { type ConntrackOptions, services } from '../services/index.js';
 import {
   type FlagSetting, OptionsError, type SettingKind as Kind, fail, formatDuration, hostPort, integerIn, parseDuration, positive,
@@ -331,7 +331,7 @@ const GENERAL_SETTINGS: Setting[] = [
   { flag: 'cluster-cidr', field: 'clusterCIDR', kind: 'string', arg: 'CIDR[,CIDR]', help: 'pod network, one CIDR per family; traffic to Services from outside it is masqueraded',
     apply: (o, v: string, where) => {
       const cidrs = cidrList(v.split(',').map((item) => item.trim()).filter((item) => item !== ''), where);
-      if (cidrs.length > 2 || (cidrs.length === 2 && ipFamily(cidrs[0].split('/')[0]) === ipFamily(cidrs[1].split('/')[0]))) {
+      if (cidrs.length > 2 || (cidrs.length === 2 && cidrFamily(cidrs[0]) === cidrFamily(cidrs[1]))) {
         fail(where, v, 'give one CIDR, or two of different families (dual-stack)');
       }
       o.clusterCIDRs = cidrs;

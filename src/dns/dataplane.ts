@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { StateChanges, StateDataplane, WatchNeeds } from '../capability.js';
+import { joinHostPort } from '../kernel/addresses.js';
 import { type HttpEndpoint, serveHttp } from '../kernel/http-server.js';
 import { CountedHistogram } from '../kernel/counted-histogram.js';
 import { type DnsPlanConfig, planService, planZone } from './records.js';
@@ -213,8 +214,8 @@ export class DnsDataplane implements StateDataplane {
     const { addresses } = this.options;
     const addressesDieWithProcess = this.options.network !== false && (await setUpDnsNetwork(addresses, this.log));
     const probes = [
-      [this.options.healthAddress ?? `${hostPort(addresses[0], HEALTH_PORT)}`, '/health', () => this.healthReport()],
-      [this.options.readyAddress ?? `${hostPort(addresses[0], READY_PORT)}`, '/ready', () => this.readyReport()],
+      [this.options.healthAddress ?? joinHostPort(addresses[0], HEALTH_PORT), '/health', () => this.healthReport()],
+      [this.options.readyAddress ?? joinHostPort(addresses[0], READY_PORT), '/ready', () => this.readyReport()],
     ] as const;
     for (const [address, path, report] of probes) {
       if (address === '') continue;
@@ -359,7 +360,6 @@ export class DnsDataplane implements StateDataplane {
   }
 }
 
-const hostPort = (address: string, port: number) => `${address.includes(':') ? `[${address}]` : address}:${port}`;
 
 function answerProbe(res: ServerResponse, report: { ok: boolean; text: string } | undefined): void {
   if (!report) {

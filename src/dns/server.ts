@@ -3,6 +3,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import ipaddr from 'ipaddr.js';
 import dnsPacket from 'dns-packet';
 import { type PlannedName, type PlannedRecord, type PlannedType, mergeNames, podAddress, soaRecord } from './records.js';
+import { joinHostPort } from '../kernel/addresses.js';
 import { type AnswerTable, type UdpAnswerSocket, native } from '../kernel/native.js';
 import { type Forwarded, Forwarder, type Upstream } from './forwarder.js';
 import { MATCH, TableOps } from './udp-table.js';
@@ -103,7 +104,7 @@ export interface Via {
 }
 
 /** CoreDNS's server label: the transport and the listener's address (net.TCPAddr's text). */
-export const serverLabel = (address: string, port: number) => `dns://${net.isIPv6(address) ? `[${address}]` : address}:${port}`;
+export const serverLabel = (address: string, port: number) => `dns://${joinHostPort(address, port)}`;
 const viaOf = (address: string, port: number, proto: Via['proto']): Via => ({ proto, family: net.isIPv6(address) ? '2' : '1', server: serverLabel(address, port) });
 
 /** Which part of the server wrote a response, as CoreDNS's responses_total{plugin} names it ('': an error the server wrote). */

@@ -4,6 +4,7 @@ import { type Server as TcpServer, type Socket, createServer as createTcpServer,
 import { Readable } from 'node:stream';
 import { type SecureContext, createSecureContext } from 'node:tls';
 import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
+import { splitHostPort } from '../kernel/addresses.js';
 import { Router, type RouteMatch, routingHost } from './routes.js';
 import { clientHelloNamesServer } from './client-hello.js';
 import { parseRequestTarget } from './request-path.js';
@@ -385,8 +386,7 @@ function tunnel(request: IncomingMessage, client: Socket, head: Buffer, secure: 
   const endpoint = pickEndpoint(match.route.backend, match.endpoints, new Set());
   if (endpoint === undefined) return refuse(client, '503 Service Unavailable');
   const started = performance.now();
-  const separator = endpoint.lastIndexOf(':');
-  const upstream = tcpConnect({ host: endpoint.slice(0, separator).replace(/^\[|\]$/g, ''), port: Number(endpoint.slice(separator + 1)) });
+  const upstream = tcpConnect(splitHostPort(endpoint));
   const headers = upstreamHeaders(request, fields, secure, UPGRADE_FIELDS);
   let lines = `${request.method} ${target} HTTP/1.1\r\n`;
   for (let index = 0; index < headers.length; index += 2) lines += `${headers[index]}: ${headers[index + 1]}\r\n`;
