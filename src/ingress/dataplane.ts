@@ -9,7 +9,7 @@ import {
 import { endpointPortViews } from '../cluster/service-ports.js';
 import { nodeContextOf } from '../cluster/topology.js';
 import { CountedHistogram } from '../kernel/counted-histogram.js';
-import { DURATION_BUCKETS, type DefaultCertificate } from './proxy-protocol.js';
+import { INGRESS_DURATION_BUCKETS, type DefaultCertificate } from './proxy-protocol.js';
 import type { IngressProxy, RequestMetrics } from './proxy.js';
 import { WorkerProxy, type WorkerProxyOptions, listenerOf } from './worker-proxy.js';
 import { type HaproxyMetrics, HaproxyProxy, netnsHaproxyDir } from './haproxy/proxy.js';
@@ -116,7 +116,7 @@ export class IngressDataplane implements StateDataplane {
     const registers = [registry];
     this.metrics = {
       requests: new Counter({ name: 'kubenft_ingress_requests_total', help: 'Requests answered by the ingress proxy, by Ingress, rule host, rule path and status', labelNames: ['ingress', 'host', 'path', 'status'], registers }),
-      durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', ['ingress'], DURATION_BUCKETS, registry),
+      durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', ['ingress'], INGRESS_DURATION_BUCKETS, registry),
       upstreamErrors: new Counter({ name: 'kubenft_ingress_upstream_errors_total', help: 'Failed attempts to reach an endpoint (connection refused or reset, timeouts), by backend', labelNames: ['backend'], registers }),
       connections: new Gauge({ name: 'kubenft_ingress_active_connections', help: 'Client connections open on the ingress proxy', registers }),
       problems: new Gauge({ name: 'kubenft_ingress_problems', help: 'Ingresses (or parts of them) skipped: invalid, unknown backend, conflict', registers }),

@@ -1,19 +1,14 @@
 import type { Capability, ServiceSteering } from '../capability.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { splitHostPort } from '../kernel/addresses.js';
-import { INGRESS_WATCH, IngressDataplane, type IngressOptions, ingressPlanInput } from './dataplane.js';
+import { INGRESS_WATCH, IngressDataplane, ingressPlanInput } from './dataplane.js';
+import { INGRESS_SETTINGS, type IngressSettings } from './flags.js';
 import { type HostRoute, type RouteTable, missingSecretText, planIngress } from './routes.js';
 import { cleanupHaproxy } from './haproxy/proxy.js';
 
 export type { IngressOptions } from './dataplane.js';
-/** --ingress-haproxy-dir's default. */
-export const DEFAULT_INGRESS_HAPROXY_DIR = '/run/kubenft/ingress-haproxy';
 export type { MissingSecret } from './routes.js';
-
-/** --ingress and its settings. */
-export interface IngressSettings extends IngressOptions {
-  enabled: boolean;
-}
+export type { IngressSettings } from './flags.js';
 
 /** Where a request for each rule host and path goes (both dataplanes route by this table): one line each, the default backend last. */
 function routeLines(table: RouteTable): string[] {
@@ -39,7 +34,8 @@ function plannedIngress(state: ClusterState, settings: IngressSettings) {
 /** The ingress controller (--ingress): a proxy on every node routes the served Ingresses. */
 export const ingress = {
   name: 'ingress',
-  settingsKey: 'ingress',
+  settingsKey: 'ingress' as const,
+  settings: INGRESS_SETTINGS,
   enabled: (settings: IngressSettings) => settings.enabled,
   watch: INGRESS_WATCH,
   start: (settings: IngressSettings, { log, api }) => new IngressDataplane(settings, log, api),

@@ -1,5 +1,5 @@
-// The ingress behaviour tests run against both dataplanes: each test/ingress-*.test.ts runs with
-// the built-in proxy, and again with HAProxy through its twin test/ingress-*.haproxy.test.ts,
+// The ingress behaviour tests run against both dataplanes: each test/kernel/ingress-*.test.ts runs with
+// the built-in proxy, and again with HAProxy through its twin test/kernel/ingress-*.haproxy.test.ts,
 // which sets KUBENFT_TEST_INGRESS_DATAPLANE before importing it. HAProxy outlives the agent by
 // design, so a test ends it itself, by the PID in the directory the test made for it.
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';

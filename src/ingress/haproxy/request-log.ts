@@ -1,5 +1,5 @@
 import { type Socket, connect } from 'node:net';
-import { DURATION_BUCKETS, durationBucket } from '../proxy-protocol.js';
+import { INGRESS_DURATION_BUCKETS, durationBucket } from '../proxy-protocol.js';
 import type { RequestMetrics } from '../proxy.js';
 import { ANY_HOST, REQUEST_RING } from './config.js';
 
@@ -74,7 +74,7 @@ export class RequestLogReader {
       // To the response header: the stages that happened (-1: did not).
       const seconds = [requestMs, queueMs, connectMs, responseMs].reduce((sum, text) => sum + Math.max(0, Number(text) || 0), 0) / 1000;
       let histogram = durations.get(route.ingress);
-      if (!histogram) durations.set(route.ingress, (histogram = { buckets: new Array<number>(DURATION_BUCKETS.length + 1).fill(0), sum: 0 }));
+      if (!histogram) durations.set(route.ingress, (histogram = { buckets: new Array<number>(INGRESS_DURATION_BUCKETS.length + 1).fill(0), sum: 0 }));
       histogram.buckets[durationBucket(seconds)]++;
       histogram.sum += seconds;
     }

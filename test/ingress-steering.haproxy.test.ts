@@ -1,3 +1,0 @@
-// test/ingress-steering.test.ts with HAProxy as the dataplane (test/lib/ingress-dataplane.ts).
-process.env.KUBENFT_TEST_INGRESS_DATAPLANE = 'haproxy';
-await import('./ingress-steering.test.js');

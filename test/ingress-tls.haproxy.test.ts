@@ -1,3 +1,0 @@
-// test/ingress-tls.test.ts with HAProxy as the dataplane (test/lib/ingress-dataplane.ts).
-process.env.KUBENFT_TEST_INGRESS_DATAPLANE = 'haproxy';
-await import('./ingress-tls.test.js');
