@@ -15,7 +15,7 @@ packages+=(clang llvm libbpf-dev bpftool)
 packages+=(openssl curl strace)
 # The ingress request-target test runs nginx beside the proxy as the reference for routing.
 packages+=(nginx)
-# --ingress-dataplane=haproxy, and the ingress tests run against it (test/ingress-*.haproxy.test.ts).
+# --ingress-dataplane=haproxy, and the ingress tests run against it (test/kernel/ingress-*.haproxy.test.ts).
 packages+=(haproxy)
 # modprobe, for nf_conntrack below
 packages+=(kmod)
