@@ -99,6 +99,12 @@ export interface NativeAddon {
   openTun(name: string): number;
 }
 
+/**
+ * The part of the addon that nftables' backend uses: the real kernel's (the addon) or the one in
+ * memory (memory-nftables.ts).
+ */
+export type NftablesKernel = Pick<NativeAddon, 'attributes' | 'commit' | 'dump' | 'tables' | 'generation' | 'trimNativeHeap' | 'compactJsHeap'>;
+
 export interface AnswerTable {
   /** Applies table ops (src/dns/udp-table.ts) to a copy of the table and swaps it in. */
   update(ops: Buffer): void;
