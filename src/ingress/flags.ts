@@ -46,7 +46,7 @@ export const INGRESS_SETTINGS: SettingsDefinition<IngressSettings> = {
     // ---- the ingress dataplane (issue 28) ----
     { flag: 'ingress-dataplane', kind: 'string', arg: 'haproxy|builtin', help: 'what serves the routes: HAProxy programmed through its runtime API, or the built-in Node proxy', defaultText: 'builtin',
       apply: (o, v: string, where) => { o.dataplane = v === 'haproxy' || v === 'builtin' ? v : fail(where, v, 'must be haproxy or builtin'); } },
-    { flag: 'ingress-haproxy-dir', kind: 'string', arg: 'PATH', help: 'with --ingress-dataplane=haproxy: where HAProxy\'s configuration, maps, certificates and sockets go (in a subdirectory per network namespace)', defaultText: DEFAULT_INGRESS_HAPROXY_DIR,
+    { flag: 'ingress-haproxy-dir', kind: 'string', arg: 'PATH', help: 'HAProxy\'s configuration, maps, certificates and sockets (a subdirectory per network namespace)', defaultText: DEFAULT_INGRESS_HAPROXY_DIR,
       apply: (o, v: string, where) => { o.haproxyDir = v || fail(where, v, 'must not be empty'); } },
   ],
   check(settings, { proxyMode }) {
