@@ -22,7 +22,8 @@ import { runChecked } from './bench-command.js';
 import { assertInScratchNamespace } from './bench-netns.js';
 import type { ColdstartRun, ColdstartTask, FullSyncCapture } from './bench-coldstart-types.js';
 
-const CLI = join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
+/** The shipped agent (the bundle); KUBENFT_BENCH_CLI names another build to compare, such as dist/src/cli/main.js. */
+const CLI = process.env.KUBENFT_BENCH_CLI ?? join(projectRoot(), 'dist', 'bundle', 'main.js');
 /** A source address inside the pod network: the probes' connections are not masqueraded. */
 const PROBE_SOURCE = '10.244.0.1';
 const POLL_MS = 2;
