@@ -20,7 +20,7 @@ import { BENCH_CONFIG, POD_CIDR, SERVICE_CIDR, SERVICE_PORT, TARGET_PORT, buildC
 import { BENCH_NODE, apiEndpointSlice, apiNode, apiService } from './bench-coldstart-cluster.js';
 import { runChecked } from './bench-command.js';
 import { assertInScratchNamespace } from './bench-netns.js';
-import type { ColdstartRun, ColdstartTask, FullSyncCapture } from './bench-coldstart-types.js';
+import type { ColdstartRun, ColdstartTask, FetchFloor, FullSyncCapture } from './bench-coldstart-types.js';
 
 /** The shipped agent (the bundle); KUBENFT_BENCH_CLI names another build to compare, such as dist/src/cli/main.js. */
 const CLI = process.env.KUBENFT_BENCH_CLI ?? join(projectRoot(), 'dist', 'bundle', 'main.js');
@@ -282,6 +282,33 @@ async function onceRun(services: number, manifestPath: string, timeoutMs: number
   }
 }
 
+/** A node process's exit, in ms from its spawn. */
+function timedNode(args: string[], timeoutMs: number): Promise<{ ms: number; stdout: string }> {
+  const started = performance.now();
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], timeout: timeoutMs });
+  let stdout = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  return new Promise((resolve, reject) => child.once('close', (code) => (code === 0 ? resolve({ ms: performance.now() - started, stdout }) : reject(new Error(`node ${args.join(' ')} exited ${code}`)))));
+}
+
+/** The part of the limit that is not the kernel's: node's own start, and the same process fetching both lists as the agent asks for them. */
+async function fetchFloor(services: number, timeoutMs: number): Promise<FetchFloor> {
+  const api = new BenchApiServer(apiCollections(services));
+  try {
+    const server = await api.listen();
+    const selector = encodeURIComponent(PROXYABLE_SELECTOR);
+    const urls = ['/api/v1/services', '/apis/discovery.k8s.io/v1/endpointslices'].map((path) => `${server}${path}?labelSelector=${selector}`);
+    const script = `const http = require('node:http'); let bytes = 0;
+Promise.all(${JSON.stringify(urls)}.map((url) => new Promise((resolve, reject) => http.get(url, (response) => { response.on('data', (chunk) => (bytes += chunk.length)); response.once('end', resolve); response.once('error', reject); }).once('error', reject))))
+  .then(() => process.stdout.write(String(bytes)));`;
+    const nodeStart = await timedNode(['-e', '0'], timeoutMs);
+    const fetched = await timedNode(['-e', script], timeoutMs);
+    return { nodeStartMs: nodeStart.ms, fetchListsMs: fetched.ms, listBytes: Number(fetched.stdout) };
+  } finally {
+    api.close();
+  }
+}
+
 function run(task: ColdstartTask): Promise<unknown> {
   switch (task.kind) {
     case 'capture':
@@ -290,6 +317,8 @@ function run(task: ColdstartTask): Promise<unknown> {
       return agentRun(task.services, task.timeoutMs);
     case 'once':
       return onceRun(task.services, task.manifestPath, task.timeoutMs);
+    case 'fetch':
+      return fetchFloor(task.services, task.timeoutMs);
   }
 }
 
