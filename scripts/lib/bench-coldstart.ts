@@ -222,7 +222,8 @@ export function coldstartReport(results: ColdstartResults): string {
   const lines = ['', '## Cold start at the limit (issues 17 and 27)', '',
     'The kernel\'s load: kubenft\'s own netlink batches for the same ruleset, captured from its full sync and',
     'replayed by a minimal C sender into a fresh namespace (median of 3). The agent\'s limit adds node\'s own',
-    'start and the two lists fetched (a bare node process GETting both, every byte read, median of 3). Full',
+    'start and the two lists fetched (a bare node process GETting both in the agent\'s pages, every byte read,',
+    'nothing parsed, median of 3). Full',
     'sync: the agent\'s full sync (state → commit, median of 3). Agent: the shipped `kubenft --kubeconfig`',
     'against a local API server holding the services (list + watch), from the process\'s spawn to the last',
     'VIP answering. `--once`: from a manifest file (one List). Seconds.', ''];
