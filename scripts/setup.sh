@@ -51,3 +51,5 @@ if [ ! -f "$addon" ] || [ -n "$(find native binding.gyp -newer "$addon" 2>/dev/n
 fi
 
 npx tsc -p tsconfig.json
+# The shipped agent: one bundle (scripts/bundle.mjs says why).
+node scripts/bundle.mjs

@@ -71,6 +71,11 @@ export class FakeApiServer {
   /** Collections answered 404, as a server without that API (or without the right to it) answers. */
   readonly refusedKinds = new Set<FakeKind>();
   private readonly objects = new Map<string, KubeObject>();
+  /** A paged list's rest, by continue token: the items of its first page's snapshot. */
+  /** Called with each list request's query before it is answered (a test's hook into a paged list). */
+  onList: ((query: Record<string, string>) => void) | undefined;
+  private readonly continuations = new Map<string, { items: object[]; resourceVersion: number; offset: number }>();
+  private nextContinuation = 0;
   private history: Change[] = [];
   /** Watches from before this resourceVersion are answered 410 Gone. */
   private compactedAt = 0;
@@ -249,7 +254,7 @@ export class FakeApiServer {
       return status(response, 400, 'BadRequest', (error as Error).message);
     }
     if (watch) this.watch(collection, matches, query, response);
-    else setTimeout(() => this.list(collection, matches, response), this.listDelayMs[collection.kind] ?? 0);
+    else setTimeout(() => this.list(collection, matches, query, response), this.listDelayMs[collection.kind] ?? 0);
   }
 
   /** GET, POST (create) and PUT (replace, refused with 409 on a stale resourceVersion), as a real server answers them. */
@@ -277,16 +282,31 @@ export class FakeApiServer {
     return status(response, 404, 'NotFound', `${request.method} ${key} is not served here`);
   }
 
-  private list(collection: Collection, matches: Matcher, response: ServerResponse): void {
-    const items = [...this.objects.values()]
-      .filter((object) => object.kind === collection.kind && matches(object))
-      .map(({ kind: _kind, apiVersion: _apiVersion, ...item }) => item);
-    const body = {
-      kind: `${collection.kind}List`,
-      apiVersion: collection.apiVersion,
-      metadata: { resourceVersion: String(this.resourceVersion) },
-      items,
+  /** Every continue token handed out so far answers 410 from now on, as one does once etcd compacts past its snapshot. */
+  expireContinuations(): void {
+    this.continuations.clear();
+  }
+
+  /** A list, paged as a real server pages it when asked with `limit` (every page of one snapshot, `continue` until the last). */
+  private list(collection: Collection, matches: Matcher, query: Record<string, string>, response: ServerResponse): void {
+    this.onList?.(query);
+    let rest = query.continue === undefined ? undefined : this.continuations.get(query.continue);
+    if (query.continue !== undefined && !rest) return status(response, 410, 'Expired', 'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.');
+    if (query.continue !== undefined) this.continuations.delete(query.continue);
+    rest ??= {
+      items: [...this.objects.values()].filter((object) => object.kind === collection.kind && matches(object)).map(({ kind: _kind, apiVersion: _apiVersion, ...item }) => item),
+      resourceVersion: this.resourceVersion,
+      offset: 0,
     };
+    const limit = Number(query.limit) > 0 ? Number(query.limit) : Infinity;
+    const end = Math.min(rest.items.length, rest.offset + limit);
+    const metadata: Record<string, unknown> = { resourceVersion: String(rest.resourceVersion) };
+    if (end < rest.items.length) {
+      const token = `page-${++this.nextContinuation}`;
+      this.continuations.set(token, { ...rest, offset: end });
+      Object.assign(metadata, { continue: token, remainingItemCount: rest.items.length - end });
+    }
+    const body = { kind: `${collection.kind}List`, apiVersion: collection.apiVersion, metadata, items: rest.items.slice(rest.offset, end) };
     response.writeHead(200, { 'Content-Type': 'application/json' });
     response.end(JSON.stringify(body));
   }
