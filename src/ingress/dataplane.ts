@@ -14,7 +14,7 @@ import { splitHostPort } from '../kernel/addresses.js';
 import { nodeContextOf } from '../cluster/topology.js';
 import { CountedHistogram } from '../kernel/counted-histogram.js';
 import { generateDefaultCertificate } from './default-certificate.js';
-import { DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
+import { INGRESS_DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
 import type { IngressStatusWriter } from './status.js';
 
 // The ingress controller as a dataplane beside the rules: every good sync replans the hosts it
@@ -130,7 +130,7 @@ export class IngressDataplane implements StateDataplane {
     const registers = [registry];
     this.metrics = {
       requests: new Counter({ name: 'kubenft_ingress_requests_total', help: 'Requests answered by the ingress proxy, by Ingress, rule host, rule path and status', labelNames: ['ingress', 'host', 'path', 'status'], registers }),
-      durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', ['ingress'], DURATION_BUCKETS, registry),
+      durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', ['ingress'], INGRESS_DURATION_BUCKETS, registry),
       upstreamErrors: new Counter({ name: 'kubenft_ingress_upstream_errors_total', help: 'Failed attempts to reach an endpoint (connection refused or reset, timeouts), by backend', labelNames: ['backend'], registers }),
       connections: new Gauge({ name: 'kubenft_ingress_active_connections', help: 'Client connections open on the ingress proxy', registers }),
       problems: new Gauge({ name: 'kubenft_ingress_problems', help: 'Ingresses (or parts of them) skipped: invalid, unknown backend, conflict', registers }),

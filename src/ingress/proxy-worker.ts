@@ -4,10 +4,11 @@ import { type Server as TcpServer, type Socket, createServer as createTcpServer,
 import { Readable } from 'node:stream';
 import { type SecureContext, createSecureContext } from 'node:tls';
 import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
+import { splitHostPort } from '../kernel/addresses.js';
 import { Router, type RouteMatch, routingHost } from './routes.js';
 import { clientHelloNamesServer } from './client-hello.js';
 import { parseRequestTarget } from './request-path.js';
-import { DURATION_BUCKETS, type DefaultCertificate, durationBucket, type DurationCounts, type FromWorker, type ProxySettings, type RequestCount, type ToWorker } from './proxy-protocol.js';
+import { INGRESS_DURATION_BUCKETS, type DefaultCertificate, durationBucket, type DurationCounts, type FromWorker, type ProxySettings, type RequestCount, type ToWorker } from './proxy-protocol.js';
 
 // One of the ingress proxy's worker processes (one per core, forked by the agent through the
 // cluster module, all accepting on the same listening sockets). It routes every request with the
@@ -229,7 +230,7 @@ function record(match: RoutedMatch, status: number, started: number): void {
   else requestCounts.set(key, { ingress, host: match.ruleHost, path: match.path, status, count: 1 });
   const seconds = (performance.now() - started) / 1000;
   let durations = durationCounts.get(ingress);
-  if (!durations) durationCounts.set(ingress, (durations = { ingress, buckets: new Array<number>(DURATION_BUCKETS.length + 1).fill(0), sum: 0 }));
+  if (!durations) durationCounts.set(ingress, (durations = { ingress, buckets: new Array<number>(INGRESS_DURATION_BUCKETS.length + 1).fill(0), sum: 0 }));
   durations.buckets[durationBucket(seconds)]++;
   durations.sum += seconds;
 }
@@ -385,8 +386,7 @@ function tunnel(request: IncomingMessage, client: Socket, head: Buffer, secure: 
   const endpoint = pickEndpoint(match.route.backend, match.endpoints, new Set());
   if (endpoint === undefined) return refuse(client, '503 Service Unavailable');
   const started = performance.now();
-  const separator = endpoint.lastIndexOf(':');
-  const upstream = tcpConnect({ host: endpoint.slice(0, separator).replace(/^\[|\]$/g, ''), port: Number(endpoint.slice(separator + 1)) });
+  const upstream = tcpConnect(splitHostPort(endpoint));
   const headers = upstreamHeaders(request, fields, secure, UPGRADE_FIELDS);
   let lines = `${request.method} ${target} HTTP/1.1\r\n`;
   for (let index = 0; index < headers.length; index += 2) lines += `${headers[index]}: ${headers[index + 1]}\r\n`;

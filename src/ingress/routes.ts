@@ -2,6 +2,7 @@ import {
   INGRESS_CONTROLLER, type IngressBackend, type IngressClassInfo, type IngressInfo, type TlsSecretInfo,
 } from './objects.js';
 import type { ServicePortView } from '../cluster/service-ports.js';
+import { joinHostPort } from '../kernel/addresses.js';
 import { categorizeEndpoints, type NodeContext } from '../cluster/topology.js';
 import { canonicalOctets } from '../ingress/request-path.js';
 
@@ -128,8 +129,6 @@ function classSelection(classes: IngressClassInfo[], ingressClass: string, probl
   };
 }
 
-const hostPort = (address: string, port: number) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
-
 /** A backend's ready endpoints, or why the backend is unknown. */
 function resolveBackend(input: IngressPlanInput, namespace: string, backend: IngressBackend): { key: string; endpoints: string[] } | string {
   const views = input.servicePorts(`${namespace}/${backend.service}`);
@@ -140,7 +139,7 @@ function resolveBackend(input: IngressPlanInput, namespace: string, backend: Ing
   for (const view of matching) {
     // The proxy runs on the node: its connections are in-cluster traffic (internalTrafficPolicy applies).
     const categories = categorizeEndpoints(view, input.node);
-    for (const endpoint of categories.usesCluster ? categories.cluster : categories.local) endpoints.add(hostPort(endpoint.address, endpoint.port));
+    for (const endpoint of categories.usesCluster ? categories.cluster : categories.local) endpoints.add(joinHostPort(endpoint.address, endpoint.port));
   }
   return { key: `${namespace}/${backend.service}:${matching[0].port.name || matching[0].port.port}`, endpoints: [...endpoints].sort() };
 }

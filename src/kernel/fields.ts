@@ -117,14 +117,4 @@ function parsePrefix(prefix: string): { network: Buffer; mask: Buffer } {
   return { network, mask };
 }
 
-/** The padded, concatenated key of a set element. */
-export function encodeKey(types: DataType[], values: Value[]): Buffer {
-  if (types.length === 1) return encodeValue(types[0], values[0]);
-  const key = Buffer.alloc(types.reduce((sum, type) => sum + registerWidth(DATATYPE_LENGTHS[type]), 0));
-  let offset = 0;
-  types.forEach((type, index) => {
-    encodeValue(type, values[index]).copy(key, offset);
-    offset += registerWidth(DATATYPE_LENGTHS[type]);
-  });
-  return key;
-}
+

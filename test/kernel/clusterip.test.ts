@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { DEFAULT_PROXY_CONFIG } from '../../src/services/config.js';
 import { projectRoot } from '../../src/kernel/native.js';
 import { CHAINS, planRuleset, serviceTableIndexOf, serviceTableLabel } from '../../src/services/nftables-plan.js';
-import { loadState } from '../../src/cluster/load.js';
+import { loadState } from '../lib/load-state.js';
 import { allServicePortViews } from '../../src/cluster/service-ports.js';
 import { createTopology, type Topology } from '../../scripts/lib/topology.js';
 import { CHI_SQUARE_CRITICAL_P001, chiSquareUniform, kubenft, listRulesetJson, syncOnce } from '../lib/kubenft.js';

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import dnsPacket from 'dns-packet';
 import { native } from '../../src/kernel/native.js';
 import { planService, planZone } from '../../src/dns/records.js';
-import { ClusterDnsServer, DURATION_BUCKETS, type NamesUpdate, serveUdp } from '../../src/dns/server.js';
+import { ClusterDnsServer, DNS_DURATION_BUCKETS, type NamesUpdate, serveUdp } from '../../src/dns/server.js';
 import { MATCH, TableOps } from '../../src/dns/udp-table.js';
 
 const run = promisify(execFile);
@@ -70,13 +70,13 @@ t.test('the table answers cluster names natively; the rest reaches the JS server
   t.ok(metrics.requests[`${label}|udp|1|A`] >= 4, 'native answers are counted with the JS ones, under the socket\'s address');
   t.ok(metrics.responses[`${label}|NXDOMAIN|kubernetes`] >= 2 && metrics.responses[`${label}|NOERROR|kubernetes`] >= 8);
   const durations = metrics.durations[label];
-  t.equal(durations.buckets.length, DURATION_BUCKETS.length + 1, 'a bucket per bound, and one past the last');
+  t.equal(durations.buckets.length, DNS_DURATION_BUCKETS.length + 1, 'a bucket per bound, and one past the last');
   t.equal(durations.buckets.reduce((sum, count) => sum + count, 0), Object.values(metrics.responses).reduce((sum, count) => sum + count, 0), 'every response has a duration');
 });
 
 t.test('a malformed table update or socket is refused, naming what is wrong', async (t) => {
   const table = native().answerTable();
-  const socket = native().udpAnswers({ address: '127.0.0.1', port: 0, threads: 1, durationBounds: DURATION_BUCKETS, table }, () => undefined);
+  const socket = native().udpAnswers({ address: '127.0.0.1', port: 0, threads: 1, durationBounds: DNS_DURATION_BUCKETS, table }, () => undefined);
   t.teardown(() => socket.close());
   const good = new TableOps().setTemplate(MATCH.suffix, 'example', { flags: 0x8403 }).take();
   t.throws(() => table.update(good.subarray(0, good.length - 2)), /truncated/);

@@ -2,7 +2,7 @@
 // command argument and iptables dump goes through, over the forms operators and tools write.
 import t from 'tap';
 import { isIP } from 'node:net';
-import { HostPortError, ipFamily, joinHostPort, splitHostPort } from '../../src/kernel/addresses.js';
+import { HostPortError, cidrFamily, ipFamily, joinHostPort, networkCIDR, splitHostPort } from '../../src/kernel/addresses.js';
 
 t.test('ipFamily agrees with node:net on literals and refuses what is not one', async (t) => {
   for (const text of ['10.0.0.1', '0.0.0.0', '255.255.255.255', '::', '::1', 'fd00::1', '::ffff:10.0.0.1', 'fe80::1%eth0', '2001:db8::a:b:c:d']) {
@@ -65,4 +65,16 @@ t.test('joinHostPort writes what splitHostPort reads', async (t) => {
   for (const [host, port] of [['10.0.0.1', 1], ['fd00::1', 53], ['::ffff:10.0.0.1', 65535]] as const) {
     t.same(splitHostPort(joinHostPort(host, port)), { host, port });
   }
+});
+
+t.test('a CIDR is read as its network, and its family is its address\'s', async (t) => {
+  t.equal(networkCIDR('10.1.2.3/8'), '10.0.0.0/8');
+  t.equal(networkCIDR('10.96.0.0/12'), '10.96.0.0/12');
+  t.equal(networkCIDR('fd00:10:96::1/64'), 'fd00:10:96::/64');
+  t.equal(networkCIDR('0.0.0.0/0'), '0.0.0.0/0');
+  for (const bad of ['10.0.0.0', '10.0.0.0/33', 'fd00::/129', '10.0.0/8', 'example/8', '']) t.throws(() => networkCIDR(bad), bad);
+  t.equal(cidrFamily('10.0.0.0/8'), 4);
+  t.equal(cidrFamily('fd00::/64'), 6);
+  t.equal(cidrFamily('10.0.0.1'), 4);
+  t.equal(cidrFamily('example/8'), 0);
 });

@@ -5,7 +5,7 @@ import t from 'tap';
 import dgram from 'node:dgram';
 import dnsPacket from 'dns-packet';
 import { planService, planZone, reverseName } from '../../src/dns/records.js';
-import { ClusterDnsServer, type NamesUpdate } from '../../src/dns/server.js';
+import { ClusterDnsServer, type NamesUpdate, serverLabel } from '../../src/dns/server.js';
 import { Forwarder } from '../../src/dns/forwarder.js';
 import { agedResponse, parseQuery } from '../../src/dns/wire.js';
 
@@ -106,4 +106,9 @@ t.test('a cached upstream answer is served with its TTLs lowered by its time in 
   t.equal((dnsPacket.decode(aged!).additionals![0] as { flags?: number }).flags, dnsPacket.DNSSEC_OK, 'the OPT record\'s TTL field (its flags) is left alone');
   t.equal(asked, 1, 'the second answer came from the cache');
   t.same(agedResponse(Buffer.from([0, 1, 0x80, 0, 0, 1, 0, 1]), 5), Buffer.from([0, 1, 0x80, 0, 0, 1, 0, 1]), 'an unreadable response is left as it was');
+});
+
+t.test('the server label is CoreDNS\'s: dns:// and the listener\'s address, an IPv6 one in brackets', async (t) => {
+  t.equal(serverLabel('169.254.20.10', 53), 'dns://169.254.20.10:53');
+  t.equal(serverLabel('fd00:10:96::a', 53), 'dns://[fd00:10:96::a]:53');
 });

@@ -1,5 +1,6 @@
 // The shape of src/ (docs/architecture.md), held by reading every import: imports flow one way,
-// cli → agent → capabilities → the capability contract (capability.ts) → cluster → kernel; a
+// cli → agent → capabilities → the capability contract (capability.ts) → how settings are defined
+// (settings.ts) → cluster → kernel; a
 // capability is entered only through its index.ts, by the agent, the CLI or another capability;
 // nothing imports in a cycle, in src/ or in scripts/. Type-only imports count: a cycle of types is
 // still a tangle.
@@ -14,9 +15,9 @@ const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '../..');
 const CAPABILITIES = ['services', 'socket-lb', 'dns', 'ingress'];
 /** Who may import whom: a module imports its own area or a lower one, never a higher one. */
 const LAYERS: Record<string, number> = {
-  kernel: 0, cluster: 1, 'capability.ts': 2,
-  ...Object.fromEntries(CAPABILITIES.map((name) => [name, 3])),
-  agent: 4, cli: 5,
+  kernel: 0, cluster: 1, 'settings.ts': 2, 'capability.ts': 3,
+  ...Object.fromEntries(CAPABILITIES.map((name) => [name, 4])),
+  agent: 5, cli: 6,
 };
 
 type Graph = Map<string, string[]>;
@@ -95,7 +96,7 @@ export function layoutViolations(graph: Graph): string[] {
       } else if (CAPABILITIES.includes(targetArea) && CAPABILITIES.includes(area)) {
         // One capability may use another through its index.ts (the services view lists the socket LB's maps).
       } else if (LAYERS[targetArea] >= LAYERS[area]) {
-        problems.push(`${module} imports ${target}: ${area} may not import ${targetArea} (imports flow cli → agent → capabilities → capability.ts → cluster → kernel)`);
+        problems.push(`${module} imports ${target}: ${area} may not import ${targetArea} (imports flow cli → agent → capabilities → capability.ts → settings.ts → cluster → kernel)`);
       }
     }
   }
@@ -134,4 +135,6 @@ t.test('the checks themselves catch a cycle and each kind of violation', async (
   t.same(violations('src/dns/server.ts', 'src/dns/records.ts'), []);
   t.same(violations('src/dns/network.ts', 'src/kernel/nftables.ts'), []);
   t.same(violations('src/ingress/routes.ts', 'src/capability.ts'), []);
+  t.same(violations('src/dns/flags.ts', 'src/settings.ts'), []);
+  t.match(violations('src/settings.ts', 'src/capability.ts'), [/settings.ts may not import capability.ts/]);
 });

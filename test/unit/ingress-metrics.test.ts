@@ -3,7 +3,7 @@
 import t from 'tap';
 import { Histogram, Registry } from 'prom-client';
 import { CountedHistogram } from '../../src/kernel/counted-histogram.js';
-import { DURATION_BUCKETS, durationBucket } from '../../src/ingress/proxy-protocol.js';
+import { INGRESS_DURATION_BUCKETS, durationBucket } from '../../src/ingress/proxy-protocol.js';
 
 const NAME = 'kubenft_ingress_request_duration_seconds';
 const HELP = 'Time from a request to its response header, by Ingress';
@@ -16,13 +16,13 @@ t.test('bucket counts reported in batches print as the same requests observed on
     [['other/c', [1]], ['default/b', [0.0625]]],
   ];
   const observed = new Registry();
-  const histogram = new Histogram({ name: NAME, help: HELP, labelNames: ['ingress'], buckets: DURATION_BUCKETS, registers: [observed] });
+  const histogram = new Histogram({ name: NAME, help: HELP, labelNames: ['ingress'], buckets: INGRESS_DURATION_BUCKETS, registers: [observed] });
   const counted = new Registry();
-  const fed = new CountedHistogram(NAME, HELP, ['ingress'], DURATION_BUCKETS, counted);
+  const fed = new CountedHistogram(NAME, HELP, ['ingress'], INGRESS_DURATION_BUCKETS, counted);
   for (const batch of batches) {
     for (const [ingress, durations] of batch) {
       for (const seconds of durations) histogram.observe({ ingress }, seconds);
-      const buckets = new Array<number>(DURATION_BUCKETS.length + 1).fill(0);
+      const buckets = new Array<number>(INGRESS_DURATION_BUCKETS.length + 1).fill(0);
       for (const seconds of durations) buckets[durationBucket(seconds)]++;
       fed.add({ ingress }, buckets, durations.reduce((sum, seconds) => sum + seconds, 0));
     }

@@ -11,7 +11,7 @@ import { Evaluator } from '../../src/services/inspect/evaluate.js';
 import { summarize } from '../../src/services/inspect/services.js';
 import { plannedTables } from '../../src/services/inspect/tables.js';
 import { planRuleset } from '../../src/services/nftables-plan.js';
-import { loadState } from '../../src/cluster/load.js';
+import { loadState } from '../lib/load-state.js';
 import { allServicePortViews } from '../../src/cluster/service-ports.js';
 import type { KubeObject } from '../../src/cluster/cluster-state.js';
 import { node, service, slice } from '../lib/manifests.js';

@@ -3,9 +3,8 @@
 import t from 'tap';
 import { stringify } from 'yaml';
 import { OptionsError } from '../../src/capability.js';
-import {
-  type AgentOptions, formatDuration, helpText, kubeProxyConfiguration, kubeProxyConfigurationYAML, parseDuration, parseOptions,
-} from '../../src/cli/options.js';
+import { type AgentOptions, helpText, kubeProxyConfiguration, kubeProxyConfigurationYAML, parseOptions } from '../../src/cli/options.js';
+import { formatDuration, parseDuration } from '../../src/settings.js';
 
 const HEADER = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration' };
 

@@ -4,7 +4,7 @@ import { parseAllDocuments } from 'yaml';
 import { DEFAULT_PROXY_CONFIG } from '../../src/services/config.js';
 import { MAX_SERVICE_TABLES, planRuleset, SHARED_SETS, serviceTableOf, setNamed } from '../../src/services/nftables-plan.js';
 import { rulesetText } from '../../src/kernel/render-text.js';
-import { loadState } from '../../src/cluster/load.js';
+import { loadState } from '../lib/load-state.js';
 import { allServicePortViews } from '../../src/cluster/service-ports.js';
 import type { KubeObject } from '../../src/cluster/cluster-state.js';
 

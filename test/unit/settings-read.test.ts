@@ -1,11 +1,14 @@
 // No setting is parsed and then ignored. Every flag kubenft implements (and so its config field,
 // which shares the flag's setting) is given a non-default value; the option fields that change are
 // then looked up in the TypeScript program: each must be read somewhere in src/ outside
-// options.ts (which only parses, validates and writes --write-config-to). A read that only hands
+// the files that define settings (cli/options.ts, settings.ts and each capability's flags.ts, which
+// only parse, validate and write --write-config-to). A read that only hands
 // the value on into another object's property counts only if that property is read in turn
 // (`{ contentType: options.kubeApiContentType }` into an option nobody reads is not a use), and a
 // sub-object handed whole to a typed parameter (options.dns to DnsOptions) is followed into that
-// type. A new flag fails here until it has a sample below and a consumer in src/.
+// type, and so is the whole options object handed to a parameter of another type (the agent's
+// settings, then the Service proxy's). A new flag fails here until it has a sample below and a
+// consumer in src/.
 import t from 'tap';
 import ts from 'typescript';
 import { join, relative } from 'node:path';
@@ -108,9 +111,11 @@ const root = projectRoot();
 const config = ts.getParsedCommandLineOfConfigFile(join(root, 'tsconfig.json'), {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: () => {} })!;
 const program = ts.createProgram({ rootNames: config.fileNames, options: { ...config.options, noEmit: true } });
 const checker = program.getTypeChecker();
+/** Where settings are defined: a read there (a check of one flag against another) is not a use. */
+const isSettingsFile = (path: string) => path === 'src/cli/options.ts' || path === 'src/settings.ts' || /^src\/[^/]+\/flags\.ts$/.test(path);
 const isConsumerFile = (file: ts.SourceFile) => {
   const path = relative(root, file.fileName);
-  return path.startsWith('src/') && path !== 'src/cli/options.ts';
+  return path.startsWith('src/') && !isSettingsFile(path);
 };
 const declarationKeys = (symbol: ts.Symbol) => (symbol.declarations ?? []).map((declaration) => `${declaration.getSourceFile().fileName}:${declaration.pos}`);
 const inProject = (symbol: ts.Symbol) => (symbol.declarations ?? []).some((declaration) => relative(root, declaration.getSourceFile().fileName).startsWith('src/'));
@@ -126,9 +131,17 @@ const isAssignmentTarget = (node: ts.Node) => {
   if (ts.isBinaryExpression(parent) && parent.left === node) return parent.operatorToken.kind >= ts.SyntaxKind.FirstAssignment && parent.operatorToken.kind <= ts.SyntaxKind.LastAssignment;
   return ts.isDeleteExpression(parent) || ((ts.isPrefixUnaryExpression(parent) || ts.isPostfixUnaryExpression(parent)) && [ts.SyntaxKind.PlusPlusToken, ts.SyntaxKind.MinusMinusToken].includes(parent.operator));
 };
+/** The declared types a value of a declared type is handed to whole (as an argument or a property): AgentOptions → AgentSettings → ServicesSettings. */
+const handedOn = new Map<ts.Type, Set<ts.Type>>();
+const isDeclaredObject = (type: ts.Type) => (type.flags & ts.TypeFlags.Object) !== 0 && type.symbol !== undefined && inProject(type.symbol);
 for (const file of program.getSourceFiles().filter(isConsumerFile)) {
   const visit = (node: ts.Node): void => {
     if (ts.isPropertyAccessExpression(node) && !isAssignmentTarget(node)) record(checker.getSymbolAtLocation(node.name), node);
+    if (ts.isExpression(node) && !ts.isObjectLiteralExpression(node)) {
+      const target = handedTo(node);
+      const type = checker.getTypeAtLocation(node);
+      if (target && target !== type && isDeclaredObject(type)) handedOn.set(type, (handedOn.get(type) ?? new Set()).add(target));
+    }
     if (ts.isBindingElement(node) && ts.isObjectBindingPattern(node.parent)) {
       const name = node.propertyName ?? node.name;
       if (ts.isIdentifier(name)) record(checker.getTypeAtLocation(node.parent).getProperty(name.text), node);
@@ -138,11 +151,11 @@ for (const file of program.getSourceFiles().filter(isConsumerFile)) {
   visit(file);
 }
 
-const unwrap = (node: ts.Node): ts.Node => {
+function unwrap(node: ts.Node): ts.Node {
   let current = node;
   while (ts.isParenthesizedExpression(current.parent) || ts.isNonNullExpression(current.parent) || ts.isAsExpression(current.parent)) current = current.parent;
   return current;
-};
+}
 
 /** Where a value read at `site` goes when it is handed on as it is: the property or parameter type it lands in. */
 function handedTo(site: ts.Node): ts.Type | undefined {
@@ -169,8 +182,11 @@ function consumed(symbol: ts.Symbol, seen = new Set<string>()): boolean {
   });
 }
 
-/** The option field at `path`, followed into the types its ancestors are handed to whole. */
-function leafConsumed(type: ts.Type, path: string[]): boolean {
+/** The option field at `path`, followed into the types it and its ancestors are handed to whole. */
+function leafConsumed(type: ts.Type, path: string[], seen = new Set<ts.Type>()): boolean {
+  if (seen.has(type)) return false;
+  seen.add(type);
+  if ([...handedOn.get(type) ?? []].some((target) => leafConsumed(target, path, seen))) return true;
   const symbol = checker.getNonNullableType(type).getProperty(path[0]);
   if (!symbol) return false;
   if (path.length === 1) return consumed(symbol);

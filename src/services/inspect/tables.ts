@@ -14,17 +14,18 @@ import type { Ruleset, TableFamily } from '../../kernel/ruleset.js';
 // carry the kernel's own expressions, so one evaluator reads either, and comparing them compares
 // exactly what the kernel would be sent with what it holds.
 
-export interface LoadedTable extends Dump {
+/** One table in the shape of the addon's dump, whichever source it came from. */
+export interface TableDump extends Dump {
   family: TableFamily;
 }
 
 const FAMILIES: TableFamily[] = ['ip', 'ip6'];
 
 /** kubenft's tables as the kernel holds them now, main tables first. */
-export async function kernelTables(backend: NftablesBackend, tableName: string, listTables: () => Promise<{ family: number; name: string }[]>): Promise<LoadedTable[]> {
+export async function kernelTables(backend: NftablesBackend, tableName: string, listTables: () => Promise<{ family: number; name: string }[]>): Promise<TableDump[]> {
   const ours = allTableNames({ tableName });
   const present = await listTables();
-  const tables: LoadedTable[] = [];
+  const tables: TableDump[] = [];
   for (const family of FAMILIES) {
     for (const name of ours) {
       if (!present.some((table) => table.family === NFPROTO[family] && table.name === name)) continue;
@@ -43,7 +44,7 @@ const NFT_LIST_TIMEOUT_MS = 60_000;
  * nft's own text of every rule, by family, table and handle (`nft -a list table`); empty when nft
  * is not installed or refuses, in which case callers fall back to libnftnl's text from the dump.
  */
-export async function nftRuleText(tables: LoadedTable[]): Promise<Map<string, string>> {
+export async function nftRuleText(tables: TableDump[]): Promise<Map<string, string>> {
   const texts = new Map<string, string>();
   for (const table of tables) {
     let stdout: string;
@@ -71,7 +72,7 @@ export const ruleTextKey = (family: TableFamily, table: string, handle: number) 
  * The tables `ruleset` would load, as the kernel would hold them: encoded into the addon's
  * transaction format by the same code a sync uses, then applied to nftables in memory.
  */
-export function plannedTables(ruleset: Ruleset, attributes: NativeAttributes): LoadedTable[] {
+export function plannedTables(ruleset: Ruleset, attributes: NativeAttributes): TableDump[] {
   const transaction = new NftTransaction(attributes);
   for (const table of ruleset.tables) writeTable(transaction, table);
   const kernel = new MemoryNftables(attributes);
@@ -92,7 +93,7 @@ const canonicalRegister = (name: string, value: number) =>
  * A rule as its expressions, without the defaults the kernel reports and the planner leaves unset:
  * zero-valued numbers, and a range's maximum register when it is its minimum's (nft_nat_init).
  */
-const ruleSignature = (rule: LoadedTable['rules'][number]) =>
+const ruleSignature = (rule: TableDump['rules'][number]) =>
   JSON.stringify(rule.expressions.map((expression) => [expression.name, Object.entries(expression.attrs)
     .filter(([name, value]) => value !== 0 && !(name.endsWith('Max') && expression.attrs[name.replace(/Max$/, 'Min')] === value))
     .map(([name, value]) => [name, Buffer.isBuffer(value) ? value.toString('hex') : typeof value === 'number' ? canonicalRegister(name, value) : value])
@@ -103,9 +104,9 @@ const ruleSignature = (rule: LoadedTable['rules'][number]) =>
  * their expressions) and set elements. Elements of dynamic sets (affinity) come from traffic and
  * are not compared.
  */
-export function tableDifferences(loaded: LoadedTable[], planned: LoadedTable[], describe: (set: Dump['sets'][number], element: Dump['sets'][number]['elements'][number]) => string): string[] {
+export function tableDifferences(loaded: TableDump[], planned: TableDump[], describe: (set: Dump['sets'][number], element: Dump['sets'][number]['elements'][number]) => string): string[] {
   const differences: string[] = [];
-  const name = (table: LoadedTable) => `table ${table.family} ${table.table.name}`;
+  const name = (table: TableDump) => `table ${table.family} ${table.table.name}`;
   for (const want of planned) {
     const have = loaded.find((table) => table.family === want.family && table.table.name === want.table.name);
     if (!have) {
@@ -118,7 +119,7 @@ export function tableDifferences(loaded: LoadedTable[], planned: LoadedTable[], 
         differences.push(`${name(want)}: chain ${chain.name} planned, not loaded`);
         continue;
       }
-      const rules = (table: LoadedTable) => table.rules.filter((rule) => rule.chain === chain.name).map(ruleSignature);
+      const rules = (table: TableDump) => table.rules.filter((rule) => rule.chain === chain.name).map(ruleSignature);
       const [haveRules, wantRules] = [rules(have), rules(want)];
       if (haveRules.join('\n') !== wantRules.join('\n')) differences.push(`${name(want)}: chain ${chain.name} has ${haveRules.length} rules, ${haveRules.filter((rule) => !wantRules.includes(rule)).length} of them not planned; ${wantRules.length} planned`);
     }

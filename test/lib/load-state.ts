@@ -1,7 +1,7 @@
-import { ClusterState, type KubeObject } from './cluster-state.js';
-import { ObjectError } from './model.js';
+import { ClusterState, type KubeObject } from '../../src/cluster/cluster-state.js';
+import { ObjectError } from '../../src/cluster/model.js';
 
-/** Builds a state from a list of objects; invalid ones are reported and skipped, never fatal. */
+/** A state built from a list of objects, as the sources feed one; invalid ones are reported and skipped, never fatal. */
 export function loadState(objects: KubeObject[], nodeName: string): { state: ClusterState; errors: ObjectError[] } {
   const state = new ClusterState(nodeName);
   const errors: ObjectError[] = [];
