@@ -99,14 +99,21 @@ export function encodeAddress(address: string): Buffer {
   return bytes;
 }
 
-const prefixes = new Map<string, { network: Buffer; mask: Buffer }>();
+/** Prefixes encoded once for the process: a handful of distinct ones recur in every service. */
+class EncodedPrefixes {
+  private readonly byText = new Map<string, { network: Buffer; mask: Buffer }>();
 
-/** A prefix "addr/len" as (network bytes, mask bytes); a handful of distinct prefixes recur in every service. */
-export function encodePrefix(prefix: string): { network: Buffer; mask: Buffer } {
-  let encoded = prefixes.get(prefix);
-  if (!encoded) prefixes.set(prefix, (encoded = parsePrefix(prefix)));
-  return encoded;
+  get(prefix: string): { network: Buffer; mask: Buffer } {
+    let encoded = this.byText.get(prefix);
+    if (!encoded) this.byText.set(prefix, (encoded = parsePrefix(prefix)));
+    return encoded;
+  }
 }
+
+const ENCODED_PREFIXES = new EncodedPrefixes();
+
+/** A prefix "addr/len" as (network bytes, mask bytes). */
+export const encodePrefix = (prefix: string): { network: Buffer; mask: Buffer } => ENCODED_PREFIXES.get(prefix);
 
 function parsePrefix(prefix: string): { network: Buffer; mask: Buffer } {
   const [address, length] = ipaddr.parseCIDR(prefix);

@@ -44,6 +44,46 @@ function importGraph(directories: string[]): Graph {
   return graph;
 }
 
+/**
+ * Module-level state, which src/ keeps only in instances of named classes (a module's state has an
+ * owner that says what it holds): a top-level `let` or `var`, or a top-level constant made of an
+ * empty mutable container (`new Map()`, `new Set()`, `[]`, or an object holding only such, one per key).
+ * A container declared Readonly cannot change; one filled where it is made is a table, not state.
+ */
+export function moduleState(file: string, text: string): string[] {
+  const source = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true);
+  const found: string[] = [];
+  const emptyContainers = (node: ts.Node): boolean => {
+    if (ts.isNewExpression(node) && ts.isIdentifier(node.expression) && ['Map', 'Set', 'WeakMap', 'WeakSet'].includes(node.expression.text)) return (node.arguments?.length ?? 0) === 0;
+    if (ts.isArrayLiteralExpression(node)) return node.elements.length === 0;
+    // An object of nothing but empty containers is a cache per key; defaults with an empty list among their values are not.
+    if (ts.isObjectLiteralExpression(node)) return node.properties.length > 0 && node.properties.every((property) => ts.isPropertyAssignment(property) && emptyContainers(property.initializer));
+    if (ts.isAsExpression(node) || ts.isSatisfiesExpression(node) || ts.isParenthesizedExpression(node)) return emptyContainers(node.expression);
+    return false;
+  };
+  for (const statement of source.statements) {
+    if (!ts.isVariableStatement(statement)) continue;
+    const isConst = (statement.declarationList.flags & ts.NodeFlags.Const) !== 0;
+    for (const declaration of statement.declarationList.declarations) {
+      const name = declaration.name.getText(source);
+      const line = source.getLineAndCharacterOfPosition(declaration.getStart(source)).line + 1;
+      if (!isConst) found.push(`${file}:${line} ${name}: a top-level let`);
+      else if (declaration.initializer && emptyContainers(declaration.initializer) && !/^readonly|^Readonly/.test(declaration.type?.getText(source) ?? '')) {
+        found.push(`${file}:${line} ${name}: a top-level mutable container`);
+      }
+    }
+  }
+  return found;
+}
+
+/**
+ * The module-level state src/ keeps, each with why no instance owns it. Keep this short.
+ */
+const MODULE_STATE_ALLOWED: Record<string, string> = {
+  'src/kernel/native.ts loaded': 'the addon is loaded (dlopen) once per process, on first use: every caller shares the one the process has',
+  'src/cluster/yaml-schema.ts merges': 'js-yaml calls a tag\'s construct() with the text alone, no per-document context: the count only makes each merge mark unique in the process',
+};
+
 /** Every import cycle, as its modules (Tarjan's strongly connected components). */
 export function cycles(graph: Graph): string[][] {
   const index = new Map<string, number>();
@@ -113,6 +153,27 @@ t.test('src/ imports flow one way, and capabilities meet only through their inde
   const graph = importGraph(['src']);
   for (const capability of CAPABILITIES) t.ok(graph.has(`src/${capability}/index.ts`), `${capability}/ has its index.ts`);
   t.same(layoutViolations(graph), []);
+});
+
+t.test('src/ keeps no module-level state but in instances of named classes', async (t) => {
+  const found = sources(join(ROOT, 'src')).flatMap((file) => moduleState(relative(ROOT, file), readFileSync(file, 'utf8')));
+  const allowed = (entry: string) => Object.keys(MODULE_STATE_ALLOWED).some((key) => entry.startsWith(`${key.split(' ')[0]}:`) && entry.includes(` ${key.split(' ')[1]}:`));
+  t.same(found.filter((entry) => !allowed(entry)), []);
+  for (const key of Object.keys(MODULE_STATE_ALLOWED)) t.ok(found.some((entry) => entry.startsWith(`${key.split(' ')[0]}:`) && entry.includes(` ${key.split(' ')[1]}:`)), `${key} is still there: keep the allow-list honest`);
+});
+
+t.test('the module-state check catches each form and lets tables and owned state be', async (t) => {
+  const check = (text: string) => moduleState('src/x.ts', text);
+  t.match(check('let count = 0;'), [/count: a top-level let/]);
+  t.match(check('var seen;'), [/seen: a top-level let/]);
+  t.match(check('const pools = new Map<string, number>();'), [/pools: a top-level mutable container/]);
+  t.match(check('const queue: string[] = [];'), [/queue: a top-level mutable container/]);
+  t.match(check('const caches = { ip: new Map(), ip6: new Map() };'), [/caches: a top-level mutable container/]);
+  t.same(check('const IDEMPOTENT = new Set([\'GET\', \'HEAD\']);'), [], 'a table filled where it is made');
+  t.same(check('const NONE: ReadonlySet<string> = new Set();'), [], 'a Readonly container');
+  t.same(check('const DEFAULTS = { name: \'x\', cidrs: [] };'), [], 'defaults with an empty list among them');
+  t.same(check('class Owner { private readonly pools = new Map(); }\nconst OWNER = new Owner();'), [], 'state in a named class');
+  t.same(check('function f() { let local = 0; const seen = new Set(); return [local, seen]; }'), [], 'a function\'s locals');
 });
 
 t.test('the checks themselves catch a cycle and each kind of violation', async (t) => {
