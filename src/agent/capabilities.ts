@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Capability, CapabilityContext, ServiceSteering, StateDataplane, WatchNeeds } from '../capability.js';
 import { dns } from '../dns/index.js';
+import { gateway } from '../gateway/index.js';
 import { ingress } from '../ingress/index.js';
 import { socketLb } from '../socket-lb/index.js';
 
@@ -11,6 +12,7 @@ export const CAPABILITIES: readonly Capability<any>[] = [
   dns,
   socketLb,
   ingress,
+  gateway,
 ];
 
 /** The agent's options, holding each capability's settings under its settingsKey. */

@@ -4,6 +4,7 @@ import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
 import { parseCIDR } from '../cluster/normalize.js';
 import { HostPortError, joinHostPort, splitHostPort } from '../kernel/addresses.js';
 import { OptionsError } from '../capability.js';
+import type { GatewaySettings } from '../gateway/index.js';
 import type { IngressSettings } from '../ingress/index.js';
 import { type ConntrackOptions, services } from '../services/index.js';
 import type { SocketLbOptions } from '../socket-lb/index.js';
@@ -84,6 +85,8 @@ export interface AgentOptions {
   };
   /** kubenft's own --ingress*: the ingress controller and its proxy (src/ingress). */
   ingress: IngressSettings;
+  /** kubenft's own --gateway*: the Gateway API controller (src/gateway). */
+  gateway: GatewaySettings;
 }
 
 const DEFAULT_HEALTHZ_PORT = 10256;
@@ -136,6 +139,10 @@ function defaultOptions(): AgentOptions {
       enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
       maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, connectTimeoutMs: 5 * SECOND_MS, workers: 0,
       statusAddresses: [],
+    },
+    gateway: {
+      enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443', workers: 0,
+      maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, connectTimeoutMs: 5 * SECOND_MS,
     },
   };
 }
@@ -411,6 +418,18 @@ const SETTINGS: Setting[] = [
     apply: (o, v: string[], where) => { o.ingress.statusAddresses = v.map((item) => (isIP(item) === 0 ? fail(where, item, 'is not an IP address') : item)); } },
   { flag: 'ingress-workers', own: true, kind: 'int', arg: 'N', help: 'ingress proxy worker processes; 0: one per core', defaultText: '0',
     apply: (o, v: number, where) => { o.ingress.workers = integerIn(v, 0, 256, where); } },
+  // ---- --gateway*: the Gateway API controller (src/gateway) ----
+  { flag: 'gateway', own: true, kind: 'bool', help: 'also be the Gateway API controller: the proxy on every node serves the GatewayClass\'s Gateways and their HTTPRoutes', defaultText: 'false',
+    apply: (o, v: boolean) => { o.gateway.enabled = v; } },
+  { flag: 'gateway-class', own: true, kind: 'string', arg: 'NAME', help: 'the GatewayClass served (its spec.controllerName must be kubenft.io/gateway-controller)', defaultText: 'kubenft',
+    apply: (o, v: string, where) => { o.gateway.className = v || fail(where, v, 'must not be empty'); } },
+  { flag: 'gateway-http-address', own: true, kind: 'string', arg: 'IP:PORT', help: 'where HTTP listeners are served (listeners on this port); empty disables them', defaultText: '0.0.0.0:80',
+    apply: (o, v: string, where) => { o.gateway.httpAddress = v === '' ? undefined : hostPort(v, 80, where); } },
+  { flag: 'gateway-https-address', own: true, kind: 'string', arg: 'IP:PORT', help: 'where HTTPS listeners are served (listeners on this port); empty disables them', defaultText: '0.0.0.0:443',
+    apply: (o, v: string, where) => { o.gateway.httpsAddress = v === '' ? undefined : hostPort(v, 443, where); } },
+  { flag: 'gateway-workers', own: true, kind: 'int', arg: 'N', help: 'Gateway proxy worker processes per listener address; 0: one per core', defaultText: '0',
+    apply: (o, v: number, where) => { o.gateway.workers = integerIn(v, 0, 256, where); } },
+  // ---- end of --gateway* ----
   { flag: 'service-cidr', own: true, kind: 'list', repeatable: true, arg: 'CIDR[,CIDR]', help: 'Service ClusterIP ranges: an address in them that no Service holds is dropped (repeatable)',
     apply: (o, v: string[], where) => { o.serviceCIDRs = cidrList(v, where); } },
   { flag: 'cluster-dns', own: true, kind: 'list', arg: 'IP[,IP]', help: 'serve cluster DNS on these addresses, UDP and TCP 53 (e.g. 169.254.20.10 and the kube-dns ClusterIP)',
@@ -769,6 +788,11 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
     throw new OptionsError('--init-only does the node setup and exits: it does not combine with --once, --cleanup, render, services or explain');
   }
   if (options.ingress.service && !options.ingress.enabled) throw new OptionsError('--ingress-service needs --ingress');
+  if (options.ingress.enabled && options.gateway.enabled) {
+    const taken = [options.ingress.httpAddress, options.ingress.httpsAddress].filter((address) => address !== undefined);
+    const clash = [options.gateway.httpAddress, options.gateway.httpsAddress].find((address) => address !== undefined && taken.includes(address));
+    if (clash) throw new OptionsError(`--ingress and --gateway both listen on ${clash}: give --gateway-http-address and --gateway-https-address addresses of their own`);
+  }
   for (const [flag, value] of [['--dns-health-address', options.dns.healthAddress], ['--dns-ready-address', options.dns.readyAddress]]) {
     if (value !== undefined && options.dns.addresses.length === 0) throw new OptionsError(`${flag} needs --cluster-dns`);
   }

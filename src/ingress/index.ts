@@ -7,6 +7,15 @@ import { missingSecretText, planIngress } from './routes.js';
 export type { IngressOptions } from './dataplane.js';
 export type { MissingSecret } from './routes.js';
 
+// The route plan and the built-in proxy, for the Gateway API capability (src/gateway), which
+// plans Gateways and HTTPRoutes into the same tables and serves them on listeners of its own.
+export type {
+  HeaderEdits, HostRoute, MatchType, PathRoute, RouteActions, RouteConditions, RouteTable, RouteTableChanges, ValueMatch,
+} from './routes.js';
+export { Router, matchOf, resolveBackend, routingHost } from './routes.js';
+export { type TlsSecretInfo, normalizeTlsSecret, rulePathProblem, validHost } from './objects.js';
+export { type ProxyMetrics, RouteProxy, type RouteProxyOptions, registerProxyMetrics } from './route-proxy.js';
+
 /** --ingress and its settings. */
 export interface IngressSettings extends IngressOptions {
   enabled: boolean;

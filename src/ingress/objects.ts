@@ -167,13 +167,19 @@ function ingressPath(context: Context, value: unknown, path: string): IngressPat
     fail(context, `${path}.pathType ${JSON.stringify(pathType)} is not Exact, Prefix or ImplementationSpecific`);
   }
   const text = raw.path ?? '/';
-  if (typeof text !== 'string' || !PATH_CHARACTERS.test(text)) fail(context, `${path}.path ${JSON.stringify(text)} must be an absolute path ("/…") of URL path characters`);
+  const problem = rulePathProblem(text);
+  if (problem) fail(context, `${path}.path ${JSON.stringify(text)} ${problem}`);
+  return { path: text as string, pathType, backend: backend(context, raw.backend, `${path}.backend`) };
+}
+
+/** Why a rule's path cannot be matched (Ingress paths, HTTPRoute path matches), or undefined. */
+export function rulePathProblem(text: unknown): string | undefined {
+  if (typeof text !== 'string' || !PATH_CHARACTERS.test(text)) return 'must be an absolute path ("/…") of URL path characters';
   // Requests are routed by their normalized path: a rule must be one, percent-escapes decoded too (`/%2e%2e/`).
   const canonical = canonicalOctets(text);
-  if (canonical === undefined) fail(context, `${path}.path ${JSON.stringify(text)} holds a malformed percent-escape or %00`);
+  if (canonical === undefined) return 'holds a malformed percent-escape or %00';
   const bad = INVALID_PATH_SEQUENCES.find((sequence) => canonical.includes(sequence)) ?? INVALID_PATH_SUFFIXES.find((suffix) => canonical.endsWith(suffix));
-  if (bad !== undefined) fail(context, `${path}.path ${JSON.stringify(text)} must not contain ${JSON.stringify(bad)}`);
-  return { path: text, pathType, backend: backend(context, raw.backend, `${path}.backend`) };
+  return bad === undefined ? undefined : `must not contain ${JSON.stringify(bad)}`;
 }
 
 const INGRESS_API_VERSIONS = ['networking.k8s.io/v1', 'networking.k8s.io/v1beta1', 'extensions/v1beta1'];

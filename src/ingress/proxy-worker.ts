@@ -4,7 +4,8 @@ import { type Server as TcpServer, type Socket, createServer as createTcpServer,
 import { Readable } from 'node:stream';
 import { type SecureContext, createSecureContext } from 'node:tls';
 import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
-import { Router, type RouteMatch, routingHost } from './routes.js';
+import { type PathRoute, type RequestFacts, Router, type RouteMatch, routingHost } from './routes.js';
+import { editRequestHeaders, editResponseHeaders, editedPath, redirectLocation, withHost } from './route-actions.js';
 import { clientHelloNamesServer } from './client-hello.js';
 import { parseRequestTarget } from './request-path.js';
 import { DURATION_BUCKETS, type DefaultCertificate, durationBucket, type DurationCounts, type FromWorker, type ProxySettings, type RequestCount, type ToWorker } from './proxy-protocol.js';
@@ -211,14 +212,28 @@ const sameRoute = (a: RouteMatch, b: RouteMatch) => (a.kind === 'none' ? b.kind 
  * backend gets: that path and the query as sent. Undefined (400) for a target nginx refuses too,
  * and for a path with an encoded slash that routes elsewhere when the slash is read as a separator.
  */
-function routeOf(request: Request, fields: RequestFields): { match: RouteMatch; host: string; target: string } | undefined {
+function routeOf(request: Request, fields: RequestFields): { match: RouteMatch; host: string; target: string; path: string; query: string } | undefined {
   const target = parseRequestTarget(request.url ?? '');
   if (target === undefined) return undefined;
   if (target.authority !== undefined) fields.host = target.authority;
   const host = routingHost(fields.host);
-  const match = router.match(host, target.path.path);
-  if (target.path.slashed !== undefined && !sameRoute(match, router.match(host, target.path.slashed))) return undefined;
-  return { match, host, target: target.path.path + target.query };
+  const facts = requestFacts(request, target.query);
+  const match = router.match(host, target.path.path, facts);
+  if (target.path.slashed !== undefined && !sameRoute(match, router.match(host, target.path.slashed, facts))) return undefined;
+  return { match, host, target: target.path.path + target.query, path: target.path.path, query: target.query };
+}
+
+/** A request's method, fields and query for routes with conditions (Gateway API), read only when a route asks. */
+function requestFacts(request: Request, query: string): RequestFacts {
+  return {
+    method: request.method ?? 'GET', query,
+    header(name) {
+      const raw = request.rawHeaders;
+      const values: string[] = [];
+      for (let index = 0; index < raw.length; index += 2) if (raw[index].length === name.length && raw[index].toLowerCase() === name) values.push(raw[index + 1]);
+      return values.length === 0 ? undefined : values.join(',');
+    },
+  };
 }
 
 function record(match: RoutedMatch, status: number, started: number): void {
@@ -263,6 +278,16 @@ function handle(request: Request, response: Response, secure: boolean): void {
     record(match, 308, started);
     return replyPlain(response, 308, 'Permanent Redirect', { location: `https://${host}${target}` });
   }
+  const actions = (match.route as PathRoute).actions;
+  if (actions?.redirect) {
+    record(match, actions.redirect.statusCode, started);
+    const location = redirectLocation(actions.redirect, { secure, host, port: request.socket.localPort ?? 0, path: routed.path, query: routed.query }, (match.route as PathRoute).match);
+    return replyPlain(response, actions.redirect.statusCode, 'Redirect', { location });
+  }
+  if (match.backend === undefined) {
+    record(match, 500, started);
+    return replyPlain(response, 500, 'Internal Server Error');
+  }
   if (match.endpoints.length === 0) {
     record(match, 503, started);
     return replyPlain(response, 503, 'Service Unavailable');
@@ -273,10 +298,29 @@ function handle(request: Request, response: Response, secure: boolean): void {
   }
   const method = request.method ?? 'GET';
   const body = hasBody(request, fields);
-  new Exchange(request, response, match, started, {
-    path: target, method: method as Dispatcher.HttpMethod, headers: upstreamHeaders(request, fields, secure),
-    body: body ? Readable.from(limitedBody(request)) : null,
-  }, IDEMPOTENT.has(method) && !body).attempt();
+  let headers = upstreamHeaders(request, fields, secure);
+  let path = target;
+  if (actions) {
+    if (actions.requestHeaders) headers = editRequestHeaders(headers, actions.requestHeaders);
+    if (actions.rewrite?.hostname) headers = withHost(headers, actions.rewrite.hostname);
+    if (actions.rewrite?.path) path = editedPath(routed.path, actions.rewrite.path, (match.route as PathRoute).match) + routed.query;
+    if (actions.mirrors && !body) mirror(actions.mirrors, { path, method: method as Dispatcher.HttpMethod, headers });
+  }
+  const exchange = new Exchange(request, response, match, started, {
+    path, method: method as Dispatcher.HttpMethod, headers, body: body ? Readable.from(limitedBody(request)) : null,
+    ...(actions?.backendTimeoutMs ? { headersTimeout: actions.backendTimeoutMs } : {}),
+  }, IDEMPOTENT.has(method) && !body);
+  if (actions?.requestTimeoutMs) exchange.limit(actions.requestTimeoutMs);
+  exchange.attempt();
+}
+
+/** RequestMirror: a copy of a request without a body to one endpoint of each mirror backend; its answer is dropped. */
+function mirror(backends: string[], options: Dispatcher.DispatchOptions): void {
+  for (const backend of backends) {
+    const endpoint = pickEndpoint(backend, router.endpointsOf(backend), new Set());
+    if (endpoint === undefined) continue;
+    poolFor(endpoint).request({ ...options, body: null }).then(({ body }) => body.dump(), () => undefined);
+  }
 }
 
 /**
@@ -290,6 +334,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
   private responding = false;
   private finished = false;
+  private deadline: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly request: Request,
@@ -300,8 +345,20 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly retryable: boolean,
   ) {}
 
+  /** A request timeout (Gateway API): past it the exchange ends, with a 504 if no response has begun. */
+  limit(timeoutMs: number): void {
+    this.deadline = setTimeout(() => {
+      if (this.finished) return;
+      this.finished = true;
+      this.controller?.abort(new Error('request timeout'));
+      if (this.responding) return void this.response.destroy();
+      record(this.match, 504, this.started);
+      replyPlain(this.response, 504, 'Gateway Timeout');
+    }, timeoutMs);
+  }
+
   attempt(): void {
-    const endpoint = pickEndpoint(this.match.route.backend, this.match.endpoints, this.tried)!;
+    const endpoint = pickEndpoint(this.match.backend!, this.match.endpoints, this.tried)!;
     this.tried.add(endpoint);
     poolFor(endpoint).dispatch(this.options, this);
   }
@@ -323,6 +380,8 @@ class Exchange implements Dispatcher.DispatchHandler {
     const connection = headers.connection;
     const named = connection === undefined ? undefined : tokens(Array.isArray(connection) ? connection.join(',') : connection);
     for (const name in headers) if (HOP_BY_HOP.has(name) || named?.has(name)) delete headers[name];
+    const edits = (this.match.route as PathRoute).actions?.responseHeaders;
+    if (edits) editResponseHeaders(headers, edits);
     headers.server ??= SERVER_NAME;
     try {
       this.response.writeHead(statusCode, headers as Record<string, string | string[]>);
@@ -343,11 +402,14 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseEnd(): void {
     this.finished = true;
+    clearTimeout(this.deadline);
     this.response.end();
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    if (this.finished && this.deadline) return;
     this.finished = true;
+    clearTimeout(this.deadline);
     if (this.responding) {
       this.response.destroy();
       return;
@@ -357,7 +419,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       return replyPlain(this.response, 413, 'Content Too Large', { connection: 'close' });
     }
     if (this.response.destroyed || this.request.destroyed) return;
-    const { backend } = this.match.route;
+    const backend = this.match.backend!;
     upstreamErrors[backend] = (upstreamErrors[backend] ?? 0) + 1;
     if (this.retryable && this.tried.size < MAX_ATTEMPTS && this.tried.size < this.match.endpoints.length) {
       this.finished = false;
@@ -382,7 +444,9 @@ function tunnel(request: IncomingMessage, client: Socket, head: Buffer, secure: 
   if (routed === undefined) return refuse(client, '400 Bad Request');
   const { match, target } = routed;
   if (match.kind === 'none') return refuse(client, '404 Not Found');
-  const endpoint = pickEndpoint(match.route.backend, match.endpoints, new Set());
+  if (match.backend === undefined) return refuse(client, '500 Internal Server Error');
+  const backend = match.backend;
+  const endpoint = pickEndpoint(backend, match.endpoints, new Set());
   if (endpoint === undefined) return refuse(client, '503 Service Unavailable');
   const started = performance.now();
   const separator = endpoint.lastIndexOf(':');
@@ -391,7 +455,7 @@ function tunnel(request: IncomingMessage, client: Socket, head: Buffer, secure: 
   let lines = `${request.method} ${target} HTTP/1.1\r\n`;
   for (let index = 0; index < headers.length; index += 2) lines += `${headers[index]}: ${headers[index + 1]}\r\n`;
   upstream.setNoDelay(true);
-  const countError = () => { upstreamErrors[match.route.backend] = (upstreamErrors[match.route.backend] ?? 0) + 1; };
+  const countError = () => { upstreamErrors[backend] = (upstreamErrors[backend] ?? 0) + 1; };
   const connectTimer = setTimeout(() => {
     countError();
     record(match, 504, started);
