@@ -91,8 +91,8 @@ export class GatewayDataplane implements StateDataplane {
   attach(_state: ClusterState, registry: Registry): void {
     const metrics = registerProxyMetrics(registry, 'gateway', 'route', 'HTTPRoute');
     const proxy = (name: string, addresses: Pick<RouteProxyOptions, 'httpAddress' | 'httpsAddress'>): Served => ({ proxy: new RouteProxy({ ...this.settings, name, ...addresses }, this.log, metrics), table: undefined });
-    if (this.settings.httpAddress) this.http = proxy('gateway HTTP', { httpAddress: this.settings.httpAddress });
-    if (this.settings.httpsAddress) this.https = proxy('gateway HTTPS', { httpsAddress: this.settings.httpsAddress });
+    if (this.settings.httpAddress) this.http = proxy('gateway HTTP', { httpAddress: this.settings.httpAddress, httpsAddress: undefined });
+    if (this.settings.httpsAddress) this.https = proxy('gateway HTTPS', { httpAddress: undefined, httpsAddress: this.settings.httpsAddress });
     this.problems = new Gauge({ name: 'kubenft_gateway_problems', help: 'Gateway listeners and HTTPRoute parents not served (invalid, not allowed, unresolved), as their status says', registers: [registry] });
   }
 

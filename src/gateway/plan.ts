@@ -288,8 +288,8 @@ class Planner {
     const resolved = this.resolveRules(route);
     for (const parent of route.parentRefs) {
       if (parent.group !== GATEWAY_GROUP || parent.kind !== 'Gateway') continue;
-      const gatewayKey = `${parent.namespace ?? route.namespace}/${parent.name}`;
-      const candidates = listeners.get(gatewayKey);
+      const gatewayKey = `${parent.namespace ?? route.namespace}/${parent.name}${parent.sectionName ? ` (${parent.sectionName})` : ''}`;
+      const candidates = listeners.get(`${parent.namespace ?? route.namespace}/${parent.name}`);
       // Not a Gateway of ours: another controller's status to write.
       if (!candidates) continue;
       const named = candidates.filter((entry) => (parent.sectionName === undefined || entry.listener.name === parent.sectionName) && (parent.port === undefined || entry.listener.port === parent.port));

@@ -381,7 +381,11 @@ class Exchange implements Dispatcher.DispatchHandler {
     const named = connection === undefined ? undefined : tokens(Array.isArray(connection) ? connection.join(',') : connection);
     for (const name in headers) if (HOP_BY_HOP.has(name) || named?.has(name)) delete headers[name];
     const edits = (this.match.route as PathRoute).actions?.responseHeaders;
-    if (edits) editResponseHeaders(headers, edits);
+    if (edits) {
+      editResponseHeaders(headers, edits);
+      // Node adds a Date field of its own unless told not to.
+      if (edits.remove.includes('date')) this.response.sendDate = false;
+    }
     headers.server ??= SERVER_NAME;
     try {
       this.response.writeHead(statusCode, headers as Record<string, string | string[]>);
