@@ -8,7 +8,7 @@ import { projectRoot } from '../src/kernel/native.js';
 import { EXTERNAL, createTopology, type ProcessHandle, type Topology } from '../scripts/lib/topology.js';
 import { curlReplies, echoed, header, type Reply } from './lib/curl.js';
 import { eventually } from './lib/eventually.js';
-import { CLI } from './lib/kubenft.js';
+import { CLI, kubenft } from './lib/kubenft.js';
 import { ManifestFile, service, slice } from './lib/manifests.js';
 import { certificate, tlsSecret } from './lib/ingress-manifests.js';
 import { type RuleSpec, exact, gateway, gatewayClass, headers, httpRoute, namespace, prefix, referenceGrant } from './lib/gateway-manifests.js';
@@ -324,6 +324,23 @@ for (const dataplane of DATAPLANES) {
       t.equal((await curl(['https://denied.example.com/'])).status, 404, 'the denied listener takes no route');
       t.equal((await curl(['http://secure.example.com/'])).status, 404, 'a route of the HTTPS listeners only is not on HTTP');
       t.ok(await logged(/Gateway default\/gw listener https-denied: RefNotPermitted/));
+    });
+
+    t.test('kubenft services lists where each host and match leads; explain --url names the Gateway, listener, route and rule', async (t) => {
+      const listed = await kubenft(pods, ['services', '--manifests', manifests.path, '--hostname-override', 'node-1', '--gateway']);
+      t.equal(listed.code, 0, listed.stderr);
+      t.match(listed.stdout, /HTTP match\.example\.com PathPrefix \/v2 -> HTTPRoute default\/matching rule 1 \(Gateway default\/gw listener http\)/);
+      t.match(listed.stdout, /HTTPS secure\.example\.com PathPrefix \/ -> HTTPRoute default\/secure rule 0 \(Gateway default\/gw listener https\)/);
+      t.match(listed.stdout, /not served: HTTPRoute default\/no-section: parent default\/gw \(nope\): NoMatchingParent/);
+      const explain = async (url: string) => {
+        const result = await kubenft(pods, ['explain', '--manifests', manifests.path, '--hostname-override', 'node-1', '--gateway', '--url', url]);
+        t.equal(result.code, 0, result.stderr);
+        return result.stdout;
+      };
+      t.match(await explain('http://match.example.com/v2/x'), /Gateway default\/gw listener http \(HTTP\), host match\.example\.com, HTTPRoute default\/matching rule 1 \(PathPrefix \/v2\)\n\s+backend default\/api:http: 10\.244\.2\.5:8080/);
+      t.match(await explain('http://redirect.example.com/status-301'), /HTTPRoute default\/redirects rule 1 .*\n\s+301 redirect/);
+      t.match(await explain('http://invalid.example.com/missing'), /500: the backend cannot be resolved/);
+      t.match(await explain('http://nowhere.example.com/'), /404: no route matches/);
     });
 
     t.test('live changes: a route moved and one added while requests run, with no failed request', async (t) => {

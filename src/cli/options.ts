@@ -36,7 +36,7 @@ export interface AgentOptions {
   /** kubenft's own: which iptables flavour iptables mode programs. */
   iptablesBackend: IptablesBackend;
   /** kubenft's own, for services and explain: the service (NAMESPACE/NAME) and the connection to look at. */
-  inspect: { service?: string; from?: string; to?: string; protocol: 'tcp' | 'udp'; via: 'prerouting' | 'output' };
+  inspect: { service?: string; from?: string; to?: string; protocol: 'tcp' | 'udp'; via: 'prerouting' | 'output'; url?: string };
   /** kubenft's own: how many nftables tables the services' NAT objects are spread over. */
   serviceTables: number;
   /** kubenft's own --socket-lb*: socket-level load balancing (cgroup BPF programs) beside the nftables rules. */
@@ -429,6 +429,8 @@ const SETTINGS: Setting[] = [
     apply: (o, v: string, where) => { o.gateway.httpsAddress = v === '' ? undefined : hostPort(v, 443, where); } },
   { flag: 'gateway-workers', own: true, kind: 'int', arg: 'N', help: 'Gateway proxy worker processes per listener address; 0: one per core', defaultText: '0',
     apply: (o, v: number, where) => { o.gateway.workers = integerIn(v, 0, 256, where); } },
+  { flag: 'url', own: true, kind: 'string', arg: 'URL', help: 'with explain and --gateway: the Gateway, listener, HTTPRoute and rule a GET of this URL reaches, instead of a connection',
+    apply: (o, v: string) => { o.inspect.url = v || undefined; } },
   // ---- end of --gateway* ----
   { flag: 'service-cidr', own: true, kind: 'list', repeatable: true, arg: 'CIDR[,CIDR]', help: 'Service ClusterIP ranges: an address in them that no Service holds is dropped (repeatable)',
     apply: (o, v: string[], where) => { o.serviceCIDRs = cidrList(v, where); } },
@@ -782,7 +784,8 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
     throw new OptionsError(`min sync period ${formatDuration(options.minSyncPeriodMs)} is longer than sync period ${formatDuration(options.syncPeriodMs)} (--iptables-min-sync-period, --iptables-sync-period)`);
   }
   if (options.json && options.command === 'run') throw new OptionsError('--json applies to render, services and explain only');
-  if (options.command === 'explain' && (!options.inspect.from || !options.inspect.to)) throw new OptionsError('explain needs --from ADDR[:PORT] and --to ADDR:PORT');
+  if (options.inspect.url !== undefined && (options.command !== 'explain' || !options.gateway.enabled)) throw new OptionsError('--url is for explain with --gateway');
+  if (options.command === 'explain' && options.inspect.url === undefined && (!options.inspect.from || !options.inspect.to)) throw new OptionsError('explain needs --from ADDR[:PORT] and --to ADDR:PORT (or --gateway --url URL)');
   if (options.once && options.command === 'render') throw new OptionsError('--once does not apply to render, which never stays running');
   if (options.initOnly && (options.once || options.cleanup || options.command !== 'run')) {
     throw new OptionsError('--init-only does the node setup and exits: it does not combine with --once, --cleanup, render, services or explain');

@@ -87,6 +87,8 @@ export interface GatewayPlan {
   /** Objects (or parts) not served, and why: what the log and `kubenft services` say. */
   problems: { object: string; reason: string }[];
   origins: RouteOrigin[];
+  /** Each planned path route's origin (the router hands back the routes of the tables). */
+  originOf: Map<PathRoute, RouteOrigin>;
 }
 
 const condition = (type: string, ok: boolean, reason: string, message: string, generation: number): Condition => ({ type, status: ok ? 'True' : 'False', reason, message, observedGeneration: generation });
@@ -197,6 +199,7 @@ class Planner {
       routes,
       problems: this.problems,
       origins: this.matches.map((match) => match.origin),
+      originOf: new Map(this.matches.map((match) => [match.path, match.origin])),
     };
   }
 
