@@ -5,7 +5,7 @@ import t from 'tap';
 import pino from 'pino';
 import { ClusterState, type KubeObject } from '../src/cluster/cluster-state.js';
 import { GATEWAY_WATCH, gatewayPlanInput } from '../src/gateway/dataplane.js';
-import { intersectHostnames, planGateways } from '../src/gateway/plan.js';
+import { GatewayPlanner, intersectHostnames, planGateways, tableChanges } from '../src/gateway/plan.js';
 import { GatewayStatusWriter } from '../src/gateway/status.js';
 import { loadKubeConfig } from '../src/cluster/kubernetes.js';
 import { Router } from '../src/ingress/routes.js';
@@ -118,6 +118,36 @@ t.test('precedence: Exact, longest prefix, method, header count, query count, th
   t.equal(match('/a/x', 'POST', { x: '1' }, '?q=1'), '{"headers":[{"name":"x","value":"1"}]}', 'header matches before query matches');
   t.equal(match('/a/x', 'POST', {}, '?q=1&q=2'), '{"query":[{"name":"q","value":"1"}]}', 'the first value of a repeated parameter');
   t.equal(match('/a/x', 'POST', {}, '?q=2'), 'null');
+});
+
+t.test('the incremental planner: each plan equals the whole plan of its input; an unchanged host keeps its object; changes name only what changed', async (t) => {
+  const state = stateOf([namespace('default'), gatewayClass('kubenft'), gateway('gw', [{ name: 'http', from: 'All' }, { name: 'wild', hostname: '*.example.com', from: 'All' }]), ...web(),
+    ...Array.from({ length: 20 }, (_, index) => httpRoute(`r-${index}`, { hostnames: [`h-${index}.example.com`], rules: [{ backends: [{ name: 'web' }] }] }))]);
+  const planner = new GatewayPlanner();
+  const steps: [string, () => void, ReadonlySet<string> | 'full'][] = [
+    ['a route added', () => state.apply(httpRoute('added', { hostnames: ['added.example.com'], rules: [{ backends: [{ name: 'web' }] }] })), new Set()],
+    ['a route changed', () => state.apply(httpRoute('r-3', { hostnames: ['h-3.example.com'], rules: [{ matches: [prefix('/x')], backends: [{ name: 'web' }] }] })), new Set()],
+    ['a wildcard route added', () => state.apply(httpRoute('wild', { parents: [{ name: 'gw', sectionName: 'wild' }], rules: [{ backends: [{ name: 'web' }] }] })), new Set()],
+    ['a route removed', () => state.delete(httpRoute('r-5', { rules: [] })), new Set()],
+    ['a missing Service appears', () => { state.apply(httpRoute('later', { hostnames: ['later.example.com'], rules: [{ backends: [{ name: 'later' }] }] })); }, new Set()],
+    ['', () => { state.apply({ ...web()[0], metadata: { name: 'later', namespace: 'default' } }); state.apply({ ...web()[1], metadata: { name: 'later-ipv4', namespace: 'default', labels: { 'kubernetes.io/service-name': 'later' } } }); }, new Set(['default/later'])],
+    ['the Gateway changed', () => state.apply(gateway('gw', [{ name: 'http', from: 'All' }])), new Set()],
+  ];
+  let previous = planner.plan(gatewayPlanInput(state, SETTINGS), 'full');
+  for (const [what, change, services] of steps) {
+    change();
+    const next = planner.plan(gatewayPlanInput(state, SETTINGS), services);
+    const whole = planGateways(gatewayPlanInput(state, SETTINGS));
+    t.same(JSON.parse(JSON.stringify(next.http)), JSON.parse(JSON.stringify(whole.http)), `${what || 'its Service'}: the table equals the whole plan's`);
+    t.same(next.routes.map((route) => JSON.stringify(route)).sort(), whole.routes.map((route) => JSON.stringify(route)).sort(), `${what || 'its Service'}: the statuses too`);
+    const changed = Object.keys(tableChanges(previous.http, next.http).hosts);
+    if (what === 'a route added') t.same(changed, ['added.example.com'], 'only the new host is sent');
+    if (what === 'a route changed') t.same(changed, ['h-3.example.com']);
+    if (what === 'a wildcard route added') t.ok(changed.length > 1, 'the hosts a new wildcard covers are rebuilt');
+    if (what === '') t.equal(new Router(next.http).match('later.example.com', '/').kind, 'route');
+    previous = next;
+  }
+  t.equal(previous.http.hosts['h-1.example.com'] !== undefined, true);
 });
 
 t.test('the status writer: one elected agent writes conditions with observedGeneration, kept while unchanged; other controllers\' parents stay', async (t) => {

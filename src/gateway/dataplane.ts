@@ -14,7 +14,7 @@ import {
   type GatewayClassInfo, type GatewayInfo, type HTTPRouteInfo, type ReferenceGrantInfo,
   normalizeGateway, normalizeGatewayClass, normalizeHTTPRoute, normalizeReferenceGrant,
 } from './objects.js';
-import { type GatewayPlan, type GatewayPlanInput, planGateways, tableChanges } from './plan.js';
+import { type GatewayPlan, type GatewayPlanInput, GatewayPlanner, tableChanges } from './plan.js';
 import type { GatewayStatusWriter } from './status.js';
 
 // The Gateway API controller as a dataplane beside the rules: every sync that touches its objects
@@ -80,8 +80,7 @@ export class GatewayDataplane implements StateDataplane {
   private http: Served | undefined;
   private https: Served | undefined;
   private plan: GatewayPlan | undefined;
-  /** Services the last plan routed to: a change to one of them replans. */
-  private services = new Set<string>();
+  private readonly planner = new GatewayPlanner();
   private reported = new Set<string>();
   private problems!: Gauge;
   private status: GatewayStatusWriter | undefined;
@@ -98,9 +97,8 @@ export class GatewayDataplane implements StateDataplane {
 
   async update(state: ClusterState, changes: StateChanges): Promise<void> {
     if (this.plan && !this.concerns(changes)) return;
-    const plan = planGateways(gatewayPlanInput(state, this.settings));
+    const plan = this.planner.plan(gatewayPlanInput(state, this.settings), changes.services);
     this.plan = plan;
-    this.services = new Set(Object.keys({ ...plan.http.backends, ...plan.https.backends }).map((key) => key.slice(0, key.lastIndexOf(':'))));
     this.report(plan.problems);
     await Promise.all([
       this.http && this.publish(this.http, plan.http, undefined),
@@ -117,7 +115,7 @@ export class GatewayDataplane implements StateDataplane {
 
   private concerns(changes: StateChanges): boolean {
     if (changes.services === 'full' || GATEWAY_KINDS.some((kind) => changes.kinds.has(kind))) return true;
-    for (const key of changes.services) if (this.services.has(key)) return true;
+    for (const key of changes.services) if (this.plan!.services.has(key)) return true;
     return false;
   }
 

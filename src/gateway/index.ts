@@ -10,7 +10,7 @@ export type { GatewaySettings } from './dataplane.js';
 /** What the Gateways and HTTPRoutes in the state would be served as: problems, and where each host and match leads (`kubenft services`). */
 function plannedGateways(state: ClusterState, settings: GatewaySettings) {
   const plan = planGateways(gatewayPlanInput(state, settings));
-  return { problems: plan.problems.map((problem) => `${problem.object}: ${problem.reason}`), routes: plan.origins };
+  return { problems: plan.problems.map((problem) => `${problem.object}: ${problem.reason}`), routes: plan.origins() };
 }
 
 export interface GatewayExplanation {
@@ -35,7 +35,7 @@ function explainUrl(state: ClusterState, settings: GatewaySettings, text: string
   const router = new Router(url.protocol === 'https:' ? plan.https : plan.http);
   const match = router.match(routingHost(url.host), url.pathname, { method, query: url.search, header: () => undefined });
   if (match.kind === 'none') return { method, url: text, outcome: '404: no route matches' };
-  const origin = plan.originOf.get(match.route as PathRoute);
+  const origin = plan.originOf(match.route as PathRoute);
   const actions = (match.route as { actions?: { redirect?: { statusCode: number } } }).actions;
   const outcome = actions?.redirect ? `${actions.redirect.statusCode} redirect`
     : match.backend === undefined ? '500: the backend cannot be resolved'

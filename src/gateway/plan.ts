@@ -86,16 +86,23 @@ export interface GatewayPlan {
   routes: RouteStatus[];
   /** Objects (or parts) not served, and why: what the log and `kubenft services` say. */
   problems: { object: string; reason: string }[];
-  origins: RouteOrigin[];
-  /** Each planned path route's origin (the router hands back the routes of the tables). */
-  originOf: Map<PathRoute, RouteOrigin>;
+  /** Every planned match's origin (built on demand: the agent's syncs never ask). */
+  origins(): RouteOrigin[];
+  /** A planned path route's origin (the router hands back the routes of the tables). */
+  originOf(path: PathRoute): RouteOrigin | undefined;
+  /** The Services (namespace/name) the routes name, found or not: a change to one can change the plan. */
+  services: Set<string>;
 }
 
 const condition = (type: string, ok: boolean, reason: string, message: string, generation: number): Condition => ({ type, status: ok ? 'True' : 'False', reason, message, observedGeneration: generation });
 
 const emptyTable = (): RouteTable => ({ hosts: {}, wildcards: {}, backends: {}, certificates: {}, tlsHosts: {}, tlsWildcards: {}, served: [], wildcardsMatchSubdomains: true });
 
-const byAge = <T extends { created: number; namespace: string; name: string }>(a: T, b: T) => a.created - b.created || `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`);
+const byAge = <T extends { created: number; namespace: string; name: string }>(a: T, b: T) => {
+  if (a.created !== b.created) return a.created - b.created;
+  const [left, right] = [`${a.namespace}/${a.name}`, `${b.namespace}/${b.name}`];
+  return left < right ? -1 : left > right ? 1 : 0;
+};
 
 /** Whether a ReferenceGrant in the target's namespace lets `from` (group, kind, namespace) refer to it. */
 function granted(grants: ReferenceGrantInfo[], from: { group: string; kind: string; namespace: string }, to: { group: string; kind: string; namespace: string; name: string }): boolean {
@@ -133,6 +140,31 @@ interface ServedListener {
   kinds: { group: string; kind: string }[];
 }
 
+/** What one route contributes to a plan: kept between plans while the route, what it reads and the Gateways stay the same. */
+interface RouteResult {
+  route: HTTPRouteInfo;
+  status: RouteStatus;
+  /** The listeners it attached to, namespace/gateway/listener, once per parent. */
+  attached: string[];
+  matches: PlannedMatch[];
+  /** Backend key → endpoints, per protocol table. */
+  backends: { HTTP: Map<string, string[]>; HTTPS: Map<string, string[]> };
+  problems: GatewayPlan['problems'];
+  /** The Services (namespace/name) its backends name: a change to one replans it. */
+  services: string[];
+}
+
+/** What a planner keeps between plans (GatewayPlanner). */
+interface PlanCache {
+  /** The objects every route's result depends on, compared by identity: any change replans every route. */
+  world: unknown[];
+  results: Map<string, RouteResult>;
+  /** Per table and host: its matches in the order routes were visited, and the HostRoute built from them. */
+  hosts: Record<'HTTP' | 'HTTPS', Map<string, { matches: PlannedMatch[]; sorted: PlannedMatch[]; route: HostRoute }>>;
+}
+
+const emptyCache = (): PlanCache => ({ world: [], results: new Map(), hosts: { HTTP: new Map(), HTTPS: new Map() } });
+
 interface PlannedMatch {
   host: string;
   protocol: 'HTTP' | 'HTTPS';
@@ -169,9 +201,33 @@ class Planner {
   private readonly tables = { HTTP: emptyTable(), HTTPS: emptyTable() };
   private readonly matches: PlannedMatch[] = [];
   private defaultCertificate: TlsSecretInfo | undefined;
+  /** The routes attached somewhere, namespace/name. */
+  private readonly served = new Set<string>();
+  private readonly services = new Set<string>();
 
-  constructor(private readonly input: GatewayPlanInput) {
+  constructor(private readonly input: GatewayPlanInput, private readonly cache: PlanCache, private readonly changedServices: ReadonlySet<string> | 'full') {
     this.grants = [...input.grants];
+  }
+
+  /** Drops every kept route result when something they all read changed (a Gateway, a grant, a selected Namespace, a listener's validity). */
+  private checkWorld(gateways: GatewayInfo[], listeners: Map<string, ServedListener[]>): void {
+    const entries = [...listeners.values()].flat();
+    const selecting = entries.some((entry) => entry.listener.allowedNamespaces.from === 'Selector');
+    const world: unknown[] = [this.input.className, this.input.httpPort, this.input.httpsPort, ...gateways, ...this.grants, ...entries.map((entry) => entry.valid)];
+    if (selecting) for (const route of this.input.routes.values()) world.push(this.input.namespaceLabels(route.namespace));
+    const same = world.length === this.cache.world.length && world.every((item, index) => item === this.cache.world[index]);
+    if (!same || this.changedServices === 'full') this.cache.results.clear();
+    this.cache.world = world;
+  }
+
+  private resultOf(route: HTTPRouteInfo, listeners: Map<string, ServedListener[]>): RouteResult {
+    const key = `${route.namespace}/${route.name}`;
+    const kept = this.cache.results.get(key);
+    const changed = this.changedServices;
+    if (kept && kept.route === route && (changed === 'full' || !kept.services.some((service) => changed.has(service)))) return kept;
+    const result = this.attach(route, listeners);
+    this.cache.results.set(key, result);
+    return result;
   }
 
   plan(): GatewayPlan {
@@ -188,8 +244,22 @@ class Planner {
       listeners.set(`${gateway.namespace}/${gateway.name}`, entries);
       return { gateway, entries };
     });
-    const routes = [...input.routes.values()].sort(byAge).map((route) => this.attach(route, listeners)).filter((status) => status.parents.length > 0);
+    this.checkWorld(gateways, listeners);
+    const listenerStatus = new Map([...listeners.values()].flat().map((entry) => [`${entry.gateway.namespace}/${entry.gateway.name}/${entry.listener.name}`, entry.status]));
+    const routes: RouteStatus[] = [];
+    for (const key of this.cache.results.keys()) if (!input.routes.has(key)) this.cache.results.delete(key);
+    for (const route of input.routes.values()) {
+      const result = this.resultOf(route, listeners);
+      if (result.status.parents.length > 0) routes.push(result.status);
+      for (const id of result.attached) listenerStatus.get(id)!.attachedRoutes++;
+      this.matches.push(...result.matches);
+      for (const protocol of ['HTTP', 'HTTPS'] as const) for (const [backend, endpoints] of result.backends[protocol]) this.tables[protocol].backends[backend] = endpoints;
+      this.problems.push(...result.problems);
+      for (const service of result.services) this.services.add(service);
+      if (result.status.parents.some((parent) => parent.conditions[0].status === 'True')) this.served.add(`${route.namespace}/${route.name}`);
+    }
     for (const [protocol, table] of Object.entries(this.tables)) this.fill(protocol as 'HTTP' | 'HTTPS', table);
+    const { matches } = this;
     return {
       http: this.tables.HTTP,
       https: this.tables.HTTPS,
@@ -198,8 +268,9 @@ class Planner {
       gateways: gatewayStatuses.map(({ gateway, entries }) => this.gatewayStatus(gateway, entries)),
       routes,
       problems: this.problems,
-      origins: this.matches.map((match) => match.origin),
-      originOf: new Map(this.matches.map((match) => [match.path, match.origin])),
+      origins: () => matches.map((match) => match.origin),
+      originOf: (path) => matches.find((match) => match.path === path)?.origin,
+      services: this.services,
     };
   }
 
@@ -285,10 +356,11 @@ class Planner {
   }
 
   /** One route's parents: each judged, and its rules planned on the listeners that accept it. */
-  private attach(route: HTTPRouteInfo, listeners: Map<string, ServedListener[]>): RouteStatus {
+  private attach(route: HTTPRouteInfo, listeners: Map<string, ServedListener[]>): RouteResult {
     const parents: RouteParentStatus[] = [];
     const generation = route.generation;
     const resolved = this.resolveRules(route);
+    const result: RouteResult = { route, status: { namespace: route.namespace, name: route.name, parents }, attached: [], matches: [], backends: { HTTP: new Map(), HTTPS: new Map() }, problems: [], services: resolved.services };
     for (const parent of route.parentRefs) {
       if (parent.group !== GATEWAY_GROUP || parent.kind !== 'Gateway') continue;
       const gatewayKey = `${parent.namespace ?? route.namespace}/${parent.name}${parent.sectionName ? ` (${parent.sectionName})` : ''}`;
@@ -304,16 +376,13 @@ class Planner {
       else if (attached.length === 0) accepted = condition('Accepted', false, 'NoMatchingListenerHostname', `no hostname of the route intersects a listener's of Gateway ${gatewayKey}`, generation);
       else accepted = condition('Accepted', true, 'Accepted', 'accepted', generation);
       for (const { entry, hosts } of attached) {
-        entry.status.attachedRoutes++;
-        for (const host of hosts) this.addRules(route, resolved, entry, host);
+        result.attached.push(`${entry.gateway.namespace}/${entry.gateway.name}/${entry.listener.name}`);
+        for (const host of hosts) this.addRules(result, resolved, entry, host);
       }
-      if (accepted.status === 'False') this.problems.push({ object: `HTTPRoute ${route.namespace}/${route.name}`, reason: `parent ${gatewayKey}: ${accepted.reason}: ${accepted.message}` });
+      if (accepted.status === 'False') result.problems.push({ object: `HTTPRoute ${route.namespace}/${route.name}`, reason: `parent ${gatewayKey}: ${accepted.reason}: ${accepted.message}` });
       parents.push({ parentRef: parent, controllerName: GATEWAY_CONTROLLER, conditions: [accepted, resolved.condition] });
     }
-    if (parents.some((parent) => parent.conditions[0].status === 'True')) {
-      for (const table of Object.values(this.tables)) if (!table.served.includes(`${route.namespace}/${route.name}`)) table.served.push(`${route.namespace}/${route.name}`);
-    }
-    return { namespace: route.namespace, name: route.name, parents };
+    return result;
   }
 
   private allows(entry: ServedListener, route: HTTPRouteInfo): boolean {
@@ -326,10 +395,12 @@ class Planner {
   }
 
   /** Every rule's actions with its backends resolved, and the route's ResolvedRefs condition. */
-  private resolveRules(route: HTTPRouteInfo): { rules: RouteActions[]; backends: Map<string, string[]>; condition: Condition } {
+  private resolveRules(route: HTTPRouteInfo): { rules: RouteActions[]; backends: Map<string, string[]>; condition: Condition; services: string[] } {
     const backends = new Map<string, string[]>();
+    const services = new Set<string>();
     let failure: { reason: string; message: string } | undefined;
     const resolve = (ref: BackendReference): string | undefined => {
+      services.add(`${ref.namespace ?? route.namespace}/${ref.name}`);
       const result = this.resolveRef(route, ref);
       if (typeof result !== 'string') {
         backends.set(result.key, result.endpoints);
@@ -343,7 +414,7 @@ class Planner {
     const condition_ = failure
       ? condition('ResolvedRefs', false, failure.reason, failure.message, route.generation)
       : condition('ResolvedRefs', true, 'ResolvedRefs', 'resolved', route.generation);
-    return { rules, backends, condition: condition_ };
+    return { rules, backends, condition: condition_, services: [...services] };
   }
 
   private resolveRef(route: HTTPRouteInfo, ref: BackendReference): { key: string; endpoints: string[] } | string {
@@ -390,9 +461,9 @@ class Planner {
     return actions;
   }
 
-  private addRules(route: HTTPRouteInfo, resolved: ReturnType<Planner['resolveRules']>, entry: ServedListener, host: string): void {
-    const table = this.tables[entry.protocol];
-    for (const [key, endpoints] of resolved.backends) table.backends[key] = endpoints;
+  private addRules(result: RouteResult, resolved: ReturnType<Planner['resolveRules']>, entry: ServedListener, host: string): void {
+    const { route } = result;
+    for (const [key, endpoints] of resolved.backends) result.backends[entry.protocol].set(key, endpoints);
     const routeKey = `${route.namespace}/${route.name}`;
     route.rules.forEach((rule, ruleIndex) => {
       const actions = resolved.rules[ruleIndex];
@@ -408,7 +479,7 @@ class Planner {
           type, path: match.path.value, match: matchOf(type, match.path.value), ingress: routeKey, backend: first ?? '',
           ...(Object.keys(conditions).length ? { conditions } : {}), actions,
         };
-        this.matches.push({
+        result.matches.push({
           host, protocol: entry.protocol, route, ruleIndex, matchIndex, path,
           origin: { gateway: `${entry.gateway.namespace}/${entry.gateway.name}`, listener: entry.listener.name, protocol: entry.protocol, host, route: routeKey, rule: ruleIndex, match: `${match.path.type} ${match.path.value}` },
         });
@@ -429,44 +500,80 @@ class Planner {
       if (!list) byHost.set(match.host, (list = []));
       list.push(match);
     }
-    for (const list of byHost.values()) list.sort(precedence);
-    const wildcards = [...byHost.keys()].filter((host) => host.startsWith('*.')).sort((a, b) => b.length - a.length);
-    const route = (host: string): HostRoute => {
-      const covering = [host, ...wildcards.filter((wildcard) => wildcard !== host && wildcardCovers(wildcard, host.startsWith('*.') ? host.slice(1) : host)), ...(host === '' ? [] : [''])];
-      return { paths: covering.flatMap((each) => (byHost.get(each) ?? []).map((match) => match.path)), redirectToHttps: false };
+    // A host's route is rebuilt only when its matches changed, or those of a wildcard (or of any host) that covers it.
+    const kept = this.cache.hosts[protocol];
+    const unchanged = (host: string) => {
+      const before = kept.get(host)?.matches;
+      const now = byHost.get(host);
+      return before !== undefined && now !== undefined && before.length === now.length && before.every((match, index) => match === now[index]);
     };
-    for (const host of byHost.keys()) {
-      if (host === '') table.anyHost = route(host);
-      else if (host.startsWith('*.')) table.wildcards[host.slice(2)] = route(host);
-      else table.hosts[host] = route(host);
+    const wildcards = [...byHost.keys()].filter((host) => host.startsWith('*.')).sort((a, b) => b.length - a.length);
+    const covers = (host: string) => host === '' || host.startsWith('*.');
+    let coverChanged = [...wildcards, ...(byHost.has('') ? [''] : [])].some((host) => !unchanged(host));
+    for (const host of kept.keys()) if (covers(host) && !byHost.has(host)) coverChanged = true;
+    const sortedOf = (host: string) => {
+      const list = byHost.get(host);
+      if (!list) return [];
+      return unchanged(host) ? kept.get(host)!.sorted : [...list].sort(precedence);
+    };
+    const route = (host: string, sorted: PlannedMatch[]): HostRoute => {
+      if (!coverChanged && unchanged(host)) return kept.get(host)!.route;
+      const covering = [...wildcards.filter((wildcard) => wildcard !== host && wildcardCovers(wildcard, host.startsWith('*.') ? host.slice(1) : host)), ...(host === '' ? [] : [''])];
+      return { paths: [...sorted, ...covering.flatMap(sortedOf)].map((match) => match.path), redirectToHttps: false };
+    };
+    const next = new Map<string, { matches: PlannedMatch[]; sorted: PlannedMatch[]; route: HostRoute }>();
+    for (const [host, matches] of byHost) {
+      const sorted = sortedOf(host);
+      const built = route(host, sorted);
+      next.set(host, { matches, sorted, route: built });
+      if (host === '') table.anyHost = built;
+      else if (host.startsWith('*.')) table.wildcards[host.slice(2)] = built;
+      else table.hosts[host] = built;
     }
-    table.served.sort();
+    this.cache.hosts[protocol] = next;
+    table.served = [...this.served].sort();
   }
 }
 
 /** The route tables and statuses of one input. */
 export function planGateways(input: GatewayPlanInput): GatewayPlan {
-  return new Planner(input).plan();
+  return new GatewayPlanner().plan(input, 'full');
 }
 
-const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+/**
+ * The planner, incremental: it keeps each route's result and each host's route between plans, and
+ * replans only the routes that changed or name a changed Service (everything when a Gateway, a
+ * grant, a selected Namespace or a listener's validity changed). Still a function of its inputs:
+ * a plan equals planGateways of the same input. Hosts not replanned keep their HostRoute object,
+ * which is what tableChanges compares.
+ */
+export class GatewayPlanner {
+  private readonly cache = emptyCache();
 
-function diffRecord<V>(before: Record<string, V>, after: Record<string, V>): Record<string, V | null> {
+  plan(input: GatewayPlanInput, changedServices: ReadonlySet<string> | 'full'): GatewayPlan {
+    return new Planner(input, this.cache, changedServices).plan();
+  }
+}
+
+const sameEndpoints = (a: string[], b: string[]) => a === b || (a.length === b.length && a.every((endpoint, index) => endpoint === b[index]));
+const samePem = (a: { cert: string; key: string }, b: { cert: string; key: string }) => a.cert === b.cert && a.key === b.key;
+
+function diffRecord<V>(before: Record<string, V>, after: Record<string, V>, same: (a: V, b: V) => boolean = (a, b) => a === b): Record<string, V | null> {
   const changes: Record<string, V | null> = {};
   for (const key of Object.keys(after)) if (!Object.hasOwn(before, key) || !same(before[key], after[key])) changes[key] = after[key];
   for (const key of Object.keys(before)) if (!Object.hasOwn(after, key)) changes[key] = null;
   return changes;
 }
 
-/** What changed from one table to the next, as the proxy's workers apply it (each host, backend and certificate compared). */
+/** What changed from one table to the next, as the proxy's workers apply it: hosts by identity (the planner keeps an unchanged host's object), endpoints and certificates by value. */
 export function tableChanges(before: RouteTable, after: RouteTable): RouteTableChanges {
   return {
     hosts: diffRecord(before.hosts, after.hosts),
     wildcards: diffRecord(before.wildcards, after.wildcards),
-    ...(same(before.anyHost, after.anyHost) ? {} : { anyHost: after.anyHost ?? null }),
+    ...(before.anyHost === after.anyHost ? {} : { anyHost: after.anyHost ?? null }),
     defaultBackend: null,
-    backends: diffRecord(before.backends, after.backends),
-    certificates: diffRecord(before.certificates, after.certificates),
+    backends: diffRecord(before.backends, after.backends, sameEndpoints),
+    certificates: diffRecord(before.certificates, after.certificates, samePem),
     tlsHosts: diffRecord(before.tlsHosts, after.tlsHosts),
     tlsWildcards: diffRecord(before.tlsWildcards, after.tlsWildcards),
   };
