@@ -7,7 +7,6 @@
         "native/attrs.cc",
         "native/commit.cc",
         "native/dump.cc",
-        "native/monitor.cc",
         "native/netlink.cc",
         "native/socket_lb.cc",
         "native/tun.cc",

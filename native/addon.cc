@@ -55,7 +55,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dump", Napi::Function::New(env, knft::Dump, "dump"));
   exports.Set("generation", Napi::Function::New(env, knft::Generation, "generation"));
   exports.Set("tables", Napi::Function::New(env, knft::Tables, "tables"));
-  exports.Set("monitor", Napi::Function::New(env, knft::Monitor, "monitor"));
   exports.Set("trimNativeHeap", Napi::Function::New(env, TrimNativeHeap, "trimNativeHeap"));
   exports.Set("compactJsHeap", Napi::Function::New(env, CompactJsHeap, "compactJsHeap"));
   exports.Set("socketLb", knft::SocketLbExports(env));

@@ -1,4 +1,4 @@
-// Small helpers shared by the commit, dump and monitor code: owning wrappers
+// Small helpers shared by the commit and dump code: owning wrappers
 // for libmnl/libnftnl handles and errno formatting.
 #pragma once
 
@@ -89,7 +89,6 @@ Napi::Value TakeCapturedBatches(const Napi::CallbackInfo& info);
 Napi::Value Dump(const Napi::CallbackInfo& info);
 Napi::Value Generation(const Napi::CallbackInfo& info);
 Napi::Value Tables(const Napi::CallbackInfo& info);
-Napi::Value Monitor(const Napi::CallbackInfo& info);
 // The socket LB's class and functions (socket_lb.cc).
 Napi::Object SocketLbExports(Napi::Env env);
 

@@ -11,7 +11,7 @@ packages+=(ipset)
 # Socket LB: the BPF programs are compiled at build time and embedded in the addon (bpftool gen skeleton).
 packages+=(clang llvm libbpf-dev bpftool)
 # The ingress tests make certificates with openssl and use curl (HTTP/2 via its nghttp2);
-# test/image-programs traces what the agent executes with strace.
+# test/kernel/image-programs traces what the agent executes with strace.
 packages+=(openssl curl strace)
 # The ingress request-target test runs nginx beside the proxy as the reference for routing.
 packages+=(nginx)

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { ClusterState, WatchedKind, WatchNeeds } from './cluster/cluster-state.js';
+import type { SettingsDefinition } from './settings.js';
 
 // The one interface of kubenft's capabilities beside the Service proxy's rules (socket LB, cluster
 // DNS, ingress; docs/architecture.md). A capability is a folder whose index.ts exports one
@@ -9,11 +10,7 @@ import type { ClusterState, WatchedKind, WatchNeeds } from './cluster/cluster-st
 // and this file, never the agent, the CLI or another capability's internals.
 
 export type { WatchedKind, WatchNeeds };
-
-/** A setting the operator gave that cannot be served; the CLI names it and exits 2. */
-export class OptionsError extends Error {
-  override name = 'OptionsError';
-}
+export { OptionsError } from './settings.js';
 
 export interface StateChanges {
   /** Service keys (namespace/name) whose Service or EndpointSlices changed, or 'full'. */
@@ -70,6 +67,8 @@ export interface Capability<Settings = unknown> {
   readonly name: string;
   /** Where its settings are in the agent's options (options[settingsKey]), which its flags fill. */
   readonly settingsKey: string;
+  /** Its defaults and its flags (its flags.ts), which the CLI adds to kube-proxy's. */
+  readonly settings: SettingsDefinition<Settings>;
   /** Whether these settings turn it on. */
   enabled(settings: Settings): boolean;
   /** What it reads beyond Services, EndpointSlices and this Node (also when it only plans, as `services` does). */

@@ -8,12 +8,20 @@ import { socketLb } from '../socket-lb/index.js';
 // The capabilities beside the Service proxy's rules, in the order each sync updates them. Adding
 // one: its folder, whose index.ts exports its Capability, and a line here. Everything else (its
 // settings, what it watches, its dataplane, its cleanup) the agent and the CLI take from the list.
-export const CAPABILITIES: readonly Capability<any>[] = [
+const LISTED = [
   dns,
   socketLb,
   ingress,
   gateway,
-];
+] as const satisfies readonly Capability<any>[];
+
+/** The list, as the agent and the CLI loop over it: each one's settings are its own business. */
+export const CAPABILITIES: readonly Capability<any>[] = LISTED;
+
+type Listed = (typeof LISTED)[number];
+
+/** Each capability's settings under its settingsKey, as its flags fill them (options.dns, options.ingress, …). */
+export type CapabilitySettingsByKey = { [C in Listed as C['settingsKey']]: ReturnType<C['settings']['defaults']> };
 
 /** The agent's options, holding each capability's settings under its settingsKey. */
 export type WithCapabilitySettings = object;

@@ -1,4 +1,5 @@
-import { type AgentOptions, DEFAULT_CONFIG_SYNC_PERIOD_MS, formatDuration } from './options.js';
+import { formatDuration } from '../settings.js';
+import { type AgentOptions, DEFAULT_CONFIG_SYNC_PERIOD_MS } from './options.js';
 
 // kube-proxy's /configz: {"kubeproxy.config.k8s.io": <its configuration>}. kube-proxy registers its
 // internal KubeProxyConfiguration (pkg/proxy/apis/config/types.go), which has no JSON tags, so Go

@@ -1,13 +1,12 @@
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
+import { CAPABILITIES, type CapabilitySettingsByKey } from '../agent/capabilities.js';
 import { parseCIDR } from '../cluster/normalize.js';
-import { HostPortError, joinHostPort, splitHostPort } from '../kernel/addresses.js';
-import { OptionsError } from '../capability.js';
-import type { GatewaySettings } from '../gateway/index.js';
-import type { IngressSettings } from '../ingress/index.js';
+import { cidrFamily, ipFamily } from '../kernel/addresses.js';
 import { type ConntrackOptions, services } from '../services/index.js';
-import type { SocketLbOptions } from '../socket-lb/index.js';
+import {
+  type FlagSetting, OptionsError, type SettingKind as Kind, fail, formatDuration, hostPort, integerIn, parseDuration, positive,
+} from '../settings.js';
 
 // kubenft's command line and KubeProxyConfiguration file. kubenft replaces kube-proxy in an
 // existing DaemonSet, so it must accept kube-proxy's flags and config files as they are written
@@ -17,14 +16,15 @@ import type { SocketLbOptions } from '../socket-lb/index.js';
 // util.parseArgs does not fit kube-proxy's pflag syntax (`--flag=false` on booleans, `-v=4`,
 // `-v4`, `--flag_name` spelled with underscores), so a small table-driven parser reads argv.
 // Each setting is described once and drives the flag, the config field, the help text and the
-// error messages.
+// error messages. The capabilities' own flags are theirs (each folder's flags.ts): this file holds
+// kube-proxy's flags and kubenft's general ones, and adds each capability's to them.
 
 export type ProxyMode = 'nftables' | 'iptables';
 export type DetectLocalMode = 'ClusterCIDR' | 'NodeCIDR';
 export type IptablesBackend = 'auto' | 'legacy' | 'nft';
 export type LogFormat = 'text' | 'json';
 
-export interface AgentOptions {
+export interface AgentOptions extends CapabilitySettingsByKey {
   command: 'run' | 'render' | 'services' | 'explain' | 'help' | 'version';
   proxyMode: ProxyMode;
   /** kubenft's own: a file or directory of manifests instead of the API server. */
@@ -39,8 +39,6 @@ export interface AgentOptions {
   inspect: { service?: string; from?: string; to?: string; protocol: 'tcp' | 'udp'; via: 'prerouting' | 'output'; url?: string };
   /** kubenft's own: how many nftables tables the services' NAT objects are spread over. */
   serviceTables: number;
-  /** kubenft's own --socket-lb*: socket-level load balancing (cgroup BPF programs) beside the nftables rules. */
-  socketLb: SocketLbOptions;
   cleanup: boolean;
   initOnly: boolean;
   kubeconfig?: string;
@@ -77,20 +75,9 @@ export interface AgentOptions {
   conntrack: ConntrackOptions;
   configFile?: string;
   writeConfigTo?: string;
-  /** kubenft's own --cluster-dns and --dns-*: cluster DNS (dns/), on when it has addresses. */
-  dns: {
-    addresses: string[]; zone: string; upstreams?: { address: string; port: number }[]; ttl: number; pods: 'insecure' | 'disabled';
-    /** CoreDNS's health and ready servers, [IP]:PORT ('' off); undefined: on the first address, :8080 and :8181. */
-    healthAddress?: string; readyAddress?: string;
-  };
-  /** kubenft's own --ingress*: the ingress controller and its proxy (src/ingress). */
-  ingress: IngressSettings;
-  /** kubenft's own --gateway*: the Gateway API controller (src/gateway). */
-  gateway: GatewaySettings;
 }
 
 const DEFAULT_HEALTHZ_PORT = 10256;
-export const DEFAULT_SOCKET_LB_PIN_DIR = '/sys/fs/bpf/kubenft';
 const DEFAULT_METRICS_PORT = 10249;
 const SECOND_MS = 1000;
 const MINUTE_MS = 60 * SECOND_MS;
@@ -99,7 +86,9 @@ const HOUR_MS = 60 * MINUTE_MS;
 export const DEFAULT_CONFIG_SYNC_PERIOD_MS = 15 * MINUTE_MS;
 
 function defaultOptions(): AgentOptions {
+  const capabilities = Object.fromEntries(CAPABILITIES.map((capability) => [capability.settingsKey, capability.settings.defaults()]));
   return {
+    ...(capabilities as CapabilitySettingsByKey),
     command: 'run',
     proxyMode: 'nftables',
     once: false,
@@ -107,10 +96,8 @@ function defaultOptions(): AgentOptions {
     iptablesBackend: 'auto',
     inspect: { protocol: 'tcp', via: 'prerouting' },
     serviceTables: services.serviceTables.default,
-    socketLb: { enabled: false, hostOnly: false, pinDir: DEFAULT_SOCKET_LB_PIN_DIR },
     cleanup: false,
     initOnly: false,
-    dns: { addresses: [], zone: 'cluster.local', ttl: 5, pods: 'insecure' },
     clusterCIDRs: [],
     serviceCIDRs: [],
     nodePortAddresses: [],
@@ -135,74 +122,16 @@ function defaultOptions(): AgentOptions {
       udpTimeoutMs: 0,
       udpStreamTimeoutMs: 0,
     },
-    ingress: {
-      enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
-      maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, connectTimeoutMs: 5 * SECOND_MS, workers: 0,
-      statusAddresses: [],
-    },
-    gateway: {
-      enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443', workers: 0,
-      maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, connectTimeoutMs: 5 * SECOND_MS,
-    },
   };
 }
 
 // ---- values ------------------------------------------------------------------------------------
 
-type Kind = 'string' | 'bool' | 'int' | 'float' | 'duration' | 'list' | 'map' | 'opaque';
 /** A converted flag or field value: string, boolean, number (durations in ms), string[] or a gate map. */
 type Value = unknown;
 
-const fail = (where: string, shown: unknown, reason: string): never => {
-  throw new OptionsError(`${where} ${JSON.stringify(shown)}: ${reason}`);
-};
-
 const GO_TRUE = ['1', 't', 'T', 'TRUE', 'true', 'True'];
 const GO_FALSE = ['0', 'f', 'F', 'FALSE', 'false', 'False'];
-
-const DURATION_UNIT_NS: Record<string, bigint> = {
-  ns: 1n, us: 1_000n, 'µs': 1_000n, 'μs': 1_000n, ms: 1_000_000n, s: 1_000_000_000n, m: 60_000_000_000n, h: 3_600_000_000_000n,
-};
-const DURATION_PART = /(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)/y;
-
-/** Go's time.ParseDuration, returning milliseconds (fractional below 1ms). */
-export function parseDuration(text: string): number | undefined {
-  const sign = text.startsWith('-') ? -1 : 1;
-  const body = text.replace(/^[-+]/, '');
-  if (body === '0') return 0;
-  if (body === '') return undefined;
-  let nanoseconds = 0n;
-  DURATION_PART.lastIndex = 0;
-  while (DURATION_PART.lastIndex < body.length) {
-    const match = DURATION_PART.exec(body);
-    if (!match) return undefined;
-    const [whole, fraction = ''] = match[1].split('.');
-    const unit = DURATION_UNIT_NS[match[2]];
-    nanoseconds += BigInt(whole || '0') * unit;
-    if (fraction) nanoseconds += (BigInt(fraction) * unit) / 10n ** BigInt(fraction.length);
-  }
-  return (sign * Number(nanoseconds)) / 1e6;
-}
-
-/** Go's time.Duration.String(): 30s, 1m0s, 24h0m0s, 500ms. */
-export function formatDuration(ms: number): string {
-  let ns = BigInt(Math.round(Math.abs(ms) * 1e6));
-  const sign = ms < 0 ? '-' : '';
-  if (ns === 0n) return '0s';
-  const withFraction = (value: bigint, unit: bigint) => {
-    const fraction = value % unit;
-    if (fraction === 0n) return `${value / unit}`;
-    return `${value / unit}.${fraction.toString().padStart(unit.toString().length - 1, '0').replace(/0+$/, '')}`;
-  };
-  if (ns < 1_000n) return `${sign}${ns}ns`;
-  if (ns < 1_000_000n) return `${sign}${withFraction(ns, 1_000n)}µs`;
-  if (ns < 1_000_000_000n) return `${sign}${withFraction(ns, 1_000_000n)}ms`;
-  const hours = ns / DURATION_UNIT_NS.h;
-  ns %= DURATION_UNIT_NS.h;
-  const minutes = ns / DURATION_UNIT_NS.m;
-  ns %= DURATION_UNIT_NS.m;
-  return `${sign}${hours > 0n ? `${hours}h` : ''}${hours > 0n || minutes > 0n ? `${minutes}m` : ''}${withFraction(ns, DURATION_UNIT_NS.s)}s`;
-}
 
 /** A flag's text, converted as pflag would for the flag's type. */
 function fromText(kind: Kind, text: string, where: string): Value {
@@ -271,40 +200,6 @@ function cidrList(items: string[], where: string): string[] {
   });
 }
 
-/** kube-proxy's IPPortVar: an address alone gets the default port. */
-function hostAndPort(text: string, defaultPort: number, where: string): { host: string; port: number } {
-  try {
-    const { host, port } = splitHostPort(text, { portOptional: true });
-    return { host, port: port ?? defaultPort };
-  } catch (error) {
-    if (!(error instanceof HostPortError)) throw error;
-    return fail(where, text, error.problem === 'port out of range' ? 'port must be 1-65535' : 'is not IP or IP:port');
-  }
-}
-
-function hostPort(text: string, defaultPort: number, where: string): string {
-  const { host, port } = hostAndPort(text, defaultPort, where);
-  return joinHostPort(host, port);
-}
-
-/** A probe server's address: IP[:PORT], [IPv6]:PORT, :PORT (every address, as CoreDNS writes it) or '' (off). */
-function probeAddress(text: string, defaultPort: number, where: string): string {
-  const everyAddress = /^:(\d{1,5})$/.exec(text);
-  if (everyAddress && !(Number(everyAddress[1]) >= 1 && Number(everyAddress[1]) <= 65535)) fail(where, text, 'port must be 1-65535');
-  return text === '' || everyAddress ? text : hostPort(text, defaultPort, where);
-}
-
-/** NAMESPACE/NAME of an object, or undefined for ''. */
-function namespacedName(text: string, where: string): string | undefined {
-  if (text !== '' && !/^[a-z0-9-]+\/[a-z0-9.-]+$/.test(text)) fail(where, text, 'is not NAMESPACE/NAME');
-  return text || undefined;
-}
-
-function integerIn(value: number, low: number, high: number, where: string): number {
-  if (!Number.isInteger(value) || value < low || value > high) fail(where, value, `must be an integer from ${low} to ${high}`);
-  return value;
-}
-
 function nonNegative(value: number, where: string): number {
   if (value < 0) fail(where, value, 'must not be negative');
   return value;
@@ -321,28 +216,17 @@ function conntrackTimeout(ms: number, where: string): number {
   return ms;
 }
 
-function positive(ms: number, where: string): number {
-  if (ms <= 0) fail(where, formatDuration(ms), 'must be greater than 0');
-  return ms;
-}
-
 // ---- the settings ----------------------------------------------------------------------------
 
-interface Setting {
-  /** Flag name without dashes. */
+/** A flag, a config field or both, filling the agent's options. */
+interface Setting extends Omit<FlagSetting<AgentOptions>, 'flag'> {
   flag?: string;
   /** Field path in KubeProxyConfiguration; `SECTION.` stands for both `iptables.` and `nftables.`. */
   field?: string;
-  kind: Kind;
   /** A pointer field in kube-proxy: an explicit zero in the file is a value, not "use the default". */
   pointer?: boolean;
-  /** Repeating the flag adds to its list instead of replacing it. */
-  repeatable?: boolean;
+  /** kubenft's own, not kube-proxy's. */
   own?: boolean;
-  arg?: string;
-  help: string;
-  defaultText?: string;
-  apply(options: AgentOptions, value: any, where: string): void;
 }
 
 /** A setting kube-proxy has and kubenft does not implement: accepted only at its default value. */
@@ -360,7 +244,7 @@ interface Unsupported {
 /** 'primary': the Node object's addresses; 'localhost': 127.0.0.0/8 and ::1; 'all': every address. */
 const NODE_PORT_KEYWORDS: readonly string[] = ['primary', 'localhost', 'all'];
 
-const SETTINGS: Setting[] = [
+const GENERAL_SETTINGS: Setting[] = [
   // kubenft's own
   { flag: 'manifests', own: true, kind: 'string', arg: 'PATH', help: 'read Services and EndpointSlices from a YAML/JSON file or directory instead of the API server',
     apply: (o, v: string) => { o.manifests = v || undefined; } },
@@ -372,6 +256,8 @@ const SETTINGS: Setting[] = [
     apply: (o, v: string) => { o.inspect.from = v || undefined; } },
   { flag: 'to', own: true, kind: 'string', arg: 'ADDR:PORT', help: 'with explain: the new connection\'s destination ([IPv6]:PORT)',
     apply: (o, v: string) => { o.inspect.to = v || undefined; } },
+  { flag: 'url', own: true, kind: 'string', arg: 'URL', help: 'with explain and --gateway: the Gateway, listener, HTTPRoute and rule a GET of this URL reaches, instead of a connection',
+    apply: (o, v: string) => { o.inspect.url = v || undefined; } },
   { flag: 'proto', own: true, kind: 'string', arg: 'tcp|udp', help: 'with explain: the connection\'s protocol', defaultText: 'tcp',
     apply: (o, v: string, where) => {
       if (v !== 'tcp' && v !== 'udp') fail(where, v, 'must be tcp or udp');
@@ -390,81 +276,8 @@ const SETTINGS: Setting[] = [
   { flag: 'service-tables', own: true, kind: 'int', arg: 'N', help: `nftables mode: spread the services over N tables by their ClusterIP's last byte (1-${services.serviceTables.max}); a change re-validates only its table`,
     defaultText: String(services.serviceTables.default),
     apply: (o, v: number, where) => { o.serviceTables = integerIn(v, 1, services.serviceTables.max, where); } },
-  { flag: 'ingress', own: true, kind: 'bool', help: 'also be the ingress controller: a proxy on every node routes the served Ingresses', defaultText: 'false',
-    apply: (o, v: boolean) => { o.ingress.enabled = v; } },
-  { flag: 'ingress-class', own: true, kind: 'string', arg: 'NAME', help: 'serve Ingresses annotated kubernetes.io/ingress.class: NAME (and those of kubenft.io/ingress-controller\'s IngressClasses)', defaultText: 'kubenft',
-    apply: (o, v: string, where) => { o.ingress.className = v || fail(where, v, 'must not be empty'); } },
-  { flag: 'ingress-http-address', own: true, kind: 'string', arg: 'IP:PORT', help: 'plain HTTP listener of the ingress proxy; empty disables it', defaultText: '0.0.0.0:80',
-    apply: (o, v: string, where) => { o.ingress.httpAddress = v === '' ? undefined : hostPort(v, 80, where); } },
-  { flag: 'ingress-https-address', own: true, kind: 'string', arg: 'IP:PORT', help: 'HTTPS (and HTTP/2) listener of the ingress proxy; empty disables it', defaultText: '0.0.0.0:443',
-    apply: (o, v: string, where) => { o.ingress.httpsAddress = v === '' ? undefined : hostPort(v, 443, where); } },
-  { flag: 'ingress-default-certificate', own: true, kind: 'string', arg: 'NAMESPACE/NAME', help: 'TLS Secret served for unknown or absent SNI (default: one generated at start)',
-    apply: (o, v: string, where) => {
-      o.ingress.defaultCertificate = namespacedName(v, where);
-    } },
-  { flag: 'ingress-service', own: true, kind: 'string', arg: 'NAMESPACE/NAME', help: 'the ingress\'s LoadBalancer Service (cf. --publish-service): its LB and external IPs on the listeners\' ports reach the proxy; the status shows them',
-    apply: (o, v: string, where) => { o.ingress.service = namespacedName(v, where); } },
-  { flag: 'ingress-max-body-size', own: true, kind: 'int', arg: 'BYTES', help: 'larger request bodies get a 413', defaultText: String(100 * 1024 * 1024),
-    apply: (o, v: number, where) => { o.ingress.maxBodyBytes = integerIn(v, 0, Number.MAX_SAFE_INTEGER, where); } },
-  { flag: 'ingress-max-header-size', own: true, kind: 'int', arg: 'BYTES', help: 'larger request (or response) headers get a 431 (or a 502)', defaultText: String(16 * 1024),
-    apply: (o, v: number, where) => { o.ingress.maxHeaderBytes = integerIn(v, 1024, 1024 * 1024, where); } },
-  { flag: 'ingress-client-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'close client connections idle (or sending a request) this long', defaultText: '1m0s',
-    apply: (o, v: number, where) => { o.ingress.clientTimeoutMs = positive(v, where); } },
-  { flag: 'ingress-backend-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'a backend silent this long (before its response, within its body) fails the request (504); a WebSocket idle this long is closed', defaultText: '1m0s',
-    apply: (o, v: number, where) => { o.ingress.backendTimeoutMs = positive(v, where); } },
-  { flag: 'ingress-connect-timeout', own: true, kind: 'duration', arg: 'DURATION', help: 'a backend not connected within this fails the request or WebSocket (504), cf. proxy-connect-timeout', defaultText: '5s',
-    apply: (o, v: number, where) => { o.ingress.connectTimeoutMs = positive(v, where); } },
-  { flag: 'ingress-status-address', own: true, kind: 'list', arg: 'IP[,IP]', help: 'agent mode: the served Ingresses\' status.loadBalancer addresses (default: the elected writer\'s node addresses)',
-    apply: (o, v: string[], where) => { o.ingress.statusAddresses = v.map((item) => (isIP(item) === 0 ? fail(where, item, 'is not an IP address') : item)); } },
-  { flag: 'ingress-workers', own: true, kind: 'int', arg: 'N', help: 'ingress proxy worker processes; 0: one per core', defaultText: '0',
-    apply: (o, v: number, where) => { o.ingress.workers = integerIn(v, 0, 256, where); } },
-  // ---- --gateway*: the Gateway API controller (src/gateway) ----
-  { flag: 'gateway', own: true, kind: 'bool', help: 'also be the Gateway API controller: the proxy on every node serves the GatewayClass\'s Gateways and their HTTPRoutes', defaultText: 'false',
-    apply: (o, v: boolean) => { o.gateway.enabled = v; } },
-  { flag: 'gateway-class', own: true, kind: 'string', arg: 'NAME', help: 'the GatewayClass served (its spec.controllerName must be kubenft.io/gateway-controller)', defaultText: 'kubenft',
-    apply: (o, v: string, where) => { o.gateway.className = v || fail(where, v, 'must not be empty'); } },
-  { flag: 'gateway-http-address', own: true, kind: 'string', arg: 'IP:PORT', help: 'where HTTP listeners are served (listeners on this port); empty disables them', defaultText: '0.0.0.0:80',
-    apply: (o, v: string, where) => { o.gateway.httpAddress = v === '' ? undefined : hostPort(v, 80, where); } },
-  { flag: 'gateway-https-address', own: true, kind: 'string', arg: 'IP:PORT', help: 'where HTTPS listeners are served (listeners on this port); empty disables them', defaultText: '0.0.0.0:443',
-    apply: (o, v: string, where) => { o.gateway.httpsAddress = v === '' ? undefined : hostPort(v, 443, where); } },
-  { flag: 'gateway-workers', own: true, kind: 'int', arg: 'N', help: 'Gateway proxy worker processes per listener address; 0: one per core', defaultText: '0',
-    apply: (o, v: number, where) => { o.gateway.workers = integerIn(v, 0, 256, where); } },
-  { flag: 'url', own: true, kind: 'string', arg: 'URL', help: 'with explain and --gateway: the Gateway, listener, HTTPRoute and rule a GET of this URL reaches, instead of a connection',
-    apply: (o, v: string) => { o.inspect.url = v || undefined; } },
-  // ---- end of --gateway* ----
   { flag: 'service-cidr', own: true, kind: 'list', repeatable: true, arg: 'CIDR[,CIDR]', help: 'Service ClusterIP ranges: an address in them that no Service holds is dropped (repeatable)',
     apply: (o, v: string[], where) => { o.serviceCIDRs = cidrList(v, where); } },
-  { flag: 'cluster-dns', own: true, kind: 'list', arg: 'IP[,IP]', help: 'serve cluster DNS on these addresses, UDP and TCP 53 (e.g. 169.254.20.10 and the kube-dns ClusterIP)',
-    apply: (o, v: string[], where) => { o.dns.addresses = v.map((item) => (isIP(item) ? item : fail(where, item, 'is not an IP address'))); } },
-  { flag: 'cluster-domain', own: true, kind: 'string', arg: 'DOMAIN', help: 'the cluster DNS zone', defaultText: 'cluster.local',
-    apply: (o, v: string, where) => {
-      const zone = v.toLowerCase().replace(/\.$/, '');
-      if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(zone) || zone.length > 200) fail(where, v, 'is not a domain name');
-      o.dns.zone = zone;
-    } },
-  { flag: 'dns-upstream', own: true, kind: 'list', arg: 'IP[:PORT][,...]', help: 'where names outside the cluster go (default: /etc/resolv.conf\'s nameservers, minus --cluster-dns)',
-    apply: (o, v: string[], where) => {
-      o.dns.upstreams = v.map((item) => {
-        const { host, port } = hostAndPort(item, 53, where);
-        return { address: host, port };
-      });
-    } },
-  { flag: 'dns-ttl', own: true, kind: 'int', arg: 'SECONDS', help: 'TTL of cluster DNS answers (0-3600)', defaultText: '5',
-    apply: (o, v: number, where) => { o.dns.ttl = integerIn(v, 0, 3600, where); } },
-  { flag: 'dns-pods', own: true, kind: 'string', arg: 'insecure|disabled', help: 'pod A records a-b-c-d.<ns>.pod.<zone>: insecure (any dashed IP, as kubeadm\'s CoreDNS) or disabled', defaultText: 'insecure',
-    apply: (o, v: string, where) => { o.dns.pods = v === 'disabled' ? 'disabled' : v === 'insecure' || v === '' ? 'insecure' : fail(where, v, 'is not insecure or disabled'); } },
-  { flag: 'dns-health-address', own: true, kind: 'string', arg: '[IP]:PORT', help: 'cluster DNS\'s /health (CoreDNS\'s): OK while serving; :PORT: every address; empty: off', defaultText: 'first --cluster-dns address:8080',
-    apply: (o, v: string, where) => { o.dns.healthAddress = probeAddress(v, 8080, where); } },
-  { flag: 'dns-ready-address', own: true, kind: 'string', arg: '[IP]:PORT', help: 'cluster DNS\'s /ready (CoreDNS\'s): 200 once the synced names are served; empty: off', defaultText: 'first --cluster-dns address:8181',
-    apply: (o, v: string, where) => { o.dns.readyAddress = probeAddress(v, 8181, where); } },
-  { flag: 'socket-lb', own: true, kind: 'bool', help: 'nftables mode: a local connect() or sendmsg() to a ClusterIP goes straight to an endpoint (cgroup BPF), no per-packet NAT', defaultText: 'false',
-    apply: (o, v: boolean) => { o.socketLb.enabled = v; } },
-  { flag: 'socket-lb-cgroup', own: true, kind: 'string', arg: 'PATH', help: 'the cgroup v2 directory the socket LB attaches to', defaultText: 'the cgroup v2 root',
-    apply: (o, v: string) => { o.socketLb.cgroup = v || undefined; } },
-  { flag: 'socket-lb-host-only', own: true, kind: 'bool', help: 'socket LB only for processes in the node\'s network namespace (pods keep the packet-level path: sidecar meshes)', defaultText: 'false',
-    apply: (o, v: boolean) => { o.socketLb.hostOnly = v; } },
-  { flag: 'socket-lb-pin-dir', own: true, kind: 'string', arg: 'PATH', help: 'where the socket LB pins its links and maps, on a bpf filesystem (mounted at /sys/fs/bpf if missing)', defaultText: DEFAULT_SOCKET_LB_PIN_DIR,
-    apply: (o, v: string) => { o.socketLb.pinDir = v || DEFAULT_SOCKET_LB_PIN_DIR; } },
 
   // kube-proxy's
   { flag: 'config', kind: 'string', arg: 'FILE', help: 'read a KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1); flags given too override it',
@@ -494,7 +307,7 @@ const SETTINGS: Setting[] = [
     apply: (o, v: string) => { o.hostnameOverride = v.trim().toLowerCase() || undefined; } },
   { flag: 'bind-address', field: 'bindAddress', kind: 'string', arg: 'IP', help: 'this node\'s IP of its family, in place of the Node object\'s (NodePorts on "primary", loadBalancerSourceRanges); 0.0.0.0 or ::: the Node\'s', defaultText: '0.0.0.0',
     apply: (o, v: string, where) => {
-      if (v !== '' && isIP(v) === 0) fail(where, v, 'is not an IP address');
+      if (v !== '' && ipFamily(v) === 0) fail(where, v, 'is not an IP address');
       o.bindAddress = v || '0.0.0.0';
     } },
   { flag: 'healthz-bind-address', field: 'healthzBindAddress', kind: 'string', arg: 'IP[:PORT]', help: 'health server (/healthz, /livez); empty on the command line disables it', defaultText: `0.0.0.0:${DEFAULT_HEALTHZ_PORT}`,
@@ -520,7 +333,7 @@ const SETTINGS: Setting[] = [
   { flag: 'cluster-cidr', field: 'clusterCIDR', kind: 'string', arg: 'CIDR[,CIDR]', help: 'pod network, one CIDR per family; traffic to Services from outside it is masqueraded',
     apply: (o, v: string, where) => {
       const cidrs = cidrList(v.split(',').map((item) => item.trim()).filter((item) => item !== ''), where);
-      if (cidrs.length > 2 || (cidrs.length === 2 && isIP(cidrs[0].split('/')[0]) === isIP(cidrs[1].split('/')[0]))) {
+      if (cidrs.length > 2 || (cidrs.length === 2 && cidrFamily(cidrs[0]) === cidrFamily(cidrs[1]))) {
         fail(where, v, 'give one CIDR, or two of different families (dual-stack)');
       }
       o.clusterCIDRs = cidrs;
@@ -554,6 +367,15 @@ const SETTINGS: Setting[] = [
   { flag: 'logging-format', field: 'logging.format', kind: 'string', arg: 'text|json', help: 'text: klog-like lines (severity letter, time, message, key=value); json: one JSON object a line (ISO time, level name)', defaultText: 'text',
     apply: (o, v: string, where) => { o.logFormat = v === '' || v === 'text' ? 'text' : v === 'json' ? 'json' : fail(where, v, 'is not a logging format: use text or json'); } },
 ];
+
+/** Each capability's flags (kubenft's own), landing in its settings: options[settingsKey]. */
+const CAPABILITY_SETTINGS: Setting[] = CAPABILITIES.flatMap((capability) => capability.settings.flags.map((setting): Setting => ({
+  ...setting,
+  own: true,
+  apply: (options, value, where) => setting.apply((options as unknown as Record<string, unknown>)[capability.settingsKey], value, where),
+})));
+
+const SETTINGS: Setting[] = [...GENERAL_SETTINGS, ...CAPABILITY_SETTINGS];
 
 /** Every setting kubenft implements, by flag and config field (for the test that each is read). */
 export const settingNames = (): { flag?: string; field?: string }[] => SETTINGS.map(({ flag, field }) => ({ flag, field }));
@@ -790,16 +612,12 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
   if (options.initOnly && (options.once || options.cleanup || options.command !== 'run')) {
     throw new OptionsError('--init-only does the node setup and exits: it does not combine with --once, --cleanup, render, services or explain');
   }
-  if (options.ingress.service && !options.ingress.enabled) throw new OptionsError('--ingress-service needs --ingress');
+  for (const capability of CAPABILITIES) capability.settings.check?.((options as unknown as Record<string, unknown>)[capability.settingsKey], { proxyMode: options.proxyMode });
   if (options.ingress.enabled && options.gateway.enabled) {
     const taken = [options.ingress.httpAddress, options.ingress.httpsAddress].filter((address) => address !== undefined);
     const clash = [options.gateway.httpAddress, options.gateway.httpsAddress].find((address) => address !== undefined && taken.includes(address));
     if (clash) throw new OptionsError(`--ingress and --gateway both listen on ${clash}: give --gateway-http-address and --gateway-https-address addresses of their own`);
   }
-  for (const [flag, value] of [['--dns-health-address', options.dns.healthAddress], ['--dns-ready-address', options.dns.readyAddress]]) {
-    if (value !== undefined && options.dns.addresses.length === 0) throw new OptionsError(`${flag} needs --cluster-dns`);
-  }
-  if (options.ingress.service && options.proxyMode !== 'nftables') throw new OptionsError('--ingress-service steers its addresses to the proxy with nftables rules: it needs --proxy-mode=nftables');
   return options;
 }
 

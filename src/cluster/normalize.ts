@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
+import { networkCIDR } from '../kernel/addresses.js';
 import {
   type EndpointInfo, type EndpointSliceInfo, type EndpointSlicePort, type IPFamily, type NodeInfo, ObjectError,
   type Protocol, type ServiceInfo, type ServicePortInfo,
@@ -150,8 +151,7 @@ class Reader {
   cidr(value: unknown, path: string): string {
     const text = this.string(value, path);
     try {
-      const [address, length] = ipaddr.parseCIDR(text);
-      return `${networkOf(address, length)}/${length}`;
+      return networkCIDR(text);
     } catch {
       this.fail(`${path} ${JSON.stringify(text)} is not a CIDR`);
     }
@@ -162,12 +162,6 @@ class Reader {
     if (typeof value !== 'boolean') this.fail(`${path} must be true or false`);
     return value;
   }
-}
-
-function networkOf(address: ipaddr.IPv4 | ipaddr.IPv6, length: number): string {
-  const bytes = address.toByteArray();
-  for (let bit = length; bit < bytes.length * 8; bit++) bytes[bit >> 3] &= ~(0x80 >> (bit & 7));
-  return ipaddr.fromByteArray(bytes).toString();
 }
 
 export const familyOf = (address: string): IPFamily => (isIP(address) === 6 ? 6 : 4);

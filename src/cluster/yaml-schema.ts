@@ -6,7 +6,7 @@ import yaml from 'js-yaml';
 // text, mapping or sequence under it. js-yaml has no YAML 1.1 schema (its default is 1.2 core),
 // and the `yaml` package's 1.1 schema differs from go-yaml (base 60, timestamps, unknown tags) and
 // parses manifests ~20x slower, so the scalar rules are written out here, each as go-yaml's
-// resolver applies it (checked against kubectl in test/manifest-corpus.test.ts).
+// resolver applies it (checked against kubectl in test/kernel/manifest-corpus.test.ts).
 
 const { Type, FAILSAFE_SCHEMA } = yaml;
 

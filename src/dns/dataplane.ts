@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { StateChanges, StateDataplane, WatchNeeds } from '../capability.js';
+import { joinHostPort } from '../kernel/addresses.js';
 import { type HttpEndpoint, serveHttp } from '../kernel/http-server.js';
 import { CountedHistogram } from '../kernel/counted-histogram.js';
 import { type DnsPlanConfig, planService, planZone } from './records.js';
@@ -11,7 +12,7 @@ import { type NamespaceInfo, normalizeNamespace } from '../cluster/normalize.js'
 import type { Upstream } from './forwarder.js';
 import { native } from '../kernel/native.js';
 import { defaultUpstreams, serveHostClients, setUpDnsNetwork, withdrawHostClients } from './network.js';
-import { DURATION_BUCKETS, LARGE_UPDATE, type NamesUpdate, type Ping, type ServerConfig, type ServerMessage, type ServerMetrics, serverLabel } from './server.js';
+import { DNS_DURATION_BUCKETS, LARGE_UPDATE, type NamesUpdate, type Ping, type ServerConfig, type ServerMessage, type ServerMetrics, serverLabel } from './server.js';
 
 // Cluster DNS as a dataplane beside the proxy's rules: on every sync it plans the names of the
 // services that changed (records.ts) and posts them to the server's worker thread, which
@@ -213,8 +214,8 @@ export class DnsDataplane implements StateDataplane {
     const { addresses } = this.options;
     const addressesDieWithProcess = this.options.network !== false && (await setUpDnsNetwork(addresses, this.log));
     const probes = [
-      [this.options.healthAddress ?? `${hostPort(addresses[0], HEALTH_PORT)}`, '/health', () => this.healthReport()],
-      [this.options.readyAddress ?? `${hostPort(addresses[0], READY_PORT)}`, '/ready', () => this.readyReport()],
+      [this.options.healthAddress ?? joinHostPort(addresses[0], HEALTH_PORT), '/health', () => this.healthReport()],
+      [this.options.readyAddress ?? joinHostPort(addresses[0], READY_PORT), '/ready', () => this.readyReport()],
     ] as const;
     for (const [address, path, report] of probes) {
       if (address === '') continue;
@@ -359,7 +360,6 @@ export class DnsDataplane implements StateDataplane {
   }
 }
 
-const hostPort = (address: string, port: number) => `${address.includes(':') ? `[${address}]` : address}:${port}`;
 
 function answerProbe(res: ServerResponse, report: { ok: boolean; text: string } | undefined): void {
   if (!report) {
@@ -381,12 +381,12 @@ function dnsMetrics(registry: Registry) {
   return {
     requests: new Counter({ name: 'coredns_dns_requests_total', help: 'Counter of DNS requests made per zone, protocol and family.', labelNames: ['server', 'zone', 'view', 'proto', 'family', 'type'], registers }),
     responses: new Counter({ name: 'coredns_dns_responses_total', help: 'Counter of response status codes.', labelNames: ['server', 'zone', 'view', 'rcode', 'plugin'], registers }),
-    durations: new CountedHistogram('coredns_dns_request_duration_seconds', 'Histogram of the time (in seconds) each request took per zone.', ['server', 'zone', 'view'], DURATION_BUCKETS, registry),
+    durations: new CountedHistogram('coredns_dns_request_duration_seconds', 'Histogram of the time (in seconds) each request took per zone.', ['server', 'zone', 'view'], DNS_DURATION_BUCKETS, registry),
     cacheEntries: new Gauge({ name: 'coredns_cache_entries', help: 'The number of elements in the cache.', labelNames: ['server', 'type', 'zones', 'view'], registers }),
     cacheRequests: new Counter({ name: 'coredns_cache_requests_total', help: 'The count of cache requests.', labelNames: ['server', 'zones', 'view'], registers }),
     cacheHits: new Counter({ name: 'coredns_cache_hits_total', help: 'The count of cache hits.', labelNames: ['server', 'type', 'zones', 'view'], registers }),
     cacheMisses: new Counter({ name: 'coredns_cache_misses_total', help: 'The count of cache misses. Deprecated, derive misses from cache hits/requests counters.', labelNames: ['server', 'zones', 'view'], registers }),
-    upstreamDurations: new CountedHistogram('coredns_proxy_request_duration_seconds', 'Histogram of the time each request took.', ['proxy_name', 'to', 'rcode'], DURATION_BUCKETS, registry),
+    upstreamDurations: new CountedHistogram('coredns_proxy_request_duration_seconds', 'Histogram of the time each request took.', ['proxy_name', 'to', 'rcode'], DNS_DURATION_BUCKETS, registry),
     concurrentRejects: new Counter({ name: 'coredns_forward_max_concurrent_rejects_total', help: 'Counter of the number of queries rejected because the concurrent queries were at maximum.', registers }),
     upstreamFailures: new Counter({ name: 'kubenft_dns_upstream_failures_total', help: 'Upstream queries that failed, timed out or answered SERVFAIL (to: the upstream); the next upstream is asked.', labelNames: ['to'], registers }),
     dropped: new Counter({

@@ -1,6 +1,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
+import { joinHostPort } from '../kernel/addresses.js';
 import { RCODE, agedResponse, isTruncated, rcodeOf } from './wire.js';
 
 // Names outside the cluster go to the upstreams: UDP, TCP when an upstream truncates, the next
@@ -36,7 +37,7 @@ export interface Forwarded {
 interface Pending { resolve(response: Buffer | undefined): void; from: Upstream }
 interface CacheEntry { response: Buffer; negative: boolean; stored: number; expires: number }
 
-const upstreamName = (upstream: Upstream) => `${upstream.address.includes(':') ? `[${upstream.address}]` : upstream.address}:${upstream.port}`;
+const upstreamName = (upstream: Upstream) => joinHostPort(upstream.address, upstream.port);
 
 export class Forwarder {
   private readonly cache = new Map<string, CacheEntry>();

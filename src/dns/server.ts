@@ -3,6 +3,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import ipaddr from 'ipaddr.js';
 import dnsPacket from 'dns-packet';
 import { type PlannedName, type PlannedRecord, type PlannedType, mergeNames, podAddress, soaRecord } from './records.js';
+import { joinHostPort } from '../kernel/addresses.js';
 import { type AnswerTable, type UdpAnswerSocket, native } from '../kernel/native.js';
 import { type Forwarded, Forwarder, type Upstream } from './forwarder.js';
 import { MATCH, TableOps } from './udp-table.js';
@@ -59,7 +60,7 @@ export type ServerMessage =
   | { type: 'pong'; seq: number }
   | { type: 'metrics'; metrics: ServerMetrics };
 
-/** Durations counted per DURATION_BUCKETS bound (not cumulative; one more entry, past every bound), and their sum. */
+/** Durations counted per DNS_DURATION_BUCKETS bound (not cumulative; one more entry, past every bound), and their sum. */
 export interface DurationCounts {
   buckets: number[];
   sum: number;
@@ -91,9 +92,9 @@ export interface ServerMetrics {
 }
 
 /** CoreDNS's plugin.TimeBuckets (ExponentialBuckets(0.00025, 2, 16)), for its duration histograms. */
-export const DURATION_BUCKETS = [0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192];
+export const DNS_DURATION_BUCKETS = [0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192];
 /** The sockets count durations into these: past the last bound is a bucket too (the histogram's +Inf). */
-const SOCKET_DURATION_BOUNDS = [...DURATION_BUCKETS, Infinity];
+const SOCKET_DURATION_BOUNDS = [...DNS_DURATION_BUCKETS, Infinity];
 
 /** How a query came in, as CoreDNS labels it: proto udp or tcp, family 1 (IPv4) or 2 (IPv6), server dns://ADDRESS:PORT. */
 export interface Via {
@@ -103,7 +104,7 @@ export interface Via {
 }
 
 /** CoreDNS's server label: the transport and the listener's address (net.TCPAddr's text). */
-export const serverLabel = (address: string, port: number) => `dns://${net.isIPv6(address) ? `[${address}]` : address}:${port}`;
+export const serverLabel = (address: string, port: number) => `dns://${joinHostPort(address, port)}`;
 const viaOf = (address: string, port: number, proto: Via['proto']): Via => ({ proto, family: net.isIPv6(address) ? '2' : '1', server: serverLabel(address, port) });
 
 /** Which part of the server wrote a response, as CoreDNS's responses_total{plugin} names it ('': an error the server wrote). */
@@ -122,8 +123,8 @@ const metricType = (qtype: number) => MONITORED_TYPES.get(qtype) ?? 'other';
 /** CoreDNS's rcode.ToString. */
 const rcodeName = (rcode: number) => RCODE_NAMES[rcode] ?? `RCODE${rcode}`;
 const durationBucket = (seconds: number) => {
-  const bucket = DURATION_BUCKETS.findIndex((bound) => seconds <= bound);
-  return bucket < 0 ? DURATION_BUCKETS.length : bucket;
+  const bucket = DNS_DURATION_BUCKETS.findIndex((bound) => seconds <= bound);
+  return bucket < 0 ? DNS_DURATION_BUCKETS.length : bucket;
 };
 const emptyDurations = (): DurationCounts => ({ buckets: SOCKET_DURATION_BOUNDS.map(() => 0), sum: 0 });
 function addDurations(counts: Record<string, DurationCounts>, key: string, buckets: number[], sum: number): void {

@@ -1,4 +1,5 @@
 import { OptionsError, type Capability } from '../capability.js';
+import { GATEWAY_SETTINGS } from './flags.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { Router, routingHost } from '../ingress/index.js';
 import { GATEWAY_WATCH, GatewayDataplane, type GatewaySettings, gatewayPlanInput } from './dataplane.js';
@@ -52,7 +53,8 @@ const explanationText = (explanation: GatewayExplanation) => {
 /** The Gateway API controller (--gateway): the proxy on every node serves the GatewayClass's Gateways and their HTTPRoutes. */
 export const gateway = {
   name: 'gateway',
-  settingsKey: 'gateway',
+  settingsKey: 'gateway' as const,
+  settings: GATEWAY_SETTINGS,
   enabled: (settings: GatewaySettings) => settings.enabled,
   watch: GATEWAY_WATCH,
   start: (settings: GatewaySettings, { log, api }) => new GatewayDataplane(settings, log, api),

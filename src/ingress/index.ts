@@ -1,7 +1,8 @@
 import type { Capability, ServiceSteering } from '../capability.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { splitHostPort } from '../kernel/addresses.js';
-import { INGRESS_WATCH, IngressDataplane, type IngressOptions, ingressPlanInput } from './dataplane.js';
+import { INGRESS_WATCH, IngressDataplane, ingressPlanInput } from './dataplane.js';
+import { INGRESS_SETTINGS, type IngressSettings } from './flags.js';
 import { missingSecretText, planIngress } from './routes.js';
 
 export type { IngressOptions } from './dataplane.js';
@@ -16,10 +17,7 @@ export { Router, matchOf, resolveBackend, routingHost } from './routes.js';
 export { type TlsSecretInfo, normalizeTlsSecret, rulePathProblem, validHost } from './objects.js';
 export { type ProxyMetrics, RouteProxy, type RouteProxyOptions, registerProxyMetrics } from './route-proxy.js';
 
-/** --ingress and its settings. */
-export interface IngressSettings extends IngressOptions {
-  enabled: boolean;
-}
+export type { IngressSettings } from './flags.js';
 
 /** What the Ingresses in the state would be served as: the problems and missing Secrets `kubenft services` lists. */
 function plannedIngress(state: ClusterState, settings: IngressSettings) {
@@ -30,7 +28,8 @@ function plannedIngress(state: ClusterState, settings: IngressSettings) {
 /** The ingress controller (--ingress): a proxy on every node routes the served Ingresses. */
 export const ingress = {
   name: 'ingress',
-  settingsKey: 'ingress',
+  settingsKey: 'ingress' as const,
+  settings: INGRESS_SETTINGS,
   enabled: (settings: IngressSettings) => settings.enabled,
   watch: INGRESS_WATCH,
   start: (settings: IngressSettings, { log, api }) => new IngressDataplane(settings, log, api),

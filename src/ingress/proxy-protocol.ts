@@ -31,12 +31,12 @@ export type ToWorker =
   | { type: 'route-changes'; generation: number; changes: RouteTableChanges; defaultCertificate?: DefaultCertificate };
 
 /** kubenft_ingress_request_duration_seconds's upper bounds: the workers count requests into them. */
-export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5];
+export const INGRESS_DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5];
 
-/** The DURATION_BUCKETS index a duration is counted in (DURATION_BUCKETS.length: past every bound), as Prometheus buckets are: value ≤ bound. */
+/** The INGRESS_DURATION_BUCKETS index a duration is counted in (INGRESS_DURATION_BUCKETS.length: past every bound), as Prometheus buckets are: value ≤ bound. */
 export function durationBucket(seconds: number): number {
   let bucket = 0;
-  while (bucket < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[bucket]) bucket++;
+  while (bucket < INGRESS_DURATION_BUCKETS.length && seconds > INGRESS_DURATION_BUCKETS[bucket]) bucket++;
   return bucket;
 }
 
@@ -49,7 +49,7 @@ export interface RequestCount {
   count: number;
 }
 
-/** One Ingress's request durations since the last report: counts per DURATION_BUCKETS bound (not cumulative; the last, past every bound), their sum. */
+/** One Ingress's request durations since the last report: counts per INGRESS_DURATION_BUCKETS bound (not cumulative; the last, past every bound), their sum. */
 export interface DurationCounts {
   ingress: string;
   buckets: number[];

@@ -4,7 +4,7 @@
 // routed, and the backend gets the normalized path, the one that was routed.
 //
 // The rules follow nginx 1.22's (ngx_http_parse_complex_uri, checked side by side in
-// test/ingress-request-target.test.ts) where it decides routing: percent-escapes decode before
+// test/kernel/ingress-request-target.test.ts) where it decides routing: percent-escapes decode before
 // dot segments are resolved (`%2e%2e` is `..`), slashes merge (merge_slashes on), `..` above the
 // root, `%00` and a malformed escape are refused, a fragment ends the path, the query is left
 // alone. Where kubenft differs it is deliberate:

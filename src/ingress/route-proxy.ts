@@ -7,7 +7,7 @@ import { splitHostPort } from '../kernel/addresses.js';
 import { CountedHistogram } from '../kernel/counted-histogram.js';
 import { generateDefaultCertificate } from './default-certificate.js';
 import type { TlsSecretInfo } from './objects.js';
-import { DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
+import { INGRESS_DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
 import type { RouteTable, RouteTableChanges } from './routes.js';
 
 // The built-in proxy on given listeners, fed route tables: worker processes (one per core) that
@@ -44,7 +44,7 @@ export function registerProxyMetrics(registry: Registry, prefix: string, owner: 
   const registers = [registry];
   return {
     requests: new Counter({ name: `kubenft_${prefix}_requests_total`, help: `Requests answered by the ${prefix} proxy, by ${ownerText}, rule host, rule path and status`, labelNames: [owner, 'host', 'path', 'status'], registers }),
-    durations: new CountedHistogram(`kubenft_${prefix}_request_duration_seconds`, `Time from a request to its response header, by ${ownerText}`, [owner], DURATION_BUCKETS, registry),
+    durations: new CountedHistogram(`kubenft_${prefix}_request_duration_seconds`, `Time from a request to its response header, by ${ownerText}`, [owner], INGRESS_DURATION_BUCKETS, registry),
     upstreamErrors: new Counter({ name: `kubenft_${prefix}_upstream_errors_total`, help: 'Failed attempts to reach an endpoint (connection refused or reset, timeouts), by backend', labelNames: ['backend'], registers }),
     connections: new Gauge({ name: `kubenft_${prefix}_active_connections`, help: `Client connections open on the ${prefix} proxy`, registers }),
     owner,

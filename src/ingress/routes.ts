@@ -2,6 +2,7 @@ import {
   INGRESS_CONTROLLER, type IngressBackend, type IngressClassInfo, type IngressInfo, type TlsSecretInfo,
 } from './objects.js';
 import type { ServicePortView } from '../cluster/service-ports.js';
+import { joinHostPort } from '../kernel/addresses.js';
 import { categorizeEndpoints, type NodeContext } from '../cluster/topology.js';
 import { canonicalOctets } from '../ingress/request-path.js';
 
@@ -177,8 +178,6 @@ function classSelection(classes: IngressClassInfo[], ingressClass: string, probl
   };
 }
 
-const hostPort = (address: string, port: number) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);
-
 /** A backend's ready endpoints, or why the backend is unknown. */
 export function resolveBackend(input: Pick<IngressPlanInput, 'servicePorts' | 'node'>, namespace: string, backend: IngressBackend): { key: string; endpoints: string[] } | string {
   const views = input.servicePorts(`${namespace}/${backend.service}`);
@@ -189,7 +188,7 @@ export function resolveBackend(input: Pick<IngressPlanInput, 'servicePorts' | 'n
   for (const view of matching) {
     // The proxy runs on the node: its connections are in-cluster traffic (internalTrafficPolicy applies).
     const categories = categorizeEndpoints(view, input.node);
-    for (const endpoint of categories.usesCluster ? categories.cluster : categories.local) endpoints.add(hostPort(endpoint.address, endpoint.port));
+    for (const endpoint of categories.usesCluster ? categories.cluster : categories.local) endpoints.add(joinHostPort(endpoint.address, endpoint.port));
   }
   return { key: `${namespace}/${backend.service}:${matching[0].port.name || matching[0].port.port}`, endpoints: [...endpoints].sort() };
 }
@@ -605,23 +604,26 @@ export interface RequestFacts {
   query: string;
 }
 
-const compiled = new Map<string, RegExp>();
-/** Expressions are compiled once per worker (a table's routes arrive as plain data). */
-function expression(source: string, anchored: boolean): RegExp {
-  const key = `${anchored ? '^' : ''}${source}`;
-  let found = compiled.get(key);
-  if (!found) compiled.set(key, (found = new RegExp(anchored ? `^(?:${source})$` : source)));
-  return found;
+/** Regular expressions of routes (Gateway API), compiled once per router: a table's routes arrive as plain data. */
+class Expressions {
+  private readonly compiled = new Map<string, RegExp>();
+
+  of(source: string, anchored: boolean): RegExp {
+    const key = `${anchored ? '^' : ''}${source}`;
+    let found = this.compiled.get(key);
+    if (!found) this.compiled.set(key, (found = new RegExp(anchored ? `^(?:${source})$` : source)));
+    return found;
+  }
 }
 
 /** Prefix matches whole elements: "/foo" matches "/foo", "/foo/" and "/foo/bar", never "/foobar". */
-export function pathMatches(route: PathRoute, path: string): boolean {
+export function pathMatches(route: PathRoute, path: string, expressions = new Expressions()): boolean {
   if (route.type === 'Exact') return path === route.match;
-  if (route.type === 'RegularExpression') return expression(route.match, true).test(path);
+  if (route.type === 'RegularExpression') return expressions.of(route.match, true).test(path);
   return path.startsWith(route.match) && (path.length === route.match.length || path.charCodeAt(route.match.length) === 0x2f);
 }
 
-const valueHolds = (match: ValueMatch, value: string | undefined) => value !== undefined && (match.regex ? expression(match.value, false).test(value) : value === match.value);
+const valueHolds = (match: ValueMatch, value: string | undefined, expressions: Expressions) => value !== undefined && (match.regex ? expressions.of(match.value, false).test(value) : value === match.value);
 
 /** The first value of each query parameter, as the spec matches them (exact names). */
 function queryValues(query: string): Map<string, string> {
@@ -631,12 +633,12 @@ function queryValues(query: string): Map<string, string> {
 }
 
 /** Whether a request holds a route's method, header and query conditions. */
-export function conditionsHold(conditions: RouteConditions, request: RequestFacts): boolean {
+export function conditionsHold(conditions: RouteConditions, request: RequestFacts, expressions = new Expressions()): boolean {
   if (conditions.method !== undefined && conditions.method !== request.method) return false;
-  if (conditions.headers && !conditions.headers.every((match) => valueHolds(match, request.header(match.name)))) return false;
+  if (conditions.headers && !conditions.headers.every((match) => valueHolds(match, request.header(match.name), expressions))) return false;
   if (!conditions.query) return true;
   const values = queryValues(request.query);
-  return conditions.query.every((match) => valueHolds(match, values.get(match.name)));
+  return conditions.query.every((match) => valueHolds(match, values.get(match.name), expressions));
 }
 
 /** A weighted route's backend for one request, in proportion to the weights (all zero: none, a 500). */
@@ -694,6 +696,7 @@ export class Router {
   /** Endpoint → how many backends list it. */
   private readonly endpointUses = new Map<string, number>();
   private readonly wildcardsMatchSubdomains: boolean;
+  private readonly expressions = new Expressions();
 
   constructor(table?: RouteTable) {
     this.wildcardsMatchSubdomains = table?.wildcardsMatchSubdomains === true;
@@ -758,7 +761,7 @@ export class Router {
   /** Host, then path (normalized, never the query) and the route's conditions, then the default backend. */
   match(host: string, path: string, request?: RequestFacts): RouteMatch {
     const { ruleHost, routes } = this.hostRoutes(host);
-    const found = routes?.paths.find((route) => pathMatches(route, path) && (route.conditions === undefined || (request !== undefined && conditionsHold(route.conditions, request)))) ?? this.defaultBackend;
+    const found = routes?.paths.find((route) => pathMatches(route, path, this.expressions) && (route.conditions === undefined || (request !== undefined && conditionsHold(route.conditions, request, this.expressions)))) ?? this.defaultBackend;
     if (!found) return { kind: 'none' };
     const weighted = (found as PathRoute).actions?.backends;
     const backend = weighted ? weightedBackend(weighted) : found.backend;

@@ -68,3 +68,21 @@ export function splitHostPort(text: string, { portOptional = false, emptyHost = 
   if (port > 65535 || (port === 0 && !zeroPort)) throw new HostPortError('port out of range', text);
   return { host, port };
 }
+
+/**
+ * A CIDR (`10.0.0.0/8`, `fd00::/64`) as its network: host bits are cleared, as Go's net.ParseCIDR's
+ * network is (`10.1.2.3/8` is `10.0.0.0/8`), its address a literal as ipFamily reads it. Throws an
+ * Error for anything else.
+ */
+export function networkCIDR(text: string): string {
+  const slash = text.indexOf('/');
+  // ipaddr.js alone would take 10.0.0/8 (an IPv4 address of three parts).
+  if (slash < 0 || ipFamily(text.slice(0, slash)) === 0 || !/^\d{1,3}$/.test(text.slice(slash + 1))) throw new Error(`${JSON.stringify(text)} is not a CIDR`);
+  const [address, length] = ipaddr.parseCIDR(text);
+  const bytes = address.toByteArray();
+  for (let bit = length; bit < bytes.length * 8; bit++) bytes[bit >> 3] &= ~(0x80 >> (bit & 7));
+  return `${ipaddr.fromByteArray(bytes).toString()}/${length}`;
+}
+
+/** 4 or 6: the family of an address or of a CIDR's address (0 when it is none). */
+export const cidrFamily = (cidr: string) => ipFamily(cidr.split('/')[0]);

@@ -99,14 +99,21 @@ export function encodeAddress(address: string): Buffer {
   return bytes;
 }
 
-const prefixes = new Map<string, { network: Buffer; mask: Buffer }>();
+/** Prefixes encoded once for the process: a handful of distinct ones recur in every service. */
+class EncodedPrefixes {
+  private readonly byText = new Map<string, { network: Buffer; mask: Buffer }>();
 
-/** A prefix "addr/len" as (network bytes, mask bytes); a handful of distinct prefixes recur in every service. */
-export function encodePrefix(prefix: string): { network: Buffer; mask: Buffer } {
-  let encoded = prefixes.get(prefix);
-  if (!encoded) prefixes.set(prefix, (encoded = parsePrefix(prefix)));
-  return encoded;
+  get(prefix: string): { network: Buffer; mask: Buffer } {
+    let encoded = this.byText.get(prefix);
+    if (!encoded) this.byText.set(prefix, (encoded = parsePrefix(prefix)));
+    return encoded;
+  }
 }
+
+const ENCODED_PREFIXES = new EncodedPrefixes();
+
+/** A prefix "addr/len" as (network bytes, mask bytes). */
+export const encodePrefix = (prefix: string): { network: Buffer; mask: Buffer } => ENCODED_PREFIXES.get(prefix);
 
 function parsePrefix(prefix: string): { network: Buffer; mask: Buffer } {
   const [address, length] = ipaddr.parseCIDR(prefix);
@@ -117,14 +124,4 @@ function parsePrefix(prefix: string): { network: Buffer; mask: Buffer } {
   return { network, mask };
 }
 
-/** The padded, concatenated key of a set element. */
-export function encodeKey(types: DataType[], values: Value[]): Buffer {
-  if (types.length === 1) return encodeValue(types[0], values[0]);
-  const key = Buffer.alloc(types.reduce((sum, type) => sum + registerWidth(DATATYPE_LENGTHS[type]), 0));
-  let offset = 0;
-  types.forEach((type, index) => {
-    encodeValue(type, values[index]).copy(key, offset);
-    offset += registerWidth(DATATYPE_LENGTHS[type]);
-  });
-  return key;
-}
+

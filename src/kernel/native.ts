@@ -63,13 +63,6 @@ export interface Dump {
   rules: { chain: string; handle: number; exprs: string[]; expressions: DumpedExpression[]; text: string }[];
 }
 
-export interface GenerationEvent {
-  generation?: number;
-  pid?: number;
-  tables?: string[];
-  overrun?: boolean;
-}
-
 export interface NativeAddon {
   attributes: NativeAttributes;
   /**
@@ -85,7 +78,6 @@ export interface NativeAddon {
   generation(): Promise<number>;
   /** Every table in the network namespace (family is an NFPROTO number). */
   tables(): Promise<{ family: number; name: string }[]>;
-  monitor(callback: (event: GenerationEvent) => void): { close(): void };
   /**
    * malloc_trim(0): a commit's batch is built on a libuv worker thread, in a malloc arena of its
    * own, and glibc keeps what it freed there mapped. True when memory was returned.
@@ -106,6 +98,12 @@ export interface NativeAddon {
    */
   openTun(name: string): number;
 }
+
+/**
+ * The part of the addon that nftables' backend uses: the real kernel's (the addon) or the one in
+ * memory (memory-nftables.ts).
+ */
+export type NftablesKernel = Pick<NativeAddon, 'attributes' | 'commit' | 'dump' | 'tables' | 'generation' | 'trimNativeHeap' | 'compactJsHeap'>;
 
 export interface AnswerTable {
   /** Applies table ops (src/dns/udp-table.ts) to a copy of the table and swaps it in. */

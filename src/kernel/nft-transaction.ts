@@ -9,15 +9,33 @@ import {
 } from './uapi.js';
 import { OBJECT_KIND, type ObjectKind, WireWriter } from './wire.js';
 
-const constants = new Map<number, Buffer>();
+/**
+ * The bytes that recur in every transaction, encoded once for the process: the encodings are pure
+ * functions of their inputs (and the statements the planner shares are frozen), so one copy serves
+ * every compile.
+ */
+class EncodedPieces {
+  /** Host-order u32s: the values are a few constants (marks, masks, 0). */
+  readonly u32s = new Map<number, Buffer>();
+  /** Each expression starts with its name's length and its name. */
+  readonly expressionHeaders = new Map<string, Buffer>();
+  /** Ports, protocols and marks take a few distinct values in a sync. */
+  readonly fewValued: Partial<Record<DataType, Map<Value, Buffer>>> = { inet_proto: new Map(), inet_service: new Map(), mark: new Map(), integer: new Map() };
+  /** Encoded expressions by statement object, per family (a reject or dnat encodes differently in each). */
+  readonly compiled: Record<NftFamily, WeakMap<Statement, { bytes: Buffer; expressions: number }>> = { ip: new WeakMap(), ip6: new WeakMap(), inet: new WeakMap() };
+  /** Dnat templates by family and port (DnatTemplate). */
+  readonly dnatTemplates: Record<TableFamily, Map<number, DnatTemplate>> = { ip: new Map(), ip6: new Map() };
+}
 
-/** A host-order u32 as bytes; the values are a few constants (marks, masks, 0), so each is made once. */
+const ENCODED = new EncodedPieces();
+
+/** A host-order u32 as bytes, each value made once. */
 const u32 = (value: number) => {
-  let buffer = constants.get(value);
+  let buffer = ENCODED.u32s.get(value);
   if (!buffer) {
     buffer = Buffer.alloc(4);
     buffer.writeUInt32LE(value >>> 0);
-    constants.set(value, buffer);
+    ENCODED.u32s.set(value, buffer);
   }
   return buffer;
 };
@@ -38,24 +56,15 @@ const labelBit = (label: number) => {
 const verdictCode = (verdict: Verdict) =>
   verdict.kind === 'accept' || verdict.kind === 'drop' ? NF_VERDICT[verdict.kind] : NFT_VERDICT[verdict.kind];
 
-/** Each expression starts with its name's length and its name. */
-const expressionHeaders = new Map<string, Buffer>();
-
 const expressionHeader = (name: string) => {
-  let header = expressionHeaders.get(name);
+  let header = ENCODED.expressionHeaders.get(name);
   if (!header) {
     header = Buffer.from(` ${name}`, 'latin1');
     header[0] = name.length;
-    expressionHeaders.set(name, header);
+    ENCODED.expressionHeaders.set(name, header);
   }
   return header;
 };
-
-/** Ports, protocols and marks take a few distinct values in a sync: each is encoded once. */
-const FEW_VALUED: Partial<Record<DataType, Map<Value, Buffer>>> = { inet_proto: new Map(), inet_service: new Map(), mark: new Map(), integer: new Map() };
-
-/** Encoded expressions by statement object, per family (a reject or dnat encodes differently in each). */
-const COMPILED: Record<NftFamily, WeakMap<Statement, { bytes: Buffer; expressions: number }>> = { ip: new WeakMap(), ip6: new WeakMap(), inet: new WeakMap() };
 
 /**
  * A dnat's expressions (immediate address, immediate port, nat) differ only in the address between
@@ -66,7 +75,6 @@ interface DnatTemplate {
   afterAddress: Buffer;
   expressions: number;
 }
-const DNAT_TEMPLATES: Record<TableFamily, Map<number, DnatTemplate>> = { ip: new Map(), ip6: new Map() };
 
 /** libnftnl user data TLV: NFTNL_UDATA_SET_KEYBYTEORDER (0), 4 bytes, BYTEORDER_HOST_ENDIAN (1). */
 const HOST_ORDER_KEY_USERDATA = Buffer.from([0, 4, 1, 0, 0, 0]);
@@ -215,7 +223,7 @@ export class NftTransaction {
    */
   private compiledStatement(family: NftFamily, statement: Statement): void {
     if (!Object.isFrozen(statement)) return this.statement(family, statement);
-    const cache = COMPILED[family];
+    const cache = ENCODED.compiled[family];
     const known = cache.get(statement);
     if (known) {
       this.writer.bytes(known.bytes);
@@ -319,7 +327,7 @@ export class NftTransaction {
   /** The bytes encodeValue() gives, written without a Buffer per value. */
   private value(type: DataType, value: Value): void {
     if (type === 'ipv4_addr') return this.writer.ipv4(String(value));
-    const remembered = FEW_VALUED[type];
+    const remembered = ENCODED.fewValued[type];
     if (!remembered) return this.writer.bytes(encodeValue(type, value));
     let bytes = remembered.get(value);
     if (!bytes) remembered.set(value, (bytes = encodeValue(type, value)));
@@ -421,7 +429,7 @@ export class NftTransaction {
   private dnatTo(family: TableFamily, address: string, port: number): void {
     const w = this.writer;
     const addressType = family === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
-    const template = DNAT_TEMPLATES[family].get(port);
+    const template = ENCODED.dnatTemplates[family].get(port);
     if (template) {
       w.bytes(template.beforeAddress);
       this.value(addressType, address);
@@ -436,7 +444,7 @@ export class NftTransaction {
     const addressEnd = w.offset;
     this.immediate(NFT_REG_2, 'inet_service', port);
     this.dnat(family, NFT_REG_1, NFT_REG_2);
-    DNAT_TEMPLATES[family].set(port, {
+    ENCODED.dnatTemplates[family].set(port, {
       beforeAddress: w.copyOf(start, addressEnd - DATATYPE_LENGTHS[addressType]),
       afterAddress: w.copyOf(addressEnd, w.offset),
       expressions: w.itemCount - counted,

@@ -1,5 +1,5 @@
 import { type NftFamily, type Table, type TableFamily, tableKey } from './ruleset.js';
-import { type CommitResult, type Dump, type KernelError, type NativeAddon, native } from './native.js';
+import { type CommitResult, type Dump, type KernelError, type NftablesKernel, native } from './native.js';
 import { NFPROTO } from './uapi.js';
 import { NftTransaction } from './nft-transaction.js';
 import { WireWriter } from './wire.js';
@@ -41,12 +41,12 @@ export class NftablesBackend {
   constructor(
     readonly tableName = 'kubenft',
     private readonly ownedTables: readonly string[] = [tableName],
-    private readonly injectedAddon?: NativeAddon,
+    private readonly kernel?: NftablesKernel,
   ) {}
 
   /** Loaded on first use, so that `render`, which programs nothing, needs no built addon. */
-  private get addon(): NativeAddon {
-    return this.injectedAddon ?? native();
+  private get addon(): NftablesKernel {
+    return this.kernel ?? native();
   }
 
   newTransaction(): NftTransaction {

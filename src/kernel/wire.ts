@@ -2,6 +2,8 @@
 // nftnl object kind, a netlink message type and libnftnl attributes, with rule expressions or set
 // elements as the body. Little-endian; strings carry their trailing NUL.
 
+import type { NativeAttributes } from './native.js';
+
 export const OBJECT_KIND = { table: 0, chain: 1, rule: 2, set: 3, setelems: 4 } as const;
 export type ObjectKind = keyof typeof OBJECT_KIND;
 
@@ -182,4 +184,117 @@ export class WireWriter {
   reset(): void {
     this.length = 0;
   }
+}
+
+// ---- reading the format back -----------------------------------------------------------------------
+
+/** An attribute's value: names are strings, raw data (keys, masks, user data) bytes, the rest numbers. */
+export type WireValue = number | string | Buffer;
+export type WireAttributes = Record<string, WireValue>;
+
+/** Attributes that hold names (NUL-terminated) or raw data, by kind; every other attribute is a number. */
+const STRING_ATTRIBUTES = {
+  object: new Set(['name', 'table', 'chain', 'type']), elem: new Set(['chain']), expr: new Set(['chain', 'set', 'setName']),
+};
+const DATA_ATTRIBUTES = {
+  object: new Set(['userdata']), elem: new Set(['key', 'keyEnd', 'data', 'userdata']), expr: new Set(['data', 'mask', 'xor', 'fromData', 'toData']),
+};
+type AttributeKind = keyof typeof STRING_ATTRIBUTES;
+
+/** One message of a transaction, its attributes named by the addon's attribute table. */
+export interface WireMessage {
+  kind: ObjectKind;
+  /** An NFPROTO number. */
+  family: number;
+  /** An NFT_MSG type. */
+  type: number;
+  /** NLM_F flags. */
+  flags: number;
+  attrs: WireAttributes;
+  /** A rule's expressions, in order. */
+  expressions: { name: string; attrs: WireAttributes }[];
+  /** A setelems message's elements. */
+  elements: WireAttributes[];
+}
+
+/** The attribute ids of the addon's attribute table (attrs.cc), the other way round. */
+export interface AttributeNames {
+  table: Map<number, string>;
+  chain: Map<number, string>;
+  rule: Map<number, string>;
+  set: Map<number, string>;
+  elem: Map<number, string>;
+  expr: Map<string, Map<number, string>>;
+}
+
+const inverse = (ids: Record<string, number>) => new Map(Object.entries(ids).map(([name, id]) => [id, name]));
+
+export function attributeNames(attributes: NativeAttributes): AttributeNames {
+  return {
+    table: inverse(attributes.table), chain: inverse(attributes.chain), rule: inverse(attributes.rule), set: inverse(attributes.set), elem: inverse(attributes.elem),
+    expr: new Map(Object.entries(attributes.expr).map(([name, ids]) => [name, inverse(ids)])),
+  };
+}
+
+const KINDS = Object.keys(OBJECT_KIND) as ObjectKind[];
+
+class WireReader {
+  private offset = 0;
+  constructor(private readonly buffer: Buffer) {}
+  u8 = () => this.buffer[this.offset++];
+  u16 = () => {
+    const value = this.buffer.readUInt16LE(this.offset);
+    this.offset += 2;
+    return value;
+  };
+  u32 = () => {
+    const value = this.buffer.readUInt32LE(this.offset);
+    this.offset += 4;
+    return value;
+  };
+  bytes(length: number): Buffer {
+    const value = this.buffer.subarray(this.offset, this.offset + length);
+    this.offset += length;
+    return value;
+  }
+
+  /** A counted attribute list, named through `names` (id → name). */
+  attributes(names: Map<number, string>, kind: AttributeKind = 'object'): WireAttributes {
+    const attrs: WireAttributes = {};
+    for (let count = this.u32(); count > 0; count--) {
+      const id = this.u16();
+      const value = this.bytes(this.u16());
+      const name = names.get(id) ?? `attr${id}`;
+      if (STRING_ATTRIBUTES[kind].has(name)) attrs[name] = value.subarray(0, value.length - 1).toString('latin1');
+      else if (DATA_ATTRIBUTES[kind].has(name)) attrs[name] = Buffer.from(value);
+      else if (value.length === 1) attrs[name] = value[0];
+      else if (value.length === 8) attrs[name] = Number(value.readBigUInt64LE());
+      else attrs[name] = value.readUInt32LE();
+    }
+    return attrs;
+  }
+}
+
+/** A transaction's messages, read back from the wire format as the addon reads them. */
+export function readTransaction(transaction: Buffer, names: AttributeNames): WireMessage[] {
+  const reader = new WireReader(transaction);
+  const messages: WireMessage[] = [];
+  for (let count = reader.u32(); count > 0; count--) {
+    const kind = KINDS[reader.u8()];
+    const family = reader.u8();
+    const type = reader.u16();
+    const flags = reader.u16();
+    reader.u16(); // padding
+    const message: WireMessage = { kind, family, type, flags, attrs: reader.attributes(names[kind === 'setelems' ? 'set' : kind]), expressions: [], elements: [] };
+    if (kind === 'rule') {
+      for (let expressions = reader.u32(); expressions > 0; expressions--) {
+        const name = reader.bytes(reader.u8()).toString('latin1');
+        message.expressions.push({ name, attrs: reader.attributes(names.expr.get(name) ?? new Map(), 'expr') });
+      }
+    } else if (kind === 'setelems') {
+      for (let elements = reader.u32(); elements > 0; elements--) message.elements.push(reader.attributes(names.elem, 'elem'));
+    }
+    messages.push(message);
+  }
+  return messages;
 }

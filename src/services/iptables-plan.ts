@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import ipaddr from 'ipaddr.js';
-import { ipFamily, joinHostPort } from '../kernel/addresses.js';
+import { cidrFamily, joinHostPort } from '../kernel/addresses.js';
 import type { ProxyConfig } from './config.js';
 import { type PortEndpoint, type ServicePortView, servicePortName } from '../cluster/service-ports.js';
 import { categorizeEndpoints } from '../cluster/topology.js';
@@ -144,7 +144,7 @@ const comment = (text: string) => ['-m', 'comment', '--comment', `"${text}"`];
 /** Upstream's appendServiceCommentLocked, which writes the service port name unquoted. */
 const serviceComment = (name: string) => ['-m', 'comment', '--comment', name];
 
-const ofFamily = (family: IptablesFamily) => (addressOrCIDR: string) => (ipFamily(addressOrCIDR.split('/')[0]) === 6) === (family === 6);
+const ofFamily = (family: IptablesFamily) => (addressOrCIDR: string) => (cidrFamily(addressOrCIDR) === 6) === (family === 6);
 
 /** A view with both traffic policies set to Cluster, to ask categorizeEndpoints for the cluster-wide endpoints. */
 const withClusterPolicies = (view: ServicePortView): ServicePortView => ({

@@ -1,3 +1,4 @@
+import { HostPortError, splitHostPort } from '../kernel/addresses.js';
 // What kube-proxy leaves on a node, by the names its modes give it (upstream pkg/proxy/iptables,
 // pkg/proxy/ipvs and pkg/proxy/nftables, CleanupLeftovers), and the iptables-restore input removing
 // it from an iptables-save. kube-proxy removes the other modes' objects when it starts in one; a
@@ -126,14 +127,24 @@ export interface VirtualService {
  * address it bound to kube-ipvs0 (ClusterIPs, external and load-balancer IPs). Its NodePort services
  * sit on the node's own addresses, where nothing tells them from someone else's: they are left.
  */
+/** The address of an ipvsadm service (`10.96.0.1:443`, `[fd00::1]:443`), undefined for anything else (a firewall mark). */
+function hostOf(service: string): string | undefined {
+  try {
+    return splitHostPort(service).host;
+  } catch (error) {
+    if (error instanceof HostPortError) return undefined;
+    throw error;
+  }
+}
+
 export function kubeProxyVirtualServices(dump: string, ipvsAddresses: ReadonlySet<string>): VirtualService[] {
   const services: VirtualService[] = [];
   for (const line of dump.split('\n')) {
     const match = /^-A (-t|-u|--sctp-service) (\S+)/.exec(line);
     if (!match) continue;
     const [, flag, service] = match;
-    const address = service.startsWith('[') ? service.slice(1, service.indexOf(']')) : service.slice(0, service.lastIndexOf(':'));
-    if (ipvsAddresses.has(address)) services.push({ flag, service, address });
+    const address = hostOf(service);
+    if (address !== undefined && ipvsAddresses.has(address)) services.push({ flag, service, address });
   }
   return services;
 }

@@ -78,7 +78,8 @@ const keyValues = (key: string, types: DataType[]): Value[] => {
   });
 };
 
-class LoadedTable {
+/** The proxier's memory of one table it loaded: its skeleton and its shared sets' reference-counted elements. */
+class RememberedTable {
   /** Shared set name → element key → the element and how many service ports hold it. */
   readonly shared = new Map<string, Map<string, SharedElement>>();
   readonly sets: Map<string, NamedSet>;
@@ -109,11 +110,11 @@ class LoadedTable {
  *   elements it holds, in verdict maps each followed by the service port's own verdict (another
  *   owner's may differ).
  */
-type LoadedService = (LoadedTable | SharedElement | Verdict | string | number | undefined)[];
+type LoadedService = (RememberedTable | SharedElement | Verdict | string | number | undefined)[];
 
 /** A service port's part of one table as a partial sync reads it back from its LoadedService. */
 interface LoadedContribution {
-  table: LoadedTable;
+  table: RememberedTable;
   chains: { name: string; rules: number }[];
   sets: { name: string; elements: number | undefined }[];
   elements: { setName: string; shared: SharedElement; verdict: Verdict | undefined }[];
@@ -125,7 +126,7 @@ function loadedContributions(service: LoadedService): LoadedContribution[] {
   // The layout is LoadedService's: each read knows the type at its position.
   const next = <T>() => service[index++] as T;
   while (index < service.length) {
-    const table = next<LoadedTable>();
+    const table = next<RememberedTable>();
     const part: LoadedContribution = { table, chains: [], sets: [], elements: [] };
     for (let chains = next<number>(); chains > 0; chains--) part.chains.push({ name: next<string>(), rules: next<number>() });
     for (let sets = next<number>(); sets > 0; sets--) part.sets.push({ name: next<string>(), elements: next<number | undefined>() });
@@ -143,7 +144,7 @@ function loadedContributions(service: LoadedService): LoadedContribution[] {
 
 /** A table as a sync loads services into it. */
 interface TableLoad {
-  table: LoadedTable;
+  table: RememberedTable;
   /** Elements loaded for the first time, by set. */
   added: Map<string, SetElement[]>;
 }
@@ -172,7 +173,7 @@ export class NftablesProxier {
   /** load()'s copies of one service's strings, reused from service to service. */
   private readonly copies = new Map<string, string>();
   /** Loaded tables by family and name. */
-  private tables = new Map<string, LoadedTable>();
+  private tables = new Map<string, RememberedTable>();
   private loaded = false;
   /** The ruleset generation of our last commit: any other generation means someone else committed. */
   generation: number | undefined;
@@ -192,7 +193,7 @@ export class NftablesProxier {
    * rules, every set with its number of elements (undefined for sets the packet path fills).
    */
   expectedShape(): TableShape[] {
-    const shapes = new Map<LoadedTable, TableShape>();
+    const shapes = new Map<RememberedTable, TableShape>();
     for (const table of this.tables.values()) {
       const { family, name, chains, sets } = table.skeleton;
       const shape: TableShape = { family, name, chains: new Map(chains.map((chain) => [chain.name, chain.rules.length])), sets: new Map() };
@@ -244,7 +245,7 @@ export class NftablesProxier {
     const loadOf = (family: TableFamily, name: string): TableLoad => {
       const key = tableKey(family, name);
       let load = record.loads.get(key);
-      if (!load) record.loads.set(key, (load = { table: new LoadedTable(skeletonOf(family, name, config)), added: new Map() }));
+      if (!load) record.loads.set(key, (load = { table: new RememberedTable(skeletonOf(family, name, config)), added: new Map() }));
       return load;
     };
     const handedOver = new Set<string>();
@@ -327,7 +328,7 @@ export class NftablesProxier {
   }
 
   /** Counts one owner less; true when none is left (so it must be deleted). */
-  private release(table: LoadedTable, setName: string, entry: SharedElement): boolean {
+  private release(table: RememberedTable, setName: string, entry: SharedElement): boolean {
     if (--entry.owners > 0) return false;
     table.shared.get(setName)!.delete(entry.key);
     return true;
@@ -346,7 +347,7 @@ export class NftablesProxier {
       if (!change) {
         let table = this.tables.get(key);
         const created = !table;
-        if (!table) this.tables.set(key, (table = new LoadedTable(skeletonOf(family, name, config))));
+        if (!table) this.tables.set(key, (table = new RememberedTable(skeletonOf(family, name, config))));
         changes.set(key, (change = { table, created, before: [], after: [], added: new Map() }));
       }
       return change;

@@ -1,19 +1,17 @@
 import { type Capability, OptionsError } from '../capability.js';
-import { type SocketLbSettings, SocketLbDataplane, cleanupSocketLb, netnsPinDir, removeLeftoverSocketLb } from './dataplane.js';
+import { SocketLbDataplane, cleanupSocketLb, netnsPinDir, removeLeftoverSocketLb } from './dataplane.js';
+import { SOCKET_LB_SETTINGS, type SocketLbOptions } from './flags.js';
 import { endpointsText, loadedSocketLb, plannedSocketLb, socketLbDifferences } from './inspect.js';
 import { frontendKey } from './plan.js';
 
 export type { SocketLbFrontend } from './plan.js';
-
-/** --socket-lb and its settings. */
-export interface SocketLbOptions extends SocketLbSettings {
-  enabled: boolean;
-}
+export type { SocketLbOptions } from './flags.js';
 
 /** The eBPF socket LB: a local connect() or sendmsg() to a ClusterIP goes straight to an endpoint. */
 export const socketLb = {
   name: 'socket-lb',
-  settingsKey: 'socketLb',
+  settingsKey: 'socketLb' as const,
+  settings: SOCKET_LB_SETTINGS,
   enabled: (settings: SocketLbOptions) => settings.enabled,
   start(settings: SocketLbOptions, { log, proxyMode }) {
     if (proxyMode !== 'nftables') throw new OptionsError('--socket-lb works in the nftables mode (--proxy-mode=nftables)');

@@ -15,7 +15,7 @@ import type { ServicePortView } from '../../cluster/service-ports.js';
 import { servicePortName } from '../../cluster/service-ports.js';
 import { type Environment, EvaluationError, Evaluator, type Outcome, type Probe, type Protocol, type Step, type Via } from './evaluate.js';
 import { compareSummaries, percent, selections, serviceIndex, type ServicePortSummary, summarize, summaryKey } from './services.js';
-import { kernelTables, type LoadedTable, nftRuleText, plannedTables, ruleTextKey, tableDifferences } from './tables.js';
+import { kernelTables, type TableDump, nftRuleText, plannedTables, ruleTextKey, tableDifferences } from './tables.js';
 import { describeElement } from './values.js';
 import { type SocketLbFrontend, socketLb as socketLbCapability } from '../../socket-lb/index.js';
 
@@ -50,10 +50,10 @@ const isLocal = (local = localAddresses()) => (address: string) => local.has(add
 
 /** kubenft's tables in this namespace, what evaluating them needs, and nft's rule texts as they are fetched. */
 export interface LoadedRuleset {
-  tables: LoadedTable[];
+  tables: TableDump[];
   environment: Environment;
   texts: Map<string, string>;
-  listed: Set<LoadedTable>;
+  listed: Set<TableDump>;
 }
 
 export async function loadedRuleset(tableName: string): Promise<LoadedRuleset> {

@@ -3,7 +3,7 @@ import type { DumpedExpression, DumpedSet } from '../../kernel/native.js';
 import { encodeAddress, PROTOCOL_NUMBERS } from '../../kernel/fields.js';
 import type { TableFamily } from '../../kernel/ruleset.js';
 import { HOOKS, NF_CT_LABELS_LENGTH, NF_CT_STATE_NEW, NFT_CT_LABELS, NFT_CT_STATE, NFT_LOOKUP_F_INV, NFT_REG32_00, NFT_VERDICT, NF_VERDICT, RTN_LOCAL } from '../../kernel/uapi.js';
-import type { LoadedTable } from './tables.js';
+import type { TableDump } from './tables.js';
 import { describeAddress, describeElement } from './values.js';
 
 // An evaluator of nf_tables expressions over loaded tables: it runs a new connection's first packet
@@ -164,9 +164,9 @@ function merge(branches: Branch[]): Branch[] {
 }
 
 export class Evaluator {
-  private readonly tables: LoadedTable[];
+  private readonly tables: TableDump[];
 
-  constructor(tables: LoadedTable[], private readonly family: TableFamily, private readonly environment: Environment) {
+  constructor(tables: TableDump[], private readonly family: TableFamily, private readonly environment: Environment) {
     this.tables = tables.filter((table) => table.family === family);
   }
 
@@ -186,7 +186,7 @@ export class Evaluator {
    * play no part in a selection chain except for affinity, whose sets the unspecified source is in
    * for no one.
    */
-  selections(table: LoadedTable, chain: string, protocol: Protocol): { address: string; port: number; probability: number }[] {
+  selections(table: TableDump, chain: string, protocol: Protocol): { address: string; port: number; probability: number }[] {
     this.protocol = PROTOCOL_NUMBERS[protocol];
     const unspecified = this.family === 'ip' ? '0.0.0.0' : '::';
     const start: Branch = {
@@ -233,7 +233,7 @@ export class Evaluator {
     return JSON.stringify([branch.dnat, branch.masquerade]);
   }
 
-  private chain(table: LoadedTable, name: string, branches: Branch[], depth: number): [Branch, ChainEnd][] {
+  private chain(table: TableDump, name: string, branches: Branch[], depth: number): [Branch, ChainEnd][] {
     if (depth > MAX_DEPTH) throw new EvaluationError(`chain ${name} in table ${table.family} ${table.table.name}: jumps nest deeper than ${MAX_DEPTH}`);
     if (!table.chains.some((chain) => chain.name === name)) throw new EvaluationError(`chain ${name} is not in table ${table.family} ${table.table.name}`);
     const ended: [Branch, ChainEnd][] = [];
@@ -265,7 +265,7 @@ export class Evaluator {
   }
 
   /** One rule on one branch: every branch it forks into, each with its verdict code. */
-  private rule(table: LoadedTable, expressions: DumpedExpression[], start: Branch): [Branch, { code: number; chain?: string; reject?: boolean }, string | undefined][] {
+  private rule(table: TableDump, expressions: DumpedExpression[], start: Branch): [Branch, { code: number; chain?: string; reject?: boolean }, string | undefined][] {
     const results: [Branch, { code: number; chain?: string; reject?: boolean }, string | undefined][] = [];
     const run = (branch: Branch, index: number, element: string | undefined): void => {
       for (let i = index; i < expressions.length; i++) {
@@ -330,13 +330,13 @@ export class Evaluator {
     return header;
   }
 
-  private set(table: LoadedTable, name: string): DumpedSet {
+  private set(table: TableDump, name: string): DumpedSet {
     const set = table.sets.find((candidate) => candidate.name === name);
     if (!set) throw new EvaluationError(`set ${name} is not in table ${table.family} ${table.table.name}`);
     return set;
   }
 
-  private expression(table: LoadedTable, expression: DumpedExpression, branch: Branch): { verdict?: { code: number; chain?: string; reject?: boolean }; element?: string } {
+  private expression(table: TableDump, expression: DumpedExpression, branch: Branch): { verdict?: { code: number; chain?: string; reject?: boolean }; element?: string } {
     const attr = (name: string) => num(expression, name)!;
     const BREAK = { verdict: { code: NFT_VERDICT.break } };
     switch (expression.name) {

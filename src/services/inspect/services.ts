@@ -4,7 +4,7 @@ import { CHAINS, SHARED_SETS } from '../nftables-plan.js';
 import type { TableFamily } from '../../kernel/ruleset.js';
 import type { ServicePortView } from '../../cluster/service-ports.js';
 import { type Environment, Evaluator, type Protocol } from './evaluate.js';
-import type { LoadedTable } from './tables.js';
+import type { TableDump } from './tables.js';
 import { decodeValue } from './values.js';
 import { joinHostPort } from '../../kernel/addresses.js';
 
@@ -76,7 +76,7 @@ function admittedSource(expressions: DumpedExpression[], family: TableFamily): s
  * Every service port in `tables`, one entry per family. `index` (from the views, when known)
  * names the ports the tables hold no chain for: those without endpoints.
  */
-export function summarize(tables: LoadedTable[], environment: Environment, index = new Map<string, string>()): ServicePortSummary[] {
+export function summarize(tables: TableDump[], environment: Environment, index = new Map<string, string>()): ServicePortSummary[] {
   const summaries = new Map<string, ServicePortSummary>();
   const entry = (family: TableFamily, service: string | undefined, protocol: string, port: number, address?: string) => {
     const key = summaryKey({ family, service, protocol, port }, address);
