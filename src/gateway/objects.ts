@@ -1,6 +1,5 @@
 import type { KubeObject } from '../cluster/cluster-state.js';
-import { ObjectError } from '../cluster/model.js';
-import { rulePathProblem, validHost } from '../ingress/index.js';
+import { type ObjectContext as Context, creationTime, fail, list, metadataOf, object, rulePathProblem, validHost } from '../ingress/index.js';
 
 // GatewayClass, Gateway, HTTPRoute and ReferenceGrant (gateway.networking.k8s.io), validated at the
 // edge as the CRDs' schemas and CEL rules would, so that the Gateway planner only ever sees
@@ -150,39 +149,12 @@ export interface ReferenceGrantInfo {
   to: { group: string; kind: string; name?: string }[];
 }
 
-interface Context {
-  kind: string;
-  namespace?: string;
-  name: string;
-}
-
-function fail(context: Context, reason: string): never {
-  throw new ObjectError(context.kind, context.namespace, context.name, reason);
-}
-
-function metadataOf(kind: string, raw: KubeObject, namespaced: boolean): { context: Context; meta: ObjectMetaInfo } {
-  const metadata = isObject(raw.metadata) ? raw.metadata : {};
-  const name = typeof metadata.name === 'string' ? metadata.name : '';
-  const namespace = namespaced ? (typeof metadata.namespace === 'string' && metadata.namespace ? metadata.namespace : 'default') : '';
-  const context = { kind, namespace: namespaced ? namespace : undefined, name };
-  if (!DNS1123_SUBDOMAIN.test(name)) fail(context, 'metadata.name is not a DNS-1123 subdomain');
-  if (namespaced && !DNS1123_LABEL.test(namespace)) fail(context, 'metadata.namespace is not a DNS-1123 label');
+/** The object's name, namespace ('' for a cluster-scoped one), creation time and generation, its apiVersion checked. */
+function metaOf(kind: string, raw: KubeObject, namespaced: boolean): { context: Context; meta: ObjectMetaInfo } {
+  const { context, metadata } = metadataOf(kind, raw, namespaced);
   if (raw.apiVersion !== undefined && !API_VERSIONS.includes(raw.apiVersion)) fail(context, `apiVersion ${JSON.stringify(raw.apiVersion)} is not ${API_VERSIONS.join(' or ')}`);
-  const stamp = metadata.creationTimestamp;
-  const time = stamp instanceof Date ? stamp.getTime() : typeof stamp === 'string' ? Date.parse(stamp) : NaN;
   const generation = typeof metadata.generation === 'number' ? metadata.generation : 1;
-  return { context, meta: { namespace, name, created: Number.isFinite(time) ? time : 0, generation } };
-}
-
-function list(context: Context, value: unknown, path: string): unknown[] {
-  if (value === undefined || value === null) return [];
-  if (!Array.isArray(value)) fail(context, `${path} must be a list`);
-  return value;
-}
-
-function object(context: Context, value: unknown, path: string): Raw {
-  if (!isObject(value)) fail(context, `${path} must be an object`);
-  return value;
+  return { context, meta: { namespace: context.namespace ?? '', name: context.name, created: creationTime(metadata), generation } };
 }
 
 function optionalObject(context: Context, value: unknown, path: string): Raw {
@@ -227,7 +199,7 @@ function conditionsOf(status: unknown): ConditionInfo[] {
 }
 
 export function normalizeGatewayClass(raw: KubeObject): GatewayClassInfo {
-  const { context, meta } = metadataOf('GatewayClass', raw, false);
+  const { context, meta } = metaOf('GatewayClass', raw, false);
   const spec = object(context, raw.spec, 'spec');
   return { name: meta.name, controller: text(context, spec.controllerName, 'spec.controllerName'), generation: meta.generation, conditions: conditionsOf(raw.status) };
 }
@@ -299,7 +271,7 @@ function listener(context: Context, value: unknown, path: string): ListenerInfo 
 }
 
 export function normalizeGateway(raw: KubeObject): GatewayInfo {
-  const { context, meta } = metadataOf('Gateway', raw, true);
+  const { context, meta } = metaOf('Gateway', raw, true);
   const spec = object(context, raw.spec, 'spec');
   const listeners = list(context, spec.listeners, 'spec.listeners').map((item, index) => listener(context, item, `spec.listeners[${index}]`));
   if (listeners.length === 0) fail(context, 'spec.listeners must not be empty');
@@ -481,7 +453,7 @@ function routeRule(context: Context, value: unknown, path: string): HTTPRouteRul
 }
 
 export function normalizeHTTPRoute(raw: KubeObject): HTTPRouteInfo {
-  const { context, meta } = metadataOf('HTTPRoute', raw, true);
+  const { context, meta } = metaOf('HTTPRoute', raw, true);
   const spec = object(context, raw.spec ?? {}, 'spec');
   const rules = list(context, spec.rules, 'spec.rules').map((item, index) => routeRule(context, item, `spec.rules[${index}]`));
   return {
@@ -494,7 +466,7 @@ export function normalizeHTTPRoute(raw: KubeObject): HTTPRouteInfo {
 }
 
 export function normalizeReferenceGrant(raw: KubeObject): ReferenceGrantInfo {
-  const { context, meta } = metadataOf('ReferenceGrant', raw, true);
+  const { context, meta } = metaOf('ReferenceGrant', raw, true);
   const spec = object(context, raw.spec, 'spec');
   const from = list(context, spec.from, 'spec.from').map((item, index) => {
     const entry = object(context, item, `spec.from[${index}]`);

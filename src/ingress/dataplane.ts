@@ -8,7 +8,7 @@ import {
 } from './objects.js';
 import { endpointPortViews } from '../cluster/service-ports.js';
 import { nodeContextOf } from '../cluster/topology.js';
-import { RouteProxy, registerProxyMetrics } from './route-proxy.js';
+import { RouteProxy, type RouteProxyOptions, registerProxyMetrics } from './route-proxy.js';
 import type { IngressStatusWriter } from './status.js';
 
 // The ingress controller as a dataplane beside the rules: every good sync replans the hosts it
@@ -16,21 +16,12 @@ import type { IngressStatusWriter } from './status.js';
 // they apply in one step (a starting worker gets the whole table). No process restarts and no
 // listener closes on any change, so open connections never notice one.
 
-export interface IngressOptions {
+/** The ingress proxy's listeners, limits and workers (route-proxy.ts), and what the ingress adds. */
+export interface IngressOptions extends Omit<RouteProxyOptions, 'name'> {
   /** --ingress-class: the legacy annotation value served (and the IngressClass name by convention). */
   className: string;
-  /** host:port, or undefined when that listener is off. */
-  httpAddress?: string;
-  httpsAddress?: string;
   /** --ingress-default-certificate NAMESPACE/NAME. */
   defaultCertificate?: string;
-  maxBodyBytes: number;
-  maxHeaderBytes: number;
-  clientTimeoutMs: number;
-  backendTimeoutMs: number;
-  connectTimeoutMs: number;
-  /** Worker processes; 0: one per core. */
-  workers: number;
   /** --ingress-status-address: what status.loadBalancer shows (default: the ingress Service's addresses, else the status writer's node addresses). */
   statusAddresses: string[];
   /** --ingress-service NAMESPACE/NAME: the Service whose load-balancer and external IPs reach the proxy. */

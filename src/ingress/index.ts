@@ -15,6 +15,8 @@ export type {
 } from './routes.js';
 export { Router, matchOf, resolveBackend, routingHost } from './routes.js';
 export { type TlsSecretInfo, normalizeTlsSecret, rulePathProblem, validHost } from './objects.js';
+// How objects are read and refused, naming them (Gateway API's objects are read the same way).
+export { type Context as ObjectContext, creationTime, fail, list, metadataOf, object } from './objects.js';
 export { type ProxyMetrics, RouteProxy, type RouteProxyOptions, registerProxyMetrics } from './route-proxy.js';
 
 export type { IngressSettings } from './flags.js';
