@@ -23,34 +23,32 @@ type Listed = (typeof LISTED)[number];
 /** Each capability's settings under its settingsKey, as its flags fill them (options.dns, options.ingress, …). */
 export type CapabilitySettingsByKey = { [C in Listed as C['settingsKey']]: ReturnType<C['settings']['defaults']> };
 
-/** The agent's options, holding each capability's settings under its settingsKey. */
-export type WithCapabilitySettings = object;
-
-const settingsOf = (capability: Capability<unknown>, options: WithCapabilitySettings): unknown => {
-  const settings = (options as Record<string, unknown>)[capability.settingsKey];
+/** A capability's settings in the options, where its flags put them. */
+export const settingsOf = (capability: Capability<unknown>, options: CapabilitySettingsByKey): unknown => {
+  const settings = (options as unknown as Record<string, unknown>)[capability.settingsKey];
   if (settings === undefined) throw new Error(`the options hold no settings for ${capability.name} (${capability.settingsKey})`);
   return settings;
 };
 
-const enabled = (options: WithCapabilitySettings) => CAPABILITIES.filter((capability) => capability.enabled(settingsOf(capability, options)));
+const enabled = (options: CapabilitySettingsByKey) => CAPABILITIES.filter((capability) => capability.enabled(settingsOf(capability, options)));
 
 /** The dataplanes of the capabilities the options turn on. */
-export function startCapabilities(options: WithCapabilitySettings, context: CapabilityContext): StateDataplane[] {
+export function startCapabilities(options: CapabilitySettingsByKey, context: CapabilityContext): StateDataplane[] {
   return enabled(options).map((capability) => capability.start(settingsOf(capability, options), context));
 }
 
 /** What the capabilities the options turn on read, for a state that only plans (`services`). */
-export function enabledWatches(options: WithCapabilitySettings): WatchNeeds[] {
+export function enabledWatches(options: CapabilitySettingsByKey): WatchNeeds[] {
   return enabled(options).flatMap((capability) => (capability.watch ? [capability.watch] : []));
 }
 
 /** The Service traffic the capabilities on take over. */
-export function capabilitySteering(options: WithCapabilitySettings): ServiceSteering | undefined {
+export function capabilitySteering(options: CapabilitySettingsByKey): ServiceSteering | undefined {
   return enabled(options).map((capability) => capability.steering?.(settingsOf(capability, options))).find((steering) => steering !== undefined);
 }
 
 /** --cleanup's steps for every capability, on or off. */
-export function capabilityCleanups(options: WithCapabilitySettings): { what: string; run: (log: Logger) => unknown }[] {
+export function capabilityCleanups(options: CapabilitySettingsByKey): { what: string; run: (log: Logger) => unknown }[] {
   return CAPABILITIES.flatMap((capability) => {
     const { cleanup } = capability;
     return cleanup ? [{ what: cleanup.what, run: (log: Logger) => cleanup.run(settingsOf(capability, options), log) }] : [];
@@ -58,7 +56,7 @@ export function capabilityCleanups(options: WithCapabilitySettings): { what: str
 }
 
 /** At an agent's start: what the capabilities it has off left running. */
-export function removeLeftovers(options: WithCapabilitySettings, log: Logger): void {
+export function removeLeftovers(options: CapabilitySettingsByKey, log: Logger): void {
   for (const capability of CAPABILITIES) {
     const settings = settingsOf(capability, options);
     if (!capability.enabled(settings)) capability.removeLeftovers?.(settings, log);

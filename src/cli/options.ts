@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
-import { CAPABILITIES, type CapabilitySettingsByKey } from '../agent/capabilities.js';
+import { CAPABILITIES, type CapabilitySettingsByKey, settingsOf } from '../agent/capabilities.js';
 import { parseCIDR } from '../cluster/normalize.js';
 import { cidrFamily, ipFamily } from '../kernel/addresses.js';
 import { type ConntrackOptions, services } from '../services/index.js';
@@ -372,7 +372,7 @@ const GENERAL_SETTINGS: Setting[] = [
 const CAPABILITY_SETTINGS: Setting[] = CAPABILITIES.flatMap((capability) => capability.settings.flags.map((setting): Setting => ({
   ...setting,
   own: true,
-  apply: (options, value, where) => setting.apply((options as unknown as Record<string, unknown>)[capability.settingsKey], value, where),
+  apply: (options, value, where) => setting.apply(settingsOf(capability, options), value, where),
 })));
 
 const SETTINGS: Setting[] = [...GENERAL_SETTINGS, ...CAPABILITY_SETTINGS];
@@ -612,7 +612,7 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
   if (options.initOnly && (options.once || options.cleanup || options.command !== 'run')) {
     throw new OptionsError('--init-only does the node setup and exits: it does not combine with --once, --cleanup, render, services or explain');
   }
-  for (const capability of CAPABILITIES) capability.settings.check?.((options as unknown as Record<string, unknown>)[capability.settingsKey], { proxyMode: options.proxyMode });
+  for (const capability of CAPABILITIES) capability.settings.check?.(settingsOf(capability, options), { proxyMode: options.proxyMode });
   if (options.ingress.enabled && options.gateway.enabled) {
     const taken = [options.ingress.httpAddress, options.ingress.httpsAddress].filter((address) => address !== undefined);
     const clash = [options.gateway.httpAddress, options.gateway.httpsAddress].find((address) => address !== undefined && taken.includes(address));

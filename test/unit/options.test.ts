@@ -5,6 +5,7 @@ import { stringify } from 'yaml';
 import { OptionsError } from '../../src/capability.js';
 import { type AgentOptions, helpText, kubeProxyConfiguration, kubeProxyConfigurationYAML, parseOptions } from '../../src/cli/options.js';
 import { formatDuration, parseDuration } from '../../src/settings.js';
+import { CAPABILITIES } from '../../src/agent/capabilities.js';
 
 const HEADER = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration' };
 
@@ -581,6 +582,17 @@ const ALL_FLAGS = [
   'log-flush-frequency', 'ipvs-sync-period', 'ipvs-min-sync-period', 'ipvs-scheduler', 'ipvs-exclude-cidrs', 'ipvs-strict-arp',
   'ipvs-tcp-timeout', 'ipvs-tcpfin-timeout', 'ipvs-udp-timeout',
 ];
+
+t.test('each capability\'s flags come from its folder: its defaults in its settings, its flags among kubenft\'s own', async (t) => {
+  const text = helpText();
+  const own = text.slice(text.indexOf('kubenft\'s own flags:'), text.indexOf('kube-proxy\'s flags:'));
+  const defaults = parseOptions([]) as unknown as Record<string, unknown>;
+  t.ok(CAPABILITIES.length >= 3);
+  for (const capability of CAPABILITIES) {
+    t.same(defaults[capability.settingsKey], capability.settings.defaults(), `${capability.name}'s defaults under options.${capability.settingsKey}`);
+    for (const { flag } of capability.settings.flags) t.match(own, new RegExp(`--${flag}\\b`), `--${flag} is listed as kubenft's own`);
+  }
+});
 
 t.test('helpText mentions every flag, grouped, with defaults', async (t) => {
   const text = helpText();
