@@ -8,9 +8,8 @@ import {
 } from './objects.js';
 import { endpointPortViews } from '../cluster/service-ports.js';
 import { nodeContextOf } from '../cluster/topology.js';
-import { CountedHistogram } from '../kernel/counted-histogram.js';
-import { INGRESS_DURATION_BUCKETS, type DefaultCertificate } from './proxy-protocol.js';
-import type { IngressProxy, RequestMetrics } from './proxy.js';
+import type { DefaultCertificate } from './proxy-protocol.js';
+import { type IngressProxy, type RequestMetrics, registerRequestMetrics } from './proxy.js';
 import { WorkerProxy, type WorkerProxyOptions, listenerOf } from './worker-proxy.js';
 import { type HaproxyMetrics, HaproxyProxy, netnsHaproxyDir } from './haproxy/proxy.js';
 import type { HaproxySettings } from './haproxy/config.js';
@@ -22,7 +21,7 @@ import type { IngressStatusWriter } from './status.js';
 // touches (routes.ts) and hands those changes to the proxy that serves them (proxy.ts: the
 // built-in's workers, or HAProxy with --ingress-dataplane=haproxy).
 
-export interface IngressOptions extends WorkerProxyOptions {
+export interface IngressOptions extends Omit<WorkerProxyOptions, 'name'> {
   /** --ingress-class: the legacy annotation value served (and the IngressClass name by convention). */
   className: string;
   /** --ingress-default-certificate NAMESPACE/NAME. */
@@ -115,10 +114,7 @@ export class IngressDataplane implements StateDataplane {
   attach(_state: ClusterState, registry: Registry): void {
     const registers = [registry];
     this.metrics = {
-      requests: new Counter({ name: 'kubenft_ingress_requests_total', help: 'Requests answered by the ingress proxy, by Ingress, rule host, rule path and status', labelNames: ['ingress', 'host', 'path', 'status'], registers }),
-      durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', ['ingress'], INGRESS_DURATION_BUCKETS, registry),
-      upstreamErrors: new Counter({ name: 'kubenft_ingress_upstream_errors_total', help: 'Failed attempts to reach an endpoint (connection refused or reset, timeouts), by backend', labelNames: ['backend'], registers }),
-      connections: new Gauge({ name: 'kubenft_ingress_active_connections', help: 'Client connections open on the ingress proxy', registers }),
+      ...registerRequestMetrics(registry, 'ingress', 'ingress', 'Ingress'),
       problems: new Gauge({ name: 'kubenft_ingress_problems', help: 'Ingresses (or parts of them) skipped: invalid, unknown backend, conflict', registers }),
       missingSecrets: new Gauge({ name: 'kubenft_ingress_missing_secrets', help: 'TLS Secrets named by served Ingresses that are missing or not kubernetes.io/tls, per Ingress: their hosts are served with the default certificate', registers }),
       served: new Gauge({ name: 'kubenft_ingress_served', help: 'Ingresses served by this controller', registers }),
@@ -145,7 +141,7 @@ export class IngressDataplane implements StateDataplane {
   }
 
   private startProxy(): IngressProxy {
-    if (!this.haproxy) return new WorkerProxy(this.options, this.log, this.metrics);
+    if (!this.haproxy) return new WorkerProxy({ name: 'ingress', ...this.options }, this.log, this.metrics);
     const settings: HaproxySettings = {
       httpAddress: listenerOf(this.options.httpAddress), httpsAddress: listenerOf(this.options.httpsAddress),
       maxBodyBytes: this.options.maxBodyBytes, maxHeaderBytes: this.options.maxHeaderBytes,

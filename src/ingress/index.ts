@@ -8,6 +8,19 @@ import { cleanupHaproxy } from './haproxy/proxy.js';
 
 export type { IngressOptions } from './dataplane.js';
 export type { MissingSecret } from './routes.js';
+
+// The route plan and the built-in proxy, for the Gateway API capability (src/gateway), which
+// plans Gateways and HTTPRoutes into the same tables and serves them on listeners of its own.
+export type {
+  HeaderEdits, HostRoute, MatchType, PathRoute, RouteActions, RouteConditions, RouteTable, RouteTableChanges, ValueMatch,
+} from './routes.js';
+export { Router, matchOf, resolveBackend, routingHost } from './routes.js';
+export { type TlsSecretInfo, normalizeTlsSecret, rulePathProblem, validHost } from './objects.js';
+// How objects are read and refused, naming them (Gateway API's objects are read the same way).
+export { type Context as ObjectContext, creationTime, fail, list, metadataOf, object } from './objects.js';
+export { type RequestMetrics, registerRequestMetrics } from './proxy.js';
+export { WorkerProxy, type WorkerProxyOptions } from './worker-proxy.js';
+
 export type { IngressSettings } from './flags.js';
 
 /** Where a request for each rule host and path goes (both dataplanes route by this table): one line each, the default backend last. */

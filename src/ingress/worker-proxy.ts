@@ -15,6 +15,8 @@ import { splitHostPort } from '../kernel/addresses.js';
 
 /** What the workers are started with (the ingress options' part for them). */
 export interface WorkerProxyOptions {
+  /** Names its workers in logs ('ingress', 'gateway HTTP'). */
+  name: string;
   /** host:port, or undefined when that listener is off. */
   httpAddress?: string;
   httpsAddress?: string;
@@ -77,7 +79,7 @@ export class WorkerProxy implements IngressProxy {
     cluster.setupPrimary({ exec: WORKER_SCRIPT, args: [], serialization: 'advanced' });
     const count = this.options.workers || availableParallelism();
     await Promise.all(Array.from({ length: count }, () => this.fork()));
-    this.log.info({ workers: count, http: this.options.httpAddress, https: this.options.httpsAddress }, 'ingress proxy listening');
+    this.log.info({ workers: count, http: this.options.httpAddress, https: this.options.httpsAddress }, `${this.options.name} proxy listening`);
   }
 
   private fork(): Promise<void> {
@@ -87,7 +89,7 @@ export class WorkerProxy implements IngressProxy {
     const listening = new Promise<void>((resolve, reject) => {
       // One that never says it listens (stuck loading, or in a bind) is killed: the update fails instead of waiting for ever.
       const startTimer = setTimeout(() => {
-        reject(new Error(`ingress worker ${worker.process.pid} did not listen within ${WORKER_START_TIMEOUT_MS / 1000}s`));
+        reject(new Error(`${this.options.name} worker ${worker.process.pid} did not listen within ${WORKER_START_TIMEOUT_MS / 1000}s`));
         worker.process.kill('SIGKILL');
       }, WORKER_START_TIMEOUT_MS);
       worker.once('exit', () => clearTimeout(startTimer));
@@ -106,12 +108,12 @@ export class WorkerProxy implements IngressProxy {
         else this.recordStats(worker.id, message);
       });
       worker.once('exit', (code, signal) => {
-        reject(new Error(`ingress worker exited (${signal ?? code}) before listening`));
+        reject(new Error(`${this.options.name} worker exited (${signal ?? code}) before listening`));
         this.workers.delete(worker);
         this.connectionsByWorker.delete(worker.id);
         // One that never listened (an address in use, say) fails the update instead: no restart loop.
         if (this.stopping || !listened) return;
-        this.log.error(`ingress worker ${worker.process.pid} exited (${signal ?? code}); starting another`);
+        this.log.error(`${this.options.name} worker ${worker.process.pid} exited (${signal ?? code}); starting another`);
         void this.fork().catch((error: Error) => this.log.error(error.message));
       });
     });
@@ -119,8 +121,9 @@ export class WorkerProxy implements IngressProxy {
   }
 
   private recordStats(workerId: number, stats: FromWorker & { type: 'stats' }): void {
-    for (const { ingress, host, path, status, count } of stats.requests) this.metrics.requests.inc({ ingress, host, path, status: String(status) }, count);
-    for (const { ingress, buckets, sum } of stats.durations) this.metrics.durations.add({ ingress }, buckets, sum);
+    const { owner } = this.metrics;
+    for (const { ingress, host, path, status, count } of stats.requests) this.metrics.requests.inc({ [owner]: ingress, host, path, status: String(status) }, count);
+    for (const { ingress, buckets, sum } of stats.durations) this.metrics.durations.add({ [owner]: ingress }, buckets, sum);
     for (const [backend, count] of Object.entries(stats.upstreamErrors)) this.metrics.upstreamErrors.inc({ backend }, count);
     this.connectionsByWorker.set(workerId, stats.activeConnections);
     this.metrics.connections.set([...this.connectionsByWorker.values()].reduce((sum, count) => sum + count, 0));

@@ -10,6 +10,7 @@ import { ManifestFile, service, slice } from '../lib/manifests.js';
 import { OUR_CLASS, PATH_TABLE, certificate, ingress, tlsSecret } from '../lib/ingress-manifests.js';
 import type { KubeObject } from '../../src/cluster/cluster-state.js';
 import { IngressDataplaneUnderTest } from '../lib/ingress-dataplane.js';
+import { curlReplies, echoed, header } from '../lib/curl.js';
 
 const PODS = Array.from({ length: 10 }, (_, index) => ({ name: `pod-${index}`, ipv4: `10.244.${index + 1}.5` }));
 const ECHO_PORT = 8080;
@@ -88,49 +89,8 @@ t.teardown(async () => {
   manifests.remove();
 });
 
-interface Reply {
-  status: number;
-  body: string;
-  headers: string;
-  pod?: string;
-  echo?: { pod: string; method: string; url: string; version: string; headers: string[]; size: number };
-}
-
-const MARK = '@@kubenft-status@@';
-
-/** One curl in the client namespace, every host name sent to the node's address; one reply per URL. */
-async function curls(args: string[]): Promise<Reply[]> {
-  const result = await topology.exec(topology.client, [
-    'curl', '-sS', '--max-time', '10', '--connect-to', `::${NODE}:`, '-k', '-D', '-', '-w', `\n${MARK}%{http_code}\n`, ...args,
-  ]);
-  const replies = result.stdout.split(`${MARK}`).slice(0, -1);
-  const codes = [...result.stdout.matchAll(new RegExp(`${MARK}(\\d+)`, 'g'))].map((match) => Number(match[1]));
-  return replies.map((text, index) => {
-    const cleaned = text.replace(/^\d+\n/, '');
-    const split = cleaned.indexOf('\r\n\r\n');
-    const headers = split < 0 ? cleaned : cleaned.slice(0, split);
-    const body = split < 0 ? '' : cleaned.slice(split + 4).replace(/\n$/, '');
-    let echo;
-    let pod;
-    try {
-      const parsed = JSON.parse(body);
-      pod = parsed.pod;
-      if (parsed.method) echo = parsed;
-    } catch {
-      // Not a pod's reply (404, 503, redirect): no pod.
-    }
-    return { status: codes[index], body, headers, pod, echo };
-  });
-}
-
+const curls = (args: string[]) => curlReplies(topology, NODE, args);
 const curl = async (args: string[]) => (await curls(args))[0] ?? { status: 0, body: '', headers: '' };
-const header = (reply: Reply, name: string) => new RegExp(`^${name}: (.*)\\r?$`, 'im').exec(reply.headers)?.[1];
-const echoed = (reply: Reply, name: string) => {
-  const headers = reply.echo?.headers ?? [];
-  const values = [];
-  for (let index = 0; index < headers.length; index += 2) if (headers[index].toLowerCase() === name) values.push(headers[index + 1]);
-  return values.join(', ');
-};
 
 t.test('the Ingress docs path table, row by row, over HTTP', async (t) => {
   const urls = PATH_TABLE.map(([, , request], row) => `http://row${row}.table${request}`);
