@@ -39,6 +39,8 @@ const SAMPLES: Record<string, { args: string[]; context?: string[] }> = {
   'ingress-connect-timeout': { args: ['--ingress-connect-timeout', '2s'] },
   'ingress-status-address': { args: ['--ingress-status-address', '192.0.2.1'] },
   'ingress-workers': { args: ['--ingress-workers', '2'] },
+  'ingress-dataplane': { args: ['--ingress', '--ingress-dataplane', 'haproxy'] },
+  'ingress-haproxy-dir': { args: ['--ingress-haproxy-dir', '/run/kubenft-test-haproxy'] },
   gateway: { args: ['--gateway'] },
   'gateway-class': { args: ['--gateway-class', 'other'] },
   'gateway-http-address': { args: ['--gateway-http-address', '10.0.0.1:8080'] },
