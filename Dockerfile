@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 
-# Build: the native addon (against libnftnl/libmnl headers) and the TypeScript, then production
-# dependencies only.
+# Build: the native addon (against libnftnl/libmnl headers), the TypeScript and its bundle
+# (dist/bundle/, what runs: scripts/bundle.mjs), then production dependencies only.
 FROM node:20-bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -16,6 +16,7 @@ RUN npm ci --no-audit --no-fund
 COPY binding.gyp tsconfig.json ./
 COPY native ./native
 COPY src ./src
+COPY scripts/bundle.mjs ./scripts/bundle.mjs
 RUN npm run build && npm prune --omit=dev
 
 # Runtime: the shared libraries the addon links, and every program kubenft runs (test/image-programs
@@ -27,6 +28,7 @@ FROM node:20-bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libnftnl11 libmnl0 libbpf1 nftables iptables conntrack iproute2 ipset ipvsadm \
+      haproxy \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production
@@ -36,6 +38,6 @@ COPY --from=build /app/dist ./dist
 # The addon is found relative to the directory holding package.json (src/kernel/native.ts).
 COPY --from=build /app/build/Release/kubenft_native.node ./build/Release/kubenft_native.node
 # Pod specs name the command as kube-proxy's do (`kubenft --config=...`), which replaces the entrypoint.
-RUN printf '#!/bin/sh\nexec node /app/dist/src/cli/main.js "$@"\n' > /usr/local/bin/kubenft \
+RUN printf '#!/bin/sh\nexec node /app/dist/bundle/main.js "$@"\n' > /usr/local/bin/kubenft \
  && chmod 0755 /usr/local/bin/kubenft
-ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]
+ENTRYPOINT ["node", "/app/dist/bundle/main.js"]

@@ -2,13 +2,15 @@
 // throwaway "node" namespace; 300 requests from a client namespace, a bar chart of who answered,
 // the ruleset as `nft list ruleset` shows it, and service-name access through kubenft's cluster DNS.
 // Then the seed's cafe-ingress: kubenft --ingress routes https://cafe.example.com/tea and /coffee to
-// the tea and coffee pods with a generated certificate. Every namespace is deleted at the end.
+// the tea and coffee pods with a generated certificate, through HAProxy where it is installed. Every namespace is deleted at the end.
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../src/kernel/native.js';
 import { serviceNameAccess } from './lib/demo-dns.js';
+import { findHaproxy } from '../src/kernel/haproxy-process.js';
+import { IngressDataplaneUnderTest } from '../test/lib/ingress-dataplane.js';
 import { type Topology, withTopology } from './lib/topology.js';
 
 const REQUESTS = 300;
@@ -74,11 +76,13 @@ async function cafe(topology: Topology, kubenft: string[]): Promise<void> {
   try {
     copyFileSync(join(projectRoot(), 'examples/cafe-ingress.yaml'), join(directory, 'cafe-ingress.yaml'));
     const certificate = cafeSecret(directory);
-    const agent = topology.spawn(topology.node, [...kubenft, '--manifests', directory, '--ingress', '--hostname-override', 'node-1', '--healthz-bind-address', '', '--metrics-bind-address', '']);
+    // Served through HAProxy where it is installed (setup.sh installs it), else by the built-in proxy.
+    const dataplane = new IngressDataplaneUnderTest(findHaproxy() ? 'haproxy' : 'builtin');
+    const agent = topology.spawn(topology.node, [...kubenft, '--manifests', directory, '--ingress', ...dataplane.args, '--hostname-override', 'node-1', '--healthz-bind-address', '', '--metrics-bind-address', '']);
     const node = topology.external.nodeIPv4;
     const curl = (path: string) => topology.exec(topology.client, ['curl', '-sS', '--max-time', '5', '--cacert', certificate, '--resolve', `cafe.example.com:443:${node}`, `https://cafe.example.com${path}`]);
     try {
-      console.log(`\n$ kubenft --manifests DIR --ingress   # DIR: examples/cafe-ingress.yaml and a generated cafe-secret`);
+      console.log(`\n$ kubenft --manifests DIR --ingress --ingress-dataplane=${dataplane.name}   # DIR: examples/cafe-ingress.yaml and a generated cafe-secret`);
       const deadline = Date.now() + 30_000;
       while ((await curl('/tea')).code !== 0) {
         if (Date.now() > deadline) throw new Error(`the ingress proxy did not answer: ${agent.output().stderr}`);
@@ -94,6 +98,8 @@ async function cafe(topology: Topology, kubenft: string[]): Promise<void> {
       console.log(`$ curl http://cafe.example.com/tea   # plain HTTP to a TLS host\n  ${redirect.stdout}`);
     } finally {
       await agent.stop();
+      // HAProxy outlives the agent by design: the demo ends it by its PID.
+      await dataplane.remove();
     }
   } finally {
     rmSync(directory, { recursive: true, force: true });

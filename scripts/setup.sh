@@ -15,6 +15,8 @@ packages+=(clang llvm libbpf-dev bpftool)
 packages+=(openssl curl strace)
 # The ingress request-target test runs nginx beside the proxy as the reference for routing.
 packages+=(nginx)
+# --ingress-dataplane=haproxy, and the ingress tests run against it (test/kernel/ingress-*.haproxy.test.ts).
+packages+=(haproxy)
 # modprobe, for nf_conntrack below
 packages+=(kmod)
 sudo_if_needed=(); [ "$(id -u)" -eq 0 ] || sudo_if_needed=(sudo)
@@ -49,3 +51,5 @@ if [ ! -f "$addon" ] || [ -n "$(find native binding.gyp -newer "$addon" 2>/dev/n
 fi
 
 npx tsc -p tsconfig.json
+# The shipped agent: one bundle (scripts/bundle.mjs says why).
+node scripts/bundle.mjs

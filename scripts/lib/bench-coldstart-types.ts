@@ -3,7 +3,17 @@
 export type ColdstartTask =
   | { kind: 'capture'; services: number; batchesPath: string }
   | { kind: 'agent'; services: number; timeoutMs: number }
-  | { kind: 'once'; services: number; manifestPath: string; timeoutMs: number };
+  | { kind: 'once'; services: number; manifestPath: string; timeoutMs: number }
+  | { kind: 'fetch'; services: number; timeoutMs: number };
+
+/** What a bare node process costs before any of kubenft's work: its own start, then the two lists fetched. */
+export interface FetchFloor {
+  /** Spawn to exit of `node -e 0`. */
+  nodeStartMs: number;
+  /** Spawn to exit of a node process that GETs the Service and EndpointSlice lists and reads every byte (no parsing). */
+  fetchListsMs: number;
+  listBytes: number;
+}
 
 /** The agent's full sync (state → commit) of N services, whose batches were captured. */
 export interface FullSyncCapture {

@@ -16,13 +16,15 @@ import { join } from 'node:path';
 import { native, projectRoot } from '../../src/kernel/native.js';
 import { NftablesProxier, servicesBackend } from '../../src/services/nftables-proxier.js';
 import { PROXYABLE_SELECTOR } from '../../src/cluster/kubernetes.js';
+import { LIST_PAGE_SIZE } from '../../src/cluster/list-request.js';
 import { BENCH_CONFIG, POD_CIDR, SERVICE_CIDR, SERVICE_PORT, TARGET_PORT, buildClusterState, clusterIPOf } from './bench-cluster.js';
 import { BENCH_NODE, apiEndpointSlice, apiNode, apiService } from './bench-coldstart-cluster.js';
 import { runChecked } from './bench-command.js';
 import { assertInScratchNamespace } from './bench-netns.js';
-import type { ColdstartRun, ColdstartTask, FullSyncCapture } from './bench-coldstart-types.js';
+import type { ColdstartRun, ColdstartTask, FetchFloor, FullSyncCapture } from './bench-coldstart-types.js';
 
-const CLI = join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
+/** The shipped agent (the bundle); KUBENFT_BENCH_CLI names another build to compare, such as dist/src/cli/main.js. */
+const CLI = process.env.KUBENFT_BENCH_CLI ?? join(projectRoot(), 'dist', 'bundle', 'main.js');
 /** A source address inside the pod network: the probes' connections are not masqueraded. */
 const PROBE_SOURCE = '10.244.0.1';
 const POLL_MS = 2;
@@ -83,16 +85,27 @@ const answers = (address: string) => new Promise<boolean>((resolve) => {
 
 interface ListedCollection {
   path: string;
-  body: Buffer;
+  /** The list in pages of LIST_PAGE_SIZE items, as the agent asks for them; page k's continue token is "k". */
+  pages: Buffer[];
+  /** The whole list, serialized when a request asks without a limit (a build that does not page, named by KUBENFT_BENCH_CLI). */
+  whole: () => Buffer;
 }
 
-function listBody(kind: string, apiVersion: string, items: Iterable<object>): Buffer {
+function listed(path: string, kind: string, apiVersion: string, items: Iterable<object>): ListedCollection {
   // Items of a list carry no kind or apiVersion, as a real server sends them.
   const stripped = [...items].map((item) => {
     const { kind: _kind, apiVersion: _apiVersion, ...rest } = item as Record<string, unknown>;
     return rest;
   });
-  return Buffer.from(JSON.stringify({ kind: `${kind}List`, apiVersion, metadata: { resourceVersion: '999999999' }, items: stripped }));
+  const pages: Buffer[] = [];
+  for (let start = 0; start === 0 || start < stripped.length; start += LIST_PAGE_SIZE) {
+    const end = Math.min(stripped.length, start + LIST_PAGE_SIZE);
+    // metadata before items, as a real server orders them: the fetch floor reads the token from the first bytes.
+    const metadata = end < stripped.length ? { resourceVersion: '999999999', continue: String(pages.length + 1), remainingItemCount: stripped.length - end } : { resourceVersion: '999999999' };
+    pages.push(Buffer.from(JSON.stringify({ kind: `${kind}List`, apiVersion, metadata, items: stripped.slice(start, end) })));
+  }
+  let whole: Buffer | undefined;
+  return { path, pages, whole: () => (whole ??= Buffer.from(JSON.stringify({ kind: `${kind}List`, apiVersion, metadata: { resourceVersion: '999999999' }, items: stripped }))) };
 }
 
 function* indices(count: number): Generator<number> {
@@ -139,16 +152,20 @@ class BenchApiServer {
     if (url.pathname !== '/api/v1/nodes' && url.searchParams.get('labelSelector') !== PROXYABLE_SELECTOR) {
       throw new Error(`unexpected selector in ${request.url}`);
     }
-    response.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': collection.body.length });
-    response.end(collection.body);
+    const limit = url.searchParams.get('limit');
+    if (limit !== null && limit !== String(LIST_PAGE_SIZE)) throw new Error(`unexpected limit in ${request.url}`);
+    const page = limit === null ? collection.whole() : collection.pages[Number(url.searchParams.get('continue') ?? 0)];
+    if (!page) throw new Error(`unexpected continue in ${request.url}`);
+    response.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': page.length });
+    response.end(page);
   }
 }
 
 function apiCollections(services: number): ListedCollection[] {
   return [
-    { path: '/api/v1/services', body: listBody('Service', 'v1', mapped(indices(services), apiService)) },
-    { path: '/apis/discovery.k8s.io/v1/endpointslices', body: listBody('EndpointSlice', 'discovery.k8s.io/v1', mapped(indices(services), apiEndpointSlice)) },
-    { path: '/api/v1/nodes', body: listBody('Node', 'v1', [apiNode()]) },
+    listed('/api/v1/services', 'Service', 'v1', mapped(indices(services), apiService)),
+    listed('/apis/discovery.k8s.io/v1/endpointslices', 'EndpointSlice', 'discovery.k8s.io/v1', mapped(indices(services), apiEndpointSlice)),
+    listed('/api/v1/nodes', 'Node', 'v1', [apiNode()]),
   ];
 }
 
@@ -219,6 +236,11 @@ async function runKubenft(args: string[], lastVip: string, waitForExit: boolean,
       const code = await exited;
       if (code !== 0) throw new Error(`kubenft exited ${code}: ${stderr.slice(-500)}`);
     } else {
+      // The sync's own report comes after its compaction, which on a loaded machine outlasts SETTLE_MS at 100k.
+      while (!/"msg":"synced"/.test(stderr)) {
+        if (Date.now() > deadline || child.exitCode !== null) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
       await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
       steadyKiB = procStatusKiB(child.pid!, 'VmRSS');
       peakKiB = Math.max(peakKiB, procStatusKiB(child.pid!, 'VmHWM'));
@@ -281,6 +303,35 @@ async function onceRun(services: number, manifestPath: string, timeoutMs: number
   }
 }
 
+/** A node process's exit, in ms from its spawn. */
+function timedNode(args: string[], timeoutMs: number): Promise<{ ms: number; stdout: string }> {
+  const started = performance.now();
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], timeout: timeoutMs });
+  let stdout = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  return new Promise((resolve, reject) => child.once('close', (code) => (code === 0 ? resolve({ ms: performance.now() - started, stdout }) : reject(new Error(`node ${args.join(' ')} exited ${code}`)))));
+}
+
+/** The part of the limit that is not the kernel's: node's own start, and the same process fetching both lists as the agent asks for them. */
+async function fetchFloor(services: number, timeoutMs: number): Promise<FetchFloor> {
+  const api = new BenchApiServer(apiCollections(services));
+  try {
+    const server = await api.listen();
+    const selector = encodeURIComponent(PROXYABLE_SELECTOR);
+    const urls = ['/api/v1/services', '/apis/discovery.k8s.io/v1/endpointslices'].map((path) => `${server}${path}?labelSelector=${selector}&limit=${LIST_PAGE_SIZE}`);
+    // Each list page by page, as the agent reads it: the next token from the page's first bytes, nothing parsed.
+    const script = `const http = require('node:http'); let bytes = 0;
+const page = (url) => new Promise((resolve, reject) => http.get(url, (response) => { let token; response.on('data', (chunk) => { if (token === undefined) token = /"continue":"([^"]*)"/.exec(chunk.toString('latin1', 0, 300))?.[1] ?? null; bytes += chunk.length; }); response.once('end', () => resolve(token)); response.once('error', reject); }).once('error', reject));
+const list = async (url) => { for (let token = await page(url); token; token = await page(url + '&continue=' + token)); };
+Promise.all(${JSON.stringify(urls)}.map(list)).then(() => process.stdout.write(String(bytes)));`;
+    const nodeStart = await timedNode(['-e', '0'], timeoutMs);
+    const fetched = await timedNode(['-e', script], timeoutMs);
+    return { nodeStartMs: nodeStart.ms, fetchListsMs: fetched.ms, listBytes: Number(fetched.stdout) };
+  } finally {
+    api.close();
+  }
+}
+
 function run(task: ColdstartTask): Promise<unknown> {
   switch (task.kind) {
     case 'capture':
@@ -289,6 +340,8 @@ function run(task: ColdstartTask): Promise<unknown> {
       return agentRun(task.services, task.timeoutMs);
     case 'once':
       return onceRun(task.services, task.manifestPath, task.timeoutMs);
+    case 'fetch':
+      return fetchFloor(task.services, task.timeoutMs);
   }
 }
 

@@ -6,20 +6,26 @@
 // mode against the tests' fake API server, so a change reaches it as a watch event, as in a
 // cluster. Bench-only packages (wrk, nginx-light, haproxy) are installed here.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/native.js';
 import type { KubeObject } from '../../src/cluster/cluster-state.js';
 import { FakeApiServer } from '../../test/lib/fake-apiserver.js';
+import { type IngressDataplaneName, IngressDataplaneUnderTest } from '../../test/lib/ingress-dataplane.js';
 import { EXTERNAL, type ProcessHandle, type Topology, withTopology } from './topology.js';
 
 const PODS = Array.from({ length: 4 }, (_, index) => ({ name: `backend-${index}`, ipv4: `10.244.${index + 1}.5` }));
 const BACKEND_PORT = 8080;
 const HOST = 'bench.example.com';
-const PORTS = { kubenft: [80, 443], nginx: [8080, 8443], haproxy: [9080, 9443] } as const;
+const PORTS = { kubenft: [80, 443], 'kubenft-haproxy': [7080, 7443], nginx: [8080, 8443], haproxy: [9080, 9443] } as const;
+type Dataplane = IngressDataplaneName;
 const CONNECTIONS = [16, 256];
 const CHURN_CHANGES = 100;
+/** Certificate rotations under load: the default certificate's Secret, which wrk (no SNI) is served. */
+const ROTATIONS = 10;
+const ROTATION_INTERVAL_MS = 500;
+const DEFAULT_SECRET = 'bench-default';
 const CHURN_INTERVAL_MS = 200;
 const CHANGE_SIZES = [10, 10_000];
 /** Ingresses created one after the other per size: one sample is at the mercy of the shared machine's load. */
@@ -29,7 +35,7 @@ const API_PORT = 16443;
 const PACKAGES: [string, string][] = [['wrk', 'wrk'], ['nginx', 'nginx-light'], ['haproxy', 'haproxy']];
 
 export interface ThroughputRow { target: string; scheme: 'http' | 'https'; connections: number; requestsPerSecond: number; p99Ms: number; errors: number }
-export interface ChangeRow { ingresses: number; changeToTrafficMs: number; samplesMs: number[] }
+export interface ChangeRow { dataplane: Dataplane; ingresses: number; changeToTrafficMs: number; samplesMs: number[]; agentRssMiB: number; haproxyRssMiB?: number }
 export interface ChurnRow { proxy: string; changes: number; requests: number; failed: number }
 export interface IngressBenchResult { throughput: ThroughputRow[]; changes: ChangeRow[]; churn: ChurnRow[] }
 
@@ -66,6 +72,20 @@ function hostIngress(name: string, host: string, published = true): KubeObject {
     spec: { ingressClassName: 'kubenft', rules: [{ host, http: { paths: [{ path: '/', pathType: 'Prefix', backend: { service: { name: 'backend', port: { number: 80 } } } }] } }] },
     ...(published ? { status: { loadBalancer: { ingress: [{ ip: EXTERNAL.nodeIPv4 }] } } } : {}),
   };
+}
+
+function tlsSecret(pair: { cert: string; key: string }): KubeObject {
+  return {
+    apiVersion: 'v1', kind: 'Secret', metadata: { name: DEFAULT_SECRET, namespace: 'default' }, type: 'kubernetes.io/tls',
+    data: { 'tls.crt': Buffer.from(pair.cert).toString('base64'), 'tls.key': Buffer.from(pair.key).toString('base64') },
+  };
+}
+
+/** A self-signed ECDSA certificate for the bench's host. */
+function selfSigned(directory: string, name: string): { cert: string; key: string } {
+  const [key, cert] = [join(directory, `${name}.key`), join(directory, `${name}.crt`)];
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', `/CN=${name}`, '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  return { cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8') };
 }
 
 /** The cluster the agent watches: this node, the backend Service and its slice, the bench's Ingress and `ingressCount - 1` others. */
@@ -152,35 +172,69 @@ const answers = async (topology: Topology, port: number, host = HOST) =>
 
 interface KubenftUnderTest {
   api: FakeApiServer;
+  /** The agent's PID, and HAProxy's master's with --ingress-dataplane=haproxy. */
+  pids(): { agent: number; haproxy?: number };
   stop(): Promise<void>;
+}
+
+/** The resident memory of a process and its descendants, MiB. */
+function treeRssMiB(root: number): number {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const parent = Number(readFileSync(`/proc/${entry}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[1]);
+      children.set(parent, [...(children.get(parent) ?? []), Number(entry)]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  let kib = 0;
+  const visit = (pid: number) => {
+    try {
+      kib += Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      return;
+    }
+    for (const child of children.get(pid) ?? []) visit(child);
+  };
+  visit(root);
+  return kib / 1024;
 }
 
 /**
  * kubenft --ingress in agent mode in the node namespace, watching a fake API server that holds
- * `objects` (reached over a Unix socket through a forwarder in the namespace, on `apiPort`).
+ * `objects` (reached over a Unix socket through a forwarder in the namespace, on `apiPort`). With
+ * HAProxy as its dataplane, on the kubenft-haproxy ports, its files in a directory of the bench's;
+ * HAProxy outlives the agent by design, so stop() ends it by its PID.
  */
-async function startKubenft(topology: Topology, directory: string, objects: KubeObject[], apiPort: number): Promise<KubenftUnderTest> {
+async function startKubenft(topology: Topology, directory: string, objects: KubeObject[], apiPort: number, dataplane: Dataplane = 'builtin', extraArgs: string[] = []): Promise<KubenftUnderTest> {
   const socket = join(directory, `apiserver-${apiPort}.sock`);
   const api = await FakeApiServer.create(socket);
   for (const object of objects) api.upsert(object);
   const forwarder = topology.spawn(topology.node, ['node', join(projectRoot(), 'test/fixtures/tcp-to-unix.mjs'), String(apiPort), socket]);
+  const ingressDataplane = new IngressDataplaneUnderTest(dataplane);
   let agent: ProcessHandle | undefined;
   const stop = async () => {
     await agent?.stop();
+    await ingressDataplane.remove();
     await forwarder.stop();
     await api.close();
   };
+  const [http, https] = dataplane === 'haproxy' ? PORTS['kubenft-haproxy'] : PORTS.kubenft;
   try {
     await forwarder.waitForOutput(/ready/, 30_000);
     agent = topology.spawn(topology.node, [
       'node', join(projectRoot(), 'dist/src/cli/main.js'), '--kubeconfig', api.kubeconfigPath(`http://127.0.0.1:${apiPort}`), '--hostname-override', NODE_NAME,
       '--ingress', '--iptables-min-sync-period', '0s', '--healthz-bind-address', '', '--metrics-bind-address', '',
+      ...ingressDataplane.args, '--ingress-http-address', `0.0.0.0:${http}`, '--ingress-https-address', `0.0.0.0:${https}`, ...extraArgs,
     ]);
   } catch (error) {
     await stop();
     throw error;
   }
-  return { api, stop };
+  const started = agent;
+  return { api, stop, pids: () => ({ agent: started.pid, haproxy: ingressDataplane.masters()[0] }) };
 }
 
 /**
@@ -188,16 +242,17 @@ async function startKubenft(topology: Topology, directory: string, objects: Kube
  * Ingresses created one after the other: a poller in the client namespace asks for the new host
  * on a fresh connection every 5 ms, from before the change.
  */
-async function changeToTraffic(topology: Topology, directory: string, ingresses: number, apiPort: number, count: number): Promise<number[]> {
-  const kubenft = await startKubenft(topology, directory, clusterObjects(ingresses), apiPort);
+async function changeToTraffic(topology: Topology, directory: string, ingresses: number, apiPort: number, count: number, dataplane: Dataplane): Promise<Omit<ChangeRow, 'changeToTrafficMs'>> {
+  const kubenft = await startKubenft(topology, directory, clusterObjects(ingresses), apiPort, dataplane);
+  const port = dataplane === 'haproxy' ? PORTS['kubenft-haproxy'][0] : PORTS.kubenft[0];
   try {
-    await until(() => answers(topology, 80), 180_000, `kubenft with ${ingresses} Ingresses`);
+    await until(() => answers(topology, port), 180_000, `kubenft (${dataplane}) with ${ingresses} Ingresses`);
     const samples: number[] = [];
     for (let index = 0; index < count; index++) {
       const probeHost = `probe-${index}.example.com`;
       const poller = topology.spawn(topology.client, ['node', '-e', `
         const http = require('node:http');
-        const poll = () => http.get({ host: '${EXTERNAL.nodeIPv4}', path: '/', agent: false, headers: { host: '${probeHost}' } }, (response) => {
+        const poll = () => http.get({ host: '${EXTERNAL.nodeIPv4}', port: ${port}, path: '/', agent: false, headers: { host: '${probeHost}' } }, (response) => {
           response.resume();
           if (response.statusCode === 200) console.log('answered ' + (performance.timeOrigin + performance.now()));
           else setTimeout(poll, 5);
@@ -214,7 +269,11 @@ async function changeToTraffic(topology: Topology, directory: string, ingresses:
         await poller.stop();
       }
     }
-    return samples;
+    const pids = kubenft.pids();
+    return {
+      dataplane, ingresses, samplesMs: samples, agentRssMiB: treeRssMiB(pids.agent),
+      ...(pids.haproxy === undefined ? {} : { haproxyRssMiB: treeRssMiB(pids.haproxy) }),
+    };
   } finally {
     await kubenft.stop();
   }
@@ -252,16 +311,13 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
       writeFileSync(nginxConf, nginxConfig(directory, pem));
       const haproxyConf = join(directory, 'haproxy.cfg');
       writeFileSync(haproxyConf, haproxyConfig(directory, pem));
-      const kubenft = await startKubenft(topology, directory, clusterObjects(1), API_PORT);
+      const certificates = [selfSigned(directory, 'rotation-a'), selfSigned(directory, 'rotation-b')];
+      const withDefault = ['--ingress-default-certificate', `default/${DEFAULT_SECRET}`];
       const nginx = topology.spawn(topology.node, ['nginx', '-c', nginxConf, '-g', 'daemon off;']);
       const haproxy = topology.spawn(topology.node, ['haproxy', '-f', haproxyConf, '-db']);
-      try {
-        for (const [name, ports] of Object.entries(PORTS)) await until(() => answers(topology, ports[0]), 60_000, name);
-        const node = topology.external.nodeIPv4;
-        const targets: [string, string, 'http' | 'https'][] = [
-          ...Object.entries(PORTS).flatMap(([name, [http, https]]): [string, string, 'http' | 'https'][] => [[name, `http://${node}:${http}/`, 'http'], [name, `https://${node}:${https}/`, 'https']]),
-          ['backend directly', `http://${PODS[0].ipv4}:${BACKEND_PORT}/`, 'http'],
-        ];
+      const node = topology.external.nodeIPv4;
+      const urls = (name: keyof typeof PORTS): [string, string, 'http' | 'https'][] => [[name, `http://${node}:${PORTS[name][0]}/`, 'http'], [name, `https://${node}:${PORTS[name][1]}/`, 'https']];
+      const measure = async (targets: [string, string, 'http' | 'https'][]) => {
         for (const connections of CONNECTIONS) {
           for (const [target, url, scheme] of targets) {
             // A warm-up first: the JIT, the connection pools and the TLS sessions of each proxy are ready before it is measured.
@@ -271,12 +327,37 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
             options.progress(`${target} ${scheme} c${connections}: ${run.requestsPerSecond.toFixed(0)} req/s, p99 ${run.p99Ms.toFixed(2)} ms, ${run.errors} errors`);
           }
         }
-
-        // Endpoint churn: backend-3 leaves and comes back, again and again.
-        const without = PODS.slice(0, 3);
-        const kubenftChurn = await underChurn(topology, `http://${node}:${PORTS.kubenft[0]}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
-          kubenft.api.upsert(backendSlice(index % 2 === 0 ? without : PODS));
+      };
+      const without = PODS.slice(0, 3);
+      /** Endpoint churn (backend-3 leaves and comes back), Ingress changes and default-certificate rotations under load, through one kubenft. */
+      const kubenftChurn = async (name: string, under: KubenftUnderTest, [http, https]: readonly [number, number]) => {
+        const endpointChurn = await underChurn(topology, `http://${node}:${http}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
+          under.api.upsert(backendSlice(index % 2 === 0 ? without : PODS));
         });
+        const ingressChurn = await underChurn(topology, `http://${node}:${http}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
+          under.api.upsert(hostIngress(`churn-${index}`, `churn-${index}.example.com`));
+        });
+        const rotations = await underChurn(topology, `https://${node}:${https}/`, ROTATIONS, ROTATION_INTERVAL_MS, async (index) => {
+          under.api.upsert(tlsSecret(certificates[(index + 1) % 2]));
+        });
+        for (const [what, changes, churn] of [['endpoint changes', CHURN_CHANGES, endpointChurn], ['Ingress changes', CHURN_CHANGES, ingressChurn], ['default certificate rotations (https)', ROTATIONS, rotations]] as const) {
+          result.churn.push({ proxy: `${name}: ${what}`, changes, ...churn });
+          options.progress(`${name}: ${churn.failed} failed of ${churn.requests} requests during ${changes} ${what}`);
+        }
+      };
+      try {
+        for (const name of ['nginx', 'haproxy'] as const) await until(() => answers(topology, PORTS[name][0]), 60_000, name);
+        // One kubenft per network namespace: the built-in's agent, then HAProxy's, each beside the same nginx and bare HAProxy.
+        for (const [name, dataplane] of [['kubenft', 'builtin'], ['kubenft-haproxy', 'haproxy']] as const) {
+          const under = await startKubenft(topology, directory, [...clusterObjects(1), tlsSecret(certificates[0])], API_PORT + (dataplane === 'haproxy' ? 10 : 0), dataplane, withDefault);
+          try {
+            await until(() => answers(topology, PORTS[name][0]), 60_000, name);
+            await measure([...urls(name), ...(dataplane === 'haproxy' ? urls('haproxy') : [...urls('nginx'), ['backend directly', `http://${PODS[0].ipv4}:${BACKEND_PORT}/`, 'http'] as [string, string, 'http']])]);
+            await kubenftChurn(name, under, PORTS[name]);
+          } finally {
+            await under.stop();
+          }
+        }
         const nginxChurn = await underChurn(topology, `http://${node}:${PORTS.nginx[0]}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
           writeFileSync(nginxConf, nginxConfig(directory, pem, index % 2 === 0 ? without : PODS));
           await topology.exec(topology.node, ['nginx', '-c', nginxConf, '-s', 'reload']);
@@ -284,18 +365,21 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
         const haproxyChurn = await underChurn(topology, `http://${node}:${PORTS.haproxy[0]}/`, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
           await haproxyCommand(topology, join(directory, 'haproxy.sock'), `set server backend/s3 state ${index % 2 === 0 ? 'maint' : 'ready'}`);
         });
-        for (const [proxy, churn] of [['kubenft (route table swap)', kubenftChurn], ['nginx (reload per change)', nginxChurn], ['HAProxy (runtime API)', haproxyChurn]] as const) {
+        for (const [proxy, churn] of [['nginx (reload per change): endpoint changes', nginxChurn], ['HAProxy (runtime API, by hand): endpoint changes', haproxyChurn]] as const) {
           result.churn.push({ proxy, changes: CHURN_CHANGES, ...churn });
-          options.progress(`${proxy}: ${churn.failed} failed of ${churn.requests} requests during ${CHURN_CHANGES} endpoint changes`);
+          options.progress(`${proxy}: ${churn.failed} failed of ${churn.requests} requests`);
         }
       } finally {
-        await Promise.all([kubenft.stop(), nginx.stop(), haproxy.stop()]);
+        await Promise.all([nginx.stop(), haproxy.stop()]);
       }
-      for (const [index, ingresses] of CHANGE_SIZES.entries()) {
-        const samplesMs = await changeToTraffic(topology, directory, ingresses, API_PORT + 1 + index, CHANGES_PER_SIZE);
-        const ms = [...samplesMs].sort((a, b) => a - b)[Math.floor(samplesMs.length / 2)];
-        result.changes.push({ ingresses, changeToTrafficMs: ms, samplesMs });
-        options.progress(`Ingress created → traffic at ${ingresses} Ingresses: median ${ms.toFixed(1)} ms of ${samplesMs.map((sample) => sample.toFixed(1)).join(', ')}`);
+      let apiPort = API_PORT;
+      for (const dataplane of ['builtin', 'haproxy'] as const) {
+        for (const ingresses of CHANGE_SIZES) {
+          const row = await changeToTraffic(topology, directory, ingresses, ++apiPort, CHANGES_PER_SIZE, dataplane);
+          const ms = [...row.samplesMs].sort((a, b) => a - b)[Math.floor(row.samplesMs.length / 2)];
+          result.changes.push({ ...row, changeToTrafficMs: ms });
+          options.progress(`${dataplane}: Ingress created → traffic at ${ingresses} Ingresses: median ${ms.toFixed(1)} ms of ${row.samplesMs.map((sample) => sample.toFixed(1)).join(', ')}; agent ${row.agentRssMiB.toFixed(0)} MiB${row.haproxyRssMiB === undefined ? '' : `, HAProxy ${row.haproxyRssMiB.toFixed(0)} MiB`}`);
+        }
       }
     });
   } finally {
@@ -308,15 +392,17 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
 export function ingressReport(result: IngressBenchResult): string {
   const find = (target: string, scheme: string, connections: number) => result.throughput.find((row) => row.target === target && row.scheme === scheme && row.connections === connections);
   const ratio = (row: ThroughputRow, anchor: ThroughputRow | undefined) => (anchor && anchor !== row ? `${(row.requestsPerSecond / anchor.requestsPerSecond).toFixed(2)}` : '—');
+  const p99Ratio = (row: ThroughputRow, anchor: ThroughputRow | undefined) => (anchor && anchor !== row ? `${(row.p99Ms / anchor.p99Ms).toFixed(2)}` : '—');
   const lines = [
     `## Ingress proxy (one run, side by side; ${PODS.length} backend pods; two workers or threads per proxy; wrk -t2 from the client namespace)`, '',
     'Backends directly: wrk against one pod over plain HTTP, no proxy hop (the HTTPS rows are compared with it too).', '',
-    '| target | scheme | connections | req/s | p99 ms | errors | req/s vs HAProxy | req/s vs nginx | req/s vs backends directly |', '|---|---|---|---|---|---|---|---|---|',
+    'kubenft-haproxy: kubenft with --ingress-dataplane=haproxy; haproxy: the same HAProxy with a static configuration of the same route.', '',
+    '| target | scheme | connections | req/s | p99 ms | errors | req/s vs HAProxy | p99 vs HAProxy | req/s vs nginx | req/s vs backends directly |', '|---|---|---|---|---|---|---|---|---|---|',
     ...result.throughput.map((row) => `| ${row.target} | ${row.scheme} | ${row.connections} | ${row.requestsPerSecond.toFixed(0)} | ${row.p99Ms.toFixed(2)} | ${row.errors} | ${
-      ratio(row, find('haproxy', row.scheme, row.connections))} | ${ratio(row, find('nginx', row.scheme, row.connections))} | ${ratio(row, find('backend directly', 'http', row.connections))} |`),
-    '', `| Ingresses | Ingress created in the API server → first request its route answers: median of ${CHANGES_PER_SIZE} (ms) | all samples (ms) | median vs the 100 ms goal |`, '|---|---|---|---|',
-    ...result.changes.map((row) => `| ${row.ingresses} | ${row.changeToTrafficMs.toFixed(1)} | ${row.samplesMs.map((sample) => sample.toFixed(0)).join(', ')} | ${(row.changeToTrafficMs / 100).toFixed(2)} |`),
-    '', `| proxy | endpoint changes (every ${CHURN_INTERVAL_MS} ms, wrk -c16) | requests | failed | failed per 10,000 |`, '|---|---|---|---|---|',
+      ratio(row, find('haproxy', row.scheme, row.connections))} | ${p99Ratio(row, find('haproxy', row.scheme, row.connections))} | ${ratio(row, find('nginx', row.scheme, row.connections))} | ${ratio(row, find('backend directly', 'http', row.connections))} |`),
+    '', `| dataplane | Ingresses | Ingress created in the API server → first request its route answers: median of ${CHANGES_PER_SIZE} (ms) | all samples (ms) | median vs the 100 ms goal | agent RSS (MiB, with its workers) | HAProxy RSS (MiB, master and worker) |`, '|---|---|---|---|---|---|---|',
+    ...result.changes.map((row) => `| ${row.dataplane} | ${row.ingresses} | ${row.changeToTrafficMs.toFixed(1)} | ${row.samplesMs.map((sample) => sample.toFixed(0)).join(', ')} | ${(row.changeToTrafficMs / 100).toFixed(2)} | ${row.agentRssMiB.toFixed(0)} | ${row.haproxyRssMiB?.toFixed(0) ?? '—'} |`),
+    '', `| proxy: what changes (endpoints unless said; every ${CHURN_INTERVAL_MS} ms, rotations every ${ROTATION_INTERVAL_MS} ms; wrk -c16) | changes | requests | failed | failed per 10,000 |`, '|---|---|---|---|---|',
     ...result.churn.map((row) => `| ${row.proxy} | ${row.changes} | ${row.requests} | ${row.failed} | ${((row.failed / Math.max(1, row.requests)) * 10_000).toFixed(2)} |`),
     '',
   ];

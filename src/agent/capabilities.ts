@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Capability, CapabilityContext, ServiceSteering, StateDataplane, WatchNeeds } from '../capability.js';
 import { dns } from '../dns/index.js';
+import { gateway } from '../gateway/index.js';
 import { ingress } from '../ingress/index.js';
 import { socketLb } from '../socket-lb/index.js';
 
@@ -11,6 +12,7 @@ const LISTED = [
   dns,
   socketLb,
   ingress,
+  gateway,
 ] as const satisfies readonly Capability<any>[];
 
 /** The list, as the agent and the CLI loop over it: each one's settings are its own business. */

@@ -10,6 +10,7 @@ import { capabilityCleanups, capabilitySteering, enabledWatches, removeLeftovers
 import { startHealthServer } from '../agent/healthz.js';
 import { startMetricsServer } from '../agent/metrics.js';
 import { type PlannedState, services } from '../services/index.js';
+import { gateway } from '../gateway/index.js';
 import { ingress } from '../ingress/index.js';
 import { socketLb } from '../socket-lb/index.js';
 import { configz } from './configz.js';
@@ -70,7 +71,11 @@ async function plannedState(options: AgentOptions, log: Logger): Promise<Planned
   if (!options.manifests && !options.kubeconfig) return undefined;
   const agent = await plannedAgent(options, log, true);
   const planned: PlannedState = { views: allServicePortViews(agent.state), config: agent.proxyConfig() };
-  return ingress.enabled(options.ingress) ? { ...planned, ingress: ingress.view.planned(agent.state, options.ingress) } : planned;
+  return {
+    ...planned,
+    ...(ingress.enabled(options.ingress) ? { ingress: ingress.view.planned(agent.state, options.ingress) } : {}),
+    ...(gateway.enabled(options.gateway) ? { gateway: gateway.view.planned(agent.state, options.gateway) } : {}),
+  };
 }
 
 /** services and explain: what the kernel holds, read back; they change nothing. */
@@ -80,6 +85,13 @@ async function inspect(options: AgentOptions, log: Logger): Promise<number> {
   if (options.command === 'services') {
     const report = await services.view.servicesReport(target, options.inspect.service, await plannedState(options, log));
     print(report, services.view.servicesText(report));
+    return 0;
+  }
+  if (options.inspect.url !== undefined) {
+    if (!options.manifests && !options.kubeconfig) throw new OptionsError('explain --url plans from --manifests or --kubeconfig');
+    const agent = await plannedAgent(options, log, true);
+    const explanation = gateway.view.explainUrl(agent.state, options.gateway, options.inspect.url);
+    print(explanation, gateway.view.explanationText(explanation));
     return 0;
   }
   const { from, to, protocol, via } = options.inspect;

@@ -36,7 +36,7 @@ export interface AgentOptions extends CapabilitySettingsByKey {
   /** kubenft's own: which iptables flavour iptables mode programs. */
   iptablesBackend: IptablesBackend;
   /** kubenft's own, for services and explain: the service (NAMESPACE/NAME) and the connection to look at. */
-  inspect: { service?: string; from?: string; to?: string; protocol: 'tcp' | 'udp'; via: 'prerouting' | 'output' };
+  inspect: { service?: string; from?: string; to?: string; protocol: 'tcp' | 'udp'; via: 'prerouting' | 'output'; url?: string };
   /** kubenft's own: how many nftables tables the services' NAT objects are spread over. */
   serviceTables: number;
   cleanup: boolean;
@@ -256,6 +256,8 @@ const GENERAL_SETTINGS: Setting[] = [
     apply: (o, v: string) => { o.inspect.from = v || undefined; } },
   { flag: 'to', own: true, kind: 'string', arg: 'ADDR:PORT', help: 'with explain: the new connection\'s destination ([IPv6]:PORT)',
     apply: (o, v: string) => { o.inspect.to = v || undefined; } },
+  { flag: 'url', own: true, kind: 'string', arg: 'URL', help: 'with explain and --gateway: the Gateway, listener, HTTPRoute and rule a GET of this URL reaches, instead of a connection',
+    apply: (o, v: string) => { o.inspect.url = v || undefined; } },
   { flag: 'proto', own: true, kind: 'string', arg: 'tcp|udp', help: 'with explain: the connection\'s protocol', defaultText: 'tcp',
     apply: (o, v: string, where) => {
       if (v !== 'tcp' && v !== 'udp') fail(where, v, 'must be tcp or udp');
@@ -604,12 +606,18 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
     throw new OptionsError(`min sync period ${formatDuration(options.minSyncPeriodMs)} is longer than sync period ${formatDuration(options.syncPeriodMs)} (--iptables-min-sync-period, --iptables-sync-period)`);
   }
   if (options.json && options.command === 'run') throw new OptionsError('--json applies to render, services and explain only');
-  if (options.command === 'explain' && (!options.inspect.from || !options.inspect.to)) throw new OptionsError('explain needs --from ADDR[:PORT] and --to ADDR:PORT');
+  if (options.inspect.url !== undefined && (options.command !== 'explain' || !options.gateway.enabled)) throw new OptionsError('--url is for explain with --gateway');
+  if (options.command === 'explain' && options.inspect.url === undefined && (!options.inspect.from || !options.inspect.to)) throw new OptionsError('explain needs --from ADDR[:PORT] and --to ADDR:PORT (or --gateway --url URL)');
   if (options.once && options.command === 'render') throw new OptionsError('--once does not apply to render, which never stays running');
   if (options.initOnly && (options.once || options.cleanup || options.command !== 'run')) {
     throw new OptionsError('--init-only does the node setup and exits: it does not combine with --once, --cleanup, render, services or explain');
   }
   for (const capability of CAPABILITIES) capability.settings.check?.(settingsOf(capability, options), { proxyMode: options.proxyMode });
+  if (options.ingress.enabled && options.gateway.enabled) {
+    const taken = [options.ingress.httpAddress, options.ingress.httpsAddress].filter((address) => address !== undefined);
+    const clash = [options.gateway.httpAddress, options.gateway.httpsAddress].find((address) => address !== undefined && taken.includes(address));
+    if (clash) throw new OptionsError(`--ingress and --gateway both listen on ${clash}: give --gateway-http-address and --gateway-https-address addresses of their own`);
+  }
   return options;
 }
 

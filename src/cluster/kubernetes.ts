@@ -1,15 +1,11 @@
-import {
-  ADD,
-  DELETE,
-  ERROR,
-  KubeConfig,
-  ListWatch,
-  UPDATE,
-  Watch,
-  type Cluster,
-  type KubernetesListObject,
-  type KubernetesObject,
-} from '@kubernetes/client-node';
+// client-node's modules one by one, not its index: the index loads every generated API, attach,
+// exec, cp and port-forward (ws, tar), which the agent never uses, on its start path.
+import { ListWatch } from '@kubernetes/client-node/dist/cache.js';
+import { KubeConfig } from '@kubernetes/client-node/dist/config.js';
+import type { Cluster } from '@kubernetes/client-node/dist/config_types.js';
+import { ADD, DELETE, ERROR, UPDATE } from '@kubernetes/client-node/dist/informer.js';
+import type { KubernetesListObject, KubernetesObject } from '@kubernetes/client-node/dist/types.js';
+import { Watch } from '@kubernetes/client-node/dist/watch.js';
 import type { KubeObject, WatchNeeds } from './cluster-state.js';
 import { ObjectError } from './model.js';
 import { HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL } from './normalize.js';

@@ -361,11 +361,17 @@ export function normalizeEndpointSlice(raw: unknown): EndpointSliceInfo | undefi
     otherProxy: labels[SERVICE_PROXY_NAME_LABEL] !== undefined, headless: labels[HEADLESS_LABEL] !== undefined };
 }
 
-/** A Namespace's name: cluster DNS answers for the namespaces that exist. */
-export function normalizeNamespace(raw: unknown): string {
+/** A Namespace's name and labels: cluster DNS answers for the namespaces that exist; Gateway listeners select them by label. */
+export function normalizeNamespace(raw: unknown): NamespaceInfo {
   const name = isObject(raw) && isObject(raw.metadata) ? raw.metadata.name : undefined;
   if (typeof name !== 'string' || !DNS1123_LABEL.test(name)) throw new ObjectError('Namespace', undefined, typeof name === 'string' ? name : undefined, 'metadata.name is not a DNS-1123 label');
-  return name;
+  const labels = isObject((raw as Raw).metadata) && isObject(((raw as Raw).metadata as Raw).labels) ? ((raw as Raw).metadata as Raw).labels as Record<string, unknown> : {};
+  return { name, labels: Object.fromEntries(Object.entries(labels).filter((entry): entry is [string, string] => typeof entry[1] === 'string')) };
+}
+
+export interface NamespaceInfo {
+  name: string;
+  labels: Record<string, string>;
 }
 
 export function normalizeNode(raw: unknown): NodeInfo {

@@ -8,7 +8,7 @@ import { type HttpEndpoint, serveHttp } from '../kernel/http-server.js';
 import { CountedHistogram } from '../kernel/counted-histogram.js';
 import { type DnsPlanConfig, planService, planZone } from './records.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
-import { normalizeNamespace } from '../cluster/normalize.js';
+import { type NamespaceInfo, normalizeNamespace } from '../cluster/normalize.js';
 import type { Upstream } from './forwarder.js';
 import { native } from '../kernel/native.js';
 import { defaultUpstreams, serveHostClients, setUpDnsNetwork, withdrawHostClients } from './network.js';
@@ -177,7 +177,7 @@ export class DnsDataplane implements StateDataplane {
       }
     }
     if (whole || changes.kinds.has('Namespace') || keys.has(KUBE_DNS)) {
-      const namespaces = [...state.objectsOf<string>('Namespace').values()];
+      const namespaces = [...state.objectsOf<NamespaceInfo>('Namespace').values()].map((namespace) => namespace.name);
       update.set.push([ZONE_OWNER, planZone(namespaces, services.get(KUBE_DNS), this.plan, update.serial)]);
       update.namespaces = namespaces;
     }

@@ -1,46 +1,39 @@
-import cluster, { type Worker } from 'node:cluster';
-import { availableParallelism } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { StateChanges, StateDataplane, WatchNeeds } from '../capability.js';
+import { OptionsError, type StateChanges, type StateDataplane, type WatchNeeds } from '../capability.js';
 import { IngressPlanner, type IngressPlanInput, type IngressProblem, type MissingSecret, type RouteTable, missingSecretText } from './routes.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import {
   type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret,
 } from './objects.js';
 import { endpointPortViews } from '../cluster/service-ports.js';
-import { splitHostPort } from '../kernel/addresses.js';
 import { nodeContextOf } from '../cluster/topology.js';
-import { CountedHistogram } from '../kernel/counted-histogram.js';
-import { generateDefaultCertificate } from './default-certificate.js';
-import { INGRESS_DURATION_BUCKETS, type DefaultCertificate, type FromWorker, type ProxySettings, type ToWorker } from './proxy-protocol.js';
+import type { DefaultCertificate } from './proxy-protocol.js';
+import { type IngressProxy, type RequestMetrics, registerRequestMetrics } from './proxy.js';
+import { WorkerProxy, type WorkerProxyOptions, listenerOf } from './worker-proxy.js';
+import { type HaproxyMetrics, HaproxyProxy, netnsHaproxyDir } from './haproxy/proxy.js';
+import type { HaproxySettings } from './haproxy/config.js';
+import { findHaproxy } from '../kernel/haproxy-process.js';
+import { availableParallelism } from 'node:os';
 import type { IngressStatusWriter } from './status.js';
 
 // The ingress controller as a dataplane beside the rules: every good sync replans the hosts it
-// touches (routes.ts) and sends the proxy's worker processes those changes, which they
-// apply in one step (a starting worker gets the whole table). No process restarts and no listener
-// closes on any change, so open connections never notice one.
+// touches (routes.ts) and hands those changes to the proxy that serves them (proxy.ts: the
+// built-in's workers, or HAProxy with --ingress-dataplane=haproxy).
 
-export interface IngressOptions {
+export interface IngressOptions extends Omit<WorkerProxyOptions, 'name'> {
   /** --ingress-class: the legacy annotation value served (and the IngressClass name by convention). */
   className: string;
-  /** host:port, or undefined when that listener is off. */
-  httpAddress?: string;
-  httpsAddress?: string;
   /** --ingress-default-certificate NAMESPACE/NAME. */
   defaultCertificate?: string;
-  maxBodyBytes: number;
-  maxHeaderBytes: number;
-  clientTimeoutMs: number;
-  backendTimeoutMs: number;
-  connectTimeoutMs: number;
-  /** Worker processes; 0: one per core. */
-  workers: number;
   /** --ingress-status-address: what status.loadBalancer shows (default: the ingress Service's addresses, else the status writer's node addresses). */
   statusAddresses: string[];
   /** --ingress-service NAMESPACE/NAME: the Service whose load-balancer and external IPs reach the proxy. */
   service?: string;
+  /** --ingress-dataplane: what serves the routes. */
+  dataplane: 'builtin' | 'haproxy';
+  /** --ingress-haproxy-dir: HAProxy's files, in a subdirectory per network namespace. */
+  haproxyDir: string;
 }
 
 /** Agent mode: where the elected status writer reaches the API server. */
@@ -63,14 +56,8 @@ export const INGRESS_WATCH: WatchNeeds = {
 };
 /** A change to any of these kinds can change the routes. */
 const INGRESS_KINDS = INGRESS_WATCH.kinds!.map(({ kind }) => kind);
-const WORKER_SCRIPT = fileURLToPath(new URL('./proxy-worker.js', import.meta.url));
-/** A worker loads, takes its settings and listens in well under a second; this is for one that never does. */
-const WORKER_START_TIMEOUT_MS = 30_000;
 
 const pemOf = (secret: TlsSecretInfo | undefined): DefaultCertificate => (secret ? { cert: secret.cert, key: secret.key } : null);
-
-/** A listener's address, validated when the options were read. */
-const listenerOf = (text: string | undefined) => (text ? splitHostPort(text) : undefined);
 
 /**
  * What the served Ingresses' status.loadBalancer shows, chosen as ingress-nginx does: the
@@ -98,45 +85,46 @@ export function ingressPlanInput(state: ClusterState, ingressClass: string): Ing
 
 export class IngressDataplane implements StateDataplane {
   readonly name = 'ingress';
-  private readonly workers = new Set<Worker>();
-  private settings: ProxySettings | undefined;
   private readonly planner = new IngressPlanner();
   private table: RouteTable | undefined;
-  /** Counts the plans sent to the workers: a worker applies changes only on top of the generation before. */
-  private generation = 0;
-  /** --ingress-default-certificate's Secret as last sent. */
-  private defaultCertificate: TlsSecretInfo | undefined;
+  private proxy: IngressProxy | undefined;
   private reported = new Set<string>();
   private reportedMissing = new Map<string, string>();
-  private stopping = false;
-  private readonly connectionsByWorker = new Map<number, number>();
-  private metrics!: {
-    requests: Counter<'ingress' | 'host' | 'path' | 'status'>;
-    durations: CountedHistogram;
-    upstreamErrors: Counter<'backend'>;
-    connections: Gauge;
+  private metrics!: RequestMetrics & {
     problems: Gauge;
     missingSecrets: Gauge;
     served: Gauge;
   };
 
   private status: IngressStatusWriter | undefined;
+  private haproxyMetrics: HaproxyMetrics | undefined;
 
-  constructor(private readonly options: IngressOptions, private readonly log: Logger, private readonly statusSource?: IngressStatusSource) {}
+  /** The haproxy binary, with --ingress-dataplane=haproxy. */
+  private readonly haproxy: string | undefined;
+
+  constructor(private readonly options: IngressOptions, private readonly log: Logger, private readonly statusSource?: IngressStatusSource) {
+    if (options.dataplane === 'haproxy') {
+      this.haproxy = findHaproxy();
+      if (!this.haproxy) throw new OptionsError('--ingress-dataplane=haproxy: no haproxy on PATH: install it (Debian: apt-get install haproxy) or use --ingress-dataplane=builtin');
+    }
+  }
 
   readonly watch = INGRESS_WATCH;
 
   attach(_state: ClusterState, registry: Registry): void {
     const registers = [registry];
     this.metrics = {
-      requests: new Counter({ name: 'kubenft_ingress_requests_total', help: 'Requests answered by the ingress proxy, by Ingress, rule host, rule path and status', labelNames: ['ingress', 'host', 'path', 'status'], registers }),
-      durations: new CountedHistogram('kubenft_ingress_request_duration_seconds', 'Time from a request to its response header, by Ingress', ['ingress'], INGRESS_DURATION_BUCKETS, registry),
-      upstreamErrors: new Counter({ name: 'kubenft_ingress_upstream_errors_total', help: 'Failed attempts to reach an endpoint (connection refused or reset, timeouts), by backend', labelNames: ['backend'], registers }),
-      connections: new Gauge({ name: 'kubenft_ingress_active_connections', help: 'Client connections open on the ingress proxy', registers }),
+      ...registerRequestMetrics(registry, 'ingress', 'ingress', 'Ingress'),
       problems: new Gauge({ name: 'kubenft_ingress_problems', help: 'Ingresses (or parts of them) skipped: invalid, unknown backend, conflict', registers }),
       missingSecrets: new Gauge({ name: 'kubenft_ingress_missing_secrets', help: 'TLS Secrets named by served Ingresses that are missing or not kubernetes.io/tls, per Ingress: their hosts are served with the default certificate', registers }),
       served: new Gauge({ name: 'kubenft_ingress_served', help: 'Ingresses served by this controller', registers }),
     };
+    if (this.haproxy) {
+      this.haproxyMetrics = {
+        reloads: new Counter({ name: 'kubenft_ingress_haproxy_reloads_total', help: 'HAProxy reloads (seamless: the listeners pass over), by reason: what the runtime API could not change', labelNames: ['reason'], registers }),
+        restarts: new Counter({ name: 'kubenft_ingress_haproxy_restarts_total', help: 'Times HAProxy was found gone and started again with the last plan', registers }),
+      };
+    }
   }
 
   async update(state: ClusterState, changes: StateChanges): Promise<void> {
@@ -147,19 +135,20 @@ export class IngressDataplane implements StateDataplane {
     this.reportMissing(missingSecrets, state);
     this.metrics.served.set(table.served.length);
     this.table = table;
-    this.generation++;
-    const message: ToWorker = routeChanges
-      ? { type: 'route-changes', generation: this.generation, changes: routeChanges, ...(defaultCertificate !== this.defaultCertificate ? { defaultCertificate: pemOf(defaultCertificate) } : {}) }
-      : this.wholeRoutes(defaultCertificate);
-    this.defaultCertificate = defaultCertificate;
-    if (this.workers.size === 0) await this.startWorkers();
-    for (const worker of this.workers) worker.send(message);
+    this.proxy ??= this.startProxy();
+    await this.proxy.apply({ table, changes: routeChanges, defaultCertificate: pemOf(defaultCertificate) });
     if (this.statusSource) await this.publishStatus(state, table);
   }
 
-  /** The whole table, for a starting worker, one that missed a generation, or after a whole replan. */
-  private wholeRoutes(defaultCertificate = this.defaultCertificate): ToWorker {
-    return { type: 'routes', generation: this.generation, table: this.table!, defaultCertificate: pemOf(defaultCertificate) };
+  private startProxy(): IngressProxy {
+    if (!this.haproxy) return new WorkerProxy({ name: 'ingress', ...this.options }, this.log, this.metrics);
+    const settings: HaproxySettings = {
+      httpAddress: listenerOf(this.options.httpAddress), httpsAddress: listenerOf(this.options.httpsAddress),
+      maxBodyBytes: this.options.maxBodyBytes, maxHeaderBytes: this.options.maxHeaderBytes,
+      clientTimeoutMs: this.options.clientTimeoutMs, backendTimeoutMs: this.options.backendTimeoutMs, connectTimeoutMs: this.options.connectTimeoutMs,
+      threads: this.options.workers || availableParallelism(),
+    };
+    return new HaproxyProxy(this.haproxy, netnsHaproxyDir(this.options.haproxyDir), settings, this.log, this.haproxyMetrics!, this.metrics);
   }
 
   /**
@@ -217,75 +206,8 @@ export class IngressDataplane implements StateDataplane {
     this.metrics.missingSecrets.set(now.size);
   }
 
-  private async startWorkers(): Promise<void> {
-    const defaultCertificate = generateDefaultCertificate();
-    this.settings = {
-      httpAddress: listenerOf(this.options.httpAddress), httpsAddress: listenerOf(this.options.httpsAddress), defaultCertificate,
-      maxBodyBytes: this.options.maxBodyBytes, maxHeaderBytes: this.options.maxHeaderBytes,
-      clientTimeoutMs: this.options.clientTimeoutMs, backendTimeoutMs: this.options.backendTimeoutMs, connectTimeoutMs: this.options.connectTimeoutMs,
-    };
-    // The agent opens each listening socket once and every worker accepts on it (SCHED_NONE): the
-    // agent's event loop never touches a connection.
-    cluster.schedulingPolicy = cluster.SCHED_NONE;
-    cluster.setupPrimary({ exec: WORKER_SCRIPT, args: [], serialization: 'advanced' });
-    const count = this.options.workers || availableParallelism();
-    await Promise.all(Array.from({ length: count }, () => this.fork()));
-    this.log.info({ workers: count, http: this.options.httpAddress, https: this.options.httpsAddress }, 'ingress proxy listening');
-  }
-
-  private fork(): Promise<void> {
-    const worker = cluster.fork();
-    this.workers.add(worker);
-    let listened = false;
-    const listening = new Promise<void>((resolve, reject) => {
-      // One that never says it listens (stuck loading, or in a bind) is killed: the update fails instead of waiting for ever.
-      const startTimer = setTimeout(() => {
-        reject(new Error(`ingress worker ${worker.process.pid} did not listen within ${WORKER_START_TIMEOUT_MS / 1000}s`));
-        worker.process.kill('SIGKILL');
-      }, WORKER_START_TIMEOUT_MS);
-      worker.once('exit', () => clearTimeout(startTimer));
-      worker.on('message', (message: FromWorker) => {
-        // A worker asks once it is loaded: messages sent before it listens for them would be lost.
-        if (message.type === 'ready') {
-          worker.send({ type: 'settings', settings: this.settings! } satisfies ToWorker);
-          if (this.table) worker.send(this.wholeRoutes());
-        } else if (message.type === 'resend-routes') {
-          worker.send(this.wholeRoutes());
-        } else if (message.type === 'listening') {
-          listened = true;
-          clearTimeout(startTimer);
-          resolve();
-        }
-        else this.recordStats(worker.id, message);
-      });
-      worker.once('exit', (code, signal) => {
-        reject(new Error(`ingress worker exited (${signal ?? code}) before listening`));
-        this.workers.delete(worker);
-        this.connectionsByWorker.delete(worker.id);
-        // One that never listened (an address in use, say) fails the update instead: no restart loop.
-        if (this.stopping || !listened) return;
-        this.log.error(`ingress worker ${worker.process.pid} exited (${signal ?? code}); starting another`);
-        void this.fork().catch((error: Error) => this.log.error(error.message));
-      });
-    });
-    return listening;
-  }
-
-  private recordStats(workerId: number, stats: FromWorker & { type: 'stats' }): void {
-    for (const { ingress, host, path, status, count } of stats.requests) this.metrics.requests.inc({ ingress, host, path, status: String(status) }, count);
-    for (const { ingress, buckets, sum } of stats.durations) this.metrics.durations.add({ ingress }, buckets, sum);
-    for (const [backend, count] of Object.entries(stats.upstreamErrors)) this.metrics.upstreamErrors.inc({ backend }, count);
-    this.connectionsByWorker.set(workerId, stats.activeConnections);
-    this.metrics.connections.set([...this.connectionsByWorker.values()].reduce((sum, count) => sum + count, 0));
-  }
-
   async stop(): Promise<void> {
-    this.stopping = true;
     await this.status?.stop();
-    await Promise.all([...this.workers].map((worker) => new Promise<void>((resolve) => {
-      worker.once('exit', () => resolve());
-      worker.disconnect();
-      setTimeout(() => worker.process.kill('SIGKILL'), 5_000).unref();
-    })));
+    await this.proxy?.stop();
   }
 }

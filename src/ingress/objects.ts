@@ -76,17 +76,17 @@ const INVALID_PATH_SUFFIXES = ['/..', '/.'];
 /** Request-line characters a path may hold (RFC 3986 pchar and '/'), so that a rule cannot inject anything into a log or a header. */
 const PATH_CHARACTERS = /^\/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$/;
 
-interface Context {
+export interface Context {
   kind: string;
   namespace?: string;
   name: string;
 }
 
-function fail(context: Context, reason: string): never {
+export function fail(context: Context, reason: string): never {
   throw new ObjectError(context.kind, context.namespace, context.name, reason);
 }
 
-function metadataOf(kind: string, raw: KubeObject, namespaced: boolean): { context: Context; metadata: Raw } {
+export function metadataOf(kind: string, raw: KubeObject, namespaced: boolean): { context: Context; metadata: Raw } {
   const metadata = isObject(raw.metadata) ? raw.metadata : {};
   const name = typeof metadata.name === 'string' ? metadata.name : '';
   const namespace = namespaced ? (typeof metadata.namespace === 'string' && metadata.namespace ? metadata.namespace : 'default') : undefined;
@@ -97,7 +97,7 @@ function metadataOf(kind: string, raw: KubeObject, namespaced: boolean): { conte
 }
 
 /** Listed objects carry Date timestamps, watched and file ones strings; a missing one sorts first. */
-function creationTime(metadata: Raw): number {
+export function creationTime(metadata: Raw): number {
   const value = metadata.creationTimestamp;
   const time = value instanceof Date ? value.getTime() : typeof value === 'string' ? Date.parse(value) : NaN;
   return Number.isFinite(time) ? time : 0;
@@ -105,13 +105,13 @@ function creationTime(metadata: Raw): number {
 
 const annotationsOf = (metadata: Raw): Record<string, unknown> => (isObject(metadata.annotations) ? metadata.annotations : {});
 
-function list(context: Context, value: unknown, path: string): unknown[] {
+export function list(context: Context, value: unknown, path: string): unknown[] {
   if (value === undefined || value === null) return [];
   if (!Array.isArray(value)) fail(context, `${path} must be a list`);
   return value;
 }
 
-function object(context: Context, value: unknown, path: string): Raw {
+export function object(context: Context, value: unknown, path: string): Raw {
   if (!isObject(value)) fail(context, `${path} must be an object`);
   return value;
 }
@@ -167,13 +167,19 @@ function ingressPath(context: Context, value: unknown, path: string): IngressPat
     fail(context, `${path}.pathType ${JSON.stringify(pathType)} is not Exact, Prefix or ImplementationSpecific`);
   }
   const text = raw.path ?? '/';
-  if (typeof text !== 'string' || !PATH_CHARACTERS.test(text)) fail(context, `${path}.path ${JSON.stringify(text)} must be an absolute path ("/…") of URL path characters`);
+  const problem = rulePathProblem(text);
+  if (problem) fail(context, `${path}.path ${JSON.stringify(text)} ${problem}`);
+  return { path: text as string, pathType, backend: backend(context, raw.backend, `${path}.backend`) };
+}
+
+/** Why a rule's path cannot be matched (Ingress paths, HTTPRoute path matches), or undefined. */
+export function rulePathProblem(text: unknown): string | undefined {
+  if (typeof text !== 'string' || !PATH_CHARACTERS.test(text)) return 'must be an absolute path ("/…") of URL path characters';
   // Requests are routed by their normalized path: a rule must be one, percent-escapes decoded too (`/%2e%2e/`).
   const canonical = canonicalOctets(text);
-  if (canonical === undefined) fail(context, `${path}.path ${JSON.stringify(text)} holds a malformed percent-escape or %00`);
+  if (canonical === undefined) return 'holds a malformed percent-escape or %00';
   const bad = INVALID_PATH_SEQUENCES.find((sequence) => canonical.includes(sequence)) ?? INVALID_PATH_SUFFIXES.find((suffix) => canonical.endsWith(suffix));
-  if (bad !== undefined) fail(context, `${path}.path ${JSON.stringify(text)} must not contain ${JSON.stringify(bad)}`);
-  return { path: text, pathType, backend: backend(context, raw.backend, `${path}.backend`) };
+  return bad === undefined ? undefined : `must not contain ${JSON.stringify(bad)}`;
 }
 
 const INGRESS_API_VERSIONS = ['networking.k8s.io/v1', 'networking.k8s.io/v1beta1', 'extensions/v1beta1'];

@@ -5,7 +5,8 @@ import { Readable } from 'node:stream';
 import { type SecureContext, createSecureContext } from 'node:tls';
 import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
 import { splitHostPort } from '../kernel/addresses.js';
-import { Router, type RouteMatch, routingHost } from './routes.js';
+import { type PathRoute, type RequestFacts, Router, type RouteMatch, routingHost } from './routes.js';
+import { editRequestHeaders, editResponseHeaders, editedPath, redirectLocation, withHost } from './route-actions.js';
 import { clientHelloNamesServer } from './client-hello.js';
 import { parseRequestTarget } from './request-path.js';
 import { INGRESS_DURATION_BUCKETS, type DefaultCertificate, durationBucket, type DurationCounts, type FromWorker, type ProxySettings, type RequestCount, type ToWorker } from './proxy-protocol.js';
@@ -114,6 +115,19 @@ function replyPlain(response: Response, status: number, text: string, extra: Rec
 }
 
 type RoutedMatch = RouteMatch & { kind: 'route' };
+
+/** A request's method, fields and query for routes with conditions (Gateway API), read only when a route asks. */
+function requestFacts(request: Request, query: string): RequestFacts {
+  return {
+    method: request.method ?? 'GET', query,
+    header(name) {
+      const raw = request.rawHeaders;
+      const values: string[] = [];
+      for (let index = 0; index < raw.length; index += 2) if (raw[index].length === name.length && raw[index].toLowerCase() === name) values.push(raw[index + 1]);
+      return values.length === 0 ? undefined : values.join(',');
+    },
+  };
+}
 
 const sameRoute = (a: RouteMatch, b: RouteMatch) => (a.kind === 'none' ? b.kind === 'none' : b.kind === 'route' && a.route === b.route);
 
@@ -301,14 +315,24 @@ class ProxyWorker {
    * backend gets: that path and the query as sent. Undefined (400) for a target nginx refuses too,
    * and for a path with an encoded slash that routes elsewhere when the slash is read as a separator.
    */
-  private routeOf(request: Request, fields: RequestFields): { match: RouteMatch; host: string; target: string } | undefined {
+  private routeOf(request: Request, fields: RequestFields): { match: RouteMatch; host: string; target: string; path: string; query: string } | undefined {
     const target = parseRequestTarget(request.url ?? '');
     if (target === undefined) return undefined;
     if (target.authority !== undefined) fields.host = target.authority;
     const host = routingHost(fields.host);
-    const match = this.router.match(host, target.path.path);
-    if (target.path.slashed !== undefined && !sameRoute(match, this.router.match(host, target.path.slashed))) return undefined;
-    return { match, host, target: target.path.path + target.query };
+    const facts = requestFacts(request, target.query);
+    const match = this.router.match(host, target.path.path, facts);
+    if (target.path.slashed !== undefined && !sameRoute(match, this.router.match(host, target.path.slashed, facts))) return undefined;
+    return { match, host, target: target.path.path + target.query, path: target.path.path, query: target.query };
+  }
+
+  /** RequestMirror: a copy of a request without a body to one endpoint of each mirror backend; its answer is dropped. */
+  private mirror(backends: string[], options: Dispatcher.DispatchOptions): void {
+    for (const backend of backends) {
+      const endpoint = this.pickEndpoint(backend, this.router.endpointsOf(backend), new Set());
+      if (endpoint === undefined) continue;
+      this.poolFor(endpoint).request({ ...options, body: null }).then(({ body }) => body.dump(), () => undefined);
+    }
   }
 
   /** The request body as it streams to the backend, failing past --ingress-max-body-size (a declared length fails at once). */
@@ -332,6 +356,16 @@ class ProxyWorker {
       this.stats.record(match, 308, started);
       return replyPlain(response, 308, 'Permanent Redirect', { location: `https://${host}${target}` });
     }
+    const actions = (match.route as PathRoute).actions;
+    if (actions?.redirect) {
+      this.stats.record(match, actions.redirect.statusCode, started);
+      const location = redirectLocation(actions.redirect, { secure, host, port: request.socket.localPort ?? 0, path: routed.path, query: routed.query }, (match.route as PathRoute).match);
+      return replyPlain(response, actions.redirect.statusCode, 'Redirect', { location });
+    }
+    if (match.backend === undefined) {
+      this.stats.record(match, 500, started);
+      return replyPlain(response, 500, 'Internal Server Error');
+    }
     if (match.endpoints.length === 0) {
       this.stats.record(match, 503, started);
       return replyPlain(response, 503, 'Service Unavailable');
@@ -342,10 +376,20 @@ class ProxyWorker {
     }
     const method = request.method ?? 'GET';
     const body = hasBody(request, fields);
-    new Exchange(this, request, response, match, started, {
-      path: target, method: method as Dispatcher.HttpMethod, headers: upstreamHeaders(request, fields, secure),
-      body: body ? Readable.from(this.limitedBody(request)) : null,
-    }, IDEMPOTENT.has(method) && !body).attempt();
+    let headers = upstreamHeaders(request, fields, secure);
+    let path = target;
+    if (actions) {
+      if (actions.requestHeaders) headers = editRequestHeaders(headers, actions.requestHeaders);
+      if (actions.rewrite?.hostname) headers = withHost(headers, actions.rewrite.hostname);
+      if (actions.rewrite?.path) path = editedPath(routed.path, actions.rewrite.path, (match.route as PathRoute).match) + routed.query;
+      if (actions.mirrors && !body) this.mirror(actions.mirrors, { path, method: method as Dispatcher.HttpMethod, headers });
+    }
+    const exchange = new Exchange(this, request, response, match, started, {
+      path, method: method as Dispatcher.HttpMethod, headers, body: body ? Readable.from(this.limitedBody(request)) : null,
+      ...(actions?.backendTimeoutMs ? { headersTimeout: actions.backendTimeoutMs } : {}),
+    }, IDEMPOTENT.has(method) && !body);
+    if (actions?.requestTimeoutMs) exchange.limit(actions.requestTimeoutMs);
+    exchange.attempt();
   }
 
   /**
@@ -361,7 +405,9 @@ class ProxyWorker {
     if (routed === undefined) return refuse(client, '400 Bad Request');
     const { match, target } = routed;
     if (match.kind === 'none') return refuse(client, '404 Not Found');
-    const endpoint = this.pickEndpoint(match.route.backend, match.endpoints, new Set());
+    if (match.backend === undefined) return refuse(client, '500 Internal Server Error');
+    const backend = match.backend;
+    const endpoint = this.pickEndpoint(backend, match.endpoints, new Set());
     if (endpoint === undefined) return refuse(client, '503 Service Unavailable');
     const started = performance.now();
     const upstream = tcpConnect(splitHostPort(endpoint));
@@ -369,7 +415,7 @@ class ProxyWorker {
     let lines = `${request.method} ${target} HTTP/1.1\r\n`;
     for (let index = 0; index < headers.length; index += 2) lines += `${headers[index]}: ${headers[index + 1]}\r\n`;
     upstream.setNoDelay(true);
-    const countError = () => this.stats.upstreamError(match.route.backend);
+    const countError = () => this.stats.upstreamError(backend);
     const connectTimer = setTimeout(() => {
       countError();
       this.stats.record(match, 504, started);
@@ -493,6 +539,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
   private responding = false;
   private finished = false;
+  private deadline: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly worker: ProxyWorker,
@@ -504,8 +551,20 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly retryable: boolean,
   ) {}
 
+  /** A request timeout (Gateway API): past it the exchange ends, with a 504 if no response has begun. */
+  limit(timeoutMs: number): void {
+    this.deadline = setTimeout(() => {
+      if (this.finished) return;
+      this.finished = true;
+      this.controller?.abort(new Error('request timeout'));
+      if (this.responding) return void this.response.destroy();
+      this.worker.stats.record(this.match, 504, this.started);
+      replyPlain(this.response, 504, 'Gateway Timeout');
+    }, timeoutMs);
+  }
+
   attempt(): void {
-    const endpoint = this.worker.pickEndpoint(this.match.route.backend, this.match.endpoints, this.tried)!;
+    const endpoint = this.worker.pickEndpoint(this.match.backend!, this.match.endpoints, this.tried)!;
     this.tried.add(endpoint);
     this.worker.poolFor(endpoint).dispatch(this.options, this);
   }
@@ -527,6 +586,12 @@ class Exchange implements Dispatcher.DispatchHandler {
     const connection = headers.connection;
     const named = connection === undefined ? undefined : tokens(Array.isArray(connection) ? connection.join(',') : connection);
     for (const name in headers) if (HOP_BY_HOP.has(name) || named?.has(name)) delete headers[name];
+    const edits = (this.match.route as PathRoute).actions?.responseHeaders;
+    if (edits) {
+      editResponseHeaders(headers, edits);
+      // Node adds a Date field of its own unless told not to.
+      if (edits.remove.includes('date')) this.response.sendDate = false;
+    }
     headers.server ??= SERVER_NAME;
     try {
       this.response.writeHead(statusCode, headers as Record<string, string | string[]>);
@@ -547,11 +612,15 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseEnd(): void {
     this.finished = true;
+    clearTimeout(this.deadline);
     this.response.end();
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    // The request timeout ended it and answered already.
+    if (this.finished && this.deadline) return;
     this.finished = true;
+    clearTimeout(this.deadline);
     if (this.responding) {
       this.response.destroy();
       return;
@@ -561,8 +630,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       return replyPlain(this.response, 413, 'Content Too Large', { connection: 'close' });
     }
     if (this.response.destroyed || this.request.destroyed) return;
-    const { backend } = this.match.route;
-    this.worker.stats.upstreamError(backend);
+    this.worker.stats.upstreamError(this.match.backend!);
     if (this.retryable && this.tried.size < MAX_ATTEMPTS && this.tried.size < this.match.endpoints.length) {
       this.finished = false;
       return this.attempt();

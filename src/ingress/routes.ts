@@ -12,9 +12,10 @@ import { canonicalOctets } from '../ingress/request-path.js';
 // and the proxy's workers get only those. The model is HTTPRoute's (hostnames, exact and prefix
 // matches, backends) so a Gateway API planner can emit it too.
 
-export type MatchType = 'Exact' | 'Prefix';
+export type MatchType = 'Exact' | 'Prefix' | 'RegularExpression';
 
 export interface PathRoute {
+  /** RegularExpression (Gateway API): `match` is the expression, matched against the whole normalized path. */
   type: MatchType;
   /** The rule's path as written (for metrics and logs). */
   path: string;
@@ -24,6 +25,52 @@ export interface PathRoute {
   ingress: string;
   /** A key of RouteTable.backends. */
   backend: string;
+  /** Gateway API: what the request must also hold (absent: the path decides alone). */
+  conditions?: RouteConditions;
+  /** Gateway API: what the route does beyond forwarding to `backend` (absent: only that). */
+  actions?: RouteActions;
+}
+
+// ---- Gateway API's parts of a route (HTTPRoute matches and filters), which both dataplanes carry --
+
+/** A header or query parameter match; header names are lower case. */
+export interface ValueMatch {
+  name: string;
+  value: string;
+  /** `value` is a regular expression matched anywhere in the value (else: the whole value, exactly). */
+  regex?: boolean;
+}
+
+export interface RouteConditions {
+  method?: string;
+  headers?: ValueMatch[];
+  query?: ValueMatch[];
+}
+
+export interface HeaderEdits {
+  /** Replace (or add) these fields. */
+  set: { name: string; value: string }[];
+  /** Add a value to these fields (comma-joined to what is there). */
+  add: { name: string; value: string }[];
+  /** Lower-case names of fields removed. */
+  remove: string[];
+}
+
+export type PathEdit = { type: 'ReplaceFullPath' | 'ReplacePrefixMatch'; value: string };
+
+export interface RouteActions {
+  /** Weighted backends (keys of RouteTable.backends); an entry without a backend is one that could not be resolved: its share is answered 500. */
+  backends?: { backend?: string; weight: number }[];
+  requestHeaders?: HeaderEdits;
+  responseHeaders?: HeaderEdits;
+  /** Answered with a redirect: what of the request's URL it replaces. */
+  redirect?: { scheme?: 'http' | 'https'; hostname?: string; port?: number; path?: PathEdit; statusCode: number };
+  rewrite?: { hostname?: string; path?: PathEdit };
+  /** Backends that get a copy of every request (their answers are dropped). */
+  mirrors?: string[];
+  /** The whole exchange (504 past it), and each attempt's wait for the backend's response header. */
+  requestTimeoutMs?: number;
+  backendTimeoutMs?: number;
 }
 
 export interface DefaultRoute {
@@ -56,6 +103,8 @@ export interface RouteTable {
   tlsWildcards: Record<string, string>;
   /** The served Ingresses, namespace/name, sorted (the status writer's list). */
   served: string[];
+  /** Gateway API: a `*.foo.com` host (and certificate) also matches deeper names (a.b.foo.com), the longest suffix first; Ingress's match one label. */
+  wildcardsMatchSubdomains?: boolean;
 }
 
 export interface IngressProblem {
@@ -130,7 +179,7 @@ function classSelection(classes: IngressClassInfo[], ingressClass: string, probl
 }
 
 /** A backend's ready endpoints, or why the backend is unknown. */
-function resolveBackend(input: IngressPlanInput, namespace: string, backend: IngressBackend): { key: string; endpoints: string[] } | string {
+export function resolveBackend(input: Pick<IngressPlanInput, 'servicePorts' | 'node'>, namespace: string, backend: IngressBackend): { key: string; endpoints: string[] } | string {
   const views = input.servicePorts(`${namespace}/${backend.service}`);
   if (views.length === 0) return `service ${backend.service} not found (or another proxy's, which the ingress does not route to)`;
   const matching = views.filter((view) => view.port.protocol === 'TCP' && (typeof backend.port === 'number' ? view.port.port === backend.port : view.port.name === backend.port));
@@ -196,7 +245,8 @@ function missingSecretsOf(input: IngressPlanInput, key: string, ingress: Ingress
  * request for `/caf%C3%A9` (validation saw to it that it has one). Prefix matching compares whole
  * path elements, so the rule's trailing '/' carries no meaning.
  */
-function matchOf(type: MatchType, path: string): string {
+export function matchOf(type: MatchType, path: string): string {
+  if (type === 'RegularExpression') return path;
   const canonical = canonicalOctets(path)!;
   return type === 'Exact' ? canonical : canonical.replace(/\/+$/, '');
 }
@@ -539,13 +589,69 @@ export function planIngress(input: IngressPlanInput): IngressPlan {
 // ---- lookups, used by the proxy's workers on every request -----------------------------------
 
 export type RouteMatch =
-  | { kind: 'route'; route: PathRoute | DefaultRoute; ruleHost: string; endpoints: string[]; redirectToHttps: boolean; path: string }
+  | {
+    kind: 'route'; route: PathRoute | DefaultRoute; ruleHost: string; endpoints: string[]; redirectToHttps: boolean; path: string;
+    /** The backend the request goes to (one of a weighted route's); undefined: one that could not be resolved (500). */
+    backend: string | undefined;
+  }
   | { kind: 'none' };
 
+/** What a request holds beyond host and path, for routes with conditions (header names asked in lower case). */
+export interface RequestFacts {
+  method: string;
+  header(name: string): string | undefined;
+  /** The query as sent, with its '?', or ''. */
+  query: string;
+}
+
+/** Regular expressions of routes (Gateway API), compiled once per router: a table's routes arrive as plain data. */
+class Expressions {
+  private readonly compiled = new Map<string, RegExp>();
+
+  of(source: string, anchored: boolean): RegExp {
+    const key = `${anchored ? '^' : ''}${source}`;
+    let found = this.compiled.get(key);
+    if (!found) this.compiled.set(key, (found = new RegExp(anchored ? `^(?:${source})$` : source)));
+    return found;
+  }
+}
+
 /** Prefix matches whole elements: "/foo" matches "/foo", "/foo/" and "/foo/bar", never "/foobar". */
-export function pathMatches(route: PathRoute, path: string): boolean {
+export function pathMatches(route: PathRoute, path: string, expressions = new Expressions()): boolean {
   if (route.type === 'Exact') return path === route.match;
+  if (route.type === 'RegularExpression') return expressions.of(route.match, true).test(path);
   return path.startsWith(route.match) && (path.length === route.match.length || path.charCodeAt(route.match.length) === 0x2f);
+}
+
+const valueHolds = (match: ValueMatch, value: string | undefined, expressions: Expressions) => value !== undefined && (match.regex ? expressions.of(match.value, false).test(value) : value === match.value);
+
+/** The first value of each query parameter, as the spec matches them (exact names). */
+function queryValues(query: string): Map<string, string> {
+  const values = new Map<string, string>();
+  for (const [name, value] of new URLSearchParams(query)) if (!values.has(name)) values.set(name, value);
+  return values;
+}
+
+/** Whether a request holds a route's method, header and query conditions. */
+export function conditionsHold(conditions: RouteConditions, request: RequestFacts, expressions = new Expressions()): boolean {
+  if (conditions.method !== undefined && conditions.method !== request.method) return false;
+  if (conditions.headers && !conditions.headers.every((match) => valueHolds(match, request.header(match.name), expressions))) return false;
+  if (!conditions.query) return true;
+  const values = queryValues(request.query);
+  return conditions.query.every((match) => valueHolds(match, values.get(match.name), expressions));
+}
+
+/** A weighted route's backend for one request, in proportion to the weights (all zero: none, a 500). */
+function weightedBackend(backends: { backend?: string; weight: number }[]): string | undefined {
+  let total = 0;
+  for (const { weight } of backends) total += weight;
+  if (total === 0) return undefined;
+  let point = Math.random() * total;
+  for (const { backend, weight } of backends) {
+    point -= weight;
+    if (point < 0) return backend;
+  }
+  return backends[backends.length - 1].backend;
 }
 
 /** The Host header as routing compares it: lower case, without a port. */
@@ -589,9 +695,25 @@ export class Router {
   private readonly tlsWildcards = new Map<string, string>();
   /** Endpoint → how many backends list it. */
   private readonly endpointUses = new Map<string, number>();
+  private readonly wildcardsMatchSubdomains: boolean;
+  private readonly expressions = new Expressions();
 
   constructor(table?: RouteTable) {
+    this.wildcardsMatchSubdomains = table?.wildcardsMatchSubdomains === true;
     if (table) this.apply(changesOf(table));
+  }
+
+  /** The value of a wildcard map for a name: its one-label suffix, or (Gateway API) the longest suffix that has one. */
+  private wildcardOf<V>(map: Map<string, V>, name: string): { suffix: string; value: V } | undefined {
+    let dot = name.indexOf('.');
+    while (dot > 0) {
+      const suffix = name.slice(dot + 1);
+      const value = map.get(suffix);
+      if (value !== undefined) return { suffix, value };
+      if (!this.wildcardsMatchSubdomains) return undefined;
+      dot = name.indexOf('.', dot + 1);
+    }
+    return undefined;
   }
 
   /** Applies one plan's changes; returns the endpoints that no backend lists any more. */
@@ -617,6 +739,11 @@ export class Router {
     return released;
   }
 
+  /** A backend's ready endpoints (none for an unknown key). */
+  endpointsOf(backend: string): string[] {
+    return this.backends.get(backend) ?? [];
+  }
+
   /** Whether some backend lists this endpoint. */
   lists(endpoint: string): boolean {
     return this.endpointUses.has(endpoint);
@@ -626,19 +753,20 @@ export class Router {
   hostRoutes(host: string): { ruleHost: string; routes: HostRoute | undefined } {
     const exact = this.hosts.get(host);
     if (exact) return { ruleHost: host, routes: exact };
-    const dot = host.indexOf('.');
-    const wildcard = dot > 0 ? this.wildcards.get(host.slice(dot + 1)) : undefined;
-    if (wildcard) return { ruleHost: `*.${host.slice(dot + 1)}`, routes: wildcard };
+    const wildcard = this.wildcardOf(this.wildcards, host);
+    if (wildcard) return { ruleHost: `*.${wildcard.suffix}`, routes: wildcard.value };
     return { ruleHost: '', routes: this.anyHost };
   }
 
-  /** Host, then path (normalized, never the query), then the default backend. */
-  match(host: string, path: string): RouteMatch {
+  /** Host, then path (normalized, never the query) and the route's conditions, then the default backend. */
+  match(host: string, path: string, request?: RequestFacts): RouteMatch {
     const { ruleHost, routes } = this.hostRoutes(host);
-    const found = routes?.paths.find((route) => pathMatches(route, path)) ?? this.defaultBackend;
+    const found = routes?.paths.find((route) => pathMatches(route, path, this.expressions) && (route.conditions === undefined || (request !== undefined && conditionsHold(route.conditions, request, this.expressions)))) ?? this.defaultBackend;
     if (!found) return { kind: 'none' };
+    const weighted = (found as PathRoute).actions?.backends;
+    const backend = weighted ? weightedBackend(weighted) : found.backend;
     return {
-      kind: 'route', route: found, ruleHost, endpoints: this.backends.get(found.backend) ?? [],
+      kind: 'route', route: found, ruleHost, endpoints: backend === undefined ? [] : this.backends.get(backend) ?? [], backend,
       redirectToHttps: routes?.redirectToHttps ?? false, path: 'path' in found ? (found as PathRoute).path : '',
     };
   }
@@ -648,7 +776,6 @@ export class Router {
     const name = serverName.toLowerCase();
     const exact = this.tlsHosts.get(name);
     if (exact !== undefined) return exact;
-    const dot = name.indexOf('.');
-    return dot > 0 ? this.tlsWildcards.get(name.slice(dot + 1)) : undefined;
+    return this.wildcardOf(this.tlsWildcards, name)?.value;
   }
 }

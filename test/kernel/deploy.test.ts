@@ -17,6 +17,7 @@ import { FakeApiServer, type LoggedRequest } from '../lib/fake-apiserver.js';
 import { CLI } from '../lib/kubenft.js';
 import { OUR_CLASS, certificate, ingress, tlsSecret } from '../lib/ingress-manifests.js';
 import { node, service, slice } from '../lib/manifests.js';
+import { gateway, gatewayClass, httpRoute } from '../lib/gateway-manifests.js';
 
 const API_PORT = 16444;
 const SERVICE_ACCOUNT = { kind: 'ServiceAccount', name: 'kubenft', namespace: 'kube-system' };
@@ -75,6 +76,8 @@ if (process.getuid?.() !== 0) {
       node('node-1', ['192.168.100.1']), service('web', '10.0.1.1', [{ name: 'http', port: 80, targetPort: 9376 }]), slice('web', [{ name: 'http', port: 9376 }], [{ ip: '10.244.1.7' }]),
       { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'default' } }, OUR_CLASS, tlsSecret('tea', tea),
       ingress('web', [{ host: 'tea.example.com', paths: [{ path: '/', pathType: 'Prefix', service: 'web' }] }], { spec: { tls: [{ hosts: ['tea.example.com'], secretName: 'tea' }] } }),
+      gatewayClass('kubenft'), gateway('gw', [{ name: 'http', port: 18081 }, { name: 'https', protocol: 'HTTPS', port: 18444, certificate: { name: 'tea' } }]),
+      httpRoute('web', { parents: [{ name: 'gw' }], rules: [{ backends: [{ name: 'web' }] }] }),
     ]) api.upsert(object);
     const forwarder = topology.spawn(topology.node, ['node', join(projectRoot(), 'test/fixtures/tcp-to-unix.mjs'), String(API_PORT), join(directory, 'apiserver.sock')]);
     await forwarder.waitForOutput(/ready/, 10_000);
@@ -136,6 +139,14 @@ if (process.getuid?.() !== 0) {
     const requests = await requestsOf(['--ingress', '--ingress-http-address', '127.0.0.1:18080', '--ingress-https-address', '127.0.0.1:18443', '--ingress-workers', '1'],
       (seen) => seen.some((request) => request.method === 'PUT' && request.path.endsWith('/status')) && seen.some((request) => request.method === 'PUT' && request.path.includes('/leases/')));
     check(t, requests, [...base, ...ingressGrants], ingressGrants);
+  });
+
+  t.test('--gateway: deploy/kubenft-gateway.yaml adds what it needs (Gateway API objects, their status, Lease, Secrets, Namespaces), and no more', async (t) => {
+    const gatewayGrants = grantsOf(['kubenft.yaml', 'kubenft-gateway.yaml']).filter((grant) => grant.source.includes('gateway'));
+    const statusWrites = (seen: LoggedRequest[], resource: string) => seen.some((request) => request.method === 'PUT' && request.path.endsWith(`/${resource}/${resource === 'gatewayclasses' ? 'kubenft' : resource === 'gateways' ? 'gw' : 'web'}/status`));
+    const requests = await requestsOf(['--gateway', '--gateway-http-address', '127.0.0.1:18081', '--gateway-https-address', '127.0.0.1:18444', '--gateway-workers', '1'],
+      (seen) => ['gatewayclasses', 'gateways', 'httproutes'].every((resource) => statusWrites(seen, resource)) && seen.some((request) => request.method === 'PUT' && request.path.includes('/leases/kubenft-gateway-status')));
+    check(t, requests, [...base, ...gatewayGrants], gatewayGrants);
   });
 
   t.test('the DaemonSet: an image pinned to this version, resource requests', async (t) => {

@@ -8,6 +8,7 @@ import { eventually } from '../lib/eventually.js';
 import { CLI } from '../lib/kubenft.js';
 import { ManifestFile, service, slice } from '../lib/manifests.js';
 import { OUR_CLASS, ingress } from '../lib/ingress-manifests.js';
+import { IngressDataplaneUnderTest } from '../lib/ingress-dataplane.js';
 
 const HTTP_PORT = 9376;
 const ADMIN_PORT = 9377;
@@ -32,6 +33,7 @@ const manifests = new ManifestFile([
 
 let topology: Topology;
 let agent: ProcessHandle;
+const dataplane = new IngressDataplaneUnderTest();
 
 interface Reply {
   status: number;
@@ -66,7 +68,7 @@ t.before(async () => {
   topology = await createTopology({ pods: PODS, serverReadyTimeoutMs: 60_000 });
   agent = topology.spawn(topology.node, [
     'node', CLI, '--manifests', manifests.path, '--hostname-override', 'node-1', '--iptables-min-sync-period', '50ms',
-    '--healthz-bind-address', '', '--metrics-bind-address', '', '--ingress', '--ingress-workers', '1',
+    '--healthz-bind-address', '', '--metrics-bind-address', '', '--ingress', '--ingress-workers', '1', ...dataplane.args,
   ]);
   if (!(await eventually(async () => (await curls(['http://db.example.com/']))[0]?.status === 200, 30_000))) {
     throw new Error(`the proxy does not reach the headless backend: ${JSON.stringify(agent.output())}`);
@@ -74,6 +76,7 @@ t.before(async () => {
 });
 t.teardown(async () => {
   await agent?.stop();
+  await dataplane.remove();
   await topology?.destroy();
   manifests.remove();
 });

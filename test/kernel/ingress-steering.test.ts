@@ -16,6 +16,7 @@ import { eventually } from '../lib/eventually.js';
 import { CLI } from '../lib/kubenft.js';
 import { ManifestFile, service, slice } from '../lib/manifests.js';
 import { OUR_CLASS, ingress } from '../lib/ingress-manifests.js';
+import { IngressDataplaneUnderTest } from '../lib/ingress-dataplane.js';
 
 const LB_IP = '203.0.113.10';
 const LB_IP_V6 = '2001:db8::10';
@@ -112,14 +113,16 @@ t.test('real packets: the LB IP on 80 and 443 reaches the proxy, its other port 
   const topology: Topology = await createTopology({ pods: PODS, serverReadyTimeoutMs: 60_000 });
   const manifests = new ManifestFile(objects([LB_IP]));
   let agent: ProcessHandle | undefined;
+  const dataplane = new IngressDataplaneUnderTest();
   t.teardown(async () => {
     await agent?.stop();
+    await dataplane.remove();
     await topology.destroy();
     manifests.remove();
   });
   agent = topology.spawn(topology.node, [
     'node', CLI, '--manifests', manifests.path, '--hostname-override', 'node-1', '--iptables-min-sync-period', '50ms',
-    '--healthz-bind-address', '', '--metrics-bind-address', '', '--ingress', '--ingress-workers', '1', '--ingress-service', 'default/ingress',
+    '--healthz-bind-address', '', '--metrics-bind-address', '', '--ingress', '--ingress-workers', '1', ...dataplane.args, '--ingress-service', 'default/ingress',
   ]);
   /** curl from `ns` with the name app.example.com sent to `address`: the status, the Server header and the answering pod. */
   const request = async (ns: string, url: string, address: string) => {

@@ -3,7 +3,7 @@
 // counts and reports in batches. The real agent (--ingress, one worker, manifests) in a node
 // namespace, a streaming backend in a pod, clients in the client namespace.
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/native.js';
 import { EXTERNAL, createTopology, type ProcessHandle, type Topology } from '../../scripts/lib/topology.js';
@@ -11,6 +11,7 @@ import { eventually } from '../lib/eventually.js';
 import { CLI, scrape } from '../lib/kubenft.js';
 import { ManifestFile, service, slice } from '../lib/manifests.js';
 import { OUR_CLASS, ingress } from '../lib/ingress-manifests.js';
+import { IngressDataplaneUnderTest, ON_HAPROXY } from '../lib/ingress-dataplane.js';
 
 const POD = { name: 'stream', ipv4: '10.244.1.5' };
 const BACKEND_PORT = 8080;
@@ -23,6 +24,7 @@ const METRICS = 'http://127.0.0.1:10249/metrics';
 
 let topology: Topology;
 let agent: ProcessHandle;
+const dataplane = new IngressDataplaneUnderTest();
 let backend: ProcessHandle;
 const objects = [
   OUR_CLASS,
@@ -62,12 +64,13 @@ t.before(async () => {
   await backend.waitForOutput(/ready/, 60_000);
   agent = topology.spawn(topology.node, [
     'node', CLI, '--manifests', manifests.path, '--hostname-override', 'node-1', '--iptables-min-sync-period', '50ms',
-    '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:10249', '--ingress', '--ingress-workers', '1',
+    '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:10249', '--ingress', '--ingress-workers', '1', ...dataplane.args,
   ]);
   if (!(await eventually(serving, 30_000))) throw new Error(`the proxy does not answer: ${JSON.stringify(agent.output())}`);
 });
 t.teardown(async () => {
   await agent?.stop();
+  await dataplane.remove();
   await topology?.destroy();
   manifests.remove();
 });
@@ -133,10 +136,12 @@ t.test('the worker\'s batched request metrics count every request once, by Ingre
 });
 
 t.test('a worker that dies is replaced with the whole table, and the next changes apply on top of it', async (t) => {
-  const [worker] = workerPids();
-  t.ok(worker, 'one worker');
+  // HAProxy's master and its worker are one process tree the agent supervises as a whole.
+  const pids = () => (ON_HAPROXY ? dataplane.masters().filter((pid) => existsSync(`/proc/${pid}`)) : workerPids());
+  const [worker] = pids();
+  t.ok(worker, ON_HAPROXY ? 'one HAProxy' : 'one worker');
   process.kill(worker, 'SIGKILL');
-  t.ok(await eventually(async () => workerPids().length === 1 && workerPids()[0] !== worker && (await serving()), 30_000), 'another worker serves the routes it had');
+  t.ok(await eventually(async () => pids().length === 1 && pids()[0] !== worker && (await serving()), 30_000), 'another worker serves the routes it had');
   manifests.write([...objects, ingress('later', [{ host: 'later.example.com', paths: [{ path: '/', pathType: 'Prefix', service: 'stream' }] }])]);
   t.ok(await eventually(async () => (await curl([`http://${NODE}/ok`], 'later.example.com')).status === '200', 10_000), 'an Ingress added afterwards is served');
   t.ok(await serving(), 'and the routes from before still are');

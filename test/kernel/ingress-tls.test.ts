@@ -15,6 +15,7 @@ import { eventually } from '../lib/eventually.js';
 import { CLI, kubenft, metricValue, scrape } from '../lib/kubenft.js';
 import { ManifestFile, service, slice } from '../lib/manifests.js';
 import { type IssueOptions, type Issued, OUR_CLASS, ingress, issue, tlsSecret } from '../lib/ingress-manifests.js';
+import { IngressDataplaneUnderTest } from '../lib/ingress-dataplane.js';
 
 const NODE = EXTERNAL.nodeIPv4;
 const ECHO_PORT = 8080;
@@ -84,6 +85,7 @@ function manifests(extra: unknown[] = []): unknown[] {
 
 let topology: Topology;
 let agent: ProcessHandle;
+const dataplane = new IngressDataplaneUnderTest();
 for (const variant of VARIANTS) certificates.set(variant.name, issueFor(variant, 'v1'));
 trust();
 const file = new ManifestFile(manifests());
@@ -95,12 +97,13 @@ t.before(async () => {
   agent = topology.spawn(topology.node, [
     'node', CLI, '--manifests', file.path, '--hostname-override', 'node-1', '--iptables-min-sync-period', '50ms',
     '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', '127.0.0.1:10249',
-    '--ingress', '--ingress-workers', '2', '--ingress-default-certificate', 'default/fallback',
+    '--ingress', '--ingress-workers', '2', ...dataplane.args, '--ingress-default-certificate', 'default/fallback',
   ]);
   if (!(await eventually(async () => (await handshake('ec256-pkcs8.tls.test', '1.2')).verified, 30_000))) throw new Error(`the proxy does not answer: ${JSON.stringify(agent.output())}`);
 });
 t.teardown(async () => {
   await agent?.stop();
+  await dataplane.remove();
   await topology?.destroy();
   file.remove();
   rmSync(directory, { recursive: true, force: true });
@@ -187,6 +190,7 @@ t.test('an Ingress whose Secret is missing is served with the default certificat
   t.equal(metricValue((await scrape(topology, METRICS)).body, 'kubenft_ingress_missing_secrets'), 1, 'kubenft_ingress_missing_secrets');
   const services = await kubenft(topology, ['services', '--manifests', file.path, '--hostname-override', 'node-1', '--ingress']);
   t.match(services.stdout, /^ingress:\n {2}Ingress default\/late: TLS Secret default\/late not found: late\.tls\.test served with the default certificate/m, `kubenft services shows it: ${services.stderr}`);
+  t.match(services.stdout, /^ {2}late\.tls\.test \/ \(Prefix, http: 308 to https\) -> default\/web:\S+ \(Ingress default\/late\): \d+\.\d+\.\d+\.\d+:\d+/m, 'and where a request for its host and path goes');
 
   certificates.set('late', lateCertificate);
   trust();

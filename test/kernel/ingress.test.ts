@@ -9,6 +9,8 @@ import { CLI, scrape } from '../lib/kubenft.js';
 import { ManifestFile, service, slice } from '../lib/manifests.js';
 import { OUR_CLASS, PATH_TABLE, certificate, ingress, tlsSecret } from '../lib/ingress-manifests.js';
 import type { KubeObject } from '../../src/cluster/cluster-state.js';
+import { IngressDataplaneUnderTest } from '../lib/ingress-dataplane.js';
+import { curlReplies, echoed, header } from '../lib/curl.js';
 
 const PODS = Array.from({ length: 10 }, (_, index) => ({ name: `pod-${index}`, ipv4: `10.244.${index + 1}.5` }));
 const ECHO_PORT = 8080;
@@ -64,6 +66,7 @@ const mainIngresses = (): unknown[] => [
 
 let topology: Topology;
 let agent: ProcessHandle;
+const dataplane = new IngressDataplaneUnderTest();
 const manifests = new ManifestFile([...base(), ...mainIngresses()]);
 
 t.before(async () => {
@@ -75,59 +78,19 @@ t.before(async () => {
   agent = topology.spawn(topology.node, [
     'node', CLI, '--manifests', manifests.path, '--hostname-override', 'node-1', '--iptables-min-sync-period', '50ms',
     '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', '127.0.0.1:10249',
-    '--ingress', '--ingress-workers', '2', '--ingress-max-body-size', '100000', '--ingress-max-header-size', '4096',
+    '--ingress', '--ingress-workers', '2', '--ingress-max-body-size', '100000', '--ingress-max-header-size', '4096', ...dataplane.args,
   ]);
   if (!(await eventually(async () => (await curl(['http://foo.bar.com/'])).status === 200, 30_000))) throw new Error(`the proxy does not answer: ${JSON.stringify(agent.output())}`);
 });
 t.teardown(async () => {
   await agent?.stop();
+  await dataplane.remove();
   await topology?.destroy();
   manifests.remove();
 });
 
-interface Reply {
-  status: number;
-  body: string;
-  headers: string;
-  pod?: string;
-  echo?: { pod: string; method: string; url: string; version: string; headers: string[]; size: number };
-}
-
-const MARK = '@@kubenft-status@@';
-
-/** One curl in the client namespace, every host name sent to the node's address; one reply per URL. */
-async function curls(args: string[]): Promise<Reply[]> {
-  const result = await topology.exec(topology.client, [
-    'curl', '-sS', '--max-time', '10', '--connect-to', `::${NODE}:`, '-k', '-D', '-', '-w', `\n${MARK}%{http_code}\n`, ...args,
-  ]);
-  const replies = result.stdout.split(`${MARK}`).slice(0, -1);
-  const codes = [...result.stdout.matchAll(new RegExp(`${MARK}(\\d+)`, 'g'))].map((match) => Number(match[1]));
-  return replies.map((text, index) => {
-    const cleaned = text.replace(/^\d+\n/, '');
-    const split = cleaned.indexOf('\r\n\r\n');
-    const headers = split < 0 ? cleaned : cleaned.slice(0, split);
-    const body = split < 0 ? '' : cleaned.slice(split + 4).replace(/\n$/, '');
-    let echo;
-    let pod;
-    try {
-      const parsed = JSON.parse(body);
-      pod = parsed.pod;
-      if (parsed.method) echo = parsed;
-    } catch {
-      // Not a pod's reply (404, 503, redirect): no pod.
-    }
-    return { status: codes[index], body, headers, pod, echo };
-  });
-}
-
+const curls = (args: string[]) => curlReplies(topology, NODE, args);
 const curl = async (args: string[]) => (await curls(args))[0] ?? { status: 0, body: '', headers: '' };
-const header = (reply: Reply, name: string) => new RegExp(`^${name}: (.*)\\r?$`, 'im').exec(reply.headers)?.[1];
-const echoed = (reply: Reply, name: string) => {
-  const headers = reply.echo?.headers ?? [];
-  const values = [];
-  for (let index = 0; index < headers.length; index += 2) if (headers[index].toLowerCase() === name) values.push(headers[index + 1]);
-  return values.join(', ');
-};
 
 t.test('the Ingress docs path table, row by row, over HTTP', async (t) => {
   const urls = PATH_TABLE.map(([, , request], row) => `http://row${row}.table${request}`);
@@ -215,8 +178,9 @@ t.test('malformed requests get a 400 (or 431), and the workers live on', async (
     const script = `const s = require('net').connect(80, ${JSON.stringify(NODE)}, () => s.write(${JSON.stringify(text)})); s.setTimeout(5000, () => s.destroy()); let out = ''; s.on('data', (d) => out += d); s.on('close', () => console.log(out.split('\\r\\n')[0])); s.on('error', (e) => console.log('error ' + e.code));`;
     return (await topology.exec(topology.client, ['node', '-e', script])).stdout.trim();
   };
-  t.equal(await raw('GARBAGE\r\n\r\n'), 'HTTP/1.1 400 Bad Request');
-  t.equal(await raw('GET / HTTP/1.1\r\nhost: foo.bar.com\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n'), 'HTTP/1.1 400 Bad Request', 'two lengths');
+  // A reason phrase's case is the proxy's to choose (HAProxy's parser says "Bad request").
+  t.match(await raw('GARBAGE\r\n\r\n'), /^HTTP\/1\.1 400 Bad Request$/i);
+  t.match(await raw('GET / HTTP/1.1\r\nhost: foo.bar.com\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n'), /^HTTP\/1\.1 400 Bad Request$/i, 'two lengths');
   t.equal(await raw(`GET / HTTP/1.1\r\nhost: foo.bar.com\r\nx-big: ${'a'.repeat(5000)}\r\n\r\n`), 'HTTP/1.1 431 Request Header Fields Too Large', 'headers over --ingress-max-header-size');
   t.equal(await raw('GET http://foo.bar.com/abs HTTP/1.1\r\nhost: foo.bar.com\r\nconnection: close\r\n\r\n'), 'HTTP/1.1 200 OK', 'an absolute-form target is served');
   const tooLarge = await curl(['--data-binary', `@-`, '-H', 'content-length: 200000', 'http://foo.bar.com/']);

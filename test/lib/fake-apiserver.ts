@@ -9,7 +9,8 @@ import type { KubeObject } from '../../src/cluster/cluster-state.js';
 // as far as client-node's informers can tell: list responses whose items carry no kind, watch streams
 // of JSON lines from a resourceVersion on, and 410 Gone once that resourceVersion has been compacted.
 
-export type FakeKind = 'Service' | 'EndpointSlice' | 'Node' | 'Namespace' | 'Ingress' | 'IngressClass' | 'Secret' | 'Lease';
+export type FakeKind = 'Service' | 'EndpointSlice' | 'Node' | 'Namespace' | 'Ingress' | 'IngressClass' | 'Secret' | 'Lease'
+  | 'GatewayClass' | 'Gateway' | 'HTTPRoute' | 'ReferenceGrant';
 
 interface Collection {
   kind: FakeKind;
@@ -26,12 +27,29 @@ const COLLECTIONS: Collection[] = [
   { kind: 'IngressClass', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingressclasses' },
   { kind: 'Secret', apiVersion: 'v1', path: '/api/v1/secrets' },
   { kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', path: '/apis/coordination.k8s.io/v1/leases' },
+  // Gateway API's CRDs, at the standard channel's versions.
+  { kind: 'GatewayClass', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/gatewayclasses' },
+  { kind: 'Gateway', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/gateways' },
+  { kind: 'HTTPRoute', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/httproutes' },
+  { kind: 'ReferenceGrant', apiVersion: 'gateway.networking.k8s.io/v1beta1', path: '/apis/gateway.networking.k8s.io/v1beta1/referencegrants' },
 ];
 
-/** Single objects that can be read and written: Leases, and Ingresses through their status subresource. */
+const GENERATION_KINDS = new Set<FakeKind>(['GatewayClass', 'Gateway', 'HTTPRoute']);
+const generationOf = (before: KubeObject | undefined, after: KubeObject) => {
+  const previous = (before?.metadata?.generation as number | undefined) ?? 0;
+  return before && JSON.stringify(before.spec) === JSON.stringify(after.spec) ? previous : previous + 1;
+};
+
+/** Kinds whose status is a subresource: a PUT there changes the status only. */
+const STATUS_KINDS = new Set<FakeKind>(['Ingress', 'GatewayClass', 'Gateway', 'HTTPRoute']);
+
+/** Single objects that can be read and written: Leases, and Ingresses and Gateway API objects through their status subresource (a cluster-scoped one's namespace is ''). */
 const OBJECT_PATHS: { kind: FakeKind; pattern: RegExp }[] = [
   { kind: 'Lease', pattern: /^\/apis\/coordination\.k8s\.io\/v1\/namespaces\/([^/]+)\/leases(?:\/([^/]+))?$/ },
   { kind: 'Ingress', pattern: /^\/apis\/networking\.k8s\.io\/v1\/namespaces\/([^/]+)\/ingresses\/([^/]+)\/status$/ },
+  { kind: 'GatewayClass', pattern: /^\/apis\/gateway\.networking\.k8s\.io\/v1\/()gatewayclasses\/([^/]+)\/status$/ },
+  { kind: 'Gateway', pattern: /^\/apis\/gateway\.networking\.k8s\.io\/v1\/namespaces\/([^/]+)\/gateways\/([^/]+)\/status$/ },
+  { kind: 'HTTPRoute', pattern: /^\/apis\/gateway\.networking\.k8s\.io\/v1\/namespaces\/([^/]+)\/httproutes\/([^/]+)\/status$/ },
 ];
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -71,6 +89,11 @@ export class FakeApiServer {
   /** Collections answered 404, as a server without that API (or without the right to it) answers. */
   readonly refusedKinds = new Set<FakeKind>();
   private readonly objects = new Map<string, KubeObject>();
+  /** A paged list's rest, by continue token: the items of its first page's snapshot. */
+  /** Called with each list request's query before it is answered (a test's hook into a paged list). */
+  onList: ((query: Record<string, string>) => void) | undefined;
+  private readonly continuations = new Map<string, { items: object[]; resourceVersion: number; offset: number }>();
+  private nextContinuation = 0;
   private history: Change[] = [];
   /** Watches from before this resourceVersion are answered 410 Gone. */
   private compactedAt = 0;
@@ -168,6 +191,8 @@ export class FakeApiServer {
         uid: (before?.metadata?.uid as string | undefined) ?? `uid-${resourceVersion}`,
         creationTimestamp: (before?.metadata?.creationTimestamp as string | undefined) ?? new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
         ...metadata,
+        // Gateway API's objects report the generation their status observed: it moves with the spec.
+        ...(GENERATION_KINDS.has(kind) ? { generation: generationOf(before, object) } : {}),
         resourceVersion: String(resourceVersion),
       },
     };
@@ -237,7 +262,7 @@ export class FakeApiServer {
     this.requests.push({ method: request.method ?? 'GET', path: url.pathname, query, watch });
     const single = OBJECT_PATHS.map(({ kind, pattern }) => ({ kind, match: pattern.exec(url.pathname) })).find(({ match }) => match);
     if (single) {
-      void this.handleObject(request, response, single.kind, single.match![1], single.match![2]);
+      void this.handleObject(request, response, single.kind, single.match![1] || undefined, single.match![2]);
       return;
     }
     const collection = COLLECTIONS.find((candidate) => candidate.path === url.pathname);
@@ -249,11 +274,11 @@ export class FakeApiServer {
       return status(response, 400, 'BadRequest', (error as Error).message);
     }
     if (watch) this.watch(collection, matches, query, response);
-    else setTimeout(() => this.list(collection, matches, response), this.listDelayMs[collection.kind] ?? 0);
+    else setTimeout(() => this.list(collection, matches, query, response), this.listDelayMs[collection.kind] ?? 0);
   }
 
   /** GET, POST (create) and PUT (replace, refused with 409 on a stale resourceVersion), as a real server answers them. */
-  private async handleObject(request: IncomingMessage, response: ServerResponse, kind: FakeKind, namespace: string, name: string | undefined): Promise<void> {
+  private async handleObject(request: IncomingMessage, response: ServerResponse, kind: FakeKind, namespace: string | undefined, name: string | undefined): Promise<void> {
     let text = '';
     for await (const chunk of request) text += chunk;
     const body = text ? JSON.parse(text) as KubeObject : undefined;
@@ -271,22 +296,37 @@ export class FakeApiServer {
     if (request.method === 'PUT' && existing && body) {
       if (body.metadata?.resourceVersion !== existing.metadata?.resourceVersion) return status(response, 409, 'Conflict', `${key}: the object has been modified`);
       // The status subresource changes the status only.
-      const updated = kind === 'Ingress' ? { ...existing, status: body.status } : { ...body, kind };
+      const updated = STATUS_KINDS.has(kind) ? { ...existing, status: body.status } : { ...body, kind };
       return reply(this.upsert(updated));
     }
     return status(response, 404, 'NotFound', `${request.method} ${key} is not served here`);
   }
 
-  private list(collection: Collection, matches: Matcher, response: ServerResponse): void {
-    const items = [...this.objects.values()]
-      .filter((object) => object.kind === collection.kind && matches(object))
-      .map(({ kind: _kind, apiVersion: _apiVersion, ...item }) => item);
-    const body = {
-      kind: `${collection.kind}List`,
-      apiVersion: collection.apiVersion,
-      metadata: { resourceVersion: String(this.resourceVersion) },
-      items,
+  /** Every continue token handed out so far answers 410 from now on, as one does once etcd compacts past its snapshot. */
+  expireContinuations(): void {
+    this.continuations.clear();
+  }
+
+  /** A list, paged as a real server pages it when asked with `limit` (every page of one snapshot, `continue` until the last). */
+  private list(collection: Collection, matches: Matcher, query: Record<string, string>, response: ServerResponse): void {
+    this.onList?.(query);
+    let rest = query.continue === undefined ? undefined : this.continuations.get(query.continue);
+    if (query.continue !== undefined && !rest) return status(response, 410, 'Expired', 'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.');
+    if (query.continue !== undefined) this.continuations.delete(query.continue);
+    rest ??= {
+      items: [...this.objects.values()].filter((object) => object.kind === collection.kind && matches(object)).map(({ kind: _kind, apiVersion: _apiVersion, ...item }) => item),
+      resourceVersion: this.resourceVersion,
+      offset: 0,
     };
+    const limit = Number(query.limit) > 0 ? Number(query.limit) : Infinity;
+    const end = Math.min(rest.items.length, rest.offset + limit);
+    const metadata: Record<string, unknown> = { resourceVersion: String(rest.resourceVersion) };
+    if (end < rest.items.length) {
+      const token = `page-${++this.nextContinuation}`;
+      this.continuations.set(token, { ...rest, offset: end });
+      Object.assign(metadata, { continue: token, remainingItemCount: rest.items.length - end });
+    }
+    const body = { kind: `${collection.kind}List`, apiVersion: collection.apiVersion, metadata, items: rest.items.slice(rest.offset, end) };
     response.writeHead(200, { 'Content-Type': 'application/json' });
     response.end(JSON.stringify(body));
   }

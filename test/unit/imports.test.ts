@@ -12,7 +12,7 @@ import ts from 'typescript';
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '../..');
 
 /** The capability folders: each one of the product's capabilities, entered through its index.ts. */
-const CAPABILITIES = ['services', 'socket-lb', 'dns', 'ingress'];
+const CAPABILITIES = ['services', 'socket-lb', 'dns', 'ingress', 'gateway'];
 /** Who may import whom: a module imports its own area or a lower one, never a higher one. */
 const LAYERS: Record<string, number> = {
   kernel: 0, cluster: 1, 'settings.ts': 2, 'capability.ts': 3,

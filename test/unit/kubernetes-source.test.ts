@@ -1,6 +1,7 @@
 // The Kubernetes API source against a fake API server: the first list, watch events, relists after
 // 410 Gone, an API outage, and a stop that leaves nothing running. No kernel is involved.
 import t from 'tap';
+import { LIST_PAGE_SIZE } from '../../src/cluster/list-request.js';
 import { KubernetesSource, loadKubeConfig, PROXYABLE_SELECTOR, type SourceHandler } from '../../src/cluster/kubernetes.js';
 import { ClusterState, type KubeObject } from '../../src/cluster/cluster-state.js';
 import { allServicePortViews, servicePortName } from '../../src/cluster/service-ports.js';
@@ -285,4 +286,52 @@ t.test('the source follows the API server through watches, relists and an outage
     // Whatever the source left running would keep the process alive (tap itself holds no TCP socket).
     await waitFor('sockets to close', () => !process.getActiveResourcesInfo().some((resource) => resource.startsWith('TCP')));
   });
+});
+
+/** More Services than two pages hold, each with its slice, and this node. */
+function pagedCluster(server: FakeApiServer): number {
+  const count = 2 * LIST_PAGE_SIZE + 3;
+  for (let index = 0; index < count; index++) {
+    const address = `10.96.${index >> 8}.${index & 255}`;
+    server.upsert(service(`paged-${index}`, address));
+    server.upsert(slice(`paged-${index}-x`, `paged-${index}`, `10.244.${index >> 8}.${index & 255}`));
+  }
+  server.upsert(node(NODE, 'zone-a'));
+  return count;
+}
+
+const serviceLists = (server: FakeApiServer) => server.requests.filter((request) => request.path === '/api/v1/services' && !request.watch);
+
+t.test('a list larger than a page is read page by page (limit, then continue) into one list', async (t) => {
+  const server = await FakeApiServer.create();
+  t.teardown(() => server.close());
+  const count = pagedCluster(server);
+  const recorder = new Recorder();
+  const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE }, recorder);
+  t.teardown(() => source.stop());
+  await source.start();
+  await waitFor('every object delivered', () => converged(server, recorder), 60_000);
+  const lists = serviceLists(server);
+  t.same(lists.map((request) => [request.query.limit, request.query.continue !== undefined]), [[String(LIST_PAGE_SIZE), false], [String(LIST_PAGE_SIZE), true], [String(LIST_PAGE_SIZE), true]], 'three pages asked for');
+  t.ok(lists.every((request) => request.query.labelSelector === PROXYABLE_SELECTOR), 'every page with the selector');
+  t.equal(allServicePortViews(recorder.state).length, count, 'every service, with its slice, in the state');
+  t.same(recorder.syncedAfter.length, 1, 'synced once, after the last page');
+});
+
+t.test('a continue token that expires before the last page makes the list start again in one request', async (t) => {
+  const server = await FakeApiServer.create();
+  t.teardown(() => server.close());
+  const count = pagedCluster(server);
+  // Compaction between the first and second page of the Services list.
+  server.onList = (query) => {
+    if (query.continue !== undefined) server.expireContinuations();
+  };
+  const recorder = new Recorder();
+  const source = new KubernetesSource({ kubeconfig: server.kubeconfigPath(), nodeName: NODE }, recorder);
+  t.teardown(() => source.stop());
+  await source.start();
+  await waitFor('every object delivered', () => converged(server, recorder), 60_000);
+  t.same(serviceLists(server).map((request) => [request.query.limit, request.query.continue !== undefined]), [[String(LIST_PAGE_SIZE), false], [String(LIST_PAGE_SIZE), true], [undefined, false]], 'first page, expired continue, one whole list');
+  t.equal(allServicePortViews(recorder.state).length, count, 'every service in the state');
+  t.same(recorder.problems, [], 'nothing to report: the list succeeded');
 });

@@ -56,8 +56,21 @@ const DEFAULTS: AgentOptions = {
   ingress: {
     enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
     maxBodyBytes: 104_857_600, maxHeaderBytes: 16_384, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, connectTimeoutMs: 5_000, workers: 0, statusAddresses: [],
+    dataplane: 'builtin', haproxyDir: '/run/kubenft/ingress-haproxy',
+  },
+  gateway: {
+    enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443', workers: 0,
+    maxBodyBytes: 104_857_600, maxHeaderBytes: 16_384, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, connectTimeoutMs: 5_000,
   },
 };
+
+t.test('gateway flags', async (t) => {
+  const options = parseOptions(['--gateway', '--gateway-class', 'mine', '--gateway-http-address', '10.0.0.1:8080', '--gateway-https-address', '', '--gateway-workers', '2']);
+  t.same(options.gateway, { ...DEFAULTS.gateway, enabled: true, className: 'mine', httpAddress: '10.0.0.1:8080', httpsAddress: undefined, workers: 2 });
+  t.throws(() => parseOptions(['--gateway', '--ingress']), /--ingress and --gateway both listen on 0\.0\.0\.0:80/, 'the ingress and the Gateway cannot share a listener');
+  t.same(parseOptions(['--gateway', '--ingress', '--gateway-http-address', '0.0.0.0:8080', '--gateway-https-address', '0.0.0.0:8443']).gateway.httpAddress, '0.0.0.0:8080', 'addresses of their own');
+  t.throws(() => parseOptions(['--gateway-class', '']), /must not be empty/);
+});
 
 t.test('cluster DNS flags', async (t) => {
   const { dns } = parseOptions(['--cluster-dns', '169.254.20.10,10.96.0.10', '--cluster-domain', 'Example.Org.', '--dns-upstream', '192.0.2.1,[fd00::1]:5353',

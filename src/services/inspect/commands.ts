@@ -7,6 +7,7 @@ import { servicesBackend } from '../nftables-proxier.js';
 import { native } from '../../kernel/native.js';
 import { IptablesBackend } from '../iptables-backend.js';
 import { type IptablesFamily, iptablesRestoreInput, planIptables } from '../iptables-plan.js';
+import { gateway } from '../../gateway/index.js';
 import { type MissingSecret, ingress } from '../../ingress/index.js';
 import { planRuleset } from '../nftables-plan.js';
 import { IptablesEvaluator, type IptablesRuleset, parseIptables, summarizeIptables } from './iptables.js';
@@ -29,8 +30,12 @@ export interface PlannedState {
   views: ServicePortView[];
   config: ProxyConfig;
   /** With --ingress: what the route planner reports. */
-  ingress?: { problems: string[]; missingSecrets: MissingSecret[] };
+  ingress?: { problems: string[]; missingSecrets: MissingSecret[]; routes?: string[] };
+  /** With --gateway: what the Gateway planner reports, and where each host and match leads. */
+  gateway?: GatewayView;
 }
+
+type GatewayView = ReturnType<typeof gateway.view.planned>;
 
 export class InspectError extends Error {}
 
@@ -73,8 +78,10 @@ export interface ServicesReport {
   services: (ServicePortSummary & { name?: string; endpointStates?: string[]; drift?: string[]; socketLb?: Omit<SocketLbFrontend, 'address' | 'port' | 'protocol'> })[];
   /** Differences outside what the service entries show (main-table elements, rules), when compared. */
   ruleset?: string[];
-  /** With --ingress: Ingresses (or parts) skipped, and TLS Secrets missing (their hosts get the default certificate). */
-  ingress?: { problems: string[]; missingSecrets: MissingSecret[] };
+  /** With --ingress: Ingresses (or parts) skipped, TLS Secrets missing (their hosts get the default certificate), where each host and path goes. */
+  ingress?: { problems: string[]; missingSecrets: MissingSecret[]; routes?: string[] };
+  /** With --gateway: the routes (host, match → Gateway, listener, HTTPRoute, rule) and what is not served. */
+  gateway?: GatewayView;
   /** The socket LB's maps, when they are pinned: every frontend (those of the listed services with a filter). */
   socketLb?: { pinDir: string; frontends: SocketLbFrontend[] };
 }
@@ -158,7 +165,7 @@ export async function servicesReport(target: InspectTarget, filter: string | und
     services.push({ ...summary, name: view ? servicePortName(view) : undefined, endpointStates: view?.endpoints.map(stateOf), drift, socketLb: socketLbEntry });
   }
   const frontends = socketLb ? [...socketLb.frontends].filter(([key]) => !filter || listedFrontends.has(key)).map(([, frontend]) => frontend) : undefined;
-  return { services, ruleset, ...(planned?.ingress ? { ingress: planned.ingress } : {}), socketLb: socketLb && { pinDir: socketLb.pinDir, frontends: frontends! } };
+  return { services, ruleset, ...(planned?.ingress ? { ingress: planned.ingress } : {}), ...(planned?.gateway ? { gateway: planned.gateway } : {}), socketLb: socketLb && { pinDir: socketLb.pinDir, frontends: frontends! } };
 }
 
 export function servicesText(report: ServicesReport): string {
@@ -189,6 +196,15 @@ export function servicesText(report: ServicesReport): string {
     lines.push('ingress:');
     for (const missing of report.ingress.missingSecrets) lines.push(`  ${ingress.view.missingSecretText(missing)}`);
     for (const problem of report.ingress.problems) lines.push(`  skipped ${problem}`);
+  }
+  if (report.ingress?.routes?.length) {
+    lines.push('ingress routes (rule host, path -> backend: endpoints):');
+    for (const route of report.ingress.routes) lines.push(`  ${route}`);
+  }
+  if (report.gateway) {
+    lines.push('gateway:');
+    for (const route of report.gateway.routes) lines.push(`  ${route.protocol} ${route.host || '*'} ${route.match} -> HTTPRoute ${route.route} rule ${route.rule} (Gateway ${route.gateway} listener ${route.listener})`);
+    for (const problem of report.gateway.problems) lines.push(`  not served: ${problem}`);
   }
   if (report.socketLb) {
     const listed = new Set(report.services.flatMap((entry) => (entry.clusterIP ? [frontendKey({ protocol: entry.protocol.toUpperCase() as SocketLbFrontend['protocol'], address: entry.clusterIP, port: entry.port })] : [])));

@@ -1,0 +1,272 @@
+import { join } from 'node:path';
+import type { HostRoute, RouteTable } from '../routes.js';
+
+// HAProxy's configuration for the route plan, pure. It is written once (and again only for what
+// the runtime API cannot do: more backend slots, a restart), and shaped so that every change of
+// the plan is a runtime API command: routing is six maps looked up per request, a Service port
+// is a backend slot (a pre-made backend, assigned to it by the maps) holding its endpoints as
+// servers, and certificates are crt-list entries, one per TLS host.
+//
+// Per request: the Host (lower case, no port) picks the rule host, exact (hosts.map), else by its
+// first label's wildcard (wildcards.map, keyed '.foo.com'), else '*' (rules with no host); then
+// rule host + path is looked up as an Exact route (exact.map), else as the longest Prefix route
+// (prefix.map, map_beg: keys and the path end in '/', so '/foo/' matches '/foo', '/foo/bar', not
+// '/foobar'), else the default backend (default.map). An Exact match is always the longest
+// possible one, so looking it up first is the planner's order (longest first, Exact on a tie).
+
+export const MAPS = ['hosts', 'wildcards', 'exact', 'prefix', 'redirect', 'default'] as const;
+export type MapName = (typeof MAPS)[number];
+
+/** The rule host's key for rules without host: no DNS name is '*'. */
+export const ANY_HOST = '*';
+/** The default backend's key in default.map. */
+export const DEFAULT_KEY = 'default';
+/** The crt-list line of the default certificate names a server that never is one, so its own names pick it for no SNI: it is served for the names no entry has. */
+export const DEFAULT_CERTIFICATE_FILTER = 'default-certificate.kubenft.invalid';
+
+export interface HaproxyLayout {
+  /** The directory HAProxy's files and sockets are in. */
+  dir: string;
+  config: string;
+  masterSocket: string;
+  adminSocket: string;
+  pidFile: string;
+  log: string;
+  crtList: string;
+  defaultCertificate: string;
+  luaScript: string;
+  map(name: MapName): string;
+  certificate(sniName: string): string;
+  errorFile(status: number): string;
+}
+
+export function haproxyLayout(dir: string): HaproxyLayout {
+  return {
+    dir, config: join(dir, 'haproxy.cfg'), masterSocket: join(dir, 'master.sock'), adminSocket: join(dir, 'admin.sock'),
+    pidFile: join(dir, 'haproxy.pid'), log: join(dir, 'haproxy.log'), crtList: join(dir, 'certificates.crtlist'),
+    defaultCertificate: join(dir, 'certs', 'default.pem'), luaScript: join(dir, 'kubenft.lua'),
+    map: (name) => join(dir, `${name}.map`),
+    errorFile: (status) => join(dir, 'errors', `${status}.http`),
+    // SNI names are DNS names: a file name once '*' is spelled out.
+    certificate: (sniName) => join(dir, 'certs', `${sniName.replace('*', '_wildcard_')}.pem`),
+  };
+}
+
+export interface HaproxySettings {
+  httpAddress?: { host: string; port: number };
+  httpsAddress?: { host: string; port: number };
+  maxBodyBytes: number;
+  maxHeaderBytes: number;
+  clientTimeoutMs: number;
+  backendTimeoutMs: number;
+  connectTimeoutMs: number;
+  threads: number;
+}
+
+/** One entry of one map. */
+export interface MapEntry {
+  map: MapName;
+  key: string;
+  value: string;
+}
+
+/** A map entry's identity: a map holds one value per key here. */
+export const entryId = (entry: { map: MapName; key: string }) => `${entry.map} ${entry.key}`;
+
+/** The rule host's key of a host of the table ('' for rules without host, '*.foo.com' for a wildcard). */
+export const ruleHostKey = (host: string) => (host === '' ? ANY_HOST : host);
+
+/**
+ * The map entries of one rule host's routes, each path's value its target: the backend's slot and
+ * the route's number (routeTarget), which the request log names. `host` is as in the table's hosts
+ * ('foo.com'), wildcards ('*.' + the suffix) or '' (anyHost).
+ */
+export function hostEntries(host: string, route: HostRoute, targetOf: (route: { backend: string; ingress: string; path: string }) => string): MapEntry[] {
+  const ruleHost = ruleHostKey(host);
+  const entries: MapEntry[] = [];
+  if (host.startsWith('*.')) entries.push({ map: 'wildcards', key: host.slice(1), value: ruleHost });
+  else if (host !== '') entries.push({ map: 'hosts', key: host, value: ruleHost });
+  if (route.redirectToHttps) entries.push({ map: 'redirect', key: ruleHost, value: '1' });
+  // The planner's paths are unique per type and match: each is one key.
+  for (const path of route.paths) {
+    entries.push(path.type === 'Exact'
+      ? { map: 'exact', key: `${ruleHost}${path.match}`, value: targetOf(path) }
+      : { map: 'prefix', key: `${ruleHost}${path.match}/`, value: targetOf(path) });
+  }
+  return entries;
+}
+
+/** Every rule host of a table with its routes, as hostEntries names them. */
+export function tableHosts(table: RouteTable): [string, HostRoute][] {
+  return [
+    ...Object.entries(table.hosts),
+    ...Object.entries(table.wildcards).map(([suffix, route]): [string, HostRoute] => [`*.${suffix}`, route]),
+    ...(table.anyHost ? [['', table.anyHost] as [string, HostRoute]] : []),
+  ];
+}
+
+/** A server's name for an endpoint ('10.0.0.1:80', '[fd00::1]:80', which is also how HAProxy reads its address): names take letters, digits, '.', '_' and '-'. */
+export const serverName = (endpoint: string) => `e_${endpoint.replace(/[^A-Za-z0-9.-]/g, '_')}`;
+
+/** The certificate's SNI filter for a TLS host of the table (tlsHosts: the name; tlsWildcards: '*.' + the suffix). */
+export const crtListLine = (file: string, sniName: string) => `${file} [alpn h2,http/1.1] ${sniName}`;
+
+const seconds = (ms: number) => `${Math.max(1, Math.ceil(ms))}ms`;
+/** A reply's body as the built-in's: its status line's words and a line feed (in HAProxy's quoted strings, \n). */
+const plainReply = (status: number, text: string) => `return status ${status} content-type "text/plain; charset=utf-8" string "${status} ${text}\\n"`;
+const address = ({ host, port }: { host: string; port: number }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
+
+/** The replies HAProxy makes itself, worded as the built-in proxy's (as errorfiles: they replace the parser's too; 2.6 makes no 431 of its own: see plainReply). */
+const OWN_REPLIES: [number, string][] = [
+  [400, 'Bad Request'], [403, 'Forbidden'], [405, 'Method Not Allowed'], [408, 'Request Timeout'], [413, 'Content Too Large'],
+  [500, 'Internal Server Error'], [501, 'Not Implemented'], [502, 'Bad Gateway'], [503, 'Service Unavailable'], [504, 'Gateway Timeout'],
+];
+
+/** A path map's value: where a route sends a request (a slot) and which route it is (for the request metrics). */
+export const routeTarget = (slot: string, route: number) => `${slot}/${route}`;
+
+/** The ring HAProxy logs each request into; the agent reads it over the stats socket (show events). */
+export const REQUEST_RING = 'kubenft-requests';
+/**
+ * One request's log line: the route's number ('-' without one), the rule host, status, the times to its response
+ * header (%TR %Tw %Tc %Tr, -1 when a stage did not happen), retries, termination state, backend.
+ */
+export const REQUEST_LOG_FORMAT = '%[var(txn.route)] %[var(txn.rulehost)] %ST %TR %Tw %Tc %Tr %rc %tsc %b';
+
+/** A backend slot's name. */
+export const slotName = (index: number) => `slot_${index}`;
+
+/**
+ * The whole configuration: the slots (0 … slots-1, those in use with their servers) and the files
+ * the maps and certificates are read from, which `files` writes beside it.
+ */
+export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, slots: number, servers: Map<string, string[]>): string {
+  const map = (name: MapName) => layout.map(name);
+  // A request's header block must fit in a buffer with room for the rewrites (the forwarded headers).
+  const bufferSize = Math.max(16_384, settings.maxHeaderBytes + 4096);
+  const lines = [
+    '# Written by kubenft (--ingress-dataplane=haproxy); changed through the runtime API, rewritten on reload.',
+    'global',
+    `  stats socket ${layout.adminSocket} mode 600 level admin expose-fd listeners`,
+    `  nbthread ${settings.threads}`,
+    `  tune.bufsize ${bufferSize}`,
+    '  tune.maxrewrite 2048',
+    // normalize-uri is experimental in 2.6 (stable from 2.8): it is what lets routing see the path a backend gets.
+    '  expose-experimental-directives',
+    '  hard-stop-after 5m',
+    `  lua-load ${layout.luaScript}`,
+    '',
+    `ring ${REQUEST_RING}`,
+    '  format raw',
+    '  maxlen 256',
+    // Some seconds of requests at full speed, should the agent read late.
+    '  size 8388608',
+    '',
+    'defaults',
+    '  mode http',
+    '  option http-keep-alive',
+    `  timeout client ${seconds(settings.clientTimeoutMs)}`,
+    `  timeout http-request ${seconds(settings.clientTimeoutMs)}`,
+    `  timeout http-keep-alive ${seconds(settings.clientTimeoutMs)}`,
+    `  timeout server ${seconds(settings.backendTimeoutMs)}`,
+    `  timeout tunnel ${seconds(settings.backendTimeoutMs)}`,
+    `  timeout connect ${seconds(settings.connectTimeoutMs)}`,
+    '  retries 2',
+    '  option redispatch 1',
+    '  retry-on conn-failure empty-response',
+    ...OWN_REPLIES.map(([status]) => `  errorfile ${status} ${layout.errorFile(status)}`),
+    '',
+    'frontend ingress',
+    ...(settings.httpAddress ? [`  bind ${address(settings.httpAddress)}`] : []),
+    ...(settings.httpsAddress ? [`  bind ${address(settings.httpsAddress)} ssl crt-list ${layout.crtList} alpn h2,http/1.1`] : []),
+    `  http-request ${plainReply(431, 'Request Header Fields Too Large')} if { req.hdrs,length gt ${settings.maxHeaderBytes} }`,
+    `  http-request deny deny_status 413 if { req.hdr(content-length) -m int gt ${settings.maxBodyBytes} }`,
+    // The path as nginx routes it (src/ingress/request-path.ts): escapes of unreserved octets
+    // decoded first, so %2e%2e is '..'; slashes merged; '.' and '..' resolved, and '..' above the
+    // root (left by path-strip-dotdot without 'full') and an encoded NUL refused.
+    // CONNECT and the asterisk-form route nowhere (HAProxy's parser refuses CONNECT with a path itself).
+    '  http-request deny deny_status 400 if METH_CONNECT || { url * }',
+    // The query goes to the backend as sent: normalize-uri would decode its escapes too.
+    '  http-request set-var(txn.query) query',
+    '  http-request normalize-uri percent-decode-unreserved strict',
+    '  http-request normalize-uri percent-to-uppercase strict',
+    '  http-request normalize-uri path-merge-slashes',
+    '  http-request normalize-uri path-strip-dot',
+    '  http-request normalize-uri path-strip-dotdot',
+    '  http-request deny deny_status 400 if { path -m reg ^/\\.\\.(/|$) } || { path -m sub %00 }',
+    '  http-request set-query %[var(txn.query)] if { var(txn.query) -m found }',
+    // RFC 9110 §7.6.1: the fields the Connection header names are hop-by-hop too (HAProxy drops only its own).
+    '  http-request lua.kubenft-hop-by-hop if { req.hdr(connection) -m reg -i ^(?!(?:close|keep-alive|upgrade)$) }',
+    '  http-request set-var(txn.host) req.hdr(host),lower,regsub(:[0-9]*$,)',
+    `  http-request set-var(txn.rulehost) var(txn.host),map_str(${map('hosts')})`,
+    `  http-request set-var(txn.rulehost) var(txn.host),regsub(^[^.]+,),map_str(${map('wildcards')}) unless { var(txn.rulehost) -m found }`,
+    `  http-request set-var(txn.rulehost) str(${ANY_HOST}) unless { var(txn.rulehost) -m found }`,
+    '  http-request set-var(txn.path) path',
+    `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,),map_str(${map('exact')})`,
+    `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,/),map_beg(${map('prefix')}) unless { var(txn.target) -m found }`,
+    `  http-request set-var(txn.target) str(${DEFAULT_KEY}),map_str(${map('default')}) unless { var(txn.target) -m found }`,
+    '  http-request set-var(txn.slot) var(txn.target),field(1,/)',
+    '  http-request set-var(txn.route) var(txn.target),field(2,/)',
+    // An encoded slash is data, but a backend may read it as a separator: a path holding one is
+    // refused when that reading reaches another backend (or climbs with dot segments).
+    '  acl encoded_slash var(txn.path) -m sub %2F',
+    '  http-request set-var(txn.slashed) var(txn.path),regsub(%2F,/,g),regsub(/+,/,g) if encoded_slash',
+    '  http-request deny deny_status 400 if encoded_slash { var(txn.slashed) -m reg (^|/)\\.\\.?(/|$) }',
+    `  http-request set-var(txn.slashed_target) var(txn.rulehost),concat(,txn.slashed,),map_str(${map('exact')}) if encoded_slash`,
+    `  http-request set-var(txn.slashed_target) var(txn.rulehost),concat(,txn.slashed,/),map_beg(${map('prefix')}) if encoded_slash !{ var(txn.slashed_target) -m found }`,
+    `  http-request set-var(txn.slashed_target) str(${DEFAULT_KEY}),map_str(${map('default')}) if encoded_slash !{ var(txn.slashed_target) -m found }`,
+    '  http-request deny deny_status 400 if encoded_slash !{ var(txn.target),strcmp(txn.slashed_target) eq 0 }',
+    `  http-request ${plainReply(404, 'Not Found')} unless { var(txn.slot) -m found }`,
+    `  http-request redirect location https://%[var(txn.host)]%[pathq] code 308 if !{ ssl_fc } { var(txn.rulehost),map_str(${map('redirect')}) -m found }`,
+    // The proxy sets these itself: a client cannot forge its address to a backend.
+    '  http-request set-header x-forwarded-for %[src]',
+    '  http-request set-header x-real-ip %[src]',
+    '  http-request set-header x-forwarded-proto https if { ssl_fc }',
+    '  http-request set-header x-forwarded-proto http unless { ssl_fc }',
+    '  http-request set-header x-forwarded-host %[req.hdr(host)]',
+    '  http-request set-header x-forwarded-port %[dst_port]',
+    `  http-after-response set-header server kubenft unless { res.hdr(server) -m found }`,
+    '  use_backend %[var(txn.slot)]',
+    `  log ring@${REQUEST_RING} format raw local0 info`,
+    `  log-format "${REQUEST_LOG_FORMAT}"`,
+    '',
+  ];
+  for (let index = 0; index < slots; index++) {
+    const name = slotName(index);
+    lines.push(`backend ${name}`, '  balance roundrobin', ...(servers.get(name) ?? []).map((endpoint) => `  server ${serverName(endpoint)} ${endpoint}`), '');
+  }
+  return lines.join('\n');
+}
+
+/** The Lua action that removes the fields a Connection header names (keeping an upgrade's). */
+export const HOP_BY_HOP_LUA = `core.register_action("kubenft-hop-by-hop", { "http-req" }, function(txn)
+  local headers = txn.http:req_get_headers()["connection"]
+  if headers == nil then return end
+  local upgrade = false
+  for _, value in pairs(headers) do
+    for token in string.gmatch(value, "[^,%s]+") do
+      local name = string.lower(token)
+      if name == "upgrade" then upgrade = true
+      elseif name ~= "close" and name ~= "keep-alive" then txn.http:req_del_header(name) end
+    end
+  end
+  if upgrade then txn.http:req_set_header("connection", "upgrade") else txn.http:req_del_header("connection") end
+end)
+`;
+
+/** The errorfiles: raw responses. */
+export function errorFiles(layout: HaproxyLayout): { path: string; content: string }[] {
+  return OWN_REPLIES.map(([status, text]) => {
+    const body = `${status} ${text}\n`;
+    return { path: layout.errorFile(status), content: `HTTP/1.1 ${status} ${text}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nserver: kubenft\r\n\r\n${body}` };
+  });
+}
+
+/** The files a configuration reads: each map's entries, and the crt-list (the default certificate first). */
+export function renderMapFile(entries: MapEntry[]): string {
+  return entries.map((entry) => `${entry.key} ${entry.value}\n`).join('');
+}
+
+export function renderCrtList(layout: HaproxyLayout, sniNames: string[]): string {
+  return [crtListLine(layout.defaultCertificate, DEFAULT_CERTIFICATE_FILTER), ...sniNames.map((name) => crtListLine(layout.certificate(name), name))].join('\n') + '\n';
+}
