@@ -1,4 +1,5 @@
 import pino, { type Logger } from 'pino';
+import { performance } from 'node:perf_hooks';
 import type { LogFormat } from './options.js';
 
 // The agent's log on stderr in kube-proxy's two --logging-format values. json: one object a
@@ -12,10 +13,12 @@ const PINO_LEVEL_LETTERS: [number, string][] = [[60, 'F'], [50, 'E'], [40, 'W'],
 
 const two = (value: number) => String(value).padStart(2, '0');
 
-/** klog's header: I1207 03:34:56.123456   12345 kubenft] */
-function klogHeader(levelNumber: number, time: Date, pid: number): string {
+/** klog's header: I1207 03:34:56.123456   12345 kubenft]; `epochMicros` the record's time in µs since the epoch. */
+function klogHeader(levelNumber: number, epochMicros: number, pid: number): string {
   const letter = PINO_LEVEL_LETTERS.find(([floor]) => levelNumber >= floor)![1];
-  const clock = `${two(time.getHours())}:${two(time.getMinutes())}:${two(time.getSeconds())}.${String(time.getMilliseconds() * 1000).padStart(6, '0')}`;
+  const time = new Date(Math.floor(epochMicros / 1000));
+  const micros = String(Math.floor(epochMicros) % 1_000_000).padStart(6, '0');
+  const clock = `${two(time.getHours())}:${two(time.getMinutes())}:${two(time.getSeconds())}.${micros}`;
   return `${letter}${two(time.getMonth() + 1)}${two(time.getDate())} ${clock} ${String(pid).padStart(7)} kubenft]`;
 }
 
@@ -25,11 +28,15 @@ function klogValue(key: string, value: unknown): string {
   return JSON.stringify(value);
 }
 
-/** One pino record (its JSON line) as a klog text line. */
+// Date.now() has only milliseconds; the monotonic clock's origin plus its reading has the
+// microseconds klog prints (Node's clock is good to well under a microsecond).
+const epochMicrosNow = () => Math.floor((performance.timeOrigin + performance.now()) * 1000);
+
+/** One pino record (its JSON line, `time` in µs since the epoch) as a klog text line. */
 export function klogLine(json: string, pid = process.pid): string {
   const { level, time, msg, ...fields } = JSON.parse(json) as Record<string, unknown>;
   const pairs = Object.entries(fields).map(([key, value]) => ` ${key}=${klogValue(key, value)}`).join('');
-  return `${klogHeader(level as number, new Date(time as number), pid)} ${msg ?? ''}${pairs}\n`;
+  return `${klogHeader(level as number, time as number, pid)} ${msg ?? ''}${pairs}\n`;
 }
 
 const pinoLevel = (verbosity: number) => (verbosity >= 6 ? 'trace' : verbosity >= 4 ? 'debug' : 'info');
@@ -50,5 +57,5 @@ export function createLogger(format: LogFormat, verbosity: number, fd = 2): Logg
       formatters: { level: (label) => ({ level: label }) },
     }, destination);
   }
-  return pino({ level, base: null }, { write: (line: string) => destination.write(klogLine(line)) });
+  return pino({ level, base: null, timestamp: () => `,"time":${epochMicrosNow()}` }, { write: (line: string) => destination.write(klogLine(line)) });
 }

@@ -36,6 +36,8 @@ t.test('text (the default): klog\'s header, the message, then key=value', async 
     const listed = lines.find((line) => line.includes('every source has listed'))!;
     t.match(listed, /^I.* every source has listed listedAtMs=[\d.]+ stateMs=[\d.]+ services=0 endpoints=0$/, 'info with numbers bare');
     t.notMatch(lines.join('\n'), /^\{/m, 'no JSON');
+    // Milliseconds scaled up would end every line in 000; real microseconds do so one time in a thousand.
+    t.notOk(lines.every((line) => KLOG.exec(line)![7].endsWith('000')), 'the header\'s six digits are real microseconds');
   }
 });
 
@@ -56,11 +58,11 @@ t.test('json: one object a line, an ISO time and a level name', async (t) => {
 });
 
 t.test('klogLine: strings quoted, errors as their message, nested values as JSON', async (t) => {
-  const time = new Date(2024, 0, 9, 7, 5, 3, 42).getTime();
+  const time = new Date(2024, 0, 9, 7, 5, 3, 42).getTime() * 1000 + 317;
   const line = klogLine(JSON.stringify({
     level: 40, time, msg: 'drift "seen"', table: 'ip kubenft', count: 3, ok: false, err: { type: 'Error', message: 'no "way"', stack: 'x' }, split: { planMs: 1 },
   }), 77);
-  t.equal(line, 'W0109 07:05:03.042000      77 kubenft] drift "seen" table="ip kubenft" count=3 ok=false err="no \\"way\\"" split={"planMs":1}\n');
+  t.equal(line, 'W0109 07:05:03.042317      77 kubenft] drift "seen" table="ip kubenft" count=3 ok=false err="no \\"way\\"" split={"planMs":1}\n');
   t.match(klogLine(JSON.stringify({ level: 20, time, msg: 'detail' })), /^I0109 /, 'debug is I, as klog\'s V-levels');
   t.match(klogLine(JSON.stringify({ level: 50, time, msg: 'x' })), /^E/);
   t.match(klogLine(JSON.stringify({ level: 60, time, msg: 'x' })), /^F/);
