@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <condition_variable>
+#include <cstdint>
 #include <ctime>
 #include <memory>
 #include <mutex>
@@ -366,7 +368,34 @@ void SendBatch(const Batch& b, Outcome& out) {
     throw SysError{out.overrun ? ENOBUFS : EPROTO, "no acknowledgement from the kernel for the batch"};
 }
 
+// Commits run one at a time and in the order they were asked for: a caller may send a table and,
+// before that commit finishes, another transaction adding to it (the staged first load does).
+// libuv's pool runs queued work on several threads and a mutex alone grants no order, so the
+// later batch could reach the kernel first and be refused (ENOENT). A ticket, taken on the
+// calling thread, fixes the order; each pool thread waits for its ticket's turn.
 std::mutex commitMutex;
+std::condition_variable commitTurn;
+uint64_t nextTicket = 0;     // guarded by commitMutex
+uint64_t servingTicket = 0;  // guarded by commitMutex
+
+uint64_t TakeTicket() {
+  std::lock_guard<std::mutex> guard(commitMutex);
+  return nextTicket++;
+}
+
+/** Passes the turn on however the commit ended. */
+class CommitTurn {
+ public:
+  CommitTurn(std::unique_lock<std::mutex>& lock) : lock_(lock) {}
+  ~CommitTurn() {
+    servingTicket++;
+    lock_.unlock();
+    commitTurn.notify_all();
+  }
+
+ private:
+  std::unique_lock<std::mutex>& lock_;
+};
 
 // Capture: a copy of every batch sent, exactly as sent, for a replay by another program (the
 // bench's kernel floor). Off unless asked for; guarded apart from commitMutex, which a commit
@@ -391,13 +420,16 @@ class CommitWorker : public Napi::AsyncWorker {
         data_(new uint8_t[tx.ByteLength()]),
         len_(tx.ByteLength()) {
     memcpy(data_.get(), tx.Data(), len_);
+    ticket_ = TakeTicket();
   }
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
  protected:
   void Execute() override {
-    std::lock_guard<std::mutex> oneAtATime(commitMutex);
+    std::unique_lock<std::mutex> lock(commitMutex);
+    commitTurn.wait(lock, [this] { return servingTicket == ticket_; });
+    CommitTurn passOn(lock);
     try {
       Run();
     } catch (const DecodeError& e) {
@@ -488,6 +520,7 @@ class CommitWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::unique_ptr<uint8_t[]> data_;
   size_t len_;
+  uint64_t ticket_ = 0;
   int64_t index_ = -1;
   std::string error_;
   int errno_ = 0;

@@ -43,6 +43,7 @@ type Report = {
   afterFlush: Summary;
   large: Attempt;
   afterLarge: { elements: number };
+  ordered: { refused: number; chains: string[] };
 };
 
 if (process.getuid?.() !== 0) {
@@ -159,6 +160,11 @@ if (process.getuid?.() !== 0) {
     t.equal(flush?.generation, report.genFinal);
     t.equal(report.afterFlush.elements, 0, 'DELSETELEM without elements flushes the set');
     t.same(report.afterFlush.rules.map((r) => r.chain), ['prerouting'], 'DELRULE with table+chain flushes the chain');
+  });
+
+  t.test('commits reach the kernel in the order they were asked for, none awaited', async (t) => {
+    t.equal(report.ordered.refused, 0, 'no commit met the state of a later one');
+    t.same(report.ordered.chains, ['c299'], 'each commit built on the one before');
   });
 
   t.test('empty and large transactions', async (t) => {
