@@ -189,9 +189,23 @@ function tailAppend(tail: string, chunk: string): string {
   return joined.length > OUTPUT_TAIL_CHARS ? joined.slice(-OUTPUT_TAIL_CHARS) : joined;
 }
 
+/**
+ * The environment of a process: the caller's, except for the topology's own helper programs (the
+ * pods' hostnames servers, the probes). Under tap, NODE_OPTIONS loads tap's process-info and
+ * coverage hooks into every node process, a hooks thread and half a second of start-up each; a
+ * suite starts thousands of helpers, and what it measures is kubenft, not them.
+ */
+function processEnv(argv: string[]): NodeJS.ProcessEnv {
+  const helpers = join(findRepoRoot(), 'dist', 'scripts', 'lib');
+  if (argv[0] !== process.execPath || !argv[1]?.startsWith(`${helpers}/`)) return process.env;
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS;
+  return env;
+}
+
 function startProcess(ns: string, argv: string[]): ProcessHandle {
   // `ip netns exec` execs the command in place, so child.pid is the command's PID.
-  const child = spawnChild('ip', ['netns', 'exec', ns, ...argv], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawnChild('ip', ['netns', 'exec', ns, ...argv], { stdio: ['pipe', 'pipe', 'pipe'], env: processEnv(argv) });
   child.on('error', () => {}); // a failed spawn is reported by the throw below
   if (child.pid === undefined) throw new Error(`could not start ${argv.join(' ')} in ${ns}`);
   const pid = child.pid;

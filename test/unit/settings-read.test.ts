@@ -146,9 +146,10 @@ for (const file of program.getSourceFiles().filter(isConsumerFile)) {
   const visit = (node: ts.Node): void => {
     if (ts.isPropertyAccessExpression(node) && !isAssignmentTarget(node)) record(checker.getSymbolAtLocation(node.name), node);
     if (ts.isExpression(node) && !ts.isObjectLiteralExpression(node)) {
+      // The type of every expression would cost a second of checking: only those handed on need it.
       const target = handedTo(node);
-      const type = checker.getTypeAtLocation(node);
-      if (target && target !== type && isDeclaredObject(type)) handedOn.set(type, (handedOn.get(type) ?? new Set()).add(target));
+      const type = target && checker.getTypeAtLocation(node);
+      if (type && target !== type && isDeclaredObject(type)) handedOn.set(type, (handedOn.get(type) ?? new Set()).add(target));
     }
     if (ts.isBindingElement(node) && ts.isObjectBindingPattern(node.parent)) {
       const name = node.propertyName ?? node.name;

@@ -36,12 +36,14 @@ t.test('10,000 changes in a burst make a bounded number of syncs and bounded mem
   const heapBefore = process.memoryUsage().heapUsed;
   let peakHeap = heapBefore;
   const sampler = setInterval(() => (peakHeap = Math.max(peakHeap, process.memoryUsage().heapUsed)), 10);
+  const burstStarted = performance.now();
   for (let index = 0; index < 5_000; index++) {
     const name = `storm-${index}`;
     handler.apply(service(name, `10.1.${Math.floor(index / 250)}.${(index % 250) + 1}`, [{ port: 80 }]));
     handler.apply(slice(name, [{ port: 80 }], [{ ip: `10.245.${Math.floor(index / 250)}.${(index % 250) + 1}` }]));
     if (index % 500 === 0) await new Promise((resolve) => setImmediate(resolve));
   }
+  const burstMs = performance.now() - burstStarted;
   // Let the loop drain: no new sync for well over the minimum sync period.
   let seen = -1;
   while (seen !== dataplane.syncs.length) {
@@ -50,7 +52,10 @@ t.test('10,000 changes in a burst make a bounded number of syncs and bounded mem
   }
   clearInterval(sampler);
 
-  t.ok(dataplane.syncs.length <= 4, `${dataplane.syncs.length} syncs for 10,000 changes`);
+  // The rate limit (a burst of two, then one per 500 ms) bounds the syncs during the burst, and one
+  // follows it; a loaded machine stretches the burst, not the bound per period.
+  const bound = 2 + Math.ceil(burstMs / 500) + 1;
+  t.ok(dataplane.syncs.length <= bound, `${dataplane.syncs.length} syncs for 10,000 changes over ${burstMs.toFixed(0)} ms (at most ${bound})`);
   t.equal(dataplane.mostInFlight, 1, 'syncs never overlapped');
   t.equal(agent.state.services.size, 5_000, 'every service is in the state');
   t.equal(agent.state.takeChanges().services.size, 0, 'no change was left unsynced');
