@@ -119,6 +119,11 @@ const routes = (): unknown[] => [
     { matches: [prefix('/', { queryParams: [{ name: 'animal', value: 'dolphin' }, { name: 'color', value: 'blue' }] })], backends: to('api') },
     { matches: [prefix('/', { method: 'POST' })], backends: to('other') },
   ]),
+  // Regular expressions (implementation-specific): a path expression matches the whole path; a header expression anywhere in the value.
+  route('regex', ['regex.example.com'], [
+    { matches: [{ path: { type: 'RegularExpression', value: '/items/[0-9]+' } }], backends: to('web') },
+    { matches: [prefix('/', { headers: [{ type: 'RegularExpression', name: 'X-Version', value: '^v[0-9]+$' }] })], backends: to('api') },
+  ]),
   // HTTPRouteRequestMirror.
   route('mirror', ['mirror.example.com'], [{ backends: to('web'), filters: [{ type: 'RequestMirror', requestMirror: { backendRef: { name: 'mirror', port: 80 } } }] }]),
   // HTTPRouteTimeoutRequest, HTTPRouteTimeoutBackendRequest.
@@ -273,6 +278,31 @@ const routes = (): unknown[] => [
       t.equal((await curl(['http://extended.example.com/?animal=dolphin'])).status, 404, 'one query parameter missing');
       t.equal((await curl(['-X', 'POST', 'http://extended.example.com/'])).pod, 'other');
       t.equal((await curl(['http://extended.example.com/'])).status, 404, 'GET matches no method rule');
+    });
+
+    t.test('variants: query escapes and repeats, regular expressions, HTTP/2 over TLS, requests counted by route', async (t) => {
+      const cases: [string[], number, string?][] = [
+        [['http://extended.example.com/?animal=wh%61le'], 200, 'web'],
+        [['http://extended.example.com/?animal=whale&animal=dolphin'], 200, 'web'],
+        [['http://extended.example.com/?color=blue&animal=dolphin'], 200, 'api'],
+        [['http://extended.example.com/?Animal=whale'], 404],
+        [['http://regex.example.com/items/42'], 200, 'web'],
+        [['http://regex.example.com/items/42/more'], 404],
+        [['http://regex.example.com/items/abc'], 404],
+        [['-H', 'x-version: v2', 'http://regex.example.com/anything'], 200, 'api'],
+        [['-H', 'X-VERSION: v2beta', 'http://regex.example.com/anything'], 404],
+      ];
+      for (const [args, status, pod] of cases) {
+        const reply = await curl(args);
+        t.equal(reply.status, status, args.join(' '));
+        if (pod) t.equal(reply.pod, pod, `${args.join(' ')}: ${pod}`);
+      }
+      const h2 = await pods.exec(pods.client, ['curl', '-sS', '-k', '--http2', '-o', '/dev/null', '-w', '%{http_version} %{http_code}', '--connect-to', `::${NODE}:`, 'https://secure.example.com/']);
+      t.equal(h2.stdout, '2 200', 'HTTP/2 over TLS');
+      // Each rule path is a series of its own: the route's answers are their sum.
+      const counted = async () => [...(await scrape(pods, 'http://127.0.0.1:10249/metrics')).body.matchAll(/^kubenft_gateway_requests_total\{[^}]*route="default\/regex"[^}]*status="200"[^}]*\} (\d+)$/gm)]
+        .reduce((sum, match) => sum + Number(match[1]), 0);
+      t.ok(await eventually(async () => (await counted()) >= 2, 5_000), 'requests are counted by HTTPRoute');
     });
 
     if (ON_HAPROXY) {
