@@ -148,6 +148,8 @@ const routes = (): unknown[] => [
   route('theirs', ['theirs.example.com'], [{ backends: to('web') }], { parents: [{ name: 'theirs' }] }),
   // HTTPS listeners: their own certificates, one from another namespace with a grant.
   route('secure', [], [{ backends: to('web') }], { parents: [{ name: 'gw', sectionName: 'https' }, { name: 'gw', sectionName: 'https-cross' }, { name: 'gw', sectionName: 'https-denied' }] }),
+  // A redirect on an HTTPS listener keeps the scheme, and leaves out its default port.
+  route('secure-redirect', ['secure.example.com'], [redirect('/moved', { hostname: 'example.org' })], { parents: [{ name: 'gw', sectionName: 'https' }] }),
   route('live', ['live.example.com'], [{ backends: to('web') }]),
   route('live-endpoints', ['endpoints.example.com'], [{ backends: to('live-backend') }]),
 ];
@@ -291,6 +293,9 @@ const routes = (): unknown[] => [
         [['http://regex.example.com/items/abc'], 404],
         [['-H', 'x-version: v2', 'http://regex.example.com/anything'], 200, 'api'],
         [['-H', 'X-VERSION: v2beta', 'http://regex.example.com/anything'], 404],
+        // An encoded slash that a backend could read as a separator, reaching another rule that way: refused.
+        [['http://match.example.com/v2%2Fexample'], 400],
+        [['http://match.example.com/other%2Fexample'], 200, 'web'],
       ];
       for (const [args, status, pod] of cases) {
         const reply = await curl(args);
@@ -299,6 +304,8 @@ const routes = (): unknown[] => [
       }
       const h2 = await pods.exec(pods.client, ['curl', '-sS', '-k', '--http2', '-o', '/dev/null', '-w', '%{http_version} %{http_code}', '--connect-to', `::${NODE}:`, 'https://secure.example.com/']);
       t.equal(h2.stdout, '2 200', 'HTTP/2 over TLS');
+      const moved = await curl(['https://secure.example.com/moved/x?y=1']);
+      t.same([moved.status, header(moved, 'location')], [302, 'https://example.org/moved/x?y=1'], 'a redirect on the HTTPS listener: https, no port');
       // Each rule path is a series of its own: the route's answers are their sum.
       const counted = async () => [...(await scrape(pods, 'http://127.0.0.1:10249/metrics')).body.matchAll(/^kubenft_gateway_requests_total\{[^}]*route="default\/regex"[^}]*status="200"[^}]*\} (\d+)$/gm)]
         .reduce((sum, match) => sum + Number(match[1]), 0);

@@ -52,8 +52,8 @@ t.test('the HAProxy model of a Gateway table: the Lua router\'s maps; a new time
   const first = planGateways(gatewayPlanInput(stateOf(objects()), SETTINGS));
   model.load(first.http, CERTIFICATE);
   const files = new Map(model.files({ maxBodyBytes: 1, maxHeaderBytes: 1024, clientTimeoutMs: 1000, backendTimeoutMs: 1000, connectTimeoutMs: 1000, threads: 1, gatewayRules: true }).map((file) => [file.path, file.content]));
-  t.equal(files.get(layout.map('gateway-hosts')), 'p.example.com 1\n');
-  t.match(files.get(layout.map('gateway-rules')), /^p\.example\.com\/0 n=\d+&t=P&m=%2Fa&h=x:1:e&b=slot_\d+:1&T=2000\n$/, 'the rule, its header match, its slot and its timeout');
+  t.equal(files.get(layout.map('gateway-hosts')), 'p.example.com 0:1\n', 'the host: its generation and rule count');
+  t.match(files.get(layout.map('gateway-rules')), /^p\.example\.com\/0\/0 n=\d+&t=P&m=%2Fa&h=x:1:e&b=slot_\d+:1&T=2000\n$/, 'the rule, its header match, its slot and its timeout');
   t.match(files.get(layout.config), /lua\.kubenft-gateway-route/);
   t.match(files.get(layout.config), /set-timeout server 2000ms if \{ var\(txn\.gw_timeout\) -m int eq 2000 \}/, 'a line for the timeout in use');
   t.notMatch(files.get(layout.config), /map_beg/, 'no Ingress map lookups');
@@ -61,8 +61,17 @@ t.test('the HAProxy model of a Gateway table: the Lua router\'s maps; a new time
 
   const known = planGateways(gatewayPlanInput(stateOf(objects(httpRoute('added', { hostnames: ['q.example.com'], rules: [{ backends: [{ name: 'web' }], timeouts: { request: '2s' } }] }))), SETTINGS));
   const commands = model.changes(known.http, tableChanges(first.http, known.http), CERTIFICATE);
-  t.same(commands?.map(({ command }) => command.replace(/ n=.*/, '')), ['add map /h/gateway-rules.map q.example.com/0', 'add map /h/gateway-hosts.map q.example.com 1'],
-    'a known timeout: through the runtime API, the host\'s rule before its count');
+  t.same(commands?.map(({ command }) => command.replace(/ n=.*/, '')), ['add map /h/gateway-rules.map q.example.com/1/0', 'add map /h/gateway-hosts.map q.example.com 1:1'],
+    'a known timeout: through the runtime API, the host\'s rule before the host names it');
+
+  const inserted = planGateways(gatewayPlanInput(stateOf(objects(httpRoute('added', { hostnames: ['q.example.com'], rules: [
+    { matches: [prefix('/first')], backends: [{ name: 'web' }] }, { backends: [{ name: 'web' }], timeouts: { request: '2s' } },
+  ] }))), SETTINGS));
+  t.same(model.changes(inserted.http, tableChanges(known.http, inserted.http), CERTIFICATE)?.map(({ command }) => command.replace(/ n=.*/, '')), [
+    'add map /h/gateway-rules.map q.example.com/2/0', 'add map /h/gateway-rules.map q.example.com/2/1', 'set map /h/gateway-hosts.map q.example.com 2:2',
+    'del map /h/gateway-rules.map q.example.com/1/0',
+  ], 'a rule inserted before another: the new generation whole, then one switch, then the old one deleted (no request sees a mix)');
+  known.http = inserted.http;
 
   const slower = planGateways(gatewayPlanInput(stateOf(objects(httpRoute('slower', { hostnames: ['s.example.com'], rules: [{ backends: [{ name: 'web' }], timeouts: { request: '7s' } }] }))), SETTINGS));
   t.equal(model.changes(slower.http, tableChanges(known.http, slower.http), CERTIFICATE), undefined, 'a timeout HAProxy has no line for needs a reload');

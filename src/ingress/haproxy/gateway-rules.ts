@@ -4,9 +4,12 @@ import type { HeaderEdits, HostRoute, PathRoute } from '../routes.js';
 // host and a path: header, query and method matches decide in the spec's precedence order, with a
 // fall-through to the next rule, and filters act on the request and the response. HAProxy's maps
 // return one value per key, so the rules go through a small Lua router instead, which reads two
-// maps that the runtime API changes like Ingress's: gateway-hosts (rule host → how many rules it
-// has) and gateway-rules ('<rule host>/<index>' → the rule, encoded below), in the planner's order
-// (its covering wildcards' and any host's rules follow a host's own). Nothing here needs a reload
+// maps that the runtime API changes like Ingress's: gateway-hosts (rule host → '<generation>:<how
+// many rules it has>') and gateway-rules ('<rule host>/<generation>/<index>' → the rule, encoded
+// below), in the planner's order (its covering wildcards' and any host's rules follow a host's own).
+// A host's new rules are written under a new generation first and its gateway-hosts entry then
+// switches to them in one command, so a request sees the host's rules before a change or after it,
+// never a mix (rules shifted by one inserted before them, say). Nothing here needs a reload
 // but a timeout value HAProxy has not seen yet: 2.6's set-timeout takes constants only, so each
 // value in use is a line of the slots' backends.
 
@@ -69,16 +72,20 @@ export function encodeGatewayRule(path: PathRoute, routeNumber: number, slotOf: 
   return pairs.map(([key, value]) => `${key}=${value}`).join('&');
 }
 
+/** A host's rules, encoded, in order. */
+export const gatewayRuleTexts = (route: HostRoute, encode: (path: PathRoute) => string) => route.paths.map(encode);
+
 /**
- * The map entries of one rule host's routes: each rule under '<rule host>/<index>', then the host's
- * count (so that a host grown by a rule has it before it is counted). `host` is as tableHosts names
- * it ('foo.com', '*.foo.com', '' for any host).
+ * The map entries of one rule host's rules (as gatewayRuleTexts encodes them) in one generation:
+ * each rule under '<rule host>/<generation>/<index>', then the host's entry naming the generation
+ * (last, so that the rules are there before it names them). `host` is as tableHosts names it
+ * ('foo.com', '*.foo.com', '' for any host).
  */
-export function gatewayHostEntries(host: string, route: HostRoute, encode: (path: PathRoute) => string): { map: GatewayMapName; key: string; value: string }[] {
+export function gatewayHostEntries(host: string, rules: string[], generation: number): { map: GatewayMapName; key: string; value: string }[] {
   const key = host === '' ? ANY_HOST : host;
   return [
-    ...route.paths.map((path, index) => ({ map: 'gateway-rules' as const, key: `${key}/${index}`, value: encode(path) })),
-    { map: 'gateway-hosts', key, value: String(route.paths.length) },
+    ...rules.map((value, index) => ({ map: 'gateway-rules' as const, key: `${key}/${generation}/${index}`, value })),
+    { map: 'gateway-hosts', key, value: `${generation}:${rules.length}` },
   ];
 }
 
@@ -88,6 +95,8 @@ export function gatewayHostEntries(host: string, route: HostRoute, encode: (path
  */
 export const GATEWAY_ROUTING = (plainReply: (status: number, text: string) => string) => [
   '  http-request set-var(txn.path) path',
+  // ssl_fc read from Lua is no Lua boolean: the scheme is handed over as a variable.
+  '  http-request set-var(txn.gw_scheme) str(https) if { ssl_fc }',
   '  http-request lua.kubenft-gateway-route',
   '  http-request deny deny_status 400 if { var(txn.gw_outcome) -m str refused }',
   `  http-request ${plainReply(404, 'Not Found')} unless { var(txn.gw_outcome) -m found }`,
@@ -240,11 +249,11 @@ local function rule_host(host)
   return nil
 end
 
--- The first rule of the host that matches, in the planner's order.
+-- The first rule of the host that matches, in the planner's order (of the generation its entry names).
 local function first_rule(key, path, facts)
-  local count = tonumber(gateway_hosts:lookup(key) or "0") or 0
-  for index = 0, count - 1 do
-    local text = gateway_rules:lookup(key .. "/" .. index)
+  local generation, count = (gateway_hosts:lookup(key) or ""):match("^(%d+):(%d+)$")
+  for index = 0, (tonumber(count) or 0) - 1 do
+    local text = gateway_rules:lookup(key .. "/" .. generation .. "/" .. index)
     if text then
       local rule = rule_of(text)
       if path_matches(rule, path) and conditions_hold(rule, facts) then return rule end
@@ -265,8 +274,7 @@ local DEFAULT_PORTS = { http = 80, https = 443 }
 
 -- A RequestRedirect's Location, as the built-in's redirectLocation.
 local function location_of(txn, rule, host, path)
-  local secure = txn.f:ssl_fc() == true
-  local scheme = rule.redirect_scheme or (secure and "https" or "http")
+  local scheme = rule.redirect_scheme or txn:get_var("txn.gw_scheme") or "http"
   local port = rule.redirect_port or (rule.redirect_scheme and DEFAULT_PORTS[scheme]) or tonumber(txn.f:dst_port())
   local target = rule.redirect_path and edited_path(path, rule.redirect_path, rule.redirect_value, rule.match) or path
   local query = txn:get_var("txn.query")

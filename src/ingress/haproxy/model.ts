@@ -1,5 +1,5 @@
 import type { HostRoute, RouteTable, RouteTableChanges } from '../routes.js';
-import { encodeGatewayRule, gatewayHostEntries, gatewayLua, ruleTimeoutMs } from './gateway-rules.js';
+import { encodeGatewayRule, gatewayHostEntries, gatewayLua, gatewayRuleTexts, ruleTimeoutMs } from './gateway-rules.js';
 import {
   DEFAULT_KEY, HOP_BY_HOP_LUA, errorFiles, type HaproxyLayout, type HaproxySettings, MAPS, type MapEntry, crtListLine, entryId, hostEntries, renderConfig,
   renderCrtList, renderMapFile, routeTarget, serverName, slotName, tableHosts,
@@ -47,6 +47,9 @@ export class HaproxyModel {
   private readonly timeouts = new Set<number>();
   /** Why the last changes() needed a reload. */
   reloadReason = '';
+  /** Gateway API: each rule host's rules as written, and their generation (gateway-rules.ts). */
+  private readonly gatewayHosts = new Map<string, { rules: string[]; generation: number }>();
+  private generations = 0;
 
   /** `gatewayRules`: the table is Gateway API's, routed by the Lua router (gateway-rules.ts). */
   constructor(private readonly layout: HaproxyLayout, private readonly gatewayRules = false) {}
@@ -65,6 +68,7 @@ export class HaproxyModel {
     }
     this.entries.clear();
     this.byHost.clear();
+    this.gatewayHosts.clear();
     for (const [host, route] of tableHosts(table)) {
       for (const timeout of this.timeoutsOf(route)) this.timeouts.add(timeout);
       this.setHost(host, this.hostEntriesOf(host, route));
@@ -132,6 +136,7 @@ export class HaproxyModel {
     const removals: RuntimeCommand[] = [];
     for (const [host, route] of hostChanges) {
       const next = route ? this.hostEntriesOf(host, route) : [];
+      if (!route) this.gatewayHosts.delete(host);
       const before = this.byHost.get(host) ?? [];
       const kept = new Set(next.map(entryId));
       for (const entry of next) commands.push(...this.putEntry(entry));
@@ -166,9 +171,15 @@ export class HaproxyModel {
     return number;
   }
 
+  /** A host's map entries; Gateway rules in a new generation when they differ from those written. */
   private hostEntriesOf(host: string, route: HostRoute): MapEntry[] {
     if (!this.gatewayRules) return hostEntries(host, route, this.targetOf);
-    return gatewayHostEntries(host, route, (path) => encodeGatewayRule(path, this.numberOf(path), (backend) => this.slots.get(backend)!));
+    const rules = gatewayRuleTexts(route, (path) => encodeGatewayRule(path, this.numberOf(path), (backend) => this.slots.get(backend)!));
+    let written = this.gatewayHosts.get(host);
+    if (!written || written.rules.length !== rules.length || written.rules.some((rule, index) => rule !== rules[index])) {
+      this.gatewayHosts.set(host, (written = { rules, generation: this.generations++ }));
+    }
+    return gatewayHostEntries(host, rules, written.generation);
   }
 
   private timeoutsOf(route: HostRoute): number[] {
