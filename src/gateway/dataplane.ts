@@ -1,14 +1,17 @@
 import type { Logger } from 'pino';
-import { Gauge, type Registry } from 'prom-client';
-import type { StateChanges, StateDataplane, WatchNeeds } from '../capability.js';
+import { availableParallelism } from 'node:os';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { OptionsError, type StateChanges, type StateDataplane, type WatchNeeds } from '../capability.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import type { NamespaceInfo } from '../cluster/normalize.js';
 import { normalizeNamespace } from '../cluster/normalize.js';
 import { endpointPortViews } from '../cluster/service-ports.js';
 import { nodeContextOf } from '../cluster/topology.js';
 import { splitHostPort } from '../kernel/addresses.js';
+import { findHaproxy } from '../kernel/haproxy-process.js';
 import {
-  type RouteTable, type TlsSecretInfo, WorkerProxy, type WorkerProxyOptions, normalizeTlsSecret, registerRequestMetrics,
+  HAPROXY_UNSUPPORTED_FILTERS, type HaproxyMetrics, HaproxyProxy, type IngressProxy, type RequestMetrics, type RouteTable, type TlsSecretInfo,
+  WorkerProxy, type WorkerProxyOptions, netnsHaproxyDir, normalizeTlsSecret, registerRequestMetrics,
 } from '../ingress/index.js';
 import {
   type GatewayClassInfo, type GatewayInfo, type HTTPRouteInfo, type ReferenceGrantInfo,
@@ -19,9 +22,10 @@ import type { GatewayStatusWriter } from './status.js';
 
 // The Gateway API controller as a dataplane beside the rules: every sync that touches its objects
 // (or a Service they route to) replans the Gateways and HTTPRoutes into two route tables, one for
-// the HTTP listeners and one for the HTTPS ones, and hands each table's changes to the built-in
-// proxy on its address (the ingress's built-in dataplane, src/ingress/worker-proxy.ts): a route change never
-// restarts a worker or closes a connection.
+// the HTTP listeners and one for the HTTPS ones, and hands each table's changes to the proxy on its
+// address: the ingress's built-in dataplane (src/ingress/worker-proxy.ts), or with
+// --gateway-dataplane=haproxy an HAProxy per address (src/ingress/haproxy/, its rules routed by
+// gateway-rules.ts's Lua router). A route change never restarts a worker or closes a connection.
 
 export interface GatewaySettings extends Omit<WorkerProxyOptions, 'name' | 'httpAddress' | 'httpsAddress'> {
   enabled: boolean;
@@ -30,7 +34,14 @@ export interface GatewaySettings extends Omit<WorkerProxyOptions, 'name' | 'http
   /** host:port, or undefined when that listener is off. */
   httpAddress?: string;
   httpsAddress?: string;
+  /** --gateway-dataplane: what serves the listeners. */
+  dataplane: 'builtin' | 'haproxy';
+  /** --gateway-haproxy-dir: the HAProxys' files, in a directory per network namespace and listener address. */
+  haproxyDir: string;
 }
+
+/** The suffixes of the HAProxys' directories (one HAProxy per listener address), which --cleanup stops. */
+export const HAPROXY_LISTENERS = { http: '-http', https: '-https' } as const;
 
 const GROUP_PATH = '/apis/gateway.networking.k8s.io';
 
@@ -51,7 +62,7 @@ const GATEWAY_KINDS = GATEWAY_WATCH.kinds!.map(({ kind }) => kind);
 const portOf = (address: string | undefined) => (address ? splitHostPort(address).port : undefined);
 
 /** What the Gateway planner reads from the state (the agent's syncs, and `kubenft services`). */
-export function gatewayPlanInput(state: ClusterState, settings: Pick<GatewaySettings, 'className' | 'httpAddress' | 'httpsAddress'>): GatewayPlanInput {
+export function gatewayPlanInput(state: ClusterState, settings: Pick<GatewaySettings, 'className' | 'httpAddress' | 'httpsAddress'> & Partial<Pick<GatewaySettings, 'dataplane'>>): GatewayPlanInput {
   const namespaces = state.objectsOf<NamespaceInfo>('Namespace');
   return {
     classes: state.objectsOf<GatewayClassInfo>('GatewayClass'),
@@ -65,12 +76,13 @@ export function gatewayPlanInput(state: ClusterState, settings: Pick<GatewaySett
     className: settings.className,
     httpPort: portOf(settings.httpAddress),
     httpsPort: portOf(settings.httpsAddress),
+    ...(settings.dataplane === 'haproxy' ? { unsupportedFilters: HAPROXY_UNSUPPORTED_FILTERS } : {}),
   };
 }
 
 /** One listener address's proxy and the table it serves. */
 interface Served {
-  proxy: WorkerProxy;
+  proxy: IngressProxy;
   table: RouteTable | undefined;
 }
 
@@ -84,15 +96,41 @@ export class GatewayDataplane implements StateDataplane {
   private reported = new Set<string>();
   private problems!: Gauge;
   private status: GatewayStatusWriter | undefined;
+  /** The haproxy binary, with --gateway-dataplane=haproxy. */
+  private readonly haproxy: string | undefined;
 
-  constructor(private readonly settings: GatewaySettings, private readonly log: Logger, private readonly statusSource?: { kubeconfig?: string; master?: string }) {}
+  constructor(private readonly settings: GatewaySettings, private readonly log: Logger, private readonly statusSource?: { kubeconfig?: string; master?: string }) {
+    if (settings.dataplane === 'haproxy') {
+      this.haproxy = findHaproxy();
+      if (!this.haproxy) throw new OptionsError('--gateway-dataplane=haproxy: no haproxy on PATH: install it (Debian: apt-get install haproxy) or use --gateway-dataplane=builtin');
+    }
+  }
 
   attach(_state: ClusterState, registry: Registry): void {
     const metrics = registerRequestMetrics(registry, 'gateway', 'route', 'HTTPRoute');
-    const proxy = (name: string, addresses: Pick<WorkerProxyOptions, 'httpAddress' | 'httpsAddress'>): Served => ({ proxy: new WorkerProxy({ ...this.settings, name, ...addresses }, this.log, metrics), table: undefined });
-    if (this.settings.httpAddress) this.http = proxy('gateway HTTP', { httpAddress: this.settings.httpAddress, httpsAddress: undefined });
-    if (this.settings.httpsAddress) this.https = proxy('gateway HTTPS', { httpAddress: undefined, httpsAddress: this.settings.httpsAddress });
+    const haproxyMetrics: HaproxyMetrics | undefined = this.haproxy ? {
+      reloads: new Counter({ name: 'kubenft_gateway_haproxy_reloads_total', help: 'Gateway HAProxy reloads (seamless: the listeners pass over), by reason: what the runtime API could not change', labelNames: ['reason'], registers: [registry] }),
+      restarts: new Counter({ name: 'kubenft_gateway_haproxy_restarts_total', help: 'Times a Gateway HAProxy was found gone and started again with the last plan', registers: [registry] }),
+    } : undefined;
+    const proxy = (listener: keyof typeof HAPROXY_LISTENERS, addresses: Pick<WorkerProxyOptions, 'httpAddress' | 'httpsAddress'>): Served => ({
+      proxy: haproxyMetrics ? this.haproxyProxy(listener, addresses, haproxyMetrics, metrics) : new WorkerProxy({ ...this.settings, name: `gateway ${listener.toUpperCase()}`, ...addresses }, this.log, metrics),
+      table: undefined,
+    });
+    if (this.settings.httpAddress) this.http = proxy('http', { httpAddress: this.settings.httpAddress, httpsAddress: undefined });
+    if (this.settings.httpsAddress) this.https = proxy('https', { httpAddress: undefined, httpsAddress: this.settings.httpsAddress });
     this.problems = new Gauge({ name: 'kubenft_gateway_problems', help: 'Gateway listeners and HTTPRoute parents not served (invalid, not allowed, unresolved), as their status says', registers: [registry] });
+  }
+
+  /** One listener address's HAProxy, in a directory of its own: HTTP and HTTPS tables are planned apart. */
+  private haproxyProxy(listener: keyof typeof HAPROXY_LISTENERS, addresses: Pick<WorkerProxyOptions, 'httpAddress' | 'httpsAddress'>, haproxyMetrics: HaproxyMetrics, metrics: RequestMetrics): IngressProxy {
+    const { settings } = this;
+    const listenerOf = (text: string | undefined) => (text ? splitHostPort(text) : undefined);
+    return new HaproxyProxy(this.haproxy!, netnsHaproxyDir(settings.haproxyDir) + HAPROXY_LISTENERS[listener], {
+      httpAddress: listenerOf(addresses.httpAddress), httpsAddress: listenerOf(addresses.httpsAddress),
+      maxBodyBytes: settings.maxBodyBytes, maxHeaderBytes: settings.maxHeaderBytes,
+      clientTimeoutMs: settings.clientTimeoutMs, backendTimeoutMs: settings.backendTimeoutMs, connectTimeoutMs: settings.connectTimeoutMs,
+      threads: settings.workers || availableParallelism(), gatewayRules: true,
+    }, this.log, haproxyMetrics, metrics);
   }
 
   async update(state: ClusterState, changes: StateChanges): Promise<void> {

@@ -1,8 +1,8 @@
 import { OptionsError, type Capability } from '../capability.js';
 import { GATEWAY_SETTINGS } from './flags.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
-import { Router, routingHost } from '../ingress/index.js';
-import { GATEWAY_WATCH, GatewayDataplane, type GatewaySettings, gatewayPlanInput } from './dataplane.js';
+import { Router, cleanupHaproxy, routingHost } from '../ingress/index.js';
+import { GATEWAY_WATCH, GatewayDataplane, type GatewaySettings, HAPROXY_LISTENERS, gatewayPlanInput } from './dataplane.js';
 import { type RouteOrigin, planGateways } from './plan.js';
 import type { PathRoute } from '../ingress/index.js';
 
@@ -58,6 +58,8 @@ export const gateway = {
   enabled: (settings: GatewaySettings) => settings.enabled,
   watch: GATEWAY_WATCH,
   start: (settings: GatewaySettings, { log, api }) => new GatewayDataplane(settings, log, api),
+  /** Its HAProxys outlive the agent (the next one adopts them): --cleanup stops them. */
+  cleanup: { what: 'the Gateway\'s HAProxys', run: (settings: GatewaySettings, log) => cleanupHaproxy(settings.haproxyDir, log, Object.values(HAPROXY_LISTENERS)) },
   /** Its part of `kubenft services`. */
   view: { planned: plannedGateways, explainUrl, explanationText },
 } satisfies Capability<GatewaySettings>;

@@ -29,6 +29,8 @@ export interface GatewayPlanInput {
   /** The ports kubenft serves HTTP and HTTPS listeners on (undefined: that listener is off). */
   httpPort?: number;
   httpsPort?: number;
+  /** Filter types the dataplane cannot carry → why: a route using one is not accepted (UnsupportedValue). */
+  unsupportedFilters?: ReadonlyMap<string, string>;
 }
 
 export interface Condition {
@@ -361,6 +363,7 @@ class Planner {
     const generation = route.generation;
     const resolved = this.resolveRules(route);
     const result: RouteResult = { route, status: { namespace: route.namespace, name: route.name, parents }, attached: [], matches: [], backends: { HTTP: new Map(), HTTPS: new Map() }, problems: [], services: resolved.services };
+    const unsupported = this.unsupportedFilterOf(route);
     for (const parent of route.parentRefs) {
       if (parent.group !== GATEWAY_GROUP || parent.kind !== 'Gateway') continue;
       const gatewayKey = `${parent.namespace ?? route.namespace}/${parent.name}${parent.sectionName ? ` (${parent.sectionName})` : ''}`;
@@ -374,8 +377,9 @@ class Planner {
       if (named.length === 0) accepted = condition('Accepted', false, 'NoMatchingParent', `Gateway ${gatewayKey} has no listener${parent.sectionName ? ` ${parent.sectionName}` : ''}${parent.port ? ` on port ${parent.port}` : ''}`, generation);
       else if (allowing.length === 0) accepted = condition('Accepted', false, 'NotAllowedByListeners', `no listener of Gateway ${gatewayKey} allows this route (namespaces, kinds) or is valid`, generation);
       else if (attached.length === 0) accepted = condition('Accepted', false, 'NoMatchingListenerHostname', `no hostname of the route intersects a listener's of Gateway ${gatewayKey}`, generation);
+      else if (unsupported) accepted = condition('Accepted', false, 'UnsupportedValue', unsupported, generation);
       else accepted = condition('Accepted', true, 'Accepted', 'accepted', generation);
-      for (const { entry, hosts } of attached) {
+      for (const { entry, hosts } of accepted.status === 'True' ? attached : []) {
         result.attached.push(`${entry.gateway.namespace}/${entry.gateway.name}/${entry.listener.name}`);
         for (const host of hosts) this.addRules(result, resolved, entry, host);
       }
@@ -383,6 +387,19 @@ class Planner {
       parents.push({ parentRef: parent, controllerName: GATEWAY_CONTROLLER, conditions: [accepted, resolved.condition] });
     }
     return result;
+  }
+
+  /** Why the dataplane cannot carry the route (a filter it lacks), or undefined. */
+  private unsupportedFilterOf(route: HTTPRouteInfo): string | undefined {
+    const unsupported = this.input.unsupportedFilters;
+    if (!unsupported) return undefined;
+    for (const [ruleIndex, rule] of route.rules.entries()) {
+      for (const filter of rule.filters) {
+        const why = unsupported.get(filter.type);
+        if (why !== undefined) return `spec.rules[${ruleIndex}] has a ${filter.type} filter: ${why}`;
+      }
+    }
+    return undefined;
   }
 
   private allows(entry: ServedListener, route: HTTPRouteInfo): boolean {

@@ -20,6 +20,11 @@ export { type TlsSecretInfo, normalizeTlsSecret, rulePathProblem, validHost } fr
 export { type Context as ObjectContext, creationTime, fail, list, metadataOf, object } from './objects.js';
 export { type RequestMetrics, registerRequestMetrics } from './proxy.js';
 export { WorkerProxy, type WorkerProxyOptions } from './worker-proxy.js';
+export type { IngressProxy } from './proxy.js';
+// HAProxy, for Gateway API's listeners with --gateway-dataplane=haproxy (the Lua router of haproxy/gateway-rules.ts).
+export { type HaproxyMetrics, HaproxyProxy, cleanupHaproxy, netnsHaproxyDir } from './haproxy/proxy.js';
+export type { HaproxySettings } from './haproxy/config.js';
+export { HAPROXY_UNSUPPORTED_FILTERS } from './haproxy/gateway-rules.js';
 
 export type { IngressSettings } from './flags.js';
 

@@ -21,6 +21,11 @@ export class IngressDataplaneUnderTest {
     return ['--ingress-dataplane', this.name, '--ingress-haproxy-dir', this.dir];
   }
 
+  /** The same dataplane for the Gateway API's listeners (HAProxy's directories beside the ingress's). */
+  get gatewayArgs(): string[] {
+    return ['--gateway-dataplane', this.name, '--gateway-haproxy-dir', this.dir];
+  }
+
   /** HAProxy masters started under this directory (one per network namespace), by PID. */
   masters(): number[] {
     const pids: number[] = [];

@@ -61,6 +61,7 @@ const DEFAULTS: AgentOptions = {
   gateway: {
     enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443', workers: 0,
     maxBodyBytes: 104_857_600, maxHeaderBytes: 16_384, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, connectTimeoutMs: 5_000,
+    dataplane: 'builtin', haproxyDir: '/run/kubenft/gateway-haproxy',
   },
 };
 
@@ -70,6 +71,8 @@ t.test('gateway flags', async (t) => {
   t.throws(() => parseOptions(['--gateway', '--ingress']), /--ingress and --gateway both listen on 0\.0\.0\.0:80/, 'the ingress and the Gateway cannot share a listener');
   t.same(parseOptions(['--gateway', '--ingress', '--gateway-http-address', '0.0.0.0:8080', '--gateway-https-address', '0.0.0.0:8443']).gateway.httpAddress, '0.0.0.0:8080', 'addresses of their own');
   t.throws(() => parseOptions(['--gateway-class', '']), /must not be empty/);
+  t.same(parseOptions(['--gateway', '--gateway-dataplane', 'haproxy', '--gateway-haproxy-dir', '/run/gw']).gateway, { ...DEFAULTS.gateway, enabled: true, dataplane: 'haproxy', haproxyDir: '/run/gw' });
+  t.throws(() => parseOptions(['--gateway-dataplane', 'envoy']), /--gateway-dataplane.*must be haproxy or builtin/);
 });
 
 t.test('cluster DNS flags', async (t) => {

@@ -46,6 +46,8 @@ const SAMPLES: Record<string, { args: string[]; context?: string[] }> = {
   'gateway-http-address': { args: ['--gateway-http-address', '10.0.0.1:8080'] },
   'gateway-https-address': { args: ['--gateway-https-address', '10.0.0.1:8443'] },
   'gateway-workers': { args: ['--gateway-workers', '2'] },
+  'gateway-dataplane': { args: ['--gateway', '--gateway-dataplane', 'haproxy'] },
+  'gateway-haproxy-dir': { args: ['--gateway-haproxy-dir', '/run/kubenft-test-gateway-haproxy'] },
   url: { args: ['--url', 'http://example.com/'], context: ['explain', '--gateway', '--from', '10.0.0.9', '--to', '10.0.0.1:80'] },
   'service-cidr': { args: ['--service-cidr', '10.96.0.0/12'] },
   'cluster-dns': { args: ['--cluster-dns', '169.254.20.10'] },

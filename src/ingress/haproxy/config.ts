@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { HostRoute, RouteTable } from '../routes.js';
+import { GATEWAY_EDITS, GATEWAY_MAPS, GATEWAY_ROUTING, timeoutLines } from './gateway-rules.js';
 
 // HAProxy's configuration for the route plan, pure. It is written once (and again only for what
 // the runtime API cannot do: more backend slots, a restart), and shaped so that every change of
@@ -14,7 +15,7 @@ import type { HostRoute, RouteTable } from '../routes.js';
 // '/foobar'), else the default backend (default.map). An Exact match is always the longest
 // possible one, so looking it up first is the planner's order (longest first, Exact on a tie).
 
-export const MAPS = ['hosts', 'wildcards', 'exact', 'prefix', 'redirect', 'default'] as const;
+export const MAPS = ['hosts', 'wildcards', 'exact', 'prefix', 'redirect', 'default', ...GATEWAY_MAPS] as const;
 export type MapName = (typeof MAPS)[number];
 
 /** The rule host's key for rules without host: no DNS name is '*'. */
@@ -61,6 +62,8 @@ export interface HaproxySettings {
   backendTimeoutMs: number;
   connectTimeoutMs: number;
   threads: number;
+  /** Gateway API's routes (gateway-rules.ts): the Lua router instead of Ingress's map lookups. */
+  gatewayRules?: boolean;
 }
 
 /** One entry of one map. */
@@ -136,11 +139,38 @@ export const REQUEST_LOG_FORMAT = '%[var(txn.route)] %[var(txn.rulehost)] %ST %T
 /** A backend slot's name. */
 export const slotName = (index: number) => `slot_${index}`;
 
+/** Ingress's routing: the rule host, then its Exact and Prefix maps, then the default backend (see the top of this file). */
+function ingressRouting(map: (name: MapName) => string): string[] {
+  return [
+    `  http-request set-var(txn.rulehost) var(txn.host),map_str(${map('hosts')})`,
+    `  http-request set-var(txn.rulehost) var(txn.host),regsub(^[^.]+,),map_str(${map('wildcards')}) unless { var(txn.rulehost) -m found }`,
+    `  http-request set-var(txn.rulehost) str(${ANY_HOST}) unless { var(txn.rulehost) -m found }`,
+    '  http-request set-var(txn.path) path',
+    `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,),map_str(${map('exact')})`,
+    `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,/),map_beg(${map('prefix')}) unless { var(txn.target) -m found }`,
+    `  http-request set-var(txn.target) str(${DEFAULT_KEY}),map_str(${map('default')}) unless { var(txn.target) -m found }`,
+    '  http-request set-var(txn.slot) var(txn.target),field(1,/)',
+    '  http-request set-var(txn.route) var(txn.target),field(2,/)',
+    // An encoded slash is data, but a backend may read it as a separator: a path holding one is
+    // refused when that reading reaches another backend (or climbs with dot segments).
+    '  acl encoded_slash var(txn.path) -m sub %2F',
+    '  http-request set-var(txn.slashed) var(txn.path),regsub(%2F,/,g),regsub(/+,/,g) if encoded_slash',
+    '  http-request deny deny_status 400 if encoded_slash { var(txn.slashed) -m reg (^|/)\\.\\.?(/|$) }',
+    `  http-request set-var(txn.slashed_target) var(txn.rulehost),concat(,txn.slashed,),map_str(${map('exact')}) if encoded_slash`,
+    `  http-request set-var(txn.slashed_target) var(txn.rulehost),concat(,txn.slashed,/),map_beg(${map('prefix')}) if encoded_slash !{ var(txn.slashed_target) -m found }`,
+    `  http-request set-var(txn.slashed_target) str(${DEFAULT_KEY}),map_str(${map('default')}) if encoded_slash !{ var(txn.slashed_target) -m found }`,
+    '  http-request deny deny_status 400 if encoded_slash !{ var(txn.target),strcmp(txn.slashed_target) eq 0 }',
+    `  http-request ${plainReply(404, 'Not Found')} unless { var(txn.slot) -m found }`,
+    `  http-request redirect location https://%[var(txn.host)]%[pathq] code 308 if !{ ssl_fc } { var(txn.rulehost),map_str(${map('redirect')}) -m found }`,
+  ];
+}
+
 /**
  * The whole configuration: the slots (0 … slots-1, those in use with their servers) and the files
- * the maps and certificates are read from, which `files` writes beside it.
+ * the maps and certificates are read from, which `files` writes beside it; `timeouts`: the Gateway
+ * rules' timeouts (gateway-rules.ts).
  */
-export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, slots: number, servers: Map<string, string[]>): string {
+export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, slots: number, servers: Map<string, string[]>, timeouts: Iterable<number> = []): string {
   const map = (name: MapName) => layout.map(name);
   // A request's header block must fit in a buffer with room for the rewrites (the forwarded headers).
   const bufferSize = Math.max(16_384, settings.maxHeaderBytes + 4096);
@@ -198,26 +228,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     // RFC 9110 §7.6.1: the fields the Connection header names are hop-by-hop too (HAProxy drops only its own).
     '  http-request lua.kubenft-hop-by-hop if { req.hdr(connection) -m reg -i ^(?!(?:close|keep-alive|upgrade)$) }',
     '  http-request set-var(txn.host) req.hdr(host),lower,regsub(:[0-9]*$,)',
-    `  http-request set-var(txn.rulehost) var(txn.host),map_str(${map('hosts')})`,
-    `  http-request set-var(txn.rulehost) var(txn.host),regsub(^[^.]+,),map_str(${map('wildcards')}) unless { var(txn.rulehost) -m found }`,
-    `  http-request set-var(txn.rulehost) str(${ANY_HOST}) unless { var(txn.rulehost) -m found }`,
-    '  http-request set-var(txn.path) path',
-    `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,),map_str(${map('exact')})`,
-    `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,/),map_beg(${map('prefix')}) unless { var(txn.target) -m found }`,
-    `  http-request set-var(txn.target) str(${DEFAULT_KEY}),map_str(${map('default')}) unless { var(txn.target) -m found }`,
-    '  http-request set-var(txn.slot) var(txn.target),field(1,/)',
-    '  http-request set-var(txn.route) var(txn.target),field(2,/)',
-    // An encoded slash is data, but a backend may read it as a separator: a path holding one is
-    // refused when that reading reaches another backend (or climbs with dot segments).
-    '  acl encoded_slash var(txn.path) -m sub %2F',
-    '  http-request set-var(txn.slashed) var(txn.path),regsub(%2F,/,g),regsub(/+,/,g) if encoded_slash',
-    '  http-request deny deny_status 400 if encoded_slash { var(txn.slashed) -m reg (^|/)\\.\\.?(/|$) }',
-    `  http-request set-var(txn.slashed_target) var(txn.rulehost),concat(,txn.slashed,),map_str(${map('exact')}) if encoded_slash`,
-    `  http-request set-var(txn.slashed_target) var(txn.rulehost),concat(,txn.slashed,/),map_beg(${map('prefix')}) if encoded_slash !{ var(txn.slashed_target) -m found }`,
-    `  http-request set-var(txn.slashed_target) str(${DEFAULT_KEY}),map_str(${map('default')}) if encoded_slash !{ var(txn.slashed_target) -m found }`,
-    '  http-request deny deny_status 400 if encoded_slash !{ var(txn.target),strcmp(txn.slashed_target) eq 0 }',
-    `  http-request ${plainReply(404, 'Not Found')} unless { var(txn.slot) -m found }`,
-    `  http-request redirect location https://%[var(txn.host)]%[pathq] code 308 if !{ ssl_fc } { var(txn.rulehost),map_str(${map('redirect')}) -m found }`,
+    ...(settings.gatewayRules ? GATEWAY_ROUTING(plainReply) : ingressRouting(map)),
     // The proxy sets these itself: a client cannot forge its address to a backend.
     '  http-request set-header x-forwarded-for %[src]',
     '  http-request set-header x-real-ip %[src]',
@@ -225,6 +236,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     '  http-request set-header x-forwarded-proto http unless { ssl_fc }',
     '  http-request set-header x-forwarded-host %[req.hdr(host)]',
     '  http-request set-header x-forwarded-port %[dst_port]',
+    ...(settings.gatewayRules ? GATEWAY_EDITS : []),
     `  http-after-response set-header server kubenft unless { res.hdr(server) -m found }`,
     '  use_backend %[var(txn.slot)]',
     `  log ring@${REQUEST_RING} format raw local0 info`,
@@ -233,7 +245,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
   ];
   for (let index = 0; index < slots; index++) {
     const name = slotName(index);
-    lines.push(`backend ${name}`, '  balance roundrobin', ...(servers.get(name) ?? []).map((endpoint) => `  server ${serverName(endpoint)} ${endpoint}`), '');
+    lines.push(`backend ${name}`, '  balance roundrobin', ...timeoutLines(timeouts), ...(servers.get(name) ?? []).map((endpoint) => `  server ${serverName(endpoint)} ${endpoint}`), '');
   }
   return lines.join('\n');
 }

@@ -1,4 +1,5 @@
-import type { RouteTable, RouteTableChanges } from '../routes.js';
+import type { HostRoute, RouteTable, RouteTableChanges } from '../routes.js';
+import { encodeGatewayRule, gatewayHostEntries, gatewayLua, gatewayRuleTexts, ruleTimeoutMs } from './gateway-rules.js';
 import {
   DEFAULT_KEY, HOP_BY_HOP_LUA, errorFiles, type HaproxyLayout, type HaproxySettings, MAPS, type MapEntry, crtListLine, entryId, hostEntries, renderConfig,
   renderCrtList, renderMapFile, routeTarget, serverName, slotName, tableHosts,
@@ -42,8 +43,16 @@ export class HaproxyModel {
   /** Routes by number, as the request log names them: the Ingress and the rule path ('' for the default backend). */
   private readonly routeNumbers = new Map<string, number>();
   readonly routes: { ingress: string; path: string }[] = [];
+  /** Gateway API: the rules' timeouts, each a line of the slots' backends (gateway-rules.ts); only a reload adds one. */
+  private readonly timeouts = new Set<number>();
+  /** Why the last changes() needed a reload. */
+  reloadReason = '';
+  /** Gateway API: each rule host's rules as written, and their generation (gateway-rules.ts). */
+  private readonly gatewayHosts = new Map<string, { rules: string[]; generation: number }>();
+  private generations = 0;
 
-  constructor(private readonly layout: HaproxyLayout) {}
+  /** `gatewayRules`: the table is Gateway API's, routed by the Lua router (gateway-rules.ts). */
+  constructor(private readonly layout: HaproxyLayout, private readonly gatewayRules = false) {}
 
   /** Sets the model to a whole table, with room for twice its backends. */
   load(table: RouteTable, defaultCertificate: { cert: string; key: string }): void {
@@ -59,7 +68,11 @@ export class HaproxyModel {
     }
     this.entries.clear();
     this.byHost.clear();
-    for (const [host, route] of tableHosts(table)) this.setHost(host, hostEntries(host, route, this.targetOf));
+    this.gatewayHosts.clear();
+    for (const [host, route] of tableHosts(table)) {
+      for (const timeout of this.timeoutsOf(route)) this.timeouts.add(timeout);
+      this.setHost(host, this.hostEntriesOf(host, route));
+    }
     if (table.defaultBackend) this.entries.set(entryId({ map: 'default', key: DEFAULT_KEY }), { map: 'default', key: DEFAULT_KEY, value: this.targetOf({ ...table.defaultBackend, path: '' }) });
     this.certificates.clear();
     for (const sniName of this.sniNames(table)) {
@@ -75,24 +88,36 @@ export class HaproxyModel {
     const byMap = new Map(MAPS.map((name) => [name, [] as MapEntry[]]));
     for (const entry of this.entries.values()) byMap.get(entry.map)!.push(entry);
     return [
-      { path: this.layout.config, content: renderConfig(this.layout, settings, this.capacity, servers) },
+      { path: this.layout.config, content: renderConfig(this.layout, settings, this.capacity, servers, this.timeouts) },
       ...MAPS.map((name) => ({ path: this.layout.map(name), content: renderMapFile(byMap.get(name)!) })),
       { path: this.layout.defaultCertificate, content: this.defaultPem },
       ...[...this.certificates].map(([sniName, pem]) => ({ path: this.layout.certificate(sniName), content: pem })),
       { path: this.layout.crtList, content: renderCrtList(this.layout, [...this.certificates.keys()]) },
-      { path: this.layout.luaScript, content: HOP_BY_HOP_LUA },
+      { path: this.layout.luaScript, content: this.gatewayRules ? HOP_BY_HOP_LUA + gatewayLua(this.layout.map('gateway-hosts'), this.layout.map('gateway-rules')) : HOP_BY_HOP_LUA },
       ...errorFiles(this.layout),
     ];
   }
 
   /**
    * The commands that apply one sync's changes (the model then holds the new table), or undefined
-   * when they need a reload: more Service ports than slots. Additions come before removals, so a
-   * request never meets a host half changed into nothing.
+   * when they need a reload (reloadReason says why): more Service ports than slots, a timeout not
+   * seen before. Additions come before removals, so a request never meets a host half changed into nothing.
    */
   changes(table: RouteTable, changes: RouteTableChanges, defaultCertificate: { cert: string; key: string }): RuntimeCommand[] | undefined {
     const added = Object.keys(changes.backends).filter((key) => changes.backends[key] !== null && !this.slots.has(key));
-    if (added.length > this.free.length) return undefined;
+    if (added.length > this.free.length) {
+      this.reloadReason = 'backend slots used up';
+      return undefined;
+    }
+    const hostChanges: [string, RouteTable['hosts'][string] | null][] = [
+      ...Object.entries(changes.hosts),
+      ...Object.entries(changes.wildcards).map(([suffix, route]): [string, typeof route] => [`*.${suffix}`, route]),
+      ...(changes.anyHost !== undefined ? [['', changes.anyHost] as [string, typeof changes.anyHost]] : []),
+    ];
+    if (hostChanges.some(([, route]) => route && this.timeoutsOf(route).some((timeout) => !this.timeouts.has(timeout)))) {
+      this.reloadReason = 'new route timeout';
+      return undefined;
+    }
     const commands: RuntimeCommand[] = [];
     const released: string[] = [];
     for (const [key, endpoints] of Object.entries(changes.backends)) {
@@ -109,13 +134,9 @@ export class HaproxyModel {
       commands.push(...this.setServers(slot, endpoints));
     }
     const removals: RuntimeCommand[] = [];
-    const hostChanges: [string, RouteTable['hosts'][string] | null][] = [
-      ...Object.entries(changes.hosts),
-      ...Object.entries(changes.wildcards).map(([suffix, route]): [string, typeof route] => [`*.${suffix}`, route]),
-      ...(changes.anyHost !== undefined ? [['', changes.anyHost] as [string, typeof changes.anyHost]] : []),
-    ];
     for (const [host, route] of hostChanges) {
-      const next = route ? hostEntries(host, route, this.targetOf) : [];
+      const next = route ? this.hostEntriesOf(host, route) : [];
+      if (!route) this.gatewayHosts.delete(host);
       const before = this.byHost.get(host) ?? [];
       const kept = new Set(next.map(entryId));
       for (const entry of next) commands.push(...this.putEntry(entry));
@@ -137,15 +158,34 @@ export class HaproxyModel {
   }
 
   /** A route's map value: its backend's slot and its number. */
-  private readonly targetOf = (route: { backend: string; ingress: string; path: string }): string => {
+  private readonly targetOf = (route: { backend: string; ingress: string; path: string }): string => routeTarget(this.slots.get(route.backend)!, this.numberOf(route));
+
+  /** A route's number, as the request log names it. */
+  private numberOf(route: { ingress: string; path: string }): number {
     const id = `${route.ingress} ${route.path}`;
     let number = this.routeNumbers.get(id);
     if (number === undefined) {
       number = this.routes.push({ ingress: route.ingress, path: route.path }) - 1;
       this.routeNumbers.set(id, number);
     }
-    return routeTarget(this.slots.get(route.backend)!, number);
-  };
+    return number;
+  }
+
+  /** A host's map entries; Gateway rules in a new generation when they differ from those written. */
+  private hostEntriesOf(host: string, route: HostRoute): MapEntry[] {
+    if (!this.gatewayRules) return hostEntries(host, route, this.targetOf);
+    const rules = gatewayRuleTexts(route, (path) => encodeGatewayRule(path, this.numberOf(path), (backend) => this.slots.get(backend)!));
+    let written = this.gatewayHosts.get(host);
+    if (!written || written.rules.length !== rules.length || written.rules.some((rule, index) => rule !== rules[index])) {
+      this.gatewayHosts.set(host, (written = { rules, generation: this.generations++ }));
+    }
+    return gatewayHostEntries(host, rules, written.generation);
+  }
+
+  private timeoutsOf(route: HostRoute): number[] {
+    if (!this.gatewayRules) return [];
+    return route.paths.map(ruleTimeoutMs).filter((timeout): timeout is number => timeout !== undefined);
+  }
 
   /** Servers of a slot to take out of rotation; forget() them once they are deleted. */
   draining(): DrainingServer[] {

@@ -51,7 +51,7 @@ export class HaproxyProxy implements IngressProxy {
     private readonly metrics: HaproxyMetrics, private readonly requestMetrics: RequestMetrics,
   ) {
     this.layout = haproxyLayout(dir);
-    this.model = new HaproxyModel(this.layout);
+    this.model = new HaproxyModel(this.layout, settings.gatewayRules);
     this.requestLog = new RequestLogReader(this.layout.adminSocket, this.model, requestMetrics);
   }
 
@@ -76,7 +76,7 @@ export class HaproxyProxy implements IngressProxy {
     }
     const commands = update.changes && previous ? this.model.changes(update.table, update.changes, defaultCertificate) : undefined;
     if (!commands) {
-      await this.reload(update.table, update.changes ? 'backend slots used up' : 'whole replan');
+      await this.reload(update.table, update.changes ? this.model.reloadReason : 'whole replan');
       return;
     }
     try {
@@ -178,9 +178,11 @@ export class HaproxyProxy implements IngressProxy {
   }
 }
 
-/** --cleanup: stops this namespace's HAProxy and removes its files. */
-export async function cleanupHaproxy(dir: string, log: Logger): Promise<void> {
-  const layout = haproxyLayout(netnsHaproxyDir(dir));
-  if (await stopHaproxy(layout)) log.info({ dir: layout.dir }, 'ingress: HAProxy stopped');
-  rmSync(layout.dir, { recursive: true, force: true });
+/** --cleanup: stops this namespace's HAProxy (each of them: one per suffix of its directory's name) and removes its files. */
+export async function cleanupHaproxy(dir: string, log: Logger, suffixes: readonly string[] = ['']): Promise<void> {
+  for (const suffix of suffixes) {
+    const layout = haproxyLayout(netnsHaproxyDir(dir) + suffix);
+    if (await stopHaproxy(layout)) log.info({ dir: layout.dir }, 'HAProxy stopped');
+    rmSync(layout.dir, { recursive: true, force: true });
+  }
 }

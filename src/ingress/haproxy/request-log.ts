@@ -52,7 +52,8 @@ export class RequestLogReader {
 
   /** Lines of REQUEST_LOG_FORMAT, counted per label set before they reach the metrics. */
   private record(lines: string[]): void {
-    const requests = new Map<string, { labels: { ingress: string; host: string; path: string; status: string }; count: number }>();
+    const requests = new Map<string, { labels: Record<string, string>; count: number }>();
+    const { owner } = this.metrics;
     const durations = new Map<string, { buckets: number[]; sum: number }>();
     const upstreamErrors = new Map<string, number>();
     for (const line of lines) {
@@ -70,7 +71,7 @@ export class RequestLogReader {
       const key = `${route.ingress} ${host} ${route.path} ${status}`;
       const counted = requests.get(key);
       if (counted) counted.count++;
-      else requests.set(key, { labels: { ingress: route.ingress, host, path: route.path, status }, count: 1 });
+      else requests.set(key, { labels: { [owner]: route.ingress, host, path: route.path, status }, count: 1 });
       // To the response header: the stages that happened (-1: did not).
       const seconds = [requestMs, queueMs, connectMs, responseMs].reduce((sum, text) => sum + Math.max(0, Number(text) || 0), 0) / 1000;
       let histogram = durations.get(route.ingress);
@@ -79,7 +80,7 @@ export class RequestLogReader {
       histogram.sum += seconds;
     }
     for (const { labels, count } of requests.values()) this.metrics.requests.inc(labels, count);
-    for (const [ingress, { buckets, sum }] of durations) this.metrics.durations.add({ ingress }, buckets, sum);
+    for (const [ingress, { buckets, sum }] of durations) this.metrics.durations.add({ [owner]: ingress }, buckets, sum);
     for (const [backend, count] of upstreamErrors) this.metrics.upstreamErrors.inc({ backend }, count);
   }
 }
