@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { HostRoute, RouteTable } from '../routes.js';
+import { requestCounterRules, requestTableLines } from './request-counters.js';
 
 // HAProxy's configuration for the route plan, pure. It is written once (and again only for what
 // the runtime API cannot do: more backend slots, a restart), and shaped so that every change of
@@ -125,16 +126,14 @@ const OWN_REPLIES: [number, string][] = [
 /** A path map's value: where a route sends a request (a slot) and which route it is (for the request metrics). */
 export const routeTarget = (slot: string, route: number) => `${slot}/${route}`;
 
-/** The ring HAProxy logs each request into; the agent reads it over the stats socket (show events). */
+/** The ring HAProxy logs the requests it answers itself into (request-counters.ts counts the others); the agent reads it over the stats socket (show events). */
 export const REQUEST_RING = 'kubenft-requests';
-/**
- * One request's log line: the route's number ('-' without one), the rule host, status, the times to its response
- * header (%TR %Tw %Tc %Tr, -1 when a stage did not happen), retries, termination state, backend.
- */
-export const REQUEST_LOG_FORMAT = '%[var(txn.route)] %[var(txn.rulehost)] %ST %TR %Tw %Tc %Tr %rc %tsc %b';
+/** One request's log line: the route's number ('-' without one), the rule host, status, the times to its response header (%TR %Tw %Tc %Tr, -1 when a stage did not happen). */
+export const REQUEST_LOG_FORMAT = '%[var(txn.route)] %[var(txn.rulehost)] %ST %TR %Tw %Tc %Tr';
 
 /** A backend slot's name. */
 export const slotName = (index: number) => `slot_${index}`;
+export const isSlotName = (name: string) => /^slot_\d+$/.test(name);
 
 /**
  * The whole configuration: the slots (0 … slots-1, those in use with their servers) and the files
@@ -144,6 +143,9 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
   const map = (name: MapName) => layout.map(name);
   // A request's header block must fit in a buffer with room for the rewrites (the forwarded headers).
   const bufferSize = Math.max(16_384, settings.maxHeaderBytes + 4096);
+  // A response header comes within the connect attempts (retries 2) and the backend timeout.
+  const longestMs = 3 * settings.connectTimeoutMs + settings.backendTimeoutMs;
+  const counters = requestCounterRules(longestMs);
   const lines = [
     '# Written by kubenft (--ingress-dataplane=haproxy); changed through the runtime API, rewritten on reload.',
     'global',
@@ -225,10 +227,14 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     '  http-request set-header x-forwarded-proto http unless { ssl_fc }',
     '  http-request set-header x-forwarded-host %[req.hdr(host)]',
     '  http-request set-header x-forwarded-port %[dst_port]',
+    ...counters.request,
+    ...counters.response,
     `  http-after-response set-header server kubenft unless { res.hdr(server) -m found }`,
     '  use_backend %[var(txn.slot)]',
     `  log ring@${REQUEST_RING} format raw local0 info`,
     `  log-format "${REQUEST_LOG_FORMAT}"`,
+    '',
+    ...requestTableLines(longestMs),
     '',
   ];
   for (let index = 0; index < slots; index++) {
