@@ -7,6 +7,8 @@ import { type HostRoute, type RouteTable, missingSecretText, planIngress } from 
 import { cleanupHaproxy } from './haproxy/proxy.js';
 
 export type { IngressOptions } from './dataplane.js';
+/** What serves the routes: /configz shows it. */
+export { chosenDataplane } from './dataplane.js';
 export type { MissingSecret } from './routes.js';
 
 // The route plan and the built-in proxy, for the Gateway API capability (src/gateway), which
