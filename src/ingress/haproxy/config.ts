@@ -176,7 +176,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     '  retries 2',
     '  option redispatch 1',
     // Failed connects only: any other retry-on condition (an L7 retry) keeps a copy of every request,
-    // a third of the instructions HAProxy spends on one (valgrind, bench/README.md's method).
+    // a third of the instructions HAProxy spent on one (callgrind: docs/performance.md).
     '  retry-on conn-failure',
     ...OWN_REPLIES.map(([status]) => `  errorfile ${status} ${layout.errorFile(status)}`),
     '',
