@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/native.js';
 import { EXTERNAL, createTopology, type ProcessHandle, type Topology } from '../../scripts/lib/topology.js';
 import { eventually } from '../lib/eventually.js';
-import { CLI, scrape } from '../lib/kubenft.js';
+import { CLI, kubenft, scrape } from '../lib/kubenft.js';
 import { ManifestFile, service, slice } from '../lib/manifests.js';
 import { OUR_CLASS, PATH_TABLE, certificate, ingress, tlsSecret } from '../lib/ingress-manifests.js';
 import type { KubeObject } from '../../src/cluster/cluster-state.js';
@@ -171,6 +171,26 @@ t.test('plain HTTP to a TLS host redirects (308) unless the Ingress opts out', a
   t.equal(redirected.status, 308);
   t.equal(header(redirected, 'location'), 'https://tea.example.com/a?b=c');
   t.equal(optedOut.pod, 'other');
+});
+
+t.test('explain --ingress --url names where a request goes, and the proxy sends it there', async (t) => {
+  const ipOf = (pod: string) => PODS[pod.startsWith('pod-') ? Number(pod.slice(4)) : ECHO_PODS.indexOf(pod)].ipv4;
+  const urls = [
+    'http://foo.bar.com/', 'http://FOO.bar.com:80/x', 'http://baz.bar.com/', 'http://a.baz.bar.com/', 'http://unknown.example/any', 'http://empty.example.com/',
+    'http://cafe.example.com/tea', 'http://cafe.example.com/coffee/latte', 'http://cafe.example.com/x/../coffee', 'http://cafe.example.com/%74ea',
+    'http://tea.example.com/a?b=c', 'https://tea.example.com/a', 'http://plain.example.com/', 'http://cafe.example.com/tea%2F..%2Fcoffee',
+    ...PATH_TABLE.map(([, , request], row) => `http://row${row}.table${request}`),
+  ];
+  const replies = await curls(['--path-as-is', ...urls]);
+  for (const [index, url] of urls.entries()) {
+    const result = await kubenft(topology, ['explain', '--manifests', manifests.path, '--hostname-override', 'node-1', '--ingress', ...dataplane.args, '--url', url, '--json']);
+    t.equal(result.code, 0, result.stderr);
+    const explanation = JSON.parse(result.stdout) as { dataplane: string; outcome: string; endpoints?: string[] };
+    t.equal(explanation.dataplane, dataplane.name, `${url}: the dataplane named`);
+    const reply = replies[index];
+    if (reply.status === 200) t.ok(explanation.endpoints?.some((endpoint) => endpoint.startsWith(`${ipOf(reply.pod!)}:`)), `${url}: ${reply.pod} answered, one of the endpoints explain names (${explanation.outcome})`);
+    else t.match(explanation.outcome, new RegExp(`^${reply.status}\\b|\\(${reply.status}\\)$`), `${url}: ${reply.status}, as explain says (${explanation.outcome})`);
+  }
 });
 
 t.test('malformed requests get a 400 (or 431), and the workers live on', async (t) => {
