@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { ServiceSteering, StateChanges, StateDataplane } from '../capability.js';
 import { ClusterState, type KubeObject } from '../cluster/cluster-state.js';
+import { featureEnabled } from '../cluster/feature-gates.js';
 import { ObjectError } from '../cluster/model.js';
 import type { SourceHandler } from '../cluster/kubernetes.js';
 import { type Dataplane, type DriftWatch, type ProxyConfig, type ServicesSettings, type SyncSplit, services } from '../services/index.js';
@@ -44,6 +45,8 @@ export interface AgentSettings extends ServicesSettings {
   minSyncPeriodMs: number;
   /** host:port; '' disables the health server (and the HealthCheckNodePort servers). */
   healthzBindAddress: string;
+  /** --feature-gates as given (names checked against kube-proxy's table). */
+  featureGates?: Record<string, boolean>;
 }
 
 export function nodeNameOf(options: Pick<AgentSettings, 'hostnameOverride'>): string {
@@ -92,7 +95,7 @@ export class Agent {
     /** The Service traffic a capability takes over (the ingress proxy's, with --ingress-service). */
     private readonly steering?: ServiceSteering,
   ) {
-    this.state = new ClusterState(nodeNameOf(options));
+    this.state = new ClusterState(nodeNameOf(options), featureEnabled(options.featureGates ?? {}, 'PreferSameTrafficDistribution'));
     this.health = new ProxyHealth({ healthTimeoutMs: 2 * options.syncPeriodMs, metrics: this.metrics });
     this.healthCheckPorts = options.healthzBindAddress === '' ? undefined : services.healthCheckPorts(this.health);
     this.followUp = services.followUp(this.metrics, this.healthCheckPorts, log);

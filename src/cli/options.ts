@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
 import { CAPABILITIES, type CapabilitySettingsByKey, settingsOf } from '../agent/capabilities.js';
+import { featureGateError, unimplementedGate } from '../cluster/feature-gates.js';
 import { parseCIDR } from '../cluster/normalize.js';
 import { cidrFamily, ipFamily } from '../kernel/addresses.js';
 import { type ConntrackOptions, services } from '../services/index.js';
@@ -314,8 +315,14 @@ const GENERAL_SETTINGS: Setting[] = [
     apply: (o, v: string, where) => { o.healthzBindAddress = v === '' ? '' : hostPort(v, DEFAULT_HEALTHZ_PORT, where); } },
   { flag: 'metrics-bind-address', field: 'metricsBindAddress', kind: 'string', arg: 'IP[:PORT]', help: 'metrics server (/metrics); empty on the command line disables it', defaultText: `127.0.0.1:${DEFAULT_METRICS_PORT}`,
     apply: (o, v: string, where) => { o.metricsBindAddress = v === '' ? '' : hostPort(v, DEFAULT_METRICS_PORT, where); } },
-  { flag: 'feature-gates', field: 'featureGates', kind: 'map', arg: 'NAME=BOOL,...', help: 'feature gates; recorded, none changes kubenft\'s behaviour',
-    apply: (o, v: Record<string, boolean>) => { Object.assign(o.featureGates, v); } },
+  { flag: 'feature-gates', field: 'featureGates', kind: 'map', arg: 'NAME=BOOL,...', help: 'kube-proxy 1.34\'s feature gates (README: which change kubenft, which it refuses)',
+    apply: (o, v: Record<string, boolean>, where) => {
+      for (const [name, enabled] of Object.entries(v)) {
+        const error = featureGateError(name, enabled);
+        if (error) throw new OptionsError(`${where}: ${error}`);
+      }
+      Object.assign(o.featureGates, v);
+    } },
   { flag: 'masquerade-all', field: 'SECTION.masqueradeAll', kind: 'bool', help: 'masquerade all traffic sent to Service IPs', defaultText: 'false',
     apply: (o, v: boolean) => { o.masqueradeAll = v; } },
   { flag: 'iptables-masquerade-bit', field: 'SECTION.masqueradeBit', kind: 'int', pointer: true, arg: 'BIT', help: 'packet mark bit for traffic to masquerade (0-31), in either mode', defaultText: '14',
@@ -605,6 +612,8 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
   if (options.minSyncPeriodMs > options.syncPeriodMs) {
     throw new OptionsError(`min sync period ${formatDuration(options.minSyncPeriodMs)} is longer than sync period ${formatDuration(options.syncPeriodMs)} (--iptables-min-sync-period, --iptables-sync-period)`);
   }
+  const unimplemented = unimplementedGate(options.featureGates);
+  if (unimplemented) throw new OptionsError(`--feature-gates: ${unimplemented}`);
   if (options.json && options.command === 'run') throw new OptionsError('--json applies to render, services and explain only');
   if (options.inspect.url !== undefined && (options.command !== 'explain' || options.gateway.enabled === options.ingress.enabled)) throw new OptionsError('--url is for explain with --ingress or --gateway (one of them)');
   if (options.command === 'explain' && options.inspect.url === undefined && (!options.inspect.from || !options.inspect.to)) throw new OptionsError('explain needs --from ADDR[:PORT] and --to ADDR:PORT (or --ingress or --gateway with --url URL)');

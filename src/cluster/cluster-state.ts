@@ -59,7 +59,8 @@ export class ClusterState {
 
   private readonly watchList: WatchNeeds[] = [];
 
-  constructor(readonly nodeName: string) {}
+  /** @param nodeHints whether EndpointSlice forNodes hints count (the PreferSameTrafficDistribution gate) */
+  constructor(readonly nodeName: string, readonly nodeHints = true) {}
 
   /** Before a source starts: keeps what `needs` asks for, which the sources then read. */
   watch(needs: WatchNeeds): void {

@@ -7,10 +7,15 @@ import type { PortEndpoint, ServicePortView } from './service-ports.js';
 export interface NodeContext {
   nodeName: string;
   zone?: string;
+  /**
+   * false: EndpointSlice forNodes hints are not read, so PreferSameNode falls back to the zone
+   * hints, as kube-proxy does with --feature-gates=PreferSameTrafficDistribution=false.
+   */
+  nodeHints?: boolean;
 }
 
 /** This node as the watched state knows it: its name, and its zone once the Node object is read. */
-export const nodeContextOf = (state: ClusterState): NodeContext => ({ nodeName: state.nodeName, zone: state.node?.zone });
+export const nodeContextOf = (state: ClusterState): NodeContext => ({ nodeName: state.nodeName, zone: state.node?.zone, nodeHints: state.nodeHints });
 
 export interface EndpointCategories {
   /** Endpoints for traffic under the Cluster policy; empty when the service does not use it. */
@@ -37,8 +42,9 @@ function topologyMode(endpoints: PortEndpoint[], node: NodeContext): TopologyMod
   let hasForZone = false;
   for (const endpoint of endpoints) {
     if (!endpoint.ready) continue;
-    if (!endpoint.hintNodes?.length) allHaveNodeHints = false;
-    else if (endpoint.hintNodes.includes(node.nodeName)) hasForNode = true;
+    const hintNodes = node.nodeHints === false ? undefined : endpoint.hintNodes;
+    if (!hintNodes?.length) allHaveNodeHints = false;
+    else if (hintNodes.includes(node.nodeName)) hasForNode = true;
     if (!endpoint.hintZones?.length) allHaveZoneHints = false;
     else if (node.zone !== undefined && endpoint.hintZones.includes(node.zone)) hasForZone = true;
   }

@@ -139,8 +139,8 @@ const FLAG_CASES: [string[], string, unknown][] = [
   [['--metrics-bind-address=[::1]:9249'], 'metricsBindAddress', '[::1]:9249'],
   [['--metrics-bind-address', '0.0.0.0'], 'metricsBindAddress', '0.0.0.0:10249'],
   [['--metrics-bind-address='], 'metricsBindAddress', ''],
-  [['--feature-gates=A=true,B=false'], 'featureGates', { A: true, B: false }],
-  [['--feature-gates=A=true', '--feature-gates=A=false,C=true'], 'featureGates', { A: false, C: true }],
+  [['--feature-gates=InOrderInformers=true,ContextualLogging=false'], 'featureGates', { InOrderInformers: true, ContextualLogging: false }],
+  [['--feature-gates=SidecarContainers=true', '--feature-gates=PreferSameTrafficDistribution=false,InOrderInformers=true'], 'featureGates', { SidecarContainers: true, PreferSameTrafficDistribution: false, InOrderInformers: true }],
   [['--masquerade-all'], 'masqueradeAll', true],
   [['--iptables-masquerade-bit=0'], 'masqueradeBit', 0],
   [['--iptables-masquerade-bit', '31'], 'masqueradeBit', 31],
@@ -243,7 +243,7 @@ const FIELD_CASES: [object, string, unknown][] = [
   [{ conntrack: { tcpBeLiberal: true } }, 'conntrack.tcpBeLiberal', true],
   [{ conntrack: { udpTimeout: '30s' } }, 'conntrack.udpTimeoutMs', 30_000],
   [{ conntrack: { udpStreamTimeout: '5m' } }, 'conntrack.udpStreamTimeoutMs', 300_000],
-  [{ featureGates: { Foo: true, Bar: false } }, 'featureGates', { Foo: true, Bar: false }],
+  [{ featureGates: { ContextualLogging: true, InOrderInformers: false } }, 'featureGates', { ContextualLogging: true, InOrderInformers: false }],
   [{ configSyncPeriod: '15m' }, 'command', 'run'],
   [{ logging: { format: 'json' } }, 'logFormat', 'json'],
   [{ oomScoreAdj: 0 }, 'oomScoreAdj', 0],
@@ -349,14 +349,14 @@ t.test('flags override the config file', async (t) => {
     clusterCIDR: '10.244.0.0/16',
     nodePortAddresses: ['10.0.0.0/8'],
     iptables: { masqueradeBit: 5, syncPeriod: '1m', minSyncPeriod: '5s' },
-    featureGates: { A: true, B: true },
+    featureGates: { ContextualLogging: true, InOrderInformers: true },
     conntrack: { min: 5 },
     logging: { verbosity: 2 },
     hostnameOverride: 'from-file',
   };
   const options = fromConfig(file, [
     '--proxy-mode=nftables', '--cluster-cidr=10.10.0.0/16', '--nodeport-addresses=primary', '--iptables-masquerade-bit=7',
-    '--iptables-sync-period=2m', '--feature-gates=B=false', '--v=4',
+    '--iptables-sync-period=2m', '--feature-gates=InOrderInformers=false', '--v=4',
   ]);
   t.equal(options.proxyMode, 'nftables');
   t.same(options.clusterCIDRs, ['10.10.0.0/16']);
@@ -365,7 +365,7 @@ t.test('flags override the config file', async (t) => {
   t.equal(options.syncPeriodMs, 120_000);
   // the flag chose nftables, so the file's iptables section no longer applies
   t.equal(options.minSyncPeriodMs, 1_000);
-  t.same(options.featureGates, { A: true, B: false });
+  t.same(options.featureGates, { ContextualLogging: true, InOrderInformers: false });
   t.equal(options.verbosity, 4);
   t.equal(options.conntrack.min, 5, 'what no flag overrides stays as the file says');
   t.equal(options.hostnameOverride, 'from-file');
@@ -520,7 +520,7 @@ t.test('--write-config-to writes a KubeProxyConfiguration that reads back the sa
   const argv = [
     '--proxy-mode=iptables', '--kubeconfig=/k.conf', '--kube-api-content-type=application/json', '--kube-api-qps=7.5', '--kube-api-burst=20',
     '--hostname-override=node-9', '--bind-address=::', '--healthz-bind-address=[::]:9256', '--metrics-bind-address=0.0.0.0',
-    '--feature-gates=X=true,Y=false', '--masquerade-all', '--iptables-masquerade-bit=0', '--iptables-sync-period=1h30m',
+    '--feature-gates=LoggingAlphaOptions=true,InOrderInformers=false', '--masquerade-all', '--iptables-masquerade-bit=0', '--iptables-sync-period=1h30m',
     '--iptables-min-sync-period=1.5s', '--detect-local-mode=NodeCIDR', '--cluster-cidr=10.244.0.0/16,fd00:10:244::/56',
     '--nodeport-addresses=localhost,10.0.0.0/8', '--oom-score-adj=-100', '--conntrack-max-per-core=0', '--conntrack-min=7',
     '--conntrack-tcp-timeout-established=0s', '--conntrack-tcp-timeout-close-wait=90s', '--conntrack-tcp-be-liberal',

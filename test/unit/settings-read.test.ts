@@ -72,7 +72,7 @@ const SAMPLES: Record<string, { args: string[]; context?: string[] }> = {
   'bind-address': { args: ['--bind-address', '192.0.2.7'] },
   'healthz-bind-address': { args: ['--healthz-bind-address', '127.0.0.1:1'] },
   'metrics-bind-address': { args: ['--metrics-bind-address', '127.0.0.1:2'] },
-  'feature-gates': { args: ['--feature-gates', 'A=true'] },
+  'feature-gates': { args: ['--feature-gates', 'InOrderInformers=false'] },
   'masquerade-all': { args: ['--masquerade-all'] },
   'iptables-masquerade-bit': { args: ['--iptables-masquerade-bit', '3'] },
   'iptables-sync-period': { args: ['--iptables-sync-period', '1m'] },
