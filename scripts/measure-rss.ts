@@ -22,7 +22,7 @@ const SETTLE_MS = 10_000;
 const SAMPLES = 5;
 const CLI = join(projectRoot(), 'dist/src/cli/main.js');
 const DNS = ['--cluster-dns', '169.254.20.10', '--dns-upstream', '127.0.0.1:5353'];
-const INGRESS = ['--ingress', '--ingress-workers', '2'];
+const INGRESS = ['--ingress', '--ingress-dataplane', 'builtin', '--ingress-workers', '2'];
 const CONFIGURATIONS: [string, string[]][] = [['default', []], ['--cluster-dns', DNS], ['--ingress, 2 workers', INGRESS], ['--cluster-dns --ingress, 2 workers', [...DNS, ...INGRESS]]];
 
 const rssKiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);

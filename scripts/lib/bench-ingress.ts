@@ -7,7 +7,7 @@
 // cluster. Bench-only packages (wrk, nginx-light, haproxy) are installed here.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/native.js';
 import type { KubeObject } from '../../src/cluster/cluster-state.js';
@@ -21,6 +21,7 @@ const HOST = 'bench.example.com';
 const PORTS = { kubenft: [80, 443], 'kubenft-haproxy': [7080, 7443], nginx: [8080, 8443], haproxy: [9080, 9443] } as const;
 type Dataplane = IngressDataplaneName;
 const CONNECTIONS = [16, 256];
+const ROUNDS = 3;
 const CHURN_CHANGES = 100;
 /** Certificate rotations under load: the default certificate's Secret, which wrk (no SNI) is served. */
 const ROTATIONS = 10;
@@ -34,10 +35,13 @@ const CHANGES_PER_SIZE = 5;
 const API_PORT = 16443;
 const PACKAGES: [string, string][] = [['wrk', 'wrk'], ['nginx', 'nginx-light'], ['haproxy', 'haproxy']];
 
-export interface ThroughputRow { target: string; scheme: 'http' | 'https'; connections: number; requestsPerSecond: number; p99Ms: number; errors: number }
+/** One target's figures: the medians of its rounds (each round measures every target once, in turn, so a load change hits them alike). */
+export interface ThroughputRow { target: string; scheme: 'http' | 'https'; connections: number; requestsPerSecond: number; p99Ms: number; errors: number; rounds: { requestsPerSecond: number; p99Ms: number }[] }
+/** kubenft on HAProxy beside its anchors of the same run: req/s and p99 as ratios (the goal: req/s ≥ 0.95× bare HAProxy, p99 ≤ 1.1×). */
+export interface GoalRow { scheme: 'http' | 'https'; connections: number; requestsVsHaproxy: number; p99VsHaproxy: number; requestsVsNginx: number; requestsVsBuiltin: number; met: boolean }
 export interface ChangeRow { dataplane: Dataplane; ingresses: number; changeToTrafficMs: number; samplesMs: number[]; agentRssMiB: number; haproxyRssMiB?: number }
 export interface ChurnRow { proxy: string; changes: number; requests: number; failed: number }
-export interface IngressBenchResult { throughput: ThroughputRow[]; changes: ChangeRow[]; churn: ChurnRow[] }
+export interface IngressBenchResult { throughput: ThroughputRow[]; goals: GoalRow[]; changes: ChangeRow[]; churn: ChurnRow[]; load: { before: number[]; after: number[] } }
 
 interface Options { quick: boolean; progress: (message: string) => void }
 
@@ -298,7 +302,7 @@ function haproxyCommand(topology: Topology, socket: string, command: string): Pr
 export async function runIngressBench(options: Options): Promise<IngressBenchResult> {
   ensurePackages();
   const seconds = options.quick ? 3 : 8;
-  const result: IngressBenchResult = { throughput: [], changes: [], churn: [] };
+  const result: IngressBenchResult = { throughput: [], goals: [], changes: [], churn: [], load: { before: loadavg(), after: [] } };
   const directory = mkdtempSync(join(tmpdir(), 'kubenft-bench-ingress-'));
   try {
     const pem = join(directory, 'bench.pem');
@@ -319,13 +323,22 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
       const urls = (name: keyof typeof PORTS): [string, string, 'http' | 'https'][] => [[name, `http://${node}:${PORTS[name][0]}/`, 'http'], [name, `https://${node}:${PORTS[name][1]}/`, 'https']];
       const measure = async (targets: [string, string, 'http' | 'https'][]) => {
         for (const connections of CONNECTIONS) {
-          for (const [target, url, scheme] of targets) {
-            // A warm-up first: the JIT, the connection pools and the TLS sessions of each proxy are ready before it is measured.
-            await wrk(topology, url, connections, 1);
-            const run = await wrk(topology, url, connections, seconds);
-            result.throughput.push({ target, scheme, connections, requestsPerSecond: run.requestsPerSecond, p99Ms: run.p99Ms, errors: run.errors });
-            options.progress(`${target} ${scheme} c${connections}: ${run.requestsPerSecond.toFixed(0)} req/s, p99 ${run.p99Ms.toFixed(2)} ms, ${run.errors} errors`);
+          const rows = targets.map(([target, , scheme]): ThroughputRow => ({ target, scheme, connections, requestsPerSecond: NaN, p99Ms: NaN, errors: 0, rounds: [] }));
+          for (let round = 0; round < ROUNDS; round++) {
+            for (const [index, [target, url, scheme]] of targets.entries()) {
+              // A warm-up first: the JIT, the connection pools and the TLS sessions of each proxy are ready before it is measured.
+              await wrk(topology, url, connections, 1);
+              const run = await wrk(topology, url, connections, seconds);
+              rows[index].rounds.push({ requestsPerSecond: run.requestsPerSecond, p99Ms: run.p99Ms });
+              rows[index].errors += run.errors;
+              options.progress(`${target} ${scheme} c${connections} round ${round + 1}: ${run.requestsPerSecond.toFixed(0)} req/s, p99 ${run.p99Ms.toFixed(2)} ms, ${run.errors} errors`);
+            }
           }
+          for (const row of rows) {
+            row.requestsPerSecond = median(row.rounds.map((each) => each.requestsPerSecond));
+            row.p99Ms = median(row.rounds.map((each) => each.p99Ms));
+          }
+          result.throughput.push(...rows);
         }
       };
       const without = PODS.slice(0, 3);
@@ -385,7 +398,25 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
   } finally {
     rmSync(directory, { recursive: true, force: true });
   }
+  result.load.after = loadavg();
+  result.goals = goalRows(result.throughput);
   return result;
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+function goalRows(throughput: ThroughputRow[]): GoalRow[] {
+  const find = (target: string, scheme: string, connections: number) => throughput.find((row) => row.target === target && row.scheme === scheme && row.connections === connections);
+  return throughput.filter((row) => row.target === 'kubenft-haproxy').map((row) => {
+    const [haproxy, nginx, builtin] = ['haproxy', 'nginx', 'kubenft'].map((target) => find(target, row.scheme, row.connections));
+    const requestsVsHaproxy = row.requestsPerSecond / (haproxy?.requestsPerSecond ?? NaN);
+    const p99VsHaproxy = row.p99Ms / (haproxy?.p99Ms ?? NaN);
+    return {
+      scheme: row.scheme, connections: row.connections, requestsVsHaproxy, p99VsHaproxy,
+      requestsVsNginx: row.requestsPerSecond / (nginx?.requestsPerSecond ?? NaN), requestsVsBuiltin: row.requestsPerSecond / (builtin?.requestsPerSecond ?? NaN),
+      met: requestsVsHaproxy >= 0.95 && p99VsHaproxy <= 1.1,
+    };
+  });
 }
 
 /** The phase's section of the report: every figure beside its anchors of the same run, as ratios. */
@@ -394,11 +425,15 @@ export function ingressReport(result: IngressBenchResult): string {
   const ratio = (row: ThroughputRow, anchor: ThroughputRow | undefined) => (anchor && anchor !== row ? `${(row.requestsPerSecond / anchor.requestsPerSecond).toFixed(2)}` : '—');
   const p99Ratio = (row: ThroughputRow, anchor: ThroughputRow | undefined) => (anchor && anchor !== row ? `${(row.p99Ms / anchor.p99Ms).toFixed(2)}` : '—');
   const lines = [
-    `## Ingress proxy (one run, side by side; ${PODS.length} backend pods; two workers or threads per proxy; wrk -t2 from the client namespace)`, '',
+    `## Ingress proxy (one run, side by side; ${PODS.length} backend pods; two workers or threads per proxy; wrk -t2 from the client namespace; medians of ${ROUNDS} rounds; load average ${result.load.before.map((load) => load.toFixed(2)).join(' ')} before, ${result.load.after.map((load) => load.toFixed(2)).join(' ')} after)`, '',
+    '### kubenft on HAProxy against the goals (req/s ≥ 0.95× bare HAProxy, p99 ≤ 1.1×)', '',
+    '| scheme | connections | req/s vs bare HAProxy | p99 vs bare HAProxy | req/s vs nginx | req/s vs the built-in | goal met |', '|---|---|---|---|---|---|---|',
+    ...result.goals.map((row) => `| ${row.scheme} | ${row.connections} | ${row.requestsVsHaproxy.toFixed(2)} | ${row.p99VsHaproxy.toFixed(2)} | ${row.requestsVsNginx.toFixed(2)} | ${row.requestsVsBuiltin.toFixed(2)} | ${row.met ? 'yes' : 'no'} |`),
+    '', '### Every target', '',
     'Backends directly: wrk against one pod over plain HTTP, no proxy hop (the HTTPS rows are compared with it too).', '',
     'kubenft-haproxy: kubenft with --ingress-dataplane=haproxy; haproxy: the same HAProxy with a static configuration of the same route.', '',
-    '| target | scheme | connections | req/s | p99 ms | errors | req/s vs HAProxy | p99 vs HAProxy | req/s vs nginx | req/s vs backends directly |', '|---|---|---|---|---|---|---|---|---|---|',
-    ...result.throughput.map((row) => `| ${row.target} | ${row.scheme} | ${row.connections} | ${row.requestsPerSecond.toFixed(0)} | ${row.p99Ms.toFixed(2)} | ${row.errors} | ${
+    '| target | scheme | connections | req/s | p99 ms | rounds (req/s) | errors | req/s vs HAProxy | p99 vs HAProxy | req/s vs nginx | req/s vs backends directly |', '|---|---|---|---|---|---|---|---|---|---|---|',
+    ...result.throughput.map((row) => `| ${row.target} | ${row.scheme} | ${row.connections} | ${row.requestsPerSecond.toFixed(0)} | ${row.p99Ms.toFixed(2)} | ${row.rounds.map((each) => each.requestsPerSecond.toFixed(0)).join(', ')} | ${row.errors} | ${
       ratio(row, find('haproxy', row.scheme, row.connections))} | ${p99Ratio(row, find('haproxy', row.scheme, row.connections))} | ${ratio(row, find('nginx', row.scheme, row.connections))} | ${ratio(row, find('backend directly', 'http', row.connections))} |`),
     '', `| dataplane | Ingresses | Ingress created in the API server → first request its route answers: median of ${CHANGES_PER_SIZE} (ms) | all samples (ms) | median vs the 100 ms goal | agent RSS (MiB, with its workers) | HAProxy RSS (MiB, master and worker) |`, '|---|---|---|---|---|---|---|',
     ...result.changes.map((row) => `| ${row.dataplane} | ${row.ingresses} | ${row.changeToTrafficMs.toFixed(1)} | ${row.samplesMs.map((sample) => sample.toFixed(0)).join(', ')} | ${(row.changeToTrafficMs / 100).toFixed(2)} | ${row.agentRssMiB.toFixed(0)} | ${row.haproxyRssMiB?.toFixed(0) ?? '—'} |`),

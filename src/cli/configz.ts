@@ -1,3 +1,4 @@
+import { chosenDataplane } from '../ingress/index.js';
 import { formatDuration } from '../settings.js';
 import { type AgentOptions, DEFAULT_CONFIG_SYNC_PERIOD_MS } from './options.js';
 
@@ -8,6 +9,8 @@ import { type AgentOptions, DEFAULT_CONFIG_SYNC_PERIOD_MS } from './options.js';
 // does not implement (IPVS, Windows) show the values it accepts for them: their defaults.
 
 export const CONFIGZ_GROUP = 'kubeproxy.config.k8s.io';
+/** kubenft's own settings that are chosen at start rather than given (kube-proxy has no field for them). */
+export const KUBENFT_CONFIGZ_GROUP = 'kubenft.io';
 
 /** kube-proxy's client defaults, which kubenft's API source applies too. */
 const DEFAULT_QPS = 5;
@@ -61,5 +64,6 @@ export function configz(options: AgentOptions): Record<string, object> {
       MinSyncPeriod: duration(options.minSyncPeriodMs),
       ConfigSyncPeriod: duration(DEFAULT_CONFIG_SYNC_PERIOD_MS),
     },
+    ...(options.ingress.enabled ? { [KUBENFT_CONFIGZ_GROUP]: { Ingress: { Dataplane: chosenDataplane(options.ingress).name } } } : {}),
   };
 }

@@ -90,8 +90,13 @@ async function inspect(options: AgentOptions, log: Logger): Promise<number> {
   if (options.inspect.url !== undefined) {
     if (!options.manifests && !options.kubeconfig) throw new OptionsError('explain --url plans from --manifests or --kubeconfig');
     const agent = await plannedAgent(options, log, true);
-    const explanation = gateway.view.explainUrl(agent.state, options.gateway, options.inspect.url);
-    print(explanation, gateway.view.explanationText(explanation));
+    if (options.ingress.enabled) {
+      const explanation = ingress.view.explainUrl(agent.state, options.ingress, options.inspect.url);
+      print(explanation, ingress.view.explanationText(explanation));
+    } else {
+      const explanation = gateway.view.explainUrl(agent.state, options.gateway, options.inspect.url);
+      print(explanation, gateway.view.explanationText(explanation));
+    }
     return 0;
   }
   const { from, to, protocol, via } = options.inspect;

@@ -257,7 +257,7 @@ const GENERAL_SETTINGS: Setting[] = [
     apply: (o, v: string) => { o.inspect.from = v || undefined; } },
   { flag: 'to', own: true, kind: 'string', arg: 'ADDR:PORT', help: 'with explain: the new connection\'s destination ([IPv6]:PORT)',
     apply: (o, v: string) => { o.inspect.to = v || undefined; } },
-  { flag: 'url', own: true, kind: 'string', arg: 'URL', help: 'with explain and --gateway: the Gateway, listener, HTTPRoute and rule a GET of this URL reaches, instead of a connection',
+  { flag: 'url', own: true, kind: 'string', arg: 'URL', help: 'with explain and --ingress or --gateway: the route a GET of this URL reaches and what answers, instead of a connection',
     apply: (o, v: string) => { o.inspect.url = v || undefined; } },
   { flag: 'proto', own: true, kind: 'string', arg: 'tcp|udp', help: 'with explain: the connection\'s protocol', defaultText: 'tcp',
     apply: (o, v: string, where) => {
@@ -615,8 +615,8 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
   const unimplemented = unimplementedGate(options.featureGates);
   if (unimplemented) throw new OptionsError(`--feature-gates: ${unimplemented}`);
   if (options.json && options.command === 'run') throw new OptionsError('--json applies to render, services and explain only');
-  if (options.inspect.url !== undefined && (options.command !== 'explain' || !options.gateway.enabled)) throw new OptionsError('--url is for explain with --gateway');
-  if (options.command === 'explain' && options.inspect.url === undefined && (!options.inspect.from || !options.inspect.to)) throw new OptionsError('explain needs --from ADDR[:PORT] and --to ADDR:PORT (or --gateway --url URL)');
+  if (options.inspect.url !== undefined && (options.command !== 'explain' || options.gateway.enabled === options.ingress.enabled)) throw new OptionsError('--url is for explain with --ingress or --gateway (one of them)');
+  if (options.command === 'explain' && options.inspect.url === undefined && (!options.inspect.from || !options.inspect.to)) throw new OptionsError('explain needs --from ADDR[:PORT] and --to ADDR:PORT (or --ingress or --gateway with --url URL)');
   if (options.once && options.command === 'render') throw new OptionsError('--once does not apply to render, which never stays running');
   if (options.initOnly && (options.once || options.cleanup || options.command !== 'run')) {
     throw new OptionsError('--init-only does the node setup and exits: it does not combine with --once, --cleanup, render, services or explain');

@@ -30,10 +30,21 @@ export interface IngressOptions extends Omit<WorkerProxyOptions, 'name'> {
   statusAddresses: string[];
   /** --ingress-service NAMESPACE/NAME: the Service whose load-balancer and external IPs reach the proxy. */
   service?: string;
-  /** --ingress-dataplane: what serves the routes. */
-  dataplane: 'builtin' | 'haproxy';
+  /** --ingress-dataplane: what serves the routes (unset: HAProxy where it is installed). */
+  dataplane?: IngressDataplaneName;
   /** --ingress-haproxy-dir: HAProxy's files, in a subdirectory per network namespace. */
   haproxyDir: string;
+}
+
+export type IngressDataplaneName = 'builtin' | 'haproxy';
+
+/** What serves the routes: --ingress-dataplane, else HAProxy where a haproxy is on PATH, else the built-in; and the haproxy binary. */
+export function chosenDataplane(options: Pick<IngressOptions, 'dataplane'>): { name: IngressDataplaneName; haproxy?: string } {
+  if (options.dataplane === 'builtin') return { name: 'builtin' };
+  const haproxy = findHaproxy();
+  if (haproxy) return { name: 'haproxy', haproxy };
+  if (options.dataplane === 'haproxy') throw new OptionsError('--ingress-dataplane=haproxy: no haproxy on PATH: install it (Debian: apt-get install haproxy) or use --ingress-dataplane=builtin');
+  return { name: 'builtin' };
 }
 
 /** Agent mode: where the elected status writer reaches the API server. */
@@ -99,14 +110,14 @@ export class IngressDataplane implements StateDataplane {
   private status: IngressStatusWriter | undefined;
   private haproxyMetrics: HaproxyMetrics | undefined;
 
-  /** The haproxy binary, with --ingress-dataplane=haproxy. */
+  /** The haproxy binary, when HAProxy serves the routes. */
   private readonly haproxy: string | undefined;
 
   constructor(private readonly options: IngressOptions, private readonly log: Logger, private readonly statusSource?: IngressStatusSource) {
-    if (options.dataplane === 'haproxy') {
-      this.haproxy = findHaproxy();
-      if (!this.haproxy) throw new OptionsError('--ingress-dataplane=haproxy: no haproxy on PATH: install it (Debian: apt-get install haproxy) or use --ingress-dataplane=builtin');
-    }
+    const chosen = chosenDataplane(options);
+    this.haproxy = chosen.haproxy;
+    const why = options.dataplane ? '--ingress-dataplane' : chosen.haproxy ? 'haproxy is installed' : 'no haproxy on PATH';
+    log.info({ dataplane: chosen.name, haproxy: chosen.haproxy }, `ingress: served by ${chosen.name === 'haproxy' ? `HAProxy (${chosen.haproxy})` : 'the built-in proxy'}: ${why}`);
   }
 
   readonly watch = INGRESS_WATCH;

@@ -14,7 +14,7 @@ export const INGRESS_SETTINGS: SettingsDefinition<IngressSettings> = {
   defaults: () => ({
     enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
     maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60 * SECOND_MS, backendTimeoutMs: 60 * SECOND_MS, connectTimeoutMs: 5 * SECOND_MS, workers: 0,
-    statusAddresses: [], dataplane: 'builtin', haproxyDir: DEFAULT_INGRESS_HAPROXY_DIR,
+    statusAddresses: [], dataplane: undefined, haproxyDir: DEFAULT_INGRESS_HAPROXY_DIR,
   }),
   flags: [
     { flag: 'ingress', kind: 'bool', help: 'also be the ingress controller: a proxy on every node routes the served Ingresses', defaultText: 'false',
@@ -44,7 +44,7 @@ export const INGRESS_SETTINGS: SettingsDefinition<IngressSettings> = {
     { flag: 'ingress-workers', kind: 'int', arg: 'N', help: 'ingress proxy worker processes; 0: one per core', defaultText: '0',
       apply: (o, v: number, where) => { o.workers = integerIn(v, 0, 256, where); } },
     // ---- the ingress dataplane (issue 28) ----
-    { flag: 'ingress-dataplane', kind: 'string', arg: 'haproxy|builtin', help: 'what serves the routes: HAProxy programmed through its runtime API, or the built-in Node proxy', defaultText: 'builtin',
+    { flag: 'ingress-dataplane', kind: 'string', arg: 'haproxy|builtin', help: 'what serves the routes: HAProxy programmed through its runtime API, or the built-in Node proxy', defaultText: 'haproxy where it is installed, else builtin',
       apply: (o, v: string, where) => { o.dataplane = v === 'haproxy' || v === 'builtin' ? v : fail(where, v, 'must be haproxy or builtin'); } },
     { flag: 'ingress-haproxy-dir', kind: 'string', arg: 'PATH', help: 'HAProxy\'s configuration, maps, certificates and sockets (a subdirectory per network namespace)', defaultText: DEFAULT_INGRESS_HAPROXY_DIR,
       apply: (o, v: string, where) => { o.haproxyDir = v || fail(where, v, 'must not be empty'); } },

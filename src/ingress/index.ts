@@ -5,8 +5,11 @@ import { INGRESS_WATCH, IngressDataplane, ingressPlanInput } from './dataplane.j
 import { INGRESS_SETTINGS, type IngressSettings } from './flags.js';
 import { type HostRoute, type RouteTable, missingSecretText, planIngress } from './routes.js';
 import { cleanupHaproxy } from './haproxy/proxy.js';
+import { explainIngressUrl, ingressExplanationText } from './explain.js';
 
 export type { IngressOptions } from './dataplane.js';
+/** What serves the routes: /configz shows it. */
+export { chosenDataplane } from './dataplane.js';
 export type { MissingSecret } from './routes.js';
 
 // The route plan and the built-in proxy, for the Gateway API capability (src/gateway), which
@@ -66,5 +69,5 @@ export const ingress = {
     return { service: settings.service, listeners: listeners.map(({ host, port }) => ({ address: host, port })) };
   },
   /** Its part of `kubenft services`. */
-  view: { planned: plannedIngress, missingSecretText },
+  view: { planned: plannedIngress, missingSecretText, explainUrl: explainIngressUrl, explanationText: ingressExplanationText },
 } satisfies Capability<IngressSettings>;

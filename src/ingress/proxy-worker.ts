@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { type SecureContext, createSecureContext } from 'node:tls';
 import { type Dispatcher, Pool, errors as undiciErrors } from 'undici';
 import { splitHostPort } from '../kernel/addresses.js';
-import { type PathRoute, type RequestFacts, Router, type RouteMatch, routingHost } from './routes.js';
+import { type PathRoute, type RequestFacts, Router, type RouteMatch, routingHost, sameRoute } from './routes.js';
 import { editRequestHeaders, editResponseHeaders, editedPath, redirectLocation, withHost } from './route-actions.js';
 import { clientHelloNamesServer } from './client-hello.js';
 import { parseRequestTarget } from './request-path.js';
@@ -129,7 +129,6 @@ function requestFacts(request: Request, query: string): RequestFacts {
   };
 }
 
-const sameRoute = (a: RouteMatch, b: RouteMatch) => (a.kind === 'none' ? b.kind === 'none' : b.kind === 'route' && a.route === b.route);
 
 /** Whether the client is still sending a body: such a request cannot be replayed on another endpoint. */
 function hasBody(request: Request, fields: RequestFields): boolean {

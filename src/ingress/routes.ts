@@ -663,6 +663,9 @@ export function routingHost(header: string | undefined): string {
   return colon < 0 ? text : text.slice(0, colon);
 }
 
+/** Whether two lookups reached the same route (or none). */
+export const sameRoute = (a: RouteMatch, b: RouteMatch) => (a.kind === 'none' ? b.kind === 'none' : b.kind === 'route' && a.route === b.route);
+
 /** A whole table as the changes that build it from nothing. */
 export function changesOf(table: RouteTable): RouteTableChanges {
   return {

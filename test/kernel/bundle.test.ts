@@ -42,7 +42,7 @@ if (process.getuid?.() !== 0) {
     agent = topology.spawn(topology.node, ['node', BUNDLE, '--kubeconfig', api.kubeconfigPath(`http://127.0.0.1:${API_PORT}`), '--hostname-override', 'node-1',
       '--cluster-cidr', '10.244.0.0/16', '--healthz-bind-address', '', '--metrics-bind-address', '', '--logging-format=json',
       '--cluster-dns', LINK_LOCAL, '--dns-upstream', '127.0.0.1:5353',
-      '--ingress', '--ingress-http-address', INGRESS_HTTP, '--ingress-https-address', '127.0.0.1:18444', '--ingress-workers', '1']);
+      '--ingress', '--ingress-dataplane', 'builtin', '--ingress-http-address', INGRESS_HTTP, '--ingress-https-address', '127.0.0.1:18444', '--ingress-workers', '1']);
   });
   t.teardown(async () => {
     await agent?.stop();

@@ -136,7 +136,7 @@ if (process.getuid?.() !== 0) {
   t.test('--ingress: deploy/kubenft-ingress.yaml adds what it needs (status, Lease, Secrets), and no more', async (t) => {
     const ingressGrants = grantsOf(['kubenft.yaml', 'kubenft-ingress.yaml']).filter((grant) => grant.source.includes('ingress'));
     // The elected writer writes the status, then renews its Lease (every 5 s).
-    const requests = await requestsOf(['--ingress', '--ingress-http-address', '127.0.0.1:18080', '--ingress-https-address', '127.0.0.1:18443', '--ingress-workers', '1'],
+    const requests = await requestsOf(['--ingress', '--ingress-dataplane', 'builtin', '--ingress-http-address', '127.0.0.1:18080', '--ingress-https-address', '127.0.0.1:18443', '--ingress-workers', '1'],
       (seen) => seen.some((request) => request.method === 'PUT' && request.path.endsWith('/status')) && seen.some((request) => request.method === 'PUT' && request.path.includes('/leases/')));
     check(t, requests, [...base, ...ingressGrants], ingressGrants);
   });

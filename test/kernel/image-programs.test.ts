@@ -66,7 +66,7 @@ if (process.getuid?.() !== 0) {
 
   t.test('every program executed comes with the image', async (t) => {
     const agent = topology.spawn(topology.node, kubenft('--manifests', manifests.path, '--iptables-min-sync-period', '100ms', '--cluster-dns', '169.254.20.10',
-      '--dns-upstream', '127.0.0.1:5353', '--ingress', '--ingress-workers', '1', '--ingress-http-address', '127.0.0.1:18080', '--ingress-https-address', '127.0.0.1:18443'));
+      '--dns-upstream', '127.0.0.1:5353', '--ingress', '--ingress-dataplane', 'builtin', '--ingress-workers', '1', '--ingress-http-address', '127.0.0.1:18080', '--ingress-https-address', '127.0.0.1:18443'));
     // strace does not pass signals on: the agent (its child) is stopped by its own pid.
     const stopAgent = async () => {
       for (const pid of readFileSync(`/proc/${agent.pid}/task/${agent.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) process.kill(Number(pid), 'SIGTERM');

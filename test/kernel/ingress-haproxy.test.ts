@@ -90,6 +90,26 @@ t.test('without haproxy on PATH, --ingress-dataplane=haproxy is refused by name'
   t.same(dataplane.masters(), [], 'and no HAProxy started');
 });
 
+t.test('without --ingress-dataplane: HAProxy where it is installed, the built-in where not; the log and /configz say which', async (t) => {
+  const unset = agentArgs.filter((arg, index) => arg !== '--ingress-dataplane' && agentArgs[index - 1] !== '--ingress-dataplane');
+  const configz = async () => JSON.parse((await scrape(topology, 'http://127.0.0.1:10249/configz')).body)['kubenft.io'];
+  // Debian's haproxy is in /usr/sbin, node is not.
+  const paths = { installed: process.env.PATH!, missing: process.env.PATH!.split(':').filter((dir) => !existsSync(join(dir, 'haproxy'))).join(':') };
+  for (const [where, chosen, log] of [['installed', 'haproxy', /ingress: served by HAProxy \(\/\S+\/haproxy\): haproxy is installed/], ['missing', 'builtin', /ingress: served by the built-in proxy: no haproxy on PATH/]] as const) {
+    const agent = topology.spawn(topology.node, ['env', `PATH=${paths[where]}`, process.execPath, ...unset.slice(1)]);
+    try {
+      t.ok(await eventually(() => served('site.example.com'), 30_000), `served with haproxy ${where}: ${JSON.stringify(agent.output())}`);
+      t.match(agent.output().stderr + agent.output().stdout, log, `haproxy ${where}: the log says what serves`);
+      t.same(await configz(), { Ingress: { Dataplane: chosen } }, `haproxy ${where}: /configz shows ${chosen}`);
+      t.equal(dataplane.masters().length, chosen === 'haproxy' ? 1 : 0, `haproxy ${where}: ${chosen === 'haproxy' ? 'HAProxy runs' : 'no HAProxy started'}`);
+    } finally {
+      await agent.stop();
+    }
+    const cleanup = await kubenft(topology, ['--cleanup', '--ingress-haproxy-dir', dataplane.dir]);
+    t.equal(cleanup.code, 0, cleanup.stderr);
+  }
+});
+
 t.test('an Ingress, endpoints and a certificate change through the runtime API: no reload, the same HAProxy', async (t) => {
   const agent = startAgent();
   t.teardown(() => agent.stop());

@@ -47,7 +47,7 @@ const attached = (cgroup: string) => spawnSync('bpftool', ['cgroup', 'show', cgr
 const kubenft = (...args: string[]) => sandbox.inMountNamespace([process.execPath, CLI, '--manifests', manifests.path, '--hostname-override', NODE_NAME,
   '--socket-lb-pin-dir', sandbox.pinDir, '--healthz-bind-address', '', '--metrics-bind-address', '', ...args]);
 
-const AGENT_FLAGS = ['--socket-lb', '--socket-lb-cgroup', '', '--cluster-dns', DNS_ADDRESS, '--dns-upstream', '127.0.0.1:5399', '--ingress', '--ingress-workers', '1',
+const AGENT_FLAGS = ['--socket-lb', '--socket-lb-cgroup', '', '--cluster-dns', DNS_ADDRESS, '--dns-upstream', '127.0.0.1:5399', '--ingress', '--ingress-dataplane', 'builtin', '--ingress-workers', '1',
   '--iptables-min-sync-period', '50ms'];
 const agentFlags = () => AGENT_FLAGS.map((flag) => (flag === '' ? sandbox.cgroups.live : flag));
 
@@ -104,7 +104,7 @@ t.test('one-off commands in another network namespace leave the live agent alone
   t.match(attachedAtStart, /connect4/, 'the agent attached its programs');
   const commands: [string, string[]][] = [
     ['--once (socket LB off)', ['--once']],
-    ['--once with cluster DNS and ingress', ['--once', '--cluster-dns', DNS_ADDRESS, '--dns-upstream', '127.0.0.1:5399', '--ingress', '--ingress-workers', '1']],
+    ['--once with cluster DNS and ingress', ['--once', '--cluster-dns', DNS_ADDRESS, '--dns-upstream', '127.0.0.1:5399', '--ingress', '--ingress-dataplane', 'builtin', '--ingress-workers', '1']],
     // Last of the --once: one without --socket-lb removes what an earlier one of its namespace pinned.
     ['--once --socket-lb on another cgroup', ['--once', '--socket-lb', '--socket-lb-cgroup', sandbox.cgroups.other]],
     ['--init-only', ['--init-only']],

@@ -6,7 +6,7 @@ t.test('defaults and values', async (t) => {
   t.match(parseOptions([]).ingress, {
     enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443', defaultCertificate: undefined,
     maxBodyBytes: 100 * 1024 * 1024, maxHeaderBytes: 16 * 1024, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, connectTimeoutMs: 5_000, workers: 0, statusAddresses: [],
-    dataplane: 'builtin', haproxyDir: '/run/kubenft/ingress-haproxy',
+    dataplane: undefined, haproxyDir: '/run/kubenft/ingress-haproxy',
   });
   const options = parseOptions([
     '--ingress', '--ingress-class', 'public', '--ingress-http-address', '127.0.0.1:8080', '--ingress-https-address', '', '--ingress-default-certificate', 'kube-system/default-tls',

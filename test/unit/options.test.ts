@@ -56,7 +56,7 @@ const DEFAULTS: AgentOptions = {
   ingress: {
     enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443',
     maxBodyBytes: 104_857_600, maxHeaderBytes: 16_384, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, connectTimeoutMs: 5_000, workers: 0, statusAddresses: [],
-    dataplane: 'builtin', haproxyDir: '/run/kubenft/ingress-haproxy',
+    dataplane: undefined, haproxyDir: '/run/kubenft/ingress-haproxy',
   },
   gateway: {
     enabled: false, className: 'kubenft', httpAddress: '0.0.0.0:80', httpsAddress: '0.0.0.0:443', workers: 0,

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { HostRoute, RouteTable } from '../routes.js';
 import { GATEWAY_EDITS, GATEWAY_MAPS, GATEWAY_ROUTING, timeoutLines } from './gateway-rules.js';
+import { requestCounterRules, requestTableLines } from './request-counters.js';
 
 // HAProxy's configuration for the route plan, pure. It is written once (and again only for what
 // the runtime API cannot do: more backend slots, a restart), and shaped so that every change of
@@ -128,16 +129,14 @@ const OWN_REPLIES: [number, string][] = [
 /** A path map's value: where a route sends a request (a slot) and which route it is (for the request metrics). */
 export const routeTarget = (slot: string, route: number) => `${slot}/${route}`;
 
-/** The ring HAProxy logs each request into; the agent reads it over the stats socket (show events). */
+/** The ring HAProxy logs the requests it answers itself into (request-counters.ts counts the others); the agent reads it over the stats socket (show events). */
 export const REQUEST_RING = 'kubenft-requests';
-/**
- * One request's log line: the route's number ('-' without one), the rule host, status, the times to its response
- * header (%TR %Tw %Tc %Tr, -1 when a stage did not happen), retries, termination state, backend.
- */
-export const REQUEST_LOG_FORMAT = '%[var(txn.route)] %[var(txn.rulehost)] %ST %TR %Tw %Tc %Tr %rc %tsc %b';
+/** One request's log line: the route's number ('-' without one), the rule host, status, the times to its response header (%TR %Tw %Tc %Tr, -1 when a stage did not happen). */
+export const REQUEST_LOG_FORMAT = '%[var(txn.route)] %[var(txn.rulehost)] %ST %TR %Tw %Tc %Tr';
 
 /** A backend slot's name. */
 export const slotName = (index: number) => `slot_${index}`;
+export const isSlotName = (name: string) => /^slot_\d+$/.test(name);
 
 /** Ingress's routing: the rule host, then its Exact and Prefix maps, then the default backend (see the top of this file). */
 function ingressRouting(map: (name: MapName) => string): string[] {
@@ -170,10 +169,14 @@ function ingressRouting(map: (name: MapName) => string): string[] {
  * the maps and certificates are read from, which `files` writes beside it; `timeouts`: the Gateway
  * rules' timeouts (gateway-rules.ts).
  */
-export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, slots: number, servers: Map<string, string[]>, timeouts: Iterable<number> = []): string {
+export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, slots: number, servers: Map<string, string[]>, timeouts: ReadonlySet<number> = new Set()): string {
   const map = (name: MapName) => layout.map(name);
   // A request's header block must fit in a buffer with room for the rewrites (the forwarded headers).
   const bufferSize = Math.max(16_384, settings.maxHeaderBytes + 4096);
+  // A response header comes within the connect attempts (retries 2) and the longest server timeout
+  // (the backend's, or a Gateway rule's).
+  const longestMs = 3 * settings.connectTimeoutMs + Math.max(settings.backendTimeoutMs, ...timeouts);
+  const counters = requestCounterRules(longestMs);
   const lines = [
     '# Written by kubenft (--ingress-dataplane=haproxy); changed through the runtime API, rewritten on reload.',
     'global',
@@ -203,7 +206,9 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     `  timeout connect ${seconds(settings.connectTimeoutMs)}`,
     '  retries 2',
     '  option redispatch 1',
-    '  retry-on conn-failure empty-response',
+    // Failed connects only: any other retry-on condition (an L7 retry) keeps a copy of every request,
+    // a third of the instructions HAProxy spent on one (callgrind: docs/performance.md).
+    '  retry-on conn-failure',
     ...OWN_REPLIES.map(([status]) => `  errorfile ${status} ${layout.errorFile(status)}`),
     '',
     'frontend ingress',
@@ -237,10 +242,14 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     '  http-request set-header x-forwarded-host %[req.hdr(host)]',
     '  http-request set-header x-forwarded-port %[dst_port]',
     ...(settings.gatewayRules ? GATEWAY_EDITS : []),
+    ...counters.request,
+    ...counters.response,
     `  http-after-response set-header server kubenft unless { res.hdr(server) -m found }`,
     '  use_backend %[var(txn.slot)]',
     `  log ring@${REQUEST_RING} format raw local0 info`,
     `  log-format "${REQUEST_LOG_FORMAT}"`,
+    '',
+    ...requestTableLines(longestMs),
     '',
   ];
   for (let index = 0; index < slots; index++) {

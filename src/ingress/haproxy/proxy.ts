@@ -7,8 +7,9 @@ import { runtimeChange, runtimeCommand } from '../../kernel/haproxy-runtime.js';
 import { netnsInode } from '../../kernel/netns-ownership.js';
 import { generateDefaultCertificate } from '../default-certificate.js';
 import type { RouteTable } from '../routes.js';
-import { type HaproxyLayout, type HaproxySettings, haproxyLayout } from './config.js';
+import { ANY_HOST, type HaproxyLayout, type HaproxySettings, haproxyLayout, isSlotName } from './config.js';
 import { type DrainingServer, HaproxyModel } from './model.js';
+import { REQUEST_TABLE, RequestCounterReader } from './request-counters.js';
 import { RequestLogReader } from './request-log.js';
 import type { IngressProxy, ProxyUpdate, RequestMetrics } from '../proxy.js';
 
@@ -45,6 +46,7 @@ export class HaproxyProxy implements IngressProxy {
   private stopped = false;
 
   private readonly requestLog: RequestLogReader;
+  private readonly requestCounters: RequestCounterReader;
 
   constructor(
     private readonly binary: string, dir: string, private readonly settings: HaproxySettings, private readonly log: Logger,
@@ -53,6 +55,9 @@ export class HaproxyProxy implements IngressProxy {
     this.layout = haproxyLayout(dir);
     this.model = new HaproxyModel(this.layout, settings.gatewayRules);
     this.requestLog = new RequestLogReader(this.layout.adminSocket, this.model, requestMetrics);
+    this.requestCounters = new RequestCounterReader({
+      routes: this.model.routes, isSlot: isSlotName, backendOf: (slot) => this.model.backendOf(slot), hostOf: (ruleHost) => (ruleHost === ANY_HOST ? '' : ruleHost),
+    }, requestMetrics);
   }
 
   apply(update: ProxyUpdate): Promise<void> {
@@ -103,14 +108,18 @@ export class HaproxyProxy implements IngressProxy {
       this.log.info({ pid: this.master, dir: this.layout.dir, http: this.settings.httpAddress, https: this.settings.httpsAddress }, 'ingress: HAProxy started');
     }
     this.requestLog.follow();
+    this.requestCounters.reset();
     this.supervisor ??= setInterval(() => this.supervise(), SUPERVISE_INTERVAL_MS).unref();
   }
 
   private async reload(table: RouteTable, reason: string): Promise<void> {
     this.model.load(table, this.last!.defaultCertificate ?? this.generated);
     this.writeFiles();
+    // The counts of the worker that leaves since the last reading are lost with it.
+    await this.readCounters();
     await reloadHaproxy(this.layout, this.master!);
     this.requestLog.follow();
+    this.requestCounters.reset();
     this.metrics.reloads.inc({ reason });
     this.log.info({ reason }, 'ingress: HAProxy reloaded');
   }
@@ -127,10 +136,7 @@ export class HaproxyProxy implements IngressProxy {
   private supervise(): void {
     if (this.stopped || this.master === undefined) return;
     if (runningMaster(this.layout) === this.master) {
-      void runtimeCommand(this.layout.adminSocket, 'show info').then((info) => {
-        const connections = /^CurrConns: (\d+)$/m.exec(info)?.[1];
-        if (connections !== undefined) this.requestMetrics.connections.set(Number(connections));
-      }, () => undefined);
+      void this.serially(() => this.readCounters());
       return;
     }
     void this.serially(async () => {
@@ -141,6 +147,19 @@ export class HaproxyProxy implements IngressProxy {
       this.model.load(this.last!.table, this.last!.defaultCertificate ?? this.generated);
       await this.begin();
     }).catch((error: Error) => this.log.error(`ingress: HAProxy could not be started again: ${error.message}`));
+  }
+
+  /** HAProxy's counters into the request metrics (request-counters.ts). */
+  private async readCounters(): Promise<void> {
+    try {
+      const [info, table, stats] = await Promise.all(['show info', `show table ${REQUEST_TABLE}`, 'show stat'].map((command) => runtimeCommand(this.layout.adminSocket, command)));
+      const connections = /^CurrConns: (\d+)$/m.exec(info)?.[1];
+      if (connections !== undefined) this.requestMetrics.connections.set(Number(connections));
+      this.requestCounters.readTable(table);
+      this.requestCounters.readStats(stats);
+    } catch {
+      // HAProxy not answering now: read next time (the supervisor restarts it if it is gone).
+    }
   }
 
   /** Servers taken out of rotation are deleted once HAProxy lets them go (no connection left). */

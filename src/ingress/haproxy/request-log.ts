@@ -3,14 +3,14 @@ import { INGRESS_DURATION_BUCKETS, durationBucket } from '../proxy-protocol.js';
 import type { RequestMetrics } from '../proxy.js';
 import { ANY_HOST, REQUEST_RING } from './config.js';
 
-// HAProxy's request log, read into the built-in's request metrics: HAProxy writes one line per
-// request into an in-memory ring (no syscall per request), and the agent follows the ring over
-// the stats socket (show events -w), so HAProxy's requests are counted under the same names, by
-// the same labels. A reload starts a new worker with a ring of its own: follow() again.
+// HAProxy's log of the requests it answers itself (a redirect, a refusal, a backend that failed:
+// the responses request-counters.ts's rules do not see), read into the built-in's request
+// metrics: HAProxy writes one line per such request into an in-memory ring, and the agent follows
+// the ring over the stats socket (show events -w). A reload starts a new worker with a ring of its
+// own: follow() again.
 
 export interface RouteLabels {
   routes: readonly { ingress: string; path: string }[];
-  backendOf(slot: string): string;
 }
 
 const RECONNECT_MS = 1_000;
@@ -55,16 +55,9 @@ export class RequestLogReader {
     const requests = new Map<string, { labels: Record<string, string>; count: number }>();
     const { owner } = this.metrics;
     const durations = new Map<string, { buckets: number[]; sum: number }>();
-    const upstreamErrors = new Map<string, number>();
     for (const line of lines) {
-      const [routeText, ruleHost, status, ...rest] = line.trim().split(' ');
-      if (rest.length < 7) continue;
-      const [requestMs, queueMs, connectMs, responseMs, retries, termination, slot] = rest;
-      const failures = Number(retries) + (/^[sS]/.test(termination) ? 1 : 0);
-      if (failures > 0) {
-        const backend = this.labels.backendOf(slot);
-        upstreamErrors.set(backend, (upstreamErrors.get(backend) ?? 0) + failures);
-      }
+      const [routeText, ruleHost, status, ...times] = line.trim().split(' ');
+      if (times.length < 4) continue;
       const route = routeText === '-' ? undefined : this.labels.routes[Number(routeText)];
       if (!route) continue;
       const host = ruleHost === ANY_HOST ? '' : ruleHost;
@@ -73,7 +66,7 @@ export class RequestLogReader {
       if (counted) counted.count++;
       else requests.set(key, { labels: { [owner]: route.ingress, host, path: route.path, status }, count: 1 });
       // To the response header: the stages that happened (-1: did not).
-      const seconds = [requestMs, queueMs, connectMs, responseMs].reduce((sum, text) => sum + Math.max(0, Number(text) || 0), 0) / 1000;
+      const seconds = times.reduce((sum, text) => sum + Math.max(0, Number(text) || 0), 0) / 1000;
       let histogram = durations.get(route.ingress);
       if (!histogram) durations.set(route.ingress, (histogram = { buckets: new Array<number>(INGRESS_DURATION_BUCKETS.length + 1).fill(0), sum: 0 }));
       histogram.buckets[durationBucket(seconds)]++;
@@ -81,6 +74,5 @@ export class RequestLogReader {
     }
     for (const { labels, count } of requests.values()) this.metrics.requests.inc(labels, count);
     for (const [ingress, { buckets, sum }] of durations) this.metrics.durations.add({ [owner]: ingress }, buckets, sum);
-    for (const [backend, count] of upstreamErrors) this.metrics.upstreamErrors.inc({ backend }, count);
   }
 }
