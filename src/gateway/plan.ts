@@ -2,7 +2,7 @@ import type { NodeContext } from '../cluster/topology.js';
 import type { ServicePortView } from '../cluster/service-ports.js';
 import {
   type HeaderEdits, type HostRoute, type MatchType, type PathRoute, type RouteActions, type RouteTable, type RouteTableChanges,
-  type TlsSecretInfo, matchOf, resolveBackend,
+  type TlsSecretInfo, markServed, matchOf, resolveBackend,
 } from '../ingress/index.js';
 import {
   type BackendReference, GATEWAY_CONTROLLER, GATEWAY_GROUP, type GatewayClassInfo, type GatewayInfo, type HTTPRouteInfo,
@@ -495,20 +495,6 @@ function assignRecord<V>(target: Record<string, V>, after: Record<string, V>, ch
   }
 }
 
-/** Inserts or removes a name in a sorted list (the tables' `served`), in place. */
-function sortedToggle(list: string[], name: string, present: boolean): void {
-  let low = 0;
-  let high = list.length;
-  while (low < high) {
-    const middle = (low + high) >>> 1;
-    if (list[middle] < name) low = middle + 1;
-    else high = middle;
-  }
-  const there = list[low] === name;
-  if (present && !there) list.splice(low, 0, name);
-  if (!present && there) list.splice(low, 1);
-}
-
 /** The route tables and statuses of one input. */
 export function planGateways(input: GatewayPlanInput): GatewayPlan {
   return new GatewayPlanner().plan(input, 'full');
@@ -624,7 +610,7 @@ export class GatewayPlanner {
     }
     for (const id of result.attached) this.attachedRoutes.set(id, (this.attachedRoutes.get(id) ?? 0) + 1);
     const accepted = result.status.parents.some((parent) => parent.conditions[0].status === 'True');
-    if (accepted) for (const protocol of PROTOCOLS) sortedToggle(this.tables[protocol].table.served, key, true);
+    if (accepted) for (const protocol of PROTOCOLS) markServed(this.tables[protocol].table.served, key, true);
   }
 
   private remove(key: string, result: RouteResult, touched: Record<Protocol, Touched>): void {
@@ -655,7 +641,7 @@ export class GatewayPlanner {
       if (routes.size === 0) this.routesByService.delete(service);
     }
     for (const id of result.attached) this.attachedRoutes.set(id, this.attachedRoutes.get(id)! - 1);
-    for (const protocol of PROTOCOLS) sortedToggle(this.tables[protocol].table.served, key, false);
+    for (const protocol of PROTOCOLS) markServed(this.tables[protocol].table.served, key, false);
   }
 
   /**
