@@ -59,7 +59,7 @@ export function ensurePackages(): void {
 
 const endpoints = (pods = PODS) => pods.map((pod) => `${pod.ipv4}:${BACKEND_PORT}`);
 
-const NODE_NAME = 'node-1';
+export const NODE_NAME = 'node-1';
 export const backendSlice = (pods = PODS): KubeObject => ({
   apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'backend-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'backend' } },
   addressType: 'IPv4', ports: [{ name: 'http', port: BACKEND_PORT, protocol: 'TCP' }], endpoints: pods.map((pod) => ({ addresses: [pod.ipv4], conditions: { ready: true } })),
