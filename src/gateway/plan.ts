@@ -227,7 +227,10 @@ class Planner {
   /** What every route's result depends on besides the route and its Services, compared by identity between plans. */
   world(served: ServedGateways): unknown[] {
     const entries = [...served.listeners.values()].flat();
-    const world: unknown[] = [this.input.className, this.input.httpPort, this.input.httpsPort, ...served.gateways.map(({ gateway }) => gateway), ...this.grants, ...entries.map((entry) => entry.valid)];
+    // A Gateway by what routes read of it, not by identity: its status, which this controller writes
+    // on every attached route's change (attachedRoutes), would otherwise replan every route each time.
+    const gateways = served.gateways.map(({ gateway }) => JSON.stringify({ ...gateway, statusText: undefined }));
+    const world: unknown[] = [this.input.className, this.input.httpPort, this.input.httpsPort, ...gateways, ...this.grants, ...entries.map((entry) => entry.valid)];
     if (entries.some((entry) => entry.listener.allowedNamespaces.from === 'Selector')) {
       for (const route of this.input.routes.values()) world.push(this.input.namespaceLabels(route.namespace));
     }

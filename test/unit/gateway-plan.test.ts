@@ -131,6 +131,7 @@ t.test('the incremental planner: each plan equals the whole plan of its input; a
     ['a route removed', () => state.delete(httpRoute('r-5', { rules: [] })), new Set()],
     ['a missing Service appears', () => { state.apply(httpRoute('later', { hostnames: ['later.example.com'], rules: [{ backends: [{ name: 'later' }] }] })); }, new Set()],
     ['', () => { state.apply({ ...web()[0], metadata: { name: 'later', namespace: 'default' } }); state.apply({ ...web()[1], metadata: { name: 'later-ipv4', namespace: 'default', labels: { 'kubernetes.io/service-name': 'later' } } }); }, new Set(['default/later'])],
+    ['the Gateway\'s status written', () => state.apply({ ...gateway('gw', [{ name: 'http', from: 'All' }, { name: 'wild', hostname: '*.example.com', from: 'All' }]), status: { listeners: [{ name: 'http', attachedRoutes: 21 }] } }), new Set()],
     ['the Gateway changed', () => state.apply(gateway('gw', [{ name: 'http', from: 'All' }])), new Set()],
   ];
   let previous = planner.plan(gatewayPlanInput(state, SETTINGS), 'full');
@@ -152,6 +153,7 @@ t.test('the incremental planner: each plan equals the whole plan of its input; a
       t.same(Object.keys(next.changes!.http.backends), ['default/later:http'], 'the Service that appeared: its backend is sent');
     }
     if (what === 'a route removed') t.same(changed, ['h-5.example.com']);
+    if (what === 'the Gateway\'s status written') t.same(changed, [], 'its own status replans no route (it moves with every attached route)');
     previous = next;
   }
   t.equal(previous.http.hosts['h-1.example.com'] !== undefined, true);
