@@ -26,8 +26,9 @@ import {
 import { withTopology, type Topology } from './lib/topology.js';
 import { runSocketLbBench, socketLbMarkdown, socketLbSizes } from './lib/bench-socket-lb.js';
 
-const PHASES = ['cold', 'incremental', 'latency', 'distribution', 'memory', 'socket-lb', 'ingress', 'dns', 'coldstart'] as const;
+const PHASES = ['cold', 'incremental', 'latency', 'distribution', 'memory', 'socket-lb', 'ingress', 'gateway', 'dns', 'coldstart'] as const;
 import { ingressReport, runIngressBench } from './lib/bench-ingress.js';
+import { gatewayReport, runGatewayBench } from './lib/bench-gateway.js';
 import { dnsReport, runDnsBench } from './lib/bench-dns.js';
 import { coldstartReport, runColdstartBench } from './lib/bench-coldstart.js';
 
@@ -360,7 +361,7 @@ function parseOptions() {
     },
   });
   if (values.help) {
-    process.stdout.write('usage: npm run bench -- [--quick] [--json] [--phases cold,incremental,latency,distribution,memory,socket-lb,ingress,dns,coldstart] [--timeout-s 120] [--out DIR]\n');
+    process.stdout.write('usage: npm run bench -- [--quick] [--json] [--phases cold,incremental,latency,distribution,memory,socket-lb,ingress,gateway,dns,coldstart] [--timeout-s 120] [--out DIR]\n');
     process.exit(0);
   }
   const phases = new Set(values.phases.split(',').map((phase) => phase.trim()));
@@ -374,6 +375,7 @@ function parseOptions() {
 function phaseSections(results: BenchResults): string {
   return (results.socketLb ? `\n${socketLbMarkdown(results.socketLb)}` : '')
     + (results.ingress ? ingressReport(results.ingress) : '')
+    + (results.gateway ? gatewayReport(results.gateway) : '')
     + (results.dns ? dnsReport(results.dns) : '')
     + (results.coldstart ? coldstartReport(results.coldstart) : '');
 }
@@ -392,6 +394,7 @@ async function main(): Promise<void> {
     ['memory', () => runMemoryPhase(results, sizes)],
     ['socket-lb', async () => { results.socketLb = await runSocketLbBench(socketLbSizes(options.quick), (message) => progress('socket-lb', message)); }],
     ['ingress', async () => { results.ingress = await runIngressBench({ quick: options.quick, progress: (message) => progress('ingress', message) }); }],
+    ['gateway', async () => { results.gateway = await runGatewayBench({ quick: options.quick, progress: (message) => progress('gateway', message) }); }],
     ['dns', async () => { results.dns = await runDnsBench({ quick: options.quick, progress: (message) => progress('dns', message) }); }],
     ['coldstart', async () => { results.coldstart = await runColdstartBench({ quick: options.quick, progress: (message) => progress('coldstart', message) }); }],
   ];

@@ -15,22 +15,22 @@ import { FakeApiServer } from '../../test/lib/fake-apiserver.js';
 import { type IngressDataplaneName, IngressDataplaneUnderTest } from '../../test/lib/ingress-dataplane.js';
 import { EXTERNAL, type ProcessHandle, type Topology, withTopology } from './topology.js';
 
-const PODS = Array.from({ length: 4 }, (_, index) => ({ name: `backend-${index}`, ipv4: `10.244.${index + 1}.5` }));
-const BACKEND_PORT = 8080;
-const HOST = 'bench.example.com';
+export const PODS = Array.from({ length: 4 }, (_, index) => ({ name: `backend-${index}`, ipv4: `10.244.${index + 1}.5` }));
+export const BACKEND_PORT = 8080;
+export const HOST = 'bench.example.com';
 const PORTS = { kubenft: [80, 443], 'kubenft-haproxy': [7080, 7443], nginx: [8080, 8443], haproxy: [9080, 9443] } as const;
 type Dataplane = IngressDataplaneName;
 const CONNECTIONS = [16, 256];
 const ROUNDS = 3;
-const CHURN_CHANGES = 100;
+export const CHURN_CHANGES = 100;
 /** Certificate rotations under load: the default certificate's Secret, which wrk (no SNI) is served. */
-const ROTATIONS = 10;
-const ROTATION_INTERVAL_MS = 500;
+export const ROTATIONS = 10;
+export const ROTATION_INTERVAL_MS = 500;
 const DEFAULT_SECRET = 'bench-default';
-const CHURN_INTERVAL_MS = 200;
+export const CHURN_INTERVAL_MS = 200;
 const CHANGE_SIZES = [10, 10_000];
 /** Ingresses created one after the other per size: one sample is at the mercy of the shared machine's load. */
-const CHANGES_PER_SIZE = 5;
+export const CHANGES_PER_SIZE = 5;
 /** The fake API server's forwarder in the node namespace listens here (and on the next ports for the change runs). */
 const API_PORT = 16443;
 const PACKAGES: [string, string][] = [['wrk', 'wrk'], ['nginx', 'nginx-light'], ['haproxy', 'haproxy']];
@@ -46,7 +46,7 @@ export interface IngressBenchResult { throughput: ThroughputRow[]; goals: GoalRo
 interface Options { quick: boolean; progress: (message: string) => void }
 
 /** Installs what only the bench needs; Debian's postinst must not start nginx or HAProxy in the root namespace (RUNLEVEL=1). */
-function ensurePackages(): void {
+export function ensurePackages(): void {
   const missing = PACKAGES.filter(([command]) => {
     try {
       execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' });
@@ -63,8 +63,8 @@ function ensurePackages(): void {
 
 const endpoints = (pods = PODS) => pods.map((pod) => `${pod.ipv4}:${BACKEND_PORT}`);
 
-const NODE_NAME = 'node-1';
-const backendSlice = (pods = PODS): KubeObject => ({
+export const NODE_NAME = 'node-1';
+export const backendSlice = (pods = PODS): KubeObject => ({
   apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'backend-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'backend' } },
   addressType: 'IPv4', ports: [{ name: 'http', port: BACKEND_PORT, protocol: 'TCP' }], endpoints: pods.map((pod) => ({ addresses: [pod.ipv4], conditions: { ready: true } })),
 });
@@ -78,22 +78,22 @@ function hostIngress(name: string, host: string, published = true): KubeObject {
   };
 }
 
-function tlsSecret(pair: { cert: string; key: string }): KubeObject {
+export function tlsSecret(pair: { cert: string; key: string }, name = DEFAULT_SECRET): KubeObject {
   return {
-    apiVersion: 'v1', kind: 'Secret', metadata: { name: DEFAULT_SECRET, namespace: 'default' }, type: 'kubernetes.io/tls',
+    apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: 'default' }, type: 'kubernetes.io/tls',
     data: { 'tls.crt': Buffer.from(pair.cert).toString('base64'), 'tls.key': Buffer.from(pair.key).toString('base64') },
   };
 }
 
 /** A self-signed ECDSA certificate for the bench's host. */
-function selfSigned(directory: string, name: string): { cert: string; key: string } {
+export function selfSigned(directory: string, name: string): { cert: string; key: string } {
   const [key, cert] = [join(directory, `${name}.key`), join(directory, `${name}.crt`)];
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', `/CN=${name}`, '-keyout', key, '-out', cert], { stdio: 'ignore' });
   return { cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8') };
 }
 
 /** The cluster the agent watches: this node, the backend Service and its slice, the bench's Ingress and `ingressCount - 1` others. */
-function clusterObjects(ingressCount: number): KubeObject[] {
+export function clusterObjects(ingressCount: number): KubeObject[] {
   return [
     { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE_NAME }, status: { addresses: [{ type: 'InternalIP', address: EXTERNAL.nodeIPv4 }] } },
     { apiVersion: 'networking.k8s.io/v1', kind: 'IngressClass', metadata: { name: 'kubenft' }, spec: { controller: 'kubenft.io/ingress-controller' } },
@@ -157,13 +157,13 @@ function parseWrk(output: string): { requestsPerSecond: number; p99Ms: number; e
   return { requestsPerSecond, p99Ms, errors, requests };
 }
 
-async function wrk(topology: Topology, url: string, connections: number, seconds: number): Promise<ReturnType<typeof parseWrk>> {
+export async function wrk(topology: Topology, url: string, connections: number, seconds: number): Promise<ReturnType<typeof parseWrk>> {
   const result = await topology.exec(topology.client, ['wrk', '-t2', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Host: ${HOST}`, url], { timeoutMs: (seconds + 30) * 1000 });
   if (result.code !== 0) throw new Error(`wrk ${url}: ${result.stderr || result.stdout}`);
   return parseWrk(result.stdout);
 }
 
-async function until(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+export async function until(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -171,10 +171,10 @@ async function until(check: () => Promise<boolean>, timeoutMs: number, what: str
   }
 }
 
-const answers = async (topology: Topology, port: number, host = HOST) =>
+export const answers = async (topology: Topology, port: number, host = HOST) =>
   (await topology.exec(topology.client, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', '-H', `Host: ${host}`, `http://${topology.external.nodeIPv4}:${port}/`])).stdout === '200';
 
-interface KubenftUnderTest {
+export interface KubenftUnderTest {
   api: FakeApiServer;
   /** The agent's PID, and HAProxy's master's with --ingress-dataplane=haproxy. */
   pids(): { agent: number; haproxy?: number };
@@ -182,7 +182,7 @@ interface KubenftUnderTest {
 }
 
 /** The resident memory of a process and its descendants, MiB. */
-function treeRssMiB(root: number): number {
+export function treeRssMiB(root: number): number {
   const children = new Map<number, number[]>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -212,7 +212,7 @@ function treeRssMiB(root: number): number {
  * HAProxy as its dataplane, on the kubenft-haproxy ports, its files in a directory of the bench's;
  * HAProxy outlives the agent by design, so stop() ends it by its PID.
  */
-async function startKubenft(topology: Topology, directory: string, objects: KubeObject[], apiPort: number, dataplane: Dataplane = 'builtin', extraArgs: string[] = []): Promise<KubenftUnderTest> {
+export async function startKubenft(topology: Topology, directory: string, objects: KubeObject[], apiPort: number, dataplane: Dataplane = 'builtin', extraArgs: string[] = []): Promise<KubenftUnderTest> {
   const socket = join(directory, `apiserver-${apiPort}.sock`);
   const api = await FakeApiServer.create(socket);
   for (const object of objects) api.upsert(object);
@@ -242,6 +242,38 @@ async function startKubenft(topology: Topology, directory: string, objects: Kube
 }
 
 /**
+ * From an object created in the API server (`objectFor`: an Ingress or HTTPRoute for a new host)
+ * to the first request its route answers, for `count` objects created one after the other: a
+ * poller in the client namespace asks for the new host on a fresh connection every 5 ms, from
+ * before the change.
+ */
+export async function changeSamples(topology: Topology, api: FakeApiServer, port: number, count: number, objectFor: (index: number, host: string) => KubeObject): Promise<number[]> {
+  const samples: number[] = [];
+  for (let index = 0; index < count; index++) {
+    const probeHost = `probe-${index}.example.com`;
+    const poller = topology.spawn(topology.client, ['node', '-e', `
+      const http = require('node:http');
+      const poll = () => http.get({ host: '${EXTERNAL.nodeIPv4}', port: ${port}, path: '/', agent: false, headers: { host: '${probeHost}' } }, (response) => {
+        response.resume();
+        if (response.statusCode === 200) console.log('answered ' + (performance.timeOrigin + performance.now()));
+        else setTimeout(poll, 5);
+      }).on('error', () => setTimeout(poll, 5));
+      poll();`]);
+    try {
+      // Also lets the previous change's status write settle.
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const created = performance.timeOrigin + performance.now();
+      api.upsert(objectFor(index, probeHost));
+      await poller.waitForOutput(/answered [\d.]+/, 60_000);
+      samples.push(Number(/answered ([\d.]+)/.exec(poller.output().stdout)![1]) - created);
+    } finally {
+      await poller.stop();
+    }
+  }
+  return samples;
+}
+
+/**
  * From an Ingress created in the API server to the first request its route answers, for `count`
  * Ingresses created one after the other: a poller in the client namespace asks for the new host
  * on a fresh connection every 5 ms, from before the change.
@@ -251,28 +283,7 @@ async function changeToTraffic(topology: Topology, directory: string, ingresses:
   const port = dataplane === 'haproxy' ? PORTS['kubenft-haproxy'][0] : PORTS.kubenft[0];
   try {
     await until(() => answers(topology, port), 180_000, `kubenft (${dataplane}) with ${ingresses} Ingresses`);
-    const samples: number[] = [];
-    for (let index = 0; index < count; index++) {
-      const probeHost = `probe-${index}.example.com`;
-      const poller = topology.spawn(topology.client, ['node', '-e', `
-        const http = require('node:http');
-        const poll = () => http.get({ host: '${EXTERNAL.nodeIPv4}', port: ${port}, path: '/', agent: false, headers: { host: '${probeHost}' } }, (response) => {
-          response.resume();
-          if (response.statusCode === 200) console.log('answered ' + (performance.timeOrigin + performance.now()));
-          else setTimeout(poll, 5);
-        }).on('error', () => setTimeout(poll, 5));
-        poll();`]);
-      try {
-        // Also lets the previous change's status write settle.
-        await new Promise((resolve) => setTimeout(resolve, 1000));
-        const created = performance.timeOrigin + performance.now();
-        kubenft.api.upsert(hostIngress(`probe-${index}`, probeHost, false));
-        await poller.waitForOutput(/answered [\d.]+/, 60_000);
-        samples.push(Number(/answered ([\d.]+)/.exec(poller.output().stdout)![1]) - created);
-      } finally {
-        await poller.stop();
-      }
-    }
+    const samples = await changeSamples(topology, kubenft.api, port, count, (index, probeHost) => hostIngress(`probe-${index}`, probeHost, false));
     const pids = kubenft.pids();
     return {
       dataplane, ingresses, samplesMs: samples, agentRssMiB: treeRssMiB(pids.agent),
@@ -284,7 +295,7 @@ async function changeToTraffic(topology: Topology, directory: string, ingresses:
 }
 
 /** wrk runs while `change(i)` is called `count` times; returns wrk's totals. */
-async function underChurn(topology: Topology, url: string, count: number, intervalMs: number, change: (index: number) => Promise<void>): Promise<{ requests: number; failed: number }> {
+export async function underChurn(topology: Topology, url: string, count: number, intervalMs: number, change: (index: number) => Promise<void>): Promise<{ requests: number; failed: number }> {
   const load = wrk(topology, url, 16, Math.ceil((count * intervalMs) / 1000) + 2);
   await new Promise((resolve) => setTimeout(resolve, 1000));
   for (let index = 0; index < count; index++) {

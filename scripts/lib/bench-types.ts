@@ -3,6 +3,7 @@
 import type { ColdstartResults } from './bench-coldstart.js';
 import type { DnsBenchResult } from './bench-dns.js';
 import type { IngressBenchResult } from './bench-ingress.js';
+import type { GatewayBenchResult } from './bench-gateway.js';
 
 export type IptablesFlavor = 'legacy' | 'nft';
 export type Dataplane = 'kubenft' | `iptables-${IptablesFlavor}`;
@@ -153,6 +154,7 @@ export interface BenchResults {
   memory: Array<{ services: number; result: MemoryResult }>;
   socketLb?: SocketLbBenchResult;
   ingress?: IngressBenchResult;
+  gateway?: GatewayBenchResult;
   dns?: DnsBenchResult;
   coldstart?: ColdstartResults;
   /** Phases that failed as a whole, with why. */

@@ -10,14 +10,14 @@ import { nodeContextOf } from '../cluster/topology.js';
 import { splitHostPort } from '../kernel/addresses.js';
 import { findHaproxy } from '../kernel/haproxy-process.js';
 import {
-  HAPROXY_UNSUPPORTED_FILTERS, type HaproxyMetrics, HaproxyProxy, type IngressProxy, type RequestMetrics, type RouteTable, type TlsSecretInfo,
+  HAPROXY_UNSUPPORTED_FILTERS, type HaproxyMetrics, HaproxyProxy, type IngressProxy, type RequestMetrics, type RouteTable, type RouteTableChanges, type TlsSecretInfo,
   WorkerProxy, type WorkerProxyOptions, netnsHaproxyDir, normalizeTlsSecret, registerRequestMetrics,
 } from '../ingress/index.js';
 import {
   type GatewayClassInfo, type GatewayInfo, type HTTPRouteInfo, type ReferenceGrantInfo,
   normalizeGateway, normalizeGatewayClass, normalizeHTTPRoute, normalizeReferenceGrant,
 } from './objects.js';
-import { type GatewayPlan, type GatewayPlanInput, GatewayPlanner, tableChanges } from './plan.js';
+import { type GatewayPlan, type GatewayPlanInput, GatewayPlanner } from './plan.js';
 import type { GatewayStatusWriter } from './status.js';
 
 // The Gateway API controller as a dataplane beside the rules: every sync that touches its objects
@@ -139,14 +139,15 @@ export class GatewayDataplane implements StateDataplane {
     this.plan = plan;
     this.report(plan.problems);
     await Promise.all([
-      this.http && this.publish(this.http, plan.http, undefined),
-      this.https && this.publish(this.https, plan.https, plan.defaultCertificate),
+      this.http && this.publish(this.http, plan.http, plan.changes?.http, undefined),
+      this.https && this.publish(this.https, plan.https, plan.changes?.https, plan.defaultCertificate),
     ]);
     if (this.statusSource) await this.publishStatus(state, plan);
   }
 
-  private async publish(served: Served, table: RouteTable, defaultCertificate: TlsSecretInfo | undefined): Promise<void> {
-    const changes = served.table ? tableChanges(served.table, table) : undefined;
+  /** The planner updates its tables in place: their changes apply to the table this proxy was last given, else it gets the whole table. */
+  private async publish(served: Served, table: RouteTable, planChanges: RouteTableChanges | undefined, defaultCertificate: TlsSecretInfo | undefined): Promise<void> {
+    const changes = served.table === table ? planChanges : undefined;
     served.table = table;
     await served.proxy.apply({ table, changes, defaultCertificate: defaultCertificate ? { cert: defaultCertificate.cert, key: defaultCertificate.key } : null });
   }

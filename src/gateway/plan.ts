@@ -2,7 +2,7 @@ import type { NodeContext } from '../cluster/topology.js';
 import type { ServicePortView } from '../cluster/service-ports.js';
 import {
   type HeaderEdits, type HostRoute, type MatchType, type PathRoute, type RouteActions, type RouteTable, type RouteTableChanges,
-  type TlsSecretInfo, matchOf, resolveBackend,
+  type TlsSecretInfo, markServed, matchOf, resolveBackend,
 } from '../ingress/index.js';
 import {
   type BackendReference, GATEWAY_CONTROLLER, GATEWAY_GROUP, type GatewayClassInfo, type GatewayInfo, type HTTPRouteInfo,
@@ -93,7 +93,9 @@ export interface GatewayPlan {
   /** A planned path route's origin (the router hands back the routes of the tables). */
   originOf(path: PathRoute): RouteOrigin | undefined;
   /** The Services (namespace/name) the routes name, found or not: a change to one can change the plan. */
-  services: Set<string>;
+  services: { has(service: string): boolean };
+  /** What changed in each table since the planner's previous plan; undefined when the tables are new (send them whole). */
+  changes?: { http: RouteTableChanges; https: RouteTableChanges };
 }
 
 const condition = (type: string, ok: boolean, reason: string, message: string, generation: number): Condition => ({ type, status: ok ? 'True' : 'False', reason, message, observedGeneration: generation });
@@ -156,17 +158,6 @@ interface RouteResult {
   services: string[];
 }
 
-/** What a planner keeps between plans (GatewayPlanner). */
-interface PlanCache {
-  /** The objects every route's result depends on, compared by identity: any change replans every route. */
-  world: unknown[];
-  results: Map<string, RouteResult>;
-  /** Per table and host: its matches in the order routes were visited, and the HostRoute built from them. */
-  hosts: Record<'HTTP' | 'HTTPS', Map<string, { matches: PlannedMatch[]; sorted: PlannedMatch[]; route: HostRoute }>>;
-}
-
-const emptyCache = (): PlanCache => ({ world: [], results: new Map(), hosts: { HTTP: new Map(), HTTPS: new Map() } });
-
 interface PlannedMatch {
   host: string;
   protocol: 'HTTP' | 'HTTPS';
@@ -197,42 +188,28 @@ function precedence(a: PlannedMatch, b: PlannedMatch): number {
     || a.matchIndex - b.matchIndex;
 }
 
-class Planner {
-  private readonly grants: ReferenceGrantInfo[];
-  private readonly problems: GatewayPlan['problems'] = [];
-  private readonly tables = { HTTP: emptyTable(), HTTPS: emptyTable() };
-  private readonly matches: PlannedMatch[] = [];
-  private defaultCertificate: TlsSecretInfo | undefined;
-  /** The routes attached somewhere, namespace/name. */
-  private readonly served = new Set<string>();
-  private readonly services = new Set<string>();
+/** The Gateways of the served class and their listeners, judged, for one plan. */
+interface ServedGateways {
+  classStatus?: { name: string; conditions: Condition[] };
+  gateways: { gateway: GatewayInfo; entries: ServedListener[] }[];
+  /** namespace/name of a Gateway → its listeners. */
+  listeners: Map<string, ServedListener[]>;
+}
 
-  constructor(private readonly input: GatewayPlanInput, private readonly cache: PlanCache, private readonly changedServices: ReadonlySet<string> | 'full') {
+/** One plan's reading of the input: the listeners, their certificates, and each route's result on them (what GatewayPlanner keeps). */
+class Planner {
+  readonly grants: ReferenceGrantInfo[];
+  /** The listeners' problems (a route's are in its result). */
+  readonly problems: GatewayPlan['problems'] = [];
+  /** The HTTPS listeners' certificates, as the HTTPS table carries them. */
+  readonly tls: Pick<RouteTable, 'certificates' | 'tlsHosts' | 'tlsWildcards'> = { certificates: {}, tlsHosts: {}, tlsWildcards: {} };
+  defaultCertificate: TlsSecretInfo | undefined;
+
+  constructor(private readonly input: GatewayPlanInput) {
     this.grants = [...input.grants];
   }
 
-  /** Drops every kept route result when something they all read changed (a Gateway, a grant, a selected Namespace, a listener's validity). */
-  private checkWorld(gateways: GatewayInfo[], listeners: Map<string, ServedListener[]>): void {
-    const entries = [...listeners.values()].flat();
-    const selecting = entries.some((entry) => entry.listener.allowedNamespaces.from === 'Selector');
-    const world: unknown[] = [this.input.className, this.input.httpPort, this.input.httpsPort, ...gateways, ...this.grants, ...entries.map((entry) => entry.valid)];
-    if (selecting) for (const route of this.input.routes.values()) world.push(this.input.namespaceLabels(route.namespace));
-    const same = world.length === this.cache.world.length && world.every((item, index) => item === this.cache.world[index]);
-    if (!same || this.changedServices === 'full') this.cache.results.clear();
-    this.cache.world = world;
-  }
-
-  private resultOf(route: HTTPRouteInfo, listeners: Map<string, ServedListener[]>): RouteResult {
-    const key = `${route.namespace}/${route.name}`;
-    const kept = this.cache.results.get(key);
-    const changed = this.changedServices;
-    if (kept && kept.route === route && (changed === 'full' || !kept.services.some((service) => changed.has(service)))) return kept;
-    const result = this.attach(route, listeners);
-    this.cache.results.set(key, result);
-    return result;
-  }
-
-  plan(): GatewayPlan {
+  servedGateways(): ServedGateways {
     const { input } = this;
     const ourClass = input.classes.get(input.className);
     const served = ourClass?.controller === GATEWAY_CONTROLLER;
@@ -241,42 +218,28 @@ class Planner {
       : undefined;
     const gateways = served ? [...input.gateways.values()].filter((gateway) => gateway.className === input.className).sort(byAge) : [];
     const listeners = new Map<string, ServedListener[]>();
-    const gatewayStatuses = gateways.map((gateway) => {
+    const statuses = gateways.map((gateway) => {
       const entries = this.listenersOf(gateway);
       listeners.set(`${gateway.namespace}/${gateway.name}`, entries);
       return { gateway, entries };
     });
-    this.checkWorld(gateways, listeners);
-    const listenerStatus = new Map([...listeners.values()].flat().map((entry) => [`${entry.gateway.namespace}/${entry.gateway.name}/${entry.listener.name}`, entry.status]));
-    const routes: RouteStatus[] = [];
-    for (const key of this.cache.results.keys()) if (!input.routes.has(key)) this.cache.results.delete(key);
-    for (const route of input.routes.values()) {
-      const result = this.resultOf(route, listeners);
-      if (result.status.parents.length > 0) routes.push(result.status);
-      for (const id of result.attached) listenerStatus.get(id)!.attachedRoutes++;
-      this.matches.push(...result.matches);
-      for (const protocol of ['HTTP', 'HTTPS'] as const) for (const [backend, endpoints] of result.backends[protocol]) this.tables[protocol].backends[backend] = endpoints;
-      this.problems.push(...result.problems);
-      for (const service of result.services) this.services.add(service);
-      if (result.status.parents.some((parent) => parent.conditions[0].status === 'True')) this.served.add(`${route.namespace}/${route.name}`);
-    }
-    for (const [protocol, table] of Object.entries(this.tables)) this.fill(protocol as 'HTTP' | 'HTTPS', table);
-    const { matches } = this;
-    return {
-      http: this.tables.HTTP,
-      https: this.tables.HTTPS,
-      ...(this.defaultCertificate ? { defaultCertificate: this.defaultCertificate } : {}),
-      ...(classStatus ? { classStatus } : {}),
-      gateways: gatewayStatuses.map(({ gateway, entries }) => this.gatewayStatus(gateway, entries)),
-      routes,
-      problems: this.problems,
-      origins: () => matches.map((match) => match.origin),
-      originOf: (path) => matches.find((match) => match.path === path)?.origin,
-      services: this.services,
-    };
+    return { ...(classStatus ? { classStatus } : {}), gateways: statuses, listeners };
   }
 
-  private gatewayStatus(gateway: GatewayInfo, entries: ServedListener[]): GatewayStatus {
+  /** What every route's result depends on besides the route and its Services, compared by identity between plans. */
+  world(served: ServedGateways): unknown[] {
+    const entries = [...served.listeners.values()].flat();
+    // A Gateway by what routes read of it, not by identity: its status, which this controller writes
+    // on every attached route's change (attachedRoutes), would otherwise replan every route each time.
+    const gateways = served.gateways.map(({ gateway }) => JSON.stringify({ ...gateway, statusText: undefined }));
+    const world: unknown[] = [this.input.className, this.input.httpPort, this.input.httpsPort, ...gateways, ...this.grants, ...entries.map((entry) => entry.valid)];
+    if (entries.some((entry) => entry.listener.allowedNamespaces.from === 'Selector')) {
+      for (const route of this.input.routes.values()) world.push(this.input.namespaceLabels(route.namespace));
+    }
+    return world;
+  }
+
+  gatewayStatus(gateway: GatewayInfo, entries: ServedListener[]): GatewayStatus {
     const valid = entries.filter((entry) => entry.valid).length;
     const generation = gateway.generation;
     const accepted = gateway.requestsAddresses
@@ -344,7 +307,7 @@ class Planner {
   }
 
   private addCertificate(listener: ListenerInfo, secret: TlsSecretInfo): void {
-    const table = this.tables.HTTPS;
+    const table = this.tls;
     const key = `${secret.namespace}/${secret.name}`;
     table.certificates[key] = { cert: secret.cert, key: secret.key };
     if (listener.hostname === undefined) {
@@ -358,7 +321,7 @@ class Planner {
   }
 
   /** One route's parents: each judged, and its rules planned on the listeners that accept it. */
-  private attach(route: HTTPRouteInfo, listeners: Map<string, ServedListener[]>): RouteResult {
+  attach(route: HTTPRouteInfo, listeners: Map<string, ServedListener[]>): RouteResult {
     const parents: RouteParentStatus[] = [];
     const generation = route.generation;
     const resolved = this.resolveRules(route);
@@ -504,51 +467,51 @@ class Planner {
     });
   }
 
-  /**
-   * The table's hosts: each host's matches in precedence order, followed by those of the less
-   * specific hosts that also cover it (its wildcards, longest first, then any host), since the spec
-   * orders rules by hostname before path: a request falls through to them when none of its own match.
-   */
-  private fill(protocol: 'HTTP' | 'HTTPS', table: RouteTable): void {
-    const byHost = new Map<string, PlannedMatch[]>();
-    for (const match of this.matches) {
-      if (match.protocol !== protocol) continue;
-      let list = byHost.get(match.host);
-      if (!list) byHost.set(match.host, (list = []));
-      list.push(match);
-    }
-    // A host's route is rebuilt only when its matches changed, or those of a wildcard (or of any host) that covers it.
-    const kept = this.cache.hosts[protocol];
-    const unchanged = (host: string) => {
-      const before = kept.get(host)?.matches;
-      const now = byHost.get(host);
-      return before !== undefined && now !== undefined && before.length === now.length && before.every((match, index) => match === now[index]);
-    };
-    const wildcards = [...byHost.keys()].filter((host) => host.startsWith('*.')).sort((a, b) => b.length - a.length);
-    const covers = (host: string) => host === '' || host.startsWith('*.');
-    let coverChanged = [...wildcards, ...(byHost.has('') ? [''] : [])].some((host) => !unchanged(host));
-    for (const host of kept.keys()) if (covers(host) && !byHost.has(host)) coverChanged = true;
-    const sortedOf = (host: string) => {
-      const list = byHost.get(host);
-      if (!list) return [];
-      return unchanged(host) ? kept.get(host)!.sorted : [...list].sort(precedence);
-    };
-    const route = (host: string, sorted: PlannedMatch[]): HostRoute => {
-      if (!coverChanged && unchanged(host)) return kept.get(host)!.route;
-      const covering = [...wildcards.filter((wildcard) => wildcard !== host && wildcardCovers(wildcard, host.startsWith('*.') ? host.slice(1) : host)), ...(host === '' ? [] : [''])];
-      return { paths: [...sorted, ...covering.flatMap(sortedOf)].map((match) => match.path), redirectToHttps: false };
-    };
-    const next = new Map<string, { matches: PlannedMatch[]; sorted: PlannedMatch[]; route: HostRoute }>();
-    for (const [host, matches] of byHost) {
-      const sorted = sortedOf(host);
-      const built = route(host, sorted);
-      next.set(host, { matches, sorted, route: built });
-      if (host === '') table.anyHost = built;
-      else if (host.startsWith('*.')) table.wildcards[host.slice(2)] = built;
-      else table.hosts[host] = built;
-    }
-    this.cache.hosts[protocol] = next;
-    table.served = [...this.served].sort();
+}
+
+/** A host's matches (every route's on it) and their precedence order, kept until one of them changes. */
+interface HostEntry {
+  matches: Set<PlannedMatch>;
+  sorted: PlannedMatch[] | undefined;
+}
+
+/** One table's state between plans. */
+interface TableState {
+  table: RouteTable;
+  hosts: Map<string, HostEntry>;
+  /** The hosts that cover others: `*.` names and '' (any host). */
+  covering: Set<string>;
+  /** Backend key → how many route results name it. */
+  backendUsers: Map<string, number>;
+}
+
+const emptyTableState = (): TableState => ({ table: emptyTable(), hosts: new Map(), covering: new Set(), backendUsers: new Map() });
+
+const PROTOCOLS = ['HTTP', 'HTTPS'] as const;
+type Protocol = typeof PROTOCOLS[number];
+
+/** What one plan touched in a table: hosts whose matches changed, backends named or no longer named (with the newest endpoints). */
+interface Touched {
+  hosts: Set<string>;
+  backends: Map<string, string[] | undefined>;
+}
+
+const emptyChanges = (): RouteTableChanges => ({ hosts: {}, wildcards: {}, defaultBackend: null, backends: {}, certificates: {}, tlsHosts: {}, tlsWildcards: {} });
+
+const sameEndpoints = (a: string[], b: string[]) => a === b || (a.length === b.length && a.every((endpoint, index) => endpoint === b[index]));
+const samePem = (a: { cert: string; key: string }, b: { cert: string; key: string }) => a.cert === b.cert && a.key === b.key;
+
+/** Puts `after` into `target`, writing what differs (null: gone) into `changes`. Small records only: the listeners' certificates. */
+function assignRecord<V>(target: Record<string, V>, after: Record<string, V>, changes: Record<string, V | null>, same: (a: V, b: V) => boolean = (a, b) => a === b): void {
+  for (const key of Object.keys(target)) {
+    if (Object.hasOwn(after, key)) continue;
+    delete target[key];
+    changes[key] = null;
+  }
+  for (const [key, value] of Object.entries(after)) {
+    if (Object.hasOwn(target, key) && same(target[key], value)) continue;
+    target[key] = value;
+    changes[key] = value;
   }
 }
 
@@ -558,41 +521,196 @@ export function planGateways(input: GatewayPlanInput): GatewayPlan {
 }
 
 /**
- * The planner, incremental: it keeps each route's result and each host's route between plans, and
- * replans only the routes that changed or name a changed Service (everything when a Gateway, a
- * grant, a selected Namespace or a listener's validity changed). Still a function of its inputs:
- * a plan equals planGateways of the same input. Hosts not replanned keep their HostRoute object,
- * which is what tableChanges compares.
+ * The planner, incremental as the ingress planner is (src/ingress/routes.ts): it keeps each route's
+ * result, each host's matches and each table between plans, replans only the routes that changed
+ * or name a changed Service, and rebuilds only the hosts their matches are on (and the hosts a
+ * changed wildcard or any-host route covers), so a new route costs its own hosts, not the other
+ * routes'. Everything is replanned when what every route reads changed: a Gateway, a grant, a
+ * selected Namespace, a listener's validity, or a full sync. Still a function of its inputs: a plan
+ * equals planGateways of the same input. The tables are updated in place; `changes` says what
+ * changed in them (undefined: the tables are new, send them whole).
  */
 export class GatewayPlanner {
-  private readonly cache = emptyCache();
+  private world: unknown[] = [];
+  private readonly results = new Map<string, RouteResult>();
+  private tables: Record<Protocol, TableState> = { HTTP: emptyTableState(), HTTPS: emptyTableState() };
+  /** Service (namespace/name) → the routes naming it. */
+  private readonly routesByService = new Map<string, Set<string>>();
+  /** namespace/gateway/listener → routes attached. */
+  private readonly attachedRoutes = new Map<string, number>();
 
   plan(input: GatewayPlanInput, changedServices: ReadonlySet<string> | 'full'): GatewayPlan {
-    return new Planner(input, this.cache, changedServices).plan();
+    const planner = new Planner(input);
+    const served = planner.servedGateways();
+    const world = planner.world(served);
+    const whole = changedServices === 'full' || world.length !== this.world.length || world.some((item, index) => item !== this.world[index]);
+    this.world = world;
+    if (whole) this.reset();
+    const touched: Record<Protocol, Touched> = { HTTP: { hosts: new Set(), backends: new Map() }, HTTPS: { hosts: new Set(), backends: new Map() } };
+    for (const [key, route] of this.dirtyRoutes(input, whole ? 'full' : changedServices)) {
+      const before = this.results.get(key);
+      if (before) this.remove(key, before, touched);
+      if (!route) continue;
+      const after = planner.attach(route, served.listeners);
+      this.add(key, after, touched);
+    }
+    const changes = { http: emptyChanges(), https: emptyChanges() };
+    for (const protocol of PROTOCOLS) this.rebuild(this.tables[protocol], touched[protocol], protocol === 'HTTP' ? changes.http : changes.https);
+    const https = this.tables.HTTPS.table;
+    assignRecord(https.certificates, planner.tls.certificates, changes.https.certificates, samePem);
+    assignRecord(https.tlsHosts, planner.tls.tlsHosts, changes.https.tlsHosts);
+    assignRecord(https.tlsWildcards, planner.tls.tlsWildcards, changes.https.tlsWildcards);
+
+    for (const { gateway, entries } of served.gateways) {
+      for (const entry of entries) entry.status.attachedRoutes = this.attachedRoutes.get(`${gateway.namespace}/${gateway.name}/${entry.listener.name}`) ?? 0;
+    }
+    const routes: RouteStatus[] = [];
+    const problems = [...planner.problems];
+    for (const result of this.results.values()) {
+      if (result.status.parents.length > 0) routes.push(result.status);
+      if (result.problems.length > 0) problems.push(...result.problems);
+    }
+    const results = this.results;
+    const allMatches = () => [...results.values()].flatMap((result) => result.matches);
+    return {
+      http: this.tables.HTTP.table,
+      https,
+      ...(planner.defaultCertificate ? { defaultCertificate: planner.defaultCertificate } : {}),
+      ...(served.classStatus ? { classStatus: served.classStatus } : {}),
+      gateways: served.gateways.map(({ gateway, entries }) => planner.gatewayStatus(gateway, entries)),
+      routes,
+      problems,
+      origins: () => allMatches().map((match) => match.origin),
+      originOf: (path) => allMatches().find((match) => match.path === path)?.origin,
+      services: this.routesByService,
+      changes: whole ? undefined : changes,
+    };
+  }
+
+  private reset(): void {
+    this.results.clear();
+    this.tables = { HTTP: emptyTableState(), HTTPS: emptyTableState() };
+    this.routesByService.clear();
+    this.attachedRoutes.clear();
+  }
+
+  /** The routes to replan, with their object now (undefined: gone): new, changed or gone ones, and those naming a changed Service. */
+  private dirtyRoutes(input: GatewayPlanInput, changedServices: ReadonlySet<string> | 'full'): Map<string, HTTPRouteInfo | undefined> {
+    const dirty = new Map<string, HTTPRouteInfo | undefined>();
+    for (const [key, route] of input.routes) if (changedServices === 'full' || this.results.get(key)?.route !== route) dirty.set(key, route);
+    for (const key of this.results.keys()) if (!input.routes.has(key)) dirty.set(key, undefined);
+    if (changedServices !== 'full') {
+      for (const service of changedServices) for (const key of this.routesByService.get(service) ?? []) if (!dirty.has(key)) dirty.set(key, input.routes.get(key));
+    }
+    return dirty;
+  }
+
+  private add(key: string, result: RouteResult, touched: Record<Protocol, Touched>): void {
+    this.results.set(key, result);
+    for (const match of result.matches) {
+      const state = this.tables[match.protocol];
+      let entry = state.hosts.get(match.host);
+      if (!entry) state.hosts.set(match.host, (entry = { matches: new Set(), sorted: undefined }));
+      entry.matches.add(match);
+      entry.sorted = undefined;
+      if (match.host === '' || match.host.startsWith('*.')) state.covering.add(match.host);
+      touched[match.protocol].hosts.add(match.host);
+    }
+    for (const protocol of PROTOCOLS) {
+      for (const [backend, endpoints] of result.backends[protocol]) {
+        const users = this.tables[protocol].backendUsers;
+        users.set(backend, (users.get(backend) ?? 0) + 1);
+        touched[protocol].backends.set(backend, endpoints);
+      }
+    }
+    for (const service of result.services) {
+      let routes = this.routesByService.get(service);
+      if (!routes) this.routesByService.set(service, (routes = new Set()));
+      routes.add(key);
+    }
+    for (const id of result.attached) this.attachedRoutes.set(id, (this.attachedRoutes.get(id) ?? 0) + 1);
+    const accepted = result.status.parents.some((parent) => parent.conditions[0].status === 'True');
+    if (accepted) for (const protocol of PROTOCOLS) markServed(this.tables[protocol].table.served, key, true);
+  }
+
+  private remove(key: string, result: RouteResult, touched: Record<Protocol, Touched>): void {
+    this.results.delete(key);
+    for (const match of result.matches) {
+      const state = this.tables[match.protocol];
+      const entry = state.hosts.get(match.host)!;
+      entry.matches.delete(match);
+      entry.sorted = undefined;
+      if (entry.matches.size === 0) {
+        state.hosts.delete(match.host);
+        state.covering.delete(match.host);
+      }
+      touched[match.protocol].hosts.add(match.host);
+    }
+    for (const protocol of PROTOCOLS) {
+      for (const backend of result.backends[protocol].keys()) {
+        const users = this.tables[protocol].backendUsers;
+        const left = users.get(backend)! - 1;
+        if (left > 0) users.set(backend, left);
+        else users.delete(backend);
+        if (!touched[protocol].backends.has(backend)) touched[protocol].backends.set(backend, undefined);
+      }
+    }
+    for (const service of result.services) {
+      const routes = this.routesByService.get(service)!;
+      routes.delete(key);
+      if (routes.size === 0) this.routesByService.delete(service);
+    }
+    for (const id of result.attached) this.attachedRoutes.set(id, this.attachedRoutes.get(id)! - 1);
+    for (const protocol of PROTOCOLS) markServed(this.tables[protocol].table.served, key, false);
+  }
+
+  /**
+   * Rebuilds the touched hosts' routes: each host's matches in precedence order, followed by those
+   * of the less specific hosts that also cover it (its wildcards, longest first, then any host),
+   * since the spec orders rules by hostname before path: a request falls through to them when none
+   * of its own match. A touched covering host rebuilds every host it covers.
+   */
+  private rebuild(state: TableState, touched: Touched, changes: RouteTableChanges): void {
+    const { table } = state;
+    const covers = (cover: string, host: string) => host !== cover && (cover === '' || wildcardCovers(cover, host.startsWith('*.') ? host.slice(1) : host));
+    const rebuilt = new Set(touched.hosts);
+    const touchedCovers = [...touched.hosts].filter((host) => host === '' || host.startsWith('*.'));
+    if (touchedCovers.length > 0) for (const host of state.hosts.keys()) if (touchedCovers.some((cover) => covers(cover, host))) rebuilt.add(host);
+    const coveringOrder = [...state.covering].filter((host) => host !== '').sort((a, b) => b.length - a.length);
+    if (state.covering.has('')) coveringOrder.push('');
+    const sortedOf = (host: string) => {
+      const entry = state.hosts.get(host);
+      if (!entry) return [];
+      entry.sorted ??= [...entry.matches].sort(precedence);
+      return entry.sorted;
+    };
+    for (const host of rebuilt) {
+      const route: HostRoute | null = state.hosts.has(host)
+        ? { paths: [...sortedOf(host), ...coveringOrder.filter((cover) => covers(cover, host)).flatMap(sortedOf)].map((match) => match.path), redirectToHttps: false }
+        : null;
+      if (host === '') {
+        if (route) table.anyHost = route;
+        else delete table.anyHost;
+        changes.anyHost = route;
+      } else if (host.startsWith('*.')) {
+        if (route) table.wildcards[host.slice(2)] = route;
+        else delete table.wildcards[host.slice(2)];
+        changes.wildcards[host.slice(2)] = route;
+      } else {
+        if (route) table.hosts[host] = route;
+        else delete table.hosts[host];
+        changes.hosts[host] = route;
+      }
+    }
+    for (const [backend, endpoints] of touched.backends) {
+      if (!state.backendUsers.has(backend)) {
+        if (!Object.hasOwn(table.backends, backend)) continue;
+        delete table.backends[backend];
+        changes.backends[backend] = null;
+      } else if (endpoints && !(Object.hasOwn(table.backends, backend) && sameEndpoints(table.backends[backend], endpoints))) {
+        table.backends[backend] = endpoints;
+        changes.backends[backend] = endpoints;
+      }
+    }
   }
 }
-
-const sameEndpoints = (a: string[], b: string[]) => a === b || (a.length === b.length && a.every((endpoint, index) => endpoint === b[index]));
-const samePem = (a: { cert: string; key: string }, b: { cert: string; key: string }) => a.cert === b.cert && a.key === b.key;
-
-function diffRecord<V>(before: Record<string, V>, after: Record<string, V>, same: (a: V, b: V) => boolean = (a, b) => a === b): Record<string, V | null> {
-  const changes: Record<string, V | null> = {};
-  for (const key of Object.keys(after)) if (!Object.hasOwn(before, key) || !same(before[key], after[key])) changes[key] = after[key];
-  for (const key of Object.keys(before)) if (!Object.hasOwn(after, key)) changes[key] = null;
-  return changes;
-}
-
-/** What changed from one table to the next, as the proxy's workers apply it: hosts by identity (the planner keeps an unchanged host's object), endpoints and certificates by value. */
-export function tableChanges(before: RouteTable, after: RouteTable): RouteTableChanges {
-  return {
-    hosts: diffRecord(before.hosts, after.hosts),
-    wildcards: diffRecord(before.wildcards, after.wildcards),
-    ...(before.anyHost === after.anyHost ? {} : { anyHost: after.anyHost ?? null }),
-    defaultBackend: null,
-    backends: diffRecord(before.backends, after.backends, sameEndpoints),
-    certificates: diffRecord(before.certificates, after.certificates, samePem),
-    tlsHosts: diffRecord(before.tlsHosts, after.tlsHosts),
-    tlsWildcards: diffRecord(before.tlsWildcards, after.tlsWildcards),
-  };
-}
-

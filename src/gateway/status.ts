@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { LeaderLease } from '../cluster/leader-lease.js';
 import { GATEWAY_CONTROLLER, GATEWAY_GROUP, type GatewayClassInfo, type GatewayInfo, type HTTPRouteInfo } from './objects.js';
-import type { Condition, GatewayPlan, RouteParentStatus } from './plan.js';
+import type { Condition, GatewayPlan, RouteParentStatus, RouteStatus } from './plan.js';
 
 // The status of the served GatewayClass, its Gateways and their HTTPRoutes (Accepted,
 // ResolvedRefs, Programmed, with observedGeneration and the spec's reasons), written by one agent
@@ -13,7 +13,11 @@ import type { Condition, GatewayPlan, RouteParentStatus } from './plan.js';
 
 export const GATEWAY_STATUS_LEASE = { namespace: 'kube-system', leaseName: 'kubenft-gateway-status', leaseDurationMs: 15_000 };
 
-type Written = { kind: 'GatewayClass' | 'Gateway' | 'HTTPRoute'; namespace?: string; name: string; status: Record<string, unknown>; current: unknown };
+type Written = {
+  kind: 'GatewayClass' | 'Gateway' | 'HTTPRoute'; namespace?: string; name: string; status: Record<string, unknown>; current: unknown;
+  /** The API server's copy already says what the plan does (computed once per target). */
+  settled?: boolean;
+};
 
 interface StoredCondition extends Condition {
   lastTransitionTime?: string;
@@ -40,6 +44,12 @@ export class GatewayStatusWriter {
   private targets: Written[] = [];
   /** What this agent wrote, by kind/namespace/name: a write is not repeated while the watch catches up. */
   private readonly written = new Map<string, string>();
+  /**
+   * Each route's target, kept while its planned status (the planner keeps an unchanged route's
+   * object) and the API server's copy stay the same: at 10,000 routes a publication then costs a
+   * lookup per route, not a JSON parse and two serializations.
+   */
+  private routeTargets = new Map<string, { planned: RouteStatus; statusText: string; target: Written }>();
 
   constructor(config: KubeConfig, identity: string, private readonly log: Logger, options = GATEWAY_STATUS_LEASE) {
     this.api = config.makeApiClient(CustomObjectsApi);
@@ -75,12 +85,24 @@ export class GatewayStatusWriter {
       targets.push({ kind: 'Gateway', namespace: gateway.namespace, name: gateway.name, status, current: JSON.parse(gateways.get(`${gateway.namespace}/${gateway.name}`)?.statusText ?? '{}') });
     }
     const routes = state.objectsOf<HTTPRouteInfo>('HTTPRoute');
+    const routeTargets = new Map<string, { planned: RouteStatus; statusText: string; target: Written }>();
     for (const route of plan.routes) {
-      const current = JSON.parse(routes.get(`${route.namespace}/${route.name}`)?.statusText ?? '[]') as (RouteParentStatus & { controllerName?: string })[];
+      const key = `${route.namespace}/${route.name}`;
+      const statusText = routes.get(key)?.statusText ?? '[]';
+      const kept = this.routeTargets.get(key);
+      if (kept && kept.planned === route && kept.statusText === statusText) {
+        routeTargets.set(key, kept);
+        targets.push(kept.target);
+        continue;
+      }
+      const current = JSON.parse(statusText) as (RouteParentStatus & { controllerName?: string })[];
       // Other controllers' entries stay as they are.
       const parents = [...current.filter((parent) => parent.controllerName !== GATEWAY_CONTROLLER), ...route.parents];
-      targets.push({ kind: 'HTTPRoute', namespace: route.namespace, name: route.name, status: { parents }, current: { parents: current } });
+      const target: Written = { kind: 'HTTPRoute', namespace: route.namespace, name: route.name, status: { parents }, current: { parents: current } };
+      routeTargets.set(key, { planned: route, statusText, target });
+      targets.push(target);
     }
+    this.routeTargets = routeTargets;
     this.targets = targets;
     return this.lease.queue();
   }
@@ -88,8 +110,10 @@ export class GatewayStatusWriter {
   private async write(): Promise<void> {
     for (const target of this.targets) {
       const key = `${target.kind}/${target.namespace ?? ''}/${target.name}`;
+      if (target.settled) continue;
       const wanted = comparable(target.status);
       if (comparable(target.current) === wanted) {
+        target.settled = true;
         this.written.delete(key);
         continue;
       }

@@ -17,7 +17,7 @@ export type { MissingSecret } from './routes.js';
 export type {
   HeaderEdits, HostRoute, MatchType, PathRoute, RouteActions, RouteConditions, RouteTable, RouteTableChanges, ValueMatch,
 } from './routes.js';
-export { Router, matchOf, resolveBackend, routingHost } from './routes.js';
+export { Router, markServed, matchOf, resolveBackend, routingHost } from './routes.js';
 export { type TlsSecretInfo, normalizeTlsSecret, rulePathProblem, validHost } from './objects.js';
 // How objects are read and refused, naming them (Gateway API's objects are read the same way).
 export { type Context as ObjectContext, creationTime, fail, list, metadataOf, object } from './objects.js';

@@ -178,6 +178,20 @@ function classSelection(classes: IngressClassInfo[], ingressClass: string, probl
   };
 }
 
+/** Adds or removes a name in a table's sorted `served` list, in place, without sorting it whole on every change. */
+export function markServed(list: string[], name: string, served: boolean): void {
+  let low = 0;
+  let high = list.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (list[middle] < name) low = middle + 1;
+    else high = middle;
+  }
+  const there = list[low] === name;
+  if (served && !there) list.splice(low, 0, name);
+  if (!served && there) list.splice(low, 1);
+}
+
 /** A backend's ready endpoints, or why the backend is unknown. */
 export function resolveBackend(input: Pick<IngressPlanInput, 'servicePorts' | 'node'>, namespace: string, backend: IngressBackend): { key: string; endpoints: string[] } | string {
   const views = input.servicePorts(`${namespace}/${backend.service}`);
@@ -410,7 +424,7 @@ export class IngressPlanner {
       else this.skipped.delete(key);
       if (after?.missingSecrets?.length) this.missingSecrets.set(key, after.missingSecrets);
       else this.missingSecrets.delete(key);
-      if (!whole && Boolean(before?.resolved) !== Boolean(after?.resolved)) this.markServed(key, Boolean(after?.resolved));
+      if (!whole && Boolean(before?.resolved) !== Boolean(after?.resolved)) markServed(this.table.served, key, Boolean(after?.resolved));
       // Only the endpoints moved: the hosts' routes name backends, not endpoints, so they stand.
       if (before?.resolved && after?.resolved && before.ingress === after.ingress && sameBackends(before.resolved, after.resolved)) continue;
       for (const entry of [before, after]) if (entry?.resolved) for (const host of hostsOf(entry.ingress)) dirtyHosts.add(host);
@@ -429,20 +443,6 @@ export class IngressPlanner {
     else delete this.table.defaultBackend;
     changes.defaultBackend = defaultBackend ?? null;
     return { table: this.table, problems, missingSecrets: [...this.missingSecrets.values()].flat(), changes: whole ? undefined : changes };
-  }
-
-  /** Keeps table.served sorted without sorting it whole on every change. */
-  private markServed(key: string, served: boolean): void {
-    const list = this.table.served;
-    let low = 0;
-    let high = list.length;
-    while (low < high) {
-      const middle = (low + high) >>> 1;
-      if (list[middle] < key) low = middle + 1;
-      else high = middle;
-    }
-    if (served) list.splice(low, 0, key);
-    else list.splice(low, 1);
   }
 
   private reset(input: IngressPlanInput, classes: IngressClassInfo[]): void {

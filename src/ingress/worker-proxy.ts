@@ -110,7 +110,7 @@ export class WorkerProxy implements IngressProxy {
       worker.once('exit', (code, signal) => {
         reject(new Error(`${this.options.name} worker exited (${signal ?? code}) before listening`));
         this.workers.delete(worker);
-        this.connectionsByWorker.delete(worker.id);
+        this.countConnections(worker.id, 0);
         // One that never listened (an address in use, say) fails the update instead: no restart loop.
         if (this.stopping || !listened) return;
         this.log.error(`${this.options.name} worker ${worker.process.pid} exited (${signal ?? code}); starting another`);
@@ -125,8 +125,17 @@ export class WorkerProxy implements IngressProxy {
     for (const { ingress, host, path, status, count } of stats.requests) this.metrics.requests.inc({ [owner]: ingress, host, path, status: String(status) }, count);
     for (const { ingress, buckets, sum } of stats.durations) this.metrics.durations.add({ [owner]: ingress }, buckets, sum);
     for (const [backend, count] of Object.entries(stats.upstreamErrors)) this.metrics.upstreamErrors.inc({ backend }, count);
-    this.connectionsByWorker.set(workerId, stats.activeConnections);
-    this.metrics.connections.set([...this.connectionsByWorker.values()].reduce((sum, count) => sum + count, 0));
+    this.countConnections(workerId, stats.activeConnections);
+  }
+
+  /**
+   * The gauge moves by this worker's change, not to this proxy's total: proxies that share the
+   * metrics (the Gateway's HTTP and HTTPS listeners) then add up instead of overwriting each other.
+   */
+  private countConnections(workerId: number, connections: number): void {
+    this.metrics.connections.inc(connections - (this.connectionsByWorker.get(workerId) ?? 0));
+    if (connections === 0) this.connectionsByWorker.delete(workerId);
+    else this.connectionsByWorker.set(workerId, connections);
   }
 
   async stop(): Promise<void> {

@@ -9,7 +9,7 @@ import { projectRoot } from '../../src/kernel/native.js';
 import { EXTERNAL, createTopology, type ProcessHandle, type Topology } from '../../scripts/lib/topology.js';
 import { curlReplies, echoed, header, type Reply } from '../lib/curl.js';
 import { eventually } from '../lib/eventually.js';
-import { CLI, kubenft, scrape } from '../lib/kubenft.js';
+import { CLI, kubenft, metricValue, scrape } from '../lib/kubenft.js';
 import { IngressDataplaneUnderTest, ON_HAPROXY } from '../lib/ingress-dataplane.js';
 import { ManifestFile, service, slice } from '../lib/manifests.js';
 import { certificate, issue, tlsSecret } from '../lib/ingress-manifests.js';
@@ -388,6 +388,22 @@ const routes = (): unknown[] => [
       t.match(await explain('http://redirect.example.com/status-301'), /HTTPRoute default\/redirects rule 1 .*\n\s+301 redirect/);
       t.match(await explain('http://invalid.example.com/missing'), /500: the backend cannot be resolved/);
       t.match(await explain('http://nowhere.example.com/'), /404: no route matches/);
+    });
+
+    t.test('kubenft_gateway_active_connections counts both listeners\' connections', async (t) => {
+      // Two idle connections to the HTTP listener, one to the HTTPS one: the listeners' proxies share the gauge.
+      const holder = pods.spawn(pods.client, ['node', '-e', `
+        const [net, tls] = [require('node:net'), require('node:tls')];
+        let open = 0;
+        const opened = () => { if (++open === 3) console.log('open'); };
+        net.connect(80, '${NODE}', opened); net.connect(80, '${NODE}', opened);
+        tls.connect({ port: 443, host: '${NODE}', servername: 'secure.example.com', rejectUnauthorized: false }, opened);`]);
+      t.teardown(() => holder.stop());
+      await holder.waitForOutput(/open/, 10_000);
+      const gauge = async () => metricValue((await scrape(pods, 'http://127.0.0.1:10249/metrics')).body, 'kubenft_gateway_active_connections');
+      t.ok(await eventually(async () => (await gauge()) === 3, 10_000), `3 connections open (the gauge says ${await gauge()})`);
+      await holder.stop();
+      t.ok(await eventually(async () => (await gauge()) === 0, 10_000), 'none once they close');
     });
 
     t.test('live changes: a route moved, one added (with a timeout not seen before), an endpoint moved, a certificate rotated, while requests run: none fails', async (t) => {

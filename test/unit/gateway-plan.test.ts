@@ -5,7 +5,7 @@ import t from 'tap';
 import pino from 'pino';
 import { ClusterState, type KubeObject } from '../../src/cluster/cluster-state.js';
 import { GATEWAY_WATCH, gatewayPlanInput } from '../../src/gateway/dataplane.js';
-import { GatewayPlanner, intersectHostnames, planGateways, tableChanges } from '../../src/gateway/plan.js';
+import { GatewayPlanner, intersectHostnames, planGateways } from '../../src/gateway/plan.js';
 import { GatewayStatusWriter } from '../../src/gateway/status.js';
 import { loadKubeConfig } from '../../src/cluster/kubernetes.js';
 import { Router } from '../../src/ingress/routes.js';
@@ -131,20 +131,29 @@ t.test('the incremental planner: each plan equals the whole plan of its input; a
     ['a route removed', () => state.delete(httpRoute('r-5', { rules: [] })), new Set()],
     ['a missing Service appears', () => { state.apply(httpRoute('later', { hostnames: ['later.example.com'], rules: [{ backends: [{ name: 'later' }] }] })); }, new Set()],
     ['', () => { state.apply({ ...web()[0], metadata: { name: 'later', namespace: 'default' } }); state.apply({ ...web()[1], metadata: { name: 'later-ipv4', namespace: 'default', labels: { 'kubernetes.io/service-name': 'later' } } }); }, new Set(['default/later'])],
+    ['the Gateway\'s status written', () => state.apply({ ...gateway('gw', [{ name: 'http', from: 'All' }, { name: 'wild', hostname: '*.example.com', from: 'All' }]), status: { listeners: [{ name: 'http', attachedRoutes: 21 }] } }), new Set()],
     ['the Gateway changed', () => state.apply(gateway('gw', [{ name: 'http', from: 'All' }])), new Set()],
   ];
   let previous = planner.plan(gatewayPlanInput(state, SETTINGS), 'full');
+  t.equal(previous.changes, undefined, 'the first plan is sent whole');
   for (const [what, change, services] of steps) {
     change();
     const next = planner.plan(gatewayPlanInput(state, SETTINGS), services);
     const whole = planGateways(gatewayPlanInput(state, SETTINGS));
     t.same(JSON.parse(JSON.stringify(next.http)), JSON.parse(JSON.stringify(whole.http)), `${what || 'its Service'}: the table equals the whole plan's`);
     t.same(next.routes.map((route) => JSON.stringify(route)).sort(), whole.routes.map((route) => JSON.stringify(route)).sort(), `${what || 'its Service'}: the statuses too`);
-    const changed = Object.keys(tableChanges(previous.http, next.http).hosts);
+    const changed = Object.keys(next.changes?.http.hosts ?? {});
+    if (what === 'the Gateway changed') t.equal(next.changes, undefined, 'a Gateway change replans everything: new tables, sent whole');
+    else t.equal(next.http, previous.http, `${what || 'its Service'}: the table is updated in place, its changes named`);
     if (what === 'a route added') t.same(changed, ['added.example.com'], 'only the new host is sent');
     if (what === 'a route changed') t.same(changed, ['h-3.example.com']);
     if (what === 'a wildcard route added') t.ok(changed.length > 1, 'the hosts a new wildcard covers are rebuilt');
-    if (what === '') t.equal(new Router(next.http).match('later.example.com', '/').kind, 'route');
+    if (what === '') {
+      t.equal(new Router(next.http).match('later.example.com', '/').kind, 'route');
+      t.same(Object.keys(next.changes!.http.backends), ['default/later:http'], 'the Service that appeared: its backend is sent');
+    }
+    if (what === 'a route removed') t.same(changed, ['h-5.example.com']);
+    if (what === 'the Gateway\'s status written') t.same(changed, [], 'its own status replans no route (it moves with every attached route)');
     previous = next;
   }
   t.equal(previous.http.hosts['h-1.example.com'] !== undefined, true);

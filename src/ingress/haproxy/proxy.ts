@@ -44,6 +44,8 @@ export class HaproxyProxy implements IngressProxy {
   private supervisor: NodeJS.Timeout | undefined;
   private drainTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** The client connections HAProxy had at the last reading. */
+  private connections = 0;
 
   private readonly requestLog: RequestLogReader;
   private readonly requestCounters: RequestCounterReader;
@@ -154,12 +156,18 @@ export class HaproxyProxy implements IngressProxy {
     try {
       const [info, table, stats] = await Promise.all(['show info', `show table ${REQUEST_TABLE}`, 'show stat'].map((command) => runtimeCommand(this.layout.adminSocket, command)));
       const connections = /^CurrConns: (\d+)$/m.exec(info)?.[1];
-      if (connections !== undefined) this.requestMetrics.connections.set(Number(connections));
+      if (connections !== undefined) this.countConnections(Number(connections));
       this.requestCounters.readTable(table);
       this.requestCounters.readStats(stats);
     } catch {
       // HAProxy not answering now: read next time (the supervisor restarts it if it is gone).
     }
+  }
+
+  /** The gauge may be shared (the Gateway's two listeners): each proxy adds what changed of its own count. */
+  private countConnections(connections: number): void {
+    this.requestMetrics.connections.inc(connections - this.connections);
+    this.connections = connections;
   }
 
   /** Servers taken out of rotation are deleted once HAProxy lets them go (no connection left). */
@@ -191,6 +199,7 @@ export class HaproxyProxy implements IngressProxy {
   async stop(): Promise<void> {
     this.stopped = true;
     this.requestLog.stop();
+    this.countConnections(0);
     clearInterval(this.supervisor);
     clearTimeout(this.drainTimer);
     await this.queue;
