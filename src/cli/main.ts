@@ -16,7 +16,7 @@ import { socketLb } from '../socket-lb/index.js';
 import { configz } from './configz.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, parseOptions } from './options.js';
 import { createLogger } from './logging.js';
-import { FirstLists } from '../cluster/api-lists.js';
+import { EarlyLists } from '../cluster/api-lists.js';
 import { ManifestSource } from '../cluster/manifest-watch.js';
 import { manifestFiles } from '../cluster/manifests.js';
 import { allServicePortViews } from '../cluster/service-ports.js';
@@ -138,9 +138,9 @@ async function kubernetesSource(options: AgentOptions, agent: Agent) {
     qps: options.kubeApiQps, burst: options.kubeApiBurst,
     watches: agent.state.watches,
   };
-  const firstLists = FirstLists.start(sourceOptions);
+  const earlyLists = EarlyLists.start(sourceOptions);
   const { KubernetesSource } = await import('../cluster/kubernetes.js');
-  return new KubernetesSource({ ...sourceOptions, firstLists }, agent.handler());
+  return new KubernetesSource({ ...sourceOptions, earlyLists }, agent.handler());
 }
 
 /** The long-running agent: source → state → sync loop, with health and metrics, until SIGTERM. */

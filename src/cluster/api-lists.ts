@@ -26,7 +26,7 @@ export interface KubernetesSourceOptions {
    */
   watches?: readonly WatchNeeds[];
   /** The lists already asked for (startFirstLists), which the source's first lists take over. */
-  firstLists?: FirstLists;
+  earlyLists?: EarlyLists;
 }
 
 const DEFAULT_QPS = 5;
@@ -124,7 +124,7 @@ type List = KubernetesListObject<KubernetesObject>;
  * (api-endpoint.ts) before client-node is loaded. The source takes a list over only when
  * client-node's options for the request are the same; otherwise it lists again.
  */
-export class FirstLists {
+export class EarlyLists {
   private readonly lists = new Map<string, Promise<List>>();
   private readonly stopping = new AbortController();
 
@@ -134,8 +134,8 @@ export class FirstLists {
   ) {}
 
   /** Asks for the lists of `options`' resources now, when its kubeconfig is plain; the source's limiter is this one's. */
-  static start(options: KubernetesSourceOptions): FirstLists {
-    const lists = new FirstLists(RequestLimiter.of(options), plainEndpoint(options));
+  static start(options: KubernetesSourceOptions): EarlyLists {
+    const lists = new EarlyLists(RequestLimiter.of(options), plainEndpoint(options));
     const { endpoint } = lists;
     if (!endpoint) return lists;
     for (const resource of resources(options)) {
@@ -143,7 +143,7 @@ export class FirstLists {
       // Handled here so that a failure before the source takes the list over is no unhandled
       // rejection; the source awaiting it still sees the failure.
       list.catch(() => undefined);
-      lists.lists.set(FirstLists.key(resource), list);
+      lists.lists.set(EarlyLists.key(resource), list);
     }
     return lists;
   }
@@ -160,7 +160,7 @@ export class FirstLists {
 
   /** The list of `resource` if it was asked for the request `endpoint` describes; each list is taken once. */
   take(resource: Resource, endpoint: ApiEndpoint): Promise<List> | undefined {
-    const key = FirstLists.key(resource);
+    const key = EarlyLists.key(resource);
     const list = this.lists.get(key);
     if (!list) return undefined;
     this.lists.delete(key);

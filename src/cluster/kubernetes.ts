@@ -9,7 +9,7 @@ import { Watch } from '@kubernetes/client-node/dist/watch.js';
 import type { KubeObject } from './cluster-state.js';
 import { ObjectError } from './model.js';
 import type { ApiEndpoint, ApiSource } from './api-endpoint.js';
-import { type FirstLists, type KubernetesSourceOptions, LIST_TIMEOUT_MS, RequestLimiter, type Resource, resources } from './api-lists.js';
+import { type EarlyLists, type KubernetesSourceOptions, LIST_TIMEOUT_MS, RequestLimiter, type Resource, resources } from './api-lists.js';
 import { listCollection } from './list-request.js';
 
 export { HEADLESS_INCLUDED_SELECTOR, PROXYABLE_SELECTOR, type KubernetesSourceOptions } from './api-lists.js';
@@ -221,7 +221,7 @@ class ResourceInformer {
     private readonly config: KubeConfig,
     private readonly limiter: RequestLimiter,
     private readonly events: InformerEvents,
-    private readonly firstLists: FirstLists | undefined,
+    private readonly earlyLists: EarlyLists | undefined,
   ) {
     this.watch = new GuardedWatch(config, limiter, {
       watchRequested: () => this.listHandedOut(),
@@ -261,8 +261,8 @@ class ResourceInformer {
 
   private async list(): Promise<KubernetesListObject<KubernetesObject>> {
     const endpoint = await apiEndpoint(this.config);
-    // The first list may have gone out before client-node loaded (FirstLists); its token is taken.
-    const asked = this.firstLists?.take(this.resource, endpoint);
+    // The first list may have gone out before client-node loaded (EarlyLists); its token is taken.
+    const asked = this.earlyLists?.take(this.resource, endpoint);
     if (!asked) await this.limiter.take();
     const { path, labelSelector, fieldSelector } = this.resource;
     const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(LIST_TIMEOUT_MS)]);
@@ -318,7 +318,7 @@ class ResourceInformer {
 export class KubernetesSource {
   private readonly informers: ResourceInformer[];
   private readonly limiter: RequestLimiter;
-  private readonly firstLists: FirstLists | undefined;
+  private readonly earlyLists: EarlyLists | undefined;
   private syncedReported = false;
 
   constructor(
@@ -326,11 +326,11 @@ export class KubernetesSource {
     private readonly handler: SourceHandler,
   ) {
     const config = loadKubeConfig(options);
-    this.firstLists = options.firstLists;
-    this.limiter = this.firstLists?.limiter ?? RequestLimiter.of(options);
+    this.earlyLists = options.earlyLists;
+    this.limiter = this.earlyLists?.limiter ?? RequestLimiter.of(options);
     const events: InformerEvents = { handler, listed: () => this.informerListed() };
     this.informers = resources(options).map(
-      (resource) => new ResourceInformer(resource, config, this.limiter, events, this.firstLists),
+      (resource) => new ResourceInformer(resource, config, this.limiter, events, this.earlyLists),
     );
   }
 
@@ -344,7 +344,7 @@ export class KubernetesSource {
 
   async stop(): Promise<void> {
     const stopping = Promise.all(this.informers.map((informer) => informer.stop()));
-    this.firstLists?.stop();
+    this.earlyLists?.stop();
     this.limiter.close();
     await stopping;
   }

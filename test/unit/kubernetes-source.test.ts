@@ -4,7 +4,7 @@ import t from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { LIST_PAGE_SIZE } from '../../src/cluster/list-request.js';
 import { KubernetesSource, loadKubeConfig, PROXYABLE_SELECTOR, type SourceHandler } from '../../src/cluster/kubernetes.js';
-import { FirstLists } from '../../src/cluster/api-lists.js';
+import { EarlyLists } from '../../src/cluster/api-lists.js';
 import { ClusterState, type KubeObject } from '../../src/cluster/cluster-state.js';
 import { allServicePortViews, servicePortName } from '../../src/cluster/service-ports.js';
 import { FakeApiServer } from '../lib/fake-apiserver.js';
@@ -345,12 +345,12 @@ t.test('the first lists, asked for before client-node loads, are taken over once
   server.upsert(slice('early-abcde', 'early', '10.244.1.30'));
   server.upsert(node(NODE, 'zone-a'));
   const options = { kubeconfig: server.kubeconfigPath(), nodeName: NODE };
-  const firstLists = FirstLists.start(options);
+  const earlyLists = EarlyLists.start(options);
   await waitFor('the three first lists answered', () => server.requests.filter((request) => !request.watch).length === 3);
   await new Promise((resolve) => setTimeout(resolve, 50));
   server.upsert(service('meanwhile', '10.96.0.31'));
   const recorder = new Recorder();
-  const source = new KubernetesSource({ ...options, firstLists }, recorder);
+  const source = new KubernetesSource({ ...options, earlyLists }, recorder);
   t.teardown(() => source.stop());
   await source.start();
   await waitFor('every object delivered', () => converged(server, recorder));
@@ -368,10 +368,10 @@ t.test('a first list asked for with other credentials than client-node\'s is not
   // The same cluster, another token: what a kubeconfig rewritten between the two readings would give.
   const other = `${kubeconfig}-other`;
   writeFileSync(other, readFileSync(kubeconfig, 'utf8').replace('fake-token', 'another-token'));
-  const firstLists = FirstLists.start({ kubeconfig, nodeName: NODE });
+  const earlyLists = EarlyLists.start({ kubeconfig, nodeName: NODE });
   await waitFor('the three first lists answered', () => server.requests.filter((request) => !request.watch).length === 3);
   const recorder = new Recorder();
-  const source = new KubernetesSource({ kubeconfig: other, nodeName: NODE, firstLists }, recorder);
+  const source = new KubernetesSource({ kubeconfig: other, nodeName: NODE, earlyLists }, recorder);
   t.teardown(() => source.stop());
   await source.start();
   await waitFor('every object delivered', () => converged(server, recorder));
