@@ -16,6 +16,7 @@ import { socketLb } from '../socket-lb/index.js';
 import { configz } from './configz.js';
 import { helpText, kubeProxyConfigurationYAML, type AgentOptions, parseOptions } from './options.js';
 import { createLogger } from './logging.js';
+import { EarlyLists } from '../cluster/api-lists.js';
 import { ManifestSource } from '../cluster/manifest-watch.js';
 import { manifestFiles } from '../cluster/manifests.js';
 import { allServicePortViews } from '../cluster/service-ports.js';
@@ -132,14 +133,19 @@ async function syncOnce(agent: Agent, options: AgentOptions): Promise<number> {
   return agent.rejected.size > 0 || agent.skippedInputs > 0 ? 1 : 0;
 }
 
-/** client-node is large: it is loaded only when the API is the source, so manifest runs start fast. */
+/**
+ * client-node is large: it is loaded only when the API is the source, so manifest runs start fast,
+ * and after the first lists are asked for, so that the API server builds them while it loads.
+ */
 async function kubernetesSource(options: AgentOptions, agent: Agent) {
-  const { KubernetesSource } = await import('../cluster/kubernetes.js');
-  return new KubernetesSource({
+  const sourceOptions = {
     kubeconfig: options.kubeconfig, master: options.master, nodeName: agent.state.nodeName,
     qps: options.kubeApiQps, burst: options.kubeApiBurst,
     watches: agent.state.watches,
-  }, agent.handler());
+  };
+  const earlyLists = EarlyLists.start(sourceOptions);
+  const { KubernetesSource } = await import('../cluster/kubernetes.js');
+  return new KubernetesSource({ ...sourceOptions, earlyLists }, agent.handler());
 }
 
 /** The long-running agent: source → state → sync loop, with health and metrics, until SIGTERM. */

@@ -6,10 +6,13 @@ import type { Cluster } from '@kubernetes/client-node/dist/config_types.js';
 import { ADD, DELETE, ERROR, UPDATE } from '@kubernetes/client-node/dist/informer.js';
 import type { KubernetesListObject, KubernetesObject } from '@kubernetes/client-node/dist/types.js';
 import { Watch } from '@kubernetes/client-node/dist/watch.js';
-import type { KubeObject, WatchNeeds } from './cluster-state.js';
+import type { KubeObject } from './cluster-state.js';
 import { ObjectError } from './model.js';
-import { HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL } from './normalize.js';
+import type { ApiEndpoint, ApiSource } from './api-endpoint.js';
+import { type EarlyLists, type KubernetesSourceOptions, LIST_TIMEOUT_MS, RequestLimiter, type Resource, resources } from './api-lists.js';
 import { listCollection } from './list-request.js';
+
+export { HEADLESS_INCLUDED_SELECTOR, PROXYABLE_SELECTOR, type KubernetesSourceOptions } from './api-lists.js';
 
 // Services, EndpointSlices and this Node from the API server, through client-node informers (a list,
 // then a watch from the list's resourceVersion). The lists are read as plain JSON (list-request.ts),
@@ -28,44 +31,13 @@ export interface SourceHandler {
   skipped?(message: string): void;
 }
 
-export interface KubernetesSourceOptions {
-  /** --kubeconfig */
-  kubeconfig?: string;
-  /** --master: the API server URL, overriding the kubeconfig's. */
-  master?: string;
-  /** Only this Node is watched (its labels select topology; its addresses are NodePort addresses). */
-  nodeName: string;
-  /** --kube-api-qps and --kube-api-burst for list and watch requests (kube-proxy's defaults 5 and 10). */
-  qps?: number;
-  burst?: number;
-  /**
-   * What the state's readers need beyond the proxy's own (ClusterState.watches): more kinds, and
-   * the Services and slices the proxy's selectors leave out. The state keeps those from the
-   * proxy's planners (headless services have no ClusterIP; servicePortViews leaves other proxies'
-   * out), so watching them changes no rule.
-   */
-  watches?: readonly WatchNeeds[];
-}
-
-const DEFAULT_QPS = 5;
-const DEFAULT_BURST = 10;
 const FIRST_RETRY_MS = 1_000;
 const MAX_RETRY_MS = 30_000;
-/** A list the server accepted but never answers would otherwise stall its informer for good. */
-const LIST_TIMEOUT_MS = 60_000;
 /** client-go's reflector asks for a watch of 5 to 10 minutes, so a silently dead connection gets replaced. */
 const MIN_WATCH_SECONDS = 300;
 
-/**
- * Slices of headless services have no ClusterIP to proxy, and objects naming a service proxy belong to
- * that other proxy. kube-proxy sets this selector on its shared informer factory, so it filters Services
- * as well as EndpointSlices. Without cluster DNS it spares the informers' memory; the state applies the
- * same filter to whatever a source delivers (the manifest source has no selectors).
- */
-export const PROXYABLE_SELECTOR = `!${HEADLESS_LABEL},!${SERVICE_PROXY_NAME_LABEL}`;
-
 /** --kubeconfig, else --master alone, else the pod's service account, as kube-proxy chooses. */
-export function loadKubeConfig(options: Pick<KubernetesSourceOptions, 'kubeconfig' | 'master'>): KubeConfig {
+export function loadKubeConfig(options: ApiSource): KubeConfig {
   const config = new KubeConfig();
   if (options.kubeconfig) {
     config.loadFromFile(options.kubeconfig);
@@ -96,39 +68,6 @@ function overrideServer(config: KubeConfig, server: string): void {
   if (!current) throw new Error('--master given, but the kubeconfig has no current cluster to point at it');
   const replacement: Cluster = { ...current, server, skipTLSVerify: current.skipTLSVerify || isPlainHttp(server) };
   config.clusters = config.clusters.map((cluster) => (cluster === current ? replacement : cluster));
-}
-
-interface Resource {
-  kind: string;
-  apiVersion: string;
-  /** The collection's path, which the informer lists and watches. */
-  path: string;
-  labelSelector?: string;
-  fieldSelector?: string;
-}
-
-/**
- * Headless services' slices included (a reader routes to them), another service proxy's still left
- * to that proxy.
- */
-export const HEADLESS_INCLUDED_SELECTOR = '!service.kubernetes.io/service-proxy-name';
-
-function resources({ nodeName, watches = [] }: KubernetesSourceOptions): Resource[] {
-  const allServices = watches.some((watch) => watch.allServices);
-  const headlessSlices = watches.some((watch) => watch.headlessSlices);
-  const kinds = new Map(watches.flatMap((watch) => watch.kinds ?? []).map(({ kind, apiVersion, path, fieldSelector }) => [kind, { kind, apiVersion, path, fieldSelector }]));
-  return [
-    // A reader of every Service (CoreDNS names them all): nothing is selected out.
-    { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector: allServices ? undefined : PROXYABLE_SELECTOR },
-    {
-      kind: 'EndpointSlice',
-      apiVersion: 'discovery.k8s.io/v1',
-      path: '/apis/discovery.k8s.io/v1/endpointslices',
-      labelSelector: allServices ? undefined : headlessSlices ? HEADLESS_INCLUDED_SELECTOR : PROXYABLE_SELECTOR,
-    },
-    { kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes', fieldSelector: `metadata.name=${nodeName}` },
-    ...kinds.values(),
-  ];
 }
 
 /**
@@ -168,42 +107,13 @@ function describeError(error: unknown): string {
   return String(error);
 }
 
-/** client-go's token bucket: `burst` requests at once, then `qps` a second. */
-class RequestLimiter {
-  private tokens: number;
-  private refilledAt = Date.now();
-  private readonly waiting = new Set<{ timer: NodeJS.Timeout; release: () => void }>();
-
-  constructor(
-    private readonly qps: number,
-    private readonly burst: number,
-  ) {
-    this.tokens = burst;
-  }
-
-  async take(): Promise<void> {
-    if (!(this.qps > 0)) return;
-    const now = Date.now();
-    this.tokens = Math.min(this.burst, this.tokens + ((now - this.refilledAt) / 1000) * this.qps);
-    this.refilledAt = now;
-    // A negative balance is a reservation: this request goes when the bucket has refilled to it.
-    this.tokens -= 1;
-    if (this.tokens >= 0) return;
-    const waitMs = (-this.tokens / this.qps) * 1000;
-    await new Promise<void>((release) => {
-      const entry = { release, timer: setTimeout(() => (this.waiting.delete(entry), release()), waitMs) };
-      this.waiting.add(entry);
-    });
-  }
-
-  /** Releases every waiting request now (they find their informer stopped and send nothing). */
-  close(): void {
-    for (const entry of this.waiting) {
-      clearTimeout(entry.timer);
-      entry.release();
-    }
-    this.waiting.clear();
-  }
+/** The request options client-node gives the current cluster: credentials (token, client certificate, exec plugins), CA and the proxy-aware agent. */
+async function apiEndpoint(config: KubeConfig): Promise<ApiEndpoint> {
+  const cluster = config.getCurrentCluster();
+  if (!cluster) throw new Error('the kubeconfig has no current cluster');
+  const options = {};
+  await config.applyToHTTPSOptions(options);
+  return { server: cluster.server, options };
 }
 
 interface WatchHooks {
@@ -311,6 +221,7 @@ class ResourceInformer {
     private readonly config: KubeConfig,
     private readonly limiter: RequestLimiter,
     private readonly events: InformerEvents,
+    private readonly earlyLists: EarlyLists | undefined,
   ) {
     this.watch = new GuardedWatch(config, limiter, {
       watchRequested: () => this.listHandedOut(),
@@ -349,10 +260,13 @@ class ResourceInformer {
   }
 
   private async list(): Promise<KubernetesListObject<KubernetesObject>> {
-    await this.limiter.take();
+    const endpoint = await apiEndpoint(this.config);
+    // The first list may have gone out before client-node loaded (EarlyLists); its token is taken.
+    const asked = this.earlyLists?.take(this.resource, endpoint);
+    if (!asked) await this.limiter.take();
     const { path, labelSelector, fieldSelector } = this.resource;
     const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(LIST_TIMEOUT_MS)]);
-    const list = await listCollection(this.config, path, { labelSelector, fieldSelector }, signal);
+    const list = await (asked ?? listCollection(endpoint, path, { labelSelector, fieldSelector }, signal));
     for (const item of list.items) asDelivered(item, this.resource);
     this.succeeded();
     this.listArriving = true;
@@ -404,6 +318,7 @@ class ResourceInformer {
 export class KubernetesSource {
   private readonly informers: ResourceInformer[];
   private readonly limiter: RequestLimiter;
+  private readonly earlyLists: EarlyLists | undefined;
   private syncedReported = false;
 
   constructor(
@@ -411,10 +326,11 @@ export class KubernetesSource {
     private readonly handler: SourceHandler,
   ) {
     const config = loadKubeConfig(options);
-    this.limiter = new RequestLimiter(options.qps ?? DEFAULT_QPS, Math.max(1, options.burst ?? DEFAULT_BURST));
+    this.earlyLists = options.earlyLists;
+    this.limiter = this.earlyLists?.limiter ?? RequestLimiter.of(options);
     const events: InformerEvents = { handler, listed: () => this.informerListed() };
     this.informers = resources(options).map(
-      (resource) => new ResourceInformer(resource, config, this.limiter, events),
+      (resource) => new ResourceInformer(resource, config, this.limiter, events, this.earlyLists),
     );
   }
 
@@ -428,6 +344,7 @@ export class KubernetesSource {
 
   async stop(): Promise<void> {
     const stopping = Promise.all(this.informers.map((informer) => informer.stop()));
+    this.earlyLists?.stop();
     this.limiter.close();
     await stopping;
   }

@@ -1,10 +1,11 @@
 import http from 'node:http';
 import https from 'node:https';
-import type { KubeConfig, KubernetesListObject, KubernetesObject } from '@kubernetes/client-node';
+import type { KubernetesListObject, KubernetesObject } from '@kubernetes/client-node';
+import type { ApiEndpoint } from './api-endpoint.js';
 
 // A collection's list, read as the API server sends it: one GET with the kubeconfig's credentials
-// and TLS settings, the body parsed by JSON.parse. client-node's generated clients decode a list
-// into its model classes (every field through its serializer, timestamps into Dates), and the
+// and TLS settings (an ApiEndpoint: client-node's, or api-endpoint.ts's plain reading), the body
+// parsed by JSON.parse. client-node's generated clients decode a list into its model classes (every field through its serializer, timestamps into Dates), and the
 // objects then needed a JSON round trip each to be wire JSON again. At 10,000 services × 3
 // endpoints this took the lists (request to state) from 1.4-1.6 s to 0.6-0.7 s (docs/performance.md).
 //
@@ -43,19 +44,14 @@ interface ListPage {
   items: KubernetesObject[];
 }
 
-/** GET path?query from the kubeconfig's current cluster, page by page; resolves with every item in one list. */
+/** GET path?query from the endpoint's server, page by page; resolves with every item in one list. */
 export async function listCollection(
-  config: KubeConfig,
+  { server, options }: ApiEndpoint,
   path: string,
   query: Record<string, string | undefined>,
   signal: AbortSignal,
 ): Promise<KubernetesListObject<KubernetesObject>> {
-  const cluster = config.getCurrentCluster();
-  if (!cluster) throw new Error('the kubeconfig has no current cluster');
-  // Credentials (token, client certificate, exec plugins), CA and the proxy-aware agent, as client-node's own requests get them.
-  const options: https.RequestOptions = {};
-  await config.applyToHTTPSOptions(options);
-  const get = (pageQuery: Record<string, string | undefined>) => listPage(cluster.server + path, { ...query, ...pageQuery }, options, signal);
+  const get = (pageQuery: Record<string, string | undefined>) => listPage(server + path, { ...query, ...pageQuery }, options, signal);
   const asList = ({ apiVersion, kind, metadata, items }: ListPage) => ({ apiVersion, kind, metadata: { resourceVersion: metadata?.resourceVersion }, items });
   let page = await get({ limit: String(LIST_PAGE_SIZE) });
   const items = page.items;

@@ -1,8 +1,10 @@
 // The Kubernetes API source against a fake API server: the first list, watch events, relists after
 // 410 Gone, an API outage, and a stop that leaves nothing running. No kernel is involved.
 import t from 'tap';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { LIST_PAGE_SIZE } from '../../src/cluster/list-request.js';
 import { KubernetesSource, loadKubeConfig, PROXYABLE_SELECTOR, type SourceHandler } from '../../src/cluster/kubernetes.js';
+import { EarlyLists } from '../../src/cluster/api-lists.js';
 import { ClusterState, type KubeObject } from '../../src/cluster/cluster-state.js';
 import { allServicePortViews, servicePortName } from '../../src/cluster/service-ports.js';
 import { FakeApiServer } from '../lib/fake-apiserver.js';
@@ -334,4 +336,44 @@ t.test('a continue token that expires before the last page makes the list start 
   t.same(serviceLists(server).map((request) => [request.query.limit, request.query.continue !== undefined]), [[String(LIST_PAGE_SIZE), false], [String(LIST_PAGE_SIZE), true], [undefined, false]], 'first page, expired continue, one whole list');
   t.equal(allServicePortViews(recorder.state).length, count, 'every service in the state');
   t.same(recorder.problems, [], 'nothing to report: the list succeeded');
+});
+
+t.test('the first lists, asked for before client-node loads, are taken over once each; what changed meanwhile comes by the watch', async (t) => {
+  const server = await FakeApiServer.create();
+  t.teardown(() => server.close());
+  server.upsert(service('early', '10.96.0.30'));
+  server.upsert(slice('early-abcde', 'early', '10.244.1.30'));
+  server.upsert(node(NODE, 'zone-a'));
+  const options = { kubeconfig: server.kubeconfigPath(), nodeName: NODE };
+  const earlyLists = EarlyLists.start(options);
+  await waitFor('the three first lists answered', () => server.requests.filter((request) => !request.watch).length === 3);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  server.upsert(service('meanwhile', '10.96.0.31'));
+  const recorder = new Recorder();
+  const source = new KubernetesSource({ ...options, earlyLists }, recorder);
+  t.teardown(() => source.stop());
+  await source.start();
+  await waitFor('every object delivered', () => converged(server, recorder));
+  for (const path of ['/api/v1/services', '/apis/discovery.k8s.io/v1/endpointslices', '/api/v1/nodes']) t.equal(listsOf(server, path), 1, `${path} listed once`);
+  t.ok(recorder.seen.has('Service/default/meanwhile'), 'the service created after the first list arrived by the watch');
+  t.same(recorder.syncedAfter.length, 1, 'synced once');
+});
+
+t.test('a first list asked for with other credentials than client-node\'s is not used: the source lists again', async (t) => {
+  const server = await FakeApiServer.create();
+  t.teardown(() => server.close());
+  server.upsert(service('web', '10.96.0.40'));
+  server.upsert(node(NODE, 'zone-a'));
+  const kubeconfig = server.kubeconfigPath();
+  // The same cluster, another token: what a kubeconfig rewritten between the two readings would give.
+  const other = `${kubeconfig}-other`;
+  writeFileSync(other, readFileSync(kubeconfig, 'utf8').replace('fake-token', 'another-token'));
+  const earlyLists = EarlyLists.start({ kubeconfig, nodeName: NODE });
+  await waitFor('the three first lists answered', () => server.requests.filter((request) => !request.watch).length === 3);
+  const recorder = new Recorder();
+  const source = new KubernetesSource({ kubeconfig: other, nodeName: NODE, earlyLists }, recorder);
+  t.teardown(() => source.stop());
+  await source.start();
+  await waitFor('every object delivered', () => converged(server, recorder));
+  t.equal(listsOf(server, '/api/v1/services'), 2, 'the services listed again with client-node\'s credentials');
 });
