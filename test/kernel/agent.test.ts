@@ -34,10 +34,13 @@ t.before(async () => {
   const forwarder = topology.spawn(topology.node, ['node', join(projectRoot(), 'test/fixtures/tcp-to-unix.mjs'), String(API_PORT), join(directory, 'apiserver.sock')]);
   await forwarder.waitForOutput(/ready/, 10_000);
   const kubeconfig = api.kubeconfigPath(`http://127.0.0.1:${API_PORT}`);
-  topology.spawn(topology.node, [
+  const agent = topology.spawn(topology.node, [
     'node', CLI, '--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--cluster-cidr', '10.244.0.0/16',
     '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', '127.0.0.1:10249', '--iptables-min-sync-period', '100ms',
   ]);
+  // The first file of the suite: its agent starts beside tap's own cold start. What is tested is
+  // what it does once it runs, so its first sync is awaited, not timed.
+  if (!(await eventually(async () => /synced kind="full"/.test(agent.output().stderr), 120_000))) throw new Error(`the agent never synced: ${agent.output().stderr}`);
 });
 t.teardown(async () => {
   await topology?.destroy();
