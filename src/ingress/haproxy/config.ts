@@ -173,10 +173,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
   const map = (name: MapName) => layout.map(name);
   // A request's header block must fit in a buffer with room for the rewrites (the forwarded headers).
   const bufferSize = Math.max(16_384, settings.maxHeaderBytes + 4096);
-  // A response header comes within the connect attempts (retries 2) and the longest server timeout
-  // (the backend's, or a Gateway rule's).
-  const longestMs = 3 * settings.connectTimeoutMs + Math.max(settings.backendTimeoutMs, ...timeouts);
-  const counters = requestCounterRules(longestMs);
+  const counters = requestCounterRules();
   const lines = [
     '# Written by kubenft (--ingress-dataplane=haproxy); changed through the runtime API, rewritten on reload.',
     'global',
@@ -249,7 +246,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     `  log ring@${REQUEST_RING} format raw local0 info`,
     `  log-format "${REQUEST_LOG_FORMAT}"`,
     '',
-    ...requestTableLines(longestMs),
+    ...requestTableLines(),
     '',
   ];
   for (let index = 0; index < slots; index++) {
