@@ -4,7 +4,8 @@
 // keep-alive; the counters are zeroed, wrk runs, the counters are dumped, and the instructions are
 // divided by wrk's requests. Each variant is kubenft's configuration (renderConfig, one Ingress)
 // with one group of rules removed, so the table says what each group costs.
-//   node dist/scripts/haproxy-cost.js [--https] [--seconds N] [variant…]
+//   node dist/scripts/haproxy-cost.js [--https] [--seconds N] [--sed EXPRESSION] [variant…]
+// (--sed: kubenft's configuration edited by sed first, to try a change before making it)
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -50,7 +51,7 @@ function kubenftFiles(dir: string, https: boolean): void {
 }
 
 /** The configuration of a variant: 'kubenft' whole, 'kubenft -GROUP' without a group, 'bare' the bench's static anchor. */
-function writeVariant(dir: string, variant: string, https: boolean): string {
+function writeVariant(dir: string, variant: string, https: boolean, sed: string | undefined): string {
   const config = join(dir, 'haproxy.cfg');
   if (variant === 'bare') {
     const pem = join(dir, 'bare.pem');
@@ -61,6 +62,7 @@ function writeVariant(dir: string, variant: string, https: boolean): string {
   }
   kubenftFiles(dir, https);
   const without = variant.split(' -').slice(1).map((name) => GROUPS[name] ?? fail(`no group ${name} (${Object.keys(GROUPS).join(', ')})`));
+  if (sed) execFileSync('sed', ['-i', '-e', sed, config]);
   const lines = readFileSync(config, 'utf8').split('\n').filter((line) => !without.some((group) => group.test(line)));
   writeFileSync(config, lines.join('\n'));
   return config;
@@ -72,11 +74,11 @@ function fail(message: string): never {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function measure(netns: string, variant: string, https: boolean, seconds: number): Promise<{ requests: number; instructions: number }> {
+async function measure(netns: string, variant: string, https: boolean, seconds: number, sed: string | undefined): Promise<{ requests: number; instructions: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'kubenft-cost-'));
   let haproxy: ChildProcess | undefined;
   try {
-    const config = writeVariant(dir, variant, https);
+    const config = writeVariant(dir, variant, https, sed);
     const out = join(dir, 'callgrind.out');
     haproxy = spawn('ip', ['netns', 'exec', netns, 'valgrind', '--tool=callgrind', `--callgrind-out-file=${out}`, 'haproxy', '-db', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
@@ -113,7 +115,7 @@ async function measure(netns: string, variant: string, https: boolean, seconds: 
 }
 
 async function main(): Promise<void> {
-  const { values, positionals: variants } = parseArgs({ allowPositionals: true, options: { https: { type: 'boolean', default: false }, seconds: { type: 'string', default: '5' } } });
+  const { values, positionals: variants } = parseArgs({ allowPositionals: true, options: { https: { type: 'boolean', default: false }, seconds: { type: 'string', default: '5' }, sed: { type: 'string' } } });
   const https = values.https!;
   const seconds = Number(values.seconds);
   const list = variants.length > 0 ? variants : ['bare', 'kubenft', ...Object.keys(GROUPS).map((group) => `kubenft -${group}`)];
@@ -127,7 +129,7 @@ async function main(): Promise<void> {
     backend = spawn('ip', ['netns', 'exec', netns, 'haproxy', '-db', '-f', join(backendDir, 'backend.cfg')], { stdio: 'ignore' });
     console.log(`| configuration (${https ? 'https' : 'http'}) | requests | Ir per request |\n|---|---|---|`);
     for (const variant of list) {
-      const { requests, instructions } = await measure(netns, variant, https, seconds);
+      const { requests, instructions } = await measure(netns, variant, https, seconds, values.sed);
       console.log(`| ${variant} | ${requests} | ${Math.round(instructions / requests)} |`);
     }
   } finally {

@@ -139,6 +139,12 @@ defaults
 frontend web
   bind :${ports[0]}
   bind :${ports[1]} ssl crt ${pem} alpn h2,http/1.1
+  # An Ingress's job as kubenft's configuration does it: the forwarded headers set by the proxy.
+  http-request set-header x-forwarded-for %[src]
+  http-request set-header x-real-ip %[src]
+  http-request set-header x-forwarded-proto %[ssl_fc,iif(https,http)]
+  http-request set-header x-forwarded-host %[req.hdr(host)]
+  http-request set-header x-forwarded-port %[dst_port]
   use_backend backend if { hdr(host) -i ${HOST} }
 backend backend
   balance roundrobin

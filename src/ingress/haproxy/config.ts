@@ -142,8 +142,8 @@ export const isSlotName = (name: string) => /^slot_\d+$/.test(name);
 function ingressRouting(map: (name: MapName) => string): string[] {
   return [
     `  http-request set-var(txn.rulehost) var(txn.host),map_str(${map('hosts')})`,
-    `  http-request set-var(txn.rulehost) var(txn.host),regsub(^[^.]+,),map_str(${map('wildcards')}) unless { var(txn.rulehost) -m found }`,
-    `  http-request set-var(txn.rulehost) str(${ANY_HOST}) unless { var(txn.rulehost) -m found }`,
+    // No wildcard either: the rules with no host (the map's default value).
+    `  http-request set-var(txn.rulehost) var(txn.host),regsub(^[^.]+,),map_str(${map('wildcards')},${ANY_HOST}) unless { var(txn.rulehost) -m found }`,
     '  http-request set-var(txn.path) path',
     `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,),map_str(${map('exact')})`,
     `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,/),map_beg(${map('prefix')}) unless { var(txn.target) -m found }`,
@@ -234,8 +234,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     // The proxy sets these itself: a client cannot forge its address to a backend.
     '  http-request set-header x-forwarded-for %[src]',
     '  http-request set-header x-real-ip %[src]',
-    '  http-request set-header x-forwarded-proto https if { ssl_fc }',
-    '  http-request set-header x-forwarded-proto http unless { ssl_fc }',
+    '  http-request set-header x-forwarded-proto %[ssl_fc,iif(https,http)]',
     '  http-request set-header x-forwarded-host %[req.hdr(host)]',
     '  http-request set-header x-forwarded-port %[dst_port]',
     ...(settings.gatewayRules ? GATEWAY_EDITS : []),
