@@ -22,7 +22,7 @@ const BACKEND = `127.0.0.1:${PORTS.backend}`;
 /** Rule groups, each a test on a line of kubenft's configuration: the variant without the group drops those lines. */
 const GROUPS: Record<string, RegExp> = {
   counters: /txn\.start|txn\.counted|txn\.ms|sc-inc-gpc|track-sc0|set-log-level silent/,
-  'duration sum': /sc-inc-gpc.*,and\(/,
+  'duration sum': /sc-set-gpt/,
   'duration buckets': /sc-inc-gpc.*-m int le/,
   'forwarded headers': /set-header x-(forwarded|real-ip)/,
   'encoded slash': /encoded_slash/,
