@@ -124,9 +124,10 @@ http {
 `;
 }
 
-function haproxyConfig(directory: string, pem: string): string {
+/** Bare HAProxy's static configuration of the bench's route (also scripts/haproxy-cost.ts's anchor). */
+export function bareHaproxyConfig({ directory, pem, threads = 2, servers = endpoints(), ports = PORTS.haproxy }: { directory: string; pem: string; threads?: number; servers?: string[]; ports?: readonly number[] }): string {
   return `global
-  nbthread 2
+  nbthread ${threads}
   stats socket ${directory}/haproxy.sock level admin
 defaults
   mode http
@@ -136,13 +137,19 @@ defaults
   retries 2
   option redispatch
 frontend web
-  bind :${PORTS.haproxy[0]}
-  bind :${PORTS.haproxy[1]} ssl crt ${pem} alpn h2,http/1.1
+  bind :${ports[0]}
+  bind :${ports[1]} ssl crt ${pem} alpn h2,http/1.1
+  # An Ingress's job as kubenft's configuration does it: the forwarded headers set by the proxy.
+  http-request set-header x-forwarded-for %[src]
+  http-request set-header x-real-ip %[src]
+  http-request set-header x-forwarded-proto %[ssl_fc,iif(https,http)]
+  http-request set-header x-forwarded-host %[req.hdr(host)]
+  http-request set-header x-forwarded-port %[dst_port]
   use_backend backend if { hdr(host) -i ${HOST} }
 backend backend
   balance roundrobin
   http-reuse always
-${PODS.map((pod, index) => `  server s${index} ${pod.ipv4}:${BACKEND_PORT}`).join('\n')}
+${servers.map((server, index) => `  server s${index} ${server}`).join('\n')}
 `;
 }
 
@@ -325,7 +332,7 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
       const nginxConf = join(directory, 'nginx.conf');
       writeFileSync(nginxConf, nginxConfig(directory, pem));
       const haproxyConf = join(directory, 'haproxy.cfg');
-      writeFileSync(haproxyConf, haproxyConfig(directory, pem));
+      writeFileSync(haproxyConf, bareHaproxyConfig({ directory, pem }));
       const certificates = [selfSigned(directory, 'rotation-a'), selfSigned(directory, 'rotation-b')];
       const withDefault = ['--ingress-default-certificate', `default/${DEFAULT_SECRET}`];
       const nginx = topology.spawn(topology.node, ['nginx', '-c', nginxConf, '-g', 'daemon off;']);

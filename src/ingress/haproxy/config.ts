@@ -142,8 +142,8 @@ export const isSlotName = (name: string) => /^slot_\d+$/.test(name);
 function ingressRouting(map: (name: MapName) => string): string[] {
   return [
     `  http-request set-var(txn.rulehost) var(txn.host),map_str(${map('hosts')})`,
-    `  http-request set-var(txn.rulehost) var(txn.host),regsub(^[^.]+,),map_str(${map('wildcards')}) unless { var(txn.rulehost) -m found }`,
-    `  http-request set-var(txn.rulehost) str(${ANY_HOST}) unless { var(txn.rulehost) -m found }`,
+    // No wildcard either: the rules with no host (the map's default value).
+    `  http-request set-var(txn.rulehost) var(txn.host),regsub(^[^.]+,),map_str(${map('wildcards')},${ANY_HOST}) unless { var(txn.rulehost) -m found }`,
     '  http-request set-var(txn.path) path',
     `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,),map_str(${map('exact')})`,
     `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,/),map_beg(${map('prefix')}) unless { var(txn.target) -m found }`,
@@ -173,10 +173,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
   const map = (name: MapName) => layout.map(name);
   // A request's header block must fit in a buffer with room for the rewrites (the forwarded headers).
   const bufferSize = Math.max(16_384, settings.maxHeaderBytes + 4096);
-  // A response header comes within the connect attempts (retries 2) and the longest server timeout
-  // (the backend's, or a Gateway rule's).
-  const longestMs = 3 * settings.connectTimeoutMs + Math.max(settings.backendTimeoutMs, ...timeouts);
-  const counters = requestCounterRules(longestMs);
+  const counters = requestCounterRules();
   const lines = [
     '# Written by kubenft (--ingress-dataplane=haproxy); changed through the runtime API, rewritten on reload.',
     'global',
@@ -237,8 +234,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     // The proxy sets these itself: a client cannot forge its address to a backend.
     '  http-request set-header x-forwarded-for %[src]',
     '  http-request set-header x-real-ip %[src]',
-    '  http-request set-header x-forwarded-proto https if { ssl_fc }',
-    '  http-request set-header x-forwarded-proto http unless { ssl_fc }',
+    '  http-request set-header x-forwarded-proto %[ssl_fc,iif(https,http)]',
     '  http-request set-header x-forwarded-host %[req.hdr(host)]',
     '  http-request set-header x-forwarded-port %[dst_port]',
     ...(settings.gatewayRules ? GATEWAY_EDITS : []),
@@ -249,7 +245,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     `  log ring@${REQUEST_RING} format raw local0 info`,
     `  log-format "${REQUEST_LOG_FORMAT}"`,
     '',
-    ...requestTableLines(longestMs),
+    ...requestTableLines(),
     '',
   ];
   for (let index = 0; index < slots; index++) {

@@ -2,9 +2,11 @@ import { INGRESS_DURATION_BUCKETS } from '../proxy-protocol.js';
 import type { RequestMetrics } from '../proxy.js';
 
 // The request metrics of HAProxy's requests, counted in HAProxy itself: a stick table holds one
-// entry per route, rule host and status, whose counters the response rules increment (the
-// requests, the duration buckets, and the durations' sum in milliseconds, one counter per bit of
-// it, since 2.6 can only add 1 to a counter). The agent reads the table and the backends'
+// entry per route, rule host, status and HAProxy thread, whose counters the response rules
+// increment (the requests, the duration buckets) and whose tag holds the durations' sum in
+// milliseconds (2.6 can only add 1 to a counter, but can set a tag to itself plus the duration:
+// one rule, where a counter per bit of the sum took one per bit; an entry per thread so no two
+// threads read and set the same tag at once). The agent reads the table and the backends'
 // counters once a second (show table, show stat), so no work per request happens outside HAProxy:
 // following a log line per request cost a tenth of the throughput on two cores. What the response
 // rules do not see (HAProxy's own replies: redirects, refusals, a backend that failed) is logged
@@ -12,19 +14,18 @@ import type { RequestMetrics } from '../proxy.js';
 
 export const REQUEST_TABLE = 'kubenft_requests';
 
-/** The counters of an entry: the requests, then one per duration bound (requests at most that long), then the sum's bits. */
+/** The counters of an entry: the requests, then one per duration bound (requests at most that long); its tag 0 is the durations' sum. */
 const COUNT = 0;
 const FIRST_BOUND = 1;
-const FIRST_SUM_BIT = FIRST_BOUND + INGRESS_DURATION_BUCKETS.length;
+const COUNTERS = FIRST_BOUND + INGRESS_DURATION_BUCKETS.length;
+/** Where the reader keeps the sum, after the counters. */
+const SUM = COUNTERS;
 
-/** Bits enough for a duration up to `longestMs` (a request's response header comes within the timeouts). */
-const sumBits = (longestMs: number) => Math.ceil(Math.log2(longestMs + 1));
-
-/** The stick table, as a backend of its own: keys are 'route/rule host/status' (a rule host is a DNS name or '*'). */
-export function requestTableLines(longestMs: number): string[] {
+/** The stick table, as a backend of its own: keys are 'route/rule host/status/thread' (a rule host is a DNS name or '*'). */
+export function requestTableLines(): string[] {
   return [
     `backend ${REQUEST_TABLE}`,
-    `  stick-table type string len 300 size 100k store gpc(${FIRST_SUM_BIT + sumBits(longestMs)})`,
+    `  stick-table type string len 300 size 100k store gpc(${COUNTERS}),gpt(1)`,
   ];
 }
 
@@ -32,17 +33,17 @@ export function requestTableLines(longestMs: number): string[] {
  * The frontend's rules: the start is taken once the request is routed; a response from a backend
  * is counted under its route and then not logged (HAProxy's own replies still are).
  */
-export function requestCounterRules(longestMs: number): { request: string[]; response: string[] } {
-  const bits = sumBits(longestMs);
+export function requestCounterRules(): { request: string[]; response: string[] } {
   return {
     request: ['  http-request set-var(txn.start) date(0,ms)'],
     response: [
-      '  http-response set-var-fmt(txn.counted) "%[var(txn.route)]/%[var(txn.rulehost)]/%[status]" if { var(txn.route) -m found }',
+      '  http-response set-var-fmt(txn.counted) "%[var(txn.route)]/%[var(txn.rulehost)]/%[status]/%[thread]" if { var(txn.route) -m found }',
       `  http-response track-sc0 var(txn.counted) table ${REQUEST_TABLE} if { var(txn.counted) -m found }`,
       '  http-response set-var(txn.ms) date(0,ms),sub(txn.start)',
       `  http-response sc-inc-gpc(${COUNT},0)`,
       ...INGRESS_DURATION_BUCKETS.map((bound, index) => `  http-response sc-inc-gpc(${FIRST_BOUND + index},0) if { var(txn.ms) -m int le ${Math.round(bound * 1000)} }`),
-      ...Array.from({ length: bits }, (_, bit) => `  http-response sc-inc-gpc(${FIRST_SUM_BIT + bit},0) if { var(txn.ms),and(${2 ** bit}) -m int gt 0 }`),
+      // A tag is 32 bits, as the counters: the reader takes differences modulo 2^32.
+      '  http-response sc-set-gpt(0,0) sc_get_gpt(0,0),add(txn.ms)',
       '  http-response set-log-level silent',
     ],
   };
@@ -60,7 +61,7 @@ export interface CounterLabels {
 const WRAP = 2 ** 32;
 const since = (now: number, before: number) => (now - before + WRAP) % WRAP;
 
-/** `show table` lines: '0x…: key=3/foo.com/200 use=0 exp=0 gpc0=7 gpc1=7 …'. */
+/** `show table` lines: '0x…: key=3/foo.com/200/0 use=0 exp=0 gpt0=12 gpc0=7 gpc1=7 …'. */
 const ENTRY = /^0x[0-9a-f]+: key=(\S+) .*?gpc0=/;
 
 export class RequestCounterReader {
@@ -82,7 +83,7 @@ export class RequestCounterReader {
     for (const line of answer.split('\n')) {
       const key = ENTRY.exec(line)?.[1];
       if (key === undefined) continue;
-      const counters = [...line.matchAll(/ gpc\d+=(\d+)/g)].map((match) => Number(match[1]));
+      const counters = [...[...line.matchAll(/ gpc\d+=(\d+)/g)].map((match) => Number(match[1])), Number(/ gpt0=(\d+)/.exec(line)?.[1] ?? 0)];
       const before = this.entries.get(key);
       this.entries.set(key, counters);
       // An entry evicted (the table full) and made again starts over.
@@ -103,7 +104,7 @@ export class RequestCounterReader {
         below = atMost;
       }
       histogram.buckets[INGRESS_DURATION_BUCKETS.length] += delta[COUNT] - below;
-      histogram.sum += delta.slice(FIRST_SUM_BIT).reduce((sum, count, bit) => sum + count * 2 ** bit, 0) / 1000;
+      histogram.sum += delta[SUM] / 1000;
     }
     for (const [ingress, { buckets, sum }] of durations) this.metrics.durations.add({ [this.metrics.owner]: ingress }, buckets, sum);
   }

@@ -1,0 +1,142 @@
+// What kubenft's HAProxy configuration costs per request, in user-space instructions (load on a
+// shared machine changes wall-clock figures, not instruction counts): HAProxy under callgrind, one
+// thread, in a throwaway network namespace with a second HAProxy as the backend, wrk with
+// keep-alive; the counters are zeroed, wrk runs, the counters are dumped, and the instructions are
+// divided by wrk's requests. Each variant is kubenft's configuration (renderConfig, one Ingress)
+// with one group of rules removed, so the table says what each group costs.
+//   node dist/scripts/haproxy-cost.js [--https] [--seconds N] [--sed EXPRESSION] [variant…]
+// (--sed: kubenft's configuration edited by sed first, to try a change before making it)
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { parseArgs } from 'node:util';
+import { join } from 'node:path';
+import { haproxyLayout } from '../src/ingress/haproxy/config.js';
+import { HaproxyModel } from '../src/ingress/haproxy/model.js';
+import { generateDefaultCertificate } from '../src/ingress/default-certificate.js';
+import { bareHaproxyConfig, HOST } from './lib/bench-ingress.js';
+
+const PORTS = { http: 7080, https: 7443, backend: 8081 };
+const BACKEND = `127.0.0.1:${PORTS.backend}`;
+
+/** Rule groups, each a test on a line of kubenft's configuration: the variant without the group drops those lines. */
+const GROUPS: Record<string, RegExp> = {
+  counters: /txn\.start|txn\.counted|txn\.ms|sc-inc-gpc|track-sc0|set-log-level silent/,
+  'duration sum': /sc-set-gpt/,
+  'duration buckets': /sc-inc-gpc.*-m int le/,
+  'forwarded headers': /set-header x-(forwarded|real-ip)/,
+  'encoded slash': /encoded_slash/,
+  'hop-by-hop': /kubenft-hop-by-hop/,
+  'normalize-uri': /normalize-uri|txn\.query|path -m reg \^/,
+  'header size check': /req\.hdrs,length/,
+  'server header': /http-after-response set-header server/,
+  'request log': /^ {2}log |log-format/,
+};
+
+function kubenftFiles(dir: string, https: boolean): void {
+  const layout = haproxyLayout(dir);
+  const model = new HaproxyModel(layout);
+  model.load({
+    hosts: { [HOST]: { paths: [{ type: 'Prefix', path: '/', match: '', ingress: 'default/bench', backend: 'default/backend:80' }], redirectToHttps: false } },
+    wildcards: {}, backends: { 'default/backend:80': [BACKEND] }, certificates: {}, tlsHosts: {}, tlsWildcards: {}, served: ['default/bench'],
+  }, generateDefaultCertificate());
+  const settings = {
+    ...(https ? { httpsAddress: { host: '127.0.0.1', port: PORTS.https } } : { httpAddress: { host: '127.0.0.1', port: PORTS.http } }),
+    maxBodyBytes: 1 << 20, maxHeaderBytes: 16_384, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, connectTimeoutMs: 5_000, threads: 1,
+  };
+  for (const { path, content } of model.files(settings)) {
+    execFileSync('mkdir', ['-p', join(path, '..')]);
+    writeFileSync(path, content);
+  }
+}
+
+/** The configuration of a variant: 'kubenft' whole, 'kubenft -GROUP' without a group, 'bare' the bench's static anchor. */
+function writeVariant(dir: string, variant: string, https: boolean, sed: string | undefined): string {
+  const config = join(dir, 'haproxy.cfg');
+  if (variant === 'bare') {
+    const pem = join(dir, 'bare.pem');
+    const { cert, key } = generateDefaultCertificate();
+    writeFileSync(pem, cert + key);
+    writeFileSync(config, bareHaproxyConfig({ directory: dir, pem, threads: 1, servers: [BACKEND], ports: https ? [PORTS.http + 1, PORTS.https] : [PORTS.http, PORTS.https + 1] }));
+    return config;
+  }
+  kubenftFiles(dir, https);
+  const without = variant.split(' -').slice(1).map((name) => GROUPS[name] ?? fail(`no group ${name} (${Object.keys(GROUPS).join(', ')})`));
+  if (sed) execFileSync('sed', ['-i', '-e', sed, config]);
+  const lines = readFileSync(config, 'utf8').split('\n').filter((line) => !without.some((group) => group.test(line)));
+  writeFileSync(config, lines.join('\n'));
+  return config;
+}
+
+function fail(message: string): never {
+  throw new Error(message);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function measure(netns: string, variant: string, https: boolean, seconds: number, sed: string | undefined): Promise<{ requests: number; instructions: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'kubenft-cost-'));
+  let haproxy: ChildProcess | undefined;
+  try {
+    const config = writeVariant(dir, variant, https, sed);
+    const out = join(dir, 'callgrind.out');
+    haproxy = spawn('ip', ['netns', 'exec', netns, 'valgrind', '--tool=callgrind', `--callgrind-out-file=${out}`, 'haproxy', '-db', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    haproxy.stderr!.on('data', (chunk: Buffer) => (stderr += chunk));
+    const url = https ? `https://127.0.0.1:${PORTS.https}/` : `http://127.0.0.1:${PORTS.http}/`;
+    const curl = () => execFileSync('ip', ['netns', 'exec', netns, 'curl', '-sk', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', '-H', `Host: ${HOST}`, url]).toString();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (curl() === '200') break;
+      } catch {
+        // not listening yet
+      }
+      if (attempt > 120) throw new Error(`${variant}: HAProxy under callgrind did not answer: ${stderr}`);
+      await sleep(500);
+    }
+    // Warm: the connections' and the stick table's first requests are not the steady state.
+    execFileSync('ip', ['netns', 'exec', netns, 'wrk', '-t1', '-c16', '-d2s', '-H', `Host: ${HOST}`, url]);
+    const valgrindPid = haproxy.pid!;
+    const control = (flag: string) => execFileSync('callgrind_control', [flag, String(valgrindPid)], { stdio: 'ignore' });
+    control('-z');
+    const output = execFileSync('ip', ['netns', 'exec', netns, 'wrk', '-t1', '-c16', `-d${seconds}s`, '-H', `Host: ${HOST}`, url]).toString();
+    control('-d');
+    const requests = Number(/(\d+) requests in/.exec(output)?.[1] ?? fail(`wrk: ${output}`));
+    if (/Non-2xx/.test(output)) fail(`${variant}: wrk saw failures: ${output}`);
+    const dumps = readdirSync(dir).filter((name) => name.startsWith('callgrind.out.')).sort();
+    const dump = readFileSync(join(dir, dumps.at(-1) ?? fail(`${variant}: no callgrind dump`)), 'utf8');
+    const instructions = Number(/^(?:summary|totals): (\d+)/m.exec(dump)?.[1] ?? fail(`${variant}: no totals in the dump`));
+    return { requests, instructions };
+  } finally {
+    haproxy?.kill('SIGTERM');
+    if (haproxy && haproxy.exitCode === null) await new Promise((resolve) => haproxy!.once('exit', resolve));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const { values, positionals: variants } = parseArgs({ allowPositionals: true, options: { https: { type: 'boolean', default: false }, seconds: { type: 'string', default: '5' }, sed: { type: 'string' } } });
+  const https = values.https!;
+  const seconds = Number(values.seconds);
+  const list = variants.length > 0 ? variants : ['bare', 'kubenft', ...Object.keys(GROUPS).map((group) => `kubenft -${group}`)];
+  const netns = `kubenft-cost-${process.pid}`;
+  execFileSync('ip', ['netns', 'add', netns]);
+  const backendDir = mkdtempSync(join(tmpdir(), 'kubenft-cost-backend-'));
+  let backend: ChildProcess | undefined;
+  try {
+    execFileSync('ip', ['netns', 'exec', netns, 'ip', 'link', 'set', 'lo', 'up']);
+    writeFileSync(join(backendDir, 'backend.cfg'), `global\n  nbthread 1\ndefaults\n  mode http\n  timeout client 60s\nfrontend echo\n  bind ${BACKEND}\n  http-request return status 200 content-type text/plain string "ok\\n"\n`);
+    backend = spawn('ip', ['netns', 'exec', netns, 'haproxy', '-db', '-f', join(backendDir, 'backend.cfg')], { stdio: 'ignore' });
+    console.log(`| configuration (${https ? 'https' : 'http'}) | requests | Ir per request |\n|---|---|---|`);
+    for (const variant of list) {
+      const { requests, instructions } = await measure(netns, variant, https, seconds, values.sed);
+      console.log(`| ${variant} | ${requests} | ${Math.round(instructions / requests)} |`);
+    }
+  } finally {
+    backend?.kill('SIGTERM');
+    rmSync(backendDir, { recursive: true, force: true });
+    execFileSync('ip', ['netns', 'del', netns]);
+  }
+}
+
+await main();
