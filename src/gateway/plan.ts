@@ -234,7 +234,9 @@ class Planner {
     const gateways = served.gateways.map(({ gateway }) => JSON.stringify({ ...gateway, statusText: undefined }));
     const world: unknown[] = [this.input.className, this.input.httpPort, this.input.httpsPort, ...gateways, ...this.grants, ...entries.map((entry) => entry.valid)];
     if (entries.some((entry) => entry.listener.allowedNamespaces.from === 'Selector')) {
-      for (const route of this.input.routes.values()) world.push(this.input.namespaceLabels(route.namespace));
+      // Each routes' namespace once: a route added beside others of its namespace keeps the world.
+      const namespaces = [...new Set([...this.input.routes.values()].map((route) => route.namespace))].sort();
+      for (const namespace of namespaces) world.push(namespace, this.input.namespaceLabels(namespace));
     }
     return world;
   }

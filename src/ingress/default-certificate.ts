@@ -30,9 +30,11 @@ export function generateDefaultCertificate(now = new Date()): { cert: string; ke
     new RelativeDistinguishedName([new AttributeTypeAndValue({ type: COMMON_NAME, value: new AttributeValue({ utf8String: 'kubenft ingress default certificate' }) })]),
   ]);
   const signatureAlgorithm = new AlgorithmIdentifier({ algorithm: ECDSA_WITH_SHA256 });
-  // A positive 127-bit serial (RFC 5280 4.1.2.2: at most 20 bytes, unique per issuer).
+  // A positive serial of 126 random bits (RFC 5280 4.1.2.2: at most 20 bytes, unique per issuer).
+  // Its first byte is 0x40-0x7f: a DER INTEGER is minimal, so a zero first byte before one below
+  // 0x80 is padding OpenSSL refuses ('illegal padding': HAProxy could not load one start in 300).
   const serial = randomBytes(16);
-  serial[0] &= 0x7f;
+  serial[0] = 0x40 | (serial[0] & 0x3f);
   const tbsCertificate = new TBSCertificate({
     version: Version.v3,
     serialNumber: serial.buffer.slice(serial.byteOffset, serial.byteOffset + serial.length),

@@ -3,12 +3,24 @@
 // openssl s_client against a server holding it completes.
 import t from 'tap';
 import { execFile, execFileSync } from 'node:child_process';
+import * as crypto from 'node:crypto';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:tls';
 import { generateDefaultCertificate } from '../../src/ingress/default-certificate.js';
+
+t.test('a serial whose random bytes start with zeros is still minimal DER', async (t) => {
+  // One random start in 256 draws a zero byte first: the certificate must still parse.
+  for (const first of [0x00, 0x80]) {
+    const { generateDefaultCertificate: generate } = await t.mockImport<typeof import('../../src/ingress/default-certificate.js')>('../../src/ingress/default-certificate.js', {
+      'node:crypto': { ...crypto, randomBytes: (size: number) => Buffer.alloc(size, 0).fill(0x11, 1, 2).fill(first, 0, 1) },
+    });
+    const parsed = new X509Certificate(generate().cert);
+    t.match(parsed.serialNumber, /^[4-7][0-9A-F]{31}$/, `first random byte ${first}: serial ${parsed.serialNumber}`);
+  }
+});
 
 t.test('a self-signed P-256 server certificate that openssl and TLS clients accept', async (t) => {
   const now = new Date('2026-01-01T00:00:00Z');

@@ -31,7 +31,7 @@ t.teardown(async () => {
 const agentArgs = ['node', CLI, '--manifests', manifests.path, '--hostname-override', 'node-1', '--iptables-min-sync-period', '100ms', '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', '127.0.0.1:10249'];
 const startAgent = () => topology.spawn(topology.node, agentArgs);
 const answers = async (address = '10.0.1.1', count = 6) => {
-  const report = await topology.probe(topology.client, { address, port: 80, protocol: 'tcp', count, timeoutMs: 1000 });
+  const report = await topology.probe(topology.client, { address, port: 80, protocol: 'tcp', count, timeoutMs: 5000 });
   return PODS.reduce((sum, pod) => sum + (report.counts[pod.name] ?? 0), 0) === count;
 };
 const nft = (...args: string[]) => topology.exec(topology.node, ['nft', ...args]);

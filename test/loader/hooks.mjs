@@ -6,15 +6,19 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { transform } from 'esbuild';
 
-const typescript = (url) => url.startsWith('file:') && url.endsWith('.ts');
+// A URL may carry a query (tap's mockImport adds ?tapmock=…).
+const typescript = (url) => url.startsWith('file:') && new URL(url).pathname.endsWith('.ts');
 
-// Sources import each other as `./x.js`, as compiled output does (NodeNext resolution).
+// Sources import each other as `./x.js`, as compiled output does (NodeNext resolution); so does a
+// mockImport of a source, whose importer is tap's own module.
 export async function resolve(specifier, context, nextResolve) {
   try {
     return await nextResolve(specifier, context);
   } catch (error) {
-    if (error?.code !== 'ERR_MODULE_NOT_FOUND' || !specifier.endsWith('.js') || !context.parentURL || !typescript(context.parentURL)) throw error;
-    return nextResolve(`${specifier.slice(0, -'.js'.length)}.ts`, context);
+    const [path, query = ''] = specifier.split(/(?=\?)/);
+    const mocked = query.includes('tapmock=');
+    if (error?.code !== 'ERR_MODULE_NOT_FOUND' || !path.endsWith('.js') || !(mocked || (context.parentURL && typescript(context.parentURL)))) throw error;
+    return nextResolve(`${path.slice(0, -'.js'.length)}.ts${query}`, context);
   }
 }
 

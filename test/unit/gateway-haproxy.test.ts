@@ -7,10 +7,9 @@ import { ClusterState, type KubeObject } from '../../src/cluster/cluster-state.j
 import pino from 'pino';
 import { GATEWAY_WATCH, GatewayDataplane, gatewayPlanInput } from '../../src/gateway/dataplane.js';
 import { GATEWAY_SETTINGS } from '../../src/gateway/flags.js';
-import { planGateways } from '../../src/gateway/plan.js';
+import { GatewayPlanner, planGateways } from '../../src/gateway/plan.js';
 import { haproxyLayout } from '../../src/ingress/haproxy/config.js';
 import { HaproxyModel } from '../../src/ingress/haproxy/model.js';
-import { tableChanges } from '../../src/gateway/plan.js';
 import { service, slice } from '../lib/manifests.js';
 import { gateway, gatewayClass, headers, httpRoute, namespace, prefix } from '../lib/gateway-manifests.js';
 
@@ -49,7 +48,10 @@ t.test('a route with a filter the dataplane cannot carry is not accepted (Unsupp
 t.test('the HAProxy model of a Gateway table: the Lua router\'s maps; a new timeout value reloads, a known one does not', async (t) => {
   const layout = haproxyLayout('/h');
   const model = new HaproxyModel(layout, true);
-  const first = planGateways(gatewayPlanInput(stateOf(objects()), SETTINGS));
+  // One state, changed as informers change it: the planner's changes are what the dataplane gets.
+  const state = stateOf(objects());
+  const planner = new GatewayPlanner();
+  const first = planner.plan(gatewayPlanInput(state, SETTINGS), 'full');
   model.load(first.http, CERTIFICATE);
   const files = new Map(model.files({ maxBodyBytes: 1, maxHeaderBytes: 1024, clientTimeoutMs: 1000, backendTimeoutMs: 1000, connectTimeoutMs: 1000, threads: 1, gatewayRules: true }).map((file) => [file.path, file.content]));
   t.equal(files.get(layout.map('gateway-hosts')), 'p.example.com 0:1\n', 'the host: its generation and rule count');
@@ -59,22 +61,24 @@ t.test('the HAProxy model of a Gateway table: the Lua router\'s maps; a new time
   t.notMatch(files.get(layout.config), /map_beg/, 'no Ingress map lookups');
   t.match(files.get(layout.luaScript), /core\.register_action\("kubenft-gateway-route"/);
 
-  const known = planGateways(gatewayPlanInput(stateOf(objects(httpRoute('added', { hostnames: ['q.example.com'], rules: [{ backends: [{ name: 'web' }], timeouts: { request: '2s' } }] }))), SETTINGS));
-  const commands = model.changes(known.http, tableChanges(first.http, known.http), CERTIFICATE);
+  state.apply(httpRoute('added', { hostnames: ['q.example.com'], rules: [{ backends: [{ name: 'web' }], timeouts: { request: '2s' } }] }));
+  const known = planner.plan(gatewayPlanInput(state, SETTINGS), new Set());
+  const commands = model.changes(known.http, known.changes!.http, CERTIFICATE);
   t.same(commands?.map(({ command }) => command.replace(/ n=.*/, '')), ['add map /h/gateway-rules.map q.example.com/1/0', 'add map /h/gateway-hosts.map q.example.com 1:1'],
     'a known timeout: through the runtime API, the host\'s rule before the host names it');
 
-  const inserted = planGateways(gatewayPlanInput(stateOf(objects(httpRoute('added', { hostnames: ['q.example.com'], rules: [
+  state.apply(httpRoute('added', { hostnames: ['q.example.com'], rules: [
     { matches: [prefix('/first')], backends: [{ name: 'web' }] }, { backends: [{ name: 'web' }], timeouts: { request: '2s' } },
-  ] }))), SETTINGS));
-  t.same(model.changes(inserted.http, tableChanges(known.http, inserted.http), CERTIFICATE)?.map(({ command }) => command.replace(/ n=.*/, '')), [
+  ] }));
+  const inserted = planner.plan(gatewayPlanInput(state, SETTINGS), new Set());
+  t.same(model.changes(inserted.http, inserted.changes!.http, CERTIFICATE)?.map(({ command }) => command.replace(/ n=.*/, '')), [
     'add map /h/gateway-rules.map q.example.com/2/0', 'add map /h/gateway-rules.map q.example.com/2/1', 'set map /h/gateway-hosts.map q.example.com 2:2',
     'del map /h/gateway-rules.map q.example.com/1/0',
   ], 'a rule inserted before another: the new generation whole, then one switch, then the old one deleted (no request sees a mix)');
-  known.http = inserted.http;
 
-  const slower = planGateways(gatewayPlanInput(stateOf(objects(httpRoute('slower', { hostnames: ['s.example.com'], rules: [{ backends: [{ name: 'web' }], timeouts: { request: '7s' } }] }))), SETTINGS));
-  t.equal(model.changes(slower.http, tableChanges(known.http, slower.http), CERTIFICATE), undefined, 'a timeout HAProxy has no line for needs a reload');
+  state.apply(httpRoute('slower', { hostnames: ['s.example.com'], rules: [{ backends: [{ name: 'web' }], timeouts: { request: '7s' } }] }));
+  const slower = planner.plan(gatewayPlanInput(state, SETTINGS), new Set());
+  t.equal(model.changes(slower.http, slower.changes!.http, CERTIFICATE), undefined, 'a timeout HAProxy has no line for needs a reload');
   t.equal(model.reloadReason, 'new route timeout');
 });
 

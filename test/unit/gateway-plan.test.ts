@@ -159,6 +159,21 @@ t.test('the incremental planner: each plan equals the whole plan of its input; a
   t.equal(previous.http.hosts['h-1.example.com'] !== undefined, true);
 });
 
+t.test('the incremental planner with a Selector listener: a route added in a namespace that has routes is sent alone', async (t) => {
+  const state = stateOf([namespace('default', { team: 'a' }), gatewayClass('kubenft'), gateway('gw', [{ name: 'http', from: 'Selector', selector: { team: 'a' } }]), ...web(),
+    httpRoute('first', { hostnames: ['first.example.com'], rules: [{ backends: [{ name: 'web' }] }] })]);
+  const planner = new GatewayPlanner();
+  planner.plan(gatewayPlanInput(state, SETTINGS), 'full');
+  state.apply(httpRoute('second', { hostnames: ['second.example.com'], rules: [{ backends: [{ name: 'web' }] }] }));
+  const next = planner.plan(gatewayPlanInput(state, SETTINGS), new Set());
+  t.same(Object.keys(next.changes?.http.hosts ?? {}), ['second.example.com'], 'changes, not the whole table (on HAProxy: no reload)');
+  t.same(JSON.parse(JSON.stringify(next.http)), JSON.parse(JSON.stringify(planGateways(gatewayPlanInput(state, SETTINGS)).http)), 'the table equals the whole plan\'s');
+  state.apply(namespace('default', { team: 'b' }));
+  const relabelled = planner.plan(gatewayPlanInput(state, SETTINGS), new Set());
+  t.equal(relabelled.changes, undefined, 'the namespace\'s labels changed: every route replanned');
+  t.same(relabelled.http.hosts, {}, 'no route is admitted any more');
+});
+
 t.test('the status writer: one elected agent writes conditions with observedGeneration, kept while unchanged; other controllers\' parents stay', async (t) => {
   const server = await FakeApiServer.create();
   t.teardown(() => server.close());
