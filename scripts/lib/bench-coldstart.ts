@@ -8,7 +8,7 @@
 //           plan, encode and kernel, with GC and RSS;
 //   --once: `kubenft --manifests FILE --once` from a JSON and a YAML file, the same.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { projectRoot } from '../../src/kernel/native.js';
@@ -31,7 +31,7 @@ const TIMEOUT_MS = 10 * 60_000;
  * for the agent node's own start + fetching the two lists + that load. GC as a share of the agent's
  * start → last VIP; RSS at 100,000 services.
  */
-export const COLDSTART_TARGETS = { fullSync: 1.25, agent: 2, onceJson: 2, gcShare: 0.05, peakRssBytes: 600 * 2 ** 20, steadyRssBytes: 300 * 2 ** 20 };
+export const COLDSTART_TARGETS = { fullSync: 1.25, agent: 2, onceJson: 2, firstRequestMs: 150, gcShare: 0.05, peakRssBytes: 600 * 2 ** 20, steadyRssBytes: 300 * 2 ** 20 };
 const RSS_TARGET_SERVICES = 100_000;
 
 /** One figure beside its limit and target, as the report prints it and --json carries it. */
@@ -44,6 +44,8 @@ export interface ColdstartFigure {
   ratio?: number;
   /** A ratio to the limit (ms figures), else the value's own bound. */
   target?: number;
+  /** An ms figure whose target is a bound in ms (start-up's 150 ms), not a ratio to its limit. */
+  bound?: number;
   met?: boolean;
 }
 
@@ -63,6 +65,8 @@ export interface ColdstartSize {
 
 export interface ColdstartResults {
   sizes: ColdstartSize[];
+  /** The machine's load average (1, 5, 15 min) before and after the phase: only ratios of one run compare under load. */
+  load: { before: number[]; after: number[] };
 }
 
 const errorText = (error: unknown) => (error instanceof Error ? error.message : String(error));
@@ -146,6 +150,11 @@ function timeFigure(figure: string, value: number | undefined, limit: number | u
   return { figure, value, unit: 'ms', limit, ratio, target, met: target === undefined ? undefined : ratio <= target };
 }
 
+/** Beside its limit as a ratio, but met by a bound in ms. */
+function boundTimeFigure(figure: string, value: number | undefined, limit: number | undefined, bound: number): ColdstartFigure {
+  return { ...timeFigure(figure, value, limit, undefined), bound, met: value === undefined ? undefined : value <= bound };
+}
+
 const boundFigure = (figure: string, value: number | undefined, unit: 'share' | 'bytes', target: number): ColdstartFigure =>
   ({ figure, value, unit, target, met: value === undefined ? undefined : value <= target });
 
@@ -158,7 +167,7 @@ function coldstartFigures(size: ColdstartSize): ColdstartFigure[] {
   const figures = [
     timeFigure('full sync (state → commit) vs the replay of its batches', fullSync, kernel, COLDSTART_TARGETS.fullSync),
     timeFigure('agent: spawn → last VIP vs node start + the two lists fetched + the replay', agent?.vipMs, agentLimit, COLDSTART_TARGETS.agent),
-    timeFigure('agent: spawn → first API request vs node start', agent?.firstRequestMs, size.fetchFloors.length > 0 ? median(size.fetchFloors.map((floor) => floor.nodeStartMs)) : undefined, undefined),
+    boundTimeFigure('agent: spawn → first API request vs node start', agent?.firstRequestMs, size.fetchFloors.length > 0 ? median(size.fetchFloors.map((floor) => floor.nodeStartMs)) : undefined, COLDSTART_TARGETS.firstRequestMs),
     timeFigure('`--once`, JSON: spawn → last VIP vs the replay', size.onceJson?.vipMs, kernel, size.services <= 10_000 ? COLDSTART_TARGETS.onceJson : undefined),
     timeFigure('`--once`, YAML: spawn → last VIP vs the replay', size.onceYaml?.vipMs, kernel, undefined),
     boundFigure('agent: GC share of spawn → last VIP', agent ? agent.gcMs / agent.vipMs : undefined, 'share', COLDSTART_TARGETS.gcShare),
@@ -175,8 +184,9 @@ export async function runColdstartBench(options: { quick: boolean; progress: (me
   try {
     const replay = await buildReplay(directory);
     const sizes: ColdstartSize[] = [];
+    const before = loadavg();
     for (const services of options.quick ? QUICK_SIZES : SIZES) sizes.push(await measureSize(services, directory, replay, options.progress));
-    return { sizes };
+    return { sizes, load: { before, after: loadavg() } };
   } finally {
     rmSync(directory, { recursive: true, force: true });
   }
@@ -193,7 +203,7 @@ const percent = (part: number, whole: number) => `${Math.round((100 * part) / wh
 function figureRow(figure: ColdstartFigure): string {
   const verdict = figure.met === undefined ? '' : figure.met ? ' (met)' : ' (not met)';
   const shown = (value: number | undefined) => (figure.unit === 'ms' ? seconds(value) : figure.unit === 'bytes' ? `${mb(value)} MB` : value === undefined ? '–' : `${(100 * value).toFixed(1)}%`);
-  const target = figure.target === undefined ? '–' : figure.unit === 'ms' ? `≤ ${figure.target}×` : `≤ ${shown(figure.target)}`;
+  const target = figure.bound !== undefined ? `≤ ${ms(figure.bound)} ms` : figure.target === undefined ? '–' : figure.unit === 'ms' ? `≤ ${figure.target}×` : `≤ ${shown(figure.target)}`;
   const ratio = figure.unit === 'ms' ? (figure.ratio === undefined ? '–' : `${figure.ratio.toFixed(2)}×${verdict}`) : `${figure.value === undefined ? '–' : 'bound'}${verdict}`;
   return `| ${figure.figure} | ${shown(figure.value)} | ${figure.unit === 'ms' ? seconds(figure.limit) : '–'} | ${ratio} | ${target} |`;
 }
@@ -226,7 +236,8 @@ export function coldstartReport(results: ColdstartResults): string {
     'nothing parsed, median of 3). Full',
     'sync: the agent\'s full sync (state → commit, median of 3). Agent: the shipped `kubenft --kubeconfig`',
     'against a local API server holding the services (list + watch), from the process\'s spawn to the last',
-    'VIP answering. `--once`: from a manifest file (one List). Seconds.', ''];
+    'VIP answering. `--once`: from a manifest file (one List). Seconds.', '',
+    `Load average ${results.load.before.map((load) => load.toFixed(2)).join(' ')} before, ${results.load.after.map((load) => load.toFixed(2)).join(' ')} after.`, ''];
   for (const size of results.sizes) {
     lines.push(`### ${size.services.toLocaleString('en-US')} services × 3 endpoints`, '');
     lines.push('| figure | kubenft | limit | ratio | target |', '|---|---|---|---|---|', ...size.figures.map(figureRow), '');
