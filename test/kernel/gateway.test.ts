@@ -124,6 +124,11 @@ const routes = (): unknown[] => [
     { matches: [{ path: { type: 'RegularExpression', value: '/items/[0-9]+' } }], backends: to('web') },
     { matches: [prefix('/', { headers: [{ type: 'RegularExpression', name: 'X-Version', value: '^v[0-9]+$' }] })], backends: to('api') },
   ]),
+  // Expressions ECMAScript reads but HAProxy's PCRE2 refuses: [^] (any character), a lookbehind of no fixed length.
+  route('regex-ecmascript', ['regex-js.example.com'], [
+    { matches: [{ path: { type: 'RegularExpression', value: '/any/[^]+' } }], backends: to('web') },
+    { matches: [prefix('/', { headers: [{ type: 'RegularExpression', name: 'X-Tag', value: '(?<=v+)1' }] })], backends: to('api') },
+  ]),
   // HTTPRouteRequestMirror.
   route('mirror', ['mirror.example.com'], [{ backends: to('web'), filters: [{ type: 'RequestMirror', requestMirror: { backendRef: { name: 'mirror', port: 80 } } }] }]),
   // HTTPRouteTimeoutRequest, HTTPRouteTimeoutBackendRequest.
@@ -311,6 +316,20 @@ const routes = (): unknown[] => [
         .reduce((sum, match) => sum + Number(match[1]), 0);
       t.ok(await eventually(async () => (await counted()) >= 2, 5_000), 'requests are counted by HTTPRoute');
     });
+
+    if (ON_HAPROXY) {
+      t.test('an expression HAProxy\'s PCRE2 cannot compile: the route is not accepted (UnsupportedValue, naming it), the others are served', async (t) => {
+        t.same([(await curl(['http://regex-js.example.com/any/thing'])).status, (await curl(['-H', 'x-tag: vv1', 'http://regex-js.example.com/'])).status], [404, 404]);
+        t.ok(await logged(/HTTPRoute default\/regex-ecmascript: parent default\/gw[^:]*: UnsupportedValue: spec\.rules\[0\]\.matches\[0\]\.path\.value \\?"\/any\/\[\^\]\+\\?": HAProxy's PCRE2 cannot compile it \(--gateway-dataplane=haproxy\): missing terminating \] for character class/), 'named, with PCRE2\'s reason');
+        t.equal((await curl(['http://regex.example.com/items/42'])).pod, 'web', 'a route whose expression both engines read is served');
+      });
+    } else {
+      t.test('expressions only ECMAScript reads ([^], a lookbehind of no fixed length) run on the built-in dataplane', async (t) => {
+        t.equal((await curl(['http://regex-js.example.com/any/thing'])).pod, 'web');
+        t.equal((await curl(['-H', 'x-tag: vv1', 'http://regex-js.example.com/'])).pod, 'api');
+        t.equal((await curl(['-H', 'x-tag: 1', 'http://regex-js.example.com/'])).status, 404, 'the lookbehind holds');
+      });
+    }
 
     if (ON_HAPROXY) {
       t.test('RequestMirror on HAProxy: not carried, so the route is not accepted (UnsupportedValue) and not served', async (t) => {
