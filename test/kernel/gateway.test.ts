@@ -131,6 +131,10 @@ const routes = (): unknown[] => [
   ]),
   // HTTPRouteRequestMirror.
   route('mirror', ['mirror.example.com'], [{ backends: to('web'), filters: [{ type: 'RequestMirror', requestMirror: { backendRef: { name: 'mirror', port: 80 } } }] }]),
+  // HTTPRouteRequestMultipleMirrors: each mirror filter gets its copy.
+  route('mirrors', ['mirrors.example.com'], [{ backends: to('web'), filters: [
+    { type: 'RequestMirror', requestMirror: { backendRef: { name: 'mirror', port: 80 } } }, { type: 'RequestMirror', requestMirror: { backendRef: { name: 'other', port: 80 } } },
+  ] }]),
   // HTTPRouteTimeoutRequest, HTTPRouteTimeoutBackendRequest.
   route('timeouts', ['timeout.example.com'], [
     { matches: [prefix('/request')], backends: to('web'), timeouts: { request: '500ms' } },
@@ -166,6 +170,7 @@ const routes = (): unknown[] => [
     let agent: ProcessHandle | undefined;
     const manifests = new ManifestFile([...base(), ...routes()]);
     let mirrorPod: ProcessHandle | undefined;
+    let otherPod: ProcessHandle | undefined;
     t.teardown(async () => {
       if (process.env.GATEWAY_TEST_LOG) (await import('node:fs')).writeFileSync(process.env.GATEWAY_TEST_LOG, agent?.output().stderr ?? '');
       await agent?.stop();
@@ -176,8 +181,9 @@ const routes = (): unknown[] => [
     topology = await createTopology({ pods: PODS, serverReadyTimeoutMs: 60_000 });
     const pods = topology;
     await Promise.all(ECHO_PODS.map(async (name, index) => {
-      const server = pods.spawn(pods.pods[index].ns, ['node', join(projectRoot(), 'test/fixtures/http-echo.mjs'), name, String(ECHO_PORT), name === 'mirror' ? 'LOG' : '']);
+      const server = pods.spawn(pods.pods[index].ns, ['node', join(projectRoot(), 'test/fixtures/http-echo.mjs'), name, String(ECHO_PORT), name === 'mirror' || name === 'other' ? 'LOG' : '']);
       if (name === 'mirror') mirrorPod = server;
+      if (name === 'other') otherPod = server;
       await server.waitForOutput(/ready/, 60_000);
     }));
     agent = topology.spawn(topology.node, [
@@ -335,12 +341,17 @@ const routes = (): unknown[] => [
       t.test('RequestMirror on HAProxy: not carried, so the route is not accepted (UnsupportedValue) and not served', async (t) => {
         t.equal((await curl(['http://mirror.example.com/mirrored-path'])).status, 404);
         t.ok(await logged(/HTTPRoute default\/mirror: parent default\/gw[^:]*: UnsupportedValue: spec\.rules\[0\] has a RequestMirror filter: HAProxy 2\.6 has no request mirroring/), 'named, with the reason');
+        t.equal((await curl(['http://mirrors.example.com/'])).status, 404, 'two mirrors: the same');
       });
     } else {
       t.test('RequestMirror: the mirror backend gets a copy; the client gets the backend\'s answer', async (t) => {
         const reply = await curl(['http://mirror.example.com/mirrored-path']);
         t.equal(reply.pod, 'web');
         t.ok(await eventually(async () => /request GET \/mirrored-path/.test(mirrorPod!.output().stdout), 5_000), 'the mirror saw the request');
+      });
+      t.test('HTTPRouteRequestMultipleMirrors: each mirror backend gets a copy', async (t) => {
+        t.equal((await curl(['http://mirrors.example.com/both-mirrors'])).pod, 'web');
+        t.ok(await eventually(async () => /request GET \/both-mirrors/.test(mirrorPod!.output().stdout) && /request GET \/both-mirrors/.test(otherPod!.output().stdout), 5_000), 'both mirrors saw the request');
       });
     }
 
