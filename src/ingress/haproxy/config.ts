@@ -187,9 +187,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     // normalize-uri is experimental in 2.6 (stable from 2.8): it is what lets routing see the path a backend gets.
     '  expose-experimental-directives',
     '  hard-stop-after 5m',
-    // Per thread: `lua-load`'s one shared Lua state runs on one thread at a time, and the Gateway's
-    // router runs for every request. The scripts keep no state but caches, which may be per thread.
-    `  lua-load-per-thread ${layout.luaScript}`,
+    `  lua-load ${layout.luaScript}`,
     '',
     `ring ${REQUEST_RING}`,
     '  format raw',
