@@ -1,35 +1,43 @@
-// The Gateway API benchmark (issue 29's goals), on the built-in dataplane: the time from an
-// HTTPRoute created in the API server to the first request its route answers at 10 and 10,000
-// routes; failed requests under a bounded load (wrk -c16) while routes, endpoints and the HTTPS
-// listener's certificate change; and the throughput of a Gateway listener beside an Ingress served
-// by the same agent (kubenft --ingress --gateway, each on its own ports), as ratios of one run.
-// It shares the ingress bench's topology, backends, fake API server and load tools.
+// The Gateway API benchmark (issue 29's goals), on each ingress dataplane (built-in, HAProxy): the
+// throughput of a Gateway listener beside an Ingress served by the same agent on the same dataplane
+// (kubenft --ingress --gateway, each on its own ports, the same host and backends), as ratios of
+// one run; failed requests under a bounded load (wrk -c16) while routes, endpoints and the HTTPS
+// listener's certificate change; and the time from an HTTPRoute created in the API server to the
+// first request its route answers at 10 and 10,000 routes. It shares the ingress bench's topology,
+// backends, fake API server and load tools.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/native.js';
 import { ClusterState, type KubeObject } from '../../src/cluster/cluster-state.js';
 import { GATEWAY_WATCH, gatewayPlanInput } from '../../src/gateway/dataplane.js';
 import { planGateways } from '../../src/gateway/plan.js';
 import { gateway, gatewayClass, httpRoute } from '../../test/lib/gateway-manifests.js';
+import type { IngressDataplaneName } from '../../test/lib/ingress-dataplane.js';
 import {
-  BACKEND_PORT, CHANGES_PER_SIZE, NODE_NAME, CHURN_CHANGES, CHURN_INTERVAL_MS, HOST, PODS, ROTATIONS, ROTATION_INTERVAL_MS,
-  answers, backendSlice, changeSamples, clusterObjects, ensurePackages, selfSigned, startKubenft, tlsSecret, treeRssMiB, underChurn, until, wrk,
+  BACKEND_PORT, CHANGES_PER_SIZE, NODE_NAME, CHURN_CHANGES, CHURN_INTERVAL_MS, HOST, PODS, PORTS, ROTATIONS, ROTATION_INTERVAL_MS, ROUNDS, type ThroughputRow,
+  answers, backendSlice, changeSamples, clusterObjects, ensurePackages, measureThroughput, median, selfSigned, startKubenft, tlsSecret, treeRssMiB, underChurn, until,
 } from './bench-ingress.js';
 import { type Topology, withTopology } from './topology.js';
 
-/** The Ingress is on the ingress bench's kubenft ports; the Gateway's listeners on these. */
-const INGRESS_PORTS = [80, 443] as const;
+/** The Ingress is on the ingress bench's ports of its dataplane; the Gateway's listeners on these (one agent at a time). */
+const INGRESS_PORTS = { builtin: PORTS.kubenft, haproxy: PORTS['kubenft-haproxy'] } as const;
 const GATEWAY_PORTS = [6080, 6443] as const;
+const DATAPLANES: IngressDataplaneName[] = ['builtin', 'haproxy'];
 const GATEWAY_SECRET = 'gateway-listener';
 const ROUTE_SIZES = [10, 10_000];
-const CONNECTIONS = [16, 256];
 const API_PORT = 16543;
 
-export interface GatewayThroughputRow { listener: 'Ingress' | 'Gateway'; scheme: 'http' | 'https'; connections: number; requestsPerSecond: number; p99Ms: number; errors: number }
-export interface RouteChangeRow { routes: number; medianMs: number; samplesMs: number[]; agentRssMiB: number }
-export interface GatewayChurnRow { what: string; changes: number; requests: number; failed: number }
-export interface GatewayBenchResult { throughput: GatewayThroughputRow[]; changes: RouteChangeRow[]; churn: GatewayChurnRow[]; failures: string[] }
+/** A ThroughputRow whose target is '<Ingress|Gateway> (<dataplane>)'. */
+export interface GatewayThroughputRow extends ThroughputRow { listener: 'Ingress' | 'Gateway'; dataplane: IngressDataplaneName }
+/** The Gateway beside the Ingress on the same dataplane, in the same run (the goal: as Ingress's). */
+export interface GatewayRatioRow { dataplane: IngressDataplaneName; scheme: 'http' | 'https'; connections: number; requestsVsIngress: number; p99VsIngress: number }
+export interface RouteChangeRow { dataplane: IngressDataplaneName; routes: number; medianMs: number; samplesMs: number[]; agentRssMiB: number }
+export interface GatewayChurnRow { dataplane: IngressDataplaneName; what: string; changes: number; requests: number; failed: number }
+export interface GatewayBenchResult {
+  throughput: GatewayThroughputRow[]; ratios: GatewayRatioRow[]; changes: RouteChangeRow[]; churn: GatewayChurnRow[]; failures: string[];
+  load: { before: number[]; after: number[] };
+}
 
 interface Options { quick: boolean; progress: (message: string) => void }
 
@@ -74,98 +82,110 @@ function unsettledObjects(routes: number, certificate: { cert: string; key: stri
   ];
 }
 
-async function routeChanges(topology: Topology, directory: string, routes: number, apiPort: number, certificate: { cert: string; key: string }): Promise<RouteChangeRow> {
-  const kubenft = await startKubenft(topology, directory, gatewayObjects(routes, certificate), apiPort, 'builtin', GATEWAY_ARGS);
+async function routeChanges(topology: Topology, directory: string, dataplane: IngressDataplaneName, routes: number, apiPort: number, certificate: { cert: string; key: string }): Promise<RouteChangeRow> {
+  const kubenft = await startKubenft(topology, directory, gatewayObjects(routes, certificate), apiPort, dataplane, GATEWAY_ARGS);
   try {
-    await until(() => answers(topology, GATEWAY_PORTS[0]), 300_000, `kubenft with ${routes} HTTPRoutes`);
+    await until(() => answers(topology, GATEWAY_PORTS[0]), 300_000, `kubenft (${dataplane}) with ${routes} HTTPRoutes`);
     const samplesMs = await changeSamples(topology, kubenft.api, GATEWAY_PORTS[0], CHANGES_PER_SIZE, (index, host) => hostRoute(`probe-${index}`, host));
-    const medianMs = [...samplesMs].sort((a, b) => a - b)[Math.floor(samplesMs.length / 2)];
-    return { routes, medianMs, samplesMs, agentRssMiB: treeRssMiB(kubenft.pids().agent) };
+    return { dataplane, routes, medianMs: median(samplesMs), samplesMs, agentRssMiB: treeRssMiB(kubenft.pids().agent) };
   } finally {
     await kubenft.stop();
+  }
+}
+
+/** Throughput of the Ingress and the Gateway on one agent, then failed requests while the Gateway's routes, endpoints and certificate change. */
+async function throughputAndChurn(topology: Topology, directory: string, dataplane: IngressDataplaneName, apiPort: number, certificates: { cert: string; key: string }[], seconds: number, result: GatewayBenchResult, progress: (message: string) => void): Promise<void> {
+  const node = topology.external.nodeIPv4;
+  const ingressPorts = INGRESS_PORTS[dataplane];
+  const under = await startKubenft(topology, directory, [...gatewayObjects(1, certificates[0]), tlsSecret(certificates[0])], apiPort, dataplane, [...GATEWAY_ARGS, '--ingress-default-certificate', 'default/bench-default']);
+  try {
+    await until(async () => (await answers(topology, ingressPorts[0])) && answers(topology, GATEWAY_PORTS[0]), 60_000, `kubenft's Ingress and Gateway (${dataplane})`);
+    const listeners = [['Ingress', ingressPorts], ['Gateway', GATEWAY_PORTS]] as const;
+    const rows = await measureThroughput(topology, listeners.flatMap(([listener, ports]) => (['http', 'https'] as const).map((scheme, index) => [`${listener} (${dataplane})`, `${scheme}://${node}:${ports[index]}/`, scheme] as [string, string, 'http' | 'https'])), seconds, progress);
+    result.throughput.push(...rows.map((row) => ({ ...row, listener: row.target.startsWith('Gateway') ? 'Gateway' as const : 'Ingress' as const, dataplane })));
+    const gatewayHttp = `http://${node}:${GATEWAY_PORTS[0]}/`;
+    const without = PODS.slice(0, 3);
+    const churns: [string, number, () => Promise<{ requests: number; failed: number }>][] = [
+      ['HTTPRoute changes (a route added each time)', CHURN_CHANGES, () => underChurn(topology, gatewayHttp, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
+        under.api.upsert(hostRoute(`churn-${index}`, `churn-${index}.example.com`));
+      })],
+      ['endpoint changes (a pod leaves and comes back)', CHURN_CHANGES, () => underChurn(topology, gatewayHttp, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
+        under.api.upsert(backendSlice(index % 2 === 0 ? without : PODS));
+      })],
+      ['HTTPS listener certificate rotations (https)', ROTATIONS, () => underChurn(topology, `https://${node}:${GATEWAY_PORTS[1]}/`, ROTATIONS, ROTATION_INTERVAL_MS, async (index) => {
+        under.api.upsert(tlsSecret(certificates[(index + 1) % 2], GATEWAY_SECRET));
+      })],
+    ];
+    for (const [what, changes, run] of churns) {
+      const churn = await run();
+      result.churn.push({ dataplane, what, changes, ...churn });
+      progress(`${dataplane}: ${churn.failed} failed of ${churn.requests} requests during ${changes} ${what}`);
+    }
+  } finally {
+    await under.stop();
   }
 }
 
 export async function runGatewayBench(options: Options): Promise<GatewayBenchResult> {
   ensurePackages();
   const seconds = options.quick ? 3 : 8;
-  const result: GatewayBenchResult = { throughput: [], changes: [], churn: [], failures: [] };
+  const result: GatewayBenchResult = { throughput: [], ratios: [], changes: [], churn: [], failures: [], load: { before: loadavg(), after: [] } };
   const directory = mkdtempSync(join(tmpdir(), 'kubenft-bench-gateway-'));
   try {
     await withTopology({ pods: PODS, serverReadyTimeoutMs: 60_000 }, async (topology) => {
       const backends = PODS.map((pod, index) => topology.spawn(topology.pods[index].ns, ['node', join(projectRoot(), 'test/fixtures/http-echo.mjs'), pod.name, String(BACKEND_PORT)]));
       await Promise.all(backends.map((backend) => backend.waitForOutput(/ready/, 60_000)));
       const certificates = [selfSigned(directory, 'gateway-a'), selfSigned(directory, 'gateway-b')];
-      const node = topology.external.nodeIPv4;
-      const under = await startKubenft(topology, directory, [...gatewayObjects(1, certificates[0]), tlsSecret(certificates[0])], API_PORT, 'builtin', [...GATEWAY_ARGS, '--ingress-default-certificate', 'default/bench-default']);
-      try {
-        await until(async () => (await answers(topology, INGRESS_PORTS[0])) && answers(topology, GATEWAY_PORTS[0]), 60_000, 'kubenft\'s Ingress and Gateway');
-        for (const connections of CONNECTIONS) {
-          for (const [listener, ports] of [['Ingress', INGRESS_PORTS], ['Gateway', GATEWAY_PORTS]] as const) {
-            for (const [scheme, port] of [['http', ports[0]], ['https', ports[1]]] as const) {
-              const url = `${scheme}://${node}:${port}/`;
-              await wrk(topology, url, connections, 1);
-              const run = await wrk(topology, url, connections, seconds);
-              result.throughput.push({ listener, scheme, connections, requestsPerSecond: run.requestsPerSecond, p99Ms: run.p99Ms, errors: run.errors });
-              options.progress(`${listener} ${scheme} c${connections}: ${run.requestsPerSecond.toFixed(0)} req/s, p99 ${run.p99Ms.toFixed(2)} ms, ${run.errors} errors`);
-            }
-          }
-        }
-        const gatewayHttp = `http://${node}:${GATEWAY_PORTS[0]}/`;
-        const without = PODS.slice(0, 3);
-        const churns: [string, number, () => Promise<{ requests: number; failed: number }>][] = [
-          ['HTTPRoute changes (a route added each time)', CHURN_CHANGES, () => underChurn(topology, gatewayHttp, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
-            under.api.upsert(hostRoute(`churn-${index}`, `churn-${index}.example.com`));
-          })],
-          ['endpoint changes (a pod leaves and comes back)', CHURN_CHANGES, () => underChurn(topology, gatewayHttp, CHURN_CHANGES, CHURN_INTERVAL_MS, async (index) => {
-            under.api.upsert(backendSlice(index % 2 === 0 ? without : PODS));
-          })],
-          ['HTTPS listener certificate rotations (https)', ROTATIONS, () => underChurn(topology, `https://${node}:${GATEWAY_PORTS[1]}/`, ROTATIONS, ROTATION_INTERVAL_MS, async (index) => {
-            under.api.upsert(tlsSecret(certificates[(index + 1) % 2], GATEWAY_SECRET));
-          })],
-        ];
-        for (const [what, changes, run] of churns) {
-          const churn = await run();
-          result.churn.push({ what, changes, ...churn });
-          options.progress(`${churn.failed} failed of ${churn.requests} requests during ${changes} ${what}`);
-        }
-      } finally {
-        await under.stop();
-      }
       let apiPort = API_PORT;
-      for (const routes of ROUTE_SIZES) {
-        try {
-          const row = await routeChanges(topology, directory, routes, ++apiPort, certificates[0]);
-          result.changes.push(row);
-          options.progress(`HTTPRoute created → traffic at ${routes} routes: median ${row.medianMs.toFixed(1)} ms of ${row.samplesMs.map((sample) => sample.toFixed(1)).join(', ')}; agent ${row.agentRssMiB.toFixed(0)} MiB`);
-        } catch (error) {
-          // The other sizes and the figures above still stand.
-          result.failures.push(`HTTPRoute changes at ${routes} routes: ${(error as Error).message.split('\n')[0]}`);
-          options.progress(result.failures.at(-1)!);
+      // One agent per network namespace at a time: the built-in's, then HAProxy's.
+      for (const dataplane of DATAPLANES) await throughputAndChurn(topology, directory, dataplane, ++apiPort, certificates, seconds, result, options.progress);
+      for (const dataplane of DATAPLANES) {
+        for (const routes of ROUTE_SIZES) {
+          try {
+            const row = await routeChanges(topology, directory, dataplane, routes, ++apiPort, certificates[0]);
+            result.changes.push(row);
+            options.progress(`${dataplane}: HTTPRoute created → traffic at ${routes} routes: median ${row.medianMs.toFixed(1)} ms of ${row.samplesMs.map((sample) => sample.toFixed(1)).join(', ')}; agent ${row.agentRssMiB.toFixed(0)} MiB`);
+          } catch (error) {
+            // The other sizes and the figures above still stand.
+            result.failures.push(`HTTPRoute changes at ${routes} routes (${dataplane}): ${(error as Error).message.split('\n')[0]}`);
+            options.progress(result.failures.at(-1)!);
+          }
         }
       }
     });
   } finally {
     rmSync(directory, { recursive: true, force: true });
   }
+  result.load.after = loadavg();
+  result.ratios = ratioRows(result.throughput);
   return result;
 }
 
-/** The phase's section of the report: the Gateway listener beside the Ingress of the same run, as ratios. */
+function ratioRows(throughput: GatewayThroughputRow[]): GatewayRatioRow[] {
+  return throughput.filter((row) => row.listener === 'Gateway').map((row) => {
+    const ingress = throughput.find((other) => other.listener === 'Ingress' && other.dataplane === row.dataplane && other.scheme === row.scheme && other.connections === row.connections);
+    return {
+      dataplane: row.dataplane, scheme: row.scheme, connections: row.connections,
+      requestsVsIngress: row.requestsPerSecond / (ingress?.requestsPerSecond ?? NaN), p99VsIngress: row.p99Ms / (ingress?.p99Ms ?? NaN),
+    };
+  });
+}
+
+/** The phase's section of the report: each Gateway listener beside the Ingress on its dataplane, as ratios of the same run. */
 export function gatewayReport(result: GatewayBenchResult): string {
-  const ingressRow = (row: GatewayThroughputRow) => result.throughput.find((other) => other.listener === 'Ingress' && other.scheme === row.scheme && other.connections === row.connections);
-  const ratio = (row: GatewayThroughputRow, of: (row: GatewayThroughputRow) => number) => {
-    const anchor = ingressRow(row);
-    return anchor && anchor !== row ? (of(row) / of(anchor)).toFixed(2) : '—';
-  };
+  const load = (values: number[]) => values.map((each) => each.toFixed(2)).join(' ');
   return [
-    '## Gateway API (built-in dataplane; one agent serving an Ingress and a Gateway for the same host and backends; wrk -t2)', '',
-    '| listener | scheme | connections | req/s | p99 ms | errors | req/s vs the Ingress | p99 vs the Ingress |', '|---|---|---|---|---|---|---|---|',
-    ...result.throughput.map((row) => `| ${row.listener} | ${row.scheme} | ${row.connections} | ${row.requestsPerSecond.toFixed(0)} | ${row.p99Ms.toFixed(2)} | ${row.errors} | ${ratio(row, (each) => each.requestsPerSecond)} | ${ratio(row, (each) => each.p99Ms)} |`),
-    '', `| HTTPRoutes | HTTPRoute created in the API server → first request its route answers: median of ${CHANGES_PER_SIZE} (ms) | all samples (ms) | median vs the 100 ms goal | agent RSS (MiB, with its workers) |`, '|---|---|---|---|---|',
-    ...result.changes.map((row) => `| ${row.routes} | ${row.medianMs.toFixed(1)} | ${row.samplesMs.map((sample) => sample.toFixed(0)).join(', ')} | ${(row.medianMs / 100).toFixed(2)} | ${row.agentRssMiB.toFixed(0)} |`),
-    '', `| what changes under wrk -c16 on the Gateway listener (every ${CHURN_INTERVAL_MS} ms, rotations every ${ROTATION_INTERVAL_MS} ms) | changes | requests | failed | failed per 10,000 |`, '|---|---|---|---|---|',
-    ...result.churn.map((row) => `| ${row.what} | ${row.changes} | ${row.requests} | ${row.failed} | ${((row.failed / Math.max(1, row.requests)) * 10_000).toFixed(2)} |`),
+    `## Gateway API (one agent per dataplane serving an Ingress and a Gateway for the same host and backends; wrk -t2; medians of ${ROUNDS} rounds; load average ${load(result.load.before)} before, ${load(result.load.after)} after)`, '',
+    '### The Gateway against the goal (throughput as the Ingress\'s on the same dataplane)', '',
+    '| dataplane | scheme | connections | Gateway req/s vs the Ingress | Gateway p99 vs the Ingress |', '|---|---|---|---|---|',
+    ...result.ratios.map((row) => `| ${row.dataplane} | ${row.scheme} | ${row.connections} | ${row.requestsVsIngress.toFixed(2)} | ${row.p99VsIngress.toFixed(2)} |`),
+    '', '### Every target', '',
+    '| listener | dataplane | scheme | connections | req/s | p99 ms | rounds (req/s) | errors |', '|---|---|---|---|---|---|---|---|',
+    ...result.throughput.map((row) => `| ${row.listener} | ${row.dataplane} | ${row.scheme} | ${row.connections} | ${row.requestsPerSecond.toFixed(0)} | ${row.p99Ms.toFixed(2)} | ${row.rounds.map((each) => each.requestsPerSecond.toFixed(0)).join(', ')} | ${row.errors} |`),
+    '', `| dataplane | HTTPRoutes | HTTPRoute created in the API server → first request its route answers: median of ${CHANGES_PER_SIZE} (ms) | all samples (ms) | median vs the 100 ms goal | agent RSS (MiB, with its workers) |`, '|---|---|---|---|---|---|',
+    ...result.changes.map((row) => `| ${row.dataplane} | ${row.routes} | ${row.medianMs.toFixed(1)} | ${row.samplesMs.map((sample) => sample.toFixed(0)).join(', ')} | ${(row.medianMs / 100).toFixed(2)} | ${row.agentRssMiB.toFixed(0)} |`),
+    '', `| dataplane | what changes under wrk -c16 on the Gateway listener (every ${CHURN_INTERVAL_MS} ms, rotations every ${ROTATION_INTERVAL_MS} ms) | changes | requests | failed | failed per 10,000 |`, '|---|---|---|---|---|---|',
+    ...result.churn.map((row) => `| ${row.dataplane} | ${row.what} | ${row.changes} | ${row.requests} | ${row.failed} | ${((row.failed / Math.max(1, row.requests)) * 10_000).toFixed(2)} |`),
     ...(result.failures.length > 0 ? ['', 'Not measured:', '', ...result.failures.map((failure) => `- ${failure}`)] : []),
     '',
   ].join('\n');

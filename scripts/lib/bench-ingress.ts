@@ -18,10 +18,10 @@ import { EXTERNAL, type ProcessHandle, type Topology, withTopology } from './top
 export const PODS = Array.from({ length: 4 }, (_, index) => ({ name: `backend-${index}`, ipv4: `10.244.${index + 1}.5` }));
 export const BACKEND_PORT = 8080;
 export const HOST = 'bench.example.com';
-const PORTS = { kubenft: [80, 443], 'kubenft-haproxy': [7080, 7443], nginx: [8080, 8443], haproxy: [9080, 9443] } as const;
+export const PORTS = { kubenft: [80, 443], 'kubenft-haproxy': [7080, 7443], nginx: [8080, 8443], haproxy: [9080, 9443] } as const;
 type Dataplane = IngressDataplaneName;
 const CONNECTIONS = [16, 256];
-const ROUNDS = 3;
+export const ROUNDS = 3;
 export const CHURN_CHANGES = 100;
 /** Certificate rotations under load: the default certificate's Secret, which wrk (no SNI) is served. */
 export const ROTATIONS = 10;
@@ -216,8 +216,9 @@ export function treeRssMiB(root: number): number {
 /**
  * kubenft --ingress in agent mode in the node namespace, watching a fake API server that holds
  * `objects` (reached over a Unix socket through a forwarder in the namespace, on `apiPort`). With
- * HAProxy as its dataplane, on the kubenft-haproxy ports, its files in a directory of the bench's;
- * HAProxy outlives the agent by design, so stop() ends it by its PID.
+ * HAProxy as its dataplane, on the kubenft-haproxy ports, its files in a directory of the bench's
+ * (and with --gateway in `extraArgs`, the Gateway's listeners on the same dataplane); HAProxy
+ * outlives the agent by design, so stop() ends it by its PID.
  */
 export async function startKubenft(topology: Topology, directory: string, objects: KubeObject[], apiPort: number, dataplane: Dataplane = 'builtin', extraArgs: string[] = []): Promise<KubenftUnderTest> {
   const socket = join(directory, `apiserver-${apiPort}.sock`);
@@ -239,6 +240,7 @@ export async function startKubenft(topology: Topology, directory: string, object
       'node', join(projectRoot(), 'dist/src/cli/main.js'), '--kubeconfig', api.kubeconfigPath(`http://127.0.0.1:${apiPort}`), '--hostname-override', NODE_NAME,
       '--ingress', '--iptables-min-sync-period', '0s', '--healthz-bind-address', '', '--metrics-bind-address', '',
       ...ingressDataplane.args, '--ingress-http-address', `0.0.0.0:${http}`, '--ingress-https-address', `0.0.0.0:${https}`, ...extraArgs,
+      ...(extraArgs.includes('--gateway') ? ingressDataplane.gatewayArgs : []),
     ]);
   } catch (error) {
     await stop();
@@ -317,6 +319,37 @@ function haproxyCommand(topology: Topology, socket: string, command: string): Pr
   return topology.exec(topology.node, ['node', '-e', `const s = require('net').connect(${JSON.stringify(socket)}, () => s.end(${JSON.stringify(`${command}\n`)})); s.resume();`]);
 }
 
+/** One wrk target: its name in the report, its URL, its scheme. */
+export type ThroughputTarget = [target: string, url: string, scheme: 'http' | 'https'];
+
+/**
+ * wrk against every target at 16 and 256 connections, in ROUNDS rounds that each measure every
+ * target once, in turn (so a change of the shared machine's load hits them alike); each row holds
+ * the medians of its rounds.
+ */
+export async function measureThroughput(topology: Topology, targets: ThroughputTarget[], seconds: number, progress: (message: string) => void): Promise<ThroughputRow[]> {
+  const measured: ThroughputRow[] = [];
+  for (const connections of CONNECTIONS) {
+    const rows = targets.map(([target, , scheme]): ThroughputRow => ({ target, scheme, connections, requestsPerSecond: NaN, p99Ms: NaN, errors: 0, rounds: [] }));
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [index, [target, url, scheme]] of targets.entries()) {
+        // A warm-up first: the JIT, the connection pools and the TLS sessions of each proxy are ready before it is measured.
+        await wrk(topology, url, connections, 1);
+        const run = await wrk(topology, url, connections, seconds);
+        rows[index].rounds.push({ requestsPerSecond: run.requestsPerSecond, p99Ms: run.p99Ms });
+        rows[index].errors += run.errors;
+        progress(`${target} ${scheme} c${connections} round ${round + 1}: ${run.requestsPerSecond.toFixed(0)} req/s, p99 ${run.p99Ms.toFixed(2)} ms, ${run.errors} errors`);
+      }
+    }
+    for (const row of rows) {
+      row.requestsPerSecond = median(row.rounds.map((each) => each.requestsPerSecond));
+      row.p99Ms = median(row.rounds.map((each) => each.p99Ms));
+    }
+    measured.push(...rows);
+  }
+  return measured;
+}
+
 export async function runIngressBench(options: Options): Promise<IngressBenchResult> {
   ensurePackages();
   const seconds = options.quick ? 3 : 8;
@@ -338,27 +371,7 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
       const nginx = topology.spawn(topology.node, ['nginx', '-c', nginxConf, '-g', 'daemon off;']);
       const haproxy = topology.spawn(topology.node, ['haproxy', '-f', haproxyConf, '-db']);
       const node = topology.external.nodeIPv4;
-      const urls = (name: keyof typeof PORTS): [string, string, 'http' | 'https'][] => [[name, `http://${node}:${PORTS[name][0]}/`, 'http'], [name, `https://${node}:${PORTS[name][1]}/`, 'https']];
-      const measure = async (targets: [string, string, 'http' | 'https'][]) => {
-        for (const connections of CONNECTIONS) {
-          const rows = targets.map(([target, , scheme]): ThroughputRow => ({ target, scheme, connections, requestsPerSecond: NaN, p99Ms: NaN, errors: 0, rounds: [] }));
-          for (let round = 0; round < ROUNDS; round++) {
-            for (const [index, [target, url, scheme]] of targets.entries()) {
-              // A warm-up first: the JIT, the connection pools and the TLS sessions of each proxy are ready before it is measured.
-              await wrk(topology, url, connections, 1);
-              const run = await wrk(topology, url, connections, seconds);
-              rows[index].rounds.push({ requestsPerSecond: run.requestsPerSecond, p99Ms: run.p99Ms });
-              rows[index].errors += run.errors;
-              options.progress(`${target} ${scheme} c${connections} round ${round + 1}: ${run.requestsPerSecond.toFixed(0)} req/s, p99 ${run.p99Ms.toFixed(2)} ms, ${run.errors} errors`);
-            }
-          }
-          for (const row of rows) {
-            row.requestsPerSecond = median(row.rounds.map((each) => each.requestsPerSecond));
-            row.p99Ms = median(row.rounds.map((each) => each.p99Ms));
-          }
-          result.throughput.push(...rows);
-        }
-      };
+      const urls = (name: keyof typeof PORTS): ThroughputTarget[] => [[name, `http://${node}:${PORTS[name][0]}/`, 'http'], [name, `https://${node}:${PORTS[name][1]}/`, 'https']];
       const without = PODS.slice(0, 3);
       /** Endpoint churn (backend-3 leaves and comes back), Ingress changes and default-certificate rotations under load, through one kubenft. */
       const kubenftChurn = async (name: string, under: KubenftUnderTest, [http, https]: readonly [number, number]) => {
@@ -383,7 +396,8 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
           const under = await startKubenft(topology, directory, [...clusterObjects(1), tlsSecret(certificates[0])], API_PORT + (dataplane === 'haproxy' ? 10 : 0), dataplane, withDefault);
           try {
             await until(() => answers(topology, PORTS[name][0]), 60_000, name);
-            await measure([...urls(name), ...(dataplane === 'haproxy' ? urls('haproxy') : [...urls('nginx'), ['backend directly', `http://${PODS[0].ipv4}:${BACKEND_PORT}/`, 'http'] as [string, string, 'http']])]);
+            const targets = [...urls(name), ...(dataplane === 'haproxy' ? urls('haproxy') : [...urls('nginx'), ['backend directly', `http://${PODS[0].ipv4}:${BACKEND_PORT}/`, 'http'] as ThroughputTarget])];
+            result.throughput.push(...await measureThroughput(topology, targets, seconds, options.progress));
             await kubenftChurn(name, under, PORTS[name]);
           } finally {
             await under.stop();
@@ -421,7 +435,7 @@ export async function runIngressBench(options: Options): Promise<IngressBenchRes
   return result;
 }
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+export const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 function goalRows(throughput: ThroughputRow[]): GoalRow[] {
   const find = (target: string, scheme: string, connections: number) => throughput.find((row) => row.target === target && row.scheme === scheme && row.connections === connections);

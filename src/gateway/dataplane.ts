@@ -10,14 +10,14 @@ import { nodeContextOf } from '../cluster/topology.js';
 import { splitHostPort } from '../kernel/addresses.js';
 import { findHaproxy } from '../kernel/haproxy-process.js';
 import {
-  HAPROXY_UNSUPPORTED_FILTERS, type HaproxyMetrics, HaproxyProxy, type IngressProxy, type RequestMetrics, type RouteTable, type RouteTableChanges, type TlsSecretInfo,
-  WorkerProxy, type WorkerProxyOptions, netnsHaproxyDir, normalizeTlsSecret, registerRequestMetrics,
+  HAPROXY_UNSUPPORTED_FILTERS, HaproxyExpressionCheck, type HaproxyMetrics, HaproxyProxy, type IngressProxy, type RequestMetrics, type RouteTable, type RouteTableChanges, type TlsSecretInfo,
+  WorkerProxy, type WorkerProxyOptions, netnsHaproxyDir, normalizeTlsSecret, registerRequestMetrics, routerExpression,
 } from '../ingress/index.js';
 import {
   type GatewayClassInfo, type GatewayInfo, type HTTPRouteInfo, type ReferenceGrantInfo,
   normalizeGateway, normalizeGatewayClass, normalizeHTTPRoute, normalizeReferenceGrant,
 } from './objects.js';
-import { type GatewayPlan, type GatewayPlanInput, GatewayPlanner } from './plan.js';
+import { type GatewayPlan, type GatewayPlanInput, GatewayPlanner, routeExpressions } from './plan.js';
 import type { GatewayStatusWriter } from './status.js';
 
 // The Gateway API controller as a dataplane beside the rules: every sync that touches its objects
@@ -61,8 +61,11 @@ const GATEWAY_KINDS = GATEWAY_WATCH.kinds!.map(({ kind }) => kind);
 
 const portOf = (address: string | undefined) => (address ? splitHostPort(address).port : undefined);
 
-/** What the Gateway planner reads from the state (the agent's syncs, and `kubenft services`). */
-export function gatewayPlanInput(state: ClusterState, settings: Pick<GatewaySettings, 'className' | 'httpAddress' | 'httpsAddress'> & Partial<Pick<GatewaySettings, 'dataplane'>>): GatewayPlanInput {
+/**
+ * What the Gateway planner reads from the state (the agent's syncs, and `kubenft services`); on
+ * HAProxy, with the agent's `expressions` (what HAProxy's PCRE2 made of the routes' expressions).
+ */
+export function gatewayPlanInput(state: ClusterState, settings: Pick<GatewaySettings, 'className' | 'httpAddress' | 'httpsAddress'> & Partial<Pick<GatewaySettings, 'dataplane'>>, expressions?: HaproxyExpressionCheck): GatewayPlanInput {
   const namespaces = state.objectsOf<NamespaceInfo>('Namespace');
   return {
     classes: state.objectsOf<GatewayClassInfo>('GatewayClass'),
@@ -77,6 +80,12 @@ export function gatewayPlanInput(state: ClusterState, settings: Pick<GatewaySett
     httpPort: portOf(settings.httpAddress),
     httpsPort: portOf(settings.httpsAddress),
     ...(settings.dataplane === 'haproxy' ? { unsupportedFilters: HAPROXY_UNSUPPORTED_FILTERS } : {}),
+    ...(expressions ? {
+      expressionProblem: ({ source, wholeValue }) => {
+        const problem = expressions.problem(routerExpression(source, wholeValue));
+        return problem && `HAProxy's PCRE2 cannot compile it (--gateway-dataplane=haproxy): ${problem}`;
+      },
+    } : {}),
   };
 }
 
@@ -98,11 +107,14 @@ export class GatewayDataplane implements StateDataplane {
   private status: GatewayStatusWriter | undefined;
   /** The haproxy binary, with --gateway-dataplane=haproxy. */
   private readonly haproxy: string | undefined;
+  /** With HAProxy: which of the routes' regular expressions its PCRE2 compiles. */
+  private readonly expressions: HaproxyExpressionCheck | undefined;
 
   constructor(private readonly settings: GatewaySettings, private readonly log: Logger, private readonly statusSource?: { kubeconfig?: string; master?: string }) {
     if (settings.dataplane === 'haproxy') {
       this.haproxy = findHaproxy();
       if (!this.haproxy) throw new OptionsError('--gateway-dataplane=haproxy: no haproxy on PATH: install it (Debian: apt-get install haproxy) or use --gateway-dataplane=builtin');
+      this.expressions = new HaproxyExpressionCheck(this.haproxy, log);
     }
   }
 
@@ -135,7 +147,8 @@ export class GatewayDataplane implements StateDataplane {
 
   async update(state: ClusterState, changes: StateChanges): Promise<void> {
     if (this.plan && !this.concerns(changes)) return;
-    const plan = this.planner.plan(gatewayPlanInput(state, this.settings), changes.services);
+    if (this.expressions && (!this.plan || changes.services === 'full' || changes.kinds.has('HTTPRoute'))) await this.expressions.learn(this.expressionsInUse(state));
+    const plan = this.planner.plan(gatewayPlanInput(state, this.settings, this.expressions), changes.services);
     this.plan = plan;
     this.report(plan.problems);
     await Promise.all([
@@ -143,6 +156,12 @@ export class GatewayDataplane implements StateDataplane {
       this.https && this.publish(this.https, plan.https, plan.changes?.https, plan.defaultCertificate),
     ]);
     if (this.statusSource) await this.publishStatus(state, plan);
+  }
+
+  private *expressionsInUse(state: ClusterState): Generator<string> {
+    for (const route of state.objectsOf<HTTPRouteInfo>('HTTPRoute').values()) {
+      for (const { source, wholeValue } of routeExpressions(route)) yield routerExpression(source, wholeValue);
+    }
   }
 
   /** The planner updates its tables in place: their changes apply to the table this proxy was last given, else it gets the whole table. */

@@ -31,6 +31,24 @@ export interface GatewayPlanInput {
   httpsPort?: number;
   /** Filter types the dataplane cannot carry → why: a route using one is not accepted (UnsupportedValue). */
   unsupportedFilters?: ReadonlyMap<string, string>;
+  /** Why the dataplane cannot run a RegularExpression match (its engine refuses it), or undefined: a route with one is not accepted (UnsupportedValue). */
+  expressionProblem?: (expression: RouteExpression) => string | undefined;
+}
+
+/** A RegularExpression match of an HTTPRoute: where it is, its source, and whether it must match the whole value (paths) or anywhere in it (headers, query parameters). */
+export interface RouteExpression { field: string; source: string; wholeValue: boolean }
+
+/** Every RegularExpression match of a route. */
+export function* routeExpressions(route: HTTPRouteInfo): Generator<RouteExpression> {
+  for (const [ruleIndex, rule] of route.rules.entries()) {
+    for (const [matchIndex, match] of rule.matches.entries()) {
+      const at = `spec.rules[${ruleIndex}].matches[${matchIndex}]`;
+      if (match.path.type === 'RegularExpression') yield { field: `${at}.path.value`, source: match.path.value, wholeValue: true };
+      for (const [kind, list] of [['headers', match.headers], ['queryParams', match.queryParams]] as const) {
+        for (const [index, value] of list.entries()) if (value.type === 'RegularExpression') yield { field: `${at}.${kind}[${index}].value`, source: value.value, wholeValue: false };
+      }
+    }
+  }
 }
 
 export interface Condition {
@@ -328,7 +346,7 @@ class Planner {
     const generation = route.generation;
     const resolved = this.resolveRules(route);
     const result: RouteResult = { route, status: { namespace: route.namespace, name: route.name, parents }, attached: [], matches: [], backends: { HTTP: new Map(), HTTPS: new Map() }, problems: [], services: resolved.services };
-    const unsupported = this.unsupportedFilterOf(route);
+    const unsupported = this.unsupportedValueOf(route);
     for (const parent of route.parentRefs) {
       if (parent.group !== GATEWAY_GROUP || parent.kind !== 'Gateway') continue;
       const gatewayKey = `${parent.namespace ?? route.namespace}/${parent.name}${parent.sectionName ? ` (${parent.sectionName})` : ''}`;
@@ -354,15 +372,18 @@ class Planner {
     return result;
   }
 
-  /** Why the dataplane cannot carry the route (a filter it lacks), or undefined. */
-  private unsupportedFilterOf(route: HTTPRouteInfo): string | undefined {
-    const unsupported = this.input.unsupportedFilters;
-    if (!unsupported) return undefined;
-    for (const [ruleIndex, rule] of route.rules.entries()) {
+  /** Why the dataplane cannot carry the route (a filter it lacks, an expression its engine refuses), or undefined. */
+  private unsupportedValueOf(route: HTTPRouteInfo): string | undefined {
+    const { unsupportedFilters, expressionProblem } = this.input;
+    for (const [ruleIndex, rule] of unsupportedFilters ? route.rules.entries() : []) {
       for (const filter of rule.filters) {
-        const why = unsupported.get(filter.type);
+        const why = unsupportedFilters!.get(filter.type);
         if (why !== undefined) return `spec.rules[${ruleIndex}] has a ${filter.type} filter: ${why}`;
       }
+    }
+    for (const expression of expressionProblem ? routeExpressions(route) : []) {
+      const why = expressionProblem!(expression);
+      if (why !== undefined) return `${expression.field} ${JSON.stringify(expression.source)}: ${why}`;
     }
     return undefined;
   }

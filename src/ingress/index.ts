@@ -28,6 +28,7 @@ export type { IngressProxy } from './proxy.js';
 export { type HaproxyMetrics, HaproxyProxy, cleanupHaproxy, netnsHaproxyDir } from './haproxy/proxy.js';
 export type { HaproxySettings } from './haproxy/config.js';
 export { HAPROXY_UNSUPPORTED_FILTERS } from './haproxy/gateway-rules.js';
+export { HaproxyExpressionCheck, routerExpression } from './haproxy/expression-check.js';
 
 export type { IngressSettings } from './flags.js';
 

@@ -1,5 +1,6 @@
-// Gateway API on HAProxy, the parts without HAProxy: what the planner refuses for a dataplane that
-// cannot carry a filter (RequestMirror), and what the HAProxy model makes of a Gateway table — the
+// Gateway API on HAProxy, the parts without a running HAProxy: what the planner refuses for a
+// dataplane that cannot carry a filter (RequestMirror) or an expression (judged by the haproxy
+// binary's own PCRE2, `haproxy -c`), and what the HAProxy model makes of a Gateway table — the
 // Lua router's maps, a host's rules before its count, and a reload only for a timeout HAProxy has
 // no line for yet. test/kernel/gateway.haproxy.test.ts runs the same behaviour cases on HAProxy.
 import t from 'tap';
@@ -7,7 +8,10 @@ import { ClusterState, type KubeObject } from '../../src/cluster/cluster-state.j
 import pino from 'pino';
 import { GATEWAY_WATCH, GatewayDataplane, gatewayPlanInput } from '../../src/gateway/dataplane.js';
 import { GATEWAY_SETTINGS } from '../../src/gateway/flags.js';
-import { GatewayPlanner, planGateways } from '../../src/gateway/plan.js';
+import { GatewayPlanner, planGateways, routeExpressions } from '../../src/gateway/plan.js';
+import type { HTTPRouteInfo } from '../../src/gateway/objects.js';
+import { HaproxyExpressionCheck, routerExpression } from '../../src/ingress/haproxy/expression-check.js';
+import { findHaproxy } from '../../src/kernel/haproxy-process.js';
 import { haproxyLayout } from '../../src/ingress/haproxy/config.js';
 import { HaproxyModel } from '../../src/ingress/haproxy/model.js';
 import { service, slice } from '../lib/manifests.js';
@@ -45,12 +49,48 @@ t.test('a route with a filter the dataplane cannot carry is not accepted (Unsupp
   t.same(builtin.http.hosts['m.example.com'].paths[0].actions?.mirrors, ['default/web:http']);
 });
 
+// ECMAScript reads these (the objects are valid), HAProxy's PCRE2 refuses them: [^] (any character
+// in ECMAScript, an unterminated class in PCRE2), a lookbehind of no fixed length, \u escapes.
+const ecmascriptOnly = httpRoute('ecmascript-only', { hostnames: ['e.example.com'], rules: [
+  { matches: [prefix('/fine')], backends: [{ name: 'web' }] },
+  { matches: [{ path: { type: 'RegularExpression', value: '/any/[^]+' } }], backends: [{ name: 'web' }] },
+] });
+const lookbehind = httpRoute('lookbehind', { hostnames: ['l.example.com'], rules: [
+  { matches: [prefix('/', { headers: [{ type: 'RegularExpression', name: 'x-tag', value: '(?<=v+)1' }], queryParams: [{ type: 'RegularExpression', name: 'q', value: '\\u0041' }] })], backends: [{ name: 'web' }] },
+] });
+const portable = httpRoute('portable', { hostnames: ['r.example.com'], rules: [{ matches: [{ path: { type: 'RegularExpression', value: '/items/[0-9]+' } }], backends: [{ name: 'web' }] }] });
+
+t.test('a regular expression HAProxy\'s PCRE2 cannot compile: the route is not accepted (UnsupportedValue, naming the field and expression), the others are', async (t) => {
+  const state = stateOf(objects(ecmascriptOnly, lookbehind, portable));
+  const check = new HaproxyExpressionCheck(findHaproxy()!, pino({ level: 'silent' }));
+  await check.learn([ecmascriptOnly, lookbehind, portable].flatMap((route) => [...routeExpressions(stateOf([route]).objectsOf<HTTPRouteInfo>('HTTPRoute').values().next().value!)])
+    .map(({ source, wholeValue }) => routerExpression(source, wholeValue)));
+  const plan = planGateways(gatewayPlanInput(state, { ...SETTINGS, dataplane: 'haproxy' }, check));
+  const accepted = (name: string) => plan.routes.find((route) => route.name === name)!.parents[0].conditions[0];
+  t.same([accepted('ecmascript-only').status, accepted('ecmascript-only').reason], ['False', 'UnsupportedValue']);
+  t.match(accepted('ecmascript-only').message, /^spec\.rules\[1\]\.matches\[0\]\.path\.value "\/any\/\[\^\]\+": HAProxy's PCRE2 cannot compile it \(--gateway-dataplane=haproxy\): missing terminating \] for character class \(at offset \d+ of "\^\(\?:\/any\/\[\^\]\+\)\$"\)$/, 'the field, the expression, PCRE2\'s reason and the form the router compiles');
+  t.same([accepted('lookbehind').status, accepted('lookbehind').reason], ['False', 'UnsupportedValue']);
+  t.match(accepted('lookbehind').message, /^spec\.rules\[0\]\.matches\[0\]\.headers\[0\]\.value "\(\?<=v\+\)1": HAProxy's PCRE2 cannot compile it \(--gateway-dataplane=haproxy\): lookbehind assertion is not fixed length/);
+  t.notOk(plan.http.hosts['e.example.com'] ?? plan.http.hosts['l.example.com'], 'their hosts are not routed (404)');
+  t.same([accepted('portable').reason, accepted('plain').reason], ['Accepted', 'Accepted'], 'the other routes are served');
+  t.ok(plan.http.hosts['r.example.com'], 'an expression both engines read is routed');
+  t.match(plan.problems.map((problem) => `${problem.object}: ${problem.reason}`).join('\n'), /HTTPRoute default\/ecmascript-only: parent default\/gw \(http\): UnsupportedValue: spec\.rules\[1\]\.matches\[0\]\.path\.value "\/any\/\[\^\]\+": HAProxy.s PCRE2/, 'named as a problem (the log line)');
+  const builtin = planGateways(gatewayPlanInput(state, { ...SETTINGS, dataplane: 'builtin' }));
+  t.same(['ecmascript-only', 'lookbehind'].map((name) => builtin.routes.find((route) => route.name === name)!.parents[0].conditions[0].reason), ['Accepted', 'Accepted'], 'the built-in dataplane runs them as ECMAScript');
+});
+
 t.test('the HAProxy model of a Gateway table: the Lua router\'s maps; a new timeout value reloads, a known one does not', async (t) => {
   const layout = haproxyLayout('/h');
   const model = new HaproxyModel(layout, true);
-  // One state, changed as informers change it: the planner's changes are what the dataplane gets.
+  // One planner over one state, as the agent's: each plan after the first names its table changes.
   const state = stateOf(objects());
   const planner = new GatewayPlanner();
+  const next = (change: () => void) => {
+    change();
+    state.takeChanges();
+    const plan = planner.plan(gatewayPlanInput(state, SETTINGS), new Set());
+    return { table: plan.http, changes: plan.changes!.http };
+  };
   const first = planner.plan(gatewayPlanInput(state, SETTINGS), 'full');
   model.load(first.http, CERTIFICATE);
   const files = new Map(model.files({ maxBodyBytes: 1, maxHeaderBytes: 1024, clientTimeoutMs: 1000, backendTimeoutMs: 1000, connectTimeoutMs: 1000, threads: 1, gatewayRules: true }).map((file) => [file.path, file.content]));
@@ -61,24 +101,22 @@ t.test('the HAProxy model of a Gateway table: the Lua router\'s maps; a new time
   t.notMatch(files.get(layout.config), /map_beg/, 'no Ingress map lookups');
   t.match(files.get(layout.luaScript), /core\.register_action\("kubenft-gateway-route"/);
 
-  state.apply(httpRoute('added', { hostnames: ['q.example.com'], rules: [{ backends: [{ name: 'web' }], timeouts: { request: '2s' } }] }));
-  const known = planner.plan(gatewayPlanInput(state, SETTINGS), new Set());
-  const commands = model.changes(known.http, known.changes!.http, CERTIFICATE);
+  const added = httpRoute('added', { hostnames: ['q.example.com'], rules: [{ backends: [{ name: 'web' }], timeouts: { request: '2s' } }] });
+  const known = next(() => state.apply(added));
+  const commands = model.changes(known.table, known.changes, CERTIFICATE);
   t.same(commands?.map(({ command }) => command.replace(/ n=.*/, '')), ['add map /h/gateway-rules.map q.example.com/1/0', 'add map /h/gateway-hosts.map q.example.com 1:1'],
     'a known timeout: through the runtime API, the host\'s rule before the host names it');
 
-  state.apply(httpRoute('added', { hostnames: ['q.example.com'], rules: [
+  const inserted = next(() => state.apply(httpRoute('added', { hostnames: ['q.example.com'], rules: [
     { matches: [prefix('/first')], backends: [{ name: 'web' }] }, { backends: [{ name: 'web' }], timeouts: { request: '2s' } },
-  ] }));
-  const inserted = planner.plan(gatewayPlanInput(state, SETTINGS), new Set());
-  t.same(model.changes(inserted.http, inserted.changes!.http, CERTIFICATE)?.map(({ command }) => command.replace(/ n=.*/, '')), [
+  ] })));
+  t.same(model.changes(inserted.table, inserted.changes, CERTIFICATE)?.map(({ command }) => command.replace(/ n=.*/, '')), [
     'add map /h/gateway-rules.map q.example.com/2/0', 'add map /h/gateway-rules.map q.example.com/2/1', 'set map /h/gateway-hosts.map q.example.com 2:2',
     'del map /h/gateway-rules.map q.example.com/1/0',
   ], 'a rule inserted before another: the new generation whole, then one switch, then the old one deleted (no request sees a mix)');
 
-  state.apply(httpRoute('slower', { hostnames: ['s.example.com'], rules: [{ backends: [{ name: 'web' }], timeouts: { request: '7s' } }] }));
-  const slower = planner.plan(gatewayPlanInput(state, SETTINGS), new Set());
-  t.equal(model.changes(slower.http, slower.changes!.http, CERTIFICATE), undefined, 'a timeout HAProxy has no line for needs a reload');
+  const slower = next(() => state.apply(httpRoute('slower', { hostnames: ['s.example.com'], rules: [{ backends: [{ name: 'web' }], timeouts: { request: '7s' } }] })));
+  t.equal(model.changes(slower.table, slower.changes, CERTIFICATE), undefined, 'a timeout HAProxy has no line for needs a reload');
   t.equal(model.reloadReason, 'new route timeout');
 });
 

@@ -7,6 +7,7 @@ import { ClusterState, type KubeObject } from '../../src/cluster/cluster-state.j
 import { GATEWAY_WATCH, gatewayPlanInput } from '../../src/gateway/dataplane.js';
 import { GatewayPlanner, intersectHostnames, planGateways } from '../../src/gateway/plan.js';
 import { GatewayStatusWriter } from '../../src/gateway/status.js';
+import { normalizeHTTPRoute } from '../../src/gateway/objects.js';
 import { loadKubeConfig } from '../../src/cluster/kubernetes.js';
 import { Router } from '../../src/ingress/routes.js';
 import { eventually } from '../lib/eventually.js';
@@ -214,4 +215,19 @@ t.test('the status writer: one elected agent writes conditions with observedGene
   await Promise.all(writers.map(publish));
   t.equal((stored('Gateway').status as { conditions: { observedGeneration: number }[] }).conditions[0].observedGeneration, 2, 'observedGeneration follows the spec');
   t.equal((stored('GatewayClass').status as typeof classStatus).conditions[0].lastTransitionTime, before);
+});
+
+// The README's "not supported" rows that are refusals: each refused with a message naming the field.
+t.test('refused, by name: filters on a backendRef, a mirror percent or fraction; spec.addresses → Accepted=False UnsupportedAddress', async (t) => {
+  const withRule = (rule: Record<string, unknown>) => ({ ...httpRoute('refused', { rules: [] }), spec: { parentRefs: [{ name: 'gw' }], rules: [rule] } });
+  t.throws(() => normalizeHTTPRoute(withRule({ backendRefs: [{ name: 'web', port: 80, filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'x', value: '1' }] } }] }] })),
+    /HTTPRoute default\/refused.*spec\.rules\[0\]\.backendRefs\[0\]\.filters: filters on a backendRef are not supported/);
+  for (const share of [{ percent: 50 }, { fraction: { numerator: 1, denominator: 2 } }]) {
+    t.throws(() => normalizeHTTPRoute(withRule({ backendRefs: [{ name: 'web', port: 80 }], filters: [{ type: 'RequestMirror', requestMirror: { backendRef: { name: 'web', port: 80 }, ...share } }] })),
+      /spec\.rules\[0\]\.filters\[0\]\.requestMirror: percent and fraction are not supported/, JSON.stringify(share));
+  }
+  const addressed = { ...gateway('gw', [{ name: 'http', from: 'All' }]) } as KubeObject & { spec: Record<string, unknown> };
+  addressed.spec = { ...addressed.spec, addresses: [{ type: 'IPAddress', value: '192.0.2.1' }] };
+  const plan = planGateways(gatewayPlanInput(stateOf([namespace('default'), gatewayClass('kubenft'), addressed]), SETTINGS));
+  t.equal(conditionsOf(plan.gateways[0].conditions).Accepted, 'False UnsupportedAddress');
 });

@@ -160,6 +160,7 @@ local function rule_of(text)
   return rule
 end
 
+-- expression-check.ts's routerExpression is this form: HAProxy judges each expression in it beforehand.
 local expressions = {}
 local function expression(source, anchored)
   local key = (anchored and "^" or "") .. source
