@@ -1,4 +1,5 @@
 import type { HeaderEdits, HostRoute, PathRoute } from '../routes.js';
+import { routerExpression } from './expression-check.js';
 
 // Gateway API's routes on HAProxy (--gateway-dataplane=haproxy). An HTTPRoute rule is more than a
 // host and a path: header, query and method matches decide in the spec's precedence order, with a
@@ -115,6 +116,9 @@ export const timeoutLines = (timeouts: Iterable<number>) => [...timeouts].sort((
   .map((ms) => `  http-request set-timeout server ${ms}ms if { var(txn.gw_timeout) -m int eq ${ms} }`);
 
 /** The Lua router, reading the two maps at these paths. */
+/** routerExpression's whole-value form as a Lua expression of the local `source` (JSON's string quoting is Lua's for these characters). */
+const ANCHORED_LUA = routerExpression('\0', true).split('\0').map((part) => JSON.stringify(part)).join(' .. source .. ');
+
 export const gatewayLua = (hostsMap: string, rulesMap: string) => `
 local gateway_hosts = Map.new(${JSON.stringify(hostsMap)}, Map._str)
 local gateway_rules = Map.new(${JSON.stringify(rulesMap)}, Map._str)
@@ -160,13 +164,14 @@ local function rule_of(text)
   return rule
 end
 
--- expression-check.ts's routerExpression is this form: HAProxy judges each expression in it beforehand.
+-- The anchored form is expression-check.ts's routerExpression, written in here from it: HAProxy
+-- judges each expression in that form beforehand, so the two cannot drift apart.
 local expressions = {}
 local function expression(source, anchored)
   local key = (anchored and "^" or "") .. source
   local found = expressions[key]
   if found == nil then
-    local ok, compiled = Regex.new(anchored and ("^(?:" .. source .. ")$") or source, true)
+    local ok, compiled = Regex.new(anchored and (${ANCHORED_LUA}) or source, true)
     found = ok and compiled or false
     expressions[key] = found
   end
