@@ -115,10 +115,10 @@ export const GATEWAY_EDITS = [
 export const timeoutLines = (timeouts: Iterable<number>) => [...timeouts].sort((a, b) => a - b)
   .map((ms) => `  http-request set-timeout server ${ms}ms if { var(txn.gw_timeout) -m int eq ${ms} }`);
 
-/** The Lua router, reading the two maps at these paths. */
 /** routerExpression's whole-value form as a Lua expression of the local `source` (JSON's string quoting is Lua's for these characters). */
 const ANCHORED_LUA = routerExpression('\0', true).split('\0').map((part) => JSON.stringify(part)).join(' .. source .. ');
 
+/** The Lua router, reading the two maps at these paths. */
 export const gatewayLua = (hostsMap: string, rulesMap: string) => `
 local gateway_hosts = Map.new(${JSON.stringify(hostsMap)}, Map._str)
 local gateway_rules = Map.new(${JSON.stringify(rulesMap)}, Map._str)
