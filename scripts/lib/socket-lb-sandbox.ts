@@ -2,7 +2,7 @@
 // that they create and remove (never the root, which holds every process of the machine), and a
 // bpf filesystem mounted in a private mount namespace they own, for the pins.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cgroupV2Root } from '../../src/socket-lb/dataplane.js';
@@ -35,8 +35,26 @@ export function sandboxUnavailable(): string | undefined {
   }
 }
 
+/**
+ * Removes the cgroups an earlier run with this label left behind when it was killed before its
+ * destroy ran (tap's timeout): those whose PID no longer lives. One still holding processes stays.
+ */
+function removeLeftoverCgroups(root: string, label: string): void {
+  const prefix = `kubenft-${label}-`;
+  for (const name of readdirSync(root)) {
+    const pid = name.startsWith(prefix) ? Number(name.slice(prefix.length).split('-')[0]) : Number.NaN;
+    if (!Number.isInteger(pid) || pid <= 0 || existsSync(`/proc/${pid}`)) continue;
+    try {
+      rmdirSync(join(root, name));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EBUSY') throw error;
+    }
+  }
+}
+
 export async function createSocketLbSandbox(label: string, cgroupNames: string[]): Promise<SocketLbSandbox> {
   const root = cgroupV2Root();
+  removeLeftoverCgroups(root, label);
   const cgroups = Object.fromEntries(cgroupNames.map((name) => [name, join(root, `kubenft-${label}-${process.pid}-${name}`)]));
   const pinRoot = mkdtempSync(join(tmpdir(), 'kubenft-bpffs-'));
   const holder = spawn('unshare', ['--mount', '--propagation', 'private', 'sleep', 'infinity'], { stdio: 'ignore' });
@@ -53,11 +71,18 @@ export async function createSocketLbSandbox(label: string, cgroupNames: string[]
     spawnInCgroup: (cgroup, netns, argv) => spawn('sh', ['-c', 'echo $$ > "$1" && shift && exec "$@"', 'sh', join(cgroup, 'cgroup.procs'), 'ip', 'netns', 'exec', netns, ...argv],
       { stdio: ['pipe', 'pipe', 'inherit'] }),
     destroy() {
+      process.off('SIGTERM', destroyOnTerminate);
       holder.kill('SIGKILL');
       for (const cgroup of Object.values(cgroups)) if (existsSync(cgroup)) rmdirSync(cgroup);
       rmSync(pinRoot, { recursive: true, force: true });
     },
   };
+  // A SIGTERM (tap's timeout) skips the caller's teardown: remove the cgroups and the holder, then die of it.
+  function destroyOnTerminate() {
+    sandbox.destroy();
+    process.kill(process.pid, 'SIGTERM');
+  }
+  process.once('SIGTERM', destroyOnTerminate);
   try {
     for (const cgroup of Object.values(cgroups)) mkdirSync(cgroup);
     const deadline = Date.now() + HOLDER_READY_MS;
