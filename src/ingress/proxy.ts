@@ -3,6 +3,15 @@ import { CountedHistogram } from '../kernel/counted-histogram.js';
 import { INGRESS_DURATION_BUCKETS, type DefaultCertificate } from './proxy-protocol.js';
 import type { RouteTable, RouteTableChanges } from './routes.js';
 
+/**
+ * A proxy's generated default certificate. Its module brings the ASN.1 library, ~0.2 s of CPU to
+ * load, so it is imported when a proxy starts, never on the path of an agent without --ingress.
+ */
+export async function generatedDefaultCertificate(): Promise<NonNullable<DefaultCertificate>> {
+  const { generateDefaultCertificate } = await import('./default-certificate.js');
+  return generateDefaultCertificate();
+}
+
 // What serves the route plan: the built-in proxy's workers (worker-proxy.ts) or HAProxy
 // (haproxy/). The control plane (the planner, problems, the status writer) is the same for both.
 

@@ -2,8 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import { generateDefaultCertificate } from './default-certificate.js';
-import type { IngressProxy, ProxyUpdate, RequestMetrics } from './proxy.js';
+import { generatedDefaultCertificate, type IngressProxy, type ProxyUpdate, type RequestMetrics } from './proxy.js';
 import type { DefaultCertificate, FromWorker, ProxySettings, ToWorker } from './proxy-protocol.js';
 import type { RouteTable } from './routes.js';
 import { splitHostPort } from '../kernel/addresses.js';
@@ -67,7 +66,7 @@ export class WorkerProxy implements IngressProxy {
   }
 
   private async startWorkers(): Promise<void> {
-    const defaultCertificate = generateDefaultCertificate();
+    const defaultCertificate = await generatedDefaultCertificate();
     this.settings = {
       httpAddress: listenerOf(this.options.httpAddress), httpsAddress: listenerOf(this.options.httpsAddress), defaultCertificate,
       maxBodyBytes: this.options.maxBodyBytes, maxHeaderBytes: this.options.maxHeaderBytes,

@@ -5,13 +5,13 @@ import type { Counter } from 'prom-client';
 import { reloadHaproxy, runningMaster, startHaproxy, stopHaproxy } from '../../kernel/haproxy-process.js';
 import { runtimeChange, runtimeCommand } from '../../kernel/haproxy-runtime.js';
 import { netnsInode } from '../../kernel/netns-ownership.js';
-import { generateDefaultCertificate } from '../default-certificate.js';
 import type { RouteTable } from '../routes.js';
 import { ANY_HOST, type HaproxyLayout, type HaproxySettings, haproxyLayout, isSlotName } from './config.js';
 import { type DrainingServer, HaproxyModel } from './model.js';
 import { REQUEST_TABLE, RequestCounterReader } from './request-counters.js';
 import { RequestLogReader } from './request-log.js';
-import type { IngressProxy, ProxyUpdate, RequestMetrics } from '../proxy.js';
+import { generatedDefaultCertificate, type IngressProxy, type ProxyUpdate, type RequestMetrics } from '../proxy.js';
+import type { DefaultCertificate } from '../proxy-protocol.js';
 
 // The HAProxy dataplane (--ingress-dataplane=haproxy): HAProxy runs beside the agent, detached
 // (it serves the last plan while the agent is away), programmed through its runtime API. The
@@ -37,8 +37,8 @@ export class HaproxyProxy implements IngressProxy {
   private readonly model: HaproxyModel;
   private master: number | undefined;
   private last: ProxyUpdate | undefined;
-  /** The generated certificate served while no --ingress-default-certificate Secret is. */
-  private readonly generated = generateDefaultCertificate();
+  /** The generated certificate served while no --ingress-default-certificate Secret is (made by the first plan). */
+  private generated: NonNullable<DefaultCertificate> | undefined;
   /** One change to HAProxy at a time: plans, drains and restarts queue. */
   private queue: Promise<void> = Promise.resolve();
   private supervisor: NodeJS.Timeout | undefined;
@@ -73,9 +73,10 @@ export class HaproxyProxy implements IngressProxy {
   }
 
   private async applyNow(update: ProxyUpdate): Promise<void> {
+    this.generated ??= await generatedDefaultCertificate();
     const previous = this.last;
     this.last = update;
-    const defaultCertificate = update.defaultCertificate ?? this.generated;
+    const defaultCertificate = this.defaultCertificateOf(update);
     if (this.master === undefined) {
       this.model.load(update.table, defaultCertificate);
       await this.begin();
@@ -94,6 +95,11 @@ export class HaproxyProxy implements IngressProxy {
       await this.reload(update.table, 'runtime API refusal');
     }
     this.scheduleDrain();
+  }
+
+  /** Plans are applied only after the first made the generated certificate. */
+  private defaultCertificateOf(update: ProxyUpdate): NonNullable<DefaultCertificate> {
+    return update.defaultCertificate ?? this.generated!;
   }
 
   /** Starts HAProxy, or adopts the one an earlier agent left (reloaded with this plan). */
@@ -115,7 +121,7 @@ export class HaproxyProxy implements IngressProxy {
   }
 
   private async reload(table: RouteTable, reason: string): Promise<void> {
-    this.model.load(table, this.last!.defaultCertificate ?? this.generated);
+    this.model.load(table, this.defaultCertificateOf(this.last!));
     this.writeFiles();
     // The counts of the worker that leaves since the last reading are lost with it.
     await this.readCounters();
@@ -146,7 +152,7 @@ export class HaproxyProxy implements IngressProxy {
       this.log.error({ pid: this.master }, 'ingress: HAProxy exited; starting it again with the last plan');
       this.metrics.restarts.inc();
       this.master = undefined;
-      this.model.load(this.last!.table, this.last!.defaultCertificate ?? this.generated);
+      this.model.load(this.last!.table, this.defaultCertificateOf(this.last!));
       await this.begin();
     }).catch((error: Error) => this.log.error(`ingress: HAProxy could not be started again: ${error.message}`));
   }
