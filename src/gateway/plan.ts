@@ -244,17 +244,19 @@ class Planner {
     return { ...(classStatus ? { classStatus } : {}), gateways: statuses, listeners };
   }
 
-  /** What every route's result depends on besides the route and its Services, compared by identity between plans. */
+  /** What every route's result depends on besides the route and its Services, compared item by item between plans (each a value, not an object). */
   world(served: ServedGateways): unknown[] {
     const entries = [...served.listeners.values()].flat();
     // A Gateway by what routes read of it, not by identity: its status, which this controller writes
     // on every attached route's change (attachedRoutes), would otherwise replan every route each time.
     const gateways = served.gateways.map(({ gateway }) => JSON.stringify({ ...gateway, statusText: undefined }));
-    const world: unknown[] = [this.input.className, this.input.httpPort, this.input.httpsPort, ...gateways, ...this.grants, ...entries.map((entry) => entry.valid)];
+    // Grants and labels by content too: an informer's relist hands over equal objects anew.
+    const grants = this.grants.map((grant) => JSON.stringify(grant)).sort();
+    const world: unknown[] = [this.input.className, this.input.httpPort, this.input.httpsPort, ...gateways, ...grants, ...entries.map((entry) => entry.valid)];
     if (entries.some((entry) => entry.listener.allowedNamespaces.from === 'Selector')) {
       // Each routes' namespace once: a route added beside others of its namespace keeps the world.
       const namespaces = [...new Set([...this.input.routes.values()].map((route) => route.namespace))].sort();
-      for (const namespace of namespaces) world.push(namespace, this.input.namespaceLabels(namespace));
+      for (const namespace of namespaces) world.push(namespace, JSON.stringify(this.input.namespaceLabels(namespace)));
     }
     return world;
   }

@@ -106,6 +106,9 @@ t.test('the HAProxy model of a Gateway table: the Lua router\'s maps; a new time
   const commands = model.changes(known.table, known.changes, CERTIFICATE);
   t.same(commands?.map(({ command }) => command.replace(/ n=.*/, '')), ['add map /h/gateway-rules.map q.example.com/1/0', 'add map /h/gateway-hosts.map q.example.com 1:1'],
     'a known timeout: through the runtime API, the host\'s rule before the host names it');
+  const replanned = planner.plan(gatewayPlanInput(state, SETTINGS), 'full');
+  t.equal(replanned.changes, undefined, 'a full sync plans new tables');
+  t.same(model.changes(replanned.http, model.wholeChanges(replanned.http), CERTIFICATE), [], 'which, unchanged, are no runtime command and no reload: the rules keep their generation');
 
   const inserted = next(() => state.apply(httpRoute('added', { hostnames: ['q.example.com'], rules: [
     { matches: [prefix('/first')], backends: [{ name: 'web' }] }, { backends: [{ name: 'web' }], timeouts: { request: '2s' } },

@@ -175,6 +175,24 @@ t.test('the incremental planner with a Selector listener: a route added in a nam
   t.same(relabelled.http.hosts, {}, 'no route is admitted any more');
 });
 
+t.test('an informer relist (every object handed over again, equal) replans the routes in place: changes to the same hosts, no new tables', async (t) => {
+  const objects = (): KubeObject[] => [namespace('default', { team: 'a' }), namespace('backends'), gatewayClass('kubenft'),
+    gateway('gw', [{ name: 'http', from: 'Selector', selector: { team: 'a' } }]), ...web(),
+    { ...web()[0], metadata: { name: 'api', namespace: 'backends' } },
+    referenceGrant('routes-to-api', 'backends', { kind: 'HTTPRoute', namespace: 'default' }, { kind: 'Service', name: 'api' }),
+    httpRoute('first', { hostnames: ['first.example.com'], rules: [{ backends: [{ name: 'web' }, { name: 'api', namespace: 'backends' }] }] })];
+  const state = stateOf(objects());
+  const planner = new GatewayPlanner();
+  const first = planner.plan(gatewayPlanInput(state, SETTINGS), 'full');
+  for (const object of objects()) state.apply(object);
+  const relisted = planner.plan(gatewayPlanInput(state, SETTINGS), new Set(state.takeChanges().services));
+  t.not(relisted.changes, undefined, 'changes, not new tables (on HAProxy: no reload)');
+  t.same(Object.keys(relisted.changes?.http.hosts ?? {}), ['first.example.com'], 'the relisted route\'s host is rebuilt');
+  t.same(relisted.changes?.http.hosts['first.example.com'], first.http.hosts['first.example.com'], 'to what it was');
+  state.apply(referenceGrant('routes-to-api', 'backends', { kind: 'HTTPRoute', namespace: 'other' }, { kind: 'Service', name: 'api' }));
+  t.equal(planner.plan(gatewayPlanInput(state, SETTINGS), new Set()).changes, undefined, 'a grant that changed still replans everything');
+});
+
 t.test('the status writer: one elected agent writes conditions with observedGeneration, kept while unchanged; other controllers\' parents stay', async (t) => {
   const server = await FakeApiServer.create();
   t.teardown(() => server.close());

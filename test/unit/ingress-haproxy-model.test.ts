@@ -144,29 +144,36 @@ const steps: [string, (state: ClusterState) => void][] = [
   }],
 ];
 
-t.test('after every change, the runtime commands played on HAProxy give what the whole configuration gives', async (t) => {
-  const state = newState();
-  const planner = new IngressPlanner();
-  const model = new HaproxyModel(layout);
-  let haproxy: FakeHaproxy | undefined;
-  for (const [name, change] of steps) {
-    change(state);
-    const { table, changes } = planner.plan(inputOf(state), new Set(state.services.keys()));
-    if (!haproxy) {
-      model.load(table, DEFAULT_CERTIFICATE);
-      haproxy = new FakeHaproxy(model.files({ maxBodyBytes: 1, maxHeaderBytes: 1024, clientTimeoutMs: 1, backendTimeoutMs: 1, connectTimeoutMs: 1, threads: 1 }));
-    } else {
-      const commands = changes ? model.changes(table, changes, DEFAULT_CERTIFICATE) : undefined;
-      if (!commands) throw new Error(`${name}: the plan was not incremental`);
-      for (const command of commands) haproxy.run(command);
-      for (const draining of model.draining()) {
-        haproxy.run({ command: `del server ${draining.slot}/${draining.name}` });
-        model.forget(draining);
+const SETTINGS = { maxBodyBytes: 1, maxHeaderBytes: 1024, clientTimeoutMs: 1, backendTimeoutMs: 1, connectTimeoutMs: 1, threads: 1 };
+
+// Planned whole ('full'), as a full sync plans: the model diffs the new table against what it holds.
+for (const planning of ['each sync\'s changes', 'a table planned whole each time'] as const) {
+  t.test(`after every change, the runtime commands played on HAProxy give what the whole configuration gives (${planning})`, async (t) => {
+    const state = newState();
+    const planner = new IngressPlanner();
+    const model = new HaproxyModel(layout);
+    let haproxy: FakeHaproxy | undefined;
+    for (const [name, change] of steps) {
+      change(state);
+      const { table, changes } = planner.plan(inputOf(state), planning === 'each sync\'s changes' ? new Set(state.services.keys()) : 'full');
+      if (!haproxy) {
+        model.load(table, DEFAULT_CERTIFICATE);
+        haproxy = new FakeHaproxy(model.files(SETTINGS));
+      } else {
+        const commands = model.changes(table, changes ?? model.wholeChanges(table), DEFAULT_CERTIFICATE);
+        if (!commands) throw new Error(`${name}: the runtime API could not carry it (${model.reloadReason})`);
+        for (const command of commands) haproxy.run(command);
+        for (const draining of model.draining()) {
+          haproxy.run({ command: `del server ${draining.slot}/${draining.name}` });
+          model.forget(draining);
+        }
       }
+      const fresh = new HaproxyModel(layout);
+      fresh.load(structuredClone(table), DEFAULT_CERTIFICATE);
+      const whole = new FakeHaproxy(fresh.files(SETTINGS));
+      t.same(haproxy.view(model), whole.view(fresh), name);
+      const again = planner.plan(inputOf(state), 'full').table;
+      t.same(model.changes(again, model.wholeChanges(again), DEFAULT_CERTIFICATE), [], `${name}: then a full sync with nothing changed is no command`);
     }
-    const fresh = new HaproxyModel(layout);
-    fresh.load(structuredClone(table), DEFAULT_CERTIFICATE);
-    const whole = new FakeHaproxy(fresh.files({ maxBodyBytes: 1, maxHeaderBytes: 1024, clientTimeoutMs: 1, backendTimeoutMs: 1, connectTimeoutMs: 1, threads: 1 }));
-    t.same(haproxy.view(model), whole.view(fresh), name);
-  }
-});
+  });
+}

@@ -151,6 +151,34 @@ export class HaproxyModel {
     return commands;
   }
 
+  /**
+   * A whole table (a full sync's, or one planned anew) as changes to what the model holds: every
+   * host, backend and TLS name of either, so that changes() writes only what differs and an
+   * unchanged table is no command at all. Rule generations, route numbers and slots stay as they
+   * are: only a host whose rules differ is written again.
+   */
+  wholeChanges(table: RouteTable): RouteTableChanges {
+    const changes: RouteTableChanges = {
+      hosts: {}, wildcards: {}, defaultBackend: table.defaultBackend ?? null, backends: {}, certificates: { ...table.certificates }, tlsHosts: {}, tlsWildcards: {},
+    };
+    const setHost = (host: string, route: HostRoute | null) => {
+      if (host === '') changes.anyHost = route;
+      else if (host.startsWith('*.')) changes.wildcards[host.slice(2)] = route;
+      else changes.hosts[host] = route;
+    };
+    for (const host of this.byHost.keys()) setHost(host, null);
+    for (const [host, route] of tableHosts(table)) setHost(host, route);
+    for (const key of this.slots.keys()) changes.backends[key] = null;
+    Object.assign(changes.backends, table.backends);
+    for (const sniName of this.certificates.keys()) {
+      if (sniName.startsWith('*.')) changes.tlsWildcards[sniName.slice(2)] = null;
+      else changes.tlsHosts[sniName] = null;
+    }
+    Object.assign(changes.tlsHosts, table.tlsHosts);
+    Object.assign(changes.tlsWildcards, table.tlsWildcards);
+    return changes;
+  }
+
   /** The backend key a slot serves now (the upstream error metric's label), or the slot's name. */
   backendOf(slot: string): string {
     for (const [key, each] of this.slots) if (each === slot) return key;

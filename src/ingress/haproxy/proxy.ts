@@ -74,7 +74,6 @@ export class HaproxyProxy implements IngressProxy {
 
   private async applyNow(update: ProxyUpdate): Promise<void> {
     this.generated ??= await generatedDefaultCertificate();
-    const previous = this.last;
     this.last = update;
     const defaultCertificate = this.defaultCertificateOf(update);
     if (this.master === undefined) {
@@ -82,9 +81,11 @@ export class HaproxyProxy implements IngressProxy {
       await this.begin();
       return;
     }
-    const commands = update.changes && previous ? this.model.changes(update.table, update.changes, defaultCertificate) : undefined;
+    // A table planned whole (a full sync, a Gateway changed) is diffed against the model: applied as
+    // what differs, it reloads only for what the runtime API cannot do, as any change does.
+    const commands = this.model.changes(update.table, update.changes ?? this.model.wholeChanges(update.table), defaultCertificate);
     if (!commands) {
-      await this.reload(update.table, update.changes ? this.model.reloadReason : 'whole replan');
+      await this.reload(update.table, this.model.reloadReason);
       return;
     }
     try {
