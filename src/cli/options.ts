@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseYAML, stringify as stringifyYAML } from 'yaml';
+import yaml from 'js-yaml';
 import { CAPABILITIES, type CapabilitySettingsByKey, settingsOf } from '../agent/capabilities.js';
 import { featureGateError, unimplementedGate } from '../cluster/feature-gates.js';
 import { parseCIDR } from '../cluster/normalize.js';
@@ -513,7 +513,9 @@ function readConfigFile(path: string, readFile: (path: string) => string): Given
     throw new OptionsError(`--config ${path}: cannot read it: ${(error as Error).message}`);
   }
   try {
-    document = parseYAML(text);
+    // YAML 1.2's core schema: `yes` and `on` stay strings, so a boolean field given one is refused,
+    // not guessed. js-yaml also reads the kubeconfig: one YAML library loads at start, not two.
+    document = yaml.load(text, { schema: yaml.CORE_SCHEMA });
   } catch (error) {
     throw new OptionsError(`--config ${path}: not valid YAML: ${(error as Error).message}`);
   }
@@ -709,7 +711,8 @@ export function kubeProxyConfiguration(options: AgentOptions): object {
 }
 
 export function kubeProxyConfigurationYAML(options: AgentOptions): string {
-  return stringifyYAML(kubeProxyConfiguration(options));
+  // Strings that YAML 1.1 (kube-proxy's go-yaml) would read as booleans (`yes`, `on`) are quoted.
+  return yaml.dump(kubeProxyConfiguration(options), { lineWidth: -1 });
 }
 
 // ---- help --------------------------------------------------------------------------------------
