@@ -92,7 +92,7 @@ export function gatewayHostEntries(host: string, rules: string[], generation: nu
 
 /**
  * The frontend's routing for Gateway API (it replaces Ingress's map lookups): the Lua router sets
- * txn.gw_outcome (none: no rule, 404), the slot and route, and the redirect's Location.
+ * txn.gw_outcome (none: no rule, 404), the target (slot and route), and the redirect's Location.
  */
 export const GATEWAY_ROUTING = (plainReply: (status: number, text: string) => string) => [
   '  http-request set-var(txn.path) path',
@@ -322,18 +322,20 @@ core.register_action("kubenft-gateway-route", { "http-req" }, function(txn)
       return
     end
   end
-  txn:set_var("txn.route", rule.route)
+  -- As an Ingress path map's value (routeTarget): 'slot/route', the slot empty for HAProxy's own replies.
+  local function set_target(slot) txn:set_var("txn.target", (slot or "") .. "/" .. rule.route) end
   if rule.redirect then
+    set_target(nil)
     txn:set_var("txn.gw_location", location_of(txn, rule, host, path))
     txn:set_var("txn.gw_outcome", rule.redirect)
     return
   end
   local slot = weighted_slot(rule.backends or {})
+  set_target(slot)
   if slot == nil then
     txn:set_var("txn.gw_outcome", "500")
     return
   end
-  txn:set_var("txn.slot", slot)
   txn:set_var("txn.gw_outcome", "forward")
   if rule.timeout then txn:set_var("txn.gw_timeout", rule.timeout) end
   if rule.edits_request then txn:set_var("txn.gw_request", rule.text) end
