@@ -301,10 +301,6 @@ local function weighted_slot(backends)
   return last ~= "" and last or nil
 end
 
-local function has_dot_segment(path)
-  return ("/" .. path .. "/"):find("/%.%.?/") ~= nil
-end
-
 core.register_action("kubenft-gateway-route", { "http-req" }, function(txn)
   local host = txn:get_var("txn.host") or ""
   local path = txn:get_var("txn.path") or "/"
@@ -314,9 +310,9 @@ core.register_action("kubenft-gateway-route", { "http-req" }, function(txn)
   local facts = facts_of(txn)
   local rule = first_rule(key, path, facts)
   if rule == nil then return end
-  -- An encoded slash is data, but a backend may read it as a separator: refused when that reading reaches another rule.
+  -- An encoded slash (SHARED_LUA): refused when the slashed reading reaches another rule.
   if path:find("%2F", 1, true) then
-    local slashed = ((path:gsub("%%2F", "/")):gsub("/+", "/"))
+    local slashed = slashed_reading(path)
     if has_dot_segment(slashed) or first_rule(key, slashed, facts) ~= rule then
       txn:set_var("txn.gw_outcome", "refused")
       return

@@ -1,7 +1,7 @@
 import type { HostRoute, RouteTable, RouteTableChanges } from '../routes.js';
 import { encodeGatewayRule, gatewayHostEntries, gatewayLua, gatewayRuleTexts, ruleTimeoutMs } from './gateway-rules.js';
 import {
-  DEFAULT_KEY, HOP_BY_HOP_LUA, errorFiles, type HaproxyLayout, type HaproxySettings, MAPS, type MapEntry, crtListLine, entryId, hostEntries, renderConfig,
+  DEFAULT_KEY, SHARED_LUA, errorFiles, ingressLua, type HaproxyLayout, type HaproxySettings, MAPS, type MapEntry, crtListLine, entryId, hostEntries, renderConfig,
   renderCrtList, renderMapFile, routeTarget, serverName, slotName, tableHosts,
 } from './config.js';
 
@@ -93,7 +93,7 @@ export class HaproxyModel {
       { path: this.layout.defaultCertificate, content: this.defaultPem },
       ...[...this.certificates].map(([sniName, pem]) => ({ path: this.layout.certificate(sniName), content: pem })),
       { path: this.layout.crtList, content: renderCrtList(this.layout, [...this.certificates.keys()]) },
-      { path: this.layout.luaScript, content: this.gatewayRules ? HOP_BY_HOP_LUA + gatewayLua(this.layout.map('gateway-hosts'), this.layout.map('gateway-rules')) : HOP_BY_HOP_LUA },
+      { path: this.layout.luaScript, content: SHARED_LUA + (this.gatewayRules ? gatewayLua(this.layout.map('gateway-hosts'), this.layout.map('gateway-rules')) : ingressLua(this.layout.map)) },
       ...errorFiles(this.layout),
     ];
   }
