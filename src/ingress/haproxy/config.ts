@@ -5,24 +5,30 @@ import { requestCounterRules, requestTableLines } from './request-counters.js';
 
 // HAProxy's configuration for the route plan, pure. It is written once (and again only for what
 // the runtime API cannot do: more backend slots, a restart), and shaped so that every change of
-// the plan is a runtime API command: routing is six maps looked up per request, a Service port
-// is a backend slot (a pre-made backend, assigned to it by the maps) holding its endpoints as
-// servers, and certificates are crt-list entries, one per TLS host.
+// the plan is a runtime API command: routing is four maps, a Service port is a backend slot (a
+// pre-made backend, assigned to it by the maps) holding its endpoints as servers, and certificates
+// are crt-list entries, one per TLS host.
 //
 // Per request: the Host (lower case, no port) picks the rule host, exact (hosts.map), else by its
-// first label's wildcard (wildcards.map, keyed '.foo.com'), else '*' (rules with no host); then
-// rule host + path is looked up as an Exact route (exact.map), else as the longest Prefix route
-// (prefix.map, map_beg: keys and the path end in '/', so '/foo/' matches '/foo', '/foo/bar', not
-// '/foobar'), else the default backend (default.map). An Exact match is always the longest
-// possible one, so looking it up first is the planner's order (longest first, Exact on a tie).
+// first label's wildcard (wildcards.map, keyed '.foo.com'), else '*' (rules with no host); then one
+// lookup in routes.map picks the route (map_beg: the longest key that begins the string wins). The
+// string is '@' + rule host + path + '/?' ('?' is in no path); a Prefix route's key is '@' + rule
+// host + its path + '/' (so '/foo/' begins the strings of '/foo', '/foo/bar', not '/foobar'), an
+// Exact route's '@' + rule host + its path + '/?' (only its own path's string, and longer than a
+// Prefix key of the same path: Exact wins the tie, the planner's order), and the default backend's
+// is '@', the shortest, which begins every string.
 
-export const MAPS = ['hosts', 'wildcards', 'exact', 'prefix', 'redirect', 'default', ...GATEWAY_MAPS] as const;
+export const MAPS = ['hosts', 'wildcards', 'routes', 'redirect', ...GATEWAY_MAPS] as const;
 export type MapName = (typeof MAPS)[number];
 
 /** The rule host's key for rules without host: no DNS name is '*'. */
 export const ANY_HOST = '*';
-/** The default backend's key in default.map. */
-export const DEFAULT_KEY = 'default';
+/** routes.map's key of the default backend, and the start of every other key. */
+export const DEFAULT_ROUTE_KEY = '@';
+/** What ends routes.map's lookup string and an Exact route's key. */
+const PATH_END = '/?';
+/** routes.map's lookup string of a request, and so an Exact route's key. */
+const routeLookup = (ruleHost: string, path: string) => `${DEFAULT_ROUTE_KEY}${ruleHost}${path}${PATH_END}`;
 /** The crt-list line of the default certificate names a server that never is one, so its own names pick it for no SNI: it is served for the names no entry has. */
 export const DEFAULT_CERTIFICATE_FILTER = 'default-certificate.kubenft.invalid';
 
@@ -93,9 +99,8 @@ export function hostEntries(host: string, route: HostRoute, targetOf: (route: { 
   if (route.redirectToHttps) entries.push({ map: 'redirect', key: ruleHost, value: '1' });
   // The planner's paths are unique per type and match: each is one key.
   for (const path of route.paths) {
-    entries.push(path.type === 'Exact'
-      ? { map: 'exact', key: `${ruleHost}${path.match}`, value: targetOf(path) }
-      : { map: 'prefix', key: `${ruleHost}${path.match}/`, value: targetOf(path) });
+    const key = path.type === 'Exact' ? routeLookup(ruleHost, path.match) : `${DEFAULT_ROUTE_KEY}${ruleHost}${path.match}/`;
+    entries.push({ map: 'routes', key, value: targetOf(path) });
   }
   return entries;
 }
@@ -140,17 +145,15 @@ export const REQUEST_LOG_FORMAT = '%[var(txn.target),field(2,/)] %[var(txn.ruleh
 export const slotName = (index: number) => `slot_${index}`;
 export const isSlotName = (name: string) => /^slot_\d+$/.test(name);
 
-/** Ingress's routing: the rule host, then its Exact and Prefix maps, then the default backend (see the top of this file). */
+/** Ingress's routing: the rule host, then its route in routes.map (see the top of this file). */
 function ingressRouting(map: (name: MapName) => string): string[] {
   return [
     `  http-request set-var(txn.rulehost) var(txn.host),map_str(${map('hosts')})`,
     // No wildcard either: the rules with no host (the map's default value).
     `  http-request set-var(txn.rulehost) var(txn.host),regsub(^[^.]+,),map_str(${map('wildcards')},${ANY_HOST}) unless { var(txn.rulehost) -m found }`,
     '  http-request set-var(txn.path) path',
-    `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,),map_str(${map('exact')})`,
-    `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,/),map_beg(${map('prefix')}) unless { var(txn.target) -m found }`,
-    `  http-request set-var(txn.target) str(${DEFAULT_KEY}),map_str(${map('default')}) unless { var(txn.target) -m found }`,
-    // One rule, run only for a path with an encoded slash (INGRESS_LUA): each rule costs ~300
+    `  http-request set-var(txn.target) str(${DEFAULT_ROUTE_KEY}),concat(,txn.rulehost,),concat(,txn.path,${PATH_END}),map_beg(${map('routes')})`,
+    // One rule, run only for a path with an encoded slash (ingressLua): each rule costs ~300
     // instructions per request even when its condition is false.
     '  http-request lua.kubenft-encoded-slash if { var(txn.path) -m sub %2F }',
     `  http-request ${plainReply(404, 'Not Found')} unless { var(txn.target) -m found }`,
@@ -281,12 +284,10 @@ end
 
 /** Ingress's encoded-slash check (the router's own lookups, in Lua): the slashed reading must have the target the path has. */
 export const ingressLua = (map: (name: MapName) => string) => `
-local exact_routes = Map.new(${JSON.stringify(map('exact'))}, Map._str)
-local prefix_routes = Map.new(${JSON.stringify(map('prefix'))}, Map._beg)
-local default_route = Map.new(${JSON.stringify(map('default'))}, Map._str)
+local routes = Map.new(${JSON.stringify(map('routes'))}, Map._beg)
 
 local function target_of(rule_host, path)
-  return exact_routes:lookup(rule_host .. path) or prefix_routes:lookup(rule_host .. path .. "/") or default_route:lookup(${JSON.stringify(DEFAULT_KEY)})
+  return routes:lookup(${JSON.stringify(DEFAULT_ROUTE_KEY)} .. rule_host .. path .. ${JSON.stringify(PATH_END)})
 end
 
 core.register_action("kubenft-encoded-slash", { "http-req" }, function(txn)
