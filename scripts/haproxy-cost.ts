@@ -25,7 +25,7 @@ const GROUPS: Record<string, RegExp> = {
   'duration sum': /sc-set-gpt/,
   'duration buckets': /sc-inc-gpc.*-m int le/,
   'forwarded headers': /set-header x-(forwarded|real-ip)/,
-  'encoded slash': /encoded_slash/,
+  'encoded slash': /kubenft-encoded-slash/,
   'hop-by-hop': /kubenft-hop-by-hop/,
   'normalize-uri': /normalize-uri|txn\.query|path -m reg \^/,
   'header size check': /req\.hdrs,length/,

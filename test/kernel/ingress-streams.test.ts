@@ -119,10 +119,14 @@ t.test('a backend that dies mid-response: the client\'s transfer fails at once, 
 
 t.test('the worker\'s batched request metrics count every request once, by Ingress, rule host, path and status', async (t) => {
   const requests = 7;
+  const delayMs = 100;
+  const started = performance.now();
+  // One curl sends them one after another: their durations do not overlap.
   const result = await topology.exec(topology.client, [
     'curl', '-sS', '-w', '%{http_code}\n', '-H', 'host: counted.example.com',
-    ...[...Array.from({ length: requests }, () => `http://${NODE}/counted`), `http://${NODE}/counted/not-exact`].flatMap((url) => ['-o', '/dev/null', url]),
+    ...[...Array.from({ length: requests }, () => `http://${NODE}/counted?delay=${delayMs}`), `http://${NODE}/counted/not-exact`].flatMap((url) => ['-o', '/dev/null', url]),
   ]);
+  const elapsedSeconds = (performance.now() - started) / 1000;
   t.same(result.stdout.trim().split('\n'), [...Array.from({ length: requests }, () => '200'), '404']);
   const value = (body: string, series: string) => Number(body.split('\n').find((line) => line.startsWith(`${series} `))?.slice(series.length + 1) ?? NaN);
   const counted = 'kubenft_ingress_request_duration_seconds_count{ingress="default/counted"}';
@@ -131,7 +135,11 @@ t.test('the worker\'s batched request metrics count every request once, by Ingre
   t.ok(await eventually(async () => value((body = (await scrape(topology, METRICS)).body), counted) === requests, 10_000), `${requests} durations`);
   t.equal(value(body, 'kubenft_ingress_requests_total{ingress="default/counted",host="counted.example.com",path="/counted",status="200"}'), requests, 'the requests, once each');
   t.equal(value(body, 'kubenft_ingress_request_duration_seconds_bucket{le="+Inf",ingress="default/counted"}'), requests, 'the +Inf bucket holds them all');
-  t.ok(value(body, 'kubenft_ingress_request_duration_seconds_sum{ingress="default/counted"}') > 0, 'their durations add up');
+  // Each waited delayMs for the backend; HAProxy counts whole milliseconds per request (a thread's
+  // entries added up by the agent), which can round a duration up by less than 1 ms.
+  const sum = value(body, 'kubenft_ingress_request_duration_seconds_sum{ingress="default/counted"}');
+  t.ok(sum >= (requests * delayMs) / 1000, `their durations add up to at least the backend's delays (${sum} s)`);
+  t.ok(sum <= elapsedSeconds + requests / 1000, `and to no more than the time they were sent in (${sum} s of ${elapsedSeconds.toFixed(3)} s): each counted once, in seconds`);
   t.notMatch(body, /status="404"/, 'an unrouted request is no route\'s');
 });
 

@@ -5,24 +5,30 @@ import { requestCounterRules, requestTableLines } from './request-counters.js';
 
 // HAProxy's configuration for the route plan, pure. It is written once (and again only for what
 // the runtime API cannot do: more backend slots, a restart), and shaped so that every change of
-// the plan is a runtime API command: routing is six maps looked up per request, a Service port
-// is a backend slot (a pre-made backend, assigned to it by the maps) holding its endpoints as
-// servers, and certificates are crt-list entries, one per TLS host.
+// the plan is a runtime API command: routing is four maps, a Service port is a backend slot (a
+// pre-made backend, assigned to it by the maps) holding its endpoints as servers, and certificates
+// are crt-list entries, one per TLS host.
 //
 // Per request: the Host (lower case, no port) picks the rule host, exact (hosts.map), else by its
-// first label's wildcard (wildcards.map, keyed '.foo.com'), else '*' (rules with no host); then
-// rule host + path is looked up as an Exact route (exact.map), else as the longest Prefix route
-// (prefix.map, map_beg: keys and the path end in '/', so '/foo/' matches '/foo', '/foo/bar', not
-// '/foobar'), else the default backend (default.map). An Exact match is always the longest
-// possible one, so looking it up first is the planner's order (longest first, Exact on a tie).
+// first label's wildcard (wildcards.map, keyed '.foo.com'), else '*' (rules with no host); then one
+// lookup in routes.map picks the route (map_beg: the longest key that begins the string wins). The
+// string is '@' + rule host + path + '/?' ('?' is in no path); a Prefix route's key is '@' + rule
+// host + its path + '/' (so '/foo/' begins the strings of '/foo', '/foo/bar', not '/foobar'), an
+// Exact route's '@' + rule host + its path + '/?' (only its own path's string, and longer than a
+// Prefix key of the same path: Exact wins the tie, the planner's order), and the default backend's
+// is '@', the shortest, which begins every string.
 
-export const MAPS = ['hosts', 'wildcards', 'exact', 'prefix', 'redirect', 'default', ...GATEWAY_MAPS] as const;
+export const MAPS = ['hosts', 'wildcards', 'routes', 'redirect', ...GATEWAY_MAPS] as const;
 export type MapName = (typeof MAPS)[number];
 
 /** The rule host's key for rules without host: no DNS name is '*'. */
 export const ANY_HOST = '*';
-/** The default backend's key in default.map. */
-export const DEFAULT_KEY = 'default';
+/** routes.map's key of the default backend, and the start of every other key. */
+export const DEFAULT_ROUTE_KEY = '@';
+/** What ends routes.map's lookup string and an Exact route's key. */
+const PATH_END = '/?';
+/** routes.map's lookup string of a request, and so an Exact route's key. */
+const routeLookup = (ruleHost: string, path: string) => `${DEFAULT_ROUTE_KEY}${ruleHost}${path}${PATH_END}`;
 /** The crt-list line of the default certificate names a server that never is one, so its own names pick it for no SNI: it is served for the names no entry has. */
 export const DEFAULT_CERTIFICATE_FILTER = 'default-certificate.kubenft.invalid';
 
@@ -93,9 +99,8 @@ export function hostEntries(host: string, route: HostRoute, targetOf: (route: { 
   if (route.redirectToHttps) entries.push({ map: 'redirect', key: ruleHost, value: '1' });
   // The planner's paths are unique per type and match: each is one key.
   for (const path of route.paths) {
-    entries.push(path.type === 'Exact'
-      ? { map: 'exact', key: `${ruleHost}${path.match}`, value: targetOf(path) }
-      : { map: 'prefix', key: `${ruleHost}${path.match}/`, value: targetOf(path) });
+    const key = path.type === 'Exact' ? routeLookup(ruleHost, path.match) : `${DEFAULT_ROUTE_KEY}${ruleHost}${path.match}/`;
+    entries.push({ map: 'routes', key, value: targetOf(path) });
   }
   return entries;
 }
@@ -116,8 +121,10 @@ export const serverName = (endpoint: string) => `e_${endpoint.replace(/[^A-Za-z0
 export const crtListLine = (file: string, sniName: string) => `${file} [alpn h2,http/1.1] ${sniName}`;
 
 const seconds = (ms: number) => `${Math.max(1, Math.ceil(ms))}ms`;
-/** A reply's body as the built-in's: its status line's words and a line feed (in HAProxy's quoted strings, \n). */
-const plainReply = (status: number, text: string) => `return status ${status} content-type "text/plain; charset=utf-8" string "${status} ${text}\\n"`;
+/** A reply's body as the built-in's: its status line's words and a line feed. */
+const replyBody = (status: number, text: string) => `${status} ${text}\n`;
+/** A reply HAProxy makes itself (in its quoted strings a line feed is \n). */
+const plainReply = (status: number, text: string) => `return status ${status} content-type "text/plain; charset=utf-8" string "${replyBody(status, text).replace('\n', '\\n')}"`;
 const address = ({ host, port }: { host: string; port: number }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
 
 /** The replies HAProxy makes itself, worded as the built-in proxy's (as errorfiles: they replace the parser's too; 2.6 makes no 431 of its own: see plainReply). */
@@ -126,40 +133,30 @@ const OWN_REPLIES: [number, string][] = [
   [500, 'Internal Server Error'], [501, 'Not Implemented'], [502, 'Bad Gateway'], [503, 'Service Unavailable'], [504, 'Gateway Timeout'],
 ];
 
-/** A path map's value: where a route sends a request (a slot) and which route it is (for the request metrics). */
+/** A path map's value, txn.target: where a route sends a request (a slot) and which route it is (for the request metrics), read with field() where used (a rule setting each aside costs ~300 instructions per request). */
 export const routeTarget = (slot: string, route: number) => `${slot}/${route}`;
 
 /** The ring HAProxy logs the requests it answers itself into (request-counters.ts counts the others); the agent reads it over the stats socket (show events). */
 export const REQUEST_RING = 'kubenft-requests';
 /** One request's log line: the route's number ('-' without one), the rule host, status, the times to its response header (%TR %Tw %Tc %Tr, -1 when a stage did not happen). */
-export const REQUEST_LOG_FORMAT = '%[var(txn.route)] %[var(txn.rulehost)] %ST %TR %Tw %Tc %Tr';
+export const REQUEST_LOG_FORMAT = '%[var(txn.target),field(2,/)] %[var(txn.rulehost)] %ST %TR %Tw %Tc %Tr';
 
 /** A backend slot's name. */
 export const slotName = (index: number) => `slot_${index}`;
 export const isSlotName = (name: string) => /^slot_\d+$/.test(name);
 
-/** Ingress's routing: the rule host, then its Exact and Prefix maps, then the default backend (see the top of this file). */
+/** Ingress's routing: the rule host, then its route in routes.map (see the top of this file). */
 function ingressRouting(map: (name: MapName) => string): string[] {
   return [
     `  http-request set-var(txn.rulehost) var(txn.host),map_str(${map('hosts')})`,
     // No wildcard either: the rules with no host (the map's default value).
     `  http-request set-var(txn.rulehost) var(txn.host),regsub(^[^.]+,),map_str(${map('wildcards')},${ANY_HOST}) unless { var(txn.rulehost) -m found }`,
     '  http-request set-var(txn.path) path',
-    `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,),map_str(${map('exact')})`,
-    `  http-request set-var(txn.target) var(txn.rulehost),concat(,txn.path,/),map_beg(${map('prefix')}) unless { var(txn.target) -m found }`,
-    `  http-request set-var(txn.target) str(${DEFAULT_KEY}),map_str(${map('default')}) unless { var(txn.target) -m found }`,
-    '  http-request set-var(txn.slot) var(txn.target),field(1,/)',
-    '  http-request set-var(txn.route) var(txn.target),field(2,/)',
-    // An encoded slash is data, but a backend may read it as a separator: a path holding one is
-    // refused when that reading reaches another backend (or climbs with dot segments).
-    '  acl encoded_slash var(txn.path) -m sub %2F',
-    '  http-request set-var(txn.slashed) var(txn.path),regsub(%2F,/,g),regsub(/+,/,g) if encoded_slash',
-    '  http-request deny deny_status 400 if encoded_slash { var(txn.slashed) -m reg (^|/)\\.\\.?(/|$) }',
-    `  http-request set-var(txn.slashed_target) var(txn.rulehost),concat(,txn.slashed,),map_str(${map('exact')}) if encoded_slash`,
-    `  http-request set-var(txn.slashed_target) var(txn.rulehost),concat(,txn.slashed,/),map_beg(${map('prefix')}) if encoded_slash !{ var(txn.slashed_target) -m found }`,
-    `  http-request set-var(txn.slashed_target) str(${DEFAULT_KEY}),map_str(${map('default')}) if encoded_slash !{ var(txn.slashed_target) -m found }`,
-    '  http-request deny deny_status 400 if encoded_slash !{ var(txn.target),strcmp(txn.slashed_target) eq 0 }',
-    `  http-request ${plainReply(404, 'Not Found')} unless { var(txn.slot) -m found }`,
+    `  http-request set-var(txn.target) str(${DEFAULT_ROUTE_KEY}),concat(,txn.rulehost,),concat(,txn.path,${PATH_END}),map_beg(${map('routes')})`,
+    // One rule, run only for a path with an encoded slash (ingressLua): each rule costs ~300
+    // instructions per request even when its condition is false.
+    '  http-request lua.kubenft-encoded-slash if { var(txn.path) -m sub %2F }',
+    `  http-request ${plainReply(404, 'Not Found')} unless { var(txn.target) -m found }`,
     `  http-request redirect location https://%[var(txn.host)]%[pathq] code 308 if !{ ssl_fc } { var(txn.rulehost),map_str(${map('redirect')}) -m found }`,
   ];
 }
@@ -241,7 +238,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     ...counters.request,
     ...counters.response,
     `  http-after-response set-header server kubenft unless { res.hdr(server) -m found }`,
-    '  use_backend %[var(txn.slot)]',
+    '  use_backend %[var(txn.target),field(1,/)]',
     `  log ring@${REQUEST_RING} format raw local0 info`,
     `  log-format "${REQUEST_LOG_FORMAT}"`,
     '',
@@ -255,8 +252,13 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
   return lines.join('\n');
 }
 
-/** The Lua action that removes the fields a Connection header names (keeping an upgrade's). */
-export const HOP_BY_HOP_LUA = `core.register_action("kubenft-hop-by-hop", { "http-req" }, function(txn)
+/**
+ * The Lua both routers load: the action that removes the fields a Connection header names (keeping
+ * an upgrade's), and an encoded slash's other reading of a path. An encoded slash is data, but a
+ * backend may read it as a separator: a path holding one is refused when that reading reaches
+ * another route, or holds a dot segment.
+ */
+export const SHARED_LUA = `core.register_action("kubenft-hop-by-hop", { "http-req" }, function(txn)
   local headers = txn.http:req_get_headers()["connection"]
   if headers == nil then return end
   local upgrade = false
@@ -269,12 +271,37 @@ export const HOP_BY_HOP_LUA = `core.register_action("kubenft-hop-by-hop", { "htt
   end
   if upgrade then txn.http:req_set_header("connection", "upgrade") else txn.http:req_del_header("connection") end
 end)
+
+-- The path as a backend that takes %2F for '/' reads it (slashes merged again).
+local function slashed_reading(path)
+  return ((path:gsub("%%2F", "/")):gsub("/+", "/"))
+end
+
+local function has_dot_segment(path)
+  return ("/" .. path .. "/"):find("/%.%.?/") ~= nil
+end
+`;
+
+/** Ingress's encoded-slash check (the router's own lookups, in Lua): the slashed reading must have the target the path has. */
+export const ingressLua = (map: (name: MapName) => string) => `
+local routes = Map.new(${JSON.stringify(map('routes'))}, Map._beg)
+
+local function target_of(rule_host, path)
+  return routes:lookup(${JSON.stringify(DEFAULT_ROUTE_KEY)} .. rule_host .. path .. ${JSON.stringify(PATH_END)})
+end
+
+core.register_action("kubenft-encoded-slash", { "http-req" }, function(txn)
+  local slashed = slashed_reading(txn:get_var("txn.path"))
+  if has_dot_segment(slashed) or target_of(txn:get_var("txn.rulehost"), slashed) ~= txn:get_var("txn.target") then
+    txn:done(txn:reply({ status = 400, headers = { ["content-type"] = { "text/plain; charset=utf-8" }, server = { "kubenft" } }, body = ${JSON.stringify(replyBody(400, 'Bad Request'))} }))
+  end
+end)
 `;
 
 /** The errorfiles: raw responses. */
 export function errorFiles(layout: HaproxyLayout): { path: string; content: string }[] {
   return OWN_REPLIES.map(([status, text]) => {
-    const body = `${status} ${text}\n`;
+    const body = replyBody(status, text);
     return { path: layout.errorFile(status), content: `HTTP/1.1 ${status} ${text}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nserver: kubenft\r\n\r\n${body}` };
   });
 }

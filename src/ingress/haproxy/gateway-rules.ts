@@ -92,7 +92,7 @@ export function gatewayHostEntries(host: string, rules: string[], generation: nu
 
 /**
  * The frontend's routing for Gateway API (it replaces Ingress's map lookups): the Lua router sets
- * txn.gw_outcome (none: no rule, 404), the slot and route, and the redirect's Location.
+ * txn.gw_outcome (none: no rule, 404), the target (slot and route), and the redirect's Location.
  */
 export const GATEWAY_ROUTING = (plainReply: (status: number, text: string) => string) => [
   '  http-request set-var(txn.path) path',
@@ -301,10 +301,6 @@ local function weighted_slot(backends)
   return last ~= "" and last or nil
 end
 
-local function has_dot_segment(path)
-  return ("/" .. path .. "/"):find("/%.%.?/") ~= nil
-end
-
 core.register_action("kubenft-gateway-route", { "http-req" }, function(txn)
   local host = txn:get_var("txn.host") or ""
   local path = txn:get_var("txn.path") or "/"
@@ -314,26 +310,28 @@ core.register_action("kubenft-gateway-route", { "http-req" }, function(txn)
   local facts = facts_of(txn)
   local rule = first_rule(key, path, facts)
   if rule == nil then return end
-  -- An encoded slash is data, but a backend may read it as a separator: refused when that reading reaches another rule.
+  -- An encoded slash (SHARED_LUA): refused when the slashed reading reaches another rule.
   if path:find("%2F", 1, true) then
-    local slashed = ((path:gsub("%%2F", "/")):gsub("/+", "/"))
+    local slashed = slashed_reading(path)
     if has_dot_segment(slashed) or first_rule(key, slashed, facts) ~= rule then
       txn:set_var("txn.gw_outcome", "refused")
       return
     end
   end
-  txn:set_var("txn.route", rule.route)
+  -- As an Ingress path map's value (routeTarget): 'slot/route', the slot empty for HAProxy's own replies.
+  local function set_target(slot) txn:set_var("txn.target", (slot or "") .. "/" .. rule.route) end
   if rule.redirect then
+    set_target(nil)
     txn:set_var("txn.gw_location", location_of(txn, rule, host, path))
     txn:set_var("txn.gw_outcome", rule.redirect)
     return
   end
   local slot = weighted_slot(rule.backends or {})
+  set_target(slot)
   if slot == nil then
     txn:set_var("txn.gw_outcome", "500")
     return
   end
-  txn:set_var("txn.slot", slot)
   txn:set_var("txn.gw_outcome", "forward")
   if rule.timeout then txn:set_var("txn.gw_timeout", rule.timeout) end
   if rule.edits_request then txn:set_var("txn.gw_request", rule.text) end

@@ -1,7 +1,7 @@
 import type { HostRoute, RouteTable, RouteTableChanges } from '../routes.js';
 import { encodeGatewayRule, gatewayHostEntries, gatewayLua, gatewayRuleTexts, ruleTimeoutMs } from './gateway-rules.js';
 import {
-  DEFAULT_KEY, HOP_BY_HOP_LUA, errorFiles, type HaproxyLayout, type HaproxySettings, MAPS, type MapEntry, crtListLine, entryId, hostEntries, renderConfig,
+  DEFAULT_ROUTE_KEY, SHARED_LUA, errorFiles, ingressLua, type HaproxyLayout, type HaproxySettings, MAPS, type MapEntry, crtListLine, entryId, hostEntries, renderConfig,
   renderCrtList, renderMapFile, routeTarget, serverName, slotName, tableHosts,
 } from './config.js';
 
@@ -27,6 +27,9 @@ interface ServerState {
   endpoint: string;
   draining: boolean;
 }
+
+/** The default backend's entry, but its value. */
+const DEFAULT_ROUTE = { map: 'routes', key: DEFAULT_ROUTE_KEY } as const;
 
 const pemOf = (pair: { cert: string; key: string }) => `${pair.cert.trim()}\n${pair.key.trim()}\n`;
 
@@ -73,7 +76,7 @@ export class HaproxyModel {
       for (const timeout of this.timeoutsOf(route)) this.timeouts.add(timeout);
       this.setHost(host, this.hostEntriesOf(host, route));
     }
-    if (table.defaultBackend) this.entries.set(entryId({ map: 'default', key: DEFAULT_KEY }), { map: 'default', key: DEFAULT_KEY, value: this.targetOf({ ...table.defaultBackend, path: '' }) });
+    if (table.defaultBackend) this.entries.set(entryId(DEFAULT_ROUTE), { ...DEFAULT_ROUTE, value: this.targetOf({ ...table.defaultBackend, path: '' }) });
     this.certificates.clear();
     for (const sniName of this.sniNames(table)) {
       const pem = this.desiredCertificate(table, sniName);
@@ -93,7 +96,7 @@ export class HaproxyModel {
       { path: this.layout.defaultCertificate, content: this.defaultPem },
       ...[...this.certificates].map(([sniName, pem]) => ({ path: this.layout.certificate(sniName), content: pem })),
       { path: this.layout.crtList, content: renderCrtList(this.layout, [...this.certificates.keys()]) },
-      { path: this.layout.luaScript, content: this.gatewayRules ? HOP_BY_HOP_LUA + gatewayLua(this.layout.map('gateway-hosts'), this.layout.map('gateway-rules')) : HOP_BY_HOP_LUA },
+      { path: this.layout.luaScript, content: SHARED_LUA + (this.gatewayRules ? gatewayLua(this.layout.map('gateway-hosts'), this.layout.map('gateway-rules')) : ingressLua(this.layout.map)) },
       ...errorFiles(this.layout),
     ];
   }
@@ -143,8 +146,8 @@ export class HaproxyModel {
       for (const entry of before) if (!kept.has(entryId(entry))) removals.push(this.deleteEntry(entry));
       this.setHost(host, next);
     }
-    const defaultId = entryId({ map: 'default', key: DEFAULT_KEY });
-    if (changes.defaultBackend) commands.push(...this.putEntry({ map: 'default', key: DEFAULT_KEY, value: this.targetOf({ ...changes.defaultBackend, path: '' }) }));
+    const defaultId = entryId(DEFAULT_ROUTE);
+    if (changes.defaultBackend) commands.push(...this.putEntry({ ...DEFAULT_ROUTE, value: this.targetOf({ ...changes.defaultBackend, path: '' }) }));
     else if (this.entries.has(defaultId)) removals.push(this.deleteEntry(this.entries.get(defaultId)!));
     commands.push(...removals, ...this.certificateChanges(table, changes, defaultCertificate));
     this.free.push(...released);

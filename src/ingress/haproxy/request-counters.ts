@@ -37,7 +37,7 @@ export function requestCounterRules(): { request: string[]; response: string[] }
   return {
     request: ['  http-request set-var(txn.start) date(0,ms)'],
     response: [
-      '  http-response set-var-fmt(txn.counted) "%[var(txn.route)]/%[var(txn.rulehost)]/%[status]/%[thread]" if { var(txn.route) -m found }',
+      '  http-response set-var-fmt(txn.counted) "%[var(txn.target),field(2,/)]/%[var(txn.rulehost)]/%[status]/%[thread]" if { var(txn.target) -m found }',
       `  http-response track-sc0 var(txn.counted) table ${REQUEST_TABLE} if { var(txn.counted) -m found }`,
       '  http-response set-var(txn.ms) date(0,ms),sub(txn.start)',
       `  http-response sc-inc-gpc(${COUNT},0)`,
