@@ -75,7 +75,7 @@ async function plannedState(options: AgentOptions, log: Logger): Promise<Planned
   return {
     ...planned,
     ...(ingress.enabled(options.ingress) ? { ingress: ingress.view.planned(agent.state, options.ingress) } : {}),
-    ...(gateway.enabled(options.gateway) ? { gateway: gateway.view.planned(agent.state, options.gateway) } : {}),
+    ...(gateway.enabled(options.gateway) ? { gateway: await gateway.view.planned(agent.state, options.gateway, log) } : {}),
   };
 }
 
@@ -95,7 +95,7 @@ async function inspect(options: AgentOptions, log: Logger): Promise<number> {
       const explanation = ingress.view.explainUrl(agent.state, options.ingress, options.inspect.url);
       print(explanation, ingress.view.explanationText(explanation));
     } else {
-      const explanation = gateway.view.explainUrl(agent.state, options.gateway, options.inspect.url);
+      const explanation = await gateway.view.explainUrl(agent.state, options.gateway, log, options.inspect.url);
       print(explanation, gateway.view.explanationText(explanation));
     }
     return 0;

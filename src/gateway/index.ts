@@ -2,15 +2,16 @@ import { OptionsError, type Capability } from '../capability.js';
 import { GATEWAY_SETTINGS } from './flags.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { Router, cleanupHaproxy, routingHost } from '../ingress/index.js';
-import { GATEWAY_WATCH, GatewayDataplane, type GatewaySettings, HAPROXY_LISTENERS, gatewayPlanInput } from './dataplane.js';
+import type { Logger } from 'pino';
+import { GATEWAY_WATCH, GatewayDataplane, type GatewaySettings, HAPROXY_LISTENERS, gatewayPlanInput, judgedExpressions } from './dataplane.js';
 import { type RouteOrigin, planGateways } from './plan.js';
 import type { PathRoute } from '../ingress/index.js';
 
 export type { GatewaySettings } from './dataplane.js';
 
 /** What the Gateways and HTTPRoutes in the state would be served as: problems, and where each host and match leads (`kubenft services`). */
-function plannedGateways(state: ClusterState, settings: GatewaySettings) {
-  const plan = planGateways(gatewayPlanInput(state, settings));
+async function plannedGateways(state: ClusterState, settings: GatewaySettings, log: Logger) {
+  const plan = planGateways(gatewayPlanInput(state, settings, await judgedExpressions(state, settings, log)));
   return { problems: plan.problems.map((problem) => `${problem.object}: ${problem.reason}`), routes: plan.origins() };
 }
 
@@ -24,7 +25,7 @@ export interface GatewayExplanation {
 }
 
 /** Where a request reaches through the Gateways (`kubenft explain --url`): the Gateway, listener, HTTPRoute and rule, and what answers. */
-function explainUrl(state: ClusterState, settings: GatewaySettings, text: string, method = 'GET'): GatewayExplanation {
+async function explainUrl(state: ClusterState, settings: GatewaySettings, log: Logger, text: string, method = 'GET'): Promise<GatewayExplanation> {
   let url: URL;
   try {
     url = new URL(text);
@@ -32,7 +33,7 @@ function explainUrl(state: ClusterState, settings: GatewaySettings, text: string
     throw new OptionsError(`--url ${JSON.stringify(text)} is not a URL (http://HOST/PATH)`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new OptionsError(`--url ${JSON.stringify(text)}: http or https only`);
-  const plan = planGateways(gatewayPlanInput(state, settings));
+  const plan = planGateways(gatewayPlanInput(state, settings, await judgedExpressions(state, settings, log)));
   const router = new Router(url.protocol === 'https:' ? plan.https : plan.http);
   const match = router.match(routingHost(url.host), url.pathname, { method, query: url.search, header: () => undefined });
   if (match.kind === 'none') return { method, url: text, outcome: '404: no route matches' };

@@ -340,6 +340,15 @@ const routes = (): unknown[] => [
         t.same([(await curl(['http://regex-js.example.com/any/thing'])).status, (await curl(['-H', 'x-tag: vv1', 'http://regex-js.example.com/'])).status], [404, 404]);
         t.ok(await logged(/HTTPRoute default\/regex-ecmascript: parent default\/gw[^:]*: UnsupportedValue: spec\.rules\[0\]\.matches\[0\]\.path\.value \\?"\/any\/\[\^\]\+\\?": HAProxy's PCRE2 cannot compile it \(--gateway-dataplane=haproxy\): missing terminating \] for character class/), 'named, with PCRE2\'s reason');
         t.equal((await curl(['http://regex.example.com/items/42'])).pod, 'web', 'a route whose expression both engines read is served');
+        // kubenft services and explain judge with the same PCRE2: they show what the dataplane serves.
+        const inspectArgs = ['--manifests', manifests.path, '--hostname-override', 'node-1', '--gateway', ...dataplane.gatewayArgs];
+        const listed = await kubenft(pods, ['services', ...inspectArgs]);
+        t.equal(listed.code, 0, listed.stderr);
+        t.match(listed.stdout, /not served: HTTPRoute default\/regex-ecmascript: parent default\/gw[^:]*: UnsupportedValue: .*HAProxy's PCRE2 cannot compile it/, 'services names the route HAProxy refuses');
+        t.notMatch(listed.stdout, /regex-js\.example\.com/, 'and lists no host of it');
+        const explained = await kubenft(pods, ['explain', ...inspectArgs, '--url', 'http://regex-js.example.com/any/thing']);
+        t.equal(explained.code, 0, explained.stderr);
+        t.match(explained.stdout, /404: no route matches/, 'explain answers what HAProxy answers');
       });
     } else {
       t.test('expressions only ECMAScript reads ([^], a lookbehind of no fixed length) run on the built-in dataplane', async (t) => {

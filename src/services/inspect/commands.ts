@@ -35,7 +35,7 @@ export interface PlannedState {
   gateway?: GatewayView;
 }
 
-type GatewayView = ReturnType<typeof gateway.view.planned>;
+type GatewayView = Awaited<ReturnType<typeof gateway.view.planned>>;
 
 export class InspectError extends Error {}
 
