@@ -6,7 +6,7 @@
 import t from 'tap';
 import { ClusterState, type KubeObject } from '../../src/cluster/cluster-state.js';
 import pino from 'pino';
-import { GATEWAY_WATCH, GatewayDataplane, gatewayPlanInput } from '../../src/gateway/dataplane.js';
+import { GATEWAY_WATCH, GatewayDataplane, gatewayPlanInput, judgedExpressions } from '../../src/gateway/dataplane.js';
 import { GATEWAY_SETTINGS } from '../../src/gateway/flags.js';
 import { GatewayPlanner, planGateways, routeExpressions } from '../../src/gateway/plan.js';
 import type { HTTPRouteInfo } from '../../src/gateway/objects.js';
@@ -131,4 +131,7 @@ t.test('--gateway-dataplane=haproxy without haproxy on PATH is refused by name',
   process.env.PATH = '/nonexistent';
   t.throws(() => new GatewayDataplane({ ...GATEWAY_SETTINGS.defaults(), enabled: true, dataplane: 'haproxy' }, pino({ level: 'silent' })), /--gateway-dataplane=haproxy: no haproxy on PATH: install it/);
   t.doesNotThrow(() => new GatewayDataplane({ ...GATEWAY_SETTINGS.defaults(), enabled: true }, pino({ level: 'silent' })), 'the built-in needs none');
+  const state = stateOf(objects());
+  await t.rejects(judgedExpressions(state, { dataplane: 'haproxy' }, pino({ level: 'silent' })), /--gateway-dataplane=haproxy: no haproxy on PATH: install it/, 'services and explain refuse it too');
+  t.equal(await judgedExpressions(state, { dataplane: 'builtin' }, pino({ level: 'silent' })), undefined, 'the built-in judges no expression');
 });

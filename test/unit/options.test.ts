@@ -547,6 +547,16 @@ t.test('--write-config-to writes a KubeProxyConfiguration that reads back the sa
   t.same(document.iptables, document.nftables, 'either mode reads the same section values');
 });
 
+t.test('--write-config-to quotes a string a YAML 1.1 reader (kube-proxy\'s) would take for another type', async (t) => {
+  // Each is a valid hostname; unquoted, YAML 1.1 reads a boolean, a null or a number.
+  for (const hostname of ['on', 'yes', 'off', 'null', '0x1f', '0b101', '0o17', '012', '1e3']) {
+    const written = parseOptions([`--hostname-override=${hostname}`]);
+    const yaml = kubeProxyConfigurationYAML(written);
+    t.match(yaml, new RegExp(`^hostnameOverride: (['"])${hostname}\\1$`, 'm'), `${hostname} is quoted`);
+    t.equal(parseWith({ 'out.yaml': yaml }, ['--config', 'out.yaml']).hostnameOverride, hostname, `${hostname} reads back as the string`);
+  }
+});
+
 t.test('what a KubeProxyConfiguration cannot say is refused, not changed', async (t) => {
   t.throws(() => kubeProxyConfiguration(parseOptions(['--healthz-bind-address='])), /a disabled health server .* cannot be written/);
   t.throws(() => kubeProxyConfiguration(parseOptions(['--metrics-bind-address='])), /a disabled metrics server .* cannot be written/);
