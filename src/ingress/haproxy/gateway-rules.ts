@@ -161,14 +161,14 @@ export function gatewayHostEntries(host: string, rules: string[], routes: [strin
 
 /**
  * The frontend's routing for Gateway API (it replaces Ingress's): the host's key (by its name in
- * gateway-hosts; a wildcard's or any host's found by Lua), then, as Ingress, one gateway-routes
+ * gateway-hosts; a wildcard's or any host's found by a Lua converter), then, as Ingress, one gateway-routes
  * lookup of key + path + '/?', whose value is the target or ASK_ROUTER. The router runs for those and
  * for a path with an encoded slash (SHARED_LUA's check); it sets the target, or none (404), or
  * GATEWAY_REPLIES's with txn.gw_outcome for a refusal, a redirect or a 500.
  */
 export const GATEWAY_ROUTING = (map: (name: GatewayMapName) => string, plainReply: (status: number, text: string) => string) => [
   `  http-request set-var(txn.gw_rules) var(txn.host),map_str(${map('gateway-hosts')})`,
-  '  http-request lua.kubenft-gateway-host unless { var(txn.gw_rules) -m found }',
+  '  http-request set-var(txn.gw_rules) var(txn.host),lua.kubenft-gateway-host unless { var(txn.gw_rules) -m found }',
   '  http-request set-var(txn.rulehost) var(txn.gw_rules),field(1,/)',
   '  http-request set-var(txn.path) path',
   `  http-request set-var(txn.target) var(txn.gw_rules),concat(,txn.path,${PATH_END}),map_beg(${map('gateway-routes')})`,
@@ -321,18 +321,17 @@ local function conditions_hold(rule, facts)
   return true
 end
 
--- A host gateway-hosts does not name: its longest wildcard suffix's rules (Gateway API's span
--- labels), else any host's.
-core.register_action("kubenft-gateway-host", { "http-req" }, function(txn)
-  local host = txn:get_var("txn.host") or ""
+-- A host gateway-hosts does not name: the key of its longest wildcard suffix's rules (Gateway API's
+-- span labels), else any host's. A converter, not an action: it is handed the host alone, where an
+-- action's transaction object costs more than the rest of the routing.
+core.register_converters("kubenft-gateway-host", function(host)
   local dot = host:find(".", 1, true)
   while dot do
     local key = gateway_hosts:lookup("*" .. host:sub(dot))
-    if key then txn:set_var("txn.gw_rules", key) return end
+    if key then return key end
     dot = host:find(".", dot + 1, true)
   end
-  local key = gateway_hosts:lookup("*")
-  if key then txn:set_var("txn.gw_rules", key) end
+  return gateway_hosts:lookup("*")
 end)
 
 -- The first rule under the host's key (one generation) that matches, in the planner's order.
