@@ -3,9 +3,14 @@
 // thread, in a throwaway network namespace with a second HAProxy as the backend, wrk with
 // keep-alive; the counters are zeroed, wrk runs, the counters are dumped, and the instructions are
 // divided by wrk's requests. Each variant is kubenft's configuration (renderConfig, one Ingress)
-// with one group of rules removed, so the table says what each group costs.
-//   node dist/scripts/haproxy-cost.js [--https] [--seconds N] [--sed EXPRESSION] [variant…]
-// (--sed: kubenft's configuration edited by sed first, to try a change before making it)
+// with one group of rules removed, so the table says what each group costs. 'gateway' is the
+// Gateway API's configuration (--gateway-dataplane=haproxy) for one HTTPRoute of one plain rule
+// (PathPrefix / → one backend) on the same host, 'gateway-anyhost' the same route without hostnames
+// (any host's rules); --gateway measures them beside bare HAProxy and the Ingress.
+//   node dist/scripts/haproxy-cost.js [--https] [--gateway] [--seconds N] [--sed EXPRESSION] [variant…]
+// (--sed: kubenft's configuration edited by sed first, to try a change before making it; variants
+// are 'bare', 'kubenft' (the Ingress), 'gateway' or 'gateway-anyhost', each but bare optionally
+// followed by ' -GROUP'…)
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { haproxyLayout } from '../src/ingress/haproxy/config.js';
 import { HaproxyModel } from '../src/ingress/haproxy/model.js';
+import type { PathRoute } from '../src/ingress/routes.js';
 import { generateDefaultCertificate } from '../src/ingress/default-certificate.js';
 import { bareHaproxyConfig, HOST } from './lib/bench-ingress.js';
 
@@ -33,16 +39,24 @@ const GROUPS: Record<string, RegExp> = {
   'request log': /^ {2}log |log-format/,
 };
 
-function kubenftFiles(dir: string, https: boolean): void {
+/** The one route: an Ingress path, or an HTTPRoute rule as the Gateway planner emits it (its actions: the one weighted backend). */
+function routeOf(gateway: boolean): PathRoute {
+  const route: PathRoute = { type: 'Prefix', path: '/', match: '', ingress: 'default/bench', backend: 'default/backend:80' };
+  return gateway ? { ...route, actions: { backends: [{ backend: route.backend, weight: 1 }] } } : route;
+}
+
+function kubenftFiles(dir: string, https: boolean, gateway: boolean, anyHost: boolean): void {
   const layout = haproxyLayout(dir);
-  const model = new HaproxyModel(layout);
+  const model = new HaproxyModel(layout, gateway);
+  const route = { paths: [routeOf(gateway)], redirectToHttps: false };
   model.load({
-    hosts: { [HOST]: { paths: [{ type: 'Prefix', path: '/', match: '', ingress: 'default/bench', backend: 'default/backend:80' }], redirectToHttps: false } },
+    ...(anyHost ? { hosts: {}, anyHost: route } : { hosts: { [HOST]: route } }),
     wildcards: {}, backends: { 'default/backend:80': [BACKEND] }, certificates: {}, tlsHosts: {}, tlsWildcards: {}, served: ['default/bench'],
+    ...(gateway ? { wildcardsMatchSubdomains: true } : {}),
   }, generateDefaultCertificate());
   const settings = {
     ...(https ? { httpsAddress: { host: '127.0.0.1', port: PORTS.https } } : { httpAddress: { host: '127.0.0.1', port: PORTS.http } }),
-    maxBodyBytes: 1 << 20, maxHeaderBytes: 16_384, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, connectTimeoutMs: 5_000, threads: 1,
+    maxBodyBytes: 1 << 20, maxHeaderBytes: 16_384, clientTimeoutMs: 60_000, backendTimeoutMs: 60_000, connectTimeoutMs: 5_000, threads: 1, gatewayRules: gateway,
   };
   for (const { path, content } of model.files(settings)) {
     execFileSync('mkdir', ['-p', join(path, '..')]);
@@ -50,7 +64,7 @@ function kubenftFiles(dir: string, https: boolean): void {
   }
 }
 
-/** The configuration of a variant: 'kubenft' whole, 'kubenft -GROUP' without a group, 'bare' the bench's static anchor. */
+/** The configuration of a variant: 'kubenft' (or 'gateway') whole, 'kubenft -GROUP' without a group, 'bare' the bench's static anchor. */
 function writeVariant(dir: string, variant: string, https: boolean, sed: string | undefined): string {
   const config = join(dir, 'haproxy.cfg');
   if (variant === 'bare') {
@@ -60,8 +74,10 @@ function writeVariant(dir: string, variant: string, https: boolean, sed: string 
     writeFileSync(config, bareHaproxyConfig({ directory: dir, pem, threads: 1, servers: [BACKEND], ports: https ? [PORTS.http + 1, PORTS.https] : [PORTS.http, PORTS.https + 1] }));
     return config;
   }
-  kubenftFiles(dir, https);
-  const without = variant.split(' -').slice(1).map((name) => GROUPS[name] ?? fail(`no group ${name} (${Object.keys(GROUPS).join(', ')})`));
+  const [base, ...groups] = variant.split(' -');
+  if (!['kubenft', 'gateway', 'gateway-anyhost'].includes(base)) fail(`no variant ${base} (bare, kubenft, gateway, gateway-anyhost)`);
+  kubenftFiles(dir, https, base !== 'kubenft', base === 'gateway-anyhost');
+  const without = groups.map((name) => GROUPS[name] ?? fail(`no group ${name} (${Object.keys(GROUPS).join(', ')})`));
   if (sed) execFileSync('sed', ['-i', '-e', sed, config]);
   const lines = readFileSync(config, 'utf8').split('\n').filter((line) => !without.some((group) => group.test(line)));
   writeFileSync(config, lines.join('\n'));
@@ -115,10 +131,12 @@ async function measure(netns: string, variant: string, https: boolean, seconds: 
 }
 
 async function main(): Promise<void> {
-  const { values, positionals: variants } = parseArgs({ allowPositionals: true, options: { https: { type: 'boolean', default: false }, seconds: { type: 'string', default: '5' }, sed: { type: 'string' } } });
+  const { values, positionals: variants } = parseArgs({
+    allowPositionals: true, options: { https: { type: 'boolean', default: false }, gateway: { type: 'boolean', default: false }, seconds: { type: 'string', default: '5' }, sed: { type: 'string' } },
+  });
   const https = values.https!;
   const seconds = Number(values.seconds);
-  const list = variants.length > 0 ? variants : ['bare', 'kubenft', ...Object.keys(GROUPS).map((group) => `kubenft -${group}`)];
+  const list = variants.length > 0 ? variants : values.gateway ? ['bare', 'kubenft', 'gateway', 'gateway-anyhost'] : ['bare', 'kubenft', ...Object.keys(GROUPS).map((group) => `kubenft -${group}`)];
   const netns = `kubenft-cost-${process.pid}`;
   execFileSync('ip', ['netns', 'add', netns]);
   const backendDir = mkdtempSync(join(tmpdir(), 'kubenft-cost-backend-'));

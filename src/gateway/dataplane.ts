@@ -25,7 +25,8 @@ import type { GatewayStatusWriter } from './status.js';
 // the HTTP listeners and one for the HTTPS ones, and hands each table's changes to the proxy on its
 // address: the ingress's built-in dataplane (src/ingress/worker-proxy.ts), or with
 // --gateway-dataplane=haproxy an HAProxy per address (src/ingress/haproxy/, its rules routed by
-// gateway-rules.ts's Lua router). A route change never restarts a worker or closes a connection.
+// gateway-rules.ts's maps, and its Lua router where a rule needs one). A route change never
+// restarts a worker or closes a connection.
 
 export interface GatewaySettings extends Omit<WorkerProxyOptions, 'name' | 'httpAddress' | 'httpsAddress'> {
   enabled: boolean;

@@ -24,7 +24,7 @@ export { type Context as ObjectContext, creationTime, fail, list, metadataOf, ob
 export { type RequestMetrics, registerRequestMetrics } from './proxy.js';
 export { WorkerProxy, type WorkerProxyOptions } from './worker-proxy.js';
 export type { IngressProxy } from './proxy.js';
-// HAProxy, for Gateway API's listeners with --gateway-dataplane=haproxy (the Lua router of haproxy/gateway-rules.ts).
+// HAProxy, for Gateway API's listeners with --gateway-dataplane=haproxy (haproxy/gateway-rules.ts's maps and Lua router).
 export { type HaproxyMetrics, HaproxyProxy, cleanupHaproxy, netnsHaproxyDir } from './haproxy/proxy.js';
 export type { HaproxySettings } from './haproxy/config.js';
 export { HAPROXY_UNSUPPORTED_FILTERS } from './haproxy/gateway-rules.js';

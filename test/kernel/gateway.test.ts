@@ -159,6 +159,16 @@ const routes = (): unknown[] => [
   route('secure', [], [{ backends: to('web') }], { parents: [{ name: 'gw', sectionName: 'https' }, { name: 'gw', sectionName: 'https-cross' }, { name: 'gw', sectionName: 'https-denied' }] }),
   // A redirect on an HTTPS listener keeps the scheme, and leaves out its default port.
   route('secure-redirect', ['secure.example.com'], [redirect('/moved', { hostname: 'example.org' })], { parents: [{ name: 'gw', sectionName: 'https' }] }),
+  // Plain rules (a path, one backend: map lookups on HAProxy) beside conditional ones (its Lua router) at longer and shorter paths.
+  route('layered', ['layered.example.com'], [
+    { matches: [prefix('/a/b', { headers: headers({ pick: 'api' }) })], backends: to('api') },
+    { matches: [prefix('/a')], backends: to('web') },
+    { matches: [prefix('/', { headers: headers({ pick: 'other' }) })], backends: to('other') },
+    { matches: [exact('/a/b/exact')], backends: to('other') },
+    { matches: [exact('/a/conditional', { headers: headers({ pick: 'api' }) })], backends: to('api') },
+  ]),
+  // A longer path of the wildcard's than a.wild.example.com's own Prefix /: the host's own rules come first.
+  route('wild-deeper', [], [{ matches: [prefix('/deeper')], backends: to('other') }], { parents: [{ name: 'gw', sectionName: 'wild' }] }),
   route('live', ['live.example.com'], [{ backends: to('web') }]),
   route('live-endpoints', ['endpoints.example.com'], [{ backends: to('live-backend') }]),
 ];
@@ -194,11 +204,11 @@ const routes = (): unknown[] => [
     const curl = async (args: string[]): Promise<Reply> => (await curls(args))[0] ?? { status: 0, body: '', headers: '' };
     if (!(await eventually(async () => (await curl(['http://match.example.com/'])).status === 200, 30_000))) throw new Error(`the proxy does not answer: ${JSON.stringify(agent.output())}`);
     const logged = (pattern: RegExp) => eventually(async () => pattern.test(agent!.output().stderr), 5_000);
-    /** Requests in batches of 50 on new connections until `running` says no (at most 4,000): each one's status, 0 for none. */
-    const requestsWhile = async (running: () => boolean, urls: string[]) => {
+    /** Requests (with `headers`, curl's -H arguments) in batches of 50 on new connections until `running` says no (at most 4,000): each one's status, 0 for none. */
+    const requestsWhile = async (running: () => boolean, urls: string[], headers: string[] = []) => {
       const statuses: number[] = [];
       while (running() && statuses.length < 4_000) {
-        const replies = await curls(['-H', 'connection: close', ...Array.from({ length: 50 }, (_, index) => urls[index % urls.length])]);
+        const replies = await curls(['-H', 'connection: close', ...headers, ...Array.from({ length: 50 }, (_, index) => urls[index % urls.length])]);
         statuses.push(...replies.map((reply) => reply.status), ...Array<number>(50 - replies.length).fill(0));
       }
       return statuses;
@@ -508,6 +518,55 @@ const routes = (): unknown[] => [
       t.same(plain.filter((status) => status !== 200), [], 'no failed HTTP request across the changes');
       t.same(secured.filter((status) => status !== 200), [], 'no failed HTTPS request across the changes');
       t.equal((await curl(['http://live.example.com/'])).pod, 'api', 'the moved route');
+    });
+
+    t.test('plain rules beside conditional ones at longer and shorter paths, and a covering wildcard\'s: precedence and fall-through', async (t) => {
+      const cases: [string[], string, number, string?][] = [
+        [['http://layered.example.com/a/b/c'], 'a conditional longer prefix falls through to the plain /a', 200, 'web'],
+        [['-H', 'pick: api', 'http://layered.example.com/a/b/c'], 'it holds', 200, 'api'],
+        [['-H', 'pick: other', 'http://layered.example.com/a/b/c'], 'the plain /a before the conditional /', 200, 'web'],
+        [['http://layered.example.com/a'], 'the plain /a', 200, 'web'],
+        [['-H', 'pick: other', 'http://layered.example.com/z'], 'the conditional / holds', 200, 'other'],
+        [['http://layered.example.com/z'], 'it does not: no rule', 404],
+        [['http://layered.example.com/ab'], '/a does not cover /ab', 404],
+        [['http://layered.example.com/a/b/exact'], 'Exact before the prefixes', 200, 'other'],
+        [['-H', 'pick: api', 'http://layered.example.com/a/b/exact'], 'Exact before the conditional /a/b', 200, 'other'],
+        [['http://layered.example.com/a/conditional'], 'a conditional Exact falls through to /a', 200, 'web'],
+        [['-H', 'pick: api', 'http://layered.example.com/a/conditional'], 'it holds', 200, 'api'],
+        [['http://a.wild.example.com/deeper'], 'the host\'s own Prefix / before the wildcard\'s longer path', 200, 'api'],
+        [['http://b.wild.example.com/deeper/x'], 'a wildcard\'s longer path', 200, 'other'],
+        [['http://b.wild.example.com/deeperx'], 'by path element', 200, 'web'],
+        [['http://deep.b.wild.example.com/deeper'], 'a deeper name, the same wildcard', 200, 'other'],
+      ];
+      for (const [args, why, status, pod] of cases) {
+        const reply = await curl(args);
+        t.equal(reply.status, status, `${args.join(' ')}: ${why}`);
+        if (pod) t.equal(reply.pod, pod, `${args.join(' ')}: ${pod}`);
+      }
+    });
+
+    t.test('a plain rule turned conditional and back while requests run: none fails', async (t) => {
+      const flip = (conditional: boolean) => route('flip', ['flip.example.com'], conditional
+        ? [{ matches: [prefix('/x', { headers: headers({ flip: 'yes' }) })], backends: to('api') }, { matches: [prefix('/', { headers: headers({ flip: 'yes' }) })], backends: to('web') }]
+        : [{ backends: to('web') }]);
+      const write = (conditional: boolean) => manifests.write([...base(), ...routes(), flip(conditional)]);
+      write(false);
+      t.ok(await eventually(async () => (await curl(['http://flip.example.com/x'])).pod === 'web', 10_000), 'plain: served');
+      let changing = true;
+      const requests = requestsWhile(() => changing, ['http://flip.example.com/', 'http://flip.example.com/x/y'], ['-H', 'flip: yes']);
+      try {
+        for (const conditional of [true, false, true, false]) {
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          write(conditional);
+          t.ok(await eventually(async () => (await curl(['http://flip.example.com/x'])).status === (conditional ? 404 : 200), 10_000), conditional ? 'conditional: a request without the header matches no rule' : 'plain again: it does');
+          t.equal((await curl(['-H', 'flip: yes', 'http://flip.example.com/x/y'])).pod, conditional ? 'api' : 'web', 'with it: the state\'s rule');
+        }
+      } finally {
+        changing = false;
+      }
+      const statuses = await requests;
+      t.ok(statuses.length >= 50, `requests ran across the changes (${statuses.length})`);
+      t.same(statuses.filter((status) => status !== 200), [], 'no failed request across the changes');
     });
 
     t.test('an invalid HTTPRoute is named and skipped alone', async (t) => {

@@ -1,7 +1,8 @@
 // Gateway API on HAProxy, the parts without a running HAProxy: what the planner refuses for a
 // dataplane that cannot carry a filter (RequestMirror) or an expression (judged by the haproxy
 // binary's own PCRE2, `haproxy -c`), and what the HAProxy model makes of a Gateway table — the
-// Lua router's maps, a host's rules before its count, and a reload only for a timeout HAProxy has
+// maps (a plain rule's path straight to its slot, the others to the Lua router), a host's rules
+// before the host names them, and a reload only for a timeout HAProxy has
 // no line for yet. test/kernel/gateway.haproxy.test.ts runs the same behaviour cases on HAProxy.
 import t from 'tap';
 import { ClusterState, type KubeObject } from '../../src/cluster/cluster-state.js';
@@ -14,6 +15,8 @@ import { HaproxyExpressionCheck, routerExpression } from '../../src/ingress/hapr
 import { findHaproxy } from '../../src/kernel/haproxy-process.js';
 import { haproxyLayout } from '../../src/ingress/haproxy/config.js';
 import { HaproxyModel } from '../../src/ingress/haproxy/model.js';
+import { ASK_ROUTER, gatewayRouteEntries } from '../../src/ingress/haproxy/gateway-rules.js';
+import type { PathRoute } from '../../src/ingress/routes.js';
 import { service, slice } from '../lib/manifests.js';
 import { gateway, gatewayClass, headers, httpRoute, namespace, prefix } from '../lib/gateway-manifests.js';
 
@@ -94,18 +97,20 @@ t.test('the HAProxy model of a Gateway table: the Lua router\'s maps; a new time
   const first = planner.plan(gatewayPlanInput(state, SETTINGS), 'full');
   model.load(first.http, CERTIFICATE);
   const files = new Map(model.files({ maxBodyBytes: 1, maxHeaderBytes: 1024, clientTimeoutMs: 1000, backendTimeoutMs: 1000, connectTimeoutMs: 1000, threads: 1, gatewayRules: true }).map((file) => [file.path, file.content]));
-  t.equal(files.get(layout.map('gateway-hosts')), 'p.example.com 0:1\n', 'the host: its generation and rule count');
+  t.equal(files.get(layout.map('gateway-hosts')), 'p.example.com p.example.com/0\n', 'the host: the key of its rules in generation 0');
   t.match(files.get(layout.map('gateway-rules')), /^p\.example\.com\/0\/0 n=\d+&t=P&m=%2Fa&h=x:1:e&b=slot_\d+:1&T=2000\n$/, 'the rule, its header match, its slot and its timeout');
+  t.equal(files.get(layout.map('gateway-routes')), `p.example.com/0/a/ ${ASK_ROUTER}\n`, 'its path: a header match, so the Lua router');
   t.match(files.get(layout.config), /lua\.kubenft-gateway-route/);
   t.match(files.get(layout.config), /set-timeout server 2000ms if \{ var\(txn\.gw_timeout\) -m int eq 2000 \}/, 'a line for the timeout in use');
-  t.notMatch(files.get(layout.config), /map_beg/, 'no Ingress map lookups');
+  t.notMatch(files.get(layout.config), /\/h\/(hosts|wildcards|routes|redirect)\.map/, 'no Ingress maps');
   t.match(files.get(layout.luaScript), /core\.register_action\("kubenft-gateway-route"/);
 
   const added = httpRoute('added', { hostnames: ['q.example.com'], rules: [{ backends: [{ name: 'web' }], timeouts: { request: '2s' } }] });
   const known = next(() => state.apply(added));
   const commands = model.changes(known.table, known.changes, CERTIFICATE);
-  t.same(commands?.map(({ command }) => command.replace(/ n=.*/, '')), ['add map /h/gateway-rules.map q.example.com/1/0', 'add map /h/gateway-hosts.map q.example.com 1:1'],
-    'a known timeout: through the runtime API, the host\'s rule before the host names it');
+  t.same(commands?.map(({ command }) => command.replace(/ n=.*/, '')), [
+    'add map /h/gateway-rules.map q.example.com/1/0', `add map /h/gateway-routes.map q.example.com/1/ ${ASK_ROUTER}`, 'add map /h/gateway-hosts.map q.example.com q.example.com/1',
+  ], 'a known timeout: through the runtime API, the host\'s rule and route before the host names them');
   const replanned = planner.plan(gatewayPlanInput(state, SETTINGS), 'full');
   t.equal(replanned.changes, undefined, 'a full sync plans new tables');
   t.same(model.changes(replanned.http, model.wholeChanges(replanned.http), CERTIFICATE), [], 'which, unchanged, are no runtime command and no reload: the rules keep their generation');
@@ -113,14 +118,44 @@ t.test('the HAProxy model of a Gateway table: the Lua router\'s maps; a new time
   const inserted = next(() => state.apply(httpRoute('added', { hostnames: ['q.example.com'], rules: [
     { matches: [prefix('/first')], backends: [{ name: 'web' }] }, { backends: [{ name: 'web' }], timeouts: { request: '2s' } },
   ] })));
-  t.same(model.changes(inserted.table, inserted.changes, CERTIFICATE)?.map(({ command }) => command.replace(/ n=.*/, '')), [
-    'add map /h/gateway-rules.map q.example.com/2/0', 'add map /h/gateway-rules.map q.example.com/2/1', 'set map /h/gateway-hosts.map q.example.com 2:2',
-    'del map /h/gateway-rules.map q.example.com/1/0',
-  ], 'a rule inserted before another: the new generation whole, then one switch, then the old one deleted (no request sees a mix)');
+  t.same(model.changes(inserted.table, inserted.changes, CERTIFICATE)?.map(({ command }) => command.replace(/ n=.*/, '').replace(/ slot_\d+\/\d+$/, ' <slot>/<route>')), [
+    'add map /h/gateway-rules.map q.example.com/2/0', 'add map /h/gateway-rules.map q.example.com/2/1',
+    'add map /h/gateway-routes.map q.example.com/2/first/ <slot>/<route>', `add map /h/gateway-routes.map q.example.com/2/ ${ASK_ROUTER}`,
+    'set map /h/gateway-hosts.map q.example.com q.example.com/2',
+    'del map /h/gateway-rules.map q.example.com/1/0', 'del map /h/gateway-routes.map q.example.com/1/',
+  ], 'a rule inserted before another: the new generation whole (the plain rule\'s path straight to its slot), then one switch, then the old one deleted (no request sees a mix)');
 
   const slower = next(() => state.apply(httpRoute('slower', { hostnames: ['s.example.com'], rules: [{ backends: [{ name: 'web' }], timeouts: { request: '7s' } }] })));
   t.equal(model.changes(slower.table, slower.changes, CERTIFICATE), undefined, 'a timeout HAProxy has no line for needs a reload');
   t.equal(model.reloadReason, 'new route timeout');
+});
+
+// Rules as the planner orders a host's: Exact first, then regular expressions, then the longest
+// prefix, conditions breaking ties; a covering wildcard's rules after the host's own.
+const rule = (type: PathRoute['type'], match: string, backend: string, extra: Partial<PathRoute> = {}): PathRoute =>
+  ({ type, path: match || '/', match, ingress: `default/${backend}`, backend, actions: { backends: [{ backend, weight: 1 }] }, ...extra });
+const header = { conditions: { headers: [{ name: 'x', value: '1' }] } };
+const routesOf = (rules: PathRoute[]) => Object.fromEntries(gatewayRouteEntries(rules, (path, backend) => `${backend}@${path.match || '/'}`));
+
+t.test('gateway-routes: a key goes straight to a backend only when its first reachable rule is plain and matches all its requests; else to the Lua router', async (t) => {
+  t.same(routesOf([rule('Prefix', '/a/b', 'api', header), rule('Prefix', '/a', 'web'), rule('Prefix', '', 'other', header)]),
+    { '/a/b/': ASK_ROUTER, '/a/': 'web@/a', '/': ASK_ROUTER }, 'a conditional rule at a longer path asks the router (it falls through to /a there); the plain /a is a target');
+  t.same(routesOf([rule('Exact', '/a', 'api'), rule('Prefix', '/a', 'web', header), rule('Prefix', '', 'other')]),
+    { '/a/?': 'api@/a', '/a/': ASK_ROUTER, '/': 'other@/' }, 'Exact before Prefix; the conditional /a asks; / below it is plain');
+  t.same(routesOf([rule('Exact', '/a/b', 'api', header), rule('Prefix', '/a', 'web')]), { '/a/b/?': ASK_ROUTER, '/a/': 'web@/a' }, 'a conditional Exact asks the router, which falls through to /a');
+  t.same(routesOf([rule('Exact', '/e', 'api'), rule('RegularExpression', '/r/[0-9]+', 'other'), rule('Prefix', '/a', 'web'), rule('Prefix', '', 'web')]),
+    { '/e/?': 'api@/e', '/a/': ASK_ROUTER, '/': ASK_ROUTER }, 'a regular expression before the prefixes: every prefix key asks; Exact keys are not its');
+  t.same(routesOf([rule('RegularExpression', '/r/[0-9]+', 'other')]), { '/': ASK_ROUTER }, 'only an expression: every path asks');
+  t.same(routesOf([rule('Prefix', '/a', 'web'), rule('Prefix', '/a/b', 'api')]), { '/a/': 'web@/a', '/a/b/': 'web@/a' }, 'a covering wildcard\'s longer path after the host\'s own /a: the host\'s rule wins there too');
+  t.same(routesOf([rule('Prefix', '/ab', 'api'), rule('Prefix', '/a', 'web')]), { '/ab/': 'api@/ab', '/a/': 'web@/a' }, 'prefixes by path element: /a does not cover /ab');
+  const two = { actions: { backends: [{ backend: 'web', weight: 1 }, { backend: 'api', weight: 1 }] } };
+  const unresolved = { actions: { backends: [{ weight: 1 }] } };
+  const none = { actions: { backends: [{ backend: 'web', weight: 0 }] } };
+  const filtered = { actions: { backends: [{ backend: 'web', weight: 1 }], responseHeaders: { set: [{ name: 'x', value: '1' }], add: [], remove: [] } } };
+  const timed = { actions: { backends: [{ backend: 'web', weight: 1 }], requestTimeoutMs: 1000 } };
+  for (const [what, extra] of [['weighted backends', two], ['an unresolved backend (500)', unresolved], ['weight 0 (500)', none], ['a filter', filtered], ['a timeout', timed]] as const) {
+    t.same(routesOf([rule('Prefix', '', 'web', extra)]), { '/': ASK_ROUTER }, `${what}: the router`);
+  }
 });
 
 t.test('--gateway-dataplane=haproxy without haproxy on PATH is refused by name', async (t) => {

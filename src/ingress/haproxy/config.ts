@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { HostRoute, RouteTable } from '../routes.js';
-import { GATEWAY_EDITS, GATEWAY_MAPS, GATEWAY_ROUTING, timeoutLines } from './gateway-rules.js';
+import { GATEWAY_EDITS, GATEWAY_MAPS, GATEWAY_ROUTING, gatewayReplyLines, timeoutLines } from './gateway-rules.js';
 import { requestCounterRules, requestTableLines } from './request-counters.js';
 
 // HAProxy's configuration for the route plan, pure. It is written once (and again only for what
@@ -69,7 +69,7 @@ export interface HaproxySettings {
   backendTimeoutMs: number;
   connectTimeoutMs: number;
   threads: number;
-  /** Gateway API's routes (gateway-rules.ts): the Lua router instead of Ingress's map lookups. */
+  /** Gateway API's routes (gateway-rules.ts): its maps and Lua router instead of Ingress's maps. */
   gatewayRules?: boolean;
 }
 
@@ -227,7 +227,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     // RFC 9110 §7.6.1: the fields the Connection header names are hop-by-hop too (HAProxy drops only its own).
     '  http-request lua.kubenft-hop-by-hop if { req.hdr(connection) -m reg -i ^(?!(?:close|keep-alive|upgrade)$) }',
     '  http-request set-var(txn.host) req.hdr(host),lower,regsub(:[0-9]*$,)',
-    ...(settings.gatewayRules ? GATEWAY_ROUTING(plainReply) : ingressRouting(map)),
+    ...(settings.gatewayRules ? GATEWAY_ROUTING(map, plainReply) : ingressRouting(map)),
     // The proxy sets these itself: a client cannot forge its address to a backend.
     '  http-request set-header x-forwarded-for %[src]',
     '  http-request set-header x-real-ip %[src]',
@@ -244,6 +244,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     '',
     ...requestTableLines(),
     '',
+    ...(settings.gatewayRules ? [...gatewayReplyLines(plainReply), ''] : []),
   ];
   for (let index = 0; index < slots; index++) {
     const name = slotName(index);

@@ -3,19 +3,34 @@ import { routerExpression } from './expression-check.js';
 
 // Gateway API's routes on HAProxy (--gateway-dataplane=haproxy). An HTTPRoute rule is more than a
 // host and a path: header, query and method matches decide in the spec's precedence order, with a
-// fall-through to the next rule, and filters act on the request and the response. HAProxy's maps
-// return one value per key, so the rules go through a small Lua router instead, which reads two
-// maps that the runtime API changes like Ingress's: gateway-hosts (rule host → '<generation>:<how
-// many rules it has>') and gateway-rules ('<rule host>/<generation>/<index>' → the rule, encoded
-// below), in the planner's order (its covering wildcards' and any host's rules follow a host's own).
+// fall-through to the next rule, and filters act on the request and the response. Most rules are
+// none of that (a path, one backend), and those are routed as Ingress's are, by map lookups in
+// HAProxy's configuration; a small Lua router takes the rest. Three maps, which the runtime API
+// changes like Ingress's:
+// - gateway-hosts: host ('foo.com', '*.foo.com', '*' for any host) → '<rule host>/<generation>',
+//   the key of its rules in the other two;
+// - gateway-routes (map_beg, as Ingress's routes.map): that key + an Exact rule's path + '/?' or a
+//   Prefix rule's path + '/' → the target ('<slot>/<route>', routeTarget) when the first of the
+//   host's rules that can match the key's requests matches all of them and forwards to one backend
+//   (gatewayRouteEntries), else ASK_ROUTER; the key + '/' is ASK_ROUTER for the host's regular
+//   expressions when no Prefix / has it;
+// - gateway-rules: the key + '/<index>' → the rule, encoded below, in the planner's order (its
+//   covering wildcards' and any host's rules follow a host's own), which the router walks.
 // A host's new rules are written under a new generation first and its gateway-hosts entry then
 // switches to them in one command, so a request sees the host's rules before a change or after it,
 // never a mix (rules shifted by one inserted before them, say). Nothing here needs a reload
 // but a timeout value HAProxy has not seen yet: 2.6's set-timeout takes constants only, so each
 // value in use is a line of the slots' backends.
 
-export const GATEWAY_MAPS = ['gateway-hosts', 'gateway-rules'] as const;
+export const GATEWAY_MAPS = ['gateway-hosts', 'gateway-routes', 'gateway-rules'] as const;
 export type GatewayMapName = (typeof GATEWAY_MAPS)[number];
+
+/** gateway-routes' value for the requests the Lua router decides. */
+export const ASK_ROUTER = 'L';
+/** The backend HAProxy's own answers for the router are made in (txn.target '<it>/<route>'), so that the frontend has no rule for them. */
+export const GATEWAY_REPLIES = 'gateway_replies';
+/** What ends gateway-routes' lookup string and an Exact rule's key, as in Ingress's routes.map ('?' is in no path). */
+const PATH_END = '/?';
 
 /** What HAProxy 2.6 cannot carry of an HTTPRoute, by filter type: the planner does not accept a route that uses one (Accepted=False, UnsupportedValue). */
 export const HAPROXY_UNSUPPORTED_FILTERS: ReadonlyMap<string, string> = new Map([
@@ -24,6 +39,8 @@ export const HAPROXY_UNSUPPORTED_FILTERS: ReadonlyMap<string, string> = new Map(
 
 /** The rule host key for rules without host. */
 const ANY_HOST = '*';
+/** A rule host's key in gateway-hosts (`host` as tableHosts names it: 'foo.com', '*.foo.com', '' for any host). */
+const hostKey = (host: string) => (host === '' ? ANY_HOST : host);
 
 const escape = encodeURIComponent;
 const edits = (list: { name: string; value: string }[]) => list.map(({ name, value }) => `${escape(name)}:${escape(value)}`).join(',');
@@ -77,30 +94,92 @@ export function encodeGatewayRule(path: PathRoute, routeNumber: number, slotOf: 
 export const gatewayRuleTexts = (route: HostRoute, encode: (path: PathRoute) => string) => route.paths.map(encode);
 
 /**
- * The map entries of one rule host's rules (as gatewayRuleTexts encodes them) in one generation:
- * each rule under '<rule host>/<generation>/<index>', then the host's entry naming the generation
- * (last, so that the rules are there before it names them). `host` is as tableHosts names it
- * ('foo.com', '*.foo.com', '' for any host).
+ * The backend a rule sends every request it matches to, when it needs no router: no header, query or
+ * method match, no filter or timeout, one backend of some weight; undefined otherwise.
  */
-export function gatewayHostEntries(host: string, rules: string[], generation: number): { map: GatewayMapName; key: string; value: string }[] {
-  const key = host === '' ? ANY_HOST : host;
+export function forwardedBackend(path: PathRoute): string | undefined {
+  if (path.conditions || !path.actions) return undefined;
+  const { backends, ...others } = path.actions;
+  if (Object.values(others).some((value) => value !== undefined) || backends?.length !== 1) return undefined;
+  const [{ backend, weight }] = backends;
+  return weight > 0 ? backend : undefined;
+}
+
+/** `prefix` (a Prefix rule's match) matches `path` element by element ('' is '/', which matches all). */
+const prefixCovers = (prefix: string, path: string) => prefix === '' || path === prefix || path.startsWith(`${prefix}/`);
+
+/**
+ * Of the requests whose longest gateway-routes key is `key`'s (an Exact or Prefix rule's), which
+ * `rule` can match: all (its path matches every one), none, or some (a regular expression; or
+ * not known without the request: its conditions are the target's business).
+ */
+function reach(rule: PathRoute, key: PathRoute): 'all' | 'none' | 'some' {
+  if (rule.type === 'RegularExpression') return 'some';
+  // An Exact rule's requests find its own key, the longest: no Prefix key's requests are its.
+  if (key.type === 'Exact') return (rule.type === 'Exact' ? rule.match === key.match : prefixCovers(rule.match, key.match)) ? 'all' : 'none';
+  // A Prefix key's requests are below it but below no longer key: a Prefix rule matches them all when it covers the key's path, else none.
+  return rule.type === 'Prefix' && prefixCovers(rule.match, key.match) ? 'all' : 'none';
+}
+
+/**
+ * A host's gateway-routes entries (what follows the host's key, and the value), from its rules in
+ * the planner's order: each Exact and Prefix rule's path is a key, whose value is `targetOf` the
+ * first rule that can match the key's requests if it matches all of them and forwards alone
+ * (forwardedBackend; a conditional rule, a regular expression or a filter first: ASK_ROUTER, which
+ * walks the rules as they are, falling through as the spec has it). A key's own rule matches all
+ * its requests, so every walk ends by it. Regular expressions match paths no key has: '/' (every
+ * path) asks the router too, when no Prefix / rule has that key already.
+ */
+export function gatewayRouteEntries(rules: readonly PathRoute[], targetOf: (path: PathRoute, backend: string) => string): [string, string][] {
+  const entries = new Map<string, string>();
+  for (const key of rules) {
+    if (key.type === 'RegularExpression') continue;
+    const suffix = key.type === 'Exact' ? key.match + PATH_END : `${key.match}/`;
+    if (entries.has(suffix)) continue;
+    const first = rules.find((rule) => reach(rule, key) !== 'none')!;
+    const backend = reach(first, key) === 'all' ? forwardedBackend(first) : undefined;
+    entries.set(suffix, backend === undefined ? ASK_ROUTER : targetOf(first, backend));
+  }
+  if (rules.some((rule) => rule.type === 'RegularExpression') && !entries.has('/')) entries.set('/', ASK_ROUTER);
+  return [...entries];
+}
+
+/**
+ * The map entries of one rule host's rules (as gatewayRuleTexts encodes them) and routes (as
+ * gatewayRouteEntries makes them) in one generation, then the host's entry naming the generation
+ * (last, so that its rules and routes are there before it names them). `host` is as tableHosts
+ * names it ('foo.com', '*.foo.com', '' for any host).
+ */
+export function gatewayHostEntries(host: string, rules: string[], routes: [string, string][], generation: number): { map: GatewayMapName; key: string; value: string }[] {
+  const key = `${hostKey(host)}/${generation}`;
   return [
-    ...rules.map((value, index) => ({ map: 'gateway-rules' as const, key: `${key}/${generation}/${index}`, value })),
-    { map: 'gateway-hosts', key, value: `${generation}:${rules.length}` },
+    ...rules.map((value, index) => ({ map: 'gateway-rules' as const, key: `${key}/${index}`, value })),
+    ...routes.map(([suffix, value]) => ({ map: 'gateway-routes' as const, key: key + suffix, value })),
+    { map: 'gateway-hosts', key: hostKey(host), value: key },
   ];
 }
 
 /**
- * The frontend's routing for Gateway API (it replaces Ingress's map lookups): the Lua router sets
- * txn.gw_outcome (none: no rule, 404), the target (slot and route), and the redirect's Location.
+ * The frontend's routing for Gateway API (it replaces Ingress's): the host's key (by its name in
+ * gateway-hosts; a wildcard's or any host's found by a Lua converter), then, as Ingress, one gateway-routes
+ * lookup of key + path + '/?', whose value is the target or ASK_ROUTER. The router runs for those and
+ * for a path with an encoded slash (SHARED_LUA's check); it sets the target, or none (404), or
+ * GATEWAY_REPLIES's with txn.gw_outcome for a refusal, a redirect or a 500.
  */
-export const GATEWAY_ROUTING = (plainReply: (status: number, text: string) => string) => [
+export const GATEWAY_ROUTING = (map: (name: GatewayMapName) => string, plainReply: (status: number, text: string) => string) => [
+  `  http-request set-var(txn.gw_rules) var(txn.host),map_str(${map('gateway-hosts')})`,
+  '  http-request set-var(txn.gw_rules) var(txn.host),lua.kubenft-gateway-host unless { var(txn.gw_rules) -m found }',
+  '  http-request set-var(txn.rulehost) var(txn.gw_rules),field(1,/)',
   '  http-request set-var(txn.path) path',
-  // ssl_fc read from Lua is no Lua boolean: the scheme is handed over as a variable.
-  '  http-request set-var(txn.gw_scheme) str(https) if { ssl_fc }',
-  '  http-request lua.kubenft-gateway-route',
+  `  http-request set-var(txn.target) var(txn.gw_rules),concat(,txn.path,${PATH_END}),map_beg(${map('gateway-routes')})`,
+  `  http-request lua.kubenft-gateway-route if { var(txn.target) -m str ${ASK_ROUTER} } || { var(txn.path) -m sub %2F }`,
+  `  http-request ${plainReply(404, 'Not Found')} unless { var(txn.target) -m found }`,
+];
+
+/** The backend of the router's own answers: its rules run for them alone. */
+export const gatewayReplyLines = (plainReply: (status: number, text: string) => string) => [
+  `backend ${GATEWAY_REPLIES}`,
   '  http-request deny deny_status 400 if { var(txn.gw_outcome) -m str refused }',
-  `  http-request ${plainReply(404, 'Not Found')} unless { var(txn.gw_outcome) -m found }`,
   `  http-request ${plainReply(500, 'Internal Server Error')} if { var(txn.gw_outcome) -m str 500 }`,
   ...[301, 302, 303, 307, 308].map((status) => `  http-request redirect location %[var(txn.gw_location)] code ${status} if { var(txn.gw_outcome) -m str ${status} }`),
 ];
@@ -118,7 +197,7 @@ export const timeoutLines = (timeouts: Iterable<number>) => [...timeouts].sort((
 /** routerExpression's whole-value form as a Lua expression of the local `source` (JSON's string quoting is Lua's for these characters). */
 const ANCHORED_LUA = routerExpression('\0', true).split('\0').map((part) => JSON.stringify(part)).join(' .. source .. ');
 
-/** The Lua router, reading the two maps at these paths. */
+/** The Lua router, reading gateway-hosts and gateway-rules at these paths. */
 export const gatewayLua = (hostsMap: string, rulesMap: string) => `
 local gateway_hosts = Map.new(${JSON.stringify(hostsMap)}, Map._str)
 local gateway_rules = Map.new(${JSON.stringify(rulesMap)}, Map._str)
@@ -242,30 +321,29 @@ local function conditions_hold(rule, facts)
   return true
 end
 
--- The rule host: exact, else the longest wildcard suffix (Gateway API's span labels), else any host.
-local function rule_host(host)
-  if gateway_hosts:lookup(host) then return host end
+-- A host gateway-hosts does not name: the key of its longest wildcard suffix's rules (Gateway API's
+-- span labels), else any host's. A converter, not an action: it is handed the host alone, where an
+-- action's transaction object costs more than the rest of the routing.
+core.register_converters("kubenft-gateway-host", function(host)
   local dot = host:find(".", 1, true)
   while dot do
-    local key = "*" .. host:sub(dot)
-    if gateway_hosts:lookup(key) then return key end
+    local key = gateway_hosts:lookup("*" .. host:sub(dot))
+    if key then return key end
     dot = host:find(".", dot + 1, true)
   end
-  if gateway_hosts:lookup("*") then return "*" end
-  return nil
-end
+  return gateway_hosts:lookup("*")
+end)
 
--- The first rule of the host that matches, in the planner's order (of the generation its entry names).
+-- The first rule under the host's key (one generation) that matches, in the planner's order.
 local function first_rule(key, path, facts)
-  local generation, count = (gateway_hosts:lookup(key) or ""):match("^(%d+):(%d+)$")
-  for index = 0, (tonumber(count) or 0) - 1 do
-    local text = gateway_rules:lookup(key .. "/" .. generation .. "/" .. index)
-    if text then
-      local rule = rule_of(text)
-      if path_matches(rule, path) and conditions_hold(rule, facts) then return rule end
-    end
+  local index = 0
+  while true do
+    local text = gateway_rules:lookup(key .. "/" .. index)
+    if text == nil then return nil end
+    local rule = rule_of(text)
+    if path_matches(rule, path) and conditions_hold(rule, facts) then return rule end
+    index = index + 1
   end
-  return nil
 end
 
 local function edited_path(path, kind, value, prefix)
@@ -280,7 +358,8 @@ local DEFAULT_PORTS = { http = 80, https = 443 }
 
 -- A RequestRedirect's Location, as the built-in's redirectLocation.
 local function location_of(txn, rule, host, path)
-  local scheme = rule.redirect_scheme or txn:get_var("txn.gw_scheme") or "http"
+  -- ssl_fc is 1 or 0 in Lua, and 0 is true there.
+  local scheme = rule.redirect_scheme or (txn.f:ssl_fc() == 1 and "https" or "http")
   local port = rule.redirect_port or (rule.redirect_scheme and DEFAULT_PORTS[scheme]) or tonumber(txn.f:dst_port())
   local target = rule.redirect_path and edited_path(path, rule.redirect_path, rule.redirect_value, rule.match) or path
   local query = txn:get_var("txn.query")
@@ -301,38 +380,40 @@ local function weighted_slot(backends)
   return last ~= "" and last or nil
 end
 
+-- A request gateway-routes left to it (ASK_ROUTER) or whose path has an encoded slash: the host's
+-- rules walked. No rule: no target (404).
 core.register_action("kubenft-gateway-route", { "http-req" }, function(txn)
-  local host = txn:get_var("txn.host") or ""
-  local path = txn:get_var("txn.path") or "/"
-  local key = rule_host(host)
+  txn:unset_var("txn.target")
+  local key = txn:get_var("txn.gw_rules")
   if key == nil then return end
-  txn:set_var("txn.rulehost", key)
+  local path = txn:get_var("txn.path") or "/"
   local facts = facts_of(txn)
   local rule = first_rule(key, path, facts)
   if rule == nil then return end
+  -- HAProxy's own answers are made in their backend; 'slot/route' as an Ingress map's value (routeTarget).
+  local function reply(outcome, route)
+    txn:set_var("txn.target", ${JSON.stringify(GATEWAY_REPLIES)} .. "/" .. route)
+    txn:set_var("txn.gw_outcome", outcome)
+  end
   -- An encoded slash (SHARED_LUA): refused when the slashed reading reaches another rule.
   if path:find("%2F", 1, true) then
     local slashed = slashed_reading(path)
     if has_dot_segment(slashed) or first_rule(key, slashed, facts) ~= rule then
-      txn:set_var("txn.gw_outcome", "refused")
+      reply("refused", "-")
       return
     end
   end
-  -- As an Ingress path map's value (routeTarget): 'slot/route', the slot empty for HAProxy's own replies.
-  local function set_target(slot) txn:set_var("txn.target", (slot or "") .. "/" .. rule.route) end
   if rule.redirect then
-    set_target(nil)
-    txn:set_var("txn.gw_location", location_of(txn, rule, host, path))
-    txn:set_var("txn.gw_outcome", rule.redirect)
+    txn:set_var("txn.gw_location", location_of(txn, rule, txn:get_var("txn.host") or "", path))
+    reply(rule.redirect, rule.route)
     return
   end
   local slot = weighted_slot(rule.backends or {})
-  set_target(slot)
   if slot == nil then
-    txn:set_var("txn.gw_outcome", "500")
+    reply("500", rule.route)
     return
   end
-  txn:set_var("txn.gw_outcome", "forward")
+  txn:set_var("txn.target", slot .. "/" .. rule.route)
   if rule.timeout then txn:set_var("txn.gw_timeout", rule.timeout) end
   if rule.edits_request then txn:set_var("txn.gw_request", rule.text) end
   if rule.edits_response then txn:set_var("txn.gw_response", rule.text) end

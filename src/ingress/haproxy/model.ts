@@ -1,5 +1,5 @@
 import type { HostRoute, RouteTable, RouteTableChanges } from '../routes.js';
-import { encodeGatewayRule, gatewayHostEntries, gatewayLua, gatewayRuleTexts, ruleTimeoutMs } from './gateway-rules.js';
+import { encodeGatewayRule, gatewayHostEntries, gatewayLua, gatewayRouteEntries, gatewayRuleTexts, ruleTimeoutMs } from './gateway-rules.js';
 import {
   DEFAULT_ROUTE_KEY, SHARED_LUA, errorFiles, ingressLua, type HaproxyLayout, type HaproxySettings, MAPS, type MapEntry, crtListLine, entryId, hostEntries, renderConfig,
   renderCrtList, renderMapFile, routeTarget, serverName, slotName, tableHosts,
@@ -54,7 +54,7 @@ export class HaproxyModel {
   private readonly gatewayHosts = new Map<string, { rules: string[]; generation: number }>();
   private generations = 0;
 
-  /** `gatewayRules`: the table is Gateway API's, routed by the Lua router (gateway-rules.ts). */
+  /** `gatewayRules`: the table is Gateway API's, routed by gateway-rules.ts's maps and Lua router. */
   constructor(private readonly layout: HaproxyLayout, private readonly gatewayRules = false) {}
 
   /** Sets the model to a whole table, with room for twice its backends. */
@@ -202,15 +202,18 @@ export class HaproxyModel {
     return number;
   }
 
-  /** A host's map entries; Gateway rules in a new generation when they differ from those written. */
+  /** A host's map entries; Gateway rules and routes in a new generation when they differ from those written. */
   private hostEntriesOf(host: string, route: HostRoute): MapEntry[] {
     if (!this.gatewayRules) return hostEntries(host, route, this.targetOf);
-    const rules = gatewayRuleTexts(route, (path) => encodeGatewayRule(path, this.numberOf(path), (backend) => this.slots.get(backend)!));
+    const slotOf = (backend: string) => this.slots.get(backend)!;
+    const rules = gatewayRuleTexts(route, (path) => encodeGatewayRule(path, this.numberOf(path), slotOf));
+    const routes = gatewayRouteEntries(route.paths, (path, backend) => routeTarget(slotOf(backend), this.numberOf(path)));
+    // A rule's text holds all its routes entries are made of (its path, matches, filters, slots and route number).
     let written = this.gatewayHosts.get(host);
     if (!written || written.rules.length !== rules.length || written.rules.some((rule, index) => rule !== rules[index])) {
       this.gatewayHosts.set(host, (written = { rules, generation: this.generations++ }));
     }
-    return gatewayHostEntries(host, rules, written.generation);
+    return gatewayHostEntries(host, rules, routes, written.generation);
   }
 
   private timeoutsOf(route: HostRoute): number[] {
