@@ -43,6 +43,8 @@ export interface HaproxyLayout {
   crtList: string;
   defaultCertificate: string;
   luaScript: string;
+  /** The duration buckets' ranges (request-counters.ts), written with the configuration. */
+  durationsMap: string;
   map(name: MapName): string;
   certificate(sniName: string): string;
   errorFile(status: number): string;
@@ -52,7 +54,7 @@ export function haproxyLayout(dir: string): HaproxyLayout {
   return {
     dir, config: join(dir, 'haproxy.cfg'), masterSocket: join(dir, 'master.sock'), adminSocket: join(dir, 'admin.sock'),
     pidFile: join(dir, 'haproxy.pid'), log: join(dir, 'haproxy.log'), crtList: join(dir, 'certificates.crtlist'),
-    defaultCertificate: join(dir, 'certs', 'default.pem'), luaScript: join(dir, 'kubenft.lua'),
+    defaultCertificate: join(dir, 'certs', 'default.pem'), luaScript: join(dir, 'kubenft.lua'), durationsMap: join(dir, 'durations.map'),
     map: (name) => join(dir, `${name}.map`),
     errorFile: (status) => join(dir, 'errors', `${status}.http`),
     // SNI names are DNS names: a file name once '*' is spelled out.
@@ -170,7 +172,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
   const map = (name: MapName) => layout.map(name);
   // A request's header block must fit in a buffer with room for the rewrites (the forwarded headers).
   const bufferSize = Math.max(16_384, settings.maxHeaderBytes + 4096);
-  const counters = requestCounterRules();
+  const counters = requestCounterRules(layout.durationsMap);
   const lines = [
     '# Written by kubenft (--ingress-dataplane=haproxy); changed through the runtime API, rewritten on reload.',
     'global',
