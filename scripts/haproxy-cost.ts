@@ -26,7 +26,7 @@ const GROUPS: Record<string, RegExp> = {
   'forwarded headers': /set-header x-(forwarded|real-ip)/,
   'encoded slash': /kubenft-encoded-slash/,
   'hop-by-hop': /kubenft-hop-by-hop/,
-  'normalize-uri': /normalize-uri|txn\.query|path -m reg \^/,
+  'normal path': /kubenft-normal-path/,
   'header size check': /req\.hdrs,length/,
   'server header': /http-after-response set-header server/,
   'request log': /^ {2}log |log-format/,
