@@ -153,7 +153,6 @@ function ingressRouting(map: (name: MapName) => string): string[] {
     `  http-request set-var(txn.rulehost) var(txn.host),map_str(${map('hosts')})`,
     // No wildcard either: the rules with no host (the map's default value).
     `  http-request set-var(txn.rulehost) var(txn.host),regsub(^[^.]+,),map_str(${map('wildcards')},${ANY_HOST}) unless { var(txn.rulehost) -m found }`,
-    '  http-request set-var(txn.path) path',
     `  http-request set-var(txn.target) str(${DEFAULT_ROUTE_KEY}),concat(,txn.rulehost,),concat(,txn.path,${PATH_END}),map_beg(${map('routes')})`,
     // One rule, run only for a path with an encoded slash (ingressLua): each rule costs ~300
     // instructions per request even when its condition is false.
@@ -215,7 +214,9 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     // The path as nginx routes it (src/ingress/request-path.ts), by the Lua action (SHARED_LUA) run
     // only for a path that can need it: one rule in the common case where normalize-uri's steps
     // were eight, each ~300 instructions when it has nothing to do (callgrind: docs/performance.md).
-    '  http-request lua.kubenft-normal-path if { path -m sub % // /. }',
+    // The condition sets txn.path aside as it reads the path (a rule of its own costs as much), and
+    // the action sets it again to the path it makes.
+    '  http-request lua.kubenft-normal-path if { path,set-var(txn.path) -m sub % // /. }',
     // RFC 9110 §7.6.1: the fields the Connection header names are hop-by-hop too (HAProxy drops only its own).
     '  http-request lua.kubenft-hop-by-hop if { req.hdr(connection) -m reg -i ^(?!(?:close|keep-alive|upgrade)$) }',
     '  http-request set-var(txn.host) req.hdr(host),lower,regsub(:[0-9]*$,)',
@@ -299,7 +300,9 @@ core.register_action("kubenft-normal-path", { "http-req" }, function(txn)
   local path = txn.sf:path()
   local normal = normal_path(path)
   if normal == nil then return refuse(txn) end
-  if normal ~= path then txn.http:req_set_path(normal) end
+  if normal == path then return end
+  txn.http:req_set_path(normal)
+  txn:set_var("txn.path", normal)
 end)
 
 -- The path as a backend that takes %2F for '/' reads it (slashes merged again).
