@@ -217,6 +217,8 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     // The condition sets txn.path aside as it reads the path (a rule of its own costs as much), and
     // the action sets it again to the path it makes.
     '  http-request lua.kubenft-normal-path if { path,set-var(txn.path) -m sub % // /. }',
+    // The Gateway's router reads the query here (its query matches, its redirects' Location).
+    ...(settings.gatewayRules ? ['  http-request set-var(txn.query) query'] : []),
     // RFC 9110 §7.6.1: the fields the Connection header names are hop-by-hop too (HAProxy drops only its own).
     '  http-request lua.kubenft-hop-by-hop if { req.hdr(connection) -m reg -i ^(?!(?:close|keep-alive|upgrade)$) }',
     '  http-request set-var(txn.host) req.hdr(host),lower,regsub(:[0-9]*$,)',
