@@ -136,6 +136,11 @@ const CASES: Case[] = [
   { name: '%2f%2f, on the route either way: kept, in upper case', target: '/tea/%2f%2f', kubenft: tea('/tea/%2F%2F') },
   { name: '%2F..%2F on the route either way', target: '/tea/a%2F..%2Fb', kubenft: tea('/tea/a%2F..%2Fb'), haproxy: status(400) },
   { name: '%2F routing nowhere either way: 404, not refused', target: '/milk%2Ftea', kubenft: status(404) },
+  // The same in lower case: the check reads escapes in one spelling.
+  { name: '%2f..%2f', target: '/tea%2f..%2fcoffee', kubenft: status(400), nginx: { status: 200, pod: 'coffee', why: ENCODED_SLASH } },
+  { name: '%2f inside a segment, on the route either way: kept, in upper case', target: '/tea/group%2fproject', kubenft: tea('/tea/group%2Fproject') },
+  { name: '%2f..%2f on the route either way', target: '/tea/a%2f..%2fb', kubenft: tea('/tea/a%2F..%2Fb'), haproxy: status(400) },
+  { name: '%2f routing nowhere either way: 404, not refused', target: '/milk%2ftea', kubenft: status(404) },
   // Overlong and invalid UTF-8: octets, never dots.
   { name: 'overlong UTF-8 dots (%C0%AE)', target: '/tea/%C0%AE%C0%AE/coffee', kubenft: tea('/tea/%C0%AE%C0%AE/coffee') },
   { name: 'overlong UTF-8 dots, lower case', target: '/tea/%c0%ae%c0%ae/coffee', kubenft: tea('/tea/%C0%AE%C0%AE/coffee') },

@@ -135,6 +135,8 @@ t.test('the worker\'s batched request metrics count every request once, by Ingre
   t.ok(await eventually(async () => value((body = (await scrape(topology, METRICS)).body), counted) === requests, 10_000), `${requests} durations`);
   t.equal(value(body, 'kubenft_ingress_requests_total{ingress="default/counted",host="counted.example.com",path="/counted",status="200"}'), requests, 'the requests, once each');
   t.equal(value(body, 'kubenft_ingress_request_duration_seconds_bucket{le="+Inf",ingress="default/counted"}'), requests, 'the +Inf bucket holds them all');
+  t.equal(value(body, 'kubenft_ingress_request_duration_seconds_bucket{le="0.05",ingress="default/counted"}'), 0, 'none within 50 ms (each waited 100 ms)');
+  t.equal(value(body, 'kubenft_ingress_request_duration_seconds_bucket{le="5",ingress="default/counted"}'), requests, 'all within 5 s');
   // Each waited delayMs for the backend; HAProxy counts whole milliseconds per request (a thread's
   // entries added up by the agent), which can round a duration up by less than 1 ms.
   const sum = value(body, 'kubenft_ingress_request_duration_seconds_sum{ingress="default/counted"}');

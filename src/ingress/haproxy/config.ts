@@ -43,6 +43,8 @@ export interface HaproxyLayout {
   crtList: string;
   defaultCertificate: string;
   luaScript: string;
+  /** The duration buckets' ranges (request-counters.ts), written with the configuration. */
+  durationsMap: string;
   map(name: MapName): string;
   certificate(sniName: string): string;
   errorFile(status: number): string;
@@ -52,7 +54,7 @@ export function haproxyLayout(dir: string): HaproxyLayout {
   return {
     dir, config: join(dir, 'haproxy.cfg'), masterSocket: join(dir, 'master.sock'), adminSocket: join(dir, 'admin.sock'),
     pidFile: join(dir, 'haproxy.pid'), log: join(dir, 'haproxy.log'), crtList: join(dir, 'certificates.crtlist'),
-    defaultCertificate: join(dir, 'certs', 'default.pem'), luaScript: join(dir, 'kubenft.lua'),
+    defaultCertificate: join(dir, 'certs', 'default.pem'), luaScript: join(dir, 'kubenft.lua'), durationsMap: join(dir, 'durations.map'),
     map: (name) => join(dir, `${name}.map`),
     errorFile: (status) => join(dir, 'errors', `${status}.http`),
     // SNI names are DNS names: a file name once '*' is spelled out.
@@ -151,7 +153,6 @@ function ingressRouting(map: (name: MapName) => string): string[] {
     `  http-request set-var(txn.rulehost) var(txn.host),map_str(${map('hosts')})`,
     // No wildcard either: the rules with no host (the map's default value).
     `  http-request set-var(txn.rulehost) var(txn.host),regsub(^[^.]+,),map_str(${map('wildcards')},${ANY_HOST}) unless { var(txn.rulehost) -m found }`,
-    '  http-request set-var(txn.path) path',
     `  http-request set-var(txn.target) str(${DEFAULT_ROUTE_KEY}),concat(,txn.rulehost,),concat(,txn.path,${PATH_END}),map_beg(${map('routes')})`,
     // One rule, run only for a path with an encoded slash (ingressLua): each rule costs ~300
     // instructions per request even when its condition is false.
@@ -170,7 +171,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
   const map = (name: MapName) => layout.map(name);
   // A request's header block must fit in a buffer with room for the rewrites (the forwarded headers).
   const bufferSize = Math.max(16_384, settings.maxHeaderBytes + 4096);
-  const counters = requestCounterRules();
+  const counters = requestCounterRules(layout.durationsMap);
   const lines = [
     '# Written by kubenft (--ingress-dataplane=haproxy); changed through the runtime API, rewritten on reload.',
     'global',
@@ -178,8 +179,6 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     `  nbthread ${settings.threads}`,
     `  tune.bufsize ${bufferSize}`,
     '  tune.maxrewrite 2048',
-    // normalize-uri is experimental in 2.6 (stable from 2.8): it is what lets routing see the path a backend gets.
-    '  expose-experimental-directives',
     '  hard-stop-after 5m',
     `  lua-load ${layout.luaScript}`,
     '',
@@ -210,20 +209,16 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
     ...(settings.httpsAddress ? [`  bind ${address(settings.httpsAddress)} ssl crt-list ${layout.crtList} alpn h2,http/1.1`] : []),
     `  http-request ${plainReply(431, 'Request Header Fields Too Large')} if { req.hdrs,length gt ${settings.maxHeaderBytes} }`,
     `  http-request deny deny_status 413 if { req.hdr(content-length) -m int gt ${settings.maxBodyBytes} }`,
-    // The path as nginx routes it (src/ingress/request-path.ts): escapes of unreserved octets
-    // decoded first, so %2e%2e is '..'; slashes merged; '.' and '..' resolved, and '..' above the
-    // root (left by path-strip-dotdot without 'full') and an encoded NUL refused.
     // CONNECT and the asterisk-form route nowhere (HAProxy's parser refuses CONNECT with a path itself).
     '  http-request deny deny_status 400 if METH_CONNECT || { url * }',
-    // The query goes to the backend as sent: normalize-uri would decode its escapes too.
-    '  http-request set-var(txn.query) query',
-    '  http-request normalize-uri percent-decode-unreserved strict',
-    '  http-request normalize-uri percent-to-uppercase strict',
-    '  http-request normalize-uri path-merge-slashes',
-    '  http-request normalize-uri path-strip-dot',
-    '  http-request normalize-uri path-strip-dotdot',
-    '  http-request deny deny_status 400 if { path -m reg ^/\\.\\.(/|$) } || { path -m sub %00 }',
-    '  http-request set-query %[var(txn.query)] if { var(txn.query) -m found }',
+    // The path as nginx routes it (src/ingress/request-path.ts), by the Lua action (SHARED_LUA) run
+    // only for a path that can need it: one rule in the common case where normalize-uri's steps
+    // were eight, each ~300 instructions when it has nothing to do (callgrind: docs/performance.md).
+    // The condition sets txn.path aside as it reads the path (a rule of its own costs as much), and
+    // the action sets it again to the path it makes.
+    '  http-request lua.kubenft-normal-path if { path,set-var(txn.path) -m sub % // /. }',
+    // The Gateway's router reads the query here (its query matches, its redirects' Location).
+    ...(settings.gatewayRules ? ['  http-request set-var(txn.query) query'] : []),
     // RFC 9110 §7.6.1: the fields the Connection header names are hop-by-hop too (HAProxy drops only its own).
     '  http-request lua.kubenft-hop-by-hop if { req.hdr(connection) -m reg -i ^(?!(?:close|keep-alive|upgrade)$) }',
     '  http-request set-var(txn.host) req.hdr(host),lower,regsub(:[0-9]*$,)',
@@ -255,7 +250,7 @@ export function renderConfig(layout: HaproxyLayout, settings: HaproxySettings, s
 
 /**
  * The Lua both routers load: the action that removes the fields a Connection header names (keeping
- * an upgrade's), and an encoded slash's other reading of a path. An encoded slash is data, but a
+ * an upgrade's), the path's normal form, and an encoded slash's other reading of a path. An encoded slash is data, but a
  * backend may read it as a separator: a path holding one is refused when that reading reaches
  * another route, or holds a dot segment.
  */
@@ -271,6 +266,46 @@ export const SHARED_LUA = `core.register_action("kubenft-hop-by-hop", { "http-re
     end
   end
   if upgrade then txn.http:req_set_header("connection", "upgrade") else txn.http:req_del_header("connection") end
+end)
+
+-- HAProxy's own reply to a request it refuses (as its errorfile for 400).
+local function refuse(txn)
+  txn:done(txn:reply({ status = 400, headers = { ["content-type"] = { "text/plain; charset=utf-8" }, server = { "kubenft" } }, body = ${JSON.stringify(replyBody(400, 'Bad Request'))} }))
+end
+
+-- A path as nginx routes it: what HAProxy's normalize-uri steps percent-decode-unreserved strict,
+-- percent-to-uppercase strict, path-merge-slashes, path-strip-dot and path-strip-dotdot make of
+-- it, in that order; nil where nginx answers 400: a malformed escape, an encoded NUL, '..' above
+-- the root. Escapes of unreserved octets are decoded before the dot segments are resolved (so
+-- %2e%2e is '..'); the others are kept, in upper case.
+local function normal_path(path)
+  if (path:gsub("%%%x%x", "")):find("%", 1, true) then return nil end
+  path = path:gsub("%%(%x%x)", function(hex)
+    local octet = string.char(tonumber(hex, 16))
+    if octet:find("^[A-Za-z0-9._~-]$") then return octet end
+    return "%" .. hex:upper()
+  end)
+  if path:find("%00", 1, true) then return nil end
+  local kept, last = {}, nil
+  for segment in path:gsub("//+", "/"):gmatch("/([^/]*)") do
+    if segment == ".." then
+      if #kept == 0 then return nil end
+      kept[#kept] = nil
+    elseif segment ~= "." then kept[#kept + 1] = segment end
+    last = segment
+  end
+  -- A last '.' or '..' leaves its directory's slash.
+  local trailing = (last == "." or last == "..") and #kept > 0 and "/" or ""
+  return "/" .. table.concat(kept, "/") .. trailing
+end
+
+core.register_action("kubenft-normal-path", { "http-req" }, function(txn)
+  local path = txn.sf:path()
+  local normal = normal_path(path)
+  if normal == nil then return refuse(txn) end
+  if normal == path then return end
+  txn.http:req_set_path(normal)
+  txn:set_var("txn.path", normal)
 end)
 
 -- The path as a backend that takes %2F for '/' reads it (slashes merged again).
@@ -293,9 +328,7 @@ end
 
 core.register_action("kubenft-encoded-slash", { "http-req" }, function(txn)
   local slashed = slashed_reading(txn:get_var("txn.path"))
-  if has_dot_segment(slashed) or target_of(txn:get_var("txn.rulehost"), slashed) ~= txn:get_var("txn.target") then
-    txn:done(txn:reply({ status = 400, headers = { ["content-type"] = { "text/plain; charset=utf-8" }, server = { "kubenft" } }, body = ${JSON.stringify(replyBody(400, 'Bad Request'))} }))
-  end
+  if has_dot_segment(slashed) or target_of(txn:get_var("txn.rulehost"), slashed) ~= txn:get_var("txn.target") then refuse(txn) end
 end)
 `;
 

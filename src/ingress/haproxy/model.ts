@@ -4,6 +4,7 @@ import {
   DEFAULT_ROUTE_KEY, SHARED_LUA, errorFiles, ingressLua, type HaproxyLayout, type HaproxySettings, MAPS, type MapEntry, crtListLine, entryId, hostEntries, renderConfig,
   renderCrtList, renderMapFile, routeTarget, serverName, slotName, tableHosts,
 } from './config.js';
+import { durationBucketMap } from './request-counters.js';
 
 // What HAProxy holds of the route plan, kept beside it: each sync's changes become the runtime API
 // commands that take HAProxy from this to the new plan (and this with it), and a reload or a
@@ -93,6 +94,7 @@ export class HaproxyModel {
     return [
       { path: this.layout.config, content: renderConfig(this.layout, settings, this.capacity, servers, this.timeouts) },
       ...MAPS.map((name) => ({ path: this.layout.map(name), content: renderMapFile(byMap.get(name)!) })),
+      { path: this.layout.durationsMap, content: durationBucketMap() },
       { path: this.layout.defaultCertificate, content: this.defaultPem },
       ...[...this.certificates].map(([sniName, pem]) => ({ path: this.layout.certificate(sniName), content: pem })),
       { path: this.layout.crtList, content: renderCrtList(this.layout, [...this.certificates.keys()]) },

@@ -2,46 +2,46 @@ import { INGRESS_DURATION_BUCKETS } from '../proxy-protocol.js';
 import type { RequestMetrics } from '../proxy.js';
 
 // The request metrics of HAProxy's requests, counted in HAProxy itself: a stick table holds one
-// entry per route, rule host, status and HAProxy thread, whose counters the response rules
-// increment (the requests, the duration buckets) and whose tag holds the durations' sum in
-// milliseconds (2.6 can only add 1 to a counter, but can set a tag to itself plus the duration:
-// one rule, where a counter per bit of the sum took one per bit; an entry per thread so no two
-// threads read and set the same tag at once). The agent reads the table and the backends'
-// counters once a second (show table, show stat), so no work per request happens outside HAProxy:
-// following a log line per request cost a tenth of the throughput on two cores. What the response
-// rules do not see (HAProxy's own replies: redirects, refusals, a backend that failed) is logged
-// and counted by request-log.ts.
+// entry per route, rule host, status, HAProxy thread and duration bucket. Tracking the entry from
+// a response rule counts the request (its http_req_cnt), and its tag holds the durations' sum in
+// milliseconds (2.6 can only add 1 to a counter, but can set a tag to itself plus the duration; an
+// entry per thread so no two threads read and set the same tag at once). The bucket is one lookup
+// of the duration in a map of ranges (durations.map), so a response costs four rules, where a
+// counter per bucket bound took one rule each (callgrind: docs/performance.md). The agent reads
+// the table and the backends' counters once a second (show table, show stat), so no work per
+// request happens outside HAProxy: following a log line per request cost a tenth of the
+// throughput on two cores. What the response rules do not see (HAProxy's own replies: redirects,
+// refusals, a backend that failed) is logged and counted by request-log.ts.
 
 export const REQUEST_TABLE = 'kubenft_requests';
 
-/** The counters of an entry: the requests, then one per duration bound (requests at most that long); its tag 0 is the durations' sum. */
-const COUNT = 0;
-const FIRST_BOUND = 1;
-const COUNTERS = FIRST_BOUND + INGRESS_DURATION_BUCKETS.length;
-/** Where the reader keeps the sum, after the counters. */
-const SUM = COUNTERS;
+/** The bounds in milliseconds, as the response rules compare them. */
+const BOUNDS_MS = INGRESS_DURATION_BUCKETS.map((bound) => Math.round(bound * 1000));
 
-/** The stick table, as a backend of its own: keys are 'route/rule host/status/thread' (a rule host is a DNS name or '*'). */
+/** durations.map: a duration's range of milliseconds → its bucket (INGRESS_DURATION_BUCKETS' index; their length when past every bound, the lookup's default). Ranges are inclusive, as a bucket's bound is (value ≤ bound); the first is open below. */
+export function durationBucketMap(): string {
+  return BOUNDS_MS.map((bound, index) => `${index === 0 ? '' : BOUNDS_MS[index - 1] + 1}:${bound} ${index}\n`).join('');
+}
+
+/** The stick table, as a backend of its own: keys are 'route/rule host/status/thread/bucket' (a rule host is a DNS name or '*'). */
 export function requestTableLines(): string[] {
   return [
     `backend ${REQUEST_TABLE}`,
-    `  stick-table type string len 300 size 100k store gpc(${COUNTERS}),gpt(1)`,
+    '  stick-table type string len 300 size 100k store http_req_cnt,gpt(1)',
   ];
 }
 
 /**
  * The frontend's rules: the start is taken once the request is routed; a response from a backend
- * is counted under its route and then not logged (HAProxy's own replies still are).
+ * is counted under its route (every such request has one: no route is a 404 of HAProxy's own)
+ * and then not logged (HAProxy's own replies still are).
  */
-export function requestCounterRules(): { request: string[]; response: string[] } {
+export function requestCounterRules(durationsMap: string): { request: string[]; response: string[] } {
   return {
     request: ['  http-request set-var(txn.start) date(0,ms)'],
     response: [
-      '  http-response set-var-fmt(txn.counted) "%[var(txn.target),field(2,/)]/%[var(txn.rulehost)]/%[status]/%[thread]" if { var(txn.target) -m found }',
-      `  http-response track-sc0 var(txn.counted) table ${REQUEST_TABLE} if { var(txn.counted) -m found }`,
-      '  http-response set-var(txn.ms) date(0,ms),sub(txn.start)',
-      `  http-response sc-inc-gpc(${COUNT},0)`,
-      ...INGRESS_DURATION_BUCKETS.map((bound, index) => `  http-response sc-inc-gpc(${FIRST_BOUND + index},0) if { var(txn.ms) -m int le ${Math.round(bound * 1000)} }`),
+      `  http-response set-var-fmt(txn.counted) "%[var(txn.target),field(2,/)]/%[var(txn.rulehost)]/%[status]/%[thread]/%[date(0,ms),sub(txn.start),set-var(txn.ms),map_int(${durationsMap},${BOUNDS_MS.length})]"`,
+      `  http-response track-sc0 var(txn.counted) table ${REQUEST_TABLE}`,
       // A tag is 32 bits, as the counters: the reader takes differences modulo 2^32.
       '  http-response sc-set-gpt(0,0) sc_get_gpt(0,0),add(txn.ms)',
       '  http-response set-log-level silent',
@@ -61,12 +61,12 @@ export interface CounterLabels {
 const WRAP = 2 ** 32;
 const since = (now: number, before: number) => (now - before + WRAP) % WRAP;
 
-/** `show table` lines: '0x…: key=3/foo.com/200/0 use=0 exp=0 gpt0=12 gpc0=7 gpc1=7 …'. */
-const ENTRY = /^0x[0-9a-f]+: key=(\S+) .*?gpc0=/;
+/** `show table` lines: '0x…: key=3/foo.com/200/0/2 use=0 exp=0 http_req_cnt=7 gpt0=12'. */
+const ENTRY = /^0x[0-9a-f]+: key=(\S+) .*?http_req_cnt=(\d+) gpt0=(\d+)/;
 
 export class RequestCounterReader {
-  /** The last values read, per table key and per backend slot; forgotten when a new worker starts with a new table. */
-  private entries = new Map<string, number[]>();
+  /** The last values read per table key (requests, durations' sum); forgotten when a new worker starts with a new table. */
+  private entries = new Map<string, { requests: number; sum: number }>();
   private backends = new Map<string, number>();
 
   constructor(private readonly labels: CounterLabels, private readonly metrics: RequestMetrics) {}
@@ -81,30 +81,26 @@ export class RequestCounterReader {
   readTable(answer: string): void {
     const durations = new Map<string, { buckets: number[]; sum: number }>();
     for (const line of answer.split('\n')) {
-      const key = ENTRY.exec(line)?.[1];
-      if (key === undefined) continue;
-      const counters = [...[...line.matchAll(/ gpc\d+=(\d+)/g)].map((match) => Number(match[1])), Number(/ gpt0=(\d+)/.exec(line)?.[1] ?? 0)];
+      const match = ENTRY.exec(line);
+      if (!match) continue;
+      const [, key, requestsText, sumText] = match;
+      const now = { requests: Number(requestsText), sum: Number(sumText) };
       const before = this.entries.get(key);
-      this.entries.set(key, counters);
+      this.entries.set(key, now);
       // An entry evicted (the table full) and made again starts over.
-      const fresh = before === undefined || counters[COUNT] < before[COUNT];
-      const delta = fresh ? counters : counters.map((value, index) => since(value, before[index]));
-      if (delta[COUNT] === 0) continue;
-      const [routeText, ruleHost, status] = key.split('/');
+      const fresh = before === undefined || now.requests < before.requests;
+      const requests = fresh ? now.requests : now.requests - before.requests;
+      if (requests === 0) continue;
+      const sum = fresh ? now.sum : since(now.sum, before.sum);
+      const [routeText, ruleHost, status, , bucketText] = key.split('/');
       const route = this.labels.routes[Number(routeText)];
-      if (!route) continue;
-      this.metrics.requests.inc({ [this.metrics.owner]: route.ingress, host: this.labels.hostOf(ruleHost), path: route.path, status }, delta[COUNT]);
+      const bucket = Number(bucketText);
+      if (!route || !(bucket >= 0 && bucket <= INGRESS_DURATION_BUCKETS.length)) continue;
+      this.metrics.requests.inc({ [this.metrics.owner]: route.ingress, host: this.labels.hostOf(ruleHost), path: route.path, status }, requests);
       let histogram = durations.get(route.ingress);
       if (!histogram) durations.set(route.ingress, (histogram = { buckets: new Array<number>(INGRESS_DURATION_BUCKETS.length + 1).fill(0), sum: 0 }));
-      // Cumulative per bound in HAProxy, per bucket here.
-      let below = 0;
-      for (let index = 0; index < INGRESS_DURATION_BUCKETS.length; index++) {
-        const atMost = delta[FIRST_BOUND + index];
-        histogram.buckets[index] += atMost - below;
-        below = atMost;
-      }
-      histogram.buckets[INGRESS_DURATION_BUCKETS.length] += delta[COUNT] - below;
-      histogram.sum += delta[SUM] / 1000;
+      histogram.buckets[bucket] += requests;
+      histogram.sum += sum / 1000;
     }
     for (const [ingress, { buckets, sum }] of durations) this.metrics.durations.add({ [this.metrics.owner]: ingress }, buckets, sum);
   }
