@@ -7,13 +7,13 @@
 // from dist/bundle/ as it does from dist/src/<folder>/.
 import { build } from 'esbuild';
 import { rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const outdir = join(root, 'dist', 'bundle');
-rmSync(outdir, { recursive: true, force: true });
-await build({
+
+/** esbuild's options for the bundle in `outdir`; test/unit/start-path.test.ts builds with the same. */
+export const bundleOptions = (outdir) => ({
   absWorkingDir: root,
   entryPoints: ['src/cli/main.ts', 'src/dns/server.ts', 'src/ingress/proxy-worker.ts'],
   outdir,
@@ -30,3 +30,10 @@ await build({
   banner: { js: "import { createRequire as __kubenftCreateRequire } from 'node:module'; const require = __kubenftCreateRequire(import.meta.url);" },
   logLevel: 'warning',
 });
+
+// Run as a script (npm run build), not imported for its options.
+if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1])) {
+  const outdir = join(root, 'dist', 'bundle');
+  rmSync(outdir, { recursive: true, force: true });
+  await build(bundleOptions(outdir));
+}

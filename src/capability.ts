@@ -1,15 +1,17 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import type { ClusterState, WatchedKind, WatchNeeds } from './cluster/cluster-state.js';
+import type { ClusterState, ListNeeds, WatchedKind, WatchNeeds } from './cluster/cluster-state.js';
 import type { SettingsDefinition } from './settings.js';
 
 // The one interface of kubenft's capabilities beside the Service proxy's rules (socket LB, cluster
 // DNS, ingress; docs/architecture.md). A capability is a folder whose index.ts exports one
-// Capability; agent/capabilities.ts lists them, and the agent and the CLI only loop over that list:
-// adding a capability is a new folder and one line there. A capability imports kernel/, cluster/
-// and this file, never the agent, the CLI or another capability's internals.
+// Capability, and whose settings.ts exports the part of it the CLI reads before the agent's code is
+// loaded (its CapabilitySettings: flags, defaults, whether it is on, what it lists);
+// agent/capability-settings.ts and agent/capabilities.ts list them, and the agent and the CLI only
+// loop over those lists: adding a capability is a new folder and one line in each. A capability
+// imports kernel/, cluster/ and this file, never the agent, the CLI or another capability's internals.
 
-export type { WatchedKind, WatchNeeds };
+export type { ListNeeds, WatchedKind, WatchNeeds };
 export { OptionsError } from './settings.js';
 
 export interface StateChanges {
@@ -62,16 +64,26 @@ export interface ServiceSteering {
   listeners: { address: string; port: number }[];
 }
 
-/** One capability: its settings, what it watches, its dataplane and its cleanup. */
-export interface Capability<Settings = unknown> {
+/**
+ * What the CLI reads of a capability before the agent's code is loaded (its settings.ts): its settings,
+ * whether they turn it on, and what it lists, so that every setting is validated and the first lists
+ * are asked for while the rest loads.
+ */
+export interface CapabilitySettings<Settings = unknown> {
   readonly name: string;
   /** Where its settings are in the agent's options (options[settingsKey]), which its flags fill. */
   readonly settingsKey: string;
-  /** Its defaults and its flags (its flags.ts), which the CLI adds to kube-proxy's. */
+  /** Its defaults and its flags, which the CLI adds to kube-proxy's. */
   readonly settings: SettingsDefinition<Settings>;
   /** Whether these settings turn it on. */
   enabled(settings: Settings): boolean;
-  /** What it reads beyond Services, EndpointSlices and this Node (also when it only plans, as `services` does). */
+  /** What it lists beyond Services, EndpointSlices and this Node: its watch without the validation. */
+  readonly lists?: ListNeeds;
+}
+
+/** One capability: its settings, what it watches, its dataplane and its cleanup. */
+export interface Capability<Settings = unknown> extends CapabilitySettings<Settings> {
+  /** What it reads beyond Services, EndpointSlices and this Node (also when it only plans, as `services` does): its lists, validated. */
   readonly watch?: WatchNeeds;
   /** Its dataplane; throws OptionsError for settings it cannot serve in this context. */
   start(settings: Settings, context: CapabilityContext): StateDataplane;

@@ -1,4 +1,3 @@
-import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { ServiceSteering, StateChanges, StateDataplane } from '../capability.js';
 import { ClusterState, type KubeObject } from '../cluster/cluster-state.js';
@@ -7,6 +6,7 @@ import { ObjectError } from '../cluster/model.js';
 import type { SourceHandler } from '../cluster/kubernetes.js';
 import { type Dataplane, type DriftWatch, type ProxyConfig, type ServicesSettings, type SyncSplit, services } from '../services/index.js';
 import { ProxyHealth } from './healthz.js';
+import { nodeNameOf } from './node-name.js';
 import { ProxyMetrics } from './metrics.js';
 import { SyncRunner } from './sync-runner.js';
 
@@ -47,10 +47,6 @@ export interface AgentSettings extends ServicesSettings {
   healthzBindAddress: string;
   /** --feature-gates as given (names checked against kube-proxy's table). */
   featureGates?: Record<string, boolean>;
-}
-
-export function nodeNameOf(options: Pick<AgentSettings, 'hostnameOverride'>): string {
-  return (options.hostnameOverride ?? hostname()).trim().toLowerCase();
 }
 
 /**

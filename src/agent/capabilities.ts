@@ -4,31 +4,18 @@ import { dns } from '../dns/index.js';
 import { gateway } from '../gateway/index.js';
 import { ingress } from '../ingress/index.js';
 import { socketLb } from '../socket-lb/index.js';
+import { type CapabilitySettingsByKey, settingsOf } from './capability-settings.js';
 
 // The capabilities beside the Service proxy's rules, in the order each sync updates them. Adding
-// one: its folder, whose index.ts exports its Capability, and a line here. Everything else (its
-// settings, what it watches, its dataplane, its cleanup) the agent and the CLI take from the list.
-const LISTED = [
+// one: its folder, whose index.ts exports its Capability and whose settings.ts its settings, a line
+// here and one in capability-settings.ts, in the same place. Everything else (its settings, what it
+// watches, its dataplane, its cleanup) the agent and the CLI take from the lists.
+export const CAPABILITIES: readonly Capability<any>[] = [
   dns,
   socketLb,
   ingress,
   gateway,
-] as const satisfies readonly Capability<any>[];
-
-/** The list, as the agent and the CLI loop over it: each one's settings are its own business. */
-export const CAPABILITIES: readonly Capability<any>[] = LISTED;
-
-type Listed = (typeof LISTED)[number];
-
-/** Each capability's settings under its settingsKey, as its flags fill them (options.dns, options.ingress, …). */
-export type CapabilitySettingsByKey = { [C in Listed as C['settingsKey']]: ReturnType<C['settings']['defaults']> };
-
-/** A capability's settings in the options, where its flags put them. */
-export const settingsOf = (capability: Capability<unknown>, options: CapabilitySettingsByKey): unknown => {
-  const settings = (options as unknown as Record<string, unknown>)[capability.settingsKey];
-  if (settings === undefined) throw new Error(`the options hold no settings for ${capability.name} (${capability.settingsKey})`);
-  return settings;
-};
+];
 
 const enabled = (options: CapabilitySettingsByKey) => CAPABILITIES.filter((capability) => capability.enabled(settingsOf(capability, options)));
 

@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
 import yaml from 'js-yaml';
-import { CAPABILITIES, type CapabilitySettingsByKey, settingsOf } from '../agent/capabilities.js';
+import { CAPABILITY_SETTINGS, type CapabilitySettingsByKey, settingsOf } from '../agent/capability-settings.js';
 import { featureGateError, unimplementedGate } from '../cluster/feature-gates.js';
 import { parseCIDR } from '../cluster/normalize.js';
 import { cidrFamily, ipFamily } from '../kernel/addresses.js';
-import { type ConntrackOptions, services } from '../services/index.js';
+import type { ConntrackOptions } from '../services/index.js';
+import { SERVICE_TABLES } from '../services/settings.js';
 import {
   type FlagSetting, OptionsError, type SettingKind as Kind, fail, formatDuration, hostPort, integerIn, parseDuration, positive,
 } from '../settings.js';
@@ -87,7 +88,7 @@ const HOUR_MS = 60 * MINUTE_MS;
 export const DEFAULT_CONFIG_SYNC_PERIOD_MS = 15 * MINUTE_MS;
 
 function defaultOptions(): AgentOptions {
-  const capabilities = Object.fromEntries(CAPABILITIES.map((capability) => [capability.settingsKey, capability.settings.defaults()]));
+  const capabilities = Object.fromEntries(CAPABILITY_SETTINGS.map((capability) => [capability.settingsKey, capability.settings.defaults()]));
   return {
     ...(capabilities as CapabilitySettingsByKey),
     command: 'run',
@@ -96,7 +97,7 @@ function defaultOptions(): AgentOptions {
     json: false,
     iptablesBackend: 'auto',
     inspect: { protocol: 'tcp', via: 'prerouting' },
-    serviceTables: services.serviceTables.default,
+    serviceTables: SERVICE_TABLES.default,
     cleanup: false,
     initOnly: false,
     clusterCIDRs: [],
@@ -274,9 +275,9 @@ const GENERAL_SETTINGS: Setting[] = [
       if (v !== 'auto' && v !== 'legacy' && v !== 'nft') fail(where, v, 'must be auto, legacy or nft');
       o.iptablesBackend = v as IptablesBackend;
     } },
-  { flag: 'service-tables', own: true, kind: 'int', arg: 'N', help: `nftables mode: spread the services over N tables by their ClusterIP's last byte (1-${services.serviceTables.max}); a change re-validates only its table`,
-    defaultText: String(services.serviceTables.default),
-    apply: (o, v: number, where) => { o.serviceTables = integerIn(v, 1, services.serviceTables.max, where); } },
+  { flag: 'service-tables', own: true, kind: 'int', arg: 'N', help: `nftables mode: spread the services over N tables by their ClusterIP's last byte (1-${SERVICE_TABLES.max}); a change re-validates only its table`,
+    defaultText: String(SERVICE_TABLES.default),
+    apply: (o, v: number, where) => { o.serviceTables = integerIn(v, 1, SERVICE_TABLES.max, where); } },
   { flag: 'service-cidr', own: true, kind: 'list', repeatable: true, arg: 'CIDR[,CIDR]', help: 'Service ClusterIP ranges: an address in them that no Service holds is dropped (repeatable)',
     apply: (o, v: string[], where) => { o.serviceCIDRs = cidrList(v, where); } },
 
@@ -376,13 +377,13 @@ const GENERAL_SETTINGS: Setting[] = [
 ];
 
 /** Each capability's flags (kubenft's own), landing in its settings: options[settingsKey]. */
-const CAPABILITY_SETTINGS: Setting[] = CAPABILITIES.flatMap((capability) => capability.settings.flags.map((setting): Setting => ({
+const CAPABILITY_FLAGS: Setting[] = CAPABILITY_SETTINGS.flatMap((capability) => capability.settings.flags.map((setting): Setting => ({
   ...setting,
   own: true,
   apply: (options, value, where) => setting.apply(settingsOf(capability, options), value, where),
 })));
 
-const SETTINGS: Setting[] = [...GENERAL_SETTINGS, ...CAPABILITY_SETTINGS];
+const SETTINGS: Setting[] = [...GENERAL_SETTINGS, ...CAPABILITY_FLAGS];
 
 /** Every setting kubenft implements, by flag and config field (for the test that each is read). */
 export const settingNames = (): { flag?: string; field?: string }[] => SETTINGS.map(({ flag, field }) => ({ flag, field }));
@@ -623,7 +624,7 @@ export function parseOptions(argv: string[], readFile: (path: string) => string 
   if (options.initOnly && (options.once || options.cleanup || options.command !== 'run')) {
     throw new OptionsError('--init-only does the node setup and exits: it does not combine with --once, --cleanup, render, services or explain');
   }
-  for (const capability of CAPABILITIES) capability.settings.check?.(settingsOf(capability, options), { proxyMode: options.proxyMode });
+  for (const capability of CAPABILITY_SETTINGS) capability.settings.check?.(settingsOf(capability, options), { proxyMode: options.proxyMode });
   if (options.ingress.enabled && options.gateway.enabled) {
     const taken = [options.ingress.httpAddress, options.ingress.httpsAddress].filter((address) => address !== undefined);
     const clash = [options.gateway.httpAddress, options.gateway.httpsAddress].find((address) => address !== undefined && taken.includes(address));

@@ -1,5 +1,5 @@
 import type { KubernetesListObject, KubernetesObject } from '@kubernetes/client-node';
-import type { WatchNeeds } from './cluster-state.js';
+import type { ListNeeds } from './cluster-state.js';
 import { HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL } from './normalize.js';
 import { type ApiEndpoint, plainEndpoint, sameEndpoint } from './api-endpoint.js';
 import { listCollection } from './list-request.js';
@@ -24,7 +24,7 @@ export interface KubernetesSourceOptions {
    * proxy's planners (headless services have no ClusterIP; servicePortViews leaves other proxies'
    * out), so watching them changes no rule.
    */
-  watches?: readonly WatchNeeds[];
+  watches?: readonly ListNeeds[];
   /** The lists already asked for (startFirstLists), which the source's first lists take over. */
   earlyLists?: EarlyLists;
 }

@@ -19,23 +19,48 @@ export const PROXY_KINDS: readonly string[] = ['Service', 'EndpointSlice', 'Endp
 /** Validates one object of a registered kind: returns what is kept, or throws ObjectError naming why not. */
 export type Normalizer = (object: KubeObject) => unknown;
 
-/** A kind read beyond the proxy's own, with its validation and the collection the API server serves it in. */
-export interface WatchedKind {
+/** A kind read beyond the proxy's own: the collection the API server serves it in. */
+export interface ListedKind {
   kind: string;
   apiVersion: string;
   /** The collection's path, which the API source lists and watches. */
   path: string;
   fieldSelector?: string;
+}
+
+/** A kind read beyond the proxy's own, with its validation. */
+export interface WatchedKind extends ListedKind {
   normalize: Normalizer;
 }
 
-/** What a reader of the state (a capability) needs watched beyond Services, EndpointSlices and this Node. */
-export interface WatchNeeds {
-  kinds?: readonly WatchedKind[];
+/**
+ * What a reader of the state (a capability) needs listed beyond Services, EndpointSlices and this
+ * Node, known from its settings alone: the first lists are asked for with it before the reader's
+ * code is loaded.
+ */
+export interface ListNeeds {
+  kinds?: readonly ListedKind[];
   /** Every Service and EndpointSlice, also headless services' and other proxies' (cluster DNS names them all). */
   allServices?: boolean;
   /** The EndpointSlices of headless services too (the ingress routes to them); another proxy's stay its own. */
   headlessSlices?: boolean;
+}
+
+/** What a reader of the state needs watched: its lists, each kind with its validation. */
+export interface WatchNeeds extends ListNeeds {
+  kinds?: readonly WatchedKind[];
+}
+
+/** `lists` with each kind's validation, by kind: one description of what a capability reads, not two. */
+export function withNormalizers(lists: ListNeeds, normalizers: Readonly<Record<string, Normalizer>>): WatchNeeds {
+  return {
+    ...lists,
+    kinds: lists.kinds?.map((listed) => {
+      const normalize = normalizers[listed.kind];
+      if (!normalize) throw new Error(`no validation given for the listed kind ${listed.kind}`);
+      return { ...listed, normalize };
+    }),
+  };
 }
 
 const otherKey = (object: KubeObject) => (object.metadata?.namespace ? `${object.metadata.namespace}/${object.metadata.name ?? ''}` : object.metadata?.name ?? '');

@@ -7,7 +7,8 @@ import { joinHostPort } from '../kernel/addresses.js';
 import { type HttpEndpoint, serveHttp } from '../kernel/http-server.js';
 import { CountedHistogram } from '../kernel/counted-histogram.js';
 import { type DnsPlanConfig, planService, planZone } from './records.js';
-import type { ClusterState } from '../cluster/cluster-state.js';
+import { type ClusterState, withNormalizers } from '../cluster/cluster-state.js';
+import { DNS_LISTS } from './lists.js';
 import { type NamespaceInfo, normalizeNamespace } from '../cluster/normalize.js';
 import type { Upstream } from './forwarder.js';
 import { native } from '../kernel/native.js';
@@ -25,11 +26,7 @@ import { DNS_DURATION_BUCKETS, LARGE_UPDATE, type NamesUpdate, type Ping, type S
 // While it is down, pods' queries fall through to the kube-dns Service's endpoints (the notrack
 // rule matches only while a socket is bound) and so do the node's own (that rule is withdrawn).
 
-/** CoreDNS names every Service, headless ones and other proxies' too, and answers for every Namespace. */
-export const DNS_WATCH: WatchNeeds = {
-  allServices: true,
-  kinds: [{ kind: 'Namespace', apiVersion: 'v1', path: '/api/v1/namespaces', normalize: normalizeNamespace }],
-};
+export const DNS_WATCH: WatchNeeds = withNormalizers(DNS_LISTS, { Namespace: normalizeNamespace });
 
 export interface DnsOptions {
   addresses: string[];

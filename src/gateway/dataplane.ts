@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import { availableParallelism } from 'node:os';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { OptionsError, type StateChanges, type StateDataplane, type WatchNeeds } from '../capability.js';
-import type { ClusterState } from '../cluster/cluster-state.js';
+import { type ClusterState, withNormalizers } from '../cluster/cluster-state.js';
+import { GATEWAY_LISTS } from './lists.js';
 import type { NamespaceInfo } from '../cluster/normalize.js';
 import { normalizeNamespace } from '../cluster/normalize.js';
 import { endpointPortViews } from '../cluster/service-ports.js';
@@ -44,20 +45,10 @@ export interface GatewaySettings extends Omit<WorkerProxyOptions, 'name' | 'http
 /** The suffixes of the HAProxys' directories (one HAProxy per listener address), which --cleanup stops. */
 export const HAPROXY_LISTENERS = { http: '-http', https: '-https' } as const;
 
-const GROUP_PATH = '/apis/gateway.networking.k8s.io';
-
-/** Gateway API's kinds (the standard channel's versions), TLS Secrets, and Namespaces for allowedRoutes' selectors. */
-export const GATEWAY_WATCH: WatchNeeds = {
-  headlessSlices: true,
-  kinds: [
-    { kind: 'GatewayClass', apiVersion: 'gateway.networking.k8s.io/v1', path: `${GROUP_PATH}/v1/gatewayclasses`, normalize: normalizeGatewayClass },
-    { kind: 'Gateway', apiVersion: 'gateway.networking.k8s.io/v1', path: `${GROUP_PATH}/v1/gateways`, normalize: normalizeGateway },
-    { kind: 'HTTPRoute', apiVersion: 'gateway.networking.k8s.io/v1', path: `${GROUP_PATH}/v1/httproutes`, normalize: normalizeHTTPRoute },
-    { kind: 'ReferenceGrant', apiVersion: 'gateway.networking.k8s.io/v1beta1', path: `${GROUP_PATH}/v1beta1/referencegrants`, normalize: normalizeReferenceGrant },
-    { kind: 'Secret', apiVersion: 'v1', path: '/api/v1/secrets', fieldSelector: 'type=kubernetes.io/tls', normalize: normalizeTlsSecret },
-    { kind: 'Namespace', apiVersion: 'v1', path: '/api/v1/namespaces', normalize: normalizeNamespace },
-  ],
-};
+export const GATEWAY_WATCH: WatchNeeds = withNormalizers(GATEWAY_LISTS, {
+  GatewayClass: normalizeGatewayClass, Gateway: normalizeGateway, HTTPRoute: normalizeHTTPRoute,
+  ReferenceGrant: normalizeReferenceGrant, Secret: normalizeTlsSecret, Namespace: normalizeNamespace,
+});
 const GATEWAY_KINDS = GATEWAY_WATCH.kinds!.map(({ kind }) => kind);
 
 const portOf = (address: string | undefined) => (address ? splitHostPort(address).port : undefined);

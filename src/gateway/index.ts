@@ -1,5 +1,5 @@
 import { OptionsError, type Capability } from '../capability.js';
-import { GATEWAY_SETTINGS } from './flags.js';
+import { gatewaySettings } from './settings.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { Router, cleanupHaproxy, routingHost } from '../ingress/index.js';
 import type { Logger } from 'pino';
@@ -53,10 +53,7 @@ const explanationText = (explanation: GatewayExplanation) => {
 
 /** The Gateway API controller (--gateway): the proxy on every node serves the GatewayClass's Gateways and their HTTPRoutes. */
 export const gateway = {
-  name: 'gateway',
-  settingsKey: 'gateway' as const,
-  settings: GATEWAY_SETTINGS,
-  enabled: (settings: GatewaySettings) => settings.enabled,
+  ...gatewaySettings,
   watch: GATEWAY_WATCH,
   start: (settings: GatewaySettings, { log, api }) => new GatewayDataplane(settings, log, api),
   /** Its HAProxys outlive the agent (the next one adopts them): --cleanup stops them. */

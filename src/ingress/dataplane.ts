@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { OptionsError, type StateChanges, type StateDataplane, type WatchNeeds } from '../capability.js';
 import { IngressPlanner, type IngressPlanInput, type IngressProblem, type MissingSecret, type RouteTable, missingSecretText } from './routes.js';
-import type { ClusterState } from '../cluster/cluster-state.js';
+import { type ClusterState, withNormalizers } from '../cluster/cluster-state.js';
+import { INGRESS_LISTS } from './lists.js';
 import {
   type IngressClassInfo, type IngressInfo, type TlsSecretInfo, normalizeIngress, normalizeIngressClass, normalizeTlsSecret,
 } from './objects.js';
@@ -53,18 +54,7 @@ export interface IngressStatusSource {
   master?: string;
 }
 
-/**
- * The ingress routes to headless services' endpoints too, and reads Ingresses, their classes and
- * TLS Secrets (only those, selected by the server: it never reads another Secret's data).
- */
-export const INGRESS_WATCH: WatchNeeds = {
-  headlessSlices: true,
-  kinds: [
-    { kind: 'Ingress', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingresses', normalize: normalizeIngress },
-    { kind: 'IngressClass', apiVersion: 'networking.k8s.io/v1', path: '/apis/networking.k8s.io/v1/ingressclasses', normalize: normalizeIngressClass },
-    { kind: 'Secret', apiVersion: 'v1', path: '/api/v1/secrets', fieldSelector: 'type=kubernetes.io/tls', normalize: normalizeTlsSecret },
-  ],
-};
+export const INGRESS_WATCH: WatchNeeds = withNormalizers(INGRESS_LISTS, { Ingress: normalizeIngress, IngressClass: normalizeIngressClass, Secret: normalizeTlsSecret });
 /** A change to any of these kinds can change the routes. */
 const INGRESS_KINDS = INGRESS_WATCH.kinds!.map(({ kind }) => kind);
 

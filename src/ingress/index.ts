@@ -2,7 +2,8 @@ import type { Capability, ServiceSteering } from '../capability.js';
 import type { ClusterState } from '../cluster/cluster-state.js';
 import { splitHostPort } from '../kernel/addresses.js';
 import { INGRESS_WATCH, IngressDataplane, ingressPlanInput } from './dataplane.js';
-import { INGRESS_SETTINGS, type IngressSettings } from './flags.js';
+import type { IngressSettings } from './flags.js';
+import { ingressSettings } from './settings.js';
 import { type HostRoute, type RouteTable, missingSecretText, planIngress } from './routes.js';
 import { cleanupHaproxy } from './haproxy/proxy.js';
 import { explainIngressUrl, ingressExplanationText } from './explain.js';
@@ -55,10 +56,7 @@ function plannedIngress(state: ClusterState, settings: IngressSettings) {
 
 /** The ingress controller (--ingress): a proxy on every node routes the served Ingresses. */
 export const ingress = {
-  name: 'ingress',
-  settingsKey: 'ingress' as const,
-  settings: INGRESS_SETTINGS,
-  enabled: (settings: IngressSettings) => settings.enabled,
+  ...ingressSettings,
   watch: INGRESS_WATCH,
   start: (settings: IngressSettings, { log, api }) => new IngressDataplane(settings, log, api),
   /** HAProxy outlives the agent (the next one adopts it): --cleanup stops it. */

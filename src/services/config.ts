@@ -43,6 +43,9 @@ export interface ProxyConfig extends NodeContext {
   ingressSteering?: ServiceSteering;
 }
 
+/** Upper bound of config.serviceTables, so a full sync can remove the tables of any earlier setting. */
+export const MAX_SERVICE_TABLES = 64;
+
 export const DEFAULT_PROXY_CONFIG: ProxyConfig = {
   nodeName: 'localhost',
   tableName: 'kubenft',

@@ -11,7 +11,8 @@ import { explainReport, explainText, servicesReport, servicesText } from './insp
 import { IptablesBackend } from './iptables-backend.js';
 import { iptablesRestoreInput, planIptables } from './iptables-plan.js';
 import { LeftoverRemovalDataplane, logRemoved, removeKubeProxyLeftovers } from './kube-proxy-leftovers.js';
-import { MAX_SERVICE_TABLES, planRuleset } from './nftables-plan.js';
+import { planRuleset } from './nftables-plan.js';
+import { SERVICE_TABLES } from './settings.js';
 import { servicesBackend } from './nftables-proxier.js';
 import { proxyConfigFor } from './node-config.js';
 import { applyNodeSetup, applyOomScoreAdj } from './node-setup.js';
@@ -37,7 +38,7 @@ export const services = {
   name: 'services',
   /** The table the rules are loaded in (and the chains' owner in iptables mode). */
   tableName: DEFAULT_PROXY_CONFIG.tableName,
-  serviceTables: { default: DEFAULT_PROXY_CONFIG.serviceTables, max: MAX_SERVICE_TABLES },
+  serviceTables: SERVICE_TABLES,
   /**
    * The dataplane of the mode chosen, and the removal (after its first good sync) of kube-proxy's
    * leftovers and of the other mode's rules.

@@ -1,4 +1,4 @@
-import { DEFAULT_PROXY_CONFIG, type ProxyConfig } from './config.js';
+import { DEFAULT_PROXY_CONFIG, MAX_SERVICE_TABLES, type ProxyConfig } from './config.js';
 import { type PortEndpoint, type ServicePortView, serviceKey, servicePortName } from '../cluster/service-ports.js';
 import { categorizeEndpoints, externallyAccessible } from '../cluster/topology.js';
 import ipaddr from 'ipaddr.js';
@@ -129,9 +129,6 @@ const isEmpty = (part: TableContribution) => part.chains.length === 0 && part.se
 
 /** The tables a service port puts something into (a service without endpoints has no NAT objects). */
 export const contributions = (plan: ServicePortPlan): TableContribution[] => [plan.main, plan.service].filter((part) => !isEmpty(part));
-
-/** Upper bound of config.serviceTables, so a full sync can remove the tables of any earlier setting. */
-export const MAX_SERVICE_TABLES = 64;
 
 export const serviceTableName = (config: Pick<ProxyConfig, 'tableName'>, index: number) => `${config.tableName}-services-${index}`;
 

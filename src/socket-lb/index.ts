@@ -1,6 +1,7 @@
 import { type Capability, OptionsError } from '../capability.js';
 import { SocketLbDataplane, cleanupSocketLb, netnsPinDir, removeLeftoverSocketLb } from './dataplane.js';
-import { SOCKET_LB_SETTINGS, type SocketLbOptions } from './flags.js';
+import type { SocketLbOptions } from './flags.js';
+import { socketLbSettings } from './settings.js';
 import { endpointsText, loadedSocketLb, plannedSocketLb, socketLbDifferences } from './inspect.js';
 import { frontendKey } from './plan.js';
 
@@ -9,10 +10,7 @@ export type { SocketLbOptions } from './flags.js';
 
 /** The eBPF socket LB: a local connect() or sendmsg() to a ClusterIP goes straight to an endpoint. */
 export const socketLb = {
-  name: 'socket-lb',
-  settingsKey: 'socketLb' as const,
-  settings: SOCKET_LB_SETTINGS,
-  enabled: (settings: SocketLbOptions) => settings.enabled,
+  ...socketLbSettings,
   start(settings: SocketLbOptions, { log, proxyMode }) {
     if (proxyMode !== 'nftables') throw new OptionsError('--socket-lb works in the nftables mode (--proxy-mode=nftables)');
     return new SocketLbDataplane(settings, log);

@@ -6,6 +6,7 @@ import { OptionsError } from '../../src/capability.js';
 import { type AgentOptions, helpText, kubeProxyConfiguration, kubeProxyConfigurationYAML, parseOptions } from '../../src/cli/options.js';
 import { formatDuration, parseDuration } from '../../src/settings.js';
 import { CAPABILITIES } from '../../src/agent/capabilities.js';
+import { CAPABILITY_SETTINGS } from '../../src/agent/capability-settings.js';
 
 const HEADER = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration' };
 
@@ -606,6 +607,19 @@ t.test('each capability\'s flags come from its folder: its defaults in its setti
     t.same(defaults[capability.settingsKey], capability.settings.defaults(), `${capability.name}'s defaults under options.${capability.settingsKey}`);
     for (const { flag } of capability.settings.flags) t.match(own, new RegExp(`--${flag}\\b`), `--${flag} is listed as kubenft's own`);
   }
+});
+
+t.test('the capabilities and the settings the CLI reads before they load are one list: each capability is its settings and more', async (t) => {
+  t.same(CAPABILITIES.map(({ name }) => name), CAPABILITY_SETTINGS.map(({ name }) => name), 'the same capabilities, in the same order');
+  CAPABILITIES.forEach((capability, index) => {
+    const settings = CAPABILITY_SETTINGS[index];
+    t.equal(capability.settingsKey, settings.settingsKey, `${capability.name}: its settings' key`);
+    t.equal(capability.settings, settings.settings, `${capability.name}: its flags and defaults`);
+    t.equal(capability.enabled, settings.enabled, `${capability.name}: what turns it on`);
+    // Its watch is its lists with each kind's validation: the first lists asked before it loads are the ones its informers take over.
+    const listed = (needs: typeof settings.lists) => needs && { ...needs, kinds: needs.kinds?.map(({ kind, apiVersion, path, fieldSelector }) => ({ kind, apiVersion, path, fieldSelector })) };
+    t.same(listed(capability.watch), listed(settings.lists), `${capability.name}: what it lists is what it watches`);
+  });
 });
 
 t.test('helpText mentions every flag, grouped, with defaults', async (t) => {

@@ -1,8 +1,8 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { parseAllDocuments } from 'yaml';
-import { DEFAULT_PROXY_CONFIG } from '../../src/services/config.js';
-import { MAX_SERVICE_TABLES, planRuleset, SHARED_SETS, serviceTableOf, setNamed } from '../../src/services/nftables-plan.js';
+import { DEFAULT_PROXY_CONFIG, MAX_SERVICE_TABLES } from '../../src/services/config.js';
+import { planRuleset, SHARED_SETS, serviceTableOf, setNamed } from '../../src/services/nftables-plan.js';
 import { rulesetText } from '../../src/kernel/render-text.js';
 import { loadState } from '../lib/load-state.js';
 import { allServicePortViews } from '../../src/cluster/service-ports.js';

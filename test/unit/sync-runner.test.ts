@@ -57,7 +57,7 @@ t.test('with the EndpointSlice list late, the first sync already has every endpo
     await source.stop();
     await agent.stop();
   });
-  // What `kubenft` does (cli/main.ts run()): start the source, wait for its first lists, start the loop.
+  // What `kubenft` does (cli/commands.ts run()): start the source, wait for its first lists, start the loop.
   await source.start();
   await agent.whenSynced();
   agent.start();
