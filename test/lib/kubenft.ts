@@ -1,16 +1,9 @@
-// The real kubenft CLI, built: run inside a test topology's node namespace (compiled, in dist/src/),
-// or bundled, by the unit tests.
+// Runs the real kubenft CLI (compiled, in dist/) inside a test topology's node namespace.
 import { join } from 'node:path';
 import { projectRoot } from '../../src/kernel/native.js';
 import type { ExecResult, Topology } from '../../scripts/lib/topology.js';
 
 export const CLI = join(projectRoot(), 'dist/src/cli/main.js');
-/**
- * The shipped CLI (scripts/bundle.mjs, package.json's bin), which the unit tests that run the CLI
- * use: `npm run test:unit` bundles (about a second) instead of running tsc's build, and one file
- * starts in a third of the time of dist/src's ~650.
- */
-export const BUNDLED_CLI = join(projectRoot(), 'dist/bundle/main.js');
 
 export function kubenft(topology: Topology, args: string[]): Promise<ExecResult> {
   return topology.exec(topology.node, ['node', CLI, ...args], { timeoutMs: 120_000 });
