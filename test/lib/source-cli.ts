@@ -1,7 +1,7 @@
 // The kubenft CLI run from src/ through the tests' TypeScript loader (test/loader), for the unit
 // tests that run the real CLI: `npm run test:unit` type-checks but builds nothing, and a dist/ left
-// by an older build would test older code. Its coverage maps to src/ as the unit tests' own does (a
-// bundle's did not: its branches merged badly with dist/src's). The kernel tests run the build
+// by an older build would test older code. Its coverage maps to src/ as the unit tests' own does
+// (the bundle's would come through one source map for all of src/). The kernel tests run the build
 // (test/lib/kubenft.ts).
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
