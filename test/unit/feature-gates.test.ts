@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { parseOptions } from '../../src/cli/options.js';
 import { FEATURE_GATES, GATES_REFUSED, featureEnabled } from '../../src/cluster/feature-gates.js';
-import { CLI } from '../lib/kubenft.js';
+import { SOURCE_CLI } from '../lib/source-cli.js';
 
 // k8s.io/component-base/featuregate/feature_gate.go, unsafeSetFromMap, as written there.
 const GO_UNRECOGNIZED = 'unrecognized feature gate: %s';
@@ -94,7 +94,7 @@ writeFileSync(manifests, [
 ].map((object) => stringify(object)).join('---\n'));
 
 const renderedDNATs = (t: Test, gates: string[]) => {
-  const result = spawnSync(process.execPath, [CLI, 'render', '--manifests', manifests, '--hostname-override=node-1', ...gates], { encoding: 'utf8' });
+  const result = spawnSync(process.execPath, [...SOURCE_CLI, 'render', '--manifests', manifests, '--hostname-override=node-1', ...gates], { encoding: 'utf8' });
   t.equal(result.status, 0, result.stderr);
   return [...result.stdout.matchAll(/dnat to (10\.244\.\d+\.\d+):8080/g)].map((match) => match[1]).sort();
 };
@@ -107,7 +107,7 @@ t.test('PreferSameTrafficDistribution: on, forNodes hints pick this node\'s endp
 });
 
 t.test('the real CLI refuses an unknown gate and exits 2 with kube-proxy\'s message', async (t) => {
-  const result = spawnSync(process.execPath, [CLI, 'render', '--manifests', manifests, '--feature-gates=NoSuchGate=true'], { encoding: 'utf8' });
+  const result = spawnSync(process.execPath, [...SOURCE_CLI, 'render', '--manifests', manifests, '--feature-gates=NoSuchGate=true'], { encoding: 'utf8' });
   t.equal(result.status, 2);
   t.match(result.stderr, literally(goSprintf(GO_UNRECOGNIZED, 'NoSuchGate')));
   t.equal(result.stdout, '', 'nothing rendered');

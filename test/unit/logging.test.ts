@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { klogLine } from '../../src/cli/logging.js';
-import { CLI } from '../lib/kubenft.js';
+import { SOURCE_CLI } from '../lib/source-cli.js';
 
 const directory = mkdtempSync(join(tmpdir(), 'kubenft-logging-'));
 t.teardown(() => rmSync(directory, { recursive: true, force: true }));
@@ -15,7 +15,7 @@ const manifests = join(directory, 'broken.yaml');
 writeFileSync(manifests, 'kind: Service\napiVersion: v1\nmetadata: {name: "no-namespace"}\nspec: {ports: [{port: "eighty"}]}\n');
 
 const stderrLines = (t: Test, args: string[]) => {
-  const result = spawnSync(process.execPath, [CLI, 'render', '--manifests', manifests, ...args], { encoding: 'utf8' });
+  const result = spawnSync(process.execPath, [...SOURCE_CLI, 'render', '--manifests', manifests, ...args], { encoding: 'utf8' });
   t.equal(result.status, 1, 'render exits 1: an object was skipped');
   return result.stderr.trim().split('\n');
 };
@@ -69,7 +69,7 @@ t.test('klogLine: strings quoted, errors as their message, nested values as JSON
 });
 
 t.test('an unknown format is refused before anything runs', async (t) => {
-  const result = spawnSync(process.execPath, [CLI, 'render', '--manifests', manifests, '--logging-format=logfmt'], { encoding: 'utf8' });
+  const result = spawnSync(process.execPath, [...SOURCE_CLI, 'render', '--manifests', manifests, '--logging-format=logfmt'], { encoding: 'utf8' });
   t.equal(result.status, 2);
   t.equal(result.stderr, 'kubenft: --logging-format "logfmt": is not a logging format: use text or json\n');
 });

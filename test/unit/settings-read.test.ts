@@ -9,6 +9,10 @@
 // type, and so is the whole options object handed to a parameter of another type (the agent's
 // settings, then the Service proxy's). A new flag fails here until it has a sample below and a
 // consumer in src/.
+//
+// The program read here is the one `tsc -p tsconfig.json` builds, and parsing it (the Kubernetes
+// client's declarations are most of its files) is most of what either costs; so this file is also
+// the unit suite's type check, and `npm run test:unit` runs no tsc of its own.
 import t from 'tap';
 import ts from 'typescript';
 import { join, relative } from 'node:path';
@@ -118,8 +122,14 @@ function changedLeaves(before: unknown, after: unknown, path: string[] = []): st
 // ---- the program ---------------------------------------------------------------------------------
 
 const root = projectRoot();
-const config = ts.getParsedCommandLineOfConfigFile(join(root, 'tsconfig.json'), {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: () => {} })!;
-const program = ts.createProgram({ rootNames: config.fileNames, options: { ...config.options, noEmit: true } });
+const formatHost: ts.FormatDiagnosticsHost = { getCanonicalFileName: (name) => name, getCurrentDirectory: () => root, getNewLine: () => '\n' };
+const config = ts.getParsedCommandLineOfConfigFile(join(root, 'tsconfig.json'), {}, {
+  ...ts.sys,
+  onUnRecoverableConfigFileDiagnostic: (diagnostic) => {
+    throw new Error(ts.formatDiagnostics([diagnostic], formatHost));
+  },
+})!;
+const program = ts.createProgram({ rootNames: config.fileNames, options: config.options, configFileParsingDiagnostics: config.errors });
 const checker = program.getTypeChecker();
 /** Where settings are defined: a read there (a check of one flag against another) is not a use. */
 const isSettingsFile = (path: string) => path === 'src/cli/options.ts' || path === 'src/settings.ts' || /^src\/[^/]+\/flags\.ts$/.test(path);
@@ -215,6 +225,10 @@ const optionsFile = program.getSourceFile(join(root, 'src/cli/options.ts'))!;
 let agentOptions: ts.Type | undefined;
 ts.forEachChild(optionsFile, (node) => {
   if (ts.isInterfaceDeclaration(node) && node.name.text === 'AgentOptions') agentOptions = checker.getTypeAtLocation(node.name);
+});
+
+t.test('the program type-checks: tsc -p tsconfig.json would report nothing', async (t) => {
+  t.equal(ts.formatDiagnostics(ts.getPreEmitDiagnostics(program), formatHost), '', 'no diagnostic');
 });
 
 t.test('every flag has a sample value here, and the sample changes an option', async (t) => {
