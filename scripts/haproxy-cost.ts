@@ -6,10 +6,12 @@
 // with one group of rules removed, so the table says what each group costs. 'gateway' is the
 // Gateway API's configuration (--gateway-dataplane=haproxy) for one HTTPRoute of one plain rule
 // (PathPrefix / → one backend) on the same host, 'gateway-anyhost' the same route without hostnames
-// (any host's rules); --gateway measures them beside bare HAProxy and the Ingress.
+// (any host's rules), 'gateway-wildcard' on *.example.com (the host one label under it),
+// 'gateway-deepwildcard' on *.com (two labels under); --gateway measures them beside bare HAProxy
+// and the Ingress.
 //   node dist/scripts/haproxy-cost.js [--https] [--gateway] [--seconds N] [--sed EXPRESSION] [variant…]
 // (--sed: kubenft's configuration edited by sed first, to try a change before making it; variants
-// are 'bare', 'kubenft' (the Ingress), 'gateway' or 'gateway-anyhost', each but bare optionally
+// are 'bare', 'kubenft' (the Ingress), or a gateway one (above), each but bare optionally
 // followed by ' -GROUP'…)
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { haproxyLayout } from '../src/ingress/haproxy/config.js';
 import { HaproxyModel } from '../src/ingress/haproxy/model.js';
-import type { PathRoute } from '../src/ingress/routes.js';
+import type { HostRoute, PathRoute, RouteTable } from '../src/ingress/routes.js';
 import { generateDefaultCertificate } from '../src/ingress/default-certificate.js';
 import { bareHaproxyConfig, HOST } from './lib/bench-ingress.js';
 
@@ -44,13 +46,23 @@ function routeOf(gateway: boolean): PathRoute {
   return gateway ? { ...route, actions: { backends: [{ backend: route.backend, weight: 1 }] } } : route;
 }
 
-function kubenftFiles(dir: string, https: boolean, gateway: boolean, anyHost: boolean): void {
+/** Where each variant's route is: on HOST, any host, or a wildcard (by its suffix) HOST is under. */
+const PLACES: Record<string, (route: HostRoute) => Pick<RouteTable, 'hosts' | 'wildcards' | 'anyHost'>> = {
+  kubenft: (route) => ({ hosts: { [HOST]: route }, wildcards: {} }),
+  gateway: (route) => ({ hosts: { [HOST]: route }, wildcards: {} }),
+  'gateway-anyhost': (route) => ({ hosts: {}, wildcards: {}, anyHost: route }),
+  'gateway-wildcard': (route) => ({ hosts: {}, wildcards: { 'example.com': route } }),
+  'gateway-deepwildcard': (route) => ({ hosts: {}, wildcards: { com: route } }),
+};
+
+function kubenftFiles(dir: string, https: boolean, variant: string): void {
   const layout = haproxyLayout(dir);
+  const gateway = variant !== 'kubenft';
   const model = new HaproxyModel(layout, gateway);
   const route = { paths: [routeOf(gateway)], redirectToHttps: false };
   model.load({
-    ...(anyHost ? { hosts: {}, anyHost: route } : { hosts: { [HOST]: route } }),
-    wildcards: {}, backends: { 'default/backend:80': [BACKEND] }, certificates: {}, tlsHosts: {}, tlsWildcards: {}, served: ['default/bench'],
+    ...PLACES[variant](route),
+    backends: { 'default/backend:80': [BACKEND] }, certificates: {}, tlsHosts: {}, tlsWildcards: {}, served: ['default/bench'],
     ...(gateway ? { wildcardsMatchSubdomains: true } : {}),
   }, generateDefaultCertificate());
   const settings = {
@@ -74,8 +86,8 @@ function writeVariant(dir: string, variant: string, https: boolean, sed: string 
     return config;
   }
   const [base, ...groups] = variant.split(' -');
-  if (!['kubenft', 'gateway', 'gateway-anyhost'].includes(base)) fail(`no variant ${base} (bare, kubenft, gateway, gateway-anyhost)`);
-  kubenftFiles(dir, https, base !== 'kubenft', base === 'gateway-anyhost');
+  if (!Object.hasOwn(PLACES, base)) fail(`no variant ${base} (bare, ${Object.keys(PLACES).join(', ')})`);
+  kubenftFiles(dir, https, base);
   const without = groups.map((name) => GROUPS[name] ?? fail(`no group ${name} (${Object.keys(GROUPS).join(', ')})`));
   if (sed) execFileSync('sed', ['-i', '-e', sed, config]);
   const lines = readFileSync(config, 'utf8').split('\n').filter((line) => !without.some((group) => group.test(line)));
@@ -135,7 +147,7 @@ async function main(): Promise<void> {
   });
   const https = values.https!;
   const seconds = Number(values.seconds);
-  const list = variants.length > 0 ? variants : values.gateway ? ['bare', 'kubenft', 'gateway', 'gateway-anyhost'] : ['bare', 'kubenft', ...Object.keys(GROUPS).map((group) => `kubenft -${group}`)];
+  const list = variants.length > 0 ? variants : values.gateway ? ['bare', ...Object.keys(PLACES)] : ['bare', 'kubenft', ...Object.keys(GROUPS).map((group) => `kubenft -${group}`)];
   const netns = `kubenft-cost-${process.pid}`;
   execFileSync('ip', ['netns', 'add', netns]);
   const backendDir = mkdtempSync(join(tmpdir(), 'kubenft-cost-backend-'));

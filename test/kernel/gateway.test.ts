@@ -169,6 +169,10 @@ const routes = (): unknown[] => [
   ]),
   // A longer path of the wildcard's than a.wild.example.com's own Prefix /: the host's own rules come first.
   route('wild-deeper', [], [{ matches: [prefix('/deeper')], backends: to('other') }], { parents: [{ name: 'gw', sectionName: 'wild' }] }),
+  // Nested wildcards and any host's rules (on the http listener alone, at paths no other case asks).
+  route('nest-inner', ['*.inner.nest.example.com'], [{ matches: [prefix('/nest')], backends: to('other') }], { parents: [{ name: 'gw', sectionName: 'http' }] }),
+  route('nest-outer', ['*.nest.example.com'], [{ matches: [prefix('/nest'), prefix('/nest-outer')], backends: to('api') }], { parents: [{ name: 'gw', sectionName: 'http' }] }),
+  route('nest-any', [], [{ matches: [prefix('/nest'), prefix('/nest-outer'), prefix('/nest-any')], backends: to('web') }], { parents: [{ name: 'gw', sectionName: 'http' }] }),
   route('live', ['live.example.com'], [{ backends: to('web') }]),
   route('live-endpoints', ['endpoints.example.com'], [{ backends: to('live-backend') }]),
 ];
@@ -543,6 +547,23 @@ const routes = (): unknown[] => [
         t.equal(reply.status, status, `${args.join(' ')}: ${why}`);
         if (pod) t.equal(reply.pod, pod, `${args.join(' ')}: ${pod}`);
       }
+    });
+
+    t.test('nested wildcards and any host: the deepest covering wildcard\'s rules first, then the shallower\'s, then any host\'s', async (t) => {
+      const cases: [string, string, string][] = [
+        ['http://x.inner.nest.example.com/nest', 'one label under the deeper wildcard', 'other'],
+        ['http://a.b.inner.nest.example.com/nest', 'two labels under the deeper wildcard, three under the other', 'other'],
+        ['http://a.b.inner.nest.example.com/nest-outer', 'the shallower wildcard\'s rule after the deeper\'s', 'api'],
+        ['http://a.b.inner.nest.example.com/nest-any', 'any host\'s after both', 'web'],
+        ['http://x.nest.example.com/nest', 'one label under the shallower', 'api'],
+        ['http://a.b.nest.example.com/nest', 'two labels under the shallower', 'api'],
+        ['http://a.b.example.org/nest', 'no wildcard: any host\'s', 'web'],
+      ];
+      const replies = await curls(cases.map(([url]) => url));
+      cases.forEach(([url, why, pod], index) => {
+        t.equal(replies[index].status, 200, `${url}: ${why}`);
+        t.equal(replies[index].pod, pod, `${url}: ${why}: ${pod}`);
+      });
     });
 
     t.test('a plain rule turned conditional and back while requests run: none fails', async (t) => {

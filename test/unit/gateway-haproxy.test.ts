@@ -130,6 +130,33 @@ t.test('the HAProxy model of a Gateway table: the Lua router\'s maps; a new time
   t.equal(model.reloadReason, 'new route timeout');
 });
 
+t.test('gateway-hosts holds WILDCARDS while a wildcard host has rules (the routing\'s Lua lookup runs only then): written after its entries, deleted with them', async (t) => {
+  const layout = haproxyLayout('/h');
+  const model = new HaproxyModel(layout, true);
+  const state = stateOf(objects());
+  const planner = new GatewayPlanner();
+  const next = (change: () => void) => {
+    change();
+    state.takeChanges();
+    const plan = planner.plan(gatewayPlanInput(state, SETTINGS), new Set());
+    return model.changes(plan.http, plan.changes!.http, CERTIFICATE)?.map(({ command }) => command.replace(/ n=.*/, '').replace(/ slot_\d+\/\d+$/, ' <slot>/<route>'));
+  };
+  model.load(planner.plan(gatewayPlanInput(state, SETTINGS), 'full').http, CERTIFICATE);
+  const hostsMap = () => new Map(model.files({ maxBodyBytes: 1, maxHeaderBytes: 1024, clientTimeoutMs: 1000, backendTimeoutMs: 1000, connectTimeoutMs: 1000, threads: 1, gatewayRules: true }).map((file) => [file.path, file.content])).get(layout.map('gateway-hosts'));
+  t.notMatch(hostsMap(), /WILDCARDS/, 'no wildcard host: no flag');
+  const wildcard = httpRoute('wild', { hostnames: ['*.w.example.com'], rules: [{ backends: [{ name: 'web' }] }] });
+  t.same(next(() => state.apply(wildcard)), [
+    'add map /h/gateway-rules.map *.w.example.com/1/0', 'add map /h/gateway-routes.map *.w.example.com/1/ <slot>/<route>',
+    'add map /h/gateway-hosts.map *.w.example.com *.w.example.com/1', 'add map /h/gateway-hosts.map WILDCARDS 1',
+  ], 'the wildcard\'s entries, then the flag');
+  t.match(hostsMap(), /^WILDCARDS 1$/m, 'and a reload writes it');
+  t.same(next(() => state.apply(httpRoute('wild', { hostnames: ['*.w.example.com', '*.v.example.com'], rules: [{ backends: [{ name: 'web' }] }] }))).filter((command) => /WILDCARDS/.test(command)), [], 'a second wildcard: the flag stays');
+  t.same(next(() => state.delete(wildcard)).filter((command) => /gateway-hosts/.test(command)), [
+    'del map /h/gateway-hosts.map *.w.example.com', 'del map /h/gateway-hosts.map *.v.example.com', 'del map /h/gateway-hosts.map WILDCARDS',
+  ], 'no wildcard left: the flag goes with them');
+  t.notMatch(hostsMap(), /WILDCARDS/);
+});
+
 // Rules as the planner orders a host's: Exact first, then regular expressions, then the longest
 // prefix, conditions breaking ties; a covering wildcard's rules after the host's own.
 const rule = (type: PathRoute['type'], match: string, backend: string, extra: Partial<PathRoute> = {}): PathRoute =>

@@ -8,7 +8,7 @@ import { routerExpression } from './expression-check.js';
 // HAProxy's configuration; a small Lua router takes the rest. Three maps, which the runtime API
 // changes like Ingress's:
 // - gateway-hosts: host ('foo.com', '*.foo.com', '*' for any host) → '<rule host>/<generation>',
-//   the key of its rules in the other two;
+//   the key of its rules in the other two; and WILDCARD_FLAG while any wildcard host has rules;
 // - gateway-routes (map_beg, as Ingress's routes.map): that key + an Exact rule's path + '/?' or a
 //   Prefix rule's path + '/' → the target ('<slot>/<route>', routeTarget) when the first of the
 //   host's rules that can match the key's requests matches all of them and forwards to one backend
@@ -39,6 +39,12 @@ export const HAPROXY_UNSUPPORTED_FILTERS: ReadonlyMap<string, string> = new Map(
 
 /** The rule host key for rules without host. */
 const ANY_HOST = '*';
+/**
+ * gateway-hosts' entry while some wildcard host has rules: only then can a host be under a wildcard
+ * deeper than one label, which the Lua converter looks for. Capitals: the request's host is
+ * lowercased, so no request's own lookup finds it.
+ */
+export const WILDCARD_FLAG = { map: 'gateway-hosts', key: 'WILDCARDS', value: '1' } as const;
 /** A rule host's key in gateway-hosts (`host` as tableHosts names it: 'foo.com', '*.foo.com', '' for any host). */
 const hostKey = (host: string) => (host === '' ? ANY_HOST : host);
 
@@ -160,15 +166,19 @@ export function gatewayHostEntries(host: string, rules: string[], routes: [strin
 }
 
 /**
- * The frontend's routing for Gateway API (it replaces Ingress's): the host's key (by its name in
- * gateway-hosts; a wildcard's or any host's found by a Lua converter), then, as Ingress, one gateway-routes
- * lookup of key + path + '/?', whose value is the target or ASK_ROUTER. The router runs for those and
- * for a path with an encoded slash (SHARED_LUA's check); it sets the target, or none (404), or
- * GATEWAY_REPLIES's with txn.gw_outcome for a refusal, a redirect or a 500.
+ * The frontend's routing for Gateway API (it replaces Ingress's): the host's key, by the host's name
+ * in gateway-hosts, else by its one-label wildcard's ('*.' and the host without its first label),
+ * else (only while WILDCARD_FLAG is there) by a deeper wildcard's, which a Lua converter finds, else
+ * any host's ('*'). Then, as Ingress, one gateway-routes lookup of key + path + '/?', whose value
+ * is the target or ASK_ROUTER. The router runs for those and for a path with an encoded slash
+ * (SHARED_LUA's check); it sets the target, or none (404), or GATEWAY_REPLIES's with txn.gw_outcome
+ * for a refusal, a redirect or a 500.
  */
 export const GATEWAY_ROUTING = (map: (name: GatewayMapName) => string, plainReply: (status: number, text: string) => string) => [
   `  http-request set-var(txn.gw_rules) var(txn.host),map_str(${map('gateway-hosts')})`,
-  '  http-request set-var(txn.gw_rules) var(txn.host),lua.kubenft-gateway-host unless { var(txn.gw_rules) -m found }',
+  `  http-request set-var(txn.gw_rules) var(txn.host),regsub(^[^.]*[.],*.),map_str(${map('gateway-hosts')}) unless { var(txn.gw_rules) -m found }`,
+  `  http-request set-var(txn.gw_rules) var(txn.host),lua.kubenft-gateway-host if !{ var(txn.gw_rules) -m found } { str(${WILDCARD_FLAG.key}),map_str(${map('gateway-hosts')}) -m found }`,
+  `  http-request set-var(txn.gw_rules) str(${ANY_HOST}),map_str(${map('gateway-hosts')}) unless { var(txn.gw_rules) -m found }`,
   '  http-request set-var(txn.rulehost) var(txn.gw_rules),field(1,/)',
   '  http-request set-var(txn.path) path',
   `  http-request set-var(txn.target) var(txn.gw_rules),concat(,txn.path,${PATH_END}),map_beg(${map('gateway-routes')})`,
@@ -321,11 +331,13 @@ local function conditions_hold(rule, facts)
   return true
 end
 
--- A host gateway-hosts does not name: the key of its longest wildcard suffix's rules (Gateway API's
--- span labels), else any host's. A converter, not an action: it is handed the host alone, where an
--- action's transaction object costs more than the rest of the routing.
+-- A host neither gateway-hosts nor its one-label wildcard names (GATEWAY_ROUTING): the key of
+-- its longest deeper wildcard suffix's rules (Gateway API's span labels), else any host's. A converter, not
+-- an action: it is handed the host alone, where an action's transaction object costs more than the
+-- rest of the routing.
 core.register_converters("kubenft-gateway-host", function(host)
   local dot = host:find(".", 1, true)
+  dot = dot and host:find(".", dot + 1, true)
   while dot do
     local key = gateway_hosts:lookup("*" .. host:sub(dot))
     if key then return key end

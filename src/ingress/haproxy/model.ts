@@ -1,5 +1,5 @@
 import type { HostRoute, RouteTable, RouteTableChanges } from '../routes.js';
-import { encodeGatewayRule, gatewayHostEntries, gatewayLua, gatewayRouteEntries, gatewayRuleTexts, ruleTimeoutMs } from './gateway-rules.js';
+import { encodeGatewayRule, gatewayHostEntries, gatewayLua, gatewayRouteEntries, gatewayRuleTexts, ruleTimeoutMs, WILDCARD_FLAG } from './gateway-rules.js';
 import {
   DEFAULT_ROUTE_KEY, SHARED_LUA, errorFiles, ingressLua, type HaproxyLayout, type HaproxySettings, MAPS, type MapEntry, crtListLine, entryId, hostEntries, renderConfig,
   renderCrtList, renderMapFile, routeTarget, serverName, slotName, tableHosts,
@@ -78,6 +78,7 @@ export class HaproxyModel {
       this.setHost(host, this.hostEntriesOf(host, route));
     }
     if (table.defaultBackend) this.entries.set(entryId(DEFAULT_ROUTE), { ...DEFAULT_ROUTE, value: this.targetOf({ ...table.defaultBackend, path: '' }) });
+    if (this.wildcardFlagWanted()) this.entries.set(entryId(WILDCARD_FLAG), { ...WILDCARD_FLAG });
     this.certificates.clear();
     for (const sniName of this.sniNames(table)) {
       const pem = this.desiredCertificate(table, sniName);
@@ -148,6 +149,10 @@ export class HaproxyModel {
       for (const entry of before) if (!kept.has(entryId(entry))) removals.push(this.deleteEntry(entry));
       this.setHost(host, next);
     }
+    // After a new wildcard's entries (its deeper hosts find it from then on), beside an old one's removal.
+    const flagged = this.entries.has(entryId(WILDCARD_FLAG));
+    if (this.wildcardFlagWanted() && !flagged) commands.push(...this.putEntry({ ...WILDCARD_FLAG }));
+    else if (!this.wildcardFlagWanted() && flagged) removals.push(this.deleteEntry(WILDCARD_FLAG));
     const defaultId = entryId(DEFAULT_ROUTE);
     if (changes.defaultBackend) commands.push(...this.putEntry({ ...DEFAULT_ROUTE, value: this.targetOf({ ...changes.defaultBackend, path: '' }) }));
     else if (this.entries.has(defaultId)) removals.push(this.deleteEntry(this.entries.get(defaultId)!));
@@ -216,6 +221,13 @@ export class HaproxyModel {
       this.gatewayHosts.set(host, (written = { rules, generation: this.generations++ }));
     }
     return gatewayHostEntries(host, rules, routes, written.generation);
+  }
+
+  /** Gateway API: WILDCARD_FLAG belongs in gateway-hosts while a wildcard host has rules. */
+  private wildcardFlagWanted(): boolean {
+    if (!this.gatewayRules) return false;
+    for (const host of this.gatewayHosts.keys()) if (host.startsWith('*.')) return true;
+    return false;
   }
 
   private timeoutsOf(route: HostRoute): number[] {
