@@ -82,10 +82,10 @@ t.test('a regular expression HAProxy\'s PCRE2 cannot compile: the route is not a
   t.same(['ecmascript-only', 'lookbehind'].map((name) => builtin.routes.find((route) => route.name === name)!.parents[0].conditions[0].reason), ['Accepted', 'Accepted'], 'the built-in dataplane runs them as ECMAScript');
 });
 
-t.test('the HAProxy model of a Gateway table: the Lua router\'s maps; a new timeout value reloads, a known one does not', async (t) => {
+/** A Gateway model and one planner over one state, as the agent's: each plan after the first names its table changes. */
+function plannedModel() {
   const layout = haproxyLayout('/h');
   const model = new HaproxyModel(layout, true);
-  // One planner over one state, as the agent's: each plan after the first names its table changes.
   const state = stateOf(objects());
   const planner = new GatewayPlanner();
   const next = (change: () => void) => {
@@ -94,6 +94,11 @@ t.test('the HAProxy model of a Gateway table: the Lua router\'s maps; a new time
     const plan = planner.plan(gatewayPlanInput(state, SETTINGS), new Set());
     return { table: plan.http, changes: plan.changes!.http };
   };
+  return { layout, model, state, planner, next };
+}
+
+t.test('the HAProxy model of a Gateway table: the Lua router\'s maps; a new timeout value reloads, a known one does not', async (t) => {
+  const { layout, model, state, planner, next } = plannedModel();
   const first = planner.plan(gatewayPlanInput(state, SETTINGS), 'full');
   model.load(first.http, CERTIFICATE);
   const files = new Map(model.files({ maxBodyBytes: 1, maxHeaderBytes: 1024, clientTimeoutMs: 1000, backendTimeoutMs: 1000, connectTimeoutMs: 1000, threads: 1, gatewayRules: true }).map((file) => [file.path, file.content]));
@@ -131,15 +136,10 @@ t.test('the HAProxy model of a Gateway table: the Lua router\'s maps; a new time
 });
 
 t.test('gateway-hosts holds WILDCARDS while a wildcard host has rules (the routing\'s Lua lookup runs only then): written after its entries, deleted with them', async (t) => {
-  const layout = haproxyLayout('/h');
-  const model = new HaproxyModel(layout, true);
-  const state = stateOf(objects());
-  const planner = new GatewayPlanner();
+  const { layout, model, state, planner, next: plan } = plannedModel();
   const next = (change: () => void) => {
-    change();
-    state.takeChanges();
-    const plan = planner.plan(gatewayPlanInput(state, SETTINGS), new Set());
-    return model.changes(plan.http, plan.changes!.http, CERTIFICATE)?.map(({ command }) => command.replace(/ n=.*/, '').replace(/ slot_\d+\/\d+$/, ' <slot>/<route>'));
+    const { table, changes } = plan(change);
+    return model.changes(table, changes, CERTIFICATE)?.map(({ command }) => command.replace(/ n=.*/, '').replace(/ slot_\d+\/\d+$/, ' <slot>/<route>'));
   };
   model.load(planner.plan(gatewayPlanInput(state, SETTINGS), 'full').http, CERTIFICATE);
   const hostsMap = () => new Map(model.files({ maxBodyBytes: 1, maxHeaderBytes: 1024, clientTimeoutMs: 1000, backendTimeoutMs: 1000, connectTimeoutMs: 1000, threads: 1, gatewayRules: true }).map((file) => [file.path, file.content])).get(layout.map('gateway-hosts'));
