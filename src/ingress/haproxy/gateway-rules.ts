@@ -180,7 +180,6 @@ export const GATEWAY_ROUTING = (map: (name: GatewayMapName) => string, plainRepl
   `  http-request set-var(txn.gw_rules) var(txn.host),lua.kubenft-gateway-host if !{ var(txn.gw_rules) -m found } { str(${WILDCARD_FLAG.key}),map_str(${map('gateway-hosts')}) -m found }`,
   `  http-request set-var(txn.gw_rules) str(${ANY_HOST}),map_str(${map('gateway-hosts')}) unless { var(txn.gw_rules) -m found }`,
   '  http-request set-var(txn.rulehost) var(txn.gw_rules),field(1,/)',
-  '  http-request set-var(txn.path) path',
   `  http-request set-var(txn.target) var(txn.gw_rules),concat(,txn.path,${PATH_END}),map_beg(${map('gateway-routes')})`,
   `  http-request lua.kubenft-gateway-route if { var(txn.target) -m str ${ASK_ROUTER} } || { var(txn.path) -m sub %2F }`,
   `  http-request ${plainReply(404, 'Not Found')} unless { var(txn.target) -m found }`,
